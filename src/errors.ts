@@ -1,0 +1,41 @@
+// The agent's error table: one stable name per failure a caller can branch on, its JSON-RPC
+// code, and whether retrying the same call later can succeed. The README's table mirrors this.
+
+export const ERRORS = {
+  notFound: { code: -32000, retryable: false, description: 'The domain, disk or job does not exist.' },
+  jobExists: { code: -32001, retryable: false, description: 'A different copy job already runs on this disk.' },
+  noJob: { code: -32002, retryable: false, description: 'There is no copy job on this disk (or with this id).' },
+  notReady: { code: -32003, retryable: true, description: 'The job has not reached (or has dropped out of) the ready phase.' },
+  pivotFailed: { code: -32004, retryable: false, description: 'libvirt could not switch the guest onto the copy, or the switch could not be verified.' },
+  destinationRejected: { code: -32005, retryable: false, description: 'The destination breaks the destination policy.' },
+  libvirtError: { code: -32006, retryable: false, description: 'libvirt refused or failed the operation; data.libvirt holds its code, domain and message.' },
+  recovering: { code: -32007, retryable: true, description: 'The agent is reconciling jobs after a start or reconnect.' },
+  unauthorized: { code: -32008, retryable: false, description: 'The caller is not allowed to call this method.' },
+  timeout: { code: -32009, retryable: true, description: 'The wait or timeout given by the caller expired.' },
+  unsupported: { code: -32010, retryable: false, description: 'The disk or option is not supported for block copy (e.g. a cdrom, a network disk, a flag this libvirt lacks).' },
+  invalidState: { code: -32011, retryable: false, description: 'The job is in a state that does not allow this operation (e.g. finish after pivot).' },
+  tooManyJobs: { code: -32012, retryable: true, description: 'The host already runs its maximum number of concurrent copies.' },
+  unavailable: { code: -32013, retryable: true, description: 'The agent has no connection to libvirtd right now.' },
+} as const;
+
+export type ErrorName = keyof typeof ERRORS;
+
+/** An error meant for the caller: its name, message and data reach the client unchanged. */
+export class AgentError extends Error {
+  readonly errorName: ErrorName;
+  readonly data: Record<string, unknown>;
+
+  constructor(name: ErrorName, message: string, data: Record<string, unknown> = {}) {
+    super(message);
+    this.errorName = name;
+    this.data = data;
+  }
+
+  get code(): number {
+    return ERRORS[this.errorName].code;
+  }
+
+  get retryable(): boolean {
+    return ERRORS[this.errorName].retryable;
+  }
+}

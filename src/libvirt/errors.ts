@@ -1,0 +1,51 @@
+// libvirt failures as JS errors. The binding rejects with plain Errors carrying
+// code/domain/message; the facade rewraps them as LibvirtError so callers can use instanceof.
+
+/** A subset of virErrorNumber that the agent branches on. */
+export const VirErrorCode = {
+  OK: 0,
+  INTERNAL_ERROR: 1,
+  NO_SUPPORT: 3,
+  NO_CONNECT: 5,
+  INVALID_CONN: 6,
+  OPERATION_FAILED: 9,
+  INVALID_ARG: 8,
+  OPERATION_DENIED: 29,
+  AUTH_FAILED: 45,
+  SYSTEM_ERROR: 38,
+  NO_DOMAIN: 42,
+  OPERATION_INVALID: 55,
+  OPERATION_TIMEOUT: 68,
+  CONFIG_UNSUPPORTED: 67,
+  BLOCK_COPY_ACTIVE: 83,
+  OVERFLOW: 82,
+  ARGUMENT_UNSUPPORTED: 74,
+  OPERATION_UNSUPPORTED: 84,
+  AGENT_UNRESPONSIVE: 86,
+  NO_DOMAIN_METADATA: 80,
+} as const;
+
+export class LibvirtError extends Error {
+  override readonly name = 'LibvirtError';
+  /** virErrorNumber */
+  readonly code: number;
+  /** virErrorDomain */
+  readonly domain: number;
+  /** libvirt's own message, unchanged */
+  readonly libvirtMessage: string;
+
+  constructor(code: number, domain: number, message: string) {
+    super(message);
+    this.code = code;
+    this.domain = domain;
+    this.libvirtMessage = message;
+  }
+
+  toJSON(): { code: number; domain: number; message: string } {
+    return { code: this.code, domain: this.domain, message: this.libvirtMessage };
+  }
+}
+
+export function isLibvirtError(e: unknown, code?: number): e is LibvirtError {
+  return e instanceof LibvirtError && (code === undefined || e.code === code);
+}

@@ -1,0 +1,116 @@
+// The typed surface of the native binding. Everything above src/libvirt/ sees only these
+// types; only src/libvirt/binding.ts loads the .node file.
+
+/** A domain as identified by libvirt. Lookups accept a name or a UUID string. */
+export interface DomainRef {
+  name: string;
+  uuid: string;
+  /** libvirt domain id; -1 when the domain is not running. */
+  id: number;
+  active: boolean;
+  persistent: boolean;
+}
+
+export type BlockJobType = 'unknown' | 'pull' | 'copy' | 'commit' | 'activeCommit' | 'backup';
+
+export interface BlockJobInfo {
+  type: BlockJobType;
+  /** Bandwidth limit in bytes/s (0 = unlimited). Converted from MiB/s when libvirt could not report bytes. */
+  bandwidth: bigint;
+  /** Which unit libvirt reported the bandwidth in before conversion. */
+  bandwidthSource: 'bytes' | 'MiB';
+  cur: bigint;
+  end: bigint;
+}
+
+export interface BlockCopyOptions {
+  shallow?: boolean;
+  reuseExternal?: boolean;
+  transientJob?: boolean;
+  synchronousWrites?: boolean;
+  /** bytes/s; 0 or undefined = unlimited */
+  bandwidth?: bigint;
+  /** bytes, power of two */
+  granularity?: number;
+  /** bytes */
+  bufSize?: bigint;
+}
+
+export interface BlockJobAbortOptions {
+  /** Return at once; completion arrives as a BLOCK_JOB_2 event. */
+  async?: boolean;
+  /** Switch the guest onto the copy (only valid once the job is ready). */
+  pivot?: boolean;
+}
+
+export type BlockJobStatus = 'completed' | 'failed' | 'canceled' | 'ready';
+
+export interface BlockJobEvent {
+  kind: 'blockJob';
+  domain: { name: string; uuid: string };
+  /** Disk target (BLOCK_JOB_2 reports the target, e.g. "vda"). */
+  disk: string;
+  type: BlockJobType;
+  status: BlockJobStatus;
+}
+
+export type LifecycleEventName =
+  | 'defined' | 'undefined' | 'started' | 'suspended' | 'resumed'
+  | 'stopped' | 'shutdown' | 'pmsuspended' | 'crashed' | 'unknown';
+
+export interface LifecycleEvent {
+  kind: 'lifecycle';
+  domain: { name: string; uuid: string };
+  event: LifecycleEventName;
+  /** libvirt's detail code for the event (virDomainEvent*DetailType). */
+  detail: number;
+}
+
+export type DomainEvent = BlockJobEvent | LifecycleEvent;
+
+export type CloseReason = 'error' | 'eof' | 'keepalive' | 'client' | 'unknown';
+
+export interface Versions {
+  /** libvirt library version, e.g. "9.0.0" */
+  libvirt: string;
+  /** hypervisor driver name, e.g. "QEMU" */
+  hypervisorType: string;
+  /** hypervisor version, e.g. "7.2.0" */
+  hypervisor: string;
+}
+
+export interface MetadataOptions {
+  /** Operate on the persistent definition instead of the live one. */
+  config?: boolean;
+}
+
+/** One open libvirt connection. All methods run off the JS thread and return Promises. */
+export interface Connection {
+  readonly uri: string;
+  readonly closed: boolean;
+  lookupDomain(key: string): Promise<DomainRef>;
+  listDomains(opts?: { activeOnly?: boolean }): Promise<DomainRef[]>;
+  getXml(domain: string, opts?: { inactive?: boolean }): Promise<string>;
+  getMetadata(domain: string, namespaceUri: string, opts?: MetadataOptions): Promise<string | null>;
+  /** xml = null removes the element. */
+  setMetadata(domain: string, namespaceUri: string, key: string, xml: string | null, opts?: MetadataOptions): Promise<void>;
+  blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void>;
+  /** null when the disk has no block job. */
+  getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null>;
+  blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void>;
+  blockJobSetSpeed(domain: string, disk: string, bandwidthBytesPerSecond: bigint): Promise<void>;
+  versions(): Promise<Versions>;
+  /** Subscribe to BLOCK_JOB_2 and lifecycle events of all domains. Returns the unsubscribe function. */
+  onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>>;
+  /** Called once when the connection is closed by libvirt (not by close()). */
+  onClose(listener: (reason: CloseReason) => void): void;
+  /** Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  /** seconds between keepalive probes; 0 disables keepalive (default 5) */
+  keepaliveInterval?: number;
+  /** unanswered probes before the connection is considered dead (default 3) */
+  keepaliveCount?: number;
+}
