@@ -1,0 +1,232 @@
+// Throwaway running domains on the real libvirtd, for tests and the demo. Uses virsh and
+// qemu-img as independent tools (the product itself never does). Everything created is
+// registered for teardown, which runs even when the test fails, plus a process-exit net.
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const URI = 'qemu:///system';
+export const PREFIX = 'bctest-';
+/** Disks live here, not in /tmp: libvirt-qemu must traverse the path, and PrivateTmp hides /tmp. */
+export const TEST_ROOT = '/var/tmp/blockcopy-test';
+
+export type ImageFormat = 'raw' | 'qcow2';
+
+export interface DiskSpec {
+  format: ImageFormat;
+  sizeMiB: number;
+  /** qcow2 only: put the disk on top of a qcow2 backing file (holding data written at creation). */
+  backing?: boolean;
+  /** 'cdrom' attaches a read-only cdrom (not copyable) instead of a disk. */
+  device?: 'disk' | 'cdrom';
+}
+
+export interface DomainSpec {
+  disks: DiskSpec[];
+  /** Define (persistent) then start, instead of a transient `virsh create`. */
+  persistent?: boolean;
+  memoryMiB?: number;
+}
+
+export interface TestDisk {
+  target: string;
+  path: string;
+  format: ImageFormat;
+  device: 'disk' | 'cdrom';
+  backingPath?: string;
+}
+
+export interface TestDomain {
+  name: string;
+  uuid: string;
+  dir: string;
+  persistent: boolean;
+  disks: TestDisk[];
+}
+
+/** Anything with tap's teardown; keeps this helper usable outside tap (the demo). */
+export interface TeardownHost {
+  teardown(fn: () => unknown): void;
+}
+
+const live = new Set<TestDomain>();
+let accel: 'kvm' | 'qemu' | undefined;
+
+export function virsh(...args: string[]): Promise<string> {
+  return run('virsh', ['-q', '-c', URI, ...args], { maxBuffer: 64 * 1024 * 1024 }).then((r) => r.stdout);
+}
+
+/** 'kvm' when /dev/kvm is usable by QEMU here, else 'qemu' (TCG). Decided once. */
+export function domainType(): 'kvm' | 'qemu' {
+  if (accel) return accel;
+  accel = 'qemu';
+  try {
+    const caps = execFileSync('virsh', ['-c', URI, 'domcapabilities', '--virttype', 'kvm'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+    if (existsSync('/dev/kvm') && /<domain>kvm<\/domain>/.test(caps)) accel = 'kvm';
+  } catch {
+    accel = 'qemu';
+  }
+  return accel;
+}
+
+export async function createImage(path: string, format: ImageFormat, sizeMiB: number,
+  opts: { backingPath?: string; backingFormat?: ImageFormat } = {}): Promise<void> {
+  const args = ['create', '-q', '-f', format];
+  if (opts.backingPath) args.push('-b', opts.backingPath, '-F', opts.backingFormat ?? 'qcow2');
+  args.push(path, `${sizeMiB}M`);
+  await run('qemu-img', args);
+}
+
+function newDir(): string {
+  execFileSync('mkdir', ['-p', TEST_ROOT]);
+  chmodSync(TEST_ROOT, 0o755);
+  const dir = mkdtempSync(join(TEST_ROOT, 'run-'));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+const targetOf = (i: number) => `vd${String.fromCharCode(97 + i)}`;
+
+function diskXml(d: TestDisk): string {
+  if (d.device === 'cdrom') {
+    return `<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='${d.path}'/>` +
+      `<target dev='hdc' bus='ide'/><readonly/></disk>`;
+  }
+  return `<disk type='file' device='disk'><driver name='qemu' type='${d.format}'/><source file='${d.path}'/>` +
+    `<target dev='${d.target}' bus='virtio'/></disk>`;
+}
+
+/** Creates and starts a domain with the given disks; it is destroyed at `host`'s teardown. */
+export async function createDomain(host: TeardownHost, spec: DomainSpec): Promise<TestDomain> {
+  const name = `${PREFIX}${process.pid}-${randomBytes(3).toString('hex')}`;
+  const dir = newDir();
+  const disks: TestDisk[] = [];
+  let virtio = 0;
+  for (const [i, s] of spec.disks.entries()) {
+    const device = s.device ?? 'disk';
+    const path = join(dir, `disk${i}.${s.format === 'raw' ? 'raw' : 'qcow2'}`);
+    const d: TestDisk = { target: device === 'cdrom' ? 'hdc' : targetOf(virtio++), path, format: s.format, device };
+    if (s.backing) {
+      if (s.format !== 'qcow2') throw new Error('a backing file needs a qcow2 disk');
+      d.backingPath = join(dir, `base${i}.qcow2`);
+      await createImage(d.backingPath, 'qcow2', s.sizeMiB);
+      // Data in the base image, so a shallow copy can be told apart from a full one.
+      await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x0b 0 1M', d.backingPath]);
+      await createImage(path, 'qcow2', s.sizeMiB, { backingPath: d.backingPath, backingFormat: 'qcow2' });
+    } else {
+      await createImage(path, s.format, s.sizeMiB);
+    }
+    disks.push(d);
+  }
+  const xml = `<domain type='${domainType()}'><name>${name}</name><memory unit='MiB'>${spec.memoryMiB ?? 64}</memory>` +
+    `<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><on_crash>destroy</on_crash>` +
+    `<devices>${disks.map(diskXml).join('')}</devices></domain>`;
+  const xmlPath = join(dir, 'domain.xml');
+  writeFileSync(xmlPath, xml);
+  const dom: TestDomain = { name, uuid: '', dir, persistent: !!spec.persistent, disks };
+  live.add(dom);
+  host.teardown(() => destroy(dom));
+  if (spec.persistent) {
+    await virsh('define', xmlPath);
+    await virsh('start', name);
+  } else {
+    await virsh('create', xmlPath);
+  }
+  dom.uuid = (await virsh('domuuid', name)).trim();
+  return dom;
+}
+
+/** Destroys (and undefines) the domain and removes its files. Safe to call twice. */
+export async function destroy(dom: TestDomain): Promise<void> {
+  if (!live.has(dom)) return;
+  live.delete(dom);
+  await run('virsh', ['-q', '-c', URI, 'destroy', dom.name]).catch(() => {});
+  if (dom.persistent) await run('virsh', ['-q', '-c', URI, 'undefine', dom.name]).catch(() => {});
+  rmSync(dom.dir, { recursive: true, force: true });
+}
+
+export async function liveXml(dom: TestDomain | string): Promise<string> {
+  return virsh('dumpxml', typeof dom === 'string' ? dom : dom.name);
+}
+
+/** The qdev id QEMU knows the disk by, from libvirt's alias in the live XML. */
+export async function diskAlias(dom: TestDomain, target: string): Promise<string> {
+  const xml = await liveXml(dom);
+  for (const m of xml.matchAll(/<disk\b[\s\S]*?<\/disk>/g)) {
+    if (m[0].includes(`dev='${target}'`)) {
+      const alias = /<alias name='([^']+)'/.exec(m[0]);
+      if (alias) return alias[1]!;
+    }
+  }
+  throw new Error(`no alias for disk ${target} of ${dom.name}`);
+}
+
+export interface WriteSpec {
+  pattern: number;
+  offset: number;
+  length: number;
+}
+
+/** Writes as the guest would: through QEMU's own block layer via the monitor's qemu-io. */
+export async function guestWrite(dom: TestDomain, target: string, w: WriteSpec): Promise<void> {
+  const alias = await diskAlias(dom, target);
+  const cmd = `qemu-io -d ${alias}/virtio-backend "write -P 0x${w.pattern.toString(16)} ${w.offset} ${w.length}"`;
+  const out = await virsh('qemu-monitor-command', dom.name, '--hmp', cmd);
+  // HMP reports failures in its output while virsh still exits 0.
+  if (/error|fail/i.test(out)) throw new Error(`guest write failed: ${out.trim()}`);
+}
+
+/** True when every byte of the range holds `pattern` (qemu-io read -P, sharing the image). */
+export async function readPattern(path: string, format: ImageFormat, w: WriteSpec): Promise<boolean> {
+  try {
+    const r = await run('qemu-io', ['-r', '-U', '-f', format, '-c', `read -P 0x${w.pattern.toString(16)} ${w.offset} ${w.length}`, path]);
+    return !/Pattern verification failed|error/i.test(r.stdout + r.stderr);
+  } catch {
+    return false;
+  }
+}
+
+/** 'identical', or qemu-img's description of the first difference. */
+export async function compareImages(a: string, b: string): Promise<string> {
+  try {
+    await run('qemu-img', ['compare', '-U', a, b]);
+    return 'identical';
+  } catch (e) {
+    const err = e as { stdout?: string; stderr?: string; message: string };
+    return (err.stdout || err.stderr || err.message).trim();
+  }
+}
+
+/** Removes leftovers of earlier runs: bctest-* domains and test directories. Call it before
+ *  a run starts, never while tests run (it would take their domains away). */
+export function cleanupStale(): void {
+  let names: string[] = [];
+  try {
+    names = execFileSync('virsh', ['-q', '-c', URI, 'list', '--all', '--name'], { stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString().split('\n').map((s) => s.trim()).filter((s) => s.startsWith(PREFIX));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    for (const cmd of ['destroy', 'undefine']) {
+      try { execFileSync('virsh', ['-q', '-c', URI, cmd, n], { stdio: 'ignore' }); } catch { /* already gone */ }
+    }
+  }
+  if (existsSync(TEST_ROOT)) {
+    for (const entry of readdirSync(TEST_ROOT)) rmSync(join(TEST_ROOT, entry), { recursive: true, force: true });
+  }
+}
+
+// Last-resort net for a crash between creation and teardown.
+process.on('exit', () => {
+  for (const dom of live) {
+    try { execFileSync('virsh', ['-q', '-c', URI, 'destroy', dom.name], { stdio: 'ignore' }); } catch { /* gone */ }
+    if (dom.persistent) {
+      try { execFileSync('virsh', ['-q', '-c', URI, 'undefine', dom.name], { stdio: 'ignore' }); } catch { /* gone */ }
+    }
+    rmSync(dom.dir, { recursive: true, force: true });
+  }
+});
