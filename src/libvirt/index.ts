@@ -18,12 +18,9 @@ function rewrap(e: unknown): never {
   throw e;
 }
 
-async function call<T>(fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (e) {
-    rewrap(e);
-  }
+/** Not async on purpose: a bad argument must throw its TypeError synchronously. */
+function call<T>(fn: () => Promise<T>): Promise<T> {
+  return fn().catch(rewrap);
 }
 
 class LibvirtConnection implements Connection {
