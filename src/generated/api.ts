@@ -626,17 +626,7 @@ export interface ListJobsParams {
    *
    * @maxItems 9
    */
-  state?:
-    | []
-    | [JobState]
-    | [JobState, JobState]
-    | [JobState, JobState, JobState]
-    | [JobState, JobState, JobState, JobState]
-    | [JobState, JobState, JobState, JobState, JobState]
-    | [JobState, JobState, JobState, JobState, JobState, JobState]
-    | [JobState, JobState, JobState, JobState, JobState, JobState, JobState]
-    | [JobState, JobState, JobState, JobState, JobState, JobState, JobState, JobState]
-    | [JobState, JobState, JobState, JobState, JobState, JobState, JobState, JobState, JobState];
+  state?: JobState[];
   /**
    * Include jobs in a terminal state.
    */

@@ -1,0 +1,15 @@
+// libvirt counts in 64-bit integers; JSON numbers are exact only up to 2^53.
+import type { ByteCount } from '../generated/api.js';
+
+const SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+export function toByteCount(v: bigint): ByteCount {
+  return v <= SAFE ? Number(v) : v.toString();
+}
+
+export function fromByteCount(v: ByteCount | undefined): bigint | undefined {
+  if (v === undefined) return undefined;
+  return BigInt(v);
+}
+
+export const MAX_U64 = (1n << 64n) - 1n;
