@@ -1,0 +1,111 @@
+// Composition root: libvirt connection → job manager → RPC server → transports.
+import { createRequire } from 'node:module';
+import { AgentError } from './errors.js';
+import type { ResolvedConfig } from './config.js';
+import { makeDestinationCheck } from './jobs/destination-check.js';
+import { JobManager } from './jobs/manager.js';
+import { openConnection, type Connection } from './libvirt/index.js';
+import type { Logger } from './log.js';
+import { RpcServer, type AuditEntry } from './rpc/server.js';
+import { acquireStateLock, type LockInfo } from './state-lock.js';
+import { serveStdio } from './transport/stdio.js';
+import { startWebSocket, type WebSocketTransport } from './transport/websocket.js';
+
+export const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+
+export interface AgentOptions {
+  stdio: boolean;
+  log: Logger;
+  /** Validate every result against its schema (tests). */
+  validateResults?: boolean;
+  audit?: (entry: AuditEntry) => void;
+}
+
+export interface Agent {
+  readonly ws: WebSocketTransport | null;
+  /** Resolves when the stdio transport's input ended (never, without stdio). */
+  readonly stdioEnded: Promise<void>;
+  close(): Promise<void>;
+}
+
+export class StateDirBusy extends Error {
+  constructor(readonly holder: LockInfo) {
+    super(`another agent (pid ${holder.pid}) owns this state directory`);
+  }
+}
+
+const isLoopback = (host: string) => /^127\./.test(host) || host === '::1' || host === 'localhost';
+
+async function connectWithRetry(uri: string, log: Logger): Promise<Connection> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await openConnection(uri);
+    } catch (e) {
+      if (attempt >= 10) throw e;
+      log.warn('libvirt not reachable yet, retrying', { uri, attempt, error: (e as Error).message });
+      await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 3000)));
+    }
+  }
+}
+
+export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promise<Agent> {
+  const log = opts.log;
+  if (cfg.listen.enabled && !isLoopback(cfg.listen.host)) {
+    throw new Error(`refusing to listen on ${cfg.listen.host} without TLS: bind to a loopback address`);
+  }
+  const lock = acquireStateLock(cfg.stateDir);
+  if (!lock.acquired) throw new StateDirBusy(lock.holder);
+
+  let conn: Connection | null = null;
+  let jobs: JobManager | null = null;
+  let rpc: RpcServer | null = null;
+  let ws: WebSocketTransport | null = null;
+  try {
+    conn = await connectWithRetry(cfg.uri, log);
+    conn.onClose((reason) => {
+      // The jobs survive in QEMU and the journal; a restarted agent reconciles them.
+      log.error('libvirt connection lost; exiting so the service manager restarts the agent', { reason });
+      process.exit(75);
+    });
+    jobs = new JobManager({
+      connection: conn, stateDir: cfg.stateDir, log, pollIntervalMs: cfg.pollIntervalMs,
+      maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION,
+      checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
+    });
+    await jobs.start();
+    rpc = new RpcServer({
+      service: jobs, log, version: VERSION, validateResults: opts.validateResults,
+      audit: opts.audit ?? ((e) => log.info('audit', { audit: e })),
+    });
+    if (cfg.listen.enabled) {
+      ws = await startWebSocket(rpc, { host: cfg.listen.host, port: cfg.listen.port, maxPayload: cfg.maxPayloadBytes, heartbeatMs: cfg.heartbeatMs }, log);
+      lock.update({ pid: process.pid, listen: ws.address });
+    }
+  } catch (e) {
+    await ws?.close();
+    rpc?.close();
+    await jobs?.stop();
+    await conn?.close();
+    lock.release();
+    throw e;
+  }
+  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes }, log) : new Promise<void>(() => {});
+  let closing: Promise<void> | null = null;
+  return {
+    ws,
+    stdioEnded,
+    close() {
+      // Never touches running copies: QEMU keeps them, the next start adopts them.
+      closing ??= (async () => {
+        await ws?.close();
+        rpc!.close();
+        await jobs!.stop();
+        await conn!.close();
+        lock.release();
+      })();
+      return closing;
+    },
+  };
+}
+
+export { AgentError };

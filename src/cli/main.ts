@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+// blockcopy-agent: serve (WebSocket, optionally stdio), stdio, config check.
+import { parseArgs } from 'node:util';
+import { ConfigError, configProblems, envOverrides, loadConfig, type Overrides } from '../config.js';
+import { startAgent, StateDirBusy, VERSION } from '../agent.js';
+import { createLogger, type Level } from '../log.js';
+import { relayStdio } from './relay.js';
+
+const HELP: Record<string, string> = {
+  main: `blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0
+
+Usage:
+  blockcopy-agent serve [options]        serve JSON-RPC on WebSocket (and stdio with --stdio)
+  blockcopy-agent stdio [options]        serve JSON-RPC on stdin/stdout only; relays to a
+                                         running agent that owns the same state directory
+  blockcopy-agent config check FILE      validate a configuration file and print what is wrong
+  blockcopy-agent --version
+
+Run 'blockcopy-agent COMMAND --help' for a command's options.`,
+  serve: `Usage: blockcopy-agent serve [options]
+
+Serves JSON-RPC 2.0 on a WebSocket (default 127.0.0.1:7879). SIGTERM/SIGINT stop the agent
+cleanly; running copies continue inside QEMU and are adopted at the next start.
+
+Options (each also as an environment variable; flags win over environment, environment over the file):
+  --config FILE             JSON configuration file (BLOCKCOPY_CONFIG)
+  --listen HOST:PORT        WebSocket bind address (BLOCKCOPY_LISTEN); loopback only without TLS
+  --no-listen               do not serve WebSocket
+  --stdio                   also serve on stdin/stdout
+  --state-dir DIR           job journal directory (BLOCKCOPY_STATE_DIR), default /var/lib/blockcopy-agent
+  --uri URI                 libvirt URI (BLOCKCOPY_URI), default qemu:///system
+  --log-level LEVEL         debug|info|warn|error (BLOCKCOPY_LOG_LEVEL)
+  --poll-interval-ms N      safety-net poll interval (BLOCKCOPY_POLL_INTERVAL_MS)
+  --allowed-roots A:B       directories destinations may be created in (BLOCKCOPY_ALLOWED_ROOTS)
+  --max-concurrent-copies N (BLOCKCOPY_MAX_CONCURRENT_COPIES)`,
+  stdio: `Usage: blockcopy-agent stdio [options]
+
+Newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr. Exits when stdin ends.
+If another agent already owns the state directory and listens on loopback, the requests are
+relayed to it, so that one agent owns the jobs. Takes the same options as 'serve'.`,
+  config: `Usage: blockcopy-agent config check FILE
+
+Validates FILE against schemas/config.schema.json; prints each problem and exits 1, or prints
+the effective configuration (with defaults) and exits 0.`,
+};
+
+const OPTIONS = {
+  config: { type: 'string' },
+  listen: { type: 'string' },
+  'no-listen': { type: 'boolean' },
+  stdio: { type: 'boolean' },
+  'state-dir': { type: 'string' },
+  uri: { type: 'string' },
+  'log-level': { type: 'string' },
+  'poll-interval-ms': { type: 'string' },
+  'allowed-roots': { type: 'string' },
+  'max-concurrent-copies': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+function fail(msg: string, code = 2): never {
+  process.stderr.write(`blockcopy-agent: ${msg}\n`);
+  process.exit(code);
+}
+
+async function main(argv: string[]): Promise<void> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+  } catch (e) {
+    fail(`${(e as Error).message}\n\n${HELP.main}`);
+  }
+  const { values: v, positionals } = parsed;
+  const command = positionals[0];
+  if (v.version) return void console.log(VERSION);
+  if (!command || (v.help && !command)) return void console.log(HELP.main);
+  if (v.help) return void console.log(HELP[command] ?? HELP.main);
+
+  if (command === 'config') {
+    if (positionals[1] !== 'check' || !positionals[2]) fail(HELP.config);
+    try {
+      const cfg = loadConfig(positionals[2]);
+      console.log(JSON.stringify(cfg, null, 2));
+    } catch (e) {
+      fail((e as Error).message, 1);
+    }
+    return;
+  }
+  if (command !== 'serve' && command !== 'stdio') fail(`unknown command '${command}'\n\n${HELP.main}`);
+
+  const flags: Overrides = {
+    uri: v.uri, listen: v.listen, noListen: v['no-listen'] || command === 'stdio', stateDir: v['state-dir'],
+    logLevel: v['log-level'], pollIntervalMs: v['poll-interval-ms'], allowedRoots: v['allowed-roots'],
+    maxConcurrentCopies: v['max-concurrent-copies'],
+  };
+  let cfg;
+  try {
+    cfg = loadConfig(v.config ?? process.env.BLOCKCOPY_CONFIG, envOverrides(), flags);
+  } catch (e) {
+    fail((e as Error).message, e instanceof ConfigError ? 1 : 2);
+  }
+  const log = createLogger({ level: cfg.logLevel as Level });
+  const stdio = command === 'stdio' || !!v.stdio;
+  let agent;
+  try {
+    agent = await startAgent(cfg, { stdio, log, validateResults: process.env.BLOCKCOPY_VALIDATE_RESULTS === '1' });
+  } catch (e) {
+    if (e instanceof StateDirBusy && command === 'stdio' && e.holder.listen) {
+      log.debug('relaying to the running agent', { pid: e.holder.pid, listen: e.holder.listen });
+      await relayStdio(e.holder.listen);
+      return;
+    }
+    fail((e as Error).message, 1);
+  }
+  const shutdown = (why: string) => {
+    log.info('shutting down; running copies are left to QEMU', { why });
+    void agent.close().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  if (stdio) {
+    await agent.stdioEnded;
+    if (command === 'stdio') {
+      await agent.close();
+      process.exit(0);
+    }
+  }
+}
+
+export { configProblems };
+main(process.argv.slice(2)).catch((e) => fail(e instanceof Error ? e.message : String(e), 1));

@@ -1,0 +1,41 @@
+// The OpenRPC document served by rpc.discover, assembled from the schema files.
+import { ERRORS } from '../errors.js';
+import { METHODS } from './methods.js';
+import { SCHEMA_BASE, type SchemaSet } from './schemas.js';
+
+export function openRpcDocument(schemas: SchemaSet, version: string): Record<string, unknown> {
+  // Every schema under components, keyed by its path, with $refs rewritten to point there.
+  const key = (id: string) => id.slice(SCHEMA_BASE.length).replace(/\.json$/, '').replace(/[^A-Za-z0-9.]/g, '_');
+  const components: Record<string, unknown> = {};
+  for (const [id, schema] of schemas.byId) components[key(id)] = rewriteRefs(schema, id, key);
+  const ref = (path: string) => ({ $ref: `#/components/schemas/${key(SCHEMA_BASE + path)}` });
+  return {
+    openrpc: '1.2.6',
+    info: { title: 'blockcopy-agent', version, description: 'Live block copy of running VM disks through libvirt.' },
+    methods: METHODS.map((m) => ({
+      name: m.name,
+      summary: m.summary,
+      paramStructure: 'by-name',
+      params: [{ name: 'params', required: true, schema: ref(`methods/${m.name}.params.json`) }],
+      result: { name: 'result', schema: ref(`methods/${m.name}.result.json`) },
+      errors: Object.entries(ERRORS).map(([name, e]) => ({ code: e.code, message: name, data: { description: e.description, retryable: e.retryable } })),
+    })),
+    components: {
+      schemas: components,
+      contentDescriptors: { 'job.changed': { name: 'job.changed', summary: 'Notification sent to subscribed sessions', schema: ref('notifications/job.changed.json') } },
+    },
+  };
+}
+
+function rewriteRefs(node: unknown, baseId: string, key: (id: string) => string): unknown {
+  if (Array.isArray(node)) return node.map((n) => rewriteRefs(n, baseId, key));
+  if (node && typeof node === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(node)) {
+      if (k === '$ref' && typeof v === 'string') out[k] = `#/components/schemas/${key(new URL(v, baseId).href)}`;
+      else if (k !== '$id') out[k] = rewriteRefs(v, baseId, key);
+    }
+    return out;
+  }
+  return node;
+}
