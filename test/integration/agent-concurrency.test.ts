@@ -1,0 +1,43 @@
+// Jobs on different disks and domains run at once: two disks of one VM and a second VM,
+// all copied concurrently, all pivoted, each verified in the live XML.
+import t from 'tap';
+import { AgentClient } from '../../src/client/index.js';
+import * as hv from '../helpers/hypervisor.js';
+import { serveAgent } from '../helpers/agent.js';
+
+const MiB = 1024 * 1024;
+
+t.test('two disks of one VM and two VMs at once', async (t) => {
+  const agent = await serveAgent(t);
+  const client = await AgentClient.connect(agent.url);
+  t.teardown(() => client.close());
+  const a = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }, { format: 'raw', sizeMiB: 64 }] });
+  const b = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
+  const targets = [
+    { dom: a, disk: 'vda', pattern: 0x81 },
+    { dom: a, disk: 'vdb', pattern: 0x82 },
+    { dom: b, disk: 'vda', pattern: 0x83 },
+  ];
+  for (const x of targets) await hv.guestWrite(x.dom, x.disk, { pattern: x.pattern, offset: 0, length: 32 * MiB });
+
+  // Started together, rate-limited so that all three are in phase 1 at the same time.
+  const started = await Promise.all(targets.map((x) => client.call('blockCopy', {
+    domain: x.dom.name, disk: x.disk, destination: { path: `${x.dom.dir}/${x.disk}-moved.img`, format: x.disk === 'vdb' ? 'raw' : 'qcow2' },
+    bandwidth: 16 * MiB,
+  })));
+  const { jobs: running } = await client.call('listJobs', { state: ['copying'] });
+  const ours = new Set(started.map((s) => s.job.jobId));
+  t.equal(running.filter((j) => ours.has(j.jobId)).length, 3, 'three copies in phase 1 at once');
+  t.equal(new Set(started.map((s) => s.job.jobId)).size, 3, 'three distinct jobs');
+
+  await Promise.all(started.map((s) => client.call('wait', { jobId: s.job.jobId, until: 'ready', timeout: 120 })));
+  const pivots = await Promise.all(started.map((s) => client.call('pivot', { jobId: s.job.jobId })));
+  t.same(pivots.map((p) => p.job.state), ['pivoted', 'pivoted', 'pivoted'], 'all pivoted');
+  for (const x of targets) {
+    const dest = `${x.dom.dir}/${x.disk}-moved.img`;
+    t.match(await hv.liveXml(x.dom), `<source file='${dest}'`, `${x.dom.name}/${x.disk} runs on its copy`);
+    t.ok(await hv.readPattern(dest, x.disk === 'vdb' ? 'raw' : 'qcow2', { pattern: x.pattern, offset: 0, length: 32 * MiB }), `${x.disk} data intact`);
+  }
+  const { jobs: byDomain } = await client.call('listJobs', { domain: a.name });
+  t.equal(byDomain.length, 2, 'listJobs filters by domain');
+});
