@@ -1,0 +1,117 @@
+// The transports of the real agent process: hostile frames neither crash nor hang it, and a
+// normal call right after still works; stdio handles partial and oversized lines and EOF;
+// SIGTERM leaves running copies alone and the next start adopts them.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { connect } from 'node:net';
+import { WebSocket } from 'ws';
+import { AgentClient } from '../../src/client/index.js';
+import * as hv from '../helpers/hypervisor.js';
+import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
+
+const MiB = 1024 * 1024;
+
+function rawWs(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.once('open', () => resolve(ws));
+    ws.once('error', reject);
+  });
+}
+
+const nextMessage = (ws: WebSocket) => new Promise<string>((r) => ws.once('message', (d) => r(d.toString())));
+
+t.test('WebSocket: binary, oversized and unmasked frames', async (t) => {
+  const agent = await serveAgent(t);
+  const ws = await rawWs(agent.url);
+  t.teardown(() => ws.close());
+  ws.send(Buffer.from([0xff, 0x00, 0x13]), { binary: true });
+  t.match(JSON.parse(await nextMessage(ws)), { error: { code: -32700 } }, 'a binary junk frame gets a parse error');
+  ws.send(Buffer.from(JSON.stringify({ jsonrpc: '2.0', method: 'capabilities', params: {}, id: 1 })), { binary: true });
+  t.match(JSON.parse(await nextMessage(ws)), { id: 1, result: { agent: { name: 'blockcopy-agent' } } }, 'a binary frame holding JSON is served');
+
+  const big = await rawWs(agent.url);
+  const closed = new Promise<number>((r) => big.once('close', (code) => r(code)));
+  big.on('error', () => {});
+  big.send('x'.repeat(2 * MiB));
+  t.equal(await closed, 1009, 'an oversized frame closes that connection with 1009');
+
+  // A client frame without the mask bit: a protocol error that must not take the process down.
+  const { port } = new URL(agent.url);
+  await new Promise<void>((resolve) => {
+    const sock = connect(Number(port), '127.0.0.1', () => {
+      sock.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+      setTimeout(() => sock.write(Buffer.from([0x81, 0x02, 0x7b, 0x7d])), 100);
+    });
+    sock.on('error', () => resolve());
+    sock.on('close', () => resolve());
+    setTimeout(() => { sock.destroy(); resolve(); }, 2000);
+  });
+  const client = await AgentClient.connect(agent.url);
+  t.teardown(() => client.close());
+  t.match(await client.call('capabilities', {}), { agent: { name: 'blockcopy-agent' } }, 'the agent still answers afterwards');
+  t.equal(agent.process.exitCode, null, 'the agent process is alive');
+});
+
+t.test('stdio: partial lines, an oversized line, EOF', async (t) => {
+  const dir = stateDir(t);
+  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (d: string) => { out += d; });
+  child.stderr.resume();
+  const call = JSON.stringify({ jsonrpc: '2.0', method: 'capabilities', params: {}, id: 1 });
+  child.stdin.write(call.slice(0, 10));
+  await new Promise((r) => setTimeout(r, 200));
+  child.stdin.write(call.slice(10) + '\n');
+  child.stdin.write('x'.repeat(2 * MiB) + '\n');
+  child.stdin.write('{"jsonrpc":"2.0","method":"listJobs","params":{},"id":2}\n');
+  child.stdin.end();
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  t.equal(code, 0, 'exits cleanly on EOF');
+  const lines = out.trim().split('\n').map((l) => JSON.parse(l));
+  t.match(lines.find((l) => l.id === 1), { result: { agent: {} } }, 'a request split across writes is served');
+  t.match(lines.find((l) => l.error?.code === -32700), { id: null }, 'the oversized line gets a parse error');
+  t.match(lines.find((l) => l.id === 2), { result: { jobs: [] } }, 'the next line is served');
+  t.notMatch(out, /"level"/, 'no log line on stdout');
+});
+
+t.test('SIGTERM leaves a running copy alone; the next agent adopts and finishes it', async (t) => {
+  const dir = stateDir(t);
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0x91, offset: 0, length: 96 * MiB });
+  const first = await serveAgent(t, [], dir);
+  const c1 = await AgentClient.connect(first.url);
+  const dest = `${dom.dir}/survivor.qcow2`;
+  const { job } = await c1.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, bandwidth: 4 * MiB, jobId: 'survivor' });
+  c1.close();
+  t.equal(await first.stop('SIGTERM'), 0, 'the agent exits 0 on SIGTERM');
+  t.match(await hv.liveXml(dom), /<mirror [^>]*job='copy'/, 'the copy still runs inside QEMU');
+
+  const second = await serveAgent(t, [], dir);
+  const c2 = await AgentClient.connect(second.url);
+  t.teardown(() => c2.close());
+  const { job: again } = await c2.call('jobInfo', { jobId: job.jobId });
+  t.match(again, { jobId: 'survivor', owner: 'agent' }, 'the journaled job is known after restart');
+  t.ok(['copying', 'ready'].includes(again.state), `and reconciled to ${again.state}`);
+  await c2.call('setSpeed', { jobId: 'survivor', bandwidth: 0 });
+  await c2.call('wait', { jobId: 'survivor', until: 'ready', timeout: 60 });
+  const p = await c2.call('pivot', { jobId: 'survivor' });
+  t.equal(p.job.state, 'pivoted', 'it can be pivoted by the new agent');
+  t.match(await hv.liveXml(dom), `<source file='${dest}'`);
+});
+
+t.test('a copy started by virsh is adopted', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
+  const dest = `${dom.dir}/by-virsh.qcow2`;
+  await hv.virsh('blockcopy', dom.name, 'vda', dest, '--transient-job', '--bandwidth', '1');
+  t.teardown(() => hv.virsh('blockjob', dom.name, 'vda', '--abort').catch(() => {}));
+  const agent = await serveAgent(t);
+  const client = await AgentClient.connect(agent.url);
+  t.teardown(() => client.close());
+  const { jobs } = await client.call('listJobs', { domain: dom.name });
+  t.equal(jobs.length, 1, 'one job found');
+  t.match(jobs[0], { owner: 'adopted', disk: 'vda', destination: { path: dest } }, 'adopted with its destination from the live XML');
+  const aborted = await client.call('abort', { jobId: jobs[0]!.jobId });
+  t.equal(aborted.job.state, 'cancelled', 'and can be aborted through the agent');
+});
