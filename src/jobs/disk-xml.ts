@@ -82,7 +82,7 @@ function parseMirror(diskXml: string): MirrorInfo | null {
 export function parseDisk(diskXml: string): DiskInfo {
   const tag = openTag(diskXml, 'disk')!;
   // The disk's own <source> and <driver> come before any nested <backingStore>/<mirror>.
-  const own = diskXml.replace(/<backingStore[\s\S]*<\/backingStore>/, '').replace(/<mirror[\s\S]*<\/mirror>/, '');
+  const own = diskXml.replace(/<mirror[\s\S]*<\/mirror>/, '').replace(/<backingStore[\s\S]*<\/backingStore>/, '');
   const target = openTag(own, 'target');
   const driver = openTag(own, 'driver');
   const backing = elements(diskXml.replace(/<mirror[\s\S]*<\/mirror>/, ''), 'backingStore');
