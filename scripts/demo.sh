@@ -4,5 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
 [ -d node_modules ] || npm ci --no-audit --no-fund
-bash scripts/build.sh >/dev/null
+log=$(mktemp)
+bash scripts/build.sh >"$log" 2>&1 || { cat "$log"; exit 1; }
+rm -f "$log"
 exec node dist/demo/main-job.js "$@"
