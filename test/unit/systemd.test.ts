@@ -1,0 +1,22 @@
+// The service unit: systemd itself accepts it, and it keeps the hardening it promises.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const unit = fileURLToPath(new URL('../../../systemd/blockcopy-agent.service', import.meta.url));
+
+t.test('systemd-analyze verify passes', async (t) => {
+  const r = await promisify(execFile)('systemd-analyze', ['verify', unit]).then((x) => ({ code: 0, out: x.stderr }), (e) => ({ code: e.code, out: String(e.stderr) }));
+  t.equal(r.code, 0, `systemd-analyze verify: ${r.out.trim() || 'clean'}`);
+  t.notMatch(r.out, /blockcopy-agent\.service:/, 'no complaint about the unit');
+});
+
+t.test('hardening directives', async (t) => {
+  const text = readFileSync(unit, 'utf8');
+  for (const d of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+    'Restart=on-failure', 'StateDirectory=blockcopy-agent', 'After=network.target libvirtd.service', 'SystemCallFilter=@system-service']) {
+    t.match(text, d, d);
+  }
+});
