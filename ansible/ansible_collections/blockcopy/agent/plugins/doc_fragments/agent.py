@@ -1,0 +1,41 @@
+# -*- coding: utf-8 -*-
+# Copyright: blockcopy-agent developers
+# MIT License (see the repository's LICENSE)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+
+class ModuleDocFragment(object):
+    # How the modules reach the agent; shared by every module of the collection.
+    DOCUMENTATION = r'''
+options:
+  agent_command:
+    description:
+      - Command that runs C(blockcopy-agent stdio) on the managed host, as a list of words.
+      - The modules speak JSON-RPC over its stdin and stdout. If a C(blockcopy-agent serve)
+        daemon owns the jobs on that host, the stdio command relays to it.
+      - Ignored when I(endpoint) is set.
+    type: list
+    elements: str
+    default: [blockcopy-agent, stdio]
+  endpoint:
+    description:
+      - A C(ws://) or C(wss://) URL of a running agent, instead of I(agent_command).
+      - "Meant for use from the controller (C(delegate_to: localhost))."
+    type: str
+  token:
+    description:
+      - Bearer token for I(endpoint).
+    type: str
+  ca_path:
+    description:
+      - CA certificate file to verify a C(wss://) I(endpoint) with.
+    type: path
+  validate_certs:
+    description:
+      - Verify the TLS certificate of a C(wss://) I(endpoint).
+    type: bool
+    default: true
+'''

@@ -1,0 +1,386 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: blockcopy-agent developers
+# MIT License (see the repository's LICENSE)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: block_copy
+short_description: Move a running VM's disk with a libvirt live block copy
+version_added: "0.1.0"
+description:
+  - Drives C(blockcopy-agent) on the managed host to copy a running domain's disk to a new
+    destination while the guest keeps writing (QEMU's mirror job, what C(virsh blockcopy) does).
+  - I(state) says where the disk should end up. The module is idempotent - the agent remembers
+    jobs, so a second run with the same arguments reports C(changed=false).
+  - Errors the agent marks retryable (the agent still reconciling, QEMU not ready for a pivot,
+    too many copies running) are retried until I(timeout).
+  - Long copies can run with C(async)/C(poll); C(async) cannot be combined with check mode.
+author:
+  - blockcopy-agent developers
+extends_documentation_fragment:
+  - blockcopy.agent.agent
+attributes:
+  check_mode:
+    support: full
+    description: Asks the agent for the current job and reports what would change; starts, pivots, finishes and aborts nothing.
+  diff_mode:
+    support: full
+    description: Shows the job's state and destination before and after.
+options:
+  domain:
+    description:
+      - Name or UUID of the running domain.
+    type: str
+    required: true
+  disk:
+    description:
+      - Target of the disk to copy, as in the domain XML (for example C(vda)).
+    type: str
+    required: true
+  state:
+    description:
+      - C(ready) - a copy to I(destination) runs and mirrors (phase 2); the guest still uses its source.
+      - C(pivoted) - the guest runs on I(destination) (copy, wait until ready, pivot).
+      - C(finished) - I(destination) holds a consistent point-in-time copy; the guest stays on its source.
+      - C(absent) - no copy job runs on the disk (a running one is aborted; the guest stays on its source).
+    type: str
+    choices: [ready, pivoted, finished, absent]
+    default: pivoted
+  destination:
+    description:
+      - Absolute path of the destination file (or block device with I(type=block)).
+      - Required unless I(state=absent) or I(destination_xml) is given.
+    type: path
+  format:
+    description:
+      - Image format of the destination. Required with I(reuse_external).
+    type: str
+    choices: [raw, qcow2]
+  type:
+    description:
+      - C(file) for a regular file created by libvirt, C(block) for an existing block device.
+    type: str
+    choices: [file, block]
+    default: file
+  destination_xml:
+    description:
+      - The destination as a libvirt C(<disk>) element, instead of I(destination).
+    type: str
+  shallow:
+    description:
+      - Copy only the top image; the destination shares the source's backing chain.
+    type: bool
+    default: false
+  reuse_external:
+    description:
+      - The destination already exists and is reused. Needs I(format).
+    type: bool
+    default: false
+  transient_job:
+    description:
+      - Make the job transient (it does not survive a domain restart). The agent defaults to
+        true for persistent domains.
+    type: bool
+  synchronous_writes:
+    description:
+      - Mirror guest writes synchronously, so the copy converges under heavy writes.
+    type: bool
+    default: false
+  bandwidth:
+    description:
+      - Bandwidth limit in bytes per second; C(0) means unlimited.
+    type: int
+  granularity:
+    description:
+      - Dirty-bitmap granularity in bytes, a power of two from 512 to 67108864.
+    type: int
+  buf_size:
+    description:
+      - Copy buffer size in bytes.
+    type: int
+  job_id:
+    description:
+      - Idempotency key for the job; the same key again refers to the same job.
+    type: str
+  wait:
+    description:
+      - Wait until the disk is where I(state) says. With C(false) the module returns once the
+        copy has started (for C(pivoted) or C(finished) the agent pivots or finishes by itself
+        when the copy is ready).
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Seconds to wait. A copy that does not get there in time is cancelled by the agent
+        (like C(virsh blockcopy --timeout)) and the task fails with C(error=timeout).
+    type: int
+    default: 3600
+  pivot_timeout:
+    description:
+      - Seconds the agent keeps retrying a pivot or finish while QEMU reports the job not ready
+        (it can drop out of ready under heavy guest writes).
+    type: int
+    default: 60
+notes:
+  - Needs C(blockcopy-agent) on the managed host (see the C(blockcopy.agent.agent) role).
+  - The persistent definition of the domain is reported in C(job.persistent) after a pivot;
+    libvirt may keep the old source there.
+seealso:
+  - module: blockcopy.agent.block_copy_info
+'''
+
+EXAMPLES = r'''
+- name: Move vda of vm1 to the new pool and switch the guest onto it
+  blockcopy.agent.block_copy:
+    domain: vm1
+    disk: vda
+    destination: /srv/pool-b/vm1-vda.qcow2
+    format: qcow2
+    state: pivoted
+    bandwidth: "{{ 200 * 1024 * 1024 }}"
+
+- name: Start mirroring now, pivot later in the maintenance window
+  blockcopy.agent.block_copy:
+    domain: vm1
+    disk: vdb
+    destination: /srv/pool-b/vm1-vdb.raw
+    format: raw
+    state: ready
+
+- name: Point-in-time copy of a running disk (backup)
+  blockcopy.agent.block_copy:
+    domain: db1
+    disk: vda
+    destination: "/backup/db1-vda-{{ ansible_date_time.iso8601_basic_short }}.qcow2"
+    format: qcow2
+    state: finished
+
+- name: Make sure no copy job is left on the disk (before a live migration)
+  blockcopy.agent.block_copy:
+    domain: vm1
+    disk: vda
+    state: absent
+
+- name: A long copy without holding the play
+  blockcopy.agent.block_copy:
+    domain: vm1
+    disk: vda
+    destination: /srv/pool-b/vm1-vda.qcow2
+    format: qcow2
+    state: pivoted
+    timeout: 14400
+  async: 14400
+  poll: 30
+'''
+
+RETURN = r'''
+job:
+  description: The disk's copy job as the agent reports it (see the agent's Job schema).
+  returned: when a job exists or was created
+  type: dict
+  contains:
+    jobId:
+      description: The job's id.
+      type: str
+      sample: 3f1c0d8e-2a52-4a57-9d0b-b8b9e2d7f2a1
+    state:
+      description: copying, ready, pivoting, pivoted, finishing, finished, cancelling, cancelled or failed.
+      type: str
+      sample: pivoted
+    destination:
+      description: Destination path, format and type.
+      type: dict
+      sample: {path: /srv/pool-b/vm1-vda.qcow2, format: qcow2, type: file}
+    progress:
+      description: Bytes copied (cur) of end, percent, rate in bytes/s and eta in seconds.
+      type: dict
+      sample: {cur: 1073741824, end: 1073741824, percent: 100, rate: null, eta: null}
+    outcome:
+      description: observed, or inferred when the end was concluded from the live XML.
+      type: str
+      sample: observed
+    persistent:
+      description: After a pivot, what the domain's persistent definition says about the disk.
+      type: dict
+      sample: {defined: true, source: /srv/pool-b/vm1-vda.qcow2, matchesLive: true}
+msg:
+  description: What the module did or found.
+  returned: always
+  type: str
+  sample: pivoted vm1/vda onto /srv/pool-b/vm1-vda.qcow2
+error:
+  description: The agent's error name on failure (notFound, jobExists, destinationRejected, timeout, ...).
+  returned: failed
+  type: str
+  sample: destinationRejected
+'''
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, TERMINAL, connect, fail_agent
+
+ACTIVE = ("copying", "ready", "pivoting", "finishing", "cancelling")
+
+
+def same_destination(job, path):
+    return job is not None and path is not None and os.path.normpath(job["destination"]["path"]) == os.path.normpath(path)
+
+
+def current_job(client, p):
+    try:
+        return client.call("jobInfo", {"domain": p["domain"], "disk": p["disk"]})["job"]
+    except AgentError as e:
+        if e.name == "noJob":
+            return None
+        raise
+
+
+def copy_params(p, when_ready, wait):
+    params = {"domain": p["domain"], "disk": p["disk"], "whenReady": when_ready, "wait": wait, "timeout": p["timeout"]}
+    if p["destination_xml"]:
+        params["destinationXml"] = p["destination_xml"]
+    else:
+        dest = {"path": p["destination"], "type": p["type"]}
+        if p["format"]:
+            dest["format"] = p["format"]
+        params["destination"] = dest
+    for opt, key in (("shallow", "shallow"), ("reuse_external", "reuseExternal"), ("transient_job", "transientJob"),
+                     ("synchronous_writes", "synchronousWrites"), ("bandwidth", "bandwidth"), ("granularity", "granularity"),
+                     ("buf_size", "bufSize"), ("job_id", "jobId")):
+        if p[opt] is not None:
+            params[key] = p[opt]
+    return params
+
+
+def view(job):
+    if job and job["state"] in ACTIVE + ("pivoted", "finished"):
+        return {"state": job["state"], "destination": job["destination"]["path"]}
+    return {"state": "absent"}
+
+
+class Runner(object):
+    def __init__(self, module, client):
+        self.module = module
+        self.client = client
+        self.p = module.params
+
+    def call(self, method, params):
+        return self.client.call_retrying(method, params, timeout=self.p["timeout"])
+
+    def run(self, job):
+        p = self.p
+        if p["state"] == "absent":
+            return self.absent(job)
+        dest = p["destination"]
+        if dest is None and p["destination_xml"]:
+            dest = job["destination"]["path"] if job else None
+        active = job is not None and job["state"] in ACTIVE
+        if active and not same_destination(job, dest) and not p["destination_xml"]:
+            self.module.fail_json(msg="disk %s of %s already has a copy job to %s" % (p["disk"], p["domain"], job["destination"]["path"]),
+                                  error="jobExists", job=job)
+        goal = {"ready": "ready", "pivoted": "pivoted", "finished": "finished"}[p["state"]]
+        if job is not None and same_destination(job, dest) and job["state"] == goal:
+            return False, job, "%s/%s is already %s (%s)" % (p["domain"], p["disk"], goal, dest)
+        past_ready = ("pivoted", "finished", "pivoting", "finishing")
+        if p["state"] == "ready" and job is not None and same_destination(job, dest) and job["state"] in past_ready:
+            return False, job, "%s/%s is already past ready (%s)" % (p["domain"], p["disk"], job["state"])
+        if active and job["state"] == "cancelling":
+            self.module.fail_json(msg="the copy job on %s/%s is being cancelled; run again once it ended" % (p["domain"], p["disk"]),
+                                  error="invalidState", job=job)
+        if self.module.check_mode:
+            return True, job, "would take %s/%s to %s (%s)" % (p["domain"], p["disk"], goal, dest)
+        if not active:
+            when_ready = {"ready": "none", "pivoted": "pivot", "finished": "finish"}[p["state"]]
+            wait = "none" if not p["wait"] else ("ready" if p["state"] == "ready" else "done")
+            result = self.call("blockCopy", copy_params(p, when_ready, wait))
+            return result["changed"], result["job"], "%s %s/%s to %s" % ("copied" if p["wait"] else "started copying", p["domain"], p["disk"], dest)
+        # A job to this destination already runs: take it where it should go.
+        if p["state"] == "ready":
+            if job["state"] == "copying" and p["wait"]:
+                job = self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": p["timeout"]})["job"]
+            return False, job, "a copy of %s/%s to %s already runs (%s)" % (p["domain"], p["disk"], dest, job["state"])
+        method = "pivot" if p["state"] == "pivoted" else "finish"
+        if job["state"] == "copying":
+            if not p["wait"]:
+                return False, job, "the copy of %s/%s is still in phase 1" % (p["domain"], p["disk"])
+            self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": p["timeout"]})
+        result = self.call(method, {"jobId": job["jobId"], "timeout": p["pivot_timeout"]})
+        return result["changed"], result["job"], "%s %s/%s (%s)" % (goal, p["domain"], p["disk"], dest)
+
+    def absent(self, job):
+        p = self.p
+        if job is None or job["state"] in TERMINAL:
+            return False, job, "no copy job runs on %s/%s" % (p["domain"], p["disk"])
+        if self.module.check_mode:
+            return True, job, "would abort the copy job on %s/%s" % (p["domain"], p["disk"])
+        result = self.call("abort", {"jobId": job["jobId"]})
+        return result["changed"], result["job"], "aborted the copy job on %s/%s" % (p["domain"], p["disk"])
+
+
+def main():
+    argument_spec = dict(
+        domain=dict(type="str", required=True),
+        disk=dict(type="str", required=True),
+        state=dict(type="str", default="pivoted", choices=["ready", "pivoted", "finished", "absent"]),
+        destination=dict(type="path"),
+        format=dict(type="str", choices=["raw", "qcow2"]),
+        type=dict(type="str", default="file", choices=["file", "block"]),
+        destination_xml=dict(type="str"),
+        shallow=dict(type="bool", default=False),
+        reuse_external=dict(type="bool", default=False),
+        transient_job=dict(type="bool"),
+        synchronous_writes=dict(type="bool", default=False),
+        bandwidth=dict(type="int"),
+        granularity=dict(type="int"),
+        buf_size=dict(type="int"),
+        job_id=dict(type="str"),
+        wait=dict(type="bool", default=True),
+        timeout=dict(type="int", default=3600),
+        pivot_timeout=dict(type="int", default=60),
+    )
+    argument_spec.update(CONNECTION_ARGS)
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        mutually_exclusive=[("destination", "destination_xml")],
+        required_if=[("state", "ready", ("destination", "destination_xml"), True),
+                     ("state", "pivoted", ("destination", "destination_xml"), True),
+                     ("state", "finished", ("destination", "destination_xml"), True),
+                     ("reuse_external", True, ("format",))],
+    )
+    p = module.params
+    if p["destination"] is not None and not os.path.isabs(p["destination"]):
+        module.fail_json(msg="destination must be an absolute path, got %s" % p["destination"], error="invalidParams")
+    if p["timeout"] <= 0 or p["pivot_timeout"] <= 0:
+        module.fail_json(msg="timeout and pivot_timeout must be positive", error="invalidParams")
+
+    client = connect(module)
+    try:
+        job_before = current_job(client, p)
+        changed, job, msg = Runner(module, client).run(job_before)
+    except AgentError as e:
+        fail_agent(module, e)
+    finally:
+        client.close()
+    result = dict(changed=changed, msg=msg)
+    if job is not None:
+        result["job"] = job
+    if module._diff:
+        if module.check_mode and changed:
+            after = {"state": "absent"} if p["state"] == "absent" else {
+                "state": p["state"], "destination": p["destination"] or view(job_before).get("destination")}
+        else:
+            after = view(job)
+        result["diff"] = dict(before=view(job_before), after=after)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

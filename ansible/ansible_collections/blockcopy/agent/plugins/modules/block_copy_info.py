@@ -1,0 +1,132 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: blockcopy-agent developers
+# MIT License (see the repository's LICENSE)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: block_copy_info
+short_description: Report the block copy jobs of a host, a domain or a disk
+version_added: "0.1.0"
+description:
+  - Asks C(blockcopy-agent) on the managed host for its copy jobs - running ones, and ended
+    ones it still remembers.
+  - Never changes anything.
+author:
+  - blockcopy-agent developers
+extends_documentation_fragment:
+  - blockcopy.agent.agent
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; behaves the same in check mode.
+options:
+  domain:
+    description:
+      - Only this domain's jobs (name or UUID).
+    type: str
+  disk:
+    description:
+      - Only this disk's job (needs I(domain)); the running job, else the most recent one.
+    type: str
+  job_id:
+    description:
+      - Only this job.
+    type: str
+  states:
+    description:
+      - Only jobs in these states.
+    type: list
+    elements: str
+    choices: [copying, ready, pivoting, pivoted, finishing, finished, cancelling, cancelled, failed]
+  include_ended:
+    description:
+      - Include jobs that have ended.
+    type: bool
+    default: true
+seealso:
+  - module: blockcopy.agent.block_copy
+'''
+
+EXAMPLES = r'''
+- name: Every copy job this hypervisor knows
+  blockcopy.agent.block_copy_info:
+  register: copies
+
+- name: Fail if a VM about to be migrated still has a running copy job
+  blockcopy.agent.block_copy_info:
+    domain: vm1
+    include_ended: false
+  register: running
+  failed_when: running.jobs | length > 0
+
+- name: One disk's job
+  blockcopy.agent.block_copy_info:
+    domain: vm1
+    disk: vda
+'''
+
+RETURN = r'''
+jobs:
+  description: The matching jobs, oldest first, as the agent reports them (see block_copy's C(job)).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - jobId: move-vda
+      state: ready
+      domain: {name: vm1, uuid: 5f5c8a4c-def5-4ddc-aebf-412eef4b821c}
+      disk: vda
+      destination: {path: /srv/pool-b/vm1-vda.qcow2, format: qcow2, type: file}
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, TERMINAL, connect, fail_agent
+
+STATES = ["copying", "ready", "pivoting", "pivoted", "finishing", "finished", "cancelling", "cancelled", "failed"]
+
+
+def main():
+    argument_spec = dict(
+        domain=dict(type="str"),
+        disk=dict(type="str"),
+        job_id=dict(type="str"),
+        states=dict(type="list", elements="str", choices=STATES),
+        include_ended=dict(type="bool", default=True),
+    )
+    argument_spec.update(CONNECTION_ARGS)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_by={"disk": "domain"}, mutually_exclusive=[("job_id", "domain")])
+    p = module.params
+    client = connect(module)
+    try:
+        if p["job_id"] or p["disk"]:
+            ref = {"jobId": p["job_id"]} if p["job_id"] else {"domain": p["domain"], "disk": p["disk"]}
+            try:
+                jobs = [client.call("jobInfo", ref)["job"]]
+            except AgentError as e:
+                if e.name != "noJob":
+                    raise
+                jobs = []
+            jobs = [j for j in jobs if (p["include_ended"] or j["state"] not in TERMINAL) and (not p["states"] or j["state"] in p["states"])]
+        else:
+            params = {"includeEnded": p["include_ended"]}
+            if p["domain"]:
+                params["domain"] = p["domain"]
+            if p["states"]:
+                params["state"] = p["states"]
+            jobs = client.call("listJobs", params)["jobs"]
+    except AgentError as e:
+        fail_agent(module, e)
+    finally:
+        client.close()
+    module.exit_json(changed=False, jobs=jobs)
+
+
+if __name__ == "__main__":
+    main()

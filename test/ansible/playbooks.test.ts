@@ -1,0 +1,95 @@
+// The Ansible collection, run as real playbooks (Debian's ansible-core) against localhost,
+// the real agent (through `blockcopy-agent stdio`, as on a managed host) and real libvirtd.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import * as hv from '../helpers/hypervisor.js';
+import { CLI, stateDir } from '../helpers/agent.js';
+
+const run = promisify(execFile);
+const repo = fileURLToPath(new URL('../../../', import.meta.url));
+const playbooks = join(repo, 'ansible/ansible_collections/blockcopy/agent/tests/integration/playbooks');
+const MiB = 1024 * 1024;
+
+interface TaskResult { changed?: boolean; failed?: boolean; msg?: string; error?: string; diff?: unknown; job?: { state: string } }
+interface PlaybookRun { stats: { changed: number; failures: number; ok: number }; tasks: Record<string, TaskResult> }
+
+async function playbook(name: string, vars: Record<string, unknown>, opts: { check?: boolean } = {}): Promise<PlaybookRun> {
+  const varsFile = join(String(vars.dir), `vars-${name}.json`);
+  writeFileSync(varsFile, JSON.stringify({ ...vars, ansible_python_interpreter: '/usr/bin/python3' }));
+  const args = ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, join(playbooks, `${name}.yml`), ...(opts.check ? ['--check', '--diff'] : [])];
+  const env = {
+    ...process.env, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'json', ANSIBLE_NOCOLOR: '1',
+    ANSIBLE_LOCALHOST_WARNING: 'False', ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False', ANSIBLE_RETRY_FILES_ENABLED: 'False',
+  };
+  const out = await run('ansible-playbook', args, { env, maxBuffer: 64 * MiB }).then((r) => r.stdout, (e) => e.stdout as string);
+  const doc = JSON.parse(out.slice(out.indexOf('{')));
+  const tasks: Record<string, TaskResult> = {};
+  for (const task of doc.plays[0].tasks) tasks[task.task.name] = task.hosts.localhost ?? {};
+  return { stats: doc.stats.localhost, tasks };
+}
+
+t.test('playbooks: ready → pivoted / finished / absent, idempotency, check mode, failures', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }, { format: 'raw', sizeMiB: 32 }, { format: 'qcow2', sizeMiB: 128 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0xc1, offset: 0, length: 16 * MiB });
+  await hv.guestWrite(dom, 'vdb', { pattern: 0xc2, offset: 0, length: 16 * MiB });
+  await hv.guestWrite(dom, 'vdc', { pattern: 0xc3, offset: 0, length: 96 * MiB });
+  const vars = { domain: dom.name, dir: dom.dir, source_vdb: dom.disks[1]!.path, agent_command: [process.execPath, CLI, 'stdio', '--state-dir', stateDir(t)] };
+  // The disks' own sources, not the <source> inside a running <mirror>.
+  const sources = async () => [...(await hv.liveXml(dom)).replace(/<mirror[\s\S]*?<\/mirror>/g, '').matchAll(/<source file='([^']+)'/g)].map((m) => m[1]);
+  const original = await sources();
+
+  const dry = await playbook('ready', vars, { check: true });
+  t.equal(dry.stats.changed, 2, 'check mode: both tasks would change');
+  t.notMatch(await hv.liveXml(dom), /<mirror/, 'check mode: no copy started');
+  t.notOk(existsSync(`${dom.dir}/vda-moved.qcow2`), 'check mode: no file created');
+
+  const ready = await playbook('ready', vars);
+  t.equal(ready.stats.failures, 0, 'ready.yml succeeds');
+  t.equal(ready.stats.changed, 2, 'ready.yml: changed=2');
+  t.match(await hv.liveXml(dom), /<mirror [^>]*ready='yes'/, 'virsh: vda is mirroring');
+  t.equal((await playbook('ready', vars)).stats.changed, 0, 'ready.yml again: changed=0');
+
+  const dryConverge = await playbook('converge', vars, { check: true });
+  t.equal(dryConverge.stats.changed, 3, 'check mode: pivot, finish and abort would happen');
+  t.match(dryConverge.tasks['Vda pivoted onto its copy']!.diff, { before: { state: 'ready' }, after: { state: 'pivoted' } }, 'check mode shows a diff');
+  t.same(await sources(), original, 'check mode: the guest still runs on its sources');
+
+  const converge = await playbook('converge', vars);
+  t.equal(converge.stats.failures, 0, `converge.yml succeeds ${JSON.stringify(converge.tasks)}`.slice(0, 400));
+  t.equal(converge.stats.changed, 3, 'converge.yml: changed=3');
+  t.match(converge.tasks['Vda pivoted onto its copy'], { changed: true, job: { state: 'pivoted' } });
+  t.match(converge.tasks['Vdb finished to a point-in-time copy'], { changed: true, job: { state: 'finished' } });
+  t.match(converge.tasks['No copy job left on vdc'], { changed: true, job: { state: 'cancelled' } });
+  const xml = await hv.liveXml(dom);
+  t.match(xml, `<source file='${dom.dir}/vda-moved.qcow2'`, 'virsh: vda runs on its copy');
+  t.notMatch(xml, /<mirror/, 'virsh: no copy job left');
+  t.equal(await hv.compareImages(dom.disks[1]!.path, `${dom.dir}/vdb-backup.raw`), 'identical', 'qemu-img: the vdb backup equals the disk');
+
+  t.equal((await playbook('converge', vars)).stats.changed, 0, 'converge.yml again: changed=0');
+  t.equal((await playbook('converge', vars, { check: true })).stats.changed, 0, 'check mode after converging: changed=0');
+
+  const bad = await playbook('failures', vars);
+  const expect: Array<[string, RegExp, string | undefined]> = [
+    ['Unknown format', /value of format must be one of: raw, qcow2/, undefined],
+    ['Relative destination', /absolute path/, 'invalidParams'],
+    ['Unknown domain', /no domain 'bctest-no-such-domain'/, 'notFound'],
+    ['Destination is the source', /destination rejected/, 'destinationRejected'],
+    ['Agent not installed', /cannot run/, 'transport'],
+  ];
+  for (const [task, msg, error] of expect) {
+    const r = bad.tasks[task]!;
+    t.equal(r.failed, true, `${task}: fails`);
+    t.match(r.msg, msg, `${task}: ${r.msg}`);
+    if (error) t.equal(r.error, error, `${task}: error=${error}`);
+    t.notOk(r.changed, `${task}: changed nothing`);
+  }
+});
+
+t.test('the collection documents its modules and passes the sanity checks that run offline', async (t) => {
+  const r = await run('bash', [join(repo, 'ansible/run-sanity.sh')], { maxBuffer: 16 * MiB }).then((x) => ({ code: 0, out: x.stdout + x.stderr }), (e) => ({ code: e.code, out: `${e.stdout}${e.stderr}` }));
+  t.equal(r.code, 0, `ansible/run-sanity.sh\n${r.out.split('\n').slice(-15).join('\n')}`);
+});
