@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds the native addon (configured once) and the TypeScript sources.
+# TSCONFIG=tsconfig.build.json builds the product alone (no tests, demo or benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f scripts/gen-types.mjs ] && node scripts/gen-types.mjs
 [ -f build/Makefile ] || npx node-gyp configure
 npx node-gyp build
-npx tsc -p tsconfig.json
+npx tsc -p "${TSCONFIG:-tsconfig.json}"
+chmod 0755 dist/src/cli/main.js

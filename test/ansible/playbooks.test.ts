@@ -2,7 +2,7 @@
 // the real agent (through `blockcopy-agent stdio`, as on a managed host) and real libvirtd.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -87,6 +87,26 @@ t.test('playbooks: ready → pivoted / finished / absent, idempotency, check mod
     if (error) t.equal(r.error, error, `${task}: error=${error}`);
     t.notOk(r.changed, `${task}: changed nothing`);
   }
+});
+
+t.test('the role installs, configures and links the agent, idempotently', async (t) => {
+  const root = mkdtempSync(join(hv.TEST_ROOT, 'role-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  // Extra vars outrank facts: this host has no systemd, and the test must not start services.
+  const vars = { repo, root, dir: root, ansible_service_mgr: 'none' };
+  const first = await playbook('role', vars);
+  t.equal(first.stats.failures, 0, `the role succeeds ${JSON.stringify(Object.entries(first.tasks).filter(([, r]) => r.failed))}`.slice(0, 600));
+  t.ok(first.stats.changed >= 5, `first run changes things (changed=${first.stats.changed})`);
+  const again = await playbook('role', vars);
+  t.equal(again.stats.changed, 0, 'second run: changed=0');
+  const version = await run(`${root}/usr/local/bin/blockcopy-agent`, ['--version']);
+  t.equal(version.stdout.trim(), JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version, 'the linked command runs');
+  const config = `${root}/etc/blockcopy-agent/config.json`;
+  t.match(JSON.parse(readFileSync(config, 'utf8')), { allowedRoots: ['/var/lib/libvirt/images'], listen: { host: '127.0.0.1' } });
+  t.equal((await run(`${root}/usr/local/bin/blockcopy-agent`, ['config', 'check', config]).then(() => 0, (e) => e.code)), 0, 'the written config passes config check');
+  t.match(readFileSync(`${root}/etc/systemd/system/blockcopy-agent.service`, 'utf8'), `ExecStart=/usr/bin/node ${root}/opt/blockcopy-agent/dist/src/cli/main.js serve --config ${root}/etc/blockcopy-agent/config.json`);
+  t.equal(statSync(config).mode & 0o777, 0o644);
+  t.notOk(existsSync(`${root}/opt/blockcopy-agent/test`), 'tests are not shipped to hypervisors');
 });
 
 t.test('the collection documents its modules and passes the sanity checks that run offline', async (t) => {
