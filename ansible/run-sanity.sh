@@ -41,6 +41,8 @@ echo "== pylint (errors only)"
 if command -v pylint >/dev/null; then (cd "$here" && PYTHONPATH="$here" pylint --errors-only --disable=import-error $(find ansible_collections/blockcopy/agent/plugins -name "*.py")); else echo "pylint not installed: skipped"; fi
 echo "== yamllint"
 yamllint -d '{extends: default, rules: {line-length: {max: 160}, document-start: disable, truthy: {allowed-values: ["true", "false", "yes", "no"]}}}' .
+echo "== example playbooks (syntax)"
+for f in docs/*.yml; do ansible-playbook --syntax-check -i localhost, "$f" >/dev/null 2>&1 || { ansible-playbook --syntax-check -i localhost, "$f"; exit 1; }; echo "$f: ok"; done
 echo "== unit tests"
 (cd "$here" && /usr/bin/python3 -m unittest discover -s ansible_collections/blockcopy/agent/tests/unit -t . -p 'test_*.py')
 echo "sanity: ok"

@@ -2,7 +2,7 @@
 // the real agent (through `blockcopy-agent stdio`, as on a managed host) and real libvirtd.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -87,6 +87,24 @@ t.test('playbooks: ready → pivoted / finished / absent, idempotency, check mod
     if (error) t.equal(r.error, error, `${task}: error=${error}`);
     t.notOk(r.changed, `${task}: changed nothing`);
   }
+});
+
+t.test('the README example docs/pivot-one-disk.yml, unmodified, moves a disk', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0xd1, offset: 0, length: 16 * MiB });
+  // The example uses the module's default agent_command, `blockcopy-agent stdio`, from PATH.
+  const bin = join(dom.dir, 'bin');
+  mkdirSync(bin);
+  writeFileSync(join(bin, 'blockcopy-agent'), `#!/bin/sh\nBLOCKCOPY_STATE_DIR=${stateDir(t)} exec ${process.execPath} ${CLI} "$@"\n`, { mode: 0o755 });
+  const dest = `${dom.dir}/example.qcow2`;
+  const varsFile = join(dom.dir, 'example-vars.json');
+  writeFileSync(varsFile, JSON.stringify({ vm: dom.name, disk: 'vda', dest, ansible_python_interpreter: '/usr/bin/python3' }));
+  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_LOCALHOST_WARNING: 'False' };
+  const r = await run('ansible-playbook', ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, join(repo, 'ansible/ansible_collections/blockcopy/agent/docs/pivot-one-disk.yml')], { env })
+    .then((x) => ({ code: 0, out: x.stdout }), (e) => ({ code: e.code, out: String(e.stdout) }));
+  t.equal(r.code, 0, 'the playbook succeeds');
+  t.match(r.out, `is pivoted onto ${dest}`);
+  t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the new disk');
 });
 
 t.test('the role installs, configures and links the agent, idempotently', async (t) => {
