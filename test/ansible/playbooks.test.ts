@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as hv from '../helpers/hypervisor.js';
-import { CLI, stateDir } from '../helpers/agent.js';
+import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
 
 const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
@@ -105,6 +105,15 @@ t.test('the README example docs/pivot-one-disk.yml, unmodified, moves a disk', a
   t.equal(r.code, 0, 'the playbook succeeds');
   t.match(r.out, `is pivoted onto ${dest}`);
   t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the new disk');
+});
+
+t.test('endpoint: the modules over WebSocket to a running agent', async (t) => {
+  const agent = await serveAgent(t);
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }] });
+  const r = await playbook('endpoint', { domain: dom.name, dir: dom.dir, endpoint: agent.url });
+  t.equal(r.stats.failures, 0, 'endpoint.yml succeeds');
+  t.match(r.tasks['Start a copy through the endpoint'], { changed: true, job: { state: 'finished' } });
+  t.equal(await hv.compareImages(dom.disks[0]!.path, `${dom.dir}/via-ws.qcow2`), 'identical');
 });
 
 t.test('the role installs, configures and links the agent, idempotently', async (t) => {
