@@ -101,17 +101,6 @@ struct BlockJobInfoResult {
   uint64_t end = 0;
 };
 
-const char* BlockJobTypeName(int t) {
-  switch (t) {
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_PULL: return "pull";
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_COPY: return "copy";
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT: return "commit";
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT: return "activeCommit";
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_BACKUP: return "backup";
-    default: return "unknown";
-  }
-}
-
 }  // namespace
 
 Napi::Function Connection::Define(Napi::Env env) {

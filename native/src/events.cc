@@ -28,17 +28,6 @@ void FreeHolder(void* opaque) {
   delete h;
 }
 
-const char* BlockJobTypeName(int t) {
-  switch (t) {
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_PULL: return "pull";
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_COPY: return "copy";
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT: return "commit";
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT: return "activeCommit";
-    case VIR_DOMAIN_BLOCK_JOB_TYPE_BACKUP: return "backup";
-    default: return "unknown";
-  }
-}
-
 const char* BlockJobStatusName(int s) {
   switch (s) {
     case VIR_DOMAIN_BLOCK_JOB_COMPLETED: return "completed";

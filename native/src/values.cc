@@ -99,4 +99,15 @@ Napi::Value BigIntFromU64(Napi::Env env, uint64_t v) {
   return Napi::BigInt::New(env, v);
 }
 
+const char* BlockJobTypeName(int t) {
+  switch (t) {
+    case VIR_DOMAIN_BLOCK_JOB_TYPE_PULL: return "pull";
+    case VIR_DOMAIN_BLOCK_JOB_TYPE_COPY: return "copy";
+    case VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT: return "commit";
+    case VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT: return "activeCommit";
+    case VIR_DOMAIN_BLOCK_JOB_TYPE_BACKUP: return "backup";
+    default: return "unknown";
+  }
+}
+
 }  // namespace bca

@@ -38,4 +38,7 @@ uint64_t U64Value(Napi::Env env, const Napi::Value& value, const char* name);
 
 Napi::Value BigIntFromU64(Napi::Env env, uint64_t v);
 
+// virDomainBlockJobType as the facade names it.
+const char* BlockJobTypeName(int type);
+
 }  // namespace bca
