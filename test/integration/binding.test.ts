@@ -225,3 +225,21 @@ t.test('subscribing, unsubscribing and closing repeatedly neither leaks nor cras
   const grownMiB = (process.memoryUsage().rss - rssBefore) / 1024 / 1024;
   t.ok(grownMiB < 64, `50 open/subscribe/close cycles grew RSS by ${grownMiB.toFixed(1)} MiB`);
 });
+
+t.test('libvirt never prints to stderr, even when every call fails', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const facade = new URL('../../src/libvirt/index.js', import.meta.url).href;
+  const script = `
+    const { openConnection } = await import(${JSON.stringify(facade)});
+    await openConnection('bogus+unix:///nowhere').catch(() => {});
+    const c = await openConnection();
+    await c.lookupDomain('bctest-no-such').catch(() => {});
+    await c.getBlockJobInfo('bctest-no-such', 'vda').catch(() => {});
+    await c.close();
+    await c.versions().catch(() => {});
+    console.log('done');`;
+  const r = await new Promise<{ out: string; err: string }>((resolve) =>
+    execFile(process.execPath, ['--input-type=module', '-e', script], (_e, out, err) => resolve({ out, err })));
+  t.equal(r.out.trim(), 'done');
+  t.equal(r.err, '', 'nothing on stderr');
+});

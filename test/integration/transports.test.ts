@@ -53,6 +53,28 @@ t.test('WebSocket: binary, oversized and unmasked frames', async (t) => {
   t.equal(agent.process.exitCode, null, 'the agent process is alive');
 });
 
+t.test('WebSocket: a peer that never answers pings is dropped', async (t) => {
+  const dir = stateDir(t);
+  const config = `${dir}/config.json`;
+  (await import('node:fs')).writeFileSync(config, JSON.stringify({ heartbeatMs: 1000 }));
+  const agent = await serveAgent(t, ['--config', config]);
+  const { port } = new URL(agent.url);
+  // A raw socket completes the handshake and then stays silent: no pong will ever come.
+  const closed = await new Promise<boolean>((resolve) => {
+    const sock = connect(Number(port), '127.0.0.1', () => {
+      sock.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    });
+    sock.on('data', () => {});
+    sock.on('close', () => resolve(true));
+    setTimeout(() => { sock.destroy(); resolve(false); }, 30_000);
+  });
+  t.ok(closed, 'the agent closed the silent connection');
+  const client = await AgentClient.connect(agent.url);
+  t.teardown(() => client.close());
+  await new Promise((r) => setTimeout(r, 2500));
+  t.match(await client.call('capabilities', {}), { agent: {} }, 'a peer that answers pings stays connected');
+});
+
 t.test('stdio: partial lines, an oversized line, EOF', async (t) => {
   const dir = stateDir(t);
   const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir], { stdio: ['pipe', 'pipe', 'pipe'] });
