@@ -1,5 +1,9 @@
 // Composition root: libvirt connection → job manager → RPC server → transports.
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpsServer } from 'node:https';
 import { createRequire } from 'node:module';
+import { openAudit } from './audit.js';
 import { AgentError } from './errors.js';
 import type { ResolvedConfig } from './config.js';
 import { makeDestinationCheck } from './jobs/destination-check.js';
@@ -7,6 +11,8 @@ import { JobManager } from './jobs/manager.js';
 import { openConnection, type Connection } from './libvirt/index.js';
 import type { Logger } from './log.js';
 import { RpcServer, type AuditEntry } from './rpc/server.js';
+import { SchemaSet } from './rpc/schemas.js';
+import { loadTokens, makeAuthenticator } from './transport/auth.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
 import { serveStdio } from './transport/stdio.js';
 import { startWebSocket, type WebSocketTransport } from './transport/websocket.js';
@@ -50,9 +56,17 @@ async function connectWithRetry(uri: string, log: Logger): Promise<Connection> {
 
 export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promise<Agent> {
   const log = opts.log;
-  if (cfg.listen.enabled && !isLoopback(cfg.listen.host)) {
-    throw new Error(`refusing to listen on ${cfg.listen.host} without TLS: bind to a loopback address`);
+  if (cfg.listen.enabled && !isLoopback(cfg.listen.host) && !cfg.tls) {
+    throw new Error(`refusing to listen on ${cfg.listen.host} without TLS: configure tls (cert, key) or bind to a loopback address`);
   }
+  const schemas = new SchemaSet();
+  // Read credentials before anything else, so a bad tokens file stops the start cleanly.
+  const tokens = cfg.listen.enabled && cfg.auth.tokensFile ? loadTokens(cfg.auth.tokensFile, schemas) : [];
+  const tls = cfg.listen.enabled && cfg.tls ? {
+    cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ...(cfg.tls.ca ? { ca: readFileSync(cfg.tls.ca) } : {}),
+    requestCert: !!cfg.tls.ca, rejectUnauthorized: !!cfg.tls.ca && !!cfg.tls.requireClientCert,
+  } : null;
+  const audit = openAudit(cfg.audit.file, log);
   const lock = acquireStateLock(cfg.stateDir);
   if (!lock.acquired) throw new StateDirBusy(lock.holder);
 
@@ -73,13 +87,17 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
     });
     await jobs.start();
-    rpc = new RpcServer({
-      service: jobs, log, version: VERSION, validateResults: opts.validateResults,
-      audit: opts.audit ?? ((e) => log.info('audit', { audit: e })),
-    });
+    rpc = new RpcServer({ service: jobs, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write });
     if (cfg.listen.enabled) {
-      ws = await startWebSocket(rpc, { host: cfg.listen.host, port: cfg.listen.port, maxPayload: cfg.maxPayloadBytes, heartbeatMs: cfg.heartbeatMs }, log);
-      lock.update({ pid: process.pid, listen: ws.address });
+      // The local stdio relay proves it runs as root by reading this from the state directory.
+      const relayToken = randomBytes(32).toString('hex');
+      ws = await startWebSocket(rpc, {
+        host: cfg.listen.host, port: cfg.listen.port, maxPayload: cfg.maxPayloadBytes, heartbeatMs: cfg.heartbeatMs,
+        maxConnections: cfg.limits.maxConnections, rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst },
+        ...(tls ? { server: createHttpsServer(tls) } : {}),
+        authenticate: makeAuthenticator({ tokens, readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [], allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback, relayToken }),
+      }, log);
+      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls });
     }
   } catch (e) {
     await ws?.close();
@@ -87,6 +105,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     await jobs?.stop();
     await conn?.close();
     lock.release();
+    audit.close();
     throw e;
   }
   const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes }, log) : new Promise<void>(() => {});
@@ -102,6 +121,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
         await jobs!.stop();
         await conn!.close();
         lock.release();
+        audit.close();
       })();
       return closing;
     },

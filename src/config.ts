@@ -4,7 +4,10 @@ import { readFileSync } from 'node:fs';
 import type { AgentConfig } from './generated/api.js';
 import { SchemaSet } from './rpc/schemas.js';
 
-export type ResolvedConfig = Required<AgentConfig> & { listen: Required<NonNullable<AgentConfig['listen']>> };
+export type ResolvedConfig = Required<Omit<AgentConfig, 'tls'>> & Pick<AgentConfig, 'tls'> & {
+  listen: Required<NonNullable<AgentConfig['listen']>>;
+  limits: Required<NonNullable<AgentConfig['limits']>>;
+};
 
 export class ConfigError extends Error {}
 

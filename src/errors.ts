@@ -16,6 +16,7 @@ export const ERRORS = {
   invalidState: { code: -32011, retryable: false, description: 'The job is in a state that does not allow this operation (e.g. finish after pivot).' },
   tooManyJobs: { code: -32012, retryable: true, description: 'The host already runs its maximum number of concurrent copies.' },
   unavailable: { code: -32013, retryable: true, description: 'The agent has no connection to libvirtd right now.' },
+  rateLimited: { code: -32014, retryable: true, description: 'This connection sent requests faster than its configured rate.' },
 } as const;
 
 export type ErrorName = keyof typeof ERRORS;

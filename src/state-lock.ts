@@ -6,6 +6,9 @@ import { join } from 'node:path';
 export interface LockInfo {
   pid: number;
   listen: { host: string; port: number } | null;
+  /** Secret that authenticates the local stdio relay; the file is readable by root only. */
+  relayToken?: string;
+  tls?: boolean;
 }
 
 export type LockResult = { acquired: true; release: () => void; update: (info: LockInfo) => void } | { acquired: false; holder: LockInfo };

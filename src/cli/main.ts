@@ -108,7 +108,7 @@ async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (e instanceof StateDirBusy && command === 'stdio' && e.holder.listen) {
       log.debug('relaying to the running agent', { pid: e.holder.pid, listen: e.holder.listen });
-      await relayStdio(e.holder.listen);
+      await relayStdio(e.holder);
       return;
     }
     fail((e as Error).message, 1);

@@ -1,6 +1,7 @@
 // `blockcopy-agent stdio` when a daemon already owns the jobs: pass lines to it over its
 // loopback WebSocket and its frames back, so both callers see one set of jobs.
 import { WebSocket } from 'ws';
+import type { LockInfo } from '../state-lock.js';
 
 /** How many answers a line will get (0 for a notification-only line). */
 function answersExpected(line: string): number {
@@ -13,9 +14,15 @@ function answersExpected(line: string): number {
   }
 }
 
-export function relayStdio(listen: { host: string; port: number }): Promise<void> {
+export function relayStdio(holder: LockInfo): Promise<void> {
+  const listen = holder.listen!;
   const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
-  const ws = new WebSocket(`ws://${host}:${listen.port}`);
+  // The daemon's own certificate may name another host than loopback: the relay token, read
+  // from the root-only state directory, is what authenticates both ends here.
+  const ws = new WebSocket(`${holder.tls ? 'wss' : 'ws'}://${host}:${listen.port}`, {
+    headers: holder.relayToken ? { authorization: `Bearer ${holder.relayToken}` } : {},
+    rejectUnauthorized: false,
+  });
   let expected = 0;
   let received = 0;
   let inputEnded = false;

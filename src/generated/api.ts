@@ -110,6 +110,10 @@ export type BlockCopyParams = {
   wait?: 'none' | 'ready' | 'done';
   timeout?: TimeoutSeconds1;
   jobId?: JobId1;
+  /**
+   * When the host already runs its maximum of concurrent copies, wait for a free slot (up to timeout, if given) instead of failing with tooManyJobs.
+   */
+  queue?: boolean;
 };
 /**
  * A byte count (or bytes per second): an integer, or a decimal string for values above 2^53.
@@ -257,6 +261,70 @@ export interface AgentConfig {
    * Block devices that may be used as destinations.
    */
   allowedDevices?: string[];
+  /**
+   * Who may use the WebSocket listener. stdio is always trusted (its caller already runs commands on the host).
+   */
+  auth?: {
+    /**
+     * JSON file of bearer tokens ({"tokens": [{"name", "token", "readOnly"}]}, see schemas/tokens.schema.json). Must be owned by root and not readable by group or others; the agent refuses to start otherwise.
+     */
+    tokensFile?: string;
+    /**
+     * Principals (token names or client-certificate subjects) that may call only jobInfo, listJobs, wait, capabilities, subscribe, unsubscribe and rpc.discover.
+     */
+    readOnlyPrincipals?: string[];
+    /**
+     * Accept loopback connections without credentials (development only: any local user could then drive the agent).
+     */
+    allowUnauthenticatedLoopback?: boolean;
+  };
+  /**
+   * Serve wss:// instead of ws://. Required to listen on anything but loopback.
+   */
+  tls?: {
+    /**
+     * Server certificate (PEM).
+     */
+    cert: string;
+    /**
+     * Server private key (PEM).
+     */
+    key: string;
+    /**
+     * CA (PEM) that signs client certificates; enables mTLS: a client with a valid certificate is authenticated as its subject.
+     */
+    ca?: string;
+    /**
+     * Refuse TLS clients without a valid client certificate at the handshake (no token fallback).
+     */
+    requireClientCert?: boolean;
+  };
+  /**
+   * Per-connection and per-host limits of the WebSocket listener.
+   */
+  limits?: {
+    /**
+     * Most WebSocket connections at once; further ones are refused with HTTP 503.
+     */
+    maxConnections?: number;
+    /**
+     * Sustained requests per second per connection (a token bucket); requests beyond it get the rateLimited error.
+     */
+    requestsPerSecond?: number;
+    /**
+     * Requests a connection may send at once before the rate applies.
+     */
+    burst?: number;
+  };
+  /**
+   * Where the audit trail of mutating calls goes.
+   */
+  audit?: {
+    /**
+     * Append one JSON line per mutating call to this file (created 0600, opened append-only). Without it, audit records go to the log (journald) with msg "audit".
+     */
+    file?: string;
+  };
 }
 /**
  * Where the copy goes (virsh blockcopy DEST with --format and --blockdev).
@@ -495,7 +563,8 @@ export interface AgentErrorData {
     | 'unsupported'
     | 'invalidState'
     | 'tooManyJobs'
-    | 'unavailable';
+    | 'unavailable'
+    | 'rateLimited';
   /**
    * Whether the same call may succeed later.
    */
@@ -702,4 +771,26 @@ export interface WaitResult {
  */
 export interface JobChangedParams {
   job: Job;
+}
+/**
+ * The bearer tokens file named by auth.tokensFile.
+ */
+export interface TokensFile {
+  /**
+   * One entry per principal.
+   */
+  tokens: {
+    /**
+     * The principal: appears in the audit log instead of the token.
+     */
+    name: string;
+    /**
+     * The secret, at least 24 characters (e.g. `openssl rand -hex 32`). Never logged.
+     */
+    token: string;
+    /**
+     * May call only read-only methods.
+     */
+    readOnly?: boolean;
+  }[];
 }

@@ -144,8 +144,7 @@ export class JobManager extends EventEmitter {
       throw new AgentError('unsupported', `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`);
     }
     await this.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
-    const active = [...this.entries.values()].filter((e) => !isTerminal(e.rec.job.state)).length;
-    if (active >= this.maxCopies) throw new AgentError('tooManyJobs', `this host already runs ${active} copies (maximum ${this.maxCopies})`);
+    await this.awaitSlot(params, signal);
 
     const now = new Date().toISOString();
     const transientJob = params.transientJob ?? dom.persistent;
@@ -758,6 +757,34 @@ export class JobManager extends EventEmitter {
       }
     }
     return { job: this.publicJob(entry), changed };
+  }
+
+  private activeCount(): number {
+    return [...this.entries.values()].filter((e) => !isTerminal(e.rec.job.state)).length;
+  }
+
+  /** At the host's limit: tooManyJobs, or with `queue`, wait (up to `timeout`) for a copy to end. */
+  private async awaitSlot(params: BlockCopyParams, signal?: AbortSignal): Promise<void> {
+    if (this.activeCount() < this.maxCopies) return;
+    if (!params.queue) {
+      throw new AgentError('tooManyJobs', `this host already runs ${this.activeCount()} copies (maximum ${this.maxCopies})`);
+    }
+    this.log.info('copy queued: the host is at its limit', { domain: params.domain, disk: params.disk, limit: this.maxCopies });
+    await new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        this.updates.off('update', check);
+        signal?.removeEventListener('abort', onAbort);
+        if (timer) clearTimeout(timer);
+      };
+      const check = () => { if (this.activeCount() < this.maxCopies) { done(); resolve(); } };
+      const onAbort = () => { done(); reject(new Error('the caller went away')); };
+      this.updates.on('update', check);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (params.timeout !== undefined) {
+        timer = setTimeout(() => { done(); reject(new AgentError('timeout', `no copy slot became free within ${params.timeout} s`)); }, params.timeout * 1000);
+      }
+    });
   }
 
   /** Like virsh --timeout: cancel the copy if it has not got where it was asked to go in time. */

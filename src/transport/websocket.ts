@@ -1,7 +1,9 @@
 // WebSocket transport on `ws`: frames in, frames out, one Session per connection.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { ERRORS } from '../errors.js';
+import { TokenBucket } from './rate-limit.js';
 import type { Logger } from '../log.js';
 import type { RpcServer } from '../rpc/server.js';
 import { Session, type Principal } from '../rpc/session.js';
@@ -17,6 +19,9 @@ export interface WebSocketOptions {
   authenticate?: (req: IncomingMessage) => Principal | null;
   /** An HTTP(S) server to attach to instead of a plain HTTP one (TLS). */
   server?: Server;
+  maxConnections?: number;
+  /** Per-connection request rate (token bucket). */
+  rate?: { perSecond: number; burst: number };
 }
 
 export interface WebSocketTransport {
@@ -26,22 +31,51 @@ export interface WebSocketTransport {
 
 const LOCAL: Principal = { name: 'local', readOnly: false };
 
+/** The id of a request, when it has a plain one (for answers that skip the RPC layer). */
+function idOf(text: string): string | number | null {
+  try {
+    const id = (JSON.parse(text) as { id?: unknown })?.id;
+    return typeof id === 'string' || typeof id === 'number' ? id : null;
+  } catch {
+    return null;
+  }
+}
+
 export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log: Logger): Promise<WebSocketTransport> {
   const http = opts.server ?? createServer((_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain' }).end('blockcopy-agent speaks JSON-RPC over WebSocket\n');
   });
-  const wss = new WebSocketServer({ server: http, maxPayload: opts.maxPayload, perMessageDeflate: false });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload, perMessageDeflate: false });
   const alive = new WeakMap<WebSocket, boolean>();
+  const principals = new WeakMap<IncomingMessage, Principal>();
+
+  // Refusals happen at the HTTP upgrade, before a WebSocket (let alone a method) exists, and a
+  // wrong credential gets exactly the answer a missing one gets.
+  const refuse = (socket: Socket, status: string) => {
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    socket.destroy();
+  };
+  http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+    socket.on('error', () => {});
+    if (opts.maxConnections !== undefined && wss.clients.size >= opts.maxConnections) {
+      log.warn('connection refused: limit reached', { peer: req.socket.remoteAddress, limit: opts.maxConnections });
+      return refuse(socket, '503 Service Unavailable');
+    }
+    const principal = opts.authenticate ? opts.authenticate(req) : LOCAL;
+    if (!principal) {
+      log.warn('connection refused: not authenticated', { peer: req.socket.remoteAddress });
+      return refuse(socket, '401 Unauthorized');
+    }
+    principals.set(req, principal);
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  });
 
   wss.on('connection', (ws, req) => {
     // Without an error listener one malformed frame raises an unhandled 'error' and kills the process.
     ws.on('error', (err) => log.debug('websocket error', { error: err.message }));
     const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
-    const principal = opts.authenticate ? opts.authenticate(req) : LOCAL;
-    if (!principal) {
-      ws.close(4401, 'unauthorized');
-      return;
-    }
+    const principal = principals.get(req)!;
+    const bucket = opts.rate ? new TokenBucket(opts.rate.perSecond, opts.rate.burst) : null;
     const session = new Session(principal, peer, (frame) => {
       if (ws.readyState === ws.OPEN) ws.send(frame);
     });
@@ -52,6 +86,10 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     ws.on('message', (data) => {
       // Binary frames are read as UTF-8 too: JSON parsing then decides (-32700 for junk).
       const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
+      if (bucket && !bucket.take()) {
+        ws.send(JSON.stringify({ jsonrpc: '2.0', id: idOf(text), error: { code: ERRORS.rateLimited.code, message: 'rate limit exceeded', data: { name: 'rateLimited', retryable: true } } }));
+        return;
+      }
       void rpc.handle(text, session).then(
         (reply) => { if (reply !== null && ws.readyState === ws.OPEN) ws.send(reply); },
         (err) => log.error('unexpected failure handling a frame', { error: err }),

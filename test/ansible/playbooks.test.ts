@@ -110,7 +110,7 @@ t.test('the README example docs/pivot-one-disk.yml, unmodified, moves a disk', a
 t.test('endpoint: the modules over WebSocket to a running agent', async (t) => {
   const agent = await serveAgent(t);
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }] });
-  const r = await playbook('endpoint', { domain: dom.name, dir: dom.dir, endpoint: agent.url });
+  const r = await playbook('endpoint', { domain: dom.name, dir: dom.dir, endpoint: agent.url, token: agent.token });
   t.equal(r.stats.failures, 0, 'endpoint.yml succeeds');
   t.match(r.tasks['Start a copy through the endpoint'], { changed: true, job: { state: 'finished' } });
   t.equal(await hv.compareImages(dom.disks[0]!.path, `${dom.dir}/via-ws.qcow2`), 'identical');

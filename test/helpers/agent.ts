@@ -1,6 +1,7 @@
 // Runs the real agent (the built CLI) for integration tests and hands back a typed client.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../../src/client/index.js';
@@ -23,13 +24,33 @@ export interface ServedAgent {
   process: ChildProcess;
   url: string;
   stateDir: string;
+  /** The bearer token of the 'test-admin' principal, and the header that carries it. */
+  token: string;
+  headers: Record<string, string>;
+  connect(): Promise<AgentClient>;
   /** Sends SIGTERM and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** `blockcopy-agent serve` on an ephemeral loopback port. */
-export async function serveAgent(host: TeardownHost, args: string[] = [], dir = stateDir(host)): Promise<ServedAgent> {
-  const child = spawn(process.execPath, [CLI, 'serve', '--listen', '127.0.0.1:0', '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...args],
+export interface ServeOptions {
+  /** Config file content, merged over the helper's own (tokens file, ephemeral loopback port). */
+  config?: Record<string, unknown>;
+  args?: string[];
+  dir?: string;
+  /** Extra token entries for the tokens file. */
+  tokens?: Array<{ name: string; token: string; readOnly?: boolean }>;
+}
+
+/** `blockcopy-agent serve` on an ephemeral loopback port, with a tokens file (0600). */
+export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): Promise<ServedAgent> {
+  const dir = opts.dir ?? stateDir(host);
+  const token = randomBytes(24).toString('hex');
+  const tokensFile = join(dir, 'tokens.json');
+  writeFileSync(tokensFile, JSON.stringify({ tokens: [{ name: 'test-admin', token }, ...(opts.tokens ?? [])] }), { mode: 0o600 });
+  const configFile = join(dir, 'config.json');
+  const { auth, ...rest } = opts.config ?? {};
+  writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: 0 }, ...rest }));
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile, '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...(opts.args ?? [])],
     { stdio: ['ignore', 'inherit', 'pipe'], env: ENV });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
@@ -53,17 +74,22 @@ export async function serveAgent(host: TeardownHost, args: string[] = [], dir = 
     });
     child.once('exit', (code) => reject(new Error(`agent exited with ${code}: ${buf}`)));
   });
-  return { process: child, url: `ws://127.0.0.1:${port}`, stateDir: dir, stop };
+  const tls = !!opts.config?.tls;
+  const url = `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}`;
+  const headers = { authorization: `Bearer ${token}` };
+  return {
+    process: child, url, stateDir: dir, token, headers, stop,
+    connect: async () => {
+      const client = await AgentClient.connect(url, { headers });
+      host.teardown(() => client.close());
+      return client;
+    },
+  };
 }
 
 /** A client on a fresh agent: over WebSocket to `serve`, or as the stdin/stdout of `stdio`. */
 export async function agentClient(host: TeardownHost, transport: Transport): Promise<AgentClient> {
-  if (transport === 'ws') {
-    const agent = await serveAgent(host);
-    const client = await AgentClient.connect(agent.url);
-    host.teardown(() => client.close());
-    return client;
-  }
+  if (transport === 'ws') return (await serveAgent(host)).connect();
   const dir = stateDir(host);
   const client = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir, '--poll-interval-ms', '500'], { env: ENV });
   host.teardown(async () => {

@@ -19,8 +19,7 @@ async function expectError(t: { equal: Function; ok: Function }, p: Promise<unkn
 
 t.test('bad input', async (t) => {
   const agent = await serveAgent(t);
-  const client = await AgentClient.connect(agent.url);
-  t.teardown(() => client.close());
+  const client = await agent.connect();
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }, { format: 'raw', sizeMiB: 16 }, { format: 'raw', sizeMiB: 1, device: 'cdrom' }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x71, offset: 0, length: 96 * MiB });
   const xmlBefore = await hv.liveXml(dom);

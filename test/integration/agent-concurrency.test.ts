@@ -9,8 +9,7 @@ const MiB = 1024 * 1024;
 
 t.test('two disks of one VM and two VMs at once', async (t) => {
   const agent = await serveAgent(t);
-  const client = await AgentClient.connect(agent.url);
-  t.teardown(() => client.close());
+  const client = await agent.connect();
   const a = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }, { format: 'raw', sizeMiB: 64 }] });
   const b = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
   const targets = [
@@ -40,4 +39,24 @@ t.test('two disks of one VM and two VMs at once', async (t) => {
   }
   const { jobs: byDomain } = await client.call('listJobs', { domain: a.name });
   t.equal(byDomain.length, 2, 'listJobs filters by domain');
+});
+
+t.test('the host limit: refused (retryable) or queued when asked', async (t) => {
+  const agent = await serveAgent(t, { config: { maxConcurrentCopies: 1 } });
+  const client = await agent.connect();
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }, { format: 'qcow2', sizeMiB: 32 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0x84, offset: 0, length: 96 * MiB });
+  const first = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/first.qcow2` }, bandwidth: MiB });
+  const refused = await client.call('blockCopy', { domain: dom.name, disk: 'vdb', destination: { path: `${dom.dir}/second.qcow2` } }).then(() => null, (e) => e);
+  t.match(refused, { code: -32012, data: { name: 'tooManyJobs', retryable: true } }, 'a second copy is refused');
+  const queued = client.call('blockCopy', { domain: dom.name, disk: 'vdb', destination: { path: `${dom.dir}/second.qcow2` }, queue: true, wait: 'ready' });
+  let settled = false;
+  void queued.finally(() => { settled = true; });
+  await new Promise((r) => setTimeout(r, 1000));
+  t.notOk(settled, 'with queue: true it waits for a slot');
+  t.notMatch((await hv.liveXml(dom)).replace(/<disk[\s\S]*?vda[\s\S]*?<\/disk>/, ''), /<mirror/, 'and has not started yet');
+  await client.call('abort', { jobId: first.job.jobId });
+  const second = await queued;
+  t.equal(second.job.state, 'ready', 'it starts once the first copy ends');
+  await client.call('abort', { jobId: second.job.jobId });
 });
