@@ -133,6 +133,9 @@ t.test('the role installs, configures and links the agent, idempotently', async 
   t.equal((await run(`${root}/usr/local/bin/blockcopy-agent`, ['config', 'check', config]).then(() => 0, (e) => e.code)), 0, 'the written config passes config check');
   t.match(readFileSync(`${root}/etc/systemd/system/blockcopy-agent.service`, 'utf8'), `ExecStart=/usr/bin/node ${root}/opt/blockcopy-agent/dist/src/cli/main.js serve --config ${root}/etc/blockcopy-agent/config.json`);
   t.equal(statSync(config).mode & 0o777, 0o644);
+  const tokens = `${root}/etc/blockcopy-agent/tokens.json`;
+  t.equal(statSync(tokens).mode & 0o777, 0o600, 'the tokens file is 0600');
+  t.match(JSON.parse(readFileSync(config, 'utf8')), { auth: { tokensFile: tokens }, audit: { file: `${root}/var/log/blockcopy-agent/audit.log` } });
   t.notOk(existsSync(`${root}/opt/blockcopy-agent/test`), 'tests are not shipped to hypervisors');
 });
 
