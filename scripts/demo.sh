@@ -2,9 +2,5 @@
 # The main job in one command: set the host up, build, live-copy and pivot a throwaway VM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-host.sh
-[ -d node_modules ] || npm ci --no-audit --no-fund
-log=$(mktemp)
-bash scripts/build.sh >"$log" 2>&1 || { cat "$log"; exit 1; }
-rm -f "$log"
+bash scripts/prepare.sh
 exec node dist/demo/main-job.js "$@"
