@@ -1,5 +1,10 @@
-// One JSON file per job in the state directory, replaced atomically (temp file, fsync,
-// rename, fsync of the directory) so a crash leaves either the old or the new record.
+// One JSON file per job in the state directory, replaced atomically (temp file, rename) so a
+// crash of the agent leaves either the old or the new record.
+//
+// Deliberately no fsync. It would protect only against a host crash, which kills QEMU and every
+// copy with it, and reconcile re-derives each job's state from libvirt's live XML anyway. On
+// ext4 (data=ordered) an fsync here also forces out unrelated dirty data: measured, it held a
+// 2 GiB copy's pivot back by 4.6 s while the host flushed the guest's recent writes.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Job } from '../generated/api.js';
@@ -26,20 +31,8 @@ export class Journal {
   async save(rec: JobRecord): Promise<void> {
     const final = this.path(rec.job.jobId);
     const tmp = `${final}.${process.pid}.tmp`;
-    const fh = await fs.open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(JSON.stringify(rec, null, 1));
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await fs.writeFile(tmp, JSON.stringify(rec, null, 1), { mode: 0o600 });
     await fs.rename(tmp, final);
-    const dir = await fs.open(this.dir, 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
   }
 
   async remove(jobId: string): Promise<void> {
