@@ -123,6 +123,8 @@ async function main(argv: string[]): Promise<void> {
     await agent.stdioEnded;
     if (command === 'stdio') {
       await agent.close();
+      // process.exit drops output still queued for a slow reader: flush the answers first.
+      await new Promise<void>((r) => process.stdout.write('', () => r()));
       process.exit(0);
     }
   }

@@ -125,8 +125,12 @@ export class RpcServer {
     this.server.addMethod(spec.name, async (raw: unknown, ctx: CallContext) => {
       const log = this.log.child({ requestId: ctx.requestId, session: ctx.session.id, method: spec.name });
       const started = Date.now();
-      const params: unknown = raw === undefined ? {} : structuredClone(raw);
       try {
+        // Before anything recursive (clone, validation) runs over it.
+        if (deeperThan(raw, MAX_DEPTH)) {
+          throw new InvalidParams([{ instancePath: '', schemaPath: '', keyword: 'maxDepth', params: { limit: MAX_DEPTH }, message: `params must not nest deeper than ${MAX_DEPTH} levels` }]);
+        }
+        const params: unknown = raw === undefined ? {} : structuredClone(raw);
         if (Array.isArray(params)) {
           throw new InvalidParams([{ instancePath: '', schemaPath: '', keyword: 'type', params: { type: 'object' }, message: 'params must be an object (named parameters)' }]);
         }
@@ -195,6 +199,21 @@ export class RpcServer {
       },
     };
   }
+}
+
+/** No schema nests more than a few levels; far deeper input is an attack or a bug. */
+const MAX_DEPTH = 32;
+
+/** Iterative, so that hostile nesting cannot exhaust the stack here either. */
+function deeperThan(value: unknown, limit: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, d] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (d >= limit) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push([child, d + 1]);
+  }
+  return false;
 }
 
 function nameOf(data: unknown): string | undefined {

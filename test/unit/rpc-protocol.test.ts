@@ -41,6 +41,8 @@ t.test('malformed frames', async (t) => {
   t.match(await send('[1,2]'), [{ error: { code: -32600 } }, { error: { code: -32600 } }], 'batch of junk: an array of invalid requests');
   const deep = '['.repeat(5000) + ']'.repeat(5000);
   t.ok(await send(deep), 'deep nesting is answered, not a crash');
+  const deepParams = `{"jsonrpc":"2.0","method":"jobInfo","params":{"jobId":${'['.repeat(20000)}${']'.repeat(20000)}},"id":3}`;
+  t.match(await send(deepParams), { id: 3, error: { code: -32602, data: { errors: [{ keyword: 'maxDepth' }] } } }, 'deeply nested params: invalid params, not an internal error');
 });
 
 t.test('calls, batches, notifications', async (t) => {
