@@ -13,7 +13,7 @@ const host: hv.TeardownHost = { teardown: (fn) => cleanups.push(fn) };
 async function main(): Promise<void> {
   const agent = await serveAgent(host);
   console.log(`agent: blockcopy-agent serve, listening on ${agent.url} (state in ${agent.stateDir})`);
-  const client = await AgentClient.connect(agent.url);
+  const client = await agent.connect();
   cleanups.push(() => client.close());
   const caps = await client.call('capabilities', {});
   console.log(`host: libvirt ${caps.libvirt.version}, ${caps.hypervisor.type} ${caps.hypervisor.version}`);

@@ -31,7 +31,7 @@ async function record<M extends MethodName>(client: AgentClient, title: string, 
 
 async function main(): Promise<void> {
   const agent = await serveAgent(host);
-  const client = await AgentClient.connect(agent.url);
+  const client = await agent.connect();
   cleanups.push(() => client.close());
   const dom = await hv.createDomain(host, { disks: [{ format: 'qcow2', sizeMiB: 256 }, { format: 'raw', sizeMiB: 64 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x5a, offset: 0, length: 128 * MiB });
