@@ -2,7 +2,7 @@
 // the real agent (through `blockcopy-agent stdio`, as on a managed host) and real libvirtd.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -117,7 +117,7 @@ t.test('endpoint: the modules over WebSocket to a running agent', async (t) => {
 });
 
 t.test('the role installs, configures and links the agent, idempotently', async (t) => {
-  const root = mkdtempSync(join(hv.TEST_ROOT, 'role-'));
+  const root = hv.scratchDir('role-');
   t.teardown(() => rmSync(root, { recursive: true, force: true }));
   // Extra vars outrank facts: this host has no systemd, and the test must not start services.
   const vars = { repo, root, dir: root, ansible_service_mgr: 'none' };

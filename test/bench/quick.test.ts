@@ -3,16 +3,16 @@
 // full run prints (npm run bench), never by a test.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { TEST_ROOT } from '../helpers/hypervisor.js';
+import { scratchDir } from '../helpers/hypervisor.js';
 
 const run = promisify(execFile);
 
 t.test('npm run bench -- --quick works', async (t) => {
-  const out = mkdtempSync(join(TEST_ROOT, 'bench-'));
+  const out = scratchDir('bench-');
   t.teardown(() => rmSync(out, { recursive: true, force: true }));
   const script = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
   const r = await run(process.execPath, [script, '--quick', '--out', out], { maxBuffer: 16 * 1024 * 1024 });

@@ -1,12 +1,12 @@
 // Runs the real agent (the built CLI) for integration tests and hands back a typed client.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../../src/client/index.js';
 import type { Job, JobState } from '../../src/generated/api.js';
-import { TEST_ROOT, type TeardownHost } from './hypervisor.js';
+import { scratchDir, type TeardownHost } from './hypervisor.js';
 
 export const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 export type Transport = 'ws' | 'stdio';
@@ -14,8 +14,7 @@ export type Transport = 'ws' | 'stdio';
 const ENV = { ...process.env, BLOCKCOPY_VALIDATE_RESULTS: '1', BLOCKCOPY_LOG_LEVEL: process.env.BLOCKCOPY_LOG_LEVEL ?? 'warn' };
 
 export function stateDir(host: TeardownHost): string {
-  mkdirSync(TEST_ROOT, { recursive: true });
-  const dir = mkdtempSync(join(TEST_ROOT, 'state-'));
+  const dir = scratchDir('state-');
   host.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }

@@ -2,7 +2,7 @@
 // qemu-img as independent tools (the product itself never does). Everything created is
 // registered for teardown, which runs even when the test fails, plus a process-exit net.
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -80,12 +80,26 @@ export async function createImage(path: string, format: ImageFormat, sizeMiB: nu
   await run('qemu-img', args);
 }
 
-function newDir(): string {
+/** A fresh directory under TEST_ROOT, marked with its owner's pid, traversable by QEMU. */
+export function scratchDir(prefix: string): string {
   execFileSync('mkdir', ['-p', TEST_ROOT]);
   chmodSync(TEST_ROOT, 0o755);
-  const dir = mkdtempSync(join(TEST_ROOT, 'run-'));
+  const dir = mkdtempSync(join(TEST_ROOT, prefix));
   chmodSync(dir, 0o755);
+  // Who owns it, so that a sweep never takes a running test's (or demo's) files away.
+  writeFileSync(join(dir, OWNER), String(process.pid));
   return dir;
+}
+
+const OWNER = '.owner-pid';
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const targetOf = (i: number) => `vd${String.fromCharCode(97 + i)}`;
@@ -102,7 +116,7 @@ function diskXml(d: TestDisk): string {
 /** Creates and starts a domain with the given disks; it is destroyed at `host`'s teardown. */
 export async function createDomain(host: TeardownHost, spec: DomainSpec): Promise<TestDomain> {
   const name = `${PREFIX}${process.pid}-${randomBytes(3).toString('hex')}`;
-  const dir = newDir();
+  const dir = scratchDir('run-');
   const disks: TestDisk[] = [];
   let virtio = 0;
   for (const [i, s] of spec.disks.entries()) {
@@ -200,8 +214,8 @@ export async function compareImages(a: string, b: string): Promise<string> {
   }
 }
 
-/** Removes leftovers of earlier runs: bctest-* domains and test directories. Call it before
- *  a run starts, never while tests run (it would take their domains away). */
+/** Removes leftovers of processes that are gone: bctest-<pid>-* domains and their files.
+ *  Anything owned by a live process (a parallel test run, the demo) is left alone. */
 export function cleanupStale(): void {
   let names: string[] = [];
   try {
@@ -211,12 +225,19 @@ export function cleanupStale(): void {
     return;
   }
   for (const n of names) {
+    const pid = Number(/^bctest-(\d+)-/.exec(n)?.[1]);
+    if (pid && alive(pid)) continue;
     for (const cmd of ['destroy', 'undefine']) {
       try { execFileSync('virsh', ['-q', '-c', URI, cmd, n], { stdio: 'ignore' }); } catch { /* already gone */ }
     }
   }
-  if (existsSync(TEST_ROOT)) {
-    for (const entry of readdirSync(TEST_ROOT)) rmSync(join(TEST_ROOT, entry), { recursive: true, force: true });
+  if (!existsSync(TEST_ROOT)) return;
+  for (const entry of readdirSync(TEST_ROOT)) {
+    const dir = join(TEST_ROOT, entry);
+    let owner = 0;
+    try { owner = Number(readFileSync(join(dir, OWNER), 'utf8')); } catch { /* no owner file */ }
+    if (owner && alive(owner)) continue;
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

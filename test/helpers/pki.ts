@@ -1,10 +1,10 @@
 // Throwaway certificates for TLS tests, made with Debian's openssl: a CA, a server certificate
 // for 127.0.0.1, a client certificate, one from another CA, and an expired one.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { TEST_ROOT, type TeardownHost } from './hypervisor.js';
+import { scratchDir, type TeardownHost } from './hypervisor.js';
 
 const run = promisify(execFile);
 
@@ -37,7 +37,7 @@ async function signed(dir: string, name: string, cn: string, ca: string, ext: st
 }
 
 export async function makePki(host: TeardownHost): Promise<Pki> {
-  const dir = mkdtempSync(join(TEST_ROOT, 'pki-'));
+  const dir = scratchDir('pki-');
   host.teardown(() => rmSync(dir, { recursive: true, force: true }));
   await selfSignedCa(dir, 'ca', 'blockcopy test CA');
   await selfSignedCa(dir, 'rogue-ca', 'somebody else');

@@ -3,7 +3,7 @@
 // Each row prints what was tried and what came back.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { AgentClient, RpcError } from '../../src/client/index.js';
@@ -17,9 +17,8 @@ interface Attempt { headers?: Record<string, string>; cert?: string; key?: strin
 
 t.test('security table', async (t) => {
   const pki = await makePki(t);
-  const root = mkdtempSync(join(hv.TEST_ROOT, 'allowed-'));
-  chmodSync(root, 0o755);
-  t.teardown(() => (await_rm(root)));
+  const root = hv.scratchDir('allowed-');
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
   const viewerToken = 'v'.repeat(8) + Math.random().toString(36).slice(2).padEnd(24, 'x');
   const dir = stateDir(t);
   const auditFile = join(dir, 'audit.log');
@@ -197,7 +196,3 @@ t.test('the agent refuses to start insecurely', async (t) => {
     t.match(err, /without TLS|not accessible to group or others/, `${tried}: says why`);
   }
 });
-
-function await_rm(p: string) {
-  return import('node:fs').then((fs) => fs.rmSync(p, { recursive: true, force: true }));
-}
