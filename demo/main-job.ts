@@ -1,6 +1,5 @@
 // The main job, end to end on this host, through the agent's JSON-RPC API: start the agent,
 // live-copy a throwaway VM's disk while the guest writes, pivot, verify independently, clean up.
-import { AgentClient } from '../src/client/index.js';
 import type { Job } from '../src/generated/api.js';
 import * as hv from '../test/helpers/hypervisor.js';
 import { serveAgent } from '../test/helpers/agent.js';

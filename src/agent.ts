@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
 import { createRequire } from 'node:module';
 import { openAudit } from './audit.js';
-import { AgentError } from './errors.js';
 import type { ResolvedConfig } from './config.js';
 import { makeDestinationCheck } from './jobs/destination-check.js';
 import { JobManager } from './jobs/manager.js';
@@ -128,4 +127,3 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   };
 }
 
-export { AgentError };

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import * as hv from '../../test/helpers/hypervisor.js';
 import { serveAgent } from '../../test/helpers/agent.js';
 import { BENCH_AGENT_CONFIG, fill } from './common.js';
-import { MiB, Scope, median, now, round, type BenchContext, type SuiteResult } from '../lib.js';
+import { Scope, median, now, round, type BenchContext, type SuiteResult } from '../lib.js';
 
 const run = promisify(execFile);
 

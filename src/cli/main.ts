@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // blockcopy-agent: serve (WebSocket, optionally stdio), stdio, config check.
 import { parseArgs } from 'node:util';
-import { ConfigError, configProblems, envOverrides, loadConfig, type Overrides } from '../config.js';
+import { ConfigError, envOverrides, loadConfig, type Overrides } from '../config.js';
 import { startAgent, StateDirBusy, VERSION } from '../agent.js';
 import { createLogger, type Level } from '../log.js';
 import { relayStdio } from './relay.js';
@@ -130,5 +130,4 @@ async function main(argv: string[]): Promise<void> {
   }
 }
 
-export { configProblems };
 main(process.argv.slice(2)).catch((e) => fail(e instanceof Error ? e.message : String(e), 1));

@@ -2,7 +2,7 @@
 // and nothing changes on disk or in the domain.
 import t from 'tap';
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { AgentClient, RpcError, type MethodName } from '../../src/client/index.js';
+import { RpcError, type MethodName } from '../../src/client/index.js';
 import * as hv from '../helpers/hypervisor.js';
 import { serveAgent, untilState } from '../helpers/agent.js';
 

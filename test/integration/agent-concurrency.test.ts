@@ -1,7 +1,6 @@
 // Jobs on different disks and domains run at once: two disks of one VM and a second VM,
 // all copied concurrently, all pivoted, each verified in the live XML.
 import t from 'tap';
-import { AgentClient } from '../../src/client/index.js';
 import * as hv from '../helpers/hypervisor.js';
 import { serveAgent } from '../helpers/agent.js';
 
