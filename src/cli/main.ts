@@ -5,6 +5,9 @@ import { ConfigError, envOverrides, loadConfig, type Overrides } from '../config
 import { startAgent, StateDirBusy, VERSION } from '../agent.js';
 import { createLogger, type Level } from '../log.js';
 import { relayStdio } from './relay.js';
+import { CLIENT_HELP, runClientCommand } from './client.js';
+
+const CLIENT_COMMANDS = new Set(['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call']);
 
 const HELP: Record<string, string> = {
   main: `blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0
@@ -16,7 +19,9 @@ Usage:
   blockcopy-agent config check FILE      validate a configuration file and print what is wrong
   blockcopy-agent --version
 
-Run 'blockcopy-agent COMMAND --help' for a command's options.`,
+Run 'blockcopy-agent COMMAND --help' for a command's options.
+
+${CLIENT_HELP}`,
   serve: `Usage: blockcopy-agent serve [options]
 
 Serves JSON-RPC 2.0 on a WebSocket (default 127.0.0.1:7879). SIGTERM/SIGINT stop the agent
@@ -65,6 +70,16 @@ function fail(msg: string, code = 2): never {
 }
 
 async function main(argv: string[]): Promise<void> {
+  // The reader went away (a closed pipe, a caller that exited): nobody is left to answer.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
+  if (CLIENT_COMMANDS.has(argv[0] ?? '')) {
+    const code = await runClientCommand(argv[0]!, argv.slice(1));
+    await new Promise<void>((r) => process.stdout.write('', () => r()));
+    process.exit(code);
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });

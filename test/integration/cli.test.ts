@@ -1,0 +1,90 @@
+// The command-line client against the real agent and libvirtd: copy --wait --pivot, --json
+// output line by line, Ctrl-C in phase 1, timeout, errors and their exit codes, remote --url.
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import * as hv from '../helpers/hypervisor.js';
+import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
+
+const MiB = 1024 * 1024;
+
+interface Run { code: number | null; stdout: string; stderr: string }
+
+function cli(args: string[], opts: { onLine?: (line: string, child: ReturnType<typeof spawn>) => void; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    let stdout = '';
+    let stderr = '';
+    let buf = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => {
+      stdout += d;
+      buf += d;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        opts.onLine?.(buf.slice(0, nl), child);
+        buf = buf.slice(nl + 1);
+      }
+    });
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+t.test('copy --wait --pivot --json: exits 0, every line is JSON, the guest moved', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0xf1, offset: 0, length: 48 * MiB });
+  const dest = `${dom.dir}/cli.qcow2`;
+  const r = await cli(['copy', dom.name, 'vda', dest, '--format', 'qcow2', '--bandwidth', String(32 * MiB), '--wait', '--pivot', '--json', '--state-dir', stateDir(t)]);
+  t.equal(r.code, 0, `exit 0 ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  t.ok(lines.some((l) => l.event === 'job.changed' && l.job.state === 'copying'), 'progress lines');
+  t.match(lines[lines.length - 1], { event: 'pivoted', job: { state: 'pivoted', destination: { path: dest } } }, 'the last line says pivoted');
+  t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the copy');
+});
+
+t.test('Ctrl-C during phase 1 cancels the copy and says so', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0xf2, offset: 0, length: 96 * MiB });
+  let sent = false;
+  const r = await cli(['copy', dom.name, 'vda', `${dom.dir}/ctrlc.qcow2`, '--bandwidth', String(MiB), '--wait', '--json', '--state-dir', stateDir(t)], {
+    onLine: (line, child) => {
+      if (!sent && JSON.parse(line).event === 'job.changed') {
+        sent = true;
+        child.kill('SIGINT');
+      }
+    },
+  });
+  t.equal(r.code, 130, 'exit 130');
+  const last = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  t.match(last, { event: 'interrupted', action: 'cancelled' }, 'says it cancelled the copy');
+  const xml = await hv.liveXml(dom);
+  t.notMatch(xml, /<mirror/, 'no copy left');
+  t.match(xml, `<source file='${dom.disks[0]!.path}'`, 'the guest stays on its source');
+});
+
+t.test('exit codes: timeout, agent error, usage, connection', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0xf3, offset: 0, length: 96 * MiB });
+  const dir = stateDir(t);
+  const timeout = await cli(['copy', dom.name, 'vda', `${dom.dir}/slow.qcow2`, '--bandwidth', String(MiB), '--wait', '--timeout', '1', '--json', '--state-dir', dir]);
+  t.equal(timeout.code, 4, 'timeout: exit 4');
+  t.match(JSON.parse(timeout.stdout.trim().split('\n').pop()!), { event: 'timeout', job: { state: 'cancelled' } });
+  const unknown = await cli(['copy', 'bctest-no-such', 'vda', `${dom.dir}/x.qcow2`, '--state-dir', dir]);
+  t.equal(unknown.code, 1, 'agent error: exit 1');
+  t.match(JSON.parse(unknown.stderr.trim()), { error: 'notFound' }, 'the error name on stderr');
+  t.equal((await cli(['copy', dom.name])).code, 2, 'usage: exit 2');
+  t.equal((await cli(['copy', dom.name, 'vda', '/x', '--pivot', '--finish'])).code, 2, 'contradictory flags: exit 2');
+  t.equal((await cli(['jobs', '--url', 'ws://127.0.0.1:1'])).code, 3, 'no agent there: exit 3');
+});
+
+t.test('remote: --url with a token, call and info', async (t) => {
+  const agent = await serveAgent(t);
+  const caps = await cli(['call', 'capabilities', '--url', agent.url, '--json'], { env: { BLOCKCOPY_TOKEN: agent.token } });
+  t.equal(caps.code, 0);
+  t.match(JSON.parse(caps.stdout), { agent: { name: 'blockcopy-agent' } });
+  const refused = await cli(['jobs', '--url', agent.url, '--token', 'wrong-token-wrong-token-wrong']);
+  t.equal(refused.code, 3, 'a wrong token cannot connect: exit 3');
+  const info = await cli(['info', '--job', 'nope', '--url', agent.url, '--token', agent.token]);
+  t.equal(info.code, 1);
+  t.match(JSON.parse(info.stderr), { error: 'noJob' });
+});
