@@ -26,34 +26,84 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-/** Emits 'job.changed' (job: Job) for notifications and 'close' when the transport ends. */
+export interface ConnectOptions {
+  headers?: Record<string, string>;
+  ca?: Buffer | string;
+  cert?: Buffer | string;
+  key?: Buffer | string;
+  /** Reconnect (with backoff) when the connection drops, and subscribe again as before. */
+  reconnect?: boolean | { maxDelayMs?: number };
+}
+
+interface Transport {
+  send(frame: string): void;
+  close(): void;
+}
+
+/**
+ * Emits 'job.changed' (job: Job) for notifications, 'reconnect' after a dropped connection came
+ * back (with reconnect), and 'close' when the client is done.
+ */
 export class AgentClient extends EventEmitter {
   private nextId = 1;
   private readonly pending = new Map<number, Pending>();
   private closed = false;
+  private emittedClose = false;
+  private subscription: Methods['subscribe'][0] | null = null;
 
-  private constructor(private readonly sendFrame: (frame: string) => void, private readonly closeTransport: () => void) {
+  private constructor(private transport: Transport) {
     super();
   }
 
-  static connect(url: string, opts: { headers?: Record<string, string>; ca?: Buffer | string; cert?: Buffer | string; key?: Buffer | string } = {}): Promise<AgentClient> {
+  static async connect(url: string, opts: ConnectOptions = {}): Promise<AgentClient> {
+    const client = new AgentClient({ send: () => {}, close: () => {} });
+    await client.attachWebSocket(url, opts);
+    return client;
+  }
+
+  private attachWebSocket(url: string, opts: ConnectOptions): Promise<void> {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: opts.headers, ca: opts.ca, cert: opts.cert, key: opts.key, perMessageDeflate: false });
-      const client = new AgentClient((f) => ws.send(f), () => ws.close());
-      ws.once('open', () => resolve(client));
-      ws.on('error', (e) => {
-        reject(e);
-        client.shutdown(e);
+      let opened = false;
+      ws.once('open', () => {
+        opened = true;
+        this.transport = { send: (f) => ws.send(f), close: () => ws.close() };
+        resolve();
       });
-      ws.on('message', (data) => client.receive(data.toString()));
-      ws.on('close', (code, reason) => client.shutdown(new Error(`connection closed (${code}${reason.length ? ' ' + reason.toString() : ''})`)));
+      ws.on('error', (e) => { if (!opened) reject(e); });
+      ws.on('message', (data) => this.receive(data.toString()));
+      ws.on('close', (code, reason) => {
+        if (!opened) return;
+        const err = new Error(`connection closed (${code}${reason.length ? ' ' + reason.toString() : ''})`);
+        if (this.closed || !opts.reconnect) return this.shutdown(err);
+        // Calls in flight may or may not have run: they fail, and the caller decides.
+        this.failPending(err);
+        void this.reconnect(url, opts);
+      });
     });
+  }
+
+  private async reconnect(url: string, opts: ConnectOptions): Promise<void> {
+    const max = (typeof opts.reconnect === 'object' ? opts.reconnect.maxDelayMs : undefined) ?? 5000;
+    this.transport = { send: () => { throw new Error('reconnecting'); }, close: () => {} };
+    for (let delay = 100; !this.closed; delay = Math.min(delay * 2, max)) {
+      await new Promise((r) => setTimeout(r, delay));
+      if (this.closed) return;
+      try {
+        await this.attachWebSocket(url, opts);
+      } catch {
+        continue;
+      }
+      if (this.subscription) await this.call('subscribe', this.subscription).catch(() => {});
+      this.emit('reconnect');
+      return;
+    }
   }
 
   /** Runs `command args…` (e.g. ['blockcopy-agent','stdio'] or ['ssh', host, 'blockcopy-agent', 'stdio']). */
   static spawn(command: string, args: string[] = [], opts: { env?: NodeJS.ProcessEnv; stderr?: 'inherit' | 'ignore' | 'pipe' } = {}): AgentClient & { process: ChildProcess } {
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', opts.stderr ?? 'inherit'], env: opts.env ?? process.env });
-    const client = new AgentClient((f) => child.stdin!.write(f + '\n'), () => child.stdin!.end()) as AgentClient & { process: ChildProcess };
+    const client = new AgentClient({ send: (f) => child.stdin!.write(f + '\n'), close: () => child.stdin!.end() }) as AgentClient & { process: ChildProcess };
     client.process = child;
     let buf = '';
     child.stdout!.setEncoding('utf8');
@@ -74,19 +124,29 @@ export class AgentClient extends EventEmitter {
   call<M extends MethodName>(method: M, params: Methods[M][0]): Promise<Methods[M][1]> {
     if (this.closed) return Promise.reject(new Error('the client is closed'));
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
+    const result = new Promise<Methods[M][1]>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.sendFrame(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+      try {
+        this.transport.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+      } catch (e) {
+        this.pending.delete(id);
+        reject(e as Error);
+      }
     });
+    // Remembered so that a reconnect can subscribe again.
+    if (method === 'subscribe') void result.then(() => { this.subscription = params as Methods['subscribe'][0]; }, () => {});
+    if (method === 'unsubscribe') void result.then(() => { this.subscription = null; }, () => {});
+    return result;
   }
 
   /** Sends any frame as is (for protocol tests); answers arrive through 'frame' events. */
   sendRaw(frame: string): void {
-    this.sendFrame(frame);
+    this.transport.send(frame);
   }
 
   close(): void {
-    this.closeTransport();
+    this.closed = true;
+    this.transport.close();
     this.shutdown(new Error('the client is closed'));
   }
 
@@ -113,11 +173,16 @@ export class AgentClient extends EventEmitter {
     }
   }
 
-  private shutdown(err: Error): void {
-    if (this.closed) return;
-    this.closed = true;
+  private failPending(err: Error): void {
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
+  }
+
+  private shutdown(err: Error): void {
+    this.closed = true;
+    this.failPending(err);
+    if (this.emittedClose) return;
+    this.emittedClose = true;
     this.emit('close', err);
   }
 }

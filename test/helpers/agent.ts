@@ -38,17 +38,21 @@ export interface ServeOptions {
   dir?: string;
   /** Extra token entries for the tokens file. */
   tokens?: Array<{ name: string; token: string; readOnly?: boolean }>;
+  /** The test-admin token (default: a new random one). */
+  token?: string;
+  /** A fixed loopback port (default: an ephemeral one). */
+  port?: number;
 }
 
 /** `blockcopy-agent serve` on an ephemeral loopback port, with a tokens file (0600). */
 export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): Promise<ServedAgent> {
   const dir = opts.dir ?? stateDir(host);
-  const token = randomBytes(24).toString('hex');
+  const token = opts.token ?? randomBytes(24).toString('hex');
   const tokensFile = join(dir, 'tokens.json');
   writeFileSync(tokensFile, JSON.stringify({ tokens: [{ name: 'test-admin', token }, ...(opts.tokens ?? [])] }), { mode: 0o600 });
   const configFile = join(dir, 'config.json');
   const { auth, ...rest } = opts.config ?? {};
-  writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: 0 }, ...rest }));
+  writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: opts.port ?? 0 }, ...rest }));
   const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile, '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...(opts.args ?? [])],
     { stdio: ['ignore', 'inherit', 'pipe'], env: ENV });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));

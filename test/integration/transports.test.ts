@@ -142,3 +142,23 @@ t.test('a copy started by virsh is adopted', async (t) => {
   const aborted = await client.call('abort', { jobId: jobs[0]!.jobId });
   t.equal(aborted.job.state, 'cancelled', 'and can be aborted through the agent');
 });
+
+t.test('the typed client reconnects after an agent restart and subscribes again', async (t) => {
+  const { createServer } = await import('node:net');
+  const port = await new Promise<number>((r) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
+  const dir = stateDir(t);
+  const first = await serveAgent(t, { dir, port });
+  const client = await AgentClient.connect(first.url, { headers: first.headers, reconnect: { maxDelayMs: 500 } });
+  t.teardown(() => client.close());
+  await client.call('subscribe', {});
+  const reconnected = new Promise<void>((r) => client.once('reconnect', () => r()));
+  t.equal(await first.stop(), 0, 'the agent stops');
+  const second = await serveAgent(t, { dir, port, token: first.token });
+  await reconnected;
+  t.pass('reconnected');
+  const seen = new Promise<string>((r) => client.on('job.changed', (j: { state: string }) => r(j.state)));
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }] });
+  const other = await second.connect();
+  await other.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/after-reconnect.qcow2` }, whenReady: 'finish', wait: 'done' });
+  t.ok(await seen, 'notifications arrive again: the subscription was renewed');
+});
