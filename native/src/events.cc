@@ -136,26 +136,31 @@ Napi::ThreadSafeFunction NewEventFunction(Napi::Env env, Napi::Function listener
   return Napi::ThreadSafeFunction::New(env, listener, "libvirt-domain-events", 0, 1);
 }
 
-EventSubscription RegisterDomainEvents(virConnectPtr conn, Napi::ThreadSafeFunction tsfn) {
-  EventSubscription sub;
-  auto* bh = new Holder{tsfn};
-  bh->tsfn.Acquire();
-  sub.blockJobId = virConnectDomainEventRegisterAny(
-      conn, nullptr, VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, VIR_DOMAIN_EVENT_CALLBACK(OnBlockJob), bh, FreeHolder);
-  if (sub.blockJobId < 0) {
-    VirError e = VirError::Capture("cannot register block job events");
-    FreeHolder(bh);
+namespace {
+
+// One registration holding one acquired count of the TSFN; undone completely on failure.
+int RegisterOne(virConnectPtr conn, int eventId, virConnectDomainEventGenericCallback cb, Napi::ThreadSafeFunction tsfn) {
+  auto* h = new Holder{tsfn};
+  h->tsfn.Acquire();
+  int id = virConnectDomainEventRegisterAny(conn, nullptr, eventId, cb, h, FreeHolder);
+  if (id < 0) {
+    VirError e = VirError::Capture("cannot register domain events");
+    FreeHolder(h);
     throw VirFailure{e};
   }
-  auto* lh = new Holder{tsfn};
-  lh->tsfn.Acquire();
-  sub.lifecycleId = virConnectDomainEventRegisterAny(
-      conn, nullptr, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(OnLifecycle), lh, FreeHolder);
-  if (sub.lifecycleId < 0) {
-    VirError e = VirError::Capture("cannot register lifecycle events");
-    FreeHolder(lh);
+  return id;
+}
+
+}  // namespace
+
+EventSubscription RegisterDomainEvents(virConnectPtr conn, Napi::ThreadSafeFunction tsfn) {
+  EventSubscription sub;
+  sub.blockJobId = RegisterOne(conn, VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, VIR_DOMAIN_EVENT_CALLBACK(OnBlockJob), tsfn);
+  try {
+    sub.lifecycleId = RegisterOne(conn, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(OnLifecycle), tsfn);
+  } catch (...) {
     virConnectDomainEventDeregisterAny(conn, sub.blockJobId);
-    throw VirFailure{e};
+    throw;
   }
   return sub;
 }
