@@ -102,3 +102,7 @@ export function expectsAnswer(frame: string): boolean {
   return !isValidNotification(m);
 }
 
+/** A job.changed notification from the agent (not an answer to anything). */
+export function isNotification(text: string): boolean {
+  return text.startsWith('{"jsonrpc":"2.0","method":"job.changed"');
+}

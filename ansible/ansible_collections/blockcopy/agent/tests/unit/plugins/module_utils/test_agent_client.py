@@ -121,6 +121,12 @@ def serve_one(listener, token_seen):
     conn.sendall(bytes([0x80, len(answer) - half]) + answer[half:])  # continuation, final
     b1, b2 = bytearray(conn.recv(2))
     token_seen.append(("pong", b1 & 0x0F == 0xA))
+    # Read the rest of the pong (mask + payload) before closing: closing with unread data
+    # makes the kernel send a reset, which can discard what the client has not read yet.
+    rest = 4 + (b2 & 0x7F)
+    while rest > 0:
+        rest -= len(conn.recv(rest))
+    conn.shutdown(socket.SHUT_WR)
     conn.close()
 
 
