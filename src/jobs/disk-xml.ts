@@ -6,6 +6,8 @@ export interface MirrorInfo {
   job: string;
   /** ready='yes' | 'no' | 'abort' | 'pivot' (libvirt's view of the mirror phase) */
   ready: string | null;
+  /** file | block (the mirror destination's kind) */
+  type: string;
   path: string | null;
   format: string | null;
 }
@@ -73,6 +75,7 @@ function parseMirror(diskXml: string): MirrorInfo | null {
   return {
     job: attr(tag, 'job') ?? 'copy',
     ready: attr(tag, 'ready'),
+    type: attr(tag, 'type') ?? 'file',
     // Older libvirt puts file= on <mirror>; newer nests a <source>.
     path: attr(tag, 'file') ?? sourcePathOf(openTag(m, 'source')),
     format: attr(tag, 'format') ?? (format ? attr(format, 'type') : null),

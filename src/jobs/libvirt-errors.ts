@@ -25,6 +25,8 @@ export function toAgentError(e: unknown, what: string): unknown {
   else if (isNotReady(e)) name = 'notReady';
   else if (e.code === VirErrorCode.BLOCK_COPY_ACTIVE) name = 'jobExists';
   else if (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)) name = 'invalidState';
+  // libvirt 9 copies a persistent domain's disk only as a transient job.
+  else if (e.code === VirErrorCode.OPERATION_INVALID && /not transient/i.test(e.message)) name = 'unsupported';
   else if (e.code === VirErrorCode.NO_CONNECT || e.code === VirErrorCode.INVALID_CONN) name = 'unavailable';
   return new AgentError(name, `${what}: ${e.message}`, { libvirt: libvirtData(e) });
 }

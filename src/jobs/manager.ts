@@ -1,10 +1,16 @@
 // The job manager: one job per (domain, disk), driven by libvirt's BLOCK_JOB_2 events first
 // and a slow poll as a safety net; journaled before every libvirt side effect; reconciled
-// with what libvirt really runs at start-up.
+// with what libvirt really runs at start-up. The pieces it composes:
+//   disk-xml        what the live XML says about a disk (source, <mirror ready=...>)
+//   destination-*   the destination's <disk> XML and the policy it must pass
+//   state-machine   the only transitions allowed
+//   conclude        how a copy ended, decided from the live XML
+//   journal         one durable record per job, written before each side effect
+//   job / sampler   construction, public view, rate and ETA
+//   lock            per-disk serialization
 import { EventEmitter } from 'node:events';
-import { randomUUID } from 'node:crypto';
 import { resolve as resolvePath } from 'node:path';
-import { AgentError } from '../errors.js';
+import { AgentError, ERRORS, type ErrorName } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Connection, DomainEvent, DomainRef } from '../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
@@ -13,21 +19,25 @@ import type {
   FinishResult, Job, JobInfoParams, JobInfoResult, JobState, ListJobsParams, ListJobsResult, PivotParams,
   PivotResult, SetSpeedParams, SetSpeedResult, WaitParams, WaitResult,
 } from '../generated/api.js';
+import { conclude, type Decision } from './conclude.js';
+import { checkDestination as defaultDestinationCheck, type DestinationCheck } from './destination-check.js';
 import { destinationFromXml, destinationToXml } from './destination-xml.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
-import { checkDestination as basicDestinationCheck, type DestinationCheck } from './destination-check.js';
-import { Journal, type JobRecord } from './journal.js';
+import { adoptedJob, diskKey, newJob, publicJob, samePath, track, type Tracked } from './job.js';
+import { Journal, type Intent, type JobRecord } from './journal.js';
 import { isNoJob, isNotReady, libvirtData, toAgentError } from './libvirt-errors.js';
+import { KeyedMutex } from './lock.js';
 import { fromByteCount, toByteCount } from './numbers.js';
-import { RateSampler } from './sampler.js';
-import { canTransition, isTerminal, reachedReady } from './state-machine.js';
+import { canTransition, COMPLETION, isTerminal, reachedReady } from './state-machine.js';
 
 export interface JobManagerOptions {
   connection: Connection;
   stateDir: string;
   log: Logger;
-  /** Safety-net poll of running jobs (ms). Progress is sampled at least once a second. */
+  /** Safety-net poll of running jobs: cross-checks the live XML this often (ms). Progress is sampled at least once a second. */
   pollIntervalMs?: number;
+  /** Clock for the timestamps and progress samples of jobs (ms since the epoch). Timers use real time. */
+  now?: () => number;
   maxConcurrentCopies?: number;
   /** Destination policy; defaults to the built-in checks (not the source, no clobbering, …). */
   checkDestination?: DestinationCheck;
@@ -38,20 +48,11 @@ export interface JobManagerOptions {
 
 type JobRef = { jobId?: string; domain?: string; disk?: string };
 
-interface Entry {
-  rec: JobRecord;
-  sampler: RateSampler;
-  /** Serializes pivot/finish/abort/setSpeed on this job. */
-  opLock: Promise<unknown>;
-  /** Serializes journal writes so they land in order. */
-  writes: Promise<void>;
-  lastEmit: number;
-  lastXmlCheck: number;
-  timeoutTimer?: NodeJS.Timeout;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** At most one progress notification per job per this many ms (state changes are never held back). */
 const PROGRESS_EMIT_MS = 1000;
+/** How long an abort may take to end the job before the call reports `timeout`. */
+const ABORT_WAIT_MS = 120_000;
 
 export class JobManager extends EventEmitter {
   private readonly conn: Connection;
@@ -59,10 +60,13 @@ export class JobManager extends EventEmitter {
   private readonly journal: Journal;
   private readonly pollMs: number;
   private readonly sampleMs: number;
+  private readonly clock: () => number;
   private readonly maxCopies: number;
   private readonly keepEnded: number;
   private readonly checkDest: DestinationCheck;
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new Map<string, Tracked>();
+  /** Serializes creation and every side effect per (domain, disk). */
+  private readonly locks = new KeyedMutex();
   /** Internal: fires on every job update, for waiters. */
   private readonly updates = new EventEmitter();
   private recovering = true;
@@ -79,9 +83,10 @@ export class JobManager extends EventEmitter {
     this.journal = new Journal(opts.stateDir);
     this.pollMs = opts.pollIntervalMs ?? 2000;
     this.sampleMs = Math.min(1000, this.pollMs);
+    this.clock = opts.now ?? Date.now;
     this.maxCopies = opts.maxConcurrentCopies ?? 32;
     this.keepEnded = opts.keepEnded ?? 1000;
-    this.checkDest = opts.checkDestination ?? basicDestinationCheck;
+    this.checkDest = opts.checkDestination ?? defaultDestinationCheck;
     this.updates.setMaxListeners(0);
   }
 
@@ -97,6 +102,8 @@ export class JobManager extends EventEmitter {
     this.buffered = null;
     this.recovering = false;
     for (const e of pending) this.onDomainEvent(e);
+    // Ready jobs that should pivot/finish by themselves (found so at start-up) do it now.
+    for (const t of this.entries.values()) if (t.rec.job.state === 'ready') this.completeWhenReady(t);
     this.timer = setInterval(() => void this.tick(), this.sampleMs);
     this.timer.unref();
   }
@@ -106,10 +113,10 @@ export class JobManager extends EventEmitter {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    for (const e of this.entries.values()) if (e.timeoutTimer) clearTimeout(e.timeoutTimer);
+    for (const t of this.entries.values()) if (t.timeoutTimer) clearTimeout(t.timeoutTimer);
     if (this.unsubscribe) await this.unsubscribe().catch(() => {});
     this.unsubscribe = null;
-    await Promise.all([...this.entries.values()].map((e) => e.writes));
+    await Promise.all([...this.entries.values()].map((t) => t.writes.catch(() => {})));
   }
 
   // ---- public methods (one per RPC method) ------------------------------------------------
@@ -117,131 +124,65 @@ export class JobManager extends EventEmitter {
   async blockCopy(params: BlockCopyParams, signal?: AbortSignal): Promise<BlockCopyResult> {
     this.assertServing();
     const dom = await this.lookup(params.domain);
-    if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
     const dest = this.destinationOf(params);
-
-    const existing = this.activeFor(dom.uuid, params.disk) ?? (await this.adoptIfMirrored(dom, params.disk));
-    const byId = params.jobId ? this.entries.get(params.jobId) : undefined;
-    if (byId && (byId.rec.job.domain.uuid !== dom.uuid || byId.rec.job.disk !== params.disk)) {
-      throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, { job: this.publicJob(byId) });
-    }
-    if (existing) {
-      if (existing === byId || samePath(existing.rec.job.destination.path, dest.path)) {
-        return this.awaitGoal(existing, params, false, signal);
-      }
-      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${existing.rec.job.destination.path}`, { job: this.publicJob(existing) });
-    }
-    // A finished re-run (same key, or same destination that the job already completed to).
-    const done = byId ?? this.latestFor(dom.uuid, params.disk);
-    if (done && (done === byId || (samePath(done.rec.job.destination.path, dest.path) && ['pivoted', 'finished'].includes(done.rec.job.state)))) {
-      return { job: this.publicJob(done), changed: false };
-    }
-
-    const xml = await this.conn.getXml(dom.uuid).catch((e) => { throw toAgentError(e, 'cannot read the domain'); });
-    const disk = findDisk(xml, params.disk);
-    if (!disk) throw new AgentError('notFound', `domain '${dom.name}' has no disk '${params.disk}'`);
-    if (disk.device !== 'disk' || (disk.type !== 'file' && disk.type !== 'block') || !disk.sourcePath) {
-      throw new AgentError('unsupported', `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`);
-    }
-    await this.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
-    await this.awaitSlot(params, signal);
-
-    const now = new Date().toISOString();
-    const transientJob = params.transientJob ?? dom.persistent;
-    const job: Job = {
-      jobId: params.jobId ?? randomUUID(),
-      domain: { name: dom.name, uuid: dom.uuid },
-      disk: params.disk,
-      source: { path: disk.sourcePath, format: disk.format },
-      destination: { path: dest.path, format: dest.format ?? null, type: dest.type ?? 'file' },
-      state: 'copying',
-      progress: { cur: 0, end: 0, percent: null, rate: null, eta: null },
-      bandwidth: params.bandwidth ?? 0,
-      options: {
-        shallow: !!params.shallow, reuseExternal: !!params.reuseExternal, transientJob,
-        synchronousWrites: !!params.synchronousWrites,
-        ...(params.granularity !== undefined ? { granularity: params.granularity } : {}),
-        ...(params.bufSize !== undefined ? { bufSize: params.bufSize } : {}),
-      },
-      whenReady: params.whenReady ?? 'none',
-      owner: 'agent',
-      createdAt: now,
-      updatedAt: now,
-    };
-    const entry = this.newEntry({ job, destinationXml: params.destinationXml ?? destinationToXml(dest) });
-    this.entries.set(job.jobId, entry);
-    // Journal first: a crash right after libvirt starts the copy must still find the job.
-    try {
-      await this.persist(entry);
-      await this.conn.blockCopy(dom.uuid, params.disk, entry.rec.destinationXml, {
-        shallow: job.options.shallow, reuseExternal: job.options.reuseExternal, transientJob,
-        synchronousWrites: job.options.synchronousWrites,
-        bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
-      });
-    } catch (e) {
-      this.entries.delete(job.jobId);
-      await this.journal.remove(job.jobId).catch(() => {});
-      throw toAgentError(e, 'libvirt refused the copy');
-    }
-    this.log.info('copy started', { jobId: job.jobId, domain: dom.name, disk: params.disk, destination: dest.path });
-    this.emitChanged(entry);
-    this.pruneEnded();
-    if (params.timeout !== undefined) this.armTimeout(entry, params.timeout);
-    return this.awaitGoal(entry, params, true, signal);
+    const { entry, changed } = await this.locks.run(diskKey(dom.uuid, params.disk), () => this.startCopy(params, dom, dest, signal));
+    if (changed && params.timeout !== undefined) this.armTimeout(entry, this.realNow() + params.timeout * 1000);
+    return this.awaitGoal(entry, params, changed, signal);
   }
 
   async jobInfo(params: JobInfoParams): Promise<JobInfoResult> {
-    return { job: this.publicJob(await this.find(params)) };
+    return { job: publicJob(await this.find(params)) };
   }
 
   async listJobs(params: ListJobsParams): Promise<ListJobsResult> {
     const includeEnded = params.includeEnded ?? true;
     let uuid: string | undefined;
     if (params.domain) {
-      const known = [...this.entries.values()].find((e) => e.rec.job.domain.name === params.domain || e.rec.job.domain.uuid === params.domain);
+      const known = [...this.entries.values()].find((t) => t.rec.job.domain.name === params.domain || t.rec.job.domain.uuid === params.domain);
       uuid = known?.rec.job.domain.uuid ?? (await this.lookup(params.domain)).uuid;
     }
     const jobs = [...this.entries.values()]
-      .filter((e) => (uuid === undefined || e.rec.job.domain.uuid === uuid) &&
-        (includeEnded || !isTerminal(e.rec.job.state)) &&
-        (!params.state || params.state.includes(e.rec.job.state)))
+      .filter((t) => (uuid === undefined || t.rec.job.domain.uuid === uuid) &&
+        (includeEnded || !isTerminal(t.rec.job.state)) &&
+        (!params.state || params.state.includes(t.rec.job.state)))
       .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt))
-      .map((e) => this.publicJob(e));
+      .map(publicJob);
     return { jobs };
   }
 
   async pivot(params: PivotParams): Promise<PivotResult> {
     this.assertServing();
-    const entry = await this.find(params);
-    return this.withOpLock(entry, () => this.complete(entry, 'pivot', (params.timeout ?? 30) * 1000));
+    return this.complete(await this.find(params), 'pivot', (params.timeout ?? 30) * 1000);
   }
 
   async finish(params: FinishParams): Promise<FinishResult> {
     this.assertServing();
-    const entry = await this.find(params);
-    return this.withOpLock(entry, () => this.complete(entry, 'finish', (params.timeout ?? 30) * 1000));
+    return this.complete(await this.find(params), 'finish', (params.timeout ?? 30) * 1000);
   }
 
   async abort(params: AbortParams): Promise<AbortResult> {
     this.assertServing();
-    const entry = await this.find(params);
-    return this.withOpLock(entry, () => this.cancel(entry));
+    return this.cancel(await this.find(params));
   }
 
   async setSpeed(params: SetSpeedParams): Promise<SetSpeedResult> {
     this.assertServing();
     const entry = await this.find(params);
-    return this.withOpLock(entry, async () => {
-      if (isTerminal(entry.rec.job.state)) throw new AgentError('invalidState', `job ${entry.rec.job.jobId} has ended (${entry.rec.job.state})`, { job: this.publicJob(entry) });
+    const job = entry.rec.job;
+    return this.locks.run(diskKey(job.domain.uuid, job.disk), async () => {
+      if (isTerminal(job.state)) throw new AgentError('invalidState', `job ${job.jobId} has ended (${job.state})`, { job: publicJob(entry) });
       const bw = fromByteCount(params.bandwidth)!;
+      await this.beforeSideEffect(entry, { op: 'setSpeed', at: this.iso(), bandwidth: bw.toString() });
       try {
-        await this.conn.blockJobSetSpeed(entry.rec.job.domain.uuid, entry.rec.job.disk, bw);
+        await this.conn.blockJobSetSpeed(job.domain.uuid, job.disk, bw);
       } catch (e) {
+        this.afterSideEffect(entry);
         throw toAgentError(e, 'cannot set the speed');
       }
-      entry.rec.job.bandwidth = toByteCount(bw);
+      job.bandwidth = toByteCount(bw);
+      this.afterSideEffect(entry);
       this.touch(entry);
-      return { job: this.publicJob(entry) };
+      return { job: publicJob(entry) };
     });
   }
 
@@ -249,98 +190,218 @@ export class JobManager extends EventEmitter {
     const entry = await this.find(params);
     const pred = params.until === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
     await this.waitFor(entry, pred, params.timeout !== undefined ? params.timeout * 1000 : undefined, signal);
-    return { job: this.publicJob(entry) };
+    return { job: publicJob(entry) };
   }
 
+  /** Everything but `methods`, which the RPC layer knows. */
   async capabilities(): Promise<Omit<CapabilitiesResult, 'methods'>> {
     const v = await this.conn.versions().catch((e) => { throw toAgentError(e, 'cannot read versions'); });
-    const [maj, min] = v.libvirt.split('.').map(Number) as [number, number];
+    const [maj = 0, min = 0] = v.libvirt.split('.').map(Number);
     const atLeast = (a: number, b: number) => maj > a || (maj === a && min >= b);
     return {
       agent: { name: 'blockcopy-agent', version: this.opts.agentVersion ?? '0.0.0' },
       libvirt: { version: v.libvirt },
       hypervisor: { type: v.hypervisorType, version: v.hypervisor },
+      // virDomainBlockCopy and its SHALLOW/REUSE_EXT flags: 1.2.8; TRANSIENT_JOB: 4.5.0; SYNCHRONOUS_WRITES: 8.0.0.
       flags: { shallow: atLeast(1, 2), reuseExternal: atLeast(1, 2), transientJob: atLeast(4, 5), synchronousWrites: atLeast(8, 0) },
     };
   }
 
-  // ---- completing a job: pivot / finish / abort ------------------------------------------
+  // ---- starting a copy -----------------------------------------------------------------------
 
-  private async complete(entry: Entry, how: 'pivot' | 'finish', budgetMs: number): Promise<PivotResult> {
-    const goal: JobState = how === 'pivot' ? 'pivoted' : 'finished';
-    const busy: JobState = how === 'pivot' ? 'pivoting' : 'finishing';
-    const deadline = Date.now() + budgetMs;
-    const job = entry.rec.job;
-    if (job.state === goal) return { job: this.publicJob(entry), changed: false };
-    if (isTerminal(job.state) || (job.state !== 'copying' && job.state !== 'ready' && job.state !== busy)) {
-      throw new AgentError('invalidState', `cannot ${how} job ${job.jobId}: it is ${job.state}`, { job: this.publicJob(entry) });
+  /** Runs under the disk's lock: idempotency, validation, journal, then libvirt. */
+  private async startCopy(params: BlockCopyParams, dom: DomainRef, dest: Destination, signal?: AbortSignal): Promise<{ entry: Tracked; changed: boolean }> {
+    const byId = params.jobId ? this.entries.get(params.jobId) : undefined;
+    if (byId && (byId.rec.job.domain.uuid !== dom.uuid || byId.rec.job.disk !== params.disk)) {
+      throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, { job: publicJob(byId) });
     }
-    let delay = 200;
-    while (entry.rec.job.state !== busy) {
-      if (entry.rec.job.state === 'copying') {
-        const left = deadline - Date.now();
-        const ok = left > 0 && (await this.waitFor(entry, (s) => s !== 'copying', left).then(() => true, () => false));
-        if (!ok) throw new AgentError('notReady', `job ${job.jobId} is not ready yet (${this.percentText(entry)} copied)`, { job: this.publicJob(entry) });
-        continue;
-      }
-      if (entry.rec.job.state !== 'ready') break;
-      this.transition(entry, busy);
-      await this.persist(entry);
-      try {
-        await this.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true, pivot: how === 'pivot' });
-        break;
-      } catch (e) {
-        if (isNotReady(e)) {
-          // QEMU dropped out of ready (heavy guest writes): back off and retry until the deadline.
-          this.transition(entry, 'ready');
-          if (Date.now() + delay > deadline) {
-            throw new AgentError('notReady', `QEMU reports job ${job.jobId} not ready for ${how}`, { job: this.publicJob(entry), libvirt: libvirtData(e as LibvirtError) });
-          }
-          await sleep(delay);
-          delay = Math.min(delay * 2, 2000);
-          continue;
-        }
-        if (isNoJob(e)) {
-          await this.settleVanished(entry, `libvirt reported no block job when asked to ${how}`);
-          break;
-        }
-        this.transition(entry, 'ready');
-        throw toAgentError(e, `libvirt refused to ${how}`);
-      }
+    const existing = this.activeFor(dom.uuid, params.disk) ?? (dom.active ? await this.adoptIfMirrored(dom, params.disk) : undefined);
+    if (existing) {
+      if (existing === byId || samePath(existing.rec.job.destination.path, dest.path)) return { entry: existing, changed: false };
+      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${existing.rec.job.destination.path}`, { job: publicJob(existing) });
     }
-    // Completion arrives as an event (or the poll notices); both verify against the live XML.
-    await this.waitFor(entry, (s) => s !== busy, Math.max(deadline - Date.now(), 0) + 60_000).catch(() => {
-      throw new AgentError('timeout', `${how} of job ${job.jobId} did not complete in time`, { job: this.publicJob(entry) });
-    });
-    const end = entry.rec.job;
-    if (end.state === goal) return { job: this.publicJob(entry), changed: true };
-    if (end.state === 'failed') {
-      throw new AgentError(how === 'pivot' ? 'pivotFailed' : 'libvirtError', end.error?.message ?? `${how} failed`,
-        { job: this.publicJob(entry), ...(end.evidence ? { evidence: end.evidence } : {}), ...(end.error?.libvirt ? { libvirt: end.error.libvirt } : {}) });
+    // A re-run of a call that already completed: the same key, or the same destination the
+    // disk was already pivoted or finished to.
+    if (byId) return { entry: byId, changed: false };
+    const last = this.latestFor(dom.uuid, params.disk);
+    if (last && samePath(last.rec.job.destination.path, dest.path) && (last.rec.job.state === 'pivoted' || last.rec.job.state === 'finished')) {
+      return { entry: last, changed: false };
     }
-    throw new AgentError('invalidState', `job ${job.jobId} ended as ${end.state} instead of ${goal}`, { job: this.publicJob(entry) });
+
+    // Validation: nothing below this point until the journal write changes anything.
+    if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
+    const xml = await this.conn.getXml(dom.uuid).catch((e) => { throw toAgentError(e, 'cannot read the domain'); });
+    const disk = findDisk(xml, params.disk);
+    if (!disk) throw new AgentError('notFound', `domain '${dom.name}' has no disk '${params.disk}'`);
+    if (disk.device !== 'disk' || (disk.type !== 'file' && disk.type !== 'block') || !disk.sourcePath) {
+      throw new AgentError('unsupported', `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`);
+    }
+    if (disk.mirror) {
+      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
+    }
+    await this.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
+    await this.awaitSlot(params, signal);
+
+    const job = newJob(params, dom, disk, dest, this.iso());
+    if (this.entries.has(job.jobId)) {
+      // The same key raced in on another disk while this call was validating.
+      throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, { job: publicJob(this.entries.get(job.jobId)!) });
+    }
+    const entry = track({ job, destinationXml: params.destinationXml ?? destinationToXml(dest) });
+    this.entries.set(job.jobId, entry);
+    try {
+      // Journal first: a crash right after libvirt starts the copy must still find the job.
+      await this.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
+      await this.conn.blockCopy(dom.uuid, params.disk, entry.rec.destinationXml, {
+        shallow: job.options.shallow, reuseExternal: job.options.reuseExternal, transientJob: job.options.transientJob,
+        synchronousWrites: job.options.synchronousWrites,
+        bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
+      });
+    } catch (e) {
+      if (this.entries.get(job.jobId) === entry) this.entries.delete(job.jobId);
+      await entry.writes.catch(() => {});
+      await this.journal.remove(job.jobId).catch(() => {});
+      throw toAgentError(e, 'libvirt refused the copy');
+    }
+    this.afterSideEffect(entry);
+    this.log.info('copy started', { jobId: job.jobId, domain: dom.name, disk: params.disk, destination: dest.path });
+    this.emitChanged(entry);
+    this.pruneEnded();
+    return { entry, changed: true };
   }
 
-  private async cancel(entry: Entry): Promise<AbortResult> {
-    const job = entry.rec.job;
-    if (isTerminal(job.state)) return { job: this.publicJob(entry), changed: false };
-    if (job.state === 'pivoting' || job.state === 'finishing') {
-      throw new AgentError('invalidState', `job ${job.jobId} is ${job.state}; it cannot be aborted now`, { job: this.publicJob(entry) });
-    }
-    if (job.state !== 'cancelling') {
-      this.transition(entry, 'cancelling');
-      await this.persist(entry);
-      try {
-        await this.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true });
-      } catch (e) {
-        if (isNoJob(e)) await this.settleVanished(entry, 'libvirt reported no block job when asked to abort');
-        else throw toAgentError(e, 'libvirt refused to abort');
+  /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
+  private async awaitGoal(entry: Tracked, params: BlockCopyParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyResult> {
+    const wait = params.wait ?? 'none';
+    if (wait !== 'none') {
+      const pred = wait === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
+      // A re-run's timeout only bounds its own wait; the first call's timer owns the copy.
+      const waitMs = !changed && params.timeout !== undefined ? params.timeout * 1000 : undefined;
+      await this.waitFor(entry, pred, waitMs, signal);
+      const job = entry.rec.job;
+      if (job.error?.name === 'timeout') throw new AgentError('timeout', job.error.message, { job: publicJob(entry) });
+      if (job.state === 'failed') {
+        const name: ErrorName = job.error?.name && job.error.name in ERRORS ? job.error.name as ErrorName : 'libvirtError';
+        throw new AgentError(name, job.error?.message ?? 'the copy failed',
+          { job: publicJob(entry), ...(job.evidence ? { evidence: job.evidence } : {}), ...(job.error?.libvirt ? { libvirt: job.error.libvirt } : {}) });
       }
     }
-    await this.waitFor(entry, isTerminal, 120_000).catch(() => {
-      throw new AgentError('timeout', `abort of job ${job.jobId} did not complete in time`, { job: this.publicJob(entry) });
+    return { job: publicJob(entry), changed };
+  }
+
+  // ---- completing a job: pivot / finish / abort ------------------------------------------
+
+  private async complete(entry: Tracked, how: 'pivot' | 'finish', budgetMs: number): Promise<PivotResult> {
+    const { busy, goal } = COMPLETION[how];
+    const job = entry.rec.job;
+    const key = diskKey(job.domain.uuid, job.disk);
+    const deadline = this.realNow() + budgetMs;
+    let delay = 200;
+    for (;;) {
+      const s = job.state;
+      if (s === goal) return { job: publicJob(entry), changed: false };
+      if (s === busy) break; // already asked (by another caller or whenReady): wait for its end
+      if (s === 'copying') {
+        // Not ready yet: wait for it until the deadline (without holding the disk's lock).
+        const left = deadline - this.realNow();
+        const ok = left > 0 && (await this.waitFor(entry, (x) => x !== 'copying', left).then(() => true, () => false));
+        if (!ok) throw new AgentError('notReady', `job ${job.jobId} is not ready yet (${percentText(entry)} copied)`, { job: publicJob(entry) });
+        continue;
+      }
+      if (s !== 'ready') {
+        throw new AgentError('invalidState', `cannot ${how} job ${job.jobId}: it is ${s}`, { job: publicJob(entry) });
+      }
+      const sent = await this.locks.run(key, async (): Promise<'sent' | 'recheck' | LibvirtError> => {
+        if (job.state !== 'ready') return 'recheck';
+        this.transition(entry, busy, {}, { persist: false });
+        await this.beforeSideEffect(entry, { op: how, at: this.iso() }, 'ready');
+        entry.requestedAt = this.realNow();
+        entry.sawEnd = false;
+        try {
+          await this.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true, pivot: how === 'pivot' });
+          this.afterSideEffect(entry);
+          return 'sent';
+        } catch (e) {
+          this.afterSideEffect(entry);
+          if (isNotReady(e)) {
+            this.transition(entry, 'ready');
+            return e as LibvirtError;
+          }
+          if (isNoJob(e)) {
+            await this.settle(entry, `libvirt reported no block job when asked to ${how}`);
+            return 'sent';
+          }
+          this.transition(entry, 'ready');
+          throw toAgentError(e, `libvirt refused to ${how}`);
+        }
+      });
+      if (sent === 'sent') break;
+      if (sent === 'recheck') continue;
+      // QEMU is not (or no longer) ready, e.g. under heavy guest writes: back off and retry.
+      if (this.realNow() + delay > deadline) {
+        throw new AgentError('notReady', `QEMU reports job ${job.jobId} not ready for ${how}`, { job: publicJob(entry), libvirt: libvirtData(sent) });
+      }
+      this.log.debug(`${how}: not ready yet, retrying`, { jobId: job.jobId, delayMs: delay });
+      await sleep(delay);
+      delay = Math.min(delay * 2, 2000);
+    }
+    // The end arrives as an event (or the poll notices); both are verified against the live XML.
+    await this.waitFor(entry, (s) => s !== busy, Math.max(deadline - this.realNow(), 0) + 60_000).catch(() => {
+      throw new AgentError('timeout', `${how} of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
     });
-    return { job: this.publicJob(entry), changed: true };
+    const end = entry.rec.job;
+    if (end.state === goal) return { job: publicJob(entry), changed: true };
+    if (end.state === 'failed') {
+      throw new AgentError(how === 'pivot' ? 'pivotFailed' : 'libvirtError', end.error?.message ?? `${how} failed`,
+        { job: publicJob(entry), ...(end.evidence ? { evidence: end.evidence } : {}), ...(end.error?.libvirt ? { libvirt: end.error.libvirt } : {}) });
+    }
+    throw new AgentError('invalidState', `job ${job.jobId} ended as ${end.state} instead of ${goal}`, { job: publicJob(entry) });
+  }
+
+  /** `reason` (the caller's timeout) is recorded only if this call is the one that starts the cancel. */
+  private async cancel(entry: Tracked, reason?: { name: string; message: string }): Promise<AbortResult> {
+    const job = entry.rec.job;
+    const key = diskKey(job.domain.uuid, job.disk);
+    if (isTerminal(job.state)) return { job: publicJob(entry), changed: false };
+    const ended = await this.locks.run(key, async () => {
+      const s = job.state;
+      if (isTerminal(s)) return true;
+      if (s === 'pivoting' || s === 'finishing') {
+        throw new AgentError('invalidState', `job ${job.jobId} is ${s}; it cannot be aborted now`, { job: publicJob(entry) });
+      }
+      if (s === 'cancelling') return false;
+      this.transition(entry, 'cancelling', reason ? { error: reason } : {}, { persist: false });
+      await this.beforeSideEffect(entry, { op: 'abort', at: this.iso() }, s);
+      entry.requestedAt = this.realNow();
+      entry.sawEnd = false;
+      try {
+        await this.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true });
+        this.afterSideEffect(entry);
+      } catch (e) {
+        this.afterSideEffect(entry);
+        if (isNoJob(e)) {
+          await this.settle(entry, 'libvirt reported no block job when asked to abort');
+        } else {
+          if (reason) delete job.error;
+          this.transition(entry, s);
+          throw toAgentError(e, 'libvirt refused to abort');
+        }
+      }
+      return false;
+    });
+    if (ended) return { job: publicJob(entry), changed: false };
+    await this.waitFor(entry, isTerminal, ABORT_WAIT_MS).catch(() => {
+      throw new AgentError('timeout', `abort of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
+    });
+    return { job: publicJob(entry), changed: true };
+  }
+
+  /** whenReady: pivot|finish, once the job is ready. */
+  private completeWhenReady(entry: Tracked): void {
+    const how = entry.rec.job.whenReady;
+    if (this.recovering || (how !== 'pivot' && how !== 'finish')) return;
+    const id = entry.rec.job.jobId;
+    void this.complete(entry, how, 30_000).catch((err) => this.log.warn(`automatic ${how} failed`, { jobId: id, error: err }));
   }
 
   // ---- events and the safety-net poll ------------------------------------------------------
@@ -364,52 +425,46 @@ export class JobManager extends EventEmitter {
     if (e.type !== 'copy') return;
     const entry = this.activeFor(e.domain.uuid, e.disk);
     if (!entry) {
-      if (e.status === 'ready') void this.adoptIfMirrored({ name: e.domain.name, uuid: e.domain.uuid, id: 0, active: true, persistent: false }, e.disk);
+      if (e.status === 'ready') {
+        void this.locks.run(diskKey(e.domain.uuid, e.disk), () =>
+          this.adoptIfMirrored({ name: e.domain.name, uuid: e.domain.uuid, id: 0, active: true, persistent: false }, e.disk))
+          .catch((err) => this.log.warn('cannot adopt a copy announced by an event', { domain: e.domain.name, disk: e.disk, error: err }));
+      }
       return;
     }
-    const state = entry.rec.job.state;
     switch (e.status) {
       case 'ready':
-        if (state === 'copying') void this.refreshProgress(entry).finally(() => {
-          if (entry.rec.job.state === 'copying') this.becomeReady(entry);
-        });
+        if (entry.rec.job.state === 'copying') {
+          void this.refreshProgress(entry).finally(() => {
+            if (entry.rec.job.state === 'copying') this.becomeReady(entry, 'BLOCK_JOB_2 ready event');
+          });
+        }
         break;
       case 'completed':
       case 'canceled':
-        if (state === 'pivoting') void this.verifyPivot(entry);
-        else if (state === 'finishing') void this.verifyStayed(entry, 'finished');
-        else if (state === 'cancelling') void this.verifyStayed(entry, 'cancelled');
-        else this.settleOutside(entry, e.status);
+        entry.sawEnd = true;
+        void this.settle(entry, `BLOCK_JOB_2 ${e.status} event${['pivoting', 'finishing', 'cancelling'].includes(entry.rec.job.state) ? '' : ' without a request from this agent'}`);
         break;
       case 'failed':
-        this.fail(entry, state === 'pivoting' ? 'pivotFailed' : 'libvirtError', `QEMU reported the copy job failed while ${state}`, 'BLOCK_JOB_2 event: failed');
+        this.fail(entry, entry.rec.job.state === 'pivoting' ? 'pivotFailed' : 'libvirtError',
+          `QEMU reported the copy job failed while ${entry.rec.job.state}`, 'BLOCK_JOB_2 failed event');
         break;
     }
   }
 
-  private becomeReady(entry: Entry): void {
-    this.transition(entry, 'ready', { readyAt: new Date().toISOString() });
-    const how = entry.rec.job.whenReady;
-    if (how === 'pivot' || how === 'finish') {
-      const id = entry.rec.job.jobId;
-      void (how === 'pivot' ? this.pivot({ jobId: id }) : this.finish({ jobId: id })).catch((err) =>
-        this.log.warn(`automatic ${how} failed`, { jobId: id, error: err }));
-    }
-  }
-
-  /** An end we did not ask for (another tool, or QEMU). Verified against the live XML. */
-  private settleOutside(entry: Entry, status: string): void {
-    void this.settleVanished(entry, `BLOCK_JOB_2 ${status} event without a request from this agent`);
+  private becomeReady(entry: Tracked, why: string): void {
+    this.log.info('job ready', { jobId: entry.rec.job.jobId, why });
+    this.transition(entry, 'ready', { readyAt: this.iso() });
+    this.completeWhenReady(entry);
   }
 
   private async tick(): Promise<void> {
     if (this.ticking || this.stopped) return;
     this.ticking = true;
     try {
-      const now = Date.now();
       for (const entry of [...this.entries.values()]) {
         if (isTerminal(entry.rec.job.state)) continue;
-        await this.sample(entry, now).catch((err) => this.log.debug('poll failed', { jobId: entry.rec.job.jobId, error: err }));
+        await this.sample(entry).catch((err) => this.log.debug('poll failed', { jobId: entry.rec.job.jobId, error: err }));
       }
     } finally {
       this.ticking = false;
@@ -417,61 +472,71 @@ export class JobManager extends EventEmitter {
   }
 
   /** One progress sample without side effects on the state (used right before announcing ready). */
-  private async refreshProgress(entry: Entry): Promise<void> {
+  private async refreshProgress(entry: Tracked): Promise<void> {
     const job = entry.rec.job;
     const info = await this.conn.getBlockJobInfo(job.domain.uuid, job.disk).catch(() => null);
-    if (!info) return;
-    entry.sampler.add(Date.now(), Number(info.cur));
+    if (!info || info.type !== 'copy') return;
+    entry.sampler.add(this.clock(), Number(info.cur));
     job.progress.cur = toByteCount(info.cur);
     job.progress.end = toByteCount(info.end);
   }
 
-  private async sample(entry: Entry, now: number): Promise<void> {
+  private async sample(entry: Tracked): Promise<void> {
     const job = entry.rec.job;
     let info;
     try {
       info = await this.conn.getBlockJobInfo(job.domain.uuid, job.disk);
     } catch (e) {
-      if (e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || e.code === VirErrorCode.OPERATION_INVALID)) {
-        this.fail(entry, 'invalidState', 'the domain is gone or no longer running', e.message);
+      if (e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)))) {
+        // The lifecycle event (stopped/crashed) says why; give it one poll round to arrive.
+        const real = this.realNow();
+        entry.goneSince ??= real;
+        if (real - entry.goneSince >= this.sampleMs) {
+          this.fail(entry, 'invalidState', 'the domain is gone or no longer running', `no lifecycle event received; the poll got: ${e.message}`);
+        }
       }
       return;
     }
-    if (!info) {
-      // Give the event a moment: libvirt may still be delivering the completion.
-      if (now - Date.parse(job.updatedAt) > this.sampleMs) await this.settleVanished(entry, 'the block job disappeared without an event');
+    delete entry.goneSince;
+    if (!info || info.type !== 'copy') {
+      // Give the event a moment: libvirt may still be delivering the end of a request.
+      const grace = Math.max(5000, 2 * this.pollMs);
+      const requested = job.state === 'pivoting' || job.state === 'finishing' || job.state === 'cancelling';
+      if (!requested || this.realNow() - entry.requestedAt > grace) {
+        await this.settle(entry, `the block job disappeared without an event (seen by the ${this.pollMs} ms poll)`);
+      }
       return;
     }
-    const cur = Number(info.cur);
-    const end = Number(info.end);
-    entry.sampler.add(now, cur);
+    const now = this.clock();
+    entry.sampler.add(now, Number(info.cur));
     const moved = toByteCount(info.cur) !== job.progress.cur || toByteCount(info.end) !== job.progress.end;
     job.progress.cur = toByteCount(info.cur);
     job.progress.end = toByteCount(info.end);
     job.bandwidth = toByteCount(info.bandwidth);
     // Ready comes from the event; the XML cross-check only catches a missed one. cur == end
-    // alone proves nothing (0/1 means "not known yet"), so it only triggers the XML read.
-    if (job.state === 'copying' && ((end > 0 && cur === end) || now - entry.lastXmlCheck >= this.pollMs)) {
-      entry.lastXmlCheck = now;
+    // alone proves nothing (0/1 means "not known yet"), so it only makes the check earlier.
+    const real = this.realNow();
+    if (job.state === 'copying' && ((info.end > 1n && info.cur === info.end) || real - entry.lastXmlCheck >= this.pollMs)) {
+      entry.lastXmlCheck = real;
       const disk = await this.liveDisk(entry);
       if (disk?.mirror?.ready === 'yes' && entry.rec.job.state === 'copying') {
         this.log.warn('ready seen in the live XML before any event', { jobId: job.jobId });
-        this.becomeReady(entry);
+        this.becomeReady(entry, "live XML shows <mirror ready='yes'>");
         return;
       }
     }
-    if (moved && now - entry.lastEmit >= PROGRESS_EMIT_MS) this.emitChanged(entry);
+    if (moved && real - entry.lastEmit >= PROGRESS_EMIT_MS) this.emitChanged(entry);
   }
 
   // ---- verification against the live XML ----------------------------------------------
 
-  private async liveDisk(entry: Entry): Promise<DiskInfo | undefined> {
+  private async liveDisk(entry: Tracked): Promise<DiskInfo | undefined> {
     const xml = await this.conn.getXml(entry.rec.job.domain.uuid);
     return findDisk(xml, entry.rec.job.disk);
   }
 
   /** Reads the disk until libvirt has dropped the <mirror> (it updates the XML around the event). */
-  private async settledDisk(entry: Entry): Promise<DiskInfo | undefined> {
+  private async settledDisk(entry: Tracked): Promise<DiskInfo | undefined> {
     let disk: DiskInfo | undefined;
     for (let i = 0; i < 25; i++) {
       disk = await this.liveDisk(entry);
@@ -481,62 +546,42 @@ export class JobManager extends EventEmitter {
     return disk;
   }
 
-  private async verifyPivot(entry: Entry): Promise<void> {
-    const job = entry.rec.job;
-    let disk: DiskInfo | undefined;
-    try {
-      disk = await this.settledDisk(entry);
-    } catch (e) {
-      this.fail(entry, 'pivotFailed', 'could not read the live XML to verify the pivot', String((e as Error).message));
-      return;
-    }
-    if (disk && !disk.mirror && samePath(disk.sourcePath, job.destination.path)) {
-      this.transition(entry, 'pivoted', { outcome: 'observed', persistent: await this.persistentView(entry) });
-      return;
-    }
-    this.fail(entry, 'pivotFailed', 'the pivot could not be verified',
-      `live XML shows source ${disk?.sourcePath ?? 'none'}${disk?.mirror ? ' with a mirror still present' : ''}, expected ${job.destination.path}`);
+  /** Concludes how the copy ended from the live XML (one verification at a time per job). */
+  private settle(entry: Tracked, why: string): Promise<void> {
+    if (isTerminal(entry.rec.job.state)) return Promise.resolve();
+    if (entry.settling) return entry.settling;
+    entry.settling = (async () => {
+      let disk: DiskInfo | undefined;
+      try {
+        disk = await this.settledDisk(entry);
+      } catch (e) {
+        if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN) {
+          this.fail(entry, 'invalidState', 'the domain is gone', `${why}; ${e.message}`);
+        } else {
+          this.log.warn('cannot read the live XML to conclude a job; will retry', { jobId: entry.rec.job.jobId, error: e });
+        }
+        return;
+      }
+      if (isTerminal(entry.rec.job.state)) return;
+      const decision = conclude(entry.rec.job, { disk, sawEnd: entry.sawEnd, why });
+      // After a pivot, what the next cold boot will use (the persistent definition) is part of the answer.
+      const persistent = decision.state === 'pivoted' ? await this.persistentView(entry) : undefined;
+      if (isTerminal(entry.rec.job.state)) return;
+      this.apply(entry, decision, persistent ? { persistent } : {});
+    })().finally(() => { entry.settling = null; });
+    return entry.settling;
   }
 
-  private async verifyStayed(entry: Entry, goal: 'finished' | 'cancelled'): Promise<void> {
-    const job = entry.rec.job;
-    const disk = await this.settledDisk(entry).catch(() => undefined);
-    if (disk && !disk.mirror && samePath(disk.sourcePath, job.source.path)) {
-      this.transition(entry, goal, { outcome: 'observed' });
+  private apply(entry: Tracked, d: Decision, patch: Partial<Job> = {}): void {
+    if (d.state === null) return;
+    if (d.state === 'failed') {
+      this.fail(entry, d.error.name, d.error.message, d.evidence);
       return;
     }
-    this.fail(entry, 'libvirtError', `the ${goal === 'finished' ? 'finish' : 'abort'} could not be verified`,
-      `live XML shows source ${disk?.sourcePath ?? 'none'}${disk?.mirror ? ' with a mirror still present' : ''}, expected ${job.source.path}`);
+    this.transition(entry, d.state, { ...patch, outcome: d.outcome, evidence: d.evidence });
   }
 
-  /** The job is gone without the event we expected: conclude from the live XML, and say so. */
-  private async settleVanished(entry: Entry, why: string): Promise<void> {
-    const job = entry.rec.job;
-    if (isTerminal(job.state)) return;
-    let disk: DiskInfo | undefined;
-    try {
-      disk = await this.settledDisk(entry);
-    } catch (e) {
-      this.fail(entry, 'invalidState', 'the domain is gone', `${why}; ${(e as Error).message}`);
-      return;
-    }
-    if (isTerminal(entry.rec.job.state)) return;
-    if (disk?.mirror) return; // still mirroring: nothing vanished after all
-    const onDest = samePath(disk?.sourcePath ?? null, job.destination.path);
-    const onSource = samePath(disk?.sourcePath ?? null, job.source.path);
-    const evidence = `${why}; live XML shows source ${disk?.sourcePath ?? 'none'} and no mirror`;
-    if (onDest) {
-      this.transition(entry, 'pivoted', { outcome: 'inferred', evidence, persistent: await this.persistentView(entry) });
-    } else if (onSource && job.state === 'finishing') {
-      this.transition(entry, 'finished', { outcome: 'inferred', evidence });
-    } else if (onSource) {
-      this.transition(entry, 'cancelled', { outcome: 'inferred', evidence });
-    } else {
-      this.fail(entry, 'invalidState', 'the disk changed outside the agent', evidence);
-    }
-  }
-
-  private async persistentView(entry: Entry): Promise<Job['persistent']> {
+  private async persistentView(entry: Tracked): Promise<Job['persistent']> {
     const job = entry.rec.job;
     try {
       const dom = await this.conn.lookupDomain(job.domain.uuid);
@@ -546,7 +591,8 @@ export class JobManager extends EventEmitter {
       const matchesLive = samePath(source, job.destination.path);
       if (!matchesLive) this.log.warn('persistent definition still points at the old disk', { jobId: job.jobId, source });
       return { defined: true, source, matchesLive };
-    } catch {
+    } catch (err) {
+      this.log.warn('cannot read the persistent definition after a pivot', { jobId: job.jobId, error: err });
       return undefined;
     }
   }
@@ -555,7 +601,7 @@ export class JobManager extends EventEmitter {
 
   private async reconcile(): Promise<void> {
     const records = await this.journal.load((file, err) => this.log.error('unreadable journal file skipped', { file, error: err }));
-    for (const rec of records) this.entries.set(rec.job.jobId, this.newEntry(rec));
+    for (const rec of records) this.entries.set(rec.job.jobId, track(rec));
     for (const entry of this.entries.values()) {
       if (isTerminal(entry.rec.job.state)) continue;
       await this.reconcileOne(entry).catch((err) => this.log.error('reconcile failed', { jobId: entry.rec.job.jobId, error: err }));
@@ -576,151 +622,164 @@ export class JobManager extends EventEmitter {
     this.pruneEnded();
   }
 
-  private async reconcileOne(entry: Entry): Promise<void> {
+  private async reconcileOne(entry: Tracked): Promise<void> {
     const job = entry.rec.job;
+    const intent = entry.rec.intent;
     let info;
     try {
       info = await this.conn.getBlockJobInfo(job.domain.uuid, job.disk);
     } catch (e) {
-      this.fail(entry, 'invalidState', 'the domain is gone or no longer running', `found at start-up: ${(e as Error).message}`);
+      if (e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || e.code === VirErrorCode.OPERATION_INVALID)) {
+        this.fail(entry, 'invalidState', 'the domain is gone or no longer running', `found at start-up: ${e.message}`);
+      } else {
+        this.log.error('cannot read a journaled job at start-up; the poll will retry', { jobId: job.jobId, error: e });
+      }
       return;
     }
-    if (!info) {
-      await this.settleVanished(entry, 'the block job ended while the agent was not running');
+    if (!info || info.type !== 'copy') {
+      if (intent?.op === 'blockCopy' && job.state === 'copying') {
+        // The agent stopped between journaling the copy and libvirt starting it (or libvirt refused).
+        const disk = await this.liveDisk(entry).catch(() => undefined);
+        if (!disk?.mirror) {
+          this.fail(entry, 'libvirtError', 'the copy was never started (the agent stopped while starting it)', `journal intent blockCopy at ${intent.at}; no block job at start-up`);
+          return;
+        }
+      }
+      await this.settle(entry, `the block job ended while the agent was not running${intent ? ` (last request: ${intent.op})` : ''}`);
       return;
     }
+    job.progress.cur = toByteCount(info.cur);
+    job.progress.end = toByteCount(info.end);
     const disk = await this.liveDisk(entry);
-    const ready = disk?.mirror?.ready === 'yes';
-    // An interrupted pivot/finish/abort may or may not have reached libvirt: the mirror is
-    // still there, so the job is back where it was and the caller can ask again.
-    const state: JobState = job.state === 'cancelling' ? 'cancelling' : ready ? 'ready' : 'copying';
+    const mirrorReady = disk?.mirror?.ready ?? null;
+    // libvirt's own view of the mirror decides; the journal only says what was asked.
+    let state: JobState;
+    if (mirrorReady === 'pivot') state = 'pivoting';
+    else if (mirrorReady === 'abort') state = job.state === 'finishing' ? 'finishing' : 'cancelling';
+    else if (job.state === 'cancelling') state = 'cancelling';
+    else state = mirrorReady === 'yes' ? 'ready' : 'copying';
     if (job.state !== state) {
-      job.state = state;
-      job.evidence = `reconciled at start-up from the live XML (mirror ready='${disk?.mirror?.ready ?? 'none'}')`;
-      this.touch(entry);
+      const evidence = `reconciled at start-up from the live XML (mirror ready='${mirrorReady ?? 'no'}'${intent ? `; last request: ${intent.op}` : ''})`;
+      if (canTransition(job.state, state)) this.transition(entry, state, { evidence, ...(state === 'ready' && !job.readyAt ? { readyAt: this.iso() } : {}) });
+      else this.log.warn('journal and live XML disagree in a way the state table does not allow', { jobId: job.jobId, journal: job.state, live: state });
     }
-    if (state === 'cancelling') {
-      await this.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true }).catch(() => {});
+    if (state === 'cancelling' && mirrorReady !== 'abort') {
+      // The abort may never have reached libvirt: ask again.
+      await this.beforeSideEffect(entry, { op: 'abort', at: this.iso() });
+      entry.requestedAt = this.realNow();
+      await this.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true }).catch((e) => this.log.warn('abort at start-up failed', { jobId: job.jobId, error: e }));
+      this.afterSideEffect(entry);
     }
-    if (state === 'ready' && !job.readyAt) job.readyAt = new Date().toISOString();
+    if (state === 'pivoting' || state === 'finishing' || state === 'cancelling') entry.requestedAt = this.realNow();
+    if (entry.rec.timeoutAt !== undefined && !isTerminal(entry.rec.job.state)) this.armTimeout(entry, entry.rec.timeoutAt);
   }
 
-  private async adoptIfMirrored(dom: DomainRef, target: string): Promise<Entry | undefined> {
+  /** Runs under the disk's lock. */
+  private async adoptIfMirrored(dom: DomainRef, target: string): Promise<Tracked | undefined> {
+    const active = this.activeFor(dom.uuid, target);
+    if (active) return active;
     const xml = await this.conn.getXml(dom.uuid).catch(() => '');
     const d = findDisk(xml, target);
-    if (d?.mirror?.job !== 'copy' || this.activeFor(dom.uuid, target)) return this.activeFor(dom.uuid, target);
+    if (d?.mirror?.job !== 'copy') return undefined;
     return this.adopt(dom, d);
   }
 
-  private async adopt(dom: DomainRef, d: DiskInfo): Promise<Entry> {
-    const now = new Date().toISOString();
+  private async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<Tracked> {
     const info = await this.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
-    const job: Job = {
-      jobId: `adopted-${dom.uuid.slice(0, 8)}-${d.target}-${Date.now().toString(36)}`,
-      domain: { name: dom.name, uuid: dom.uuid },
-      disk: d.target,
-      source: { path: d.sourcePath, format: d.format },
-      destination: { path: d.mirror?.path ?? '', format: (d.mirror?.format === 'raw' || d.mirror?.format === 'qcow2') ? d.mirror.format : null, type: 'file' },
-      state: d.mirror?.ready === 'yes' ? 'ready' : 'copying',
-      progress: { cur: info ? toByteCount(info.cur) : 0, end: info ? toByteCount(info.end) : 0, percent: null, rate: null, eta: null },
-      bandwidth: info ? toByteCount(info.bandwidth) : 0,
-      options: { shallow: false, reuseExternal: false, transientJob: false, synchronousWrites: false },
-      whenReady: 'none',
-      owner: 'adopted',
-      createdAt: now,
-      updatedAt: now,
-      ...(d.mirror?.ready === 'yes' ? { readyAt: now } : {}),
-      evidence: 'found running in the live XML: started outside this agent; its options are unknown',
-    };
-    const entry = this.newEntry({ job, destinationXml: '' });
+    const job = adoptedJob(dom, d, info, this.iso());
+    const entry = track({ job, destinationXml: '' });
     this.entries.set(job.jobId, entry);
     await this.persist(entry);
-    this.log.info('adopted a running copy', { jobId: job.jobId, domain: dom.name, disk: d.target });
+    this.log.info('adopted a running copy', { jobId: job.jobId, domain: dom.name, disk: d.target, destination: job.destination.path });
     this.emitChanged(entry);
     return entry;
   }
 
   // ---- state, journal, notifications --------------------------------------------------
 
-  private newEntry(rec: JobRecord): Entry {
-    return { rec, sampler: new RateSampler(), opLock: Promise.resolve(), writes: Promise.resolve(), lastEmit: 0, lastXmlCheck: 0 };
-  }
-
-  private transition(entry: Entry, to: JobState, patch: Partial<Job> = {}): void {
+  /** The only way a job's state changes. `persist: false` when the caller writes the journal itself (before a side effect). */
+  private transition(entry: Tracked, to: JobState, patch: Partial<Job> = {}, opts: { persist?: boolean } = {}): void {
     const job = entry.rec.job;
-    if (job.state === to && Object.keys(patch).length === 0) return;
-    if (job.state !== to && !canTransition(job.state, to)) {
+    if (job.state === to) return;
+    if (!canTransition(job.state, to)) {
       this.log.error('refused an impossible transition', { jobId: job.jobId, from: job.state, to });
       return;
     }
     this.log.info('job state', { jobId: job.jobId, from: job.state, to });
     Object.assign(job, patch, { state: to });
     if (isTerminal(to)) {
-      job.endedAt = new Date().toISOString();
+      job.endedAt = this.iso();
       if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
+      delete entry.rec.timeoutAt;
     }
-    this.touch(entry);
+    this.touch(entry, opts.persist ?? true);
   }
 
-  private fail(entry: Entry, name: string, message: string, evidence: string, libvirt?: { code: number; domain: number; message: string }): void {
+  private fail(entry: Tracked, name: string, message: string, evidence: string, libvirt?: { code: number; domain: number; message: string }): void {
     if (isTerminal(entry.rec.job.state)) return;
     this.transition(entry, 'failed', { error: { name, message, ...(libvirt ? { libvirt } : {}) }, evidence, outcome: 'observed' });
   }
 
   /** Records a change: journal (in order, in the background) and notify. */
-  private touch(entry: Entry): void {
-    entry.rec.job.updatedAt = new Date().toISOString();
-    void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
+  private touch(entry: Tracked, persist = true): void {
+    entry.rec.job.updatedAt = this.iso();
+    if (persist) void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
     this.emitChanged(entry);
   }
 
-  private persist(entry: Entry): Promise<void> {
-    const snapshot: JobRecord = JSON.parse(JSON.stringify(entry.rec));
-    entry.writes = entry.writes.catch(() => {}).then(() => this.journal.save(snapshot));
-    return entry.writes;
+  /**
+   * The journal write that must land before a libvirt side effect: the record with its intent,
+   * durably. If it cannot be written, the side effect is not attempted (state restored to `revertTo`).
+   */
+  private async beforeSideEffect(entry: Tracked, intent: Intent, revertTo?: JobState): Promise<void> {
+    entry.rec.intent = intent;
+    try {
+      await this.persist(entry);
+    } catch (e) {
+      delete entry.rec.intent;
+      if (revertTo) this.transition(entry, revertTo);
+      this.log.error('journal write failed; the libvirt call was not made', { jobId: entry.rec.job.jobId, op: intent.op, error: e });
+      throw e;
+    }
   }
 
-  private emitChanged(entry: Entry): void {
-    entry.lastEmit = Date.now();
+  private afterSideEffect(entry: Tracked): void {
+    if (!entry.rec.intent) return;
+    delete entry.rec.intent;
+    void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
+  }
+
+  private persist(entry: Tracked): Promise<void> {
+    const snapshot: JobRecord = structuredClone(entry.rec);
+    const write = entry.writes.catch(() => {}).then(() => this.journal.save(snapshot));
+    entry.writes = write;
+    return write;
+  }
+
+  private emitChanged(entry: Tracked): void {
+    entry.lastEmit = this.realNow();
     this.updates.emit('update', entry);
-    this.emit('job.changed', this.publicJob(entry));
-  }
-
-  private publicJob(entry: Entry): Job {
-    const job = entry.rec.job;
-    const cur = Number(job.progress.cur);
-    const end = Number(job.progress.end);
-    const copying = job.state === 'copying';
-    const progress = {
-      cur: job.progress.cur,
-      end: job.progress.end,
-      percent: end > 0 ? Math.min(100, Math.round((cur / end) * 1000) / 10) : null,
-      rate: isTerminal(job.state) ? null : entry.sampler.rate(),
-      eta: copying && end > 0 ? entry.sampler.eta(end) : null,
-    };
-    return structuredClone({ ...job, progress });
-  }
-
-  private percentText(entry: Entry): string {
-    const p = this.publicJob(entry).progress.percent;
-    return p === null ? 'unknown' : `${p}%`;
+    this.emit('job.changed', publicJob(entry));
   }
 
   // ---- helpers -----------------------------------------------------------------------------
+
+  private iso(): string {
+    return new Date(this.clock()).toISOString();
+  }
+
+  private realNow(): number {
+    return Date.now();
+  }
 
   private assertServing(): void {
     if (this.recovering) throw new AgentError('recovering', 'the agent is reconciling jobs with libvirt; retry shortly');
   }
 
-  private withOpLock<T>(entry: Entry, fn: () => Promise<T>): Promise<T> {
-    const run = entry.opLock.catch(() => {}).then(fn);
-    entry.opLock = run;
-    return run;
-  }
-
   /** Resolves when pred(state) holds; rejects with `timeout` or when the signal aborts. */
-  private waitFor(entry: Entry, pred: (s: JobState) => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<void> {
+  private waitFor(entry: Tracked, pred: (s: JobState) => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<void> {
     if (pred(entry.rec.job.state)) return Promise.resolve();
+    if (signal?.aborted) return Promise.reject(new Error('the caller went away'));
     return new Promise((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       const done = () => {
@@ -728,7 +787,7 @@ export class JobManager extends EventEmitter {
         signal?.removeEventListener('abort', onAbort);
         if (timer) clearTimeout(timer);
       };
-      const onUpdate = (e: Entry) => {
+      const onUpdate = (e: Tracked) => {
         if (e === entry && pred(entry.rec.job.state)) { done(); resolve(); }
       };
       const onAbort = () => { done(); reject(new Error('the caller went away')); };
@@ -737,30 +796,14 @@ export class JobManager extends EventEmitter {
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {
           done();
-          reject(new AgentError('timeout', `job ${entry.rec.job.jobId} is still ${entry.rec.job.state}`, { job: this.publicJob(entry) }));
+          reject(new AgentError('timeout', `job ${entry.rec.job.jobId} is still ${entry.rec.job.state}`, { job: publicJob(entry) }));
         }, timeoutMs);
       }
     });
   }
 
-  /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
-  private async awaitGoal(entry: Entry, params: BlockCopyParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyResult> {
-    const wait = params.wait ?? 'none';
-    if (wait !== 'none') {
-      const pred = wait === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
-      await this.waitFor(entry, pred, undefined, signal);
-      const job = entry.rec.job;
-      if (job.error?.name === 'timeout') throw new AgentError('timeout', job.error.message, { job: this.publicJob(entry) });
-      if (job.state === 'failed') {
-        throw new AgentError(job.error?.name === 'pivotFailed' ? 'pivotFailed' : 'libvirtError', job.error?.message ?? 'the copy failed',
-          { job: this.publicJob(entry), ...(job.evidence ? { evidence: job.evidence } : {}) });
-      }
-    }
-    return { job: this.publicJob(entry), changed };
-  }
-
   private activeCount(): number {
-    return [...this.entries.values()].filter((e) => !isTerminal(e.rec.job.state)).length;
+    return [...this.entries.values()].filter((t) => !isTerminal(t.rec.job.state)).length;
   }
 
   /** At the host's limit: tooManyJobs, or with `queue`, wait (up to `timeout`) for a copy to end. */
@@ -787,17 +830,27 @@ export class JobManager extends EventEmitter {
     });
   }
 
-  /** Like virsh --timeout: cancel the copy if it has not got where it was asked to go in time. */
-  private armTimeout(entry: Entry, seconds: number): void {
+  /**
+   * Like virsh --timeout: at `at` (ms since the epoch), cancel the copy if it has not got where
+   * it was asked to go (ready, or the end with whenReady pivot|finish). Journaled, so a restart re-arms it.
+   */
+  private armTimeout(entry: Tracked, at: number): void {
     const job = entry.rec.job;
-    const goalReached = () => (job.whenReady === 'none' ? reachedReady(job.state) : isTerminal(job.state));
+    if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
+    if (entry.rec.timeoutAt !== at) {
+      entry.rec.timeoutAt = at;
+      void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: job.jobId, error: err }));
+    }
+    const goalReached = () => isTerminal(job.state) || (job.whenReady === 'none' && reachedReady(job.state));
     entry.timeoutTimer = setTimeout(() => {
-      if (goalReached() || isTerminal(job.state)) return;
+      // A pivot or finish under way is about to reach the goal: let it.
+      if (goalReached() || this.stopped || job.state === 'pivoting' || job.state === 'finishing') return;
+      const seconds = Math.round((at - Date.parse(job.createdAt)) / 1000);
       this.log.warn('copy timed out: cancelling', { jobId: job.jobId, seconds });
-      job.error = { name: 'timeout', message: `the copy did not complete within ${seconds} s and was cancelled` };
-      void this.abort({ jobId: job.jobId }).catch((err) => this.log.error('cancel on timeout failed', { jobId: job.jobId, error: err }));
-    }, seconds * 1000);
-    entry.timeoutTimer.unref();
+      const reason = { name: 'timeout', message: `the copy did not get ${job.whenReady === 'none' ? 'ready' : 'done'} within its timeout (${seconds} s) and was cancelled` };
+      void this.cancel(entry, reason).catch((err) => this.log.error('cancel on timeout failed', { jobId: job.jobId, error: err }));
+    }, Math.max(0, at - this.realNow()));
+    // Deliberately not unref'd: the cancel must happen even if nothing else keeps the process up; stop() clears it.
   }
 
   private async lookup(key: string): Promise<DomainRef> {
@@ -816,35 +869,34 @@ export class JobManager extends EventEmitter {
     return d;
   }
 
-  private activeFor(uuid: string, disk: string): Entry | undefined {
-    for (const e of this.entries.values()) {
-      if (e.rec.job.domain.uuid === uuid && e.rec.job.disk === disk && !isTerminal(e.rec.job.state)) return e;
+  private activeFor(uuid: string, disk: string): Tracked | undefined {
+    for (const t of this.entries.values()) {
+      if (t.rec.job.domain.uuid === uuid && t.rec.job.disk === disk && !isTerminal(t.rec.job.state)) return t;
     }
     return undefined;
   }
 
-  private latestFor(uuid: string, disk: string): Entry | undefined {
-    let best: Entry | undefined;
-    for (const e of this.entries.values()) {
-      if (e.rec.job.domain.uuid === uuid && e.rec.job.disk === disk && (!best || e.rec.job.createdAt >= best.rec.job.createdAt)) best = e;
+  private latestFor(uuid: string, disk: string): Tracked | undefined {
+    let best: Tracked | undefined;
+    for (const t of this.entries.values()) {
+      if (t.rec.job.domain.uuid === uuid && t.rec.job.disk === disk && (!best || t.rec.job.createdAt >= best.rec.job.createdAt)) best = t;
     }
     return best;
   }
 
   /** A job by id, or the disk's active job (else its most recent one). */
-  private async find(ref: JobRef): Promise<Entry> {
+  private async find(ref: JobRef): Promise<Tracked> {
     if (ref.jobId) {
-      const e = this.entries.get(ref.jobId);
-      if (!e) throw new AgentError('noJob', `no job '${ref.jobId}'`);
-      return e;
+      const t = this.entries.get(ref.jobId);
+      if (!t) throw new AgentError('noJob', `no job '${ref.jobId}'`);
+      return t;
     }
-    const key = ref.domain!;
-    const disk = ref.disk!;
-    const known = [...this.entries.values()].find((e) => e.rec.job.domain.name === key || e.rec.job.domain.uuid === key);
-    const uuid = known?.rec.job.domain.uuid ?? (await this.lookup(key)).uuid;
-    const e = this.activeFor(uuid, disk) ?? this.latestFor(uuid, disk);
-    if (!e) throw new AgentError('noJob', `no copy job on disk ${disk} of '${key}'`);
-    return e;
+    if (!ref.domain || !ref.disk) throw new AgentError('noJob', 'name the job by jobId, or by domain and disk');
+    const known = [...this.entries.values()].find((t) => t.rec.job.domain.name === ref.domain || t.rec.job.domain.uuid === ref.domain);
+    const uuid = known?.rec.job.domain.uuid ?? (await this.lookup(ref.domain)).uuid;
+    const t = this.activeFor(uuid, ref.disk) ?? this.latestFor(uuid, ref.disk);
+    if (!t) throw new AgentError('noJob', `no copy job on disk ${ref.disk} of '${ref.domain}'`);
+    return t;
   }
 
   private async allDefinedDiskPaths(): Promise<Set<string>> {
@@ -864,15 +916,16 @@ export class JobManager extends EventEmitter {
   }
 
   private pruneEnded(): void {
-    const ended = [...this.entries.values()].filter((e) => isTerminal(e.rec.job.state))
+    const ended = [...this.entries.values()].filter((t) => isTerminal(t.rec.job.state))
       .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt));
-    for (const e of ended.slice(0, Math.max(0, ended.length - this.keepEnded))) {
-      this.entries.delete(e.rec.job.jobId);
-      void this.journal.remove(e.rec.job.jobId);
+    for (const t of ended.slice(0, Math.max(0, ended.length - this.keepEnded))) {
+      this.entries.delete(t.rec.job.jobId);
+      void t.writes.catch(() => {}).then(() => this.journal.remove(t.rec.job.jobId));
     }
   }
 }
 
-function samePath(a: string | null | undefined, b: string | null | undefined): boolean {
-  return !!a && !!b && resolvePath(a) === resolvePath(b);
+function percentText(entry: Tracked): string {
+  const p = publicJob(entry).progress.percent;
+  return p === null ? 'unknown' : `${p}%`;
 }

@@ -1,0 +1,276 @@
+// A stand-in libvirt Connection for fast tests of the job manager's logic. It mimics what
+// libvirt 9 was seen to do (error codes and messages, XML shape, async aborts followed by a
+// BLOCK_JOB_2 event) but proves nothing about real copies: test/integration/jobs.test.ts does.
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  LibvirtError, VirErrorCode, type BlockCopyOptions, type BlockJobAbortOptions, type BlockJobInfo, type CloseReason,
+  type Connection, type DomainEvent, type DomainRef, type Versions,
+} from '../../src/libvirt/index.js';
+import type { JobRecord } from '../../src/jobs/journal.js';
+
+export interface FakeMirror {
+  path: string;
+  format: string | null;
+  type: 'file' | 'block';
+  /** libvirt's mirror phase: null while copying, then yes | pivot | abort */
+  ready: null | 'yes' | 'pivot' | 'abort';
+}
+
+export interface FakeDisk {
+  target: string;
+  device: 'disk' | 'cdrom';
+  type: 'file' | 'block' | 'network';
+  source: string | null;
+  format: string;
+  mirror: FakeMirror | null;
+  job: { cur: bigint; end: bigint; bandwidth: bigint } | null;
+  /** The persistent definition's source (persistent domains). */
+  configSource?: string | null;
+}
+
+export interface FakeDomain {
+  name: string;
+  uuid: string;
+  active: boolean;
+  persistent: boolean;
+  disks: FakeDisk[];
+}
+
+export interface Call {
+  method: string;
+  args: unknown[];
+  /** The journal records on disk at the moment of the call. */
+  journal: JobRecord[];
+}
+
+const SIDE_EFFECTS = new Set(['blockCopy', 'blockJobAbort', 'blockJobSetSpeed']);
+
+const lverr = (code: number, message: string) => new LibvirtError(code, 10, message);
+const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
+
+export class FakeConnection implements Connection {
+  readonly uri = 'fake:///system';
+  closed = false;
+  domains: FakeDomain[] = [];
+  calls: Call[] = [];
+  private listeners = new Set<(e: DomainEvent) => void>();
+  /** Refuse the next N pivots with libvirt 9's "not ready for pivot yet". */
+  pivotNotReady = 0;
+  /** After an async abort: send the BLOCK_JOB_2 event (false: the job just vanishes). */
+  sendEndEvents = true;
+  /** After an async pivot: actually switch the source (false: a pivot that silently did not happen). */
+  pivotSwitches = true;
+  /** ms between an async abort request and its completion. */
+  endDelayMs = 5;
+  /** Delays listDomains (to hold the manager in `recovering`). */
+  listDelayMs = 0;
+  /** Errors to throw from the next call of a method. */
+  failNext = new Map<string, Error>();
+
+  constructor(private readonly stateDir?: string) {}
+
+  addDomain(d: Partial<Omit<FakeDomain, 'disks'>> & { name: string; disks?: Array<Partial<FakeDisk> & { target: string }> }): FakeDomain {
+    const n = this.domains.length + 1;
+    const dom: FakeDomain = {
+      uuid: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, active: true, persistent: false, ...d,
+      disks: (d.disks ?? [{ target: 'vda' }]).map((x) => ({
+        device: 'disk', type: 'file', source: `/images/${d.name}-${x.target}.qcow2`, format: 'qcow2', mirror: null, job: null, ...x,
+      })),
+    };
+    for (const disk of dom.disks) if (dom.persistent && disk.configSource === undefined) disk.configSource = disk.source;
+    this.domains.push(dom);
+    return dom;
+  }
+
+  disk(dom: FakeDomain, target = 'vda'): FakeDisk {
+    const d = dom.disks.find((x) => x.target === target);
+    if (!d) throw new Error(`fake: no disk ${target}`);
+    return d;
+  }
+
+  emit(e: DomainEvent): void {
+    for (const l of this.listeners) l(e);
+  }
+
+  /** Phase 1 done: libvirt marks the mirror ready (and sends READY unless told not to). */
+  makeReady(dom: FakeDomain, target = 'vda', opts: { event?: boolean } = {}): void {
+    const d = this.disk(dom, target);
+    if (!d.mirror || !d.job) throw new Error('fake: no copy to make ready');
+    d.job.cur = d.job.end;
+    d.mirror.ready = 'yes';
+    if (opts.event !== false) this.blockEvent(dom, target, 'ready');
+  }
+
+  progress(dom: FakeDomain, target: string, cur: bigint, end: bigint): void {
+    const d = this.disk(dom, target);
+    if (!d.job) throw new Error('fake: no job');
+    d.job.cur = cur;
+    d.job.end = end;
+  }
+
+  blockEvent(dom: FakeDomain, disk: string, status: 'completed' | 'failed' | 'canceled' | 'ready'): void {
+    this.emit({ kind: 'blockJob', domain: { name: dom.name, uuid: dom.uuid }, disk, type: 'copy', status });
+  }
+
+  /** The domain stops (destroy): jobs vanish, a lifecycle event follows. */
+  stopDomain(dom: FakeDomain): void {
+    dom.active = false;
+    for (const d of dom.disks) { d.mirror = null; d.job = null; }
+    this.emit({ kind: 'lifecycle', domain: { name: dom.name, uuid: dom.uuid }, event: 'stopped', detail: 1 });
+  }
+
+  /** Another tool (virsh) starts a copy. */
+  startOutside(dom: FakeDomain, target: string, dest: string, ready = false): void {
+    const d = this.disk(dom, target);
+    d.mirror = { path: dest, format: 'qcow2', type: 'file', ready: ready ? 'yes' : null };
+    d.job = { cur: ready ? 100n : 10n, end: 100n, bandwidth: 0n };
+  }
+
+  sideEffects(): Call[] {
+    return this.calls.filter((c) => SIDE_EFFECTS.has(c.method));
+  }
+
+  private record(method: string, args: unknown[]): void {
+    this.calls.push({ method, args, journal: SIDE_EFFECTS.has(method) ? this.readJournal() : [] });
+    const err = this.failNext.get(method);
+    if (err) {
+      this.failNext.delete(method);
+      throw err;
+    }
+  }
+
+  readJournal(): JobRecord[] {
+    if (!this.stateDir) return [];
+    try {
+      return readdirSync(this.stateDir).filter((f) => /^job-.*\.json$/.test(f))
+        .map((f) => JSON.parse(readFileSync(join(this.stateDir!, f), 'utf8')) as JobRecord);
+    } catch {
+      return [];
+    }
+  }
+
+  private find(key: string): FakeDomain {
+    const d = this.domains.find((x) => x.name === key || x.uuid === key);
+    if (!d) throw lverr(VirErrorCode.NO_DOMAIN, `Domain not found: no domain with matching name '${key}'`);
+    return d;
+  }
+
+  private running(key: string): FakeDomain {
+    const d = this.find(key);
+    if (!d.active) throw lverr(VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: domain is not running');
+    return d;
+  }
+
+  private ref(d: FakeDomain): DomainRef {
+    return { name: d.name, uuid: d.uuid, id: d.active ? 1 : -1, active: d.active, persistent: d.persistent };
+  }
+
+  async lookupDomain(key: string): Promise<DomainRef> {
+    this.record('lookupDomain', [key]);
+    return this.ref(this.find(key));
+  }
+
+  async listDomains(opts?: { activeOnly?: boolean }): Promise<DomainRef[]> {
+    this.record('listDomains', [opts]);
+    if (this.listDelayMs) await new Promise((r) => setTimeout(r, this.listDelayMs));
+    return this.domains.filter((d) => !opts?.activeOnly || d.active).map((d) => this.ref(d));
+  }
+
+  async getXml(domain: string, opts?: { inactive?: boolean }): Promise<string> {
+    this.record('getXml', [domain, opts]);
+    const d = this.find(domain);
+    const inactive = !!opts?.inactive || !d.active;
+    const disks = d.disks.map((k) => {
+      const source = inactive && d.persistent ? k.configSource ?? null : k.source;
+      const srcXml = source === null ? '' : k.type === 'block' ? `<source dev='${esc(source)}' index='1'/>` : k.type === 'network'
+        ? `<source protocol='nbd' name='${esc(source)}'><host name='nbd.example' port='10809'/></source>` : `<source file='${esc(source)}' index='1'/>`;
+      const m = !inactive && k.mirror
+        ? `<mirror type='${k.mirror.type}' job='copy'${k.mirror.ready ? ` ready='${k.mirror.ready}'` : ''}>` +
+          `${k.mirror.format ? `<format type='${k.mirror.format}'/>` : ''}` +
+          `<source ${k.mirror.type === 'block' ? 'dev' : 'file'}='${esc(k.mirror.path)}' index='5'/><backingStore/></mirror>`
+        : '';
+      return `    <disk type='${k.type}' device='${k.device}'>\n      <driver name='qemu' type='${k.format}'/>\n      ${srcXml}\n` +
+        `      <backingStore/>\n      ${m}\n      <target dev='${k.target}' bus='virtio'/>\n    </disk>`;
+    }).join('\n');
+    return `<domain type='kvm'${d.active && !inactive ? " id='1'" : ''}>\n  <name>${d.name}</name>\n  <uuid>${d.uuid}</uuid>\n  <devices>\n${disks}\n  </devices>\n</domain>\n`;
+  }
+
+  async getMetadata(): Promise<string | null> {
+    return null;
+  }
+
+  async setMetadata(): Promise<void> {}
+
+  async blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void> {
+    this.record('blockCopy', [domain, disk, destinationXml, opts]);
+    const d = this.running(domain);
+    const k = d.disks.find((x) => x.target === disk);
+    if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
+    if (k.job) throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, `block copy still active: disk '${disk}' already in active block job`);
+    if (d.persistent && !opts?.transientJob) throw lverr(VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: domain is not transient');
+    const path = /(?:file|dev)='([^']*)'/.exec(destinationXml)?.[1] ?? '';
+    const type = /<disk type='block'/.test(destinationXml) ? 'block' : 'file';
+    const format = /<driver type='([^']*)'/.exec(destinationXml)?.[1] ?? null;
+    k.mirror = { path: path.replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&amp;/g, '&'), format, type, ready: null };
+    k.job = { cur: 0n, end: 1n, bandwidth: opts?.bandwidth ?? 0n };
+  }
+
+  async getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null> {
+    this.record('getBlockJobInfo', [domain, disk]);
+    const d = this.running(domain);
+    const k = d.disks.find((x) => x.target === disk);
+    if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
+    if (!k.job) return null;
+    return { type: 'copy', bandwidth: k.job.bandwidth, bandwidthSource: 'bytes', cur: k.job.cur, end: k.job.end };
+  }
+
+  async blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void> {
+    this.record('blockJobAbort', [domain, disk, opts]);
+    const d = this.running(domain);
+    const k = d.disks.find((x) => x.target === disk);
+    if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
+    if (!k.job || !k.mirror) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk ${disk} does not have an active block job`);
+    if (opts?.pivot && (k.mirror.ready !== 'yes' || this.pivotNotReady > 0)) {
+      if (this.pivotNotReady > 0) this.pivotNotReady--;
+      throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, "block copy still active: block job 'copy-vda-libvirt-1-format' not ready for pivot yet");
+    }
+    const pivot = !!opts?.pivot;
+    k.mirror.ready = pivot ? 'pivot' : 'abort';
+    const end = () => {
+      const m = k.mirror!;
+      if (pivot && this.pivotSwitches) {
+        k.source = m.path;
+        k.format = m.format ?? k.format;
+        k.type = m.type;
+      }
+      k.mirror = null;
+      k.job = null;
+      if (this.sendEndEvents) this.blockEvent(d, disk, pivot ? 'completed' : 'canceled');
+    };
+    if (opts?.async) setTimeout(end, this.endDelayMs);
+    else end();
+  }
+
+  async blockJobSetSpeed(domain: string, disk: string, bandwidth: bigint): Promise<void> {
+    this.record('blockJobSetSpeed', [domain, disk, bandwidth]);
+    const k = this.running(domain).disks.find((x) => x.target === disk);
+    if (!k?.job) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk ${disk} does not have an active block job`);
+    k.job.bandwidth = bandwidth;
+  }
+
+  async versions(): Promise<Versions> {
+    return { libvirt: '9.0.0', hypervisorType: 'QEMU', hypervisor: '7.2.0' };
+  }
+
+  async onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>> {
+    this.listeners.add(listener);
+    return async () => { this.listeners.delete(listener); };
+  }
+
+  onClose(_listener: (reason: CloseReason) => void): void {}
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}

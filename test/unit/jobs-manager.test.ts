@@ -1,0 +1,457 @@
+// The job manager's logic against a fake libvirt connection: validation, idempotency, the
+// journal written before each side effect, ready/pivot/finish/abort semantics, inferred ends,
+// reconcile and adoption, notifications. Fast, and proof of logic only: the real copies are
+// in test/integration/jobs.test.ts.
+import t, { type Test } from 'tap';
+import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AgentError } from '../../src/errors.js';
+import type { Job } from '../../src/generated/api.js';
+import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
+import { LibvirtError } from '../../src/libvirt/index.js';
+import { silentLogger } from '../../src/log.js';
+import { FakeConnection, type FakeDomain } from './fake-connection.js';
+
+interface Setup {
+  conn: FakeConnection;
+  jobs: JobManager;
+  stateDir: string;
+  destDir: string;
+  changes: Job[];
+  dom: FakeDomain;
+}
+
+async function setup(t: Test, opts: Partial<JobManagerOptions> & { prepare?: (c: FakeConnection) => void; noStart?: boolean } = {}): Promise<Setup> {
+  const root = mkdtempSync(join(tmpdir(), 'bc-jobs-'));
+  const stateDir = join(root, 'state');
+  const destDir = join(root, 'dest');
+  mkdirSync(destDir);
+  const conn = new FakeConnection(stateDir);
+  const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
+  opts.prepare?.(conn);
+  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, ...opts });
+  const changes: Job[] = [];
+  jobs.on('job.changed', (j: Job) => changes.push(j));
+  if (!opts.noStart) await jobs.start();
+  t.teardown(() => jobs.stop());
+  return { conn, jobs, stateDir, destDir, changes, dom };
+}
+
+async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<AgentError> {
+  try {
+    await p;
+  } catch (e) {
+    t.ok(e instanceof AgentError, `${msg}: an AgentError`);
+    t.equal((e as AgentError).errorName, name, msg);
+    return e as AgentError;
+  }
+  t.fail(`${msg}: expected ${name}, resolved`);
+  return new AgentError('notFound', 'unreachable');
+}
+
+const until = async (cond: () => boolean, ms = 3000) => {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+t.test('validation happens before any side effect', async (t) => {
+  const s = await setup(t, {
+    prepare: (c) => {
+      c.addDomain({ name: 'vm-cd', disks: [{ target: 'hdc', device: 'cdrom', format: 'raw' }] });
+      c.addDomain({ name: 'vm-net', disks: [{ target: 'vda', type: 'network' }] });
+      c.addDomain({ name: 'vm-off', active: false, persistent: true });
+    },
+  });
+  const dest = { path: join(s.destDir, 'copy.qcow2') };
+  await rejects(t, s.jobs.blockCopy({ domain: 'nope', disk: 'vda', destination: dest }), 'notFound', 'unknown domain');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vdz', destination: dest }), 'notFound', 'unknown disk');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm-cd', disk: 'hdc', destination: dest }), 'unsupported', 'a cdrom');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm-net', disk: 'vda', destination: dest }), 'unsupported', 'a network disk');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: '/images/vm1-vda.qcow2' } }), 'destinationRejected', 'the source itself');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: '/images/vm1-vdb.qcow2' } }), 'destinationRejected', 'another disk in use');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm-off', disk: 'vda', destination: dest }), 'invalidState', 'a domain that is not running');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destinationXml: "<disk type='network'><source protocol='nbd'/></disk>" }), 'destinationRejected', 'unsupported destinationXml');
+  t.same(s.conn.sideEffects(), [], 'libvirt was never asked to change anything');
+  t.same(readdirSync(s.stateDir), [], 'nothing journaled');
+  t.same(readdirSync(s.destDir), [], 'nothing created');
+  t.same(s.changes, [], 'no notifications');
+});
+
+t.test('libvirt refusing the copy leaves no job behind', async (t) => {
+  const s = await setup(t);
+  s.conn.failNext.set('blockCopy', new LibvirtError(1, 10, "internal error: unable to execute QEMU command 'blockdev-add': Failed to get \"write\" lock"));
+  const e = await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } }), 'libvirtError', 'refused');
+  t.match(e.data, { libvirt: { code: 1, message: /write" lock/ } }, "libvirt's own error in data");
+  t.same((await s.jobs.listJobs({})).jobs, []);
+  t.same(readdirSync(s.stateDir), [], 'the journal record is removed');
+});
+
+t.test('a persistent domain gets a transient job by default; refusing non-transient is "unsupported"', async (t) => {
+  const s = await setup(t, { prepare: (c) => { c.addDomain({ name: 'pvm', persistent: true }); } });
+  const r = await s.jobs.blockCopy({ domain: 'pvm', disk: 'vda', destination: { path: join(s.destDir, 'p.qcow2') } });
+  t.equal(r.job.options.transientJob, true);
+  t.match(s.conn.sideEffects()[0]!.args[3], { transientJob: true });
+  const r2 = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 't.qcow2') } });
+  t.equal(r2.job.options.transientJob, false, 'transient domain: not needed');
+  s.conn.addDomain({ name: 'pvm2', persistent: true });
+  await rejects(t, s.jobs.blockCopy({ domain: 'pvm2', disk: 'vda', transientJob: false, destination: { path: join(s.destDir, 'q.qcow2') } }), 'unsupported', 'libvirt 9: domain is not transient');
+});
+
+t.test('the journal is written before each libvirt side effect', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2'), format: 'qcow2' }, bandwidth: 1048576 });
+  const [copy] = s.conn.sideEffects();
+  t.equal(copy!.method, 'blockCopy');
+  t.match(copy!.journal, [{ job: { jobId: job.jobId, state: 'copying' }, intent: { op: 'blockCopy' }, destinationXml: /<source file=/ }], 'record with intent on disk before blockCopy');
+  t.match(copy!.args[3], { bandwidth: 1048576n });
+
+  await s.jobs.setSpeed({ jobId: job.jobId, bandwidth: '2097152' });
+  const speed = s.conn.sideEffects()[1]!;
+  t.match(speed.journal, [{ intent: { op: 'setSpeed', bandwidth: '2097152' } }], 'before setSpeed');
+
+  s.conn.makeReady(s.dom);
+  await until(() => s.changes.some((c) => c.state === 'ready'));
+  await s.jobs.pivot({ jobId: job.jobId });
+  const pivot = s.conn.sideEffects()[2]!;
+  t.equal(pivot.method, 'blockJobAbort');
+  t.match(pivot.journal, [{ job: { state: 'pivoting' }, intent: { op: 'pivot' } }], 'state pivoting and intent on disk before the pivot');
+  await s.jobs.stop();
+  const after = s.conn.readJournal();
+  t.match(after, [{ job: { state: 'pivoted' } }]);
+  t.notOk(after[0]!.intent, 'the intent is cleared once libvirt answered');
+});
+
+t.test('a journal that cannot be written stops the side effect', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await until(() => s.changes.some((c) => c.state === 'ready'));
+  // Replace the record file by a directory: the rename fails.
+  await s.jobs.stop();
+  const { rmSync } = await import('node:fs');
+  rmSync(join(s.stateDir, `job-${job.jobId}.json`));
+  mkdirSync(join(s.stateDir, `job-${job.jobId}.json`));
+  const jobs2 = new JobManager({ connection: s.conn, stateDir: s.stateDir, log: silentLogger, pollIntervalMs: 50 });
+  await jobs2.start();
+  t.teardown(() => jobs2.stop());
+  // The directory is not a readable record, so the copy was adopted under a new id.
+  const [adopted] = (await jobs2.listJobs({})).jobs;
+  t.equal(adopted!.owner, 'adopted');
+  const before = s.conn.sideEffects().length;
+  rmSync(s.stateDir, { recursive: true });
+  writeFileSync(s.stateDir, 'not a directory');
+  await t.rejects(jobs2.pivot({ jobId: adopted!.jobId }), 'pivot fails when its record cannot be written');
+  t.equal(s.conn.sideEffects().length, before, 'libvirt was not asked to pivot');
+  t.equal((await jobs2.jobInfo({ jobId: adopted!.jobId })).job.state, 'ready', 'the job is back to ready');
+});
+
+t.test('idempotency', async (t) => {
+  const s = await setup(t);
+  const dest = { path: join(s.destDir, 'c.qcow2') };
+  const first = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest, jobId: 'key-1' });
+  t.equal(first.changed, true);
+  const again = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest });
+  t.same([again.changed, again.job.jobId], [false, 'key-1'], 'same destination: the existing job');
+  const byKey = await s.jobs.blockCopy({ domain: s.dom.uuid, disk: 'vda', destination: dest, jobId: 'key-1' });
+  t.same([byKey.changed, byKey.job.jobId], [false, 'key-1'], 'same key, domain by UUID');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'other.qcow2') } }), 'jobExists', 'a different destination');
+  await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') }, jobId: 'key-1' }), 'jobExists', 'a key already naming a job on another disk');
+  t.equal(s.conn.sideEffects().length, 1, 'one copy started');
+
+  await rejects(t, s.jobs.abort({ domain: 'vm1', disk: 'vdb' }), 'noJob', 'abort with no job');
+  await rejects(t, s.jobs.jobInfo({ jobId: 'nope' }), 'noJob', 'unknown jobId');
+  const ab = await s.jobs.abort({ jobId: 'key-1' });
+  t.same([ab.changed, ab.job.state], [true, 'cancelled']);
+  const ab2 = await s.jobs.abort({ domain: 'vm1', disk: 'vda' });
+  t.same([ab2.changed, ab2.job.state], [false, 'cancelled'], 'abort on cancelled');
+  const rerun = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest, jobId: 'key-1' });
+  t.same([rerun.changed, rerun.job.state], [false, 'cancelled'], 'the same key again: the same (ended) job, nothing started');
+  const fresh = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest });
+  t.equal(fresh.changed, true, 'without the key, a cancelled copy can be started again');
+});
+
+t.test('concurrent identical calls start one copy', async (t) => {
+  const s = await setup(t);
+  const p = { domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') }, jobId: 'k' };
+  const results = await Promise.all([s.jobs.blockCopy(p), s.jobs.blockCopy(p), s.jobs.blockCopy({ ...p, jobId: undefined })]);
+  t.same(results.map((r) => r.changed).sort(), [false, false, true]);
+  t.same(new Set(results.map((r) => r.job.jobId)), new Set(['k']));
+  t.equal(s.conn.sideEffects().length, 1);
+  t.equal(readdirSync(s.stateDir).filter((f) => f.endsWith('.json')).length, 1, 'one record');
+});
+
+t.test('ready is the event or the live XML, never cur == end alone', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } });
+  s.conn.progress(s.dom, 'vda', 0n, 1n);
+  await new Promise((r) => setTimeout(r, 150));
+  s.conn.progress(s.dom, 'vda', 1000n, 1000n);
+  await new Promise((r) => setTimeout(r, 200));
+  t.equal((await s.jobs.jobInfo({ jobId: job.jobId })).job.state, 'copying', 'cur == end without ready stays copying');
+  t.equal((await s.jobs.jobInfo({ jobId: job.jobId })).job.progress.percent, 100);
+  s.conn.makeReady(s.dom, 'vda', { event: false });
+  const w = await s.jobs.wait({ jobId: job.jobId, until: 'ready', timeout: 3 });
+  t.equal(w.job.state, 'ready', "a missed READY event is caught from <mirror ready='yes'>");
+  t.ok(w.job.readyAt);
+
+  const b = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } });
+  s.conn.makeReady(s.dom, 'vdb');
+  t.equal((await s.jobs.wait({ jobId: b.job.jobId, until: 'ready', timeout: 3 })).job.state, 'ready', 'by the READY event');
+});
+
+t.test('pivot', async (t) => {
+  const s = await setup(t, { prepare: (c) => { c.addDomain({ name: 'pvm', persistent: true }); } });
+  const pdom = s.conn.domains[1]!;
+  const dest = join(s.destDir, 'c.qcow2');
+  const { job } = await s.jobs.blockCopy({ domain: 'pvm', disk: 'vda', destination: { path: dest } });
+  const t0 = Date.now();
+  await rejects(t, s.jobs.pivot({ jobId: job.jobId, timeout: 0.3 }), 'notReady', 'before ready, after its deadline');
+  t.ok(Date.now() - t0 >= 250, 'waited for ready until the deadline');
+  t.equal(s.conn.sideEffects().length, 1, 'no pivot was sent before ready');
+
+  s.conn.makeReady(pdom);
+  s.conn.pivotNotReady = 2; // QEMU dropped out of ready under writes, twice
+  const r = await s.jobs.pivot({ domain: 'pvm', disk: 'vda' });
+  t.same([r.changed, r.job.state, r.job.outcome], [true, 'pivoted', 'observed']);
+  t.equal(s.conn.sideEffects().filter((c) => c.method === 'blockJobAbort').length, 3, 'retried twice after "not ready for pivot yet"');
+  t.match(s.conn.sideEffects()[1]!.args[2], { async: true, pivot: true });
+  t.equal(s.conn.disk(pdom).source, dest, 'the fake switched');
+  t.same(r.job.persistent, { defined: true, source: '/images/pvm-vda.qcow2', matchesLive: false }, 'the persistent definition was read and compared');
+  const again = await s.jobs.pivot({ jobId: job.jobId });
+  t.same([again.changed, again.job.state], [false, 'pivoted'], 'pivot on pivoted');
+  await rejects(t, s.jobs.finish({ jobId: job.jobId }), 'invalidState', 'finish after pivot');
+  t.same(s.changes.filter((c) => c.jobId === job.jobId).map((c) => c.state).filter((x, i, a) => a[i - 1] !== x),
+    ['copying', 'ready', 'pivoting', 'ready', 'pivoting', 'ready', 'pivoting', 'pivoted'], 'every state change notified, in order');
+});
+
+t.test('pivot: QEMU never ready in time → notReady (retryable) with libvirt data', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await s.jobs.wait({ jobId: job.jobId, until: 'ready' });
+  s.conn.pivotNotReady = 1000;
+  const e = await rejects(t, s.jobs.pivot({ jobId: job.jobId, timeout: 0.5 }), 'notReady', 'deadline passed');
+  t.equal(e.retryable, true);
+  t.match(e.data, { libvirt: { code: 83, message: /not ready for pivot yet/ }, job: { state: 'ready' } });
+});
+
+t.test('a pivot that libvirt reports done but the live XML does not show → pivotFailed with evidence', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await s.jobs.wait({ jobId: job.jobId, until: 'ready' });
+  s.conn.pivotSwitches = false;
+  const e = await rejects(t, s.jobs.pivot({ jobId: job.jobId }), 'pivotFailed', 'not verified');
+  t.match(e.data, { job: { state: 'failed', error: { name: 'pivotFailed' } }, evidence: /completed event.*source \/images\/vm1-vda\.qcow2/ });
+});
+
+t.test('finish and abort', async (t) => {
+  const s = await setup(t);
+  const a = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
+  await rejects(t, s.jobs.finish({ jobId: a.job.jobId, timeout: 0.1 }), 'notReady', 'finish before ready');
+  t.equal(s.conn.sideEffects().length, 1, 'no abort sent before ready (it would cancel, not finish)');
+  s.conn.makeReady(s.dom);
+  const f = await s.jobs.finish({ jobId: a.job.jobId });
+  t.same([f.changed, f.job.state, f.job.outcome], [true, 'finished', 'observed']);
+  t.match(s.conn.sideEffects()[1]!.args[2], { async: true, pivot: false });
+  t.equal(s.conn.disk(s.dom).source, '/images/vm1-vda.qcow2', 'the guest stays on its source');
+  t.same((await s.jobs.finish({ jobId: a.job.jobId })).changed, false, 'finish on finished');
+  await rejects(t, s.jobs.pivot({ jobId: a.job.jobId }), 'invalidState', 'pivot after finish');
+
+  const b = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } });
+  const ab = await s.jobs.abort({ jobId: b.job.jobId });
+  t.same([ab.changed, ab.job.state, ab.job.outcome], [true, 'cancelled', 'observed'], 'abort in phase 1');
+});
+
+t.test('abort is not held up by a pivot waiting for ready', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
+  const pivot = s.jobs.pivot({ jobId: job.jobId, timeout: 30 }).then(() => null, (e: unknown) => e);
+  const t0 = Date.now();
+  const ab = await s.jobs.abort({ jobId: job.jobId });
+  t.equal(ab.job.state, 'cancelled');
+  t.ok(Date.now() - t0 < 2000, 'the abort did not wait for the pivot deadline');
+  await rejects(t, pivot.then((e) => { throw e; }), 'invalidState', 'the waiting pivot learns the job was cancelled');
+});
+
+t.test('jobs on different disks run concurrently', async (t) => {
+  const s = await setup(t);
+  const a = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
+  const b = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } });
+  s.conn.makeReady(s.dom, 'vda');
+  s.conn.makeReady(s.dom, 'vdb');
+  await s.jobs.wait({ jobId: a.job.jobId, until: 'ready' });
+  await s.jobs.wait({ jobId: b.job.jobId, until: 'ready' });
+  s.conn.endDelayMs = 300;
+  const t0 = Date.now();
+  const [pa, pb] = await Promise.all([s.jobs.pivot({ jobId: a.job.jobId }), s.jobs.finish({ jobId: b.job.jobId })]);
+  t.same([pa.job.state, pb.job.state], ['pivoted', 'finished']);
+  t.ok(Date.now() - t0 < 550, `both ends overlapped (${Date.now() - t0} ms for two 300 ms ends)`);
+});
+
+t.test('whenReady and wait', async (t) => {
+  const s = await setup(t);
+  const p = s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') }, whenReady: 'pivot', wait: 'done' });
+  await until(() => s.conn.disk(s.dom).mirror !== null);
+  s.conn.makeReady(s.dom);
+  const r = await p;
+  t.same([r.changed, r.job.state, r.job.whenReady], [true, 'pivoted', 'pivot'], 'one call: copy, pivot when ready, answer when done');
+
+  const q = s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') }, whenReady: 'finish', wait: 'ready' });
+  await until(() => s.conn.disk(s.dom, 'vdb').mirror !== null);
+  s.conn.makeReady(s.dom, 'vdb');
+  const rq = await q;
+  t.ok(['ready', 'finishing', 'finished'].includes(rq.job.state), `wait: ready answers at ready (${rq.job.state})`);
+  t.equal((await s.jobs.wait({ jobId: rq.job.jobId, until: 'done', timeout: 3 })).job.state, 'finished', 'then finishes by itself');
+});
+
+t.test('timeout cancels the copy like virsh --timeout', async (t) => {
+  const s = await setup(t);
+  const e = await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') }, wait: 'ready', timeout: 0.2 }), 'timeout', 'expired');
+  t.match(e.data, { job: { state: 'cancelled', error: { name: 'timeout' } } }, 'the job, cancelled, in data');
+  t.equal(s.conn.disk(s.dom).mirror, null, 'libvirt was asked to cancel');
+  t.match(s.conn.sideEffects()[1]!.args[2], { async: true }, 'an abort without pivot');
+});
+
+t.test('a caller that goes away stops waiting; the copy goes on', async (t) => {
+  const s = await setup(t);
+  const ac = new AbortController();
+  const p = s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') }, wait: 'done' }, ac.signal);
+  await until(() => s.conn.disk(s.dom).mirror !== null);
+  ac.abort();
+  await t.rejects(p, /went away/);
+  const [job] = (await s.jobs.listJobs({})).jobs;
+  t.equal(job!.state, 'copying', 'still copying');
+  t.notOk(s.conn.sideEffects().some((c) => c.method === 'blockJobAbort'), 'not cancelled');
+  const ac2 = new AbortController();
+  const w = s.jobs.wait({ jobId: job!.jobId, until: 'ready' }, ac2.signal);
+  ac2.abort();
+  await t.rejects(w, /went away/);
+});
+
+t.test('failures: FAILED event, domain stopped', async (t) => {
+  const s = await setup(t);
+  const a = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
+  s.conn.disk(s.dom).job = null;
+  s.conn.disk(s.dom).mirror = null;
+  s.conn.blockEvent(s.dom, 'vda', 'failed');
+  const fa = (await s.jobs.wait({ jobId: a.job.jobId, until: 'done', timeout: 2 })).job;
+  t.match(fa, { state: 'failed', error: { name: 'libvirtError', message: /failed/ }, evidence: /failed event/ });
+
+  const b = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } });
+  s.conn.stopDomain(s.dom);
+  const fb = (await s.jobs.wait({ jobId: b.job.jobId, until: 'done', timeout: 2 })).job;
+  t.match(fb, { state: 'failed', error: { name: 'invalidState', message: /stopped/ }, evidence: /lifecycle event stopped/ });
+
+  const other = s.conn.addDomain({ name: 'vm2' });
+  const c = await s.jobs.blockCopy({ domain: 'vm2', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } });
+  other.active = false; // stopped, and the lifecycle event is lost
+  const fc = (await s.jobs.wait({ jobId: c.job.jobId, until: 'done', timeout: 2 })).job;
+  t.match(fc, { state: 'failed', error: { name: 'invalidState' }, evidence: /no lifecycle event received; the poll got: .*not running/ }, 'the poll is the safety net');
+});
+
+t.test('a copy that vanishes without an event: concluded from the live XML, marked inferred', async (t) => {
+  const s = await setup(t);
+  const a = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await s.jobs.wait({ jobId: a.job.jobId, until: 'ready' });
+  // Someone pivots with virsh while the event is lost.
+  s.conn.sendEndEvents = false;
+  await s.conn.blockJobAbort(s.dom.uuid, 'vda', { pivot: true });
+  const ja = (await s.jobs.wait({ jobId: a.job.jobId, until: 'done', timeout: 3 })).job;
+  t.match(ja, { state: 'pivoted', outcome: 'inferred', evidence: /disappeared without an event.*source .*a\.qcow2 and no <mirror>/ });
+
+  const b = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } });
+  s.conn.disk(s.dom, 'vdb').job = null;
+  s.conn.disk(s.dom, 'vdb').mirror = null;
+  const jb = (await s.jobs.wait({ jobId: b.job.jobId, until: 'done', timeout: 3 })).job;
+  t.match(jb, { state: 'cancelled', outcome: 'inferred', evidence: /source \/images\/vm1-vdb\.qcow2/ }, 'back on the source: cancelled, never claimed finished');
+});
+
+t.test('recovering until reconcile is done; adoption; reconcile of the journal', async (t) => {
+  const root = mkdtempSync(join(tmpdir(), 'bc-jobs-'));
+  const stateDir = join(root, 'state');
+  const conn = new FakeConnection(stateDir);
+  const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }, { target: 'vdc' }] });
+  const first = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50 });
+  await first.start();
+  const a = await first.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(root, 'a.qcow2') }, whenReady: 'pivot' });
+  const b = await first.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(root, 'b.qcow2') } });
+  await first.stop();
+  t.equal(conn.sideEffects().length, 2, 'stop() touched no copy');
+
+  // While the agent is down: vda gets ready (event lost), vdb is pivoted by someone, vdc gets a virsh copy.
+  conn.makeReady(dom, 'vda', { event: false });
+  conn.makeReady(dom, 'vdb', { event: false });
+  conn.sendEndEvents = false;
+  await conn.blockJobAbort(dom.uuid, 'vdb', { pivot: true });
+  conn.sendEndEvents = true;
+  conn.startOutside(dom, 'vdc', '/elsewhere/c.qcow2', true);
+
+  conn.listDelayMs = 200;
+  const second = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50 });
+  const started = second.start();
+  await new Promise((r) => setTimeout(r, 50));
+  await rejects(t, second.abort({ jobId: b.job.jobId }), 'recovering', 'mutating calls wait for reconcile');
+  await rejects(t, second.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(root, 'x.qcow2') } }), 'recovering', 'blockCopy too');
+  await started;
+  t.teardown(() => second.stop());
+  const jb = (await second.jobInfo({ jobId: b.job.jobId })).job;
+  t.match(jb, { state: 'pivoted', outcome: 'inferred', evidence: /ended while the agent was not running/ });
+  const ja = (await second.wait({ jobId: a.job.jobId, until: 'done', timeout: 3 })).job;
+  t.match(ja, { state: 'pivoted', outcome: 'observed' }, 'ready found at start-up; whenReady: pivot carried out');
+  const adopted = (await second.listJobs({ domain: 'vm1' })).jobs.find((j) => j.disk === 'vdc')!;
+  t.match(adopted, { owner: 'adopted', state: 'ready', destination: { path: '/elsewhere/c.qcow2', format: 'qcow2', type: 'file' } });
+  const again = await second.blockCopy({ domain: 'vm1', disk: 'vdc', destination: { path: '/elsewhere/c.qcow2' } });
+  t.same([again.changed, again.job.jobId], [false, adopted.jobId], 'asking for the copy virsh started: the adopted job');
+  t.equal((await second.finish({ jobId: adopted.jobId })).job.state, 'finished', 'an adopted copy can be finished');
+});
+
+t.test('a copy started by another tool while the agent runs is adopted on its READY event', async (t) => {
+  const s = await setup(t);
+  s.conn.startOutside(s.dom, 'vdb', '/elsewhere/b.qcow2', true);
+  s.conn.blockEvent(s.dom, 'vdb', 'ready');
+  await until(() => s.changes.some((c) => c.owner === 'adopted'));
+  t.match((await s.jobs.jobInfo({ domain: 'vm1', disk: 'vdb' })).job, { owner: 'adopted', state: 'ready' });
+});
+
+t.test('progress notifications are bounded to one per second per job', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
+  const before = s.changes.length;
+  let cur = 0n;
+  const timer = setInterval(() => s.conn.progress(s.dom, 'vda', (cur += 1000n), 1_000_000n), 10);
+  await new Promise((r) => setTimeout(r, 1500));
+  clearInterval(timer);
+  const n = s.changes.length - before;
+  t.ok(n >= 1 && n <= 2, `${n} progress notifications in 1.5 s`);
+  const j = (await s.jobs.jobInfo({ jobId: job.jobId })).job;
+  t.ok(typeof j.progress.rate === 'number' && j.progress.rate > 0, `rate from the agent's samples: ${j.progress.rate} B/s`);
+  t.ok(typeof j.progress.eta === 'number', 'an ETA');
+});
+
+t.test('64-bit values above 2^53 become decimal strings', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') }, bandwidth: '18014398509481984' });
+  t.equal(job.bandwidth, '18014398509481984');
+  t.match(s.conn.sideEffects()[0]!.args[3], { bandwidth: 18014398509481984n });
+  s.conn.progress(s.dom, 'vda', 2n ** 60n, 2n ** 61n);
+  await new Promise((r) => setTimeout(r, 120));
+  const j = (await s.jobs.jobInfo({ jobId: job.jobId })).job;
+  t.same([j.progress.cur, j.progress.end, j.progress.percent], [String(2n ** 60n), String(2n ** 61n), 50]);
+  s.conn.progress(s.dom, 'vda', 5n, 10n);
+  await new Promise((r) => setTimeout(r, 120));
+  t.same((await s.jobs.jobInfo({ jobId: job.jobId })).job.progress.cur, 5, 'numbers when they fit');
+});
+
+t.test('capabilities', async (t) => {
+  const s = await setup(t, { agentVersion: '1.2.3' });
+  t.same(await s.jobs.capabilities(), {
+    agent: { name: 'blockcopy-agent', version: '1.2.3' }, libvirt: { version: '9.0.0' }, hypervisor: { type: 'QEMU', version: '7.2.0' },
+    flags: { shallow: true, reuseExternal: true, transientJob: true, synchronousWrites: true },
+  });
+});
