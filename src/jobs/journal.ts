@@ -30,6 +30,7 @@ export interface JobRecord {
 }
 
 const FILE = /^job-([A-Za-z0-9._:-]+)\.json$/;
+const JOB_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export class Journal {
   constructor(private readonly dir: string, private readonly durable = true) {}
@@ -40,6 +41,8 @@ export class Journal {
 
   /** The record file of a job (tests read it to check what was written when). */
   path(jobId: string): string {
+    // The schema allows only these characters; checked again here because the id names a file.
+    if (!JOB_ID.test(jobId)) throw new Error(`unsafe job id for a file name: ${JSON.stringify(jobId)}`);
     return join(this.dir, `job-${jobId}.json`);
   }
 

@@ -297,6 +297,8 @@ export class JobManager extends EventEmitter {
     const key = diskKey(job.domain.uuid, job.disk);
     const deadline = this.realNow() + budgetMs;
     let delay = 200;
+    // Only the call that sends the request reports changed: true; one joining it does not.
+    let sentByUs = false;
     for (;;) {
       const s = job.state;
       if (s === goal) return { job: publicJob(entry), changed: false };
@@ -335,7 +337,10 @@ export class JobManager extends EventEmitter {
           throw toAgentError(e, `libvirt refused to ${how}`);
         }
       });
-      if (sent === 'sent') break;
+      if (sent === 'sent') {
+        sentByUs = true;
+        break;
+      }
       if (sent === 'recheck') continue;
       // QEMU is not (or no longer) ready, e.g. under heavy guest writes: back off and retry.
       if (this.realNow() + delay > deadline) {
@@ -350,7 +355,7 @@ export class JobManager extends EventEmitter {
       throw new AgentError('timeout', `${how} of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
     });
     const end = entry.rec.job;
-    if (end.state === goal) return { job: publicJob(entry), changed: true };
+    if (end.state === goal) return { job: publicJob(entry), changed: sentByUs };
     if (end.state === 'failed') {
       throw new AgentError(how === 'pivot' ? 'pivotFailed' : 'libvirtError', end.error?.message ?? `${how} failed`,
         { job: publicJob(entry), ...(end.evidence ? { evidence: end.evidence } : {}), ...(end.error?.libvirt ? { libvirt: end.error.libvirt } : {}) });
@@ -503,7 +508,8 @@ export class JobManager extends EventEmitter {
       const grace = Math.max(5000, 2 * this.pollMs);
       const requested = job.state === 'pivoting' || job.state === 'finishing' || job.state === 'cancelling';
       if (!requested || this.realNow() - entry.requestedAt > grace) {
-        await this.settle(entry, `the block job disappeared without an event (seen by the ${this.pollMs} ms poll)`);
+        // Not awaited: a verification may take seconds, and the other jobs' samples must not wait.
+        void this.settle(entry, `the block job disappeared without an event (seen by the ${this.pollMs} ms poll)`);
       }
       return;
     }
@@ -535,12 +541,18 @@ export class JobManager extends EventEmitter {
     return findDisk(xml, entry.rec.job.disk);
   }
 
-  /** Reads the disk until libvirt has dropped the <mirror> (it updates the XML around the event). */
+  /**
+   * Reads the disk until libvirt has dropped the <mirror> (it updates the XML around the end
+   * event), for up to 5 s, while an end is under way: an end event arrived or the mirror is in
+   * its pivot/abort phase. A mirror simply still copying is returned at once.
+   */
   private async settledDisk(entry: Tracked): Promise<DiskInfo | undefined> {
     let disk: DiskInfo | undefined;
     for (let i = 0; i < 25; i++) {
       disk = await this.liveDisk(entry);
       if (!disk?.mirror) return disk;
+      const ending = entry.sawEnd || disk.mirror.ready === 'pivot' || disk.mirror.ready === 'abort';
+      if (!ending) return disk;
       await sleep(200);
     }
     return disk;

@@ -228,6 +228,18 @@ t.test('pivot', async (t) => {
     ['copying', 'ready', 'pivoting', 'ready', 'pivoting', 'ready', 'pivoting', 'pivoted'], 'every state change notified, in order');
 });
 
+t.test('two pivots at once: one request to libvirt, one changed: true', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await s.jobs.wait({ jobId: job.jobId, until: 'ready' });
+  s.conn.endDelayMs = 200;
+  const rs = await Promise.all([s.jobs.pivot({ jobId: job.jobId }), s.jobs.pivot({ domain: 'vm1', disk: 'vda' })]);
+  t.same(rs.map((r) => r.job.state), ['pivoted', 'pivoted']);
+  t.same(rs.map((r) => r.changed).sort(), [false, true]);
+  t.equal(s.conn.sideEffects().filter((c) => c.method === 'blockJobAbort').length, 1);
+});
+
 t.test('pivot: QEMU never ready in time → notReady (retryable) with libvirt data', async (t) => {
   const s = await setup(t);
   const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } });
