@@ -4,7 +4,7 @@
 // restart and reconcile with a copy running, adoption of a virsh copy, copies that end outside
 // the agent, the persistent definition after a pivot, and libvirt 9's real error answers.
 import t, { type Test } from 'tap';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
 import type { Job } from '../../src/generated/api.js';
@@ -26,7 +26,14 @@ interface Agentish {
   stop(): Promise<void>;
 }
 
-async function manager(t: Test, stateDir = join(hv.scratchDir('jobs-state-'), 'state')): Promise<Agentish> {
+/** A state directory removed at the end of the test. */
+function stateDirFor(t: Test): string {
+  const dir = hv.scratchDir('jobs-state-');
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, 'state');
+}
+
+async function manager(t: Test, stateDir = stateDirFor(t)): Promise<Agentish> {
   const conn = await openConnection('qemu:///system');
   const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 500, agentVersion: 'test' });
   const changes: Job[] = [];
@@ -171,7 +178,7 @@ t.test('the domain is destroyed mid-copy → failed with the reason', async (t) 
 });
 
 t.test('restart: the copy keeps running, the next manager reconciles and pivots it', async (t) => {
-  const stateDir = join(hv.scratchDir('jobs-state-'), 'state');
+  const stateDir = stateDirFor(t);
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x73, offset: 0, length: 24 * MiB });
   const dest = join(dom.dir, 'restart.qcow2');
@@ -189,7 +196,7 @@ t.test('restart: the copy keeps running, the next manager reconciles and pivots 
 });
 
 t.test('a copy started with virsh is adopted; one ended outside the agent is inferred', async (t) => {
-  const stateDir = join(hv.scratchDir('jobs-state-'), 'state');
+  const stateDir = stateDirFor(t);
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }, { format: 'qcow2', sizeMiB: 32 }] });
   const destA = join(dom.dir, 'virsh-a.qcow2');
   await hv.virsh('blockcopy', dom.name, 'vda', destA, '--wait', '--format', 'qcow2', '--transient-job');
