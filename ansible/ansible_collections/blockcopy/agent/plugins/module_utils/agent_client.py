@@ -94,6 +94,12 @@ class StdioTransport(object):
                 continue
             chunk = os.read(self.proc.stdout.fileno(), 65536)
             if not chunk:
+                # stdout closes a moment before the process can be reaped; wait for it so
+                # that its exit status and last stderr line reach the caller.
+                try:
+                    self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
                 raise AgentError("the agent exited (%s)%s" % (self.proc.poll(), self._stderr_tail()))
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
