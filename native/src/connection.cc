@@ -117,6 +117,10 @@ Napi::Function Connection::Define(Napi::Env env) {
       InstanceMethod<&Connection::BlockJobAbort>("blockJobAbort"),
       InstanceMethod<&Connection::BlockJobSetSpeed>("blockJobSetSpeed"),
       InstanceMethod<&Connection::Versions>("versions"),
+      InstanceMethod<&Connection::Suspend>("suspend"),
+      InstanceMethod<&Connection::Resume>("resume"),
+      InstanceMethod<&Connection::FsFreeze>("fsFreeze"),
+      InstanceMethod<&Connection::FsThaw>("fsThaw"),
       InstanceMethod<&Connection::SubscribeEvents>("subscribeEvents"),
       InstanceMethod<&Connection::UnsubscribeEvents>("unsubscribeEvents"),
   });
@@ -463,6 +467,43 @@ Napi::Value Connection::BlockJobSetSpeed(const Napi::CallbackInfo& info) {
         return Done{};
       },
       Undefined);
+}
+
+// suspend/resume/fsFreeze/fsThaw: one call on one domain, resolving to libvirt's non-negative
+// result (for fsFreeze/fsThaw, how many filesystems the guest agent froze or thawed).
+Napi::Value Connection::DomainCall(const Napi::CallbackInfo& info, int (*fn)(virDomainPtr),
+                                   const char* what) {
+  Napi::Env env = info.Env();
+  std::string key = StringArg(info, 0, "domain");
+  if (conn_ == nullptr) return RejectedClosed(env);
+  ConnPtr c = Ref(env);
+  return PromiseWorker<int>::Start(
+      env,
+      [c, key, fn, what]() {
+        Dom d(c.get(), key);
+        int r = fn(d);
+        if (r < 0) ThrowLastError(what);
+        return r;
+      },
+      [](Napi::Env env, int& r) -> Napi::Value { return Napi::Number::New(env, r); });
+}
+
+Napi::Value Connection::Suspend(const Napi::CallbackInfo& info) {
+  return DomainCall(info, [](virDomainPtr d) { return virDomainSuspend(d); }, "cannot suspend the domain");
+}
+
+Napi::Value Connection::Resume(const Napi::CallbackInfo& info) {
+  return DomainCall(info, [](virDomainPtr d) { return virDomainResume(d); }, "cannot resume the domain");
+}
+
+Napi::Value Connection::FsFreeze(const Napi::CallbackInfo& info) {
+  return DomainCall(info, [](virDomainPtr d) { return virDomainFSFreeze(d, nullptr, 0, 0); },
+                    "cannot freeze the guest's filesystems");
+}
+
+Napi::Value Connection::FsThaw(const Napi::CallbackInfo& info) {
+  return DomainCall(info, [](virDomainPtr d) { return virDomainFSThaw(d, nullptr, 0, 0); },
+                    "cannot thaw the guest's filesystems");
 }
 
 Napi::Value Connection::Versions(const Napi::CallbackInfo& info) {

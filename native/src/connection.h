@@ -37,6 +37,11 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value BlockJobAbort(const Napi::CallbackInfo& info);
   Napi::Value BlockJobSetSpeed(const Napi::CallbackInfo& info);
   Napi::Value Versions(const Napi::CallbackInfo& info);
+  Napi::Value Suspend(const Napi::CallbackInfo& info);
+  Napi::Value Resume(const Napi::CallbackInfo& info);
+  Napi::Value FsFreeze(const Napi::CallbackInfo& info);
+  Napi::Value FsThaw(const Napi::CallbackInfo& info);
+  Napi::Value DomainCall(const Napi::CallbackInfo& info, int (*fn)(virDomainPtr), const char* what);
   Napi::Value SubscribeEvents(const Napi::CallbackInfo& info);
   Napi::Value UnsubscribeEvents(const Napi::CallbackInfo& info);
 

@@ -58,6 +58,10 @@ class LibvirtConnection implements Connection {
   }
   blockJobSetSpeed(domain: string, disk: string, bandwidth: bigint) { return call(() => this.n.blockJobSetSpeed(domain, disk, bandwidth)); }
   versions() { return call(() => this.n.versions()); }
+  suspend(domain: string) { return call(() => this.n.suspend(domain)); }
+  resume(domain: string) { return call(() => this.n.resume(domain)); }
+  fsFreeze(domain: string) { return call(() => this.n.fsFreeze(domain)); }
+  fsThaw(domain: string) { return call(() => this.n.fsThaw(domain)); }
 
   async onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>> {
     this.eventListeners.add(listener);

@@ -100,6 +100,12 @@ export interface Connection {
   blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void>;
   blockJobSetSpeed(domain: string, disk: string, bandwidthBytesPerSecond: bigint): Promise<void>;
   versions(): Promise<Versions>;
+  /** Pauses the guest's vCPUs (virDomainSuspend). */
+  suspend(domain: string): Promise<number>;
+  resume(domain: string): Promise<number>;
+  /** Freezes every guest filesystem through the QEMU guest agent; resolves to how many were frozen. */
+  fsFreeze(domain: string): Promise<number>;
+  fsThaw(domain: string): Promise<number>;
   /** Subscribe to BLOCK_JOB_2 and lifecycle events of all domains. Returns the unsubscribe function. */
   onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>>;
   /** Called once when the connection is closed by libvirt (not by close()). */

@@ -44,7 +44,7 @@ export interface Call {
   journal: JobRecord[];
 }
 
-const SIDE_EFFECTS = new Set(['blockCopy', 'blockJobAbort', 'blockJobSetSpeed']);
+const SIDE_EFFECTS = new Set(['blockCopy', 'blockJobAbort', 'blockJobSetSpeed', 'suspend', 'resume']);
 
 const lverr = (code: number, message: string) => new LibvirtError(code, 10, message);
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
@@ -257,6 +257,33 @@ export class FakeConnection implements Connection {
     const k = this.running(domain).disks.find((x) => x.target === disk);
     if (!k?.job) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk ${disk} does not have an active block job`);
     k.job.bandwidth = bandwidth;
+  }
+
+  /** Domains whose vCPUs are paused (suspend/resume). */
+  paused = new Set<string>();
+
+  async suspend(domain: string): Promise<number> {
+    this.record('suspend', [domain]);
+    this.paused.add(this.running(domain).uuid);
+    return 0;
+  }
+
+  async resume(domain: string): Promise<number> {
+    this.record('resume', [domain]);
+    const d = this.running(domain);
+    if (!this.paused.delete(d.uuid)) throw lverr(VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: domain is not paused');
+    return 0;
+  }
+
+  async fsFreeze(domain: string): Promise<number> {
+    this.record('fsFreeze', [domain]);
+    this.running(domain);
+    throw lverr(VirErrorCode.ARGUMENT_UNSUPPORTED, 'argument unsupported: QEMU guest agent is not configured');
+  }
+
+  async fsThaw(domain: string): Promise<number> {
+    this.record('fsThaw', [domain]);
+    return 0;
   }
 
   async versions(): Promise<Versions> {
