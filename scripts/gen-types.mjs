@@ -41,6 +41,13 @@ ts = ts.replace(/export interface AllSchemas \{[\s\S]*?\n\}\n/, '');
 // them); the generator renders each as an open object. The strict object type is the truth.
 ts = ts.replace(/ & \{\n  \[k: string\]: unknown;\n\}/g, '');
 
+// Method name → [params, result], from the schemas/methods/ file pairs: the typed client's map.
+const methodsDir = join(schemasDir, 'methods');
+const titleOf = (f) => JSON.parse(readFileSync(join(methodsDir, f), 'utf8')).title;
+const methodNames = readdirSync(methodsDir).filter((f) => f.endsWith('.params.json')).map((f) => f.slice(0, -'.params.json'.length)).sort();
+ts += `\n/** Every method: [params, result]. */\nexport interface MethodTypes {\n${methodNames
+  .map((m) => `  ${m}: [${titleOf(`${m}.params.json`)}, ${titleOf(`${m}.result.json`)}];`).join('\n')}\n}\n`;
+
 if (process.argv.includes('--check')) {
   const current = existsSync(out) ? readFileSync(out, 'utf8') : '';
   if (current !== ts) {

@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
 import { makeDestinationCheck } from './jobs/destination-check.js';
+import { GroupManager } from './jobs/groups.js';
 import { JobManager } from './jobs/manager.js';
 import { openConnection, type Connection } from './libvirt/index.js';
 import type { Logger } from './log.js';
@@ -71,6 +72,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
 
   let conn: Connection | null = null;
   let jobs: JobManager | null = null;
+  let groups: GroupManager | null = null;
   let rpc: RpcServer | null = null;
   let ws: WebSocketTransport | null = null;
   try {
@@ -86,7 +88,10 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
     });
     await jobs.start();
-    rpc = new RpcServer({ service: jobs, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write });
+    const current = conn;
+    groups = new GroupManager({ jobs, connection: () => current, stateDir: cfg.stateDir, log });
+    await groups.start();
+    rpc = new RpcServer({ service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write });
     if (cfg.listen.enabled) {
       // The local stdio relay proves it runs as root by reading this from the state directory.
       const relayToken = randomBytes(32).toString('hex');
@@ -101,6 +106,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   } catch (e) {
     await ws?.close();
     rpc?.close();
+    groups?.stop();
     await jobs?.stop();
     await conn?.close();
     lock.release();
@@ -117,6 +123,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       closing ??= (async () => {
         await ws?.close();
         rpc!.close();
+        groups!.stop();
         await jobs!.stop();
         await conn!.close();
         lock.release();

@@ -4,7 +4,7 @@
 export const ERRORS = {
   notFound: { code: -32000, retryable: false, description: 'The domain, disk or job does not exist.' },
   jobExists: { code: -32001, retryable: false, description: 'A different copy job already runs on this disk.' },
-  noJob: { code: -32002, retryable: false, description: 'There is no copy job on this disk (or with this id).' },
+  noJob: { code: -32002, retryable: false, description: 'There is no copy job on this disk (or with this id), or no group with this id.' },
   notReady: { code: -32003, retryable: true, description: 'The job has not reached (or has dropped out of) the ready phase.' },
   pivotFailed: { code: -32004, retryable: false, description: 'libvirt could not switch the guest onto the copy, or the switch could not be verified.' },
   destinationRejected: { code: -32005, retryable: false, description: 'The destination breaks the destination policy.' },

@@ -13,6 +13,28 @@ export type DiskTarget = string;
  */
 export type DomainKey = string;
 /**
+ * Guest filesystem freeze around the pause, through the QEMU guest agent (virDomainFSFreeze). auto: freeze when the domain has a guest-agent channel and go on without it if the freeze fails. always: the switch fails (nothing changed) if the freeze fails. never: only pause the vCPUs (crash-consistent).
+ */
+export type FreezeMode = 'auto' | 'always' | 'never';
+/**
+ * A group id: the caller's idempotency key or the one the agent generated.
+ */
+export type GroupId = string;
+/**
+ * Where a group of copies is, derived from its jobs. copying: some disk is still in phase 1. ready: every disk is mirroring. pivoting/finishing/cancelling: a request is under way. pivoted/finished/cancelled: every disk got there. partial: the disks did not all get to the same end (some pivoted or finished, others not); lastSwitch says which. failed: a disk failed before any switch; the agent cancels the others.
+ */
+export type GroupState =
+  | 'copying'
+  | 'ready'
+  | 'pivoting'
+  | 'pivoted'
+  | 'finishing'
+  | 'finished'
+  | 'cancelling'
+  | 'cancelled'
+  | 'partial'
+  | 'failed';
+/**
  * Where a copy job is. copying: phase 1, the bulk copy. ready: source and destination in sync, mirroring. pivoting/pivoted: switching / switched the guest onto the destination. finishing/finished: stopping the mirror, the destination kept as a point-in-time copy. cancelling/cancelled: aborting / aborted, guest stays on the source. failed: the job ended with an error.
  */
 export type JobState =
@@ -34,9 +56,68 @@ export type ByteCount3 = number | string;
  */
 export type ByteCount4 = number | string;
 /**
- * A job id: the caller's idempotency key or the one the agent generated.
+ * The group (blockCopyGroup) this job belongs to; absent for a job of its own.
  */
 export type JobId = string;
+/**
+ * One disk of a group copy and where it goes; the options have the meaning they have in blockCopy.
+ */
+export type GroupDisk = {
+  disk: DiskTarget;
+  destination?: Destination;
+  /**
+   * The destination as a libvirt <disk> element (virsh blockcopy --xml); subject to the same destination policy as destination.
+   */
+  destinationXml?: string;
+  /**
+   * Copy only the top image; the destination shares the source's backing chain (virsh --shallow).
+   */
+  shallow?: boolean;
+  /**
+   * The destination already exists and is reused (virsh --reuse-external); requires destination.format.
+   */
+  reuseExternal?: boolean;
+  bandwidth?: ByteCount5;
+  /**
+   * Dirty-bitmap granularity in bytes: a power of two from 512 B to 64 MiB (virsh --granularity).
+   */
+  granularity?:
+    | 512
+    | 1024
+    | 2048
+    | 4096
+    | 8192
+    | 16384
+    | 32768
+    | 65536
+    | 131072
+    | 262144
+    | 524288
+    | 1048576
+    | 2097152
+    | 4194304
+    | 8388608
+    | 16777216
+    | 33554432
+    | 67108864;
+  bufSize?: ByteCount6;
+};
+/**
+ * Bandwidth limit in bytes/s (virsh --bandwidth --bytes); 0 or absent = unlimited.
+ */
+export type ByteCount5 = number | string;
+/**
+ * Copy buffer size in bytes (virsh --buf-size).
+ */
+export type ByteCount6 = number | string;
+/**
+ * A job id: the caller's idempotency key or the one the agent generated.
+ */
+export type JobId1 = string;
+/**
+ * How long the guest may stay paused while the disks are switched, in seconds: each disk's pivot or finish must be confirmed within it, else that disk is reported failed and the guest resumes.
+ */
+export type MaxPauseSeconds = number;
 /**
  * A duration in seconds.
  */
@@ -45,7 +126,7 @@ export type TimeoutSeconds = number;
  * Cancel a copy in any phase; the guest stays on its source. Aborting a job that already ended reports it with changed=false. Name the job by jobId, or by domain and disk.
  */
 export type AbortParams = {
-  jobId?: JobId;
+  jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
 };
@@ -76,7 +157,7 @@ export type BlockCopyParams = {
    * Mirror guest writes synchronously so the copy converges under heavy writes (virsh --synchronous-writes).
    */
   synchronousWrites?: boolean;
-  bandwidth?: ByteCount5;
+  bandwidth?: ByteCount7;
   /**
    * Dirty-bitmap granularity in bytes: a power of two from 512 B to 64 MiB (virsh --granularity).
    */
@@ -99,7 +180,7 @@ export type BlockCopyParams = {
     | 16777216
     | 33554432
     | 67108864;
-  bufSize?: ByteCount6;
+  bufSize?: ByteCount8;
   /**
    * What to do once ready: nothing, pivot (virsh --pivot) or finish (virsh --finish).
    */
@@ -109,7 +190,7 @@ export type BlockCopyParams = {
    */
   wait?: 'none' | 'ready' | 'done';
   timeout?: TimeoutSeconds1;
-  jobId?: JobId1;
+  jobId?: JobId2;
   /**
    * When the host already runs its maximum of concurrent copies, wait for a free slot (up to timeout, if given) instead of failing with tooManyJobs.
    */
@@ -118,11 +199,11 @@ export type BlockCopyParams = {
 /**
  * A byte count (or bytes per second): an integer, or a decimal string for values above 2^53.
  */
-export type ByteCount5 = number | string;
+export type ByteCount7 = number | string;
 /**
  * A byte count (or bytes per second): an integer, or a decimal string for values above 2^53.
  */
-export type ByteCount6 = number | string;
+export type ByteCount8 = number | string;
 /**
  * A duration in seconds.
  */
@@ -130,25 +211,37 @@ export type TimeoutSeconds1 = number;
 /**
  * A job id: the caller's idempotency key or the one the agent generated.
  */
-export type JobId1 = string;
+export type JobId2 = string;
 /**
- * Stop mirroring and keep the destination as a consistent copy of this moment; the guest stays on its source. Name the job by jobId, or by domain and disk.
+ * A group id: the caller's idempotency key or the one the agent generated.
  */
-export type FinishParams = {
-  jobId?: JobId;
-  domain?: DomainKey;
-  disk?: DiskTarget;
-  timeout?: TimeoutSeconds2;
-};
+export type GroupId1 = string;
 /**
  * A duration in seconds.
  */
 export type TimeoutSeconds2 = number;
 /**
+ * Stop mirroring and keep the destination as a consistent copy of this moment; the guest stays on its source. Name the job by jobId, or by domain and disk.
+ */
+export type FinishParams = {
+  jobId?: JobId1;
+  domain?: DomainKey;
+  disk?: DiskTarget;
+  timeout?: TimeoutSeconds3;
+};
+/**
+ * A duration in seconds.
+ */
+export type TimeoutSeconds3 = number;
+/**
+ * A duration in seconds.
+ */
+export type TimeoutSeconds4 = number;
+/**
  * Read one job's state. Name the job by jobId, or by domain and disk.
  */
 export type JobInfoParams = {
-  jobId?: JobId;
+  jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
 };
@@ -160,28 +253,32 @@ export type DomainKey1 = string;
  * Switch the guest onto the destination once the job is ready. Retries while QEMU reports not ready, until timeout. Name the job by jobId, or by domain and disk.
  */
 export type PivotParams = {
-  jobId?: JobId;
+  jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
-  timeout?: TimeoutSeconds3;
+  timeout?: TimeoutSeconds5;
 };
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds3 = number;
+export type TimeoutSeconds5 = number;
+/**
+ * A duration in seconds.
+ */
+export type TimeoutSeconds6 = number;
 /**
  * Change the copy's bandwidth limit. Name the job by jobId, or by domain and disk.
  */
 export type SetSpeedParams = {
-  jobId?: JobId;
+  jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
-  bandwidth: ByteCount7;
+  bandwidth: ByteCount9;
 };
 /**
  * A byte count (or bytes per second): an integer, or a decimal string for values above 2^53.
  */
-export type ByteCount7 = number | string;
+export type ByteCount9 = number | string;
 /**
  * A domain's name or UUID.
  */
@@ -190,19 +287,19 @@ export type DomainKey2 = string;
  * Wait until the job is ready or has ended. Name the job by jobId, or by domain and disk.
  */
 export type WaitParams = {
-  jobId?: JobId;
+  jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
   /**
    * ready: resolve once the job is ready (or has ended). done: resolve once the job reaches a terminal state.
    */
   until: 'ready' | 'done';
-  timeout?: TimeoutSeconds4;
+  timeout?: TimeoutSeconds7;
 };
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds4 = number;
+export type TimeoutSeconds7 = number;
 
 /**
  * The agent's configuration file (JSON). Flags and BLOCKCOPY_* environment variables override it.
@@ -250,7 +347,7 @@ export interface AgentConfig {
    */
   heartbeatMs?: number;
   /**
-   * Most copy jobs running at once on this host; further blockCopy calls get tooManyJobs (retryable).
+   * Most copy jobs this agent runs at once (copies it adopted from other tools do not count); further blockCopy calls get tooManyJobs (retryable), or wait with queue.
    */
   maxConcurrentCopies?: number;
   /**
@@ -344,14 +441,125 @@ export interface Destination {
   type?: 'file' | 'block';
 }
 /**
- * A job and whether this call changed anything (false when the job was already where the call asked).
+ * A group and whether this call changed anything (false when the group was already where the call asked).
  */
-export interface JobChange {
-  job: Job;
+export interface GroupChange {
+  group: Group;
   /**
-   * true if this call started or moved the job; false if it was already so (idempotent re-run).
+   * true if this call started or moved the group; false if it was already so.
    */
   changed: boolean;
+}
+/**
+ * A set of disks of one domain copied together and switched at one point in time for the guest.
+ */
+export interface Group {
+  groupId: GroupId;
+  /**
+   * The domain whose disks are copied.
+   */
+  domain: {
+    /**
+     * Domain name.
+     */
+    name: string;
+    /**
+     * Domain UUID.
+     */
+    uuid: string;
+  };
+  state: GroupState;
+  /**
+   * What the agent does by itself once every disk is ready.
+   */
+  whenReady: 'none' | 'pivot' | 'finish';
+  /**
+   * One job per disk, in the order the disks were given.
+   */
+  jobs: Job[];
+  /**
+   * When the group was created (ISO 8601).
+   */
+  createdAt: string;
+  /**
+   * When the group or one of its jobs last changed (ISO 8601).
+   */
+  updatedAt: string;
+  /**
+   * Why the group failed or ended partial.
+   */
+  error?: {
+    /**
+     * Stable error name.
+     */
+    name: string;
+    /**
+     * Human-readable reason.
+     */
+    message: string;
+  };
+  /**
+   * The last pivot or finish of the group: how long the guest was paused and what happened to each disk; null before any.
+   */
+  lastSwitch: null | {
+    /**
+     * What was done.
+     */
+    operation: 'pivot' | 'finish';
+    /**
+     * When the guest was paused (ISO 8601).
+     */
+    startedAt: string;
+    /**
+     * How long the guest's vCPUs were paused, in milliseconds (from the suspend request to the end of the resume).
+     */
+    pausedMs: number;
+    /**
+     * What the guest-agent filesystem freeze did.
+     */
+    freeze: {
+      mode: FreezeMode;
+      /**
+       * Filesystems frozen by the guest agent; null when no freeze was attempted or it failed.
+       */
+      frozen: number | null;
+      /**
+       * Why the freeze failed or was skipped (mode auto).
+       */
+      error?: string;
+    };
+    /**
+     * Per disk, in group order.
+     */
+    disks: {
+      /**
+       * Disk target.
+       */
+      disk: string;
+      /**
+       * The disk's job.
+       */
+      jobId: string;
+      /**
+       * pivoted/finished: switched in this pause. already: it was there before. failed: it was not switched; the guest still uses its source (see error).
+       */
+      outcome: 'pivoted' | 'finished' | 'failed' | 'already';
+      /**
+       * Why this disk was not switched.
+       */
+      error?: {
+        /**
+         * Stable error name.
+         */
+        name: string;
+        /**
+         * Human-readable reason.
+         */
+        message: string;
+        libvirt?: LibvirtErrorInfo;
+      };
+    }[];
+  };
 }
 /**
  * The public state of one copy job (one per domain and disk).
@@ -518,6 +726,7 @@ export interface Job {
      */
     matchesLive: boolean;
   };
+  groupId?: JobId;
 }
 /**
  * A libvirt error exactly as libvirt reported it.
@@ -535,6 +744,22 @@ export interface LibvirtErrorInfo {
    * libvirt's message, unchanged.
    */
   message: string;
+}
+/**
+ * One group's state.
+ */
+export interface GroupResult {
+  group: Group;
+}
+/**
+ * A job and whether this call changed anything (false when the job was already where the call asked).
+ */
+export interface JobChange {
+  job: Job;
+  /**
+   * true if this call started or moved the job; false if it was already so (idempotent re-run).
+   */
+  changed: boolean;
 }
 /**
  * One job's state.
@@ -591,12 +816,75 @@ export interface AbortResult {
   changed: boolean;
 }
 /**
+ * Cancel every copy of the group that has not ended; the guest stays on its sources.
+ */
+export interface AbortGroupParams {
+  groupId: GroupId;
+}
+/**
+ * A group and whether this call changed anything (false when the group was already where the call asked).
+ */
+export interface AbortGroupResult {
+  group: Group;
+  /**
+   * true if this call started or moved the group; false if it was already so.
+   */
+  changed: boolean;
+}
+/**
  * A job and whether this call changed anything (false when the job was already where the call asked).
  */
 export interface BlockCopyResult {
   job: Job;
   /**
    * true if this call started or moved the job; false if it was already so (idempotent re-run).
+   */
+  changed: boolean;
+}
+/**
+ * Start live copies of several disks of one running domain as a group: ready when all are, pivoted or finished together while the guest is paused for a moment. Calling it again with the same disks and destinations (or groupId) returns the existing group with changed=false.
+ */
+export interface BlockCopyGroupParams {
+  domain: DomainKey;
+  /**
+   * The disks and their destinations (distinct disks).
+   *
+   * @minItems 1
+   * @maxItems 16
+   */
+  disks: GroupDisk[];
+  groupId?: GroupId1;
+  /**
+   * Do not let the job survive a domain restart (virsh --transient-job). Default: true for persistent domains, which libvirt requires for block copy.
+   */
+  transientJob?: boolean;
+  /**
+   * Mirror guest writes synchronously so the copy converges under heavy writes (virsh --synchronous-writes).
+   */
+  synchronousWrites?: boolean;
+  /**
+   * What to do once every disk is ready: nothing, pivot all (pivotGroup) or finish all (finishGroup).
+   */
+  whenReady?: 'none' | 'pivot' | 'finish';
+  /**
+   * When to answer: at once, once every disk is ready, or once the group has ended.
+   */
+  wait?: 'none' | 'ready' | 'done';
+  timeout?: TimeoutSeconds2;
+  freeze?: FreezeMode;
+  maxPause?: MaxPauseSeconds;
+  /**
+   * When the host already runs its maximum of concurrent copies, wait for a free slot (up to timeout, if given) instead of failing with tooManyJobs.
+   */
+  queue?: boolean;
+}
+/**
+ * A group and whether this call changed anything (false when the group was already where the call asked).
+ */
+export interface BlockCopyGroupResult {
+  group: Group;
+  /**
+   * true if this call started or moved the group; false if it was already so.
    */
   changed: boolean;
 }
@@ -680,6 +968,37 @@ export interface FinishResult {
   changed: boolean;
 }
 /**
+ * Finish every disk of the group at one point in time: wait until all are ready, pause the guest, finish each, resume. The destinations then hold the disks as they were at that one moment.
+ */
+export interface FinishGroupParams {
+  groupId: GroupId;
+  timeout?: TimeoutSeconds4;
+  freeze?: FreezeMode;
+  maxPause?: MaxPauseSeconds;
+}
+/**
+ * A group and whether this call changed anything (false when the group was already where the call asked).
+ */
+export interface FinishGroupResult {
+  group: Group;
+  /**
+   * true if this call started or moved the group; false if it was already so.
+   */
+  changed: boolean;
+}
+/**
+ * Read one group.
+ */
+export interface GroupInfoParams {
+  groupId: GroupId;
+}
+/**
+ * One group's state.
+ */
+export interface GroupInfoResult {
+  group: Group;
+}
+/**
  * One job's state.
  */
 export interface JobInfoResult {
@@ -721,6 +1040,25 @@ export interface PivotResult {
   changed: boolean;
 }
 /**
+ * Pivot every disk of the group at one point in time: wait until all are ready, pause the guest, pivot each, resume. A disk that fails to pivot stays on its source, still mirroring, so a later pivotGroup retries it; while paused every source equals its destination, so the guest's mix of disks is consistent.
+ */
+export interface PivotGroupParams {
+  groupId: GroupId;
+  timeout?: TimeoutSeconds6;
+  freeze?: FreezeMode;
+  maxPause?: MaxPauseSeconds;
+}
+/**
+ * A group and whether this call changed anything (false when the group was already where the call asked).
+ */
+export interface PivotGroupResult {
+  group: Group;
+  /**
+   * true if this call started or moved the group; false if it was already so.
+   */
+  changed: boolean;
+}
+/**
  * One job's state.
  */
 export interface SetSpeedResult {
@@ -735,7 +1073,7 @@ export interface SubscribeParams {
    *
    * @maxItems 1024
    */
-  jobIds?: JobId[];
+  jobIds?: JobId1[];
   domain?: DomainKey2;
 }
 /**
@@ -793,4 +1131,24 @@ export interface TokensFile {
      */
     readOnly?: boolean;
   }[];
+}
+
+/** Every method: [params, result]. */
+export interface MethodTypes {
+  abort: [AbortParams, AbortResult];
+  abortGroup: [AbortGroupParams, AbortGroupResult];
+  blockCopy: [BlockCopyParams, BlockCopyResult];
+  blockCopyGroup: [BlockCopyGroupParams, BlockCopyGroupResult];
+  capabilities: [CapabilitiesParams, CapabilitiesResult];
+  finish: [FinishParams, FinishResult];
+  finishGroup: [FinishGroupParams, FinishGroupResult];
+  groupInfo: [GroupInfoParams, GroupInfoResult];
+  jobInfo: [JobInfoParams, JobInfoResult];
+  listJobs: [ListJobsParams, ListJobsResult];
+  pivot: [PivotParams, PivotResult];
+  pivotGroup: [PivotGroupParams, PivotGroupResult];
+  setSpeed: [SetSpeedParams, SetSpeedResult];
+  subscribe: [SubscribeParams, SubscribeResult];
+  unsubscribe: [UnsubscribeParams, UnsubscribeResult];
+  wait: [WaitParams, WaitResult];
 }

@@ -42,9 +42,10 @@ export function samePath(a: string | null | undefined, b: string | null | undefi
 export const diskKey = (uuid: string, disk: string) => `${uuid}/${disk}`;
 
 /** A new job for a blockCopy call that passed validation. */
-export function newJob(params: BlockCopyParams, dom: DomainRef, disk: DiskInfo, dest: Destination, nowIso: string): Job {
+export function newJob(params: BlockCopyParams, dom: DomainRef, disk: DiskInfo, dest: Destination, nowIso: string, groupId?: string): Job {
   return {
     jobId: params.jobId ?? randomUUID(),
+    ...(groupId !== undefined ? { groupId } : {}),
     domain: { name: dom.name, uuid: dom.uuid },
     disk: params.disk,
     source: { path: disk.sourcePath, format: disk.format },

@@ -11,7 +11,7 @@
 // in a benchmark; that was not reproducible here, and the design asks for durable records.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import type { Job } from '../generated/api.js';
+import type { FreezeMode, Group, Job } from '../generated/api.js';
 
 /** The libvirt call the manager is about to make for a job. */
 export type Intent =
@@ -29,7 +29,26 @@ export interface JobRecord {
   timeoutAt?: number;
 }
 
+/** What the group layer keeps of a group; its jobs keep their own records. */
+export interface GroupRecord {
+  groupId: string;
+  domain: Group['domain'];
+  /** The member jobs, in the order the disks were given. */
+  jobIds: string[];
+  whenReady: Group['whenReady'];
+  freeze: FreezeMode;
+  /** seconds */
+  maxPause: number;
+  createdAt: string;
+  updatedAt: string;
+  error?: Group['error'];
+  lastSwitch: Group['lastSwitch'];
+  /** Written durably before the agent pauses the guest and cleared once it resumed it: a restart in between resumes the guest. */
+  pausedAt?: string;
+}
+
 const FILE = /^job-([A-Za-z0-9._:-]+)\.json$/;
+const GROUP_FILE = /^group-([A-Za-z0-9._:-]+)\.json$/;
 const JOB_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export class Journal {
@@ -47,11 +66,36 @@ export class Journal {
   }
 
   async save(rec: JobRecord): Promise<void> {
-    const final = this.path(rec.job.jobId);
+    await this.write(this.path(rec.job.jobId), rec);
+  }
+
+  /** A group's record (the group layer's), beside its jobs' records. */
+  async saveGroup(rec: GroupRecord): Promise<void> {
+    await this.write(this.groupPath(rec.groupId), rec);
+  }
+
+  async loadGroups(onBadFile: (file: string, err: unknown) => void): Promise<GroupRecord[]> {
+    return this.loadAll(GROUP_FILE, (x) => {
+      const rec = x as GroupRecord;
+      if (!rec?.groupId || !Array.isArray(rec.jobIds)) throw new Error('not a group record');
+      return rec;
+    }, onBadFile);
+  }
+
+  async removeGroup(groupId: string): Promise<void> {
+    await fs.rm(this.groupPath(groupId), { force: true });
+  }
+
+  private groupPath(groupId: string): string {
+    if (!JOB_ID.test(groupId)) throw new Error(`unsafe group id for a file name: ${JSON.stringify(groupId)}`);
+    return join(this.dir, `group-${groupId}.json`);
+  }
+
+  private async write(final: string, value: unknown): Promise<void> {
     const tmp = `${final}.${process.pid}.tmp`;
     const fh = await fs.open(tmp, 'w', 0o600);
     try {
-      await fh.writeFile(JSON.stringify(rec, null, 1));
+      await fh.writeFile(JSON.stringify(value, null, 1));
       if (this.durable) await fh.sync();
     } finally {
       await fh.close();
@@ -73,19 +117,25 @@ export class Journal {
     }
   }
 
-  /** Every readable record; unreadable files are reported, never fatal. */
+  /** Every readable job record; unreadable files are reported, never fatal. */
   async load(onBadFile: (file: string, err: unknown) => void): Promise<JobRecord[]> {
-    const out: JobRecord[] = [];
+    return this.loadAll(FILE, (x) => {
+      const rec = x as JobRecord;
+      if (!rec?.job?.jobId || typeof rec.destinationXml !== 'string') throw new Error('not a job record');
+      return rec;
+    }, onBadFile);
+  }
+
+  private async loadAll<T>(pattern: RegExp, check: (x: unknown) => T, onBadFile: (file: string, err: unknown) => void): Promise<T[]> {
+    const out: T[] = [];
     for (const name of await fs.readdir(this.dir)) {
       if (name.endsWith('.tmp')) {
         await fs.rm(join(this.dir, name), { force: true });
         continue;
       }
-      if (!FILE.test(name)) continue;
+      if (!pattern.test(name)) continue;
       try {
-        const rec = JSON.parse(await fs.readFile(join(this.dir, name), 'utf8')) as JobRecord;
-        if (!rec?.job?.jobId || typeof rec.destinationXml !== 'string') throw new Error('not a job record');
-        out.push(rec);
+        out.push(check(JSON.parse(await fs.readFile(join(this.dir, name), 'utf8'))));
       } catch (e) {
         onBadFile(name, e);
       }

@@ -121,11 +121,12 @@ export class JobManager extends EventEmitter {
 
   // ---- public methods (one per RPC method) ------------------------------------------------
 
-  async blockCopy(params: BlockCopyParams, signal?: AbortSignal): Promise<BlockCopyResult> {
+  /** `member`: the copy is one disk of a group (set by the group layer, not by callers). */
+  async blockCopy(params: BlockCopyParams, signal?: AbortSignal, member?: { groupId: string }): Promise<BlockCopyResult> {
     this.assertServing();
     const dom = await this.lookup(params.domain);
     const dest = this.destinationOf(params);
-    const { entry, changed } = await this.locks.run(diskKey(dom.uuid, params.disk), () => this.startCopy(params, dom, dest, signal));
+    const { entry, changed } = await this.locks.run(diskKey(dom.uuid, params.disk), () => this.startCopy(params, dom, dest, signal, member?.groupId));
     if (changed && params.timeout !== undefined) this.armTimeout(entry, this.realNow() + params.timeout * 1000);
     return this.awaitGoal(entry, params, changed, signal);
   }
@@ -209,40 +210,47 @@ export class JobManager extends EventEmitter {
 
   // ---- starting a copy -----------------------------------------------------------------------
 
-  /** Runs under the disk's lock: idempotency, validation, journal, then libvirt. */
-  private async startCopy(params: BlockCopyParams, dom: DomainRef, dest: Destination, signal?: AbortSignal): Promise<{ entry: Tracked; changed: boolean }> {
-    const byId = params.jobId ? this.entries.get(params.jobId) : undefined;
-    if (byId && (byId.rec.job.domain.uuid !== dom.uuid || byId.rec.job.disk !== params.disk)) {
-      throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, { job: publicJob(byId) });
-    }
-    const existing = this.activeFor(dom.uuid, params.disk) ?? (dom.active ? await this.adoptIfMirrored(dom, params.disk) : undefined);
-    if (existing) {
-      if (existing === byId || samePath(existing.rec.job.destination.path, dest.path)) return { entry: existing, changed: false };
-      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${existing.rec.job.destination.path}`, { job: publicJob(existing) });
-    }
-    // A re-run of a call that already completed: the same key, or the same destination the
-    // disk was already pivoted or finished to.
-    if (byId) return { entry: byId, changed: false };
-    const last = this.latestFor(dom.uuid, params.disk);
-    if (last && samePath(last.rec.job.destination.path, dest.path) && (last.rec.job.state === 'pivoted' || last.rec.job.state === 'finished')) {
-      return { entry: last, changed: false };
-    }
+  /**
+   * Everything blockCopy checks before its first side effect, without making one: the existing
+   * job this call would return (idempotent re-run), or undefined when it would start a new copy
+   * that passes validation. Throws what blockCopy would throw. The group layer checks every
+   * disk this way before it starts any.
+   */
+  async checkCopy(params: BlockCopyParams): Promise<Job | undefined> {
+    this.assertServing();
+    const dom = await this.lookup(params.domain);
+    const dest = this.destinationOf(params);
+    return this.locks.run(diskKey(dom.uuid, params.disk), async () => {
+      const existing = this.existingFor(params, dom, dest);
+      if (existing) return publicJob(existing);
+      await this.validateNew(params, dom, dest);
+      return undefined;
+    });
+  }
 
-    // Validation: nothing below this point until the journal write changes anything.
-    if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
-    const xml = await this.conn.getXml(dom.uuid).catch((e) => { throw toAgentError(e, 'cannot read the domain'); });
-    const disk = findDisk(xml, params.disk);
-    if (!disk) throw new AgentError('notFound', `domain '${dom.name}' has no disk '${params.disk}'`);
-    if (disk.device !== 'disk' || (disk.type !== 'file' && disk.type !== 'block') || !disk.sourcePath) {
-      throw new AgentError('unsupported', `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`);
+  /** The jobs of a group, in creation order. */
+  groupJobs(groupId: string): Job[] {
+    return [...this.entries.values()].filter((t) => t.rec.job.groupId === groupId)
+      .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt)).map(publicJob);
+  }
+
+  get serving(): boolean {
+    return !this.recovering && !this.stopped;
+  }
+
+  /** Runs under the disk's lock: idempotency, validation, journal, then libvirt. */
+  private async startCopy(params: BlockCopyParams, dom: DomainRef, dest: Destination, signal?: AbortSignal, groupId?: string): Promise<{ entry: Tracked; changed: boolean }> {
+    const existing = this.existingFor(params, dom, dest);
+    if (existing) return { entry: existing, changed: false };
+    const adopted = dom.active ? await this.adoptIfMirrored(dom, params.disk) : undefined;
+    if (adopted) {
+      if (samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
+      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`, { job: publicJob(adopted) });
     }
-    if (disk.mirror) {
-      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
-    }
-    await this.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
+    const disk = await this.validateNew(params, dom, dest);
     await this.awaitSlot(params, signal);
 
-    const job = newJob(params, dom, disk, dest, this.iso());
+    const job = newJob(params, dom, disk, dest, this.iso(), groupId);
     if (this.entries.has(job.jobId)) {
       // The same key raced in on another disk while this call was validating.
       throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, { job: publicJob(this.entries.get(job.jobId)!) });
@@ -268,6 +276,46 @@ export class JobManager extends EventEmitter {
     this.emitChanged(entry);
     this.pruneEnded();
     return { entry, changed: true };
+  }
+
+  /**
+   * The job an identical earlier call created (same jobId, or same disk and destination), which
+   * a re-run returns unchanged; throws jobExists when the key or the disk is taken by another copy.
+   */
+  private existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination): Tracked | undefined {
+    const byId = params.jobId ? this.entries.get(params.jobId) : undefined;
+    if (byId && (byId.rec.job.domain.uuid !== dom.uuid || byId.rec.job.disk !== params.disk)) {
+      throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, { job: publicJob(byId) });
+    }
+    const active = this.activeFor(dom.uuid, params.disk);
+    if (active) {
+      if (active === byId || samePath(active.rec.job.destination.path, dest.path)) return active;
+      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${active.rec.job.destination.path}`, { job: publicJob(active) });
+    }
+    // A re-run of a call that already completed: the same key, or the same destination the
+    // disk was already pivoted or finished to.
+    if (byId) return byId;
+    const last = this.latestFor(dom.uuid, params.disk);
+    if (last && samePath(last.rec.job.destination.path, dest.path) && (last.rec.job.state === 'pivoted' || last.rec.job.state === 'finished')) {
+      return last;
+    }
+    return undefined;
+  }
+
+  /** The checks of a new copy; nothing here changes anything. Returns the disk as the live XML shows it. */
+  private async validateNew(params: BlockCopyParams, dom: DomainRef, dest: Destination): Promise<DiskInfo> {
+    if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
+    const xml = await this.conn.getXml(dom.uuid).catch((e) => { throw toAgentError(e, 'cannot read the domain'); });
+    const disk = findDisk(xml, params.disk);
+    if (!disk) throw new AgentError('notFound', `domain '${dom.name}' has no disk '${params.disk}'`);
+    if (disk.device !== 'disk' || (disk.type !== 'file' && disk.type !== 'block') || !disk.sourcePath) {
+      throw new AgentError('unsupported', `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`);
+    }
+    if (disk.mirror) {
+      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
+    }
+    await this.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
+    return disk;
   }
 
   /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
@@ -784,7 +832,7 @@ export class JobManager extends EventEmitter {
     return Date.now();
   }
 
-  private assertServing(): void {
+  assertServing(): void {
     if (this.recovering) throw new AgentError('recovering', 'the agent is reconciling jobs with libvirt; retry shortly');
   }
 
@@ -814,8 +862,13 @@ export class JobManager extends EventEmitter {
     });
   }
 
+  /**
+   * Copies that count toward the host's limit: the ones this agent started. Adopted copies were
+   * admitted by whoever started them; counting them would let any outside tool (or another
+   * agent's domains on a shared test host) make this agent refuse its own callers.
+   */
   private activeCount(): number {
-    return [...this.entries.values()].filter((t) => !isTerminal(t.rec.job.state)).length;
+    return [...this.entries.values()].filter((t) => t.rec.job.owner === 'agent' && !isTerminal(t.rec.job.state)).length;
   }
 
   /** At the host's limit: tooManyJobs, or with `queue`, wait (up to `timeout`) for a copy to end. */

@@ -32,7 +32,11 @@ function rewriteRefs(node: unknown, baseId: string, key: (id: string) => string)
   if (node && typeof node === 'object') {
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(node)) {
-      if (k === '$ref' && typeof v === 'string') out[k] = `#/components/schemas/${key(new URL(v, baseId).href)}`;
+      if (k === '$ref' && typeof v === 'string') {
+        // A JSON pointer into another file (file.json#/properties/x) stays a pointer into its component.
+        const url = new URL(v, baseId);
+        out[k] = `#/components/schemas/${key(url.origin + url.pathname)}${url.hash.slice(1)}`;
+      }
       else if (k !== '$id') out[k] = rewriteRefs(v, baseId, key);
     }
     return out;

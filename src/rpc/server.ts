@@ -10,7 +10,7 @@ import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { METHODS, METHOD_NAMES, type MethodSpec } from './methods.js';
 import { SchemaSet } from './schemas.js';
-import type { JobService } from './service.js';
+import type { GroupService, JobService } from './service.js';
 import type { Session } from './session.js';
 
 export interface AuditEntry {
@@ -23,11 +23,13 @@ export interface AuditEntry {
   outcome: 'ok' | 'error';
   error?: { code: number; message: string; name?: string };
   jobId?: string;
+  groupId?: string;
   changed?: boolean;
 }
 
 export interface RpcServerOptions {
   service: JobService;
+  groups: GroupService;
   log: Logger;
   version: string;
   schemas?: SchemaSet;
@@ -156,8 +158,8 @@ export class RpcServer {
 
   private audit(ctx: CallContext, method: string, params: unknown, o: { outcome: 'ok' | 'error'; result?: unknown; error?: { code: number; message: string; data?: unknown } }): void {
     if (!this.opts.audit) return;
-    const result = o.result as { job?: Job; changed?: boolean } | undefined;
-    const p = params as { jobId?: string };
+    const result = o.result as { job?: Job; group?: { groupId: string }; changed?: boolean } | undefined;
+    const p = params as { jobId?: string; groupId?: string };
     const entry: AuditEntry = {
       time: new Date().toISOString(),
       requestId: ctx.requestId,
@@ -168,6 +170,7 @@ export class RpcServer {
       outcome: o.outcome,
       ...(o.error ? { error: { code: o.error.code, message: o.error.message, ...(nameOf(o.error.data) ? { name: nameOf(o.error.data) } : {}) } } : {}),
       ...(result?.job?.jobId ?? p?.jobId ? { jobId: result?.job?.jobId ?? p.jobId } : {}),
+      ...(result?.group?.groupId ?? p?.groupId ? { groupId: result?.group?.groupId ?? p.groupId } : {}),
       ...(typeof result?.changed === 'boolean' ? { changed: result.changed } : {}),
     };
     try {
@@ -179,6 +182,7 @@ export class RpcServer {
 
   private handlers(): Record<string, Handler> {
     const s = this.opts.service;
+    const g = this.opts.groups;
     return {
       blockCopy: (p, ctx) => s.blockCopy(p, ctx.session.signal),
       jobInfo: (p) => s.jobInfo(p),
@@ -188,6 +192,11 @@ export class RpcServer {
       setSpeed: (p) => s.setSpeed(p),
       listJobs: (p) => s.listJobs(p),
       wait: (p, ctx) => s.wait(p, ctx.session.signal),
+      blockCopyGroup: (p, ctx) => g.blockCopyGroup(p, ctx.session.signal),
+      groupInfo: (p) => g.groupInfo(p),
+      pivotGroup: (p) => g.pivotGroup(p),
+      finishGroup: (p) => g.finishGroup(p),
+      abortGroup: (p) => g.abortGroup(p),
       capabilities: async () => ({ ...(await s.capabilities()), methods: METHOD_NAMES }),
       subscribe: async (p, ctx) => {
         ctx.session.subscribe(p);

@@ -2,8 +2,8 @@
 // integration tests do that against the real libvirtd.
 import { EventEmitter } from 'node:events';
 import { AgentError } from '../../src/errors.js';
-import type { Job } from '../../src/generated/api.js';
-import type { JobService } from '../../src/rpc/service.js';
+import type { Group, Job } from '../../src/generated/api.js';
+import type { GroupService, JobService } from '../../src/rpc/service.js';
 
 export function sampleJob(over: Partial<Job> = {}): Job {
   const now = new Date(0).toISOString();
@@ -13,6 +13,14 @@ export function sampleJob(over: Partial<Job> = {}): Job {
     state: 'copying', progress: { cur: 0, end: 0, percent: null, rate: null, eta: null }, bandwidth: 0,
     options: { shallow: false, reuseExternal: false, transientJob: false, synchronousWrites: false },
     whenReady: 'none', owner: 'agent', createdAt: now, updatedAt: now, ...over,
+  };
+}
+
+export function sampleGroup(over: Partial<Group> = {}): Group {
+  const job = sampleJob({ groupId: 'g1' });
+  return {
+    groupId: 'g1', domain: job.domain, state: 'copying', whenReady: 'none', jobs: [job],
+    createdAt: job.createdAt, updatedAt: job.updatedAt, lastSwitch: null, ...over,
   };
 }
 
@@ -35,9 +43,15 @@ export class FakeService extends EventEmitter {
     agent: { name: 'blockcopy-agent', version: 'test' }, libvirt: { version: '9.0.0' }, hypervisor: { type: 'QEMU', version: '7.2.0' },
     flags: { shallow: true, reuseExternal: true, transientJob: true, synchronousWrites: true },
   });
+  blockCopyGroup = (p: unknown) => this.record('blockCopyGroup', p, { group: sampleGroup(), changed: true });
+  groupInfo = (p: unknown) => this.record('groupInfo', p, { group: sampleGroup() });
+  pivotGroup = (p: unknown) => this.record('pivotGroup', p, { group: sampleGroup({ state: 'pivoted' }), changed: true });
+  finishGroup = (p: unknown) => this.record('finishGroup', p, { group: sampleGroup({ state: 'finished' }), changed: true });
+  abortGroup = (p: unknown) => this.record('abortGroup', p, { group: sampleGroup({ state: 'cancelled' }), changed: true });
   noJob(): void {
     this.failWith = new AgentError('noJob', 'no job');
   }
 }
 
 export const asService = (f: FakeService) => f as unknown as JobService;
+export const asGroups = (f: FakeService) => f as unknown as GroupService;

@@ -4,12 +4,12 @@ import { RpcServer } from '../../src/rpc/server.js';
 import { Session } from '../../src/rpc/session.js';
 import { silentLogger } from '../../src/log.js';
 import { AgentError } from '../../src/errors.js';
-import { FakeService, asService, sampleJob } from '../helpers/fake-service.js';
+import { FakeService, asGroups, asService, sampleJob } from '../helpers/fake-service.js';
 
 function setup(readOnly = false) {
   const svc = new FakeService();
   const audit: unknown[] = [];
-  const rpc = new RpcServer({ service: asService(svc), log: silentLogger, version: 'test', validateResults: true, audit: (e) => audit.push(e) });
+  const rpc = new RpcServer({ service: asService(svc), groups: asGroups(svc), log: silentLogger, version: 'test', validateResults: true, audit: (e) => audit.push(e) });
   const sent: string[] = [];
   const session = new Session({ name: readOnly ? 'viewer' : 'admin', readOnly }, 'test', (f) => sent.push(f));
   rpc.attach(session);
@@ -110,10 +110,12 @@ t.test('rpc.discover serves an OpenRPC document built from the schemas', async (
   const { result } = await send(req('rpc.discover'));
   t.equal(result.openrpc, '1.2.6');
   t.same(result.methods.map((m: { name: string }) => m.name).sort(),
-    ['abort', 'blockCopy', 'capabilities', 'finish', 'jobInfo', 'listJobs', 'pivot', 'setSpeed', 'subscribe', 'unsubscribe', 'wait']);
+    ['abort', 'abortGroup', 'blockCopy', 'blockCopyGroup', 'capabilities', 'finish', 'finishGroup', 'groupInfo', 'jobInfo', 'listJobs', 'pivot', 'pivotGroup', 'setSpeed', 'subscribe', 'unsubscribe', 'wait']);
   const refs = JSON.stringify(result).match(/"\$ref":"([^"]+)"/g) ?? [];
   for (const r of refs) {
-    const key = /#\/components\/schemas\/(.+)"/.exec(r)?.[1];
-    t.ok(key && result.components.schemas[key], `${r} resolves inside the document`);
+    const [key, ...pointer] = (/#\/components\/schemas\/(.+)"/.exec(r)?.[1] ?? '').split('/');
+    // A ref may point into a component (methods_blockCopy.params/properties/disk): walk it.
+    const target = pointer.reduce((node: any, part) => node?.[part], key ? result.components.schemas[key] : undefined); // eslint-disable-line @typescript-eslint/no-explicit-any
+    t.ok(target && typeof target === 'object', `${r} resolves inside the document`);
   }
 });

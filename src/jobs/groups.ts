@@ -1,0 +1,492 @@
+// Consistent multi-disk copies: several disks of one domain copied as a group, ready when all
+// are, and pivoted or finished at one point in time for the guest (pause, switch every disk,
+// resume). Each disk is an ordinary job of the JobManager (journaled, reconciled, verified);
+// this layer adds the group record, the pause, and the rules that keep the set consistent.
+//
+// Why a mix is safe after a failed pivot: while the guest is paused, every ready mirror holds
+// exactly what its source holds. A disk whose pivot fails stays on its source with its mirror
+// still running, so whichever file backs each disk, the guest sees one consistent state; a
+// later pivotGroup switches the rest. Finish is different: a destination finished later holds
+// a later moment, so a partial finish is reported as not a consistent set.
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { resolve as resolvePath } from 'node:path';
+import { AgentError, ERRORS, type ErrorName } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Connection } from '../libvirt/index.js';
+import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
+import type {
+  AbortGroupParams, AbortGroupResult, BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, FreezeMode,
+  Group, GroupChange, GroupInfoParams, GroupInfoResult, GroupState, Job, PivotGroupParams,
+} from '../generated/api.js';
+import { groupState, isGroupEnded } from './group-state.js';
+import { Journal, type GroupRecord } from './journal.js';
+import { libvirtData } from './libvirt-errors.js';
+import type { JobManager } from './manager.js';
+import { isTerminal } from './state-machine.js';
+
+export interface GroupManagerOptions {
+  jobs: JobManager;
+  /** The current libvirt connection (it may be replaced after a reconnect). */
+  connection: () => Connection;
+  stateDir: string;
+  log: Logger;
+}
+
+type Operation = 'pivot' | 'finish';
+type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
+interface SwitchOptions { timeoutMs: number; freeze: FreezeMode; maxPauseMs: number }
+
+interface Entry {
+  rec: GroupRecord;
+  /** The switch under way; a second caller joins it. */
+  switching: Promise<GroupChange> | null;
+  /** Members' ends already acted on (one automatic cancel of the rest per group). */
+  cancelledRest: boolean;
+  /** Record writes, chained so they land in order. */
+  writes: Promise<void>;
+}
+
+const GOAL = { pivot: 'pivoted', finish: 'finished' } as const;
+const GUEST_AGENT_CHANNEL = /<channel\b[^>]*>(?:(?!<\/channel>)[\s\S])*name=['"]org\.qemu\.guest_agent\.0['"]/;
+
+export class GroupManager {
+  private readonly jobs: JobManager;
+  private readonly log: Logger;
+  private readonly journal: Journal;
+  private readonly groups = new Map<string, Entry>();
+  private readonly updates = new EventEmitter();
+  private started = false;
+
+  constructor(private readonly opts: GroupManagerOptions) {
+    this.jobs = opts.jobs;
+    this.log = opts.log;
+    this.journal = new Journal(opts.stateDir);
+    this.updates.setMaxListeners(0);
+  }
+
+  /** After the JobManager has reconciled: loads the groups, resumes a guest a crash left paused. */
+  async start(): Promise<void> {
+    await this.journal.open();
+    for (const rec of await this.journal.loadGroups((file, err) => this.log.error('unreadable group record skipped', { file, error: err }))) {
+      const entry: Entry = { rec, switching: null, cancelledRest: false, writes: Promise.resolve() };
+      this.groups.set(rec.groupId, entry);
+      if (rec.pausedAt) await this.resumeAfterCrash(entry);
+    }
+    this.jobs.on('job.changed', this.onJob);
+    this.started = true;
+    for (const e of this.groups.values()) this.react(e);
+  }
+
+  stop(): void {
+    this.jobs.off('job.changed', this.onJob);
+  }
+
+  // ---- methods ----------------------------------------------------------------------------
+
+  async blockCopyGroup(params: BlockCopyGroupParams, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
+    this.assertServing();
+    const members = params.disks.map((d): BlockCopyParams => ({
+      domain: params.domain, disk: d.disk, ...(d.destination ? { destination: d.destination } : {}),
+      ...(d.destinationXml !== undefined ? { destinationXml: d.destinationXml } : {}),
+      shallow: d.shallow ?? false, reuseExternal: d.reuseExternal ?? false, synchronousWrites: params.synchronousWrites ?? false,
+      ...(params.transientJob !== undefined ? { transientJob: params.transientJob } : {}),
+      ...(d.bandwidth !== undefined ? { bandwidth: d.bandwidth } : {}),
+      ...(d.granularity !== undefined ? { granularity: d.granularity } : {}),
+      ...(d.bufSize !== undefined ? { bufSize: d.bufSize } : {}),
+      // A member not ready in time cancels itself (journaled, so a restart keeps the deadline);
+      // the group then cancels the others.
+      ...(params.timeout !== undefined ? { timeout: params.timeout } : {}),
+      queue: params.queue ?? false, whenReady: 'none', wait: 'none',
+    }));
+    this.checkDistinct(params);
+
+    const same = this.findSame(params);
+    if (same) return this.awaitGoal(same, params, false, signal);
+
+    // Every disk is checked before any copy starts: bad input changes nothing.
+    for (const m of members) {
+      const existing = await this.jobs.checkCopy(m);
+      if (existing) {
+        throw new AgentError('jobExists', `disk ${m.disk} already has a copy job (${existing.jobId}, ${existing.state}) outside this group`, { job: existing });
+      }
+    }
+    const dom = await this.domainOf(params.domain);
+    const now = new Date().toISOString();
+    const entry: Entry = {
+      rec: {
+        groupId: params.groupId ?? randomUUID(), domain: dom, jobIds: [], whenReady: params.whenReady ?? 'none',
+        freeze: params.freeze ?? 'auto', maxPause: params.maxPause ?? 10, createdAt: now, updatedAt: now, lastSwitch: null,
+      },
+      switching: null, cancelledRest: false, writes: Promise.resolve(),
+    };
+    this.groups.set(entry.rec.groupId, entry);
+    await this.save(entry);
+    for (const m of members) {
+      try {
+        const r = await this.jobs.blockCopy(m, signal, { groupId: entry.rec.groupId });
+        entry.rec.jobIds.push(r.job.jobId);
+        await this.save(entry);
+      } catch (e) {
+        // All or nothing: the copies already started are cancelled.
+        entry.rec.error = { name: e instanceof AgentError ? e.errorName : 'libvirtError', message: `disk ${m.disk}: ${(e as Error).message}; the group's other copies were cancelled` };
+        entry.cancelledRest = true;
+        await this.cancelAll(entry);
+        await this.save(entry);
+        throw e instanceof AgentError ? new AgentError(e.errorName, e.message, { ...e.data, group: this.view(entry) }) : e;
+      }
+    }
+    this.log.info('group started', { groupId: entry.rec.groupId, domain: dom.name, disks: params.disks.map((d) => d.disk) });
+    this.react(entry);
+    return this.awaitGoal(entry, params, true, signal);
+  }
+
+  async groupInfo(params: GroupInfoParams): Promise<GroupInfoResult> {
+    return { group: this.view(this.find(params.groupId)) };
+  }
+
+  pivotGroup(params: PivotGroupParams): Promise<GroupChange> {
+    return this.switchGroup(this.find(params.groupId), 'pivot', this.switchOptions(params));
+  }
+
+  finishGroup(params: PivotGroupParams): Promise<GroupChange> {
+    return this.switchGroup(this.find(params.groupId), 'finish', this.switchOptions(params));
+  }
+
+  async abortGroup(params: AbortGroupParams): Promise<AbortGroupResult> {
+    this.assertServing();
+    const entry = this.find(params.groupId);
+    if (entry.switching) throw new AgentError('invalidState', `group ${entry.rec.groupId} is being switched; it cannot be aborted now`, { group: this.view(entry) });
+    const changed = await this.cancelAll(entry);
+    return { group: this.view(entry), changed };
+  }
+
+  // ---- the switch -------------------------------------------------------------------------
+
+  private switchOptions(p: PivotGroupParams): SwitchOptions {
+    return { timeoutMs: (p.timeout ?? 30) * 1000, freeze: p.freeze ?? 'auto', maxPauseMs: (p.maxPause ?? 10) * 1000 };
+  }
+
+  private async switchGroup(entry: Entry, how: Operation, o: SwitchOptions): Promise<GroupChange> {
+    this.assertServing();
+    if (entry.switching) {
+      const r = await entry.switching;
+      return { group: r.group, changed: false };
+    }
+    const goal = GOAL[how];
+    const pending = () => this.members(entry).filter((j) => j.state !== goal);
+    if (pending().length === 0) return { group: this.view(entry), changed: false };
+    const stuck = () => pending().find((j) => isTerminal(j.state));
+    const refuse = (j: Job) => new AgentError('invalidState', `disk ${j.disk} of the group is ${j.state}; the group cannot be ${goal}`, { group: this.view(entry) });
+    let bad = stuck();
+    if (bad) throw refuse(bad);
+    // Nothing is paused until every disk is ready.
+    const allReady = () => pending().every((j) => j.state === 'ready') || !!stuck();
+    if (!(await this.waitUntil(allReady, o.timeoutMs))) {
+      const late = pending().filter((j) => j.state !== 'ready').map((j) => `${j.disk} (${j.state})`).join(', ');
+      throw new AgentError('notReady', `not every disk of group ${entry.rec.groupId} is ready: ${late}`, { group: this.view(entry) });
+    }
+    bad = stuck();
+    if (bad) throw refuse(bad);
+    // Another caller may have started the switch while this one waited for ready.
+    const joined = entry.switching as Promise<GroupChange> | null;
+    if (joined) return { group: (await joined).group, changed: false };
+    entry.switching = this.pauseAndSwitch(entry, how, pending(), o).finally(() => {
+      entry.switching = null;
+      this.changed(entry);
+    });
+    return entry.switching;
+  }
+
+  /** Freeze (optional), pause, switch every disk, resume, thaw; the result says what each disk did. */
+  private async pauseAndSwitch(entry: Entry, how: Operation, targets: Job[], o: SwitchOptions): Promise<GroupChange> {
+    const dom = entry.rec.domain;
+    const conn = this.opts.connection();
+    const freeze = await this.freeze(dom.uuid, o.freeze);
+    const outcomes = new Map<string, SwitchDisk>();
+    const startedAt = new Date().toISOString();
+    entry.rec.pausedAt = startedAt;
+    try {
+      await this.save(entry); // durable before the pause: a restart resumes the guest
+    } catch (e) {
+      delete entry.rec.pausedAt;
+      await this.thaw(dom.uuid, freeze.frozen);
+      throw e;
+    }
+    const t0 = performance.now();
+    let t1 = t0;
+    try {
+      await conn.suspend(dom.uuid);
+      const budget = o.maxPauseMs / 1000;
+      const deadline = new Promise<'late'>((r) => setTimeout(() => r('late'), o.maxPauseMs + 1000).unref());
+      // In parallel: libvirt serializes what it must, and the pause lasts as long as the slowest disk.
+      await Promise.all(targets.map(async (j) => {
+        const call = how === 'pivot' ? this.jobs.pivot({ jobId: j.jobId, timeout: budget }) : this.jobs.finish({ jobId: j.jobId, timeout: budget });
+        const r = await Promise.race([call.then(() => 'done' as const), deadline]).catch((e: unknown) => e);
+        if (r === 'done') outcomes.set(j.jobId, { disk: j.disk, jobId: j.jobId, outcome: GOAL[how] });
+        else outcomes.set(j.jobId, { disk: j.disk, jobId: j.jobId, outcome: 'failed', error: this.errorOf(r === 'late' ? new AgentError('timeout', `not confirmed within maxPause (${budget} s); the guest was resumed`) : r) });
+      }));
+    } catch (e) {
+      for (const j of targets) if (!outcomes.has(j.jobId)) outcomes.set(j.jobId, { disk: j.disk, jobId: j.jobId, outcome: 'failed', error: this.errorOf(e) });
+    } finally {
+      await this.resume(dom.uuid);
+      t1 = performance.now();
+      delete entry.rec.pausedAt;
+      await this.thaw(dom.uuid, freeze.frozen);
+    }
+    const disks = entry.rec.jobIds.map((id): SwitchDisk => {
+      const done = outcomes.get(id);
+      if (done) return done;
+      const j = this.members(entry).find((x) => x.jobId === id);
+      return { disk: j?.disk ?? '?', jobId: id, outcome: 'already' };
+    });
+    entry.rec.lastSwitch = { operation: how, startedAt, pausedMs: Math.round((t1 - t0) * 10) / 10, freeze, disks };
+    const failed = disks.filter((d) => d.outcome === 'failed');
+    if (failed.length > 0) {
+      const names = failed.map((d) => d.disk).join(', ');
+      entry.rec.error = {
+        name: how === 'pivot' ? 'pivotFailed' : 'libvirtError',
+        message: how === 'pivot'
+          ? `disk(s) ${names} could not be pivoted and stay on their sources, still mirroring (consistent with the rest at the pause); pivotGroup again to retry them`
+          : `disk(s) ${names} could not be finished; the finished destinations are not a consistent set with them`,
+      };
+    } else {
+      delete entry.rec.error;
+    }
+    await this.save(entry).catch((e) => this.log.error('group record write failed', { groupId: entry.rec.groupId, error: e }));
+    this.log.info(`group ${how}`, { groupId: entry.rec.groupId, pausedMs: entry.rec.lastSwitch.pausedMs, failed: failed.length });
+    const group = this.view(entry);
+    if (failed.length > 0) {
+      const first = failed[0]!.error;
+      throw new AgentError(entry.rec.error!.name as ErrorName, entry.rec.error!.message, { group, ...(first?.libvirt ? { libvirt: first.libvirt } : {}) });
+    }
+    return { group, changed: true };
+  }
+
+  private async freeze(uuid: string, mode: FreezeMode): Promise<NonNullable<Group['lastSwitch']>['freeze']> {
+    if (mode === 'never') return { mode, frozen: null };
+    const conn = this.opts.connection();
+    const xml = await conn.getXml(uuid).catch(() => '');
+    if (!GUEST_AGENT_CHANNEL.test(xml)) {
+      const why = 'the domain has no QEMU guest agent channel';
+      if (mode === 'always') throw new AgentError('unsupported', `cannot freeze the guest's filesystems: ${why}`);
+      return { mode, frozen: null, error: why };
+    }
+    try {
+      return { mode, frozen: await conn.fsFreeze(uuid) };
+    } catch (e) {
+      if (mode === 'always') throw new AgentError('libvirtError', `cannot freeze the guest's filesystems: ${(e as Error).message}`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
+      return { mode, frozen: null, error: (e as Error).message };
+    }
+  }
+
+  private async thaw(uuid: string, frozen: number | null): Promise<void> {
+    if (frozen === null) return;
+    await this.opts.connection().fsThaw(uuid).catch((e) => this.log.error('cannot thaw the guest filesystems', { domain: uuid, error: e }));
+  }
+
+  /** A guest must never stay paused by this agent: retried, and logged loudly if it still fails. */
+  private async resume(uuid: string): Promise<void> {
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      try {
+        await this.opts.connection().resume(uuid);
+        return;
+      } catch (e) {
+        // Not paused (any more): nothing to do.
+        if (e instanceof LibvirtError && e.code === VirErrorCode.OPERATION_INVALID) return;
+        this.log.error('cannot resume the guest after a group switch; retrying', { domain: uuid, attempt, error: e });
+        await new Promise((r) => setTimeout(r, 200 * attempt));
+      }
+    }
+  }
+
+  private async resumeAfterCrash(entry: Entry): Promise<void> {
+    this.log.warn('the agent stopped while a group switch had the guest paused: resuming it', { groupId: entry.rec.groupId, pausedAt: entry.rec.pausedAt });
+    await this.resume(entry.rec.domain.uuid);
+    entry.rec.error = { name: 'interrupted', message: `the agent stopped during a group switch (guest paused at ${entry.rec.pausedAt}); the guest was resumed at restart, each disk's job shows where it ended` };
+    delete entry.rec.pausedAt;
+    await this.save(entry);
+  }
+
+  // ---- reacting to member changes ------------------------------------------------------------
+
+  private readonly onJob = (job: Job): void => {
+    if (!job.groupId) return;
+    const entry = this.groups.get(job.groupId);
+    if (entry) this.react(entry);
+  };
+
+  /** whenReady once all are ready; all or nothing before a switch: one disk lost cancels the rest. */
+  private react(entry: Entry): void {
+    if (!this.started) return;
+    this.changed(entry);
+    if (entry.switching || entry.rec.lastSwitch) return;
+    const members = this.members(entry);
+    if (members.length < entry.rec.jobIds.length) return; // still starting
+    const lost = members.find((j) => j.state === 'failed' || j.state === 'cancelled');
+    if (lost && !entry.cancelledRest && members.some((j) => !isTerminal(j.state))) {
+      entry.cancelledRest = true;
+      entry.rec.error = { name: lost.error?.name ?? 'libvirtError', message: `disk ${lost.disk} ${lost.state}${lost.error ? `: ${lost.error.message}` : ''}; the group's other copies were cancelled` };
+      void this.save(entry).catch((e) => this.log.error('group record write failed', { groupId: entry.rec.groupId, error: e }));
+      void this.cancelAll(entry).catch((e) => this.log.error('cannot cancel the rest of a group', { groupId: entry.rec.groupId, error: e }));
+      return;
+    }
+    const how = entry.rec.whenReady;
+    if ((how === 'pivot' || how === 'finish') && members.every((j) => j.state === 'ready') && this.jobs.serving) {
+      void this.switchGroup(entry, how, { timeoutMs: 30_000, freeze: entry.rec.freeze, maxPauseMs: entry.rec.maxPause * 1000 })
+        .catch((e) => this.log.warn(`automatic group ${how} failed`, { groupId: entry.rec.groupId, error: e }));
+    }
+  }
+
+  /** Cancels every member that has not ended; true if any was running. */
+  private async cancelAll(entry: Entry): Promise<boolean> {
+    const running = this.members(entry).filter((j) => !isTerminal(j.state));
+    const results = await Promise.allSettled(running.map((j) => this.jobs.abort({ jobId: j.jobId })));
+    const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (refused) throw refused.reason;
+    return running.length > 0;
+  }
+
+  // ---- waiting ----------------------------------------------------------------------------
+
+  private async awaitGoal(entry: Entry, params: BlockCopyGroupParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
+    const wait = params.wait ?? 'none';
+    if (wait !== 'none') {
+      const automatic = entry.rec.whenReady !== 'none';
+      const done = (): boolean => {
+        const s = this.state(entry);
+        if (wait === 'ready') return s !== 'copying';
+        // With whenReady, a switch that failed on every disk leaves the group ready: that is its end too.
+        return !entry.switching && (isGroupEnded(s) || s === 'partial' || (automatic && !!entry.rec.lastSwitch && s === 'ready'));
+      };
+      // A re-run's timeout only bounds its own wait; the first call's members own the deadline.
+      const limit = !changed && params.timeout !== undefined ? params.timeout * 1000 : undefined;
+      if (!(await this.waitUntil(done, limit, signal))) {
+        throw new AgentError('timeout', `group ${entry.rec.groupId} is still ${this.state(entry)}`, { group: this.view(entry) });
+      }
+      const s = this.state(entry);
+      if (entry.rec.error && s !== 'pivoted' && s !== 'finished') {
+        const name = entry.rec.error.name in ERRORS ? entry.rec.error.name as ErrorName : 'libvirtError';
+        throw new AgentError(name, entry.rec.error.message, { group: this.view(entry) });
+      }
+    }
+    return { group: this.view(entry), changed };
+  }
+
+  /** Resolves true when pred holds, false on timeout; rejects when the caller goes away. */
+  private waitUntil(pred: () => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<boolean> {
+    if (pred()) return Promise.resolve(true);
+    if (signal?.aborted) return Promise.reject(new Error('the caller went away'));
+    return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        this.updates.off('update', check);
+        signal?.removeEventListener('abort', onAbort);
+        if (timer) clearTimeout(timer);
+      };
+      const check = () => { if (pred()) { done(); resolve(true); } };
+      const onAbort = () => { done(); reject(new Error('the caller went away')); };
+      this.updates.on('update', check);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (timeoutMs !== undefined) timer = setTimeout(() => { done(); resolve(false); }, timeoutMs);
+    });
+  }
+
+  private changed(entry: Entry): void {
+    this.updates.emit('update', entry);
+  }
+
+  // ---- views and lookups --------------------------------------------------------------------
+
+  private members(entry: Entry): Job[] {
+    const byId = new Map(this.jobs.groupJobs(entry.rec.groupId).map((j) => [j.jobId, j]));
+    return entry.rec.jobIds.map((id) => byId.get(id)).filter((j): j is Job => !!j);
+  }
+
+  private state(entry: Entry): GroupState {
+    return groupState(this.members(entry).map((j) => j.state));
+  }
+
+  private view(entry: Entry): Group {
+    const jobs = this.members(entry);
+    const updatedAt = [entry.rec.updatedAt, ...jobs.map((j) => j.updatedAt)].sort().at(-1)!;
+    return {
+      groupId: entry.rec.groupId, domain: { ...entry.rec.domain }, state: groupState(jobs.map((j) => j.state)),
+      whenReady: entry.rec.whenReady, jobs, createdAt: entry.rec.createdAt, updatedAt,
+      ...(entry.rec.error ? { error: { ...entry.rec.error } } : {}),
+      lastSwitch: entry.rec.lastSwitch ? structuredClone(entry.rec.lastSwitch) : null,
+    };
+  }
+
+  private find(groupId: string): Entry {
+    const e = this.groups.get(groupId);
+    if (!e) throw new AgentError('noJob', `no group '${groupId}'`);
+    return e;
+  }
+
+  /** The group an identical earlier call created: same groupId, or same domain, disks and destinations. */
+  private findSame(params: BlockCopyGroupParams): Entry | undefined {
+    const wanted = params.disks.map((d) => `${d.disk}=${this.destPath(d) ?? ''}`).join(',');
+    const signature = (e: Entry) => this.members(e).map((j) => `${j.disk}=${resolvePath(j.destination.path)}`).join(',');
+    if (params.groupId) {
+      const e = this.groups.get(params.groupId);
+      if (!e) return undefined;
+      const sameDomain = e.rec.domain.name === params.domain || e.rec.domain.uuid === params.domain;
+      if (!sameDomain || signature(e) !== wanted) {
+        throw new AgentError('jobExists', `groupId '${params.groupId}' already names a group of other disks or destinations`, { group: this.view(e) });
+      }
+      return e;
+    }
+    for (const e of this.groups.values()) {
+      if ((e.rec.domain.name === params.domain || e.rec.domain.uuid === params.domain) && e.rec.jobIds.length === params.disks.length &&
+        signature(e) === wanted && this.state(e) !== 'cancelled' && this.state(e) !== 'failed') return e;
+    }
+    return undefined;
+  }
+
+  private destPath(d: BlockCopyGroupParams['disks'][number]): string | undefined {
+    if (d.destination) return resolvePath(d.destination.path);
+    const m = /<source\b[^>]*\b(?:file|dev)=['"]([^'"]+)['"]/.exec(d.destinationXml ?? '');
+    return m ? resolvePath(m[1]!) : undefined;
+  }
+
+  private checkDistinct(params: BlockCopyGroupParams): void {
+    const disks = new Set<string>();
+    const dests = new Set<string>();
+    for (const d of params.disks) {
+      const path = this.destPath(d);
+      if (disks.has(d.disk)) throw new AgentError('destinationRejected', `disk ${d.disk} is listed twice`, { reason: `disk ${d.disk} is listed twice` });
+      if (path && dests.has(path)) throw new AgentError('destinationRejected', `two disks would be copied to ${path}`, { reason: `two disks would be copied to ${path}` });
+      disks.add(d.disk);
+      if (path) dests.add(path);
+    }
+  }
+
+  private async domainOf(key: string): Promise<Group['domain']> {
+    const dom = await this.opts.connection().lookupDomain(key).catch((e) => {
+      throw new AgentError('notFound', `no domain '${key}'`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
+    });
+    return { name: dom.name, uuid: dom.uuid };
+  }
+
+  private errorOf(e: unknown): SwitchDisk['error'] {
+    if (e instanceof AgentError) {
+      const lv = e.data.libvirt as ReturnType<typeof libvirtData> | undefined;
+      return { name: e.errorName, message: e.message, ...(lv ? { libvirt: lv } : {}) };
+    }
+    if (e instanceof LibvirtError) return { name: 'libvirtError', message: e.message, libvirt: libvirtData(e) };
+    return { name: 'libvirtError', message: e instanceof Error ? e.message : String(e) };
+  }
+
+  private assertServing(): void {
+    this.jobs.assertServing();
+    if (!this.started) throw new AgentError('recovering', 'the agent is loading its groups; retry shortly');
+  }
+
+  private save(entry: Entry): Promise<void> {
+    entry.rec.updatedAt = new Date().toISOString();
+    const snapshot = structuredClone(entry.rec);
+    entry.writes = entry.writes.catch(() => {}).then(() => this.journal.saveGroup(snapshot));
+    return entry.writes;
+  }
+}
