@@ -2,7 +2,7 @@
 // qemu-img as independent tools (the product itself never does). Everything created is
 // registered for teardown, which runs even when the test fails, plus a process-exit net.
 import { execFile, execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, writeSync, readdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -22,6 +22,10 @@ export interface DiskSpec {
   backing?: boolean;
   /** 'cdrom' attaches a read-only cdrom (not copyable) instead of a disk. */
   device?: 'disk' | 'cdrom';
+  /** raw only: written at offset 0 before the domain starts. */
+  bootSector?: Buffer;
+  /** <boot order='N'/>: the BIOS boots the lowest and maps only disks with an order to int 13h drives (0x80, 0x81, …). */
+  bootOrder?: number;
 }
 
 export interface DomainSpec {
@@ -37,6 +41,7 @@ export interface TestDisk {
   format: ImageFormat;
   device: 'disk' | 'cdrom';
   backingPath?: string;
+  bootOrder?: number;
 }
 
 export interface TestDomain {
@@ -110,7 +115,7 @@ function diskXml(d: TestDisk): string {
       `<target dev='hdc' bus='ide'/><readonly/></disk>`;
   }
   return `<disk type='file' device='disk'><driver name='qemu' type='${d.format}'/><source file='${d.path}'/>` +
-    `<target dev='${d.target}' bus='virtio'/></disk>`;
+    `<target dev='${d.target}' bus='virtio'/>${d.bootOrder ? `<boot order='${d.bootOrder}'/>` : ''}</disk>`;
 }
 
 /** Creates and starts a domain with the given disks; it is destroyed at `host`'s teardown. */
@@ -122,7 +127,7 @@ export async function createDomain(host: TeardownHost, spec: DomainSpec): Promis
   for (const [i, s] of spec.disks.entries()) {
     const device = s.device ?? 'disk';
     const path = join(dir, `disk${i}.${s.format === 'raw' ? 'raw' : 'qcow2'}`);
-    const d: TestDisk = { target: device === 'cdrom' ? 'hdc' : targetOf(virtio++), path, format: s.format, device };
+    const d: TestDisk = { target: device === 'cdrom' ? 'hdc' : targetOf(virtio++), path, format: s.format, device, ...(s.bootOrder ? { bootOrder: s.bootOrder } : {}) };
     if (s.backing) {
       if (s.format !== 'qcow2') throw new Error('a backing file needs a qcow2 disk');
       d.backingPath = join(dir, `base${i}.qcow2`);
@@ -132,6 +137,11 @@ export async function createDomain(host: TeardownHost, spec: DomainSpec): Promis
       await createImage(path, 'qcow2', s.sizeMiB, { backingPath: d.backingPath, backingFormat: 'qcow2' });
     } else {
       await createImage(path, s.format, s.sizeMiB);
+    }
+    if (s.bootSector) {
+      if (s.format !== 'raw') throw new Error('a boot sector needs a raw disk');
+      const fd = openSync(path, 'r+');
+      try { writeSync(fd, s.bootSector, 0, s.bootSector.length, 0); } finally { closeSync(fd); }
     }
     disks.push(d);
   }
