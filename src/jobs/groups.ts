@@ -45,6 +45,8 @@ interface Entry {
   cancelledRest: boolean;
   /** Record writes, chained so they land in order. */
   writes: Promise<void>;
+  /** blockCopyGroup is still starting the copies: the group must not act on its first members alone. */
+  starting: boolean;
 }
 
 const GOAL = { pivot: 'pivoted', finish: 'finished' } as const;
@@ -69,7 +71,7 @@ export class GroupManager {
   async start(): Promise<void> {
     await this.journal.open();
     for (const rec of await this.journal.loadGroups((file, err) => this.log.error('unreadable group record skipped', { file, error: err }))) {
-      const entry: Entry = { rec, switching: null, cancelledRest: false, writes: Promise.resolve() };
+      const entry: Entry = { rec, switching: null, cancelledRest: false, writes: Promise.resolve(), starting: false };
       this.groups.set(rec.groupId, entry);
       if (rec.pausedAt) await this.resumeAfterCrash(entry);
     }
@@ -118,7 +120,7 @@ export class GroupManager {
         groupId: params.groupId ?? randomUUID(), domain: dom, jobIds: [], whenReady: params.whenReady ?? 'none',
         freeze: params.freeze ?? 'auto', maxPause: params.maxPause ?? 10, createdAt: now, updatedAt: now, lastSwitch: null,
       },
-      switching: null, cancelledRest: false, writes: Promise.resolve(),
+      switching: null, cancelledRest: false, writes: Promise.resolve(), starting: true,
     };
     this.groups.set(entry.rec.groupId, entry);
     await this.save(entry);
@@ -128,6 +130,7 @@ export class GroupManager {
         entry.rec.jobIds.push(r.job.jobId);
         await this.save(entry);
       } catch (e) {
+        entry.starting = false;
         // All or nothing: the copies already started are cancelled.
         entry.rec.error = { name: e instanceof AgentError ? e.errorName : 'libvirtError', message: `disk ${m.disk}: ${(e as Error).message}; the group's other copies were cancelled` };
         entry.cancelledRest = true;
@@ -136,6 +139,7 @@ export class GroupManager {
         throw e instanceof AgentError ? new AgentError(e.errorName, e.message, { ...e.data, group: this.view(entry) }) : e;
       }
     }
+    entry.starting = false;
     this.log.info('group started', { groupId: entry.rec.groupId, domain: dom.name, disks: params.disks.map((d) => d.disk) });
     this.react(entry);
     return this.awaitGoal(entry, params, true, signal);
@@ -218,7 +222,7 @@ export class GroupManager {
     try {
       await conn.suspend(dom.uuid);
       const budget = o.maxPauseMs / 1000;
-      const deadline = new Promise<'late'>((r) => setTimeout(() => r('late'), o.maxPauseMs + 1000).unref());
+      const deadline = new Promise<'late'>((r) => setTimeout(() => r('late'), o.maxPauseMs).unref());
       // In parallel: libvirt serializes what it must, and the pause lasts as long as the slowest disk.
       await Promise.all(targets.map(async (j) => {
         const call = how === 'pivot' ? this.jobs.pivot({ jobId: j.jobId, timeout: budget }) : this.jobs.finish({ jobId: j.jobId, timeout: budget });
@@ -320,9 +324,8 @@ export class GroupManager {
   private react(entry: Entry): void {
     if (!this.started) return;
     this.changed(entry);
-    if (entry.switching || entry.rec.lastSwitch) return;
+    if (entry.starting || entry.switching || entry.rec.lastSwitch) return;
     const members = this.members(entry);
-    if (members.length < entry.rec.jobIds.length) return; // still starting
     const lost = members.find((j) => j.state === 'failed' || j.state === 'cancelled');
     if (lost && !entry.cancelledRest && members.some((j) => !isTerminal(j.state))) {
       entry.cancelledRest = true;
