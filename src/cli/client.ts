@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AgentClient, RpcError } from '../client/index.js';
-import type { BlockCopyParams, Job } from '../generated/api.js';
+import type { BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
 import type { MethodName } from '../client/methods.js';
 
 export const EXIT = { ok: 0, agentError: 1, usage: 2, connection: 3, timeout: 4, interrupted: 130 } as const;
@@ -19,6 +19,11 @@ export const CLIENT_HELP = `Client commands (talk to the agent on this host, or 
   blockcopy-agent jobs [DOMAIN]
   blockcopy-agent watch [DOMAIN] [--job ID]       print job changes until Ctrl-C
   blockcopy-agent call METHOD [--params JSON]      any method, params as JSON
+  blockcopy-agent copy-group DOMAIN DISK=DEST... [--format raw|qcow2] [--bandwidth BYTES/S] [--group-id ID]
+        [--wait] [--pivot | --finish] [--timeout SECONDS] [--max-pause SECONDS]
+                                                   several disks ready together, switched in one guest pause
+  blockcopy-agent group ID                         a group and its jobs
+  blockcopy-agent pivot-group|finish-group|abort-group ID [--max-pause SECONDS]
 
 Connection: --url ws(s)://HOST:PORT [--token TOKEN | BLOCKCOPY_TOKEN] [--ca FILE]; without --url the
 command runs 'blockcopy-agent stdio' (--state-dir is passed on).
@@ -35,6 +40,7 @@ const OPTIONS = {
   'buf-size': { type: 'string' }, 'job-id': { type: 'string' }, shallow: { type: 'boolean' }, 'reuse-external': { type: 'boolean' },
   'transient-job': { type: 'boolean' }, 'synchronous-writes': { type: 'boolean' }, wait: { type: 'boolean' },
   pivot: { type: 'boolean' }, finish: { type: 'boolean' }, timeout: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  'group-id': { type: 'string' }, 'max-pause': { type: 'string' },
 } as const;
 
 class UsageError extends Error {}
@@ -82,6 +88,12 @@ function reporter(json: boolean) {
     job(job: Job) {
       if (!tty) return void process.stdout.write(JSON.stringify({ event: 'job.changed', job }) + '\n');
       process.stdout.write(`\r${progressLine(job)}\x1b[K`);
+      open = true;
+    },
+    /** Several jobs at once (a group): one line on a terminal. */
+    jobs(jobs: Job[]) {
+      if (!tty) return void process.stdout.write(JSON.stringify({ event: 'jobs.changed', jobs }) + '\n');
+      process.stdout.write(`\r${jobs.map((j) => `${j.disk} ${(j.progress.percent ?? 0).toFixed(0).padStart(3)}% ${j.state}`).join(' | ')}\x1b[K`);
       open = true;
     },
     say(msg: string, data: unknown) {
@@ -152,6 +164,50 @@ async function copy(client: AgentClient, v: Values, pos: string[]): Promise<numb
   return EXIT.ok;
 }
 
+async function copyGroup(client: AgentClient, v: Values, pos: string[]): Promise<number> {
+  if (pos.length < 2) throw new UsageError('copy-group needs DOMAIN DISK=DEST...');
+  if (v.pivot && v.finish) throw new UsageError('--pivot and --finish exclude each other');
+  const [domain, ...pairs] = pos as [string, ...string[]];
+  const disks = pairs.map((p) => {
+    const m = /^([^=]+)=(.+)$/.exec(p);
+    if (!m) throw new UsageError(`'${p}' is not DISK=DEST`);
+    return {
+      disk: m[1]!, destination: { path: m[2]!, ...(v.format ? { format: v.format as 'raw' | 'qcow2' } : {}) },
+      ...(v.bandwidth !== undefined ? { bandwidth: num(v.bandwidth, 'bandwidth')! } : {}),
+    };
+  });
+  const whenReady = v.pivot ? 'pivot' : v.finish ? 'finish' : 'none';
+  const params: BlockCopyGroupParams = {
+    domain, disks, whenReady, wait: whenReady !== 'none' ? 'done' : v.wait ? 'ready' : 'none',
+    ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
+    ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
+    ...(v['group-id'] ? { groupId: v['group-id'] } : {}),
+  };
+  const out = reporter(!!v.json);
+  const shown = new Map<string, Job>();
+  client.on('job.changed', (j: Job) => {
+    const ours = pairs.some((p) => p.startsWith(`${j.disk}=`)) && (j.domain.name === domain || j.domain.uuid === domain) && !!j.groupId;
+    if (!ours) return;
+    shown.set(j.disk, j);
+    out.jobs([...shown.values()]);
+  });
+  if (params.wait !== 'none') await client.call('subscribe', { domain });
+  const { group } = await client.call('blockCopyGroup', params).catch((e: unknown) => {
+    const g = e instanceof RpcError ? (e.data as { group?: Group } | undefined)?.group : undefined;
+    if (g) out.say(groupSummary(g), { event: 'group', group: g });
+    throw e;
+  });
+  out.say(groupSummary(group), { event: 'group', group });
+  return EXIT.ok;
+}
+
+function groupSummary(g: Group): string {
+  const sw = g.lastSwitch;
+  const detail = sw ? `guest paused ${sw.pausedMs} ms to ${sw.operation}: ${sw.disks.map((d) => `${d.disk} ${d.outcome}`).join(', ')}`
+    : g.jobs.map((j) => `${j.disk} ${j.state}`).join(', ');
+  return `group ${g.groupId}: ${g.state} (${detail})${g.error ? `; ${g.error.message}` : ''}`;
+}
+
 async function watch(client: AgentClient, v: Values, pos: string[]): Promise<number> {
   const out = reporter(true);
   client.on('job.changed', (j: Job) => out.job(j));
@@ -187,6 +243,18 @@ export async function runClientCommand(command: string, argv: string[]): Promise
         }
         case 'jobs': return async () => print(await client!.call('listJobs', pos[0] ? { domain: pos[0] } : {}));
         case 'watch': return () => watch(client!, v, pos);
+        case 'copy-group': return () => copyGroup(client!, v, pos);
+        case 'group': case 'pivot-group': case 'finish-group': case 'abort-group': {
+          if (pos.length !== 1) throw new UsageError(`${command} needs a group ID`);
+          const groupId = pos[0]!;
+          const pause = v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {};
+          return async () => {
+            const r = command === 'group' ? await client!.call('groupInfo', { groupId })
+              : command === 'abort-group' ? await client!.call('abortGroup', { groupId })
+                : await client!.call(command === 'pivot-group' ? 'pivotGroup' : 'finishGroup', { groupId, ...pause });
+            return print(r);
+          };
+        }
         case 'call': {
           if (pos.length !== 1) throw new UsageError('call needs METHOD');
           let params: unknown = {};

@@ -7,7 +7,7 @@ import { createLogger, type Level } from '../log.js';
 import { relayStdio } from './relay.js';
 import { CLIENT_HELP, runClientCommand } from './client.js';
 
-const CLIENT_COMMANDS = new Set(['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call']);
+const CLIENT_COMMANDS = new Set(['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call', 'copy-group', 'group', 'pivot-group', 'finish-group', 'abort-group']);
 
 const HELP: Record<string, string> = {
   main: `blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0

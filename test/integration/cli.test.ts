@@ -42,6 +42,22 @@ t.test('copy --wait --pivot --json: exits 0, every line is JSON, the guest moved
   t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the copy');
 });
 
+t.test('copy-group --finish --json, then group: one pause, every disk finished', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }, { format: 'raw', sizeMiB: 32 }] });
+  for (const d of ['vda', 'vdb']) await hv.guestWrite(dom, d, { pattern: 0xf4, offset: 0, length: 8 * MiB });
+  const sd = stateDir(t);
+  const r = await cli(['copy-group', dom.name, `vda=${dom.dir}/g-a.qcow2`, `vdb=${dom.dir}/g-b.raw`, '--finish', '--group-id', `cli-${dom.name}`, '--json', '--state-dir', sd]);
+  t.equal(r.code, 0, `exit 0 ${r.stderr}`);
+  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  t.ok(lines.some((l) => l.event === 'jobs.changed' && l.jobs.length >= 1), 'progress lines for the group');
+  t.match(lines.at(-1), { event: 'group', group: { groupId: `cli-${dom.name}`, state: 'finished', lastSwitch: { operation: 'finish' } } }, 'the last line: finished in one pause');
+  const info = await cli(['group', `cli-${dom.name}`, '--json', '--state-dir', sd]);
+  t.match(JSON.parse(info.stdout), { group: { state: 'finished', jobs: [{ disk: 'vda', state: 'finished' }, { disk: 'vdb', state: 'finished' }] } }, 'group ID shows it');
+  t.equal(await hv.compareImages(dom.disks[1]!.path, `${dom.dir}/g-b.raw`), 'identical', 'qemu-img compare: the copy equals the source (nothing wrote since)');
+  const bad = await cli(['copy-group', dom.name, 'vda', '--state-dir', sd]);
+  t.equal(bad.code, 2, 'DISK without =DEST: usage error');
+});
+
 t.test('Ctrl-C during phase 1 cancels the copy and says so', async (t) => {
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0xf2, offset: 0, length: 96 * MiB });
