@@ -24,6 +24,7 @@ import { Journal, type GroupRecord } from './journal.js';
 import { libvirtData } from './libvirt-errors.js';
 import type { JobManager } from './manager.js';
 import { isTerminal } from './state-machine.js';
+import { until } from './until.js';
 
 export interface GroupManagerOptions {
   jobs: JobManager;
@@ -376,23 +377,8 @@ export class GroupManager {
     return { group: this.view(entry), changed };
   }
 
-  /** Resolves true when pred holds, false on timeout; rejects when the caller goes away. */
   private waitUntil(pred: () => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<boolean> {
-    if (pred()) return Promise.resolve(true);
-    if (signal?.aborted) return Promise.reject(new Error('the caller went away'));
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = () => {
-        this.updates.off('update', check);
-        signal?.removeEventListener('abort', onAbort);
-        if (timer) clearTimeout(timer);
-      };
-      const check = () => { if (pred()) { done(); resolve(true); } };
-      const onAbort = () => { done(); reject(new Error('the caller went away')); };
-      this.updates.on('update', check);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) timer = setTimeout(() => { done(); resolve(false); }, timeoutMs);
-    });
+    return until(this.updates, 'update', pred, timeoutMs, signal);
   }
 
   private changed(entry: Entry): void {

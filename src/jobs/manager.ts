@@ -27,6 +27,7 @@ import { adoptedJob, diskKey, newJob, publicJob, samePath, track, type Tracked }
 import { Journal, type Intent, type JobRecord } from './journal.js';
 import { isNoJob, isNotReady, libvirtData, toAgentError } from './libvirt-errors.js';
 import { KeyedMutex } from './lock.js';
+import { until } from './until.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { canTransition, COMPLETION, isTerminal, reachedReady } from './state-machine.js';
 
@@ -837,29 +838,10 @@ export class JobManager extends EventEmitter {
   }
 
   /** Resolves when pred(state) holds; rejects with `timeout` or when the signal aborts. */
-  private waitFor(entry: Tracked, pred: (s: JobState) => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<void> {
-    if (pred(entry.rec.job.state)) return Promise.resolve();
-    if (signal?.aborted) return Promise.reject(new Error('the caller went away'));
-    return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = () => {
-        this.updates.off('update', onUpdate);
-        signal?.removeEventListener('abort', onAbort);
-        if (timer) clearTimeout(timer);
-      };
-      const onUpdate = (e: Tracked) => {
-        if (e === entry && pred(entry.rec.job.state)) { done(); resolve(); }
-      };
-      const onAbort = () => { done(); reject(new Error('the caller went away')); };
-      this.updates.on('update', onUpdate);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          done();
-          reject(new AgentError('timeout', `job ${entry.rec.job.jobId} is still ${entry.rec.job.state}`, { job: publicJob(entry) }));
-        }, timeoutMs);
-      }
-    });
+  private async waitFor(entry: Tracked, pred: (s: JobState) => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<void> {
+    if (!(await until(this.updates, 'update', () => pred(entry.rec.job.state), timeoutMs, signal))) {
+      throw new AgentError('timeout', `job ${entry.rec.job.jobId} is still ${entry.rec.job.state}`, { job: publicJob(entry) });
+    }
   }
 
   /**
@@ -878,21 +860,10 @@ export class JobManager extends EventEmitter {
       throw new AgentError('tooManyJobs', `this host already runs ${this.activeCount()} copies (maximum ${this.maxCopies})`);
     }
     this.log.info('copy queued: the host is at its limit', { domain: params.domain, disk: params.disk, limit: this.maxCopies });
-    await new Promise<void>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const done = () => {
-        this.updates.off('update', check);
-        signal?.removeEventListener('abort', onAbort);
-        if (timer) clearTimeout(timer);
-      };
-      const check = () => { if (this.activeCount() < this.maxCopies) { done(); resolve(); } };
-      const onAbort = () => { done(); reject(new Error('the caller went away')); };
-      this.updates.on('update', check);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      if (params.timeout !== undefined) {
-        timer = setTimeout(() => { done(); reject(new AgentError('timeout', `no copy slot became free within ${params.timeout} s`)); }, params.timeout * 1000);
-      }
-    });
+    const timeoutMs = params.timeout !== undefined ? params.timeout * 1000 : undefined;
+    if (!(await until(this.updates, 'update', () => this.activeCount() < this.maxCopies, timeoutMs, signal))) {
+      throw new AgentError('timeout', `no copy slot became free within ${params.timeout} s`);
+    }
   }
 
   /**
