@@ -11,11 +11,12 @@ import { domainType } from '../test/helpers/hypervisor.js';
 import { type BenchContext, type SuiteResult, round } from './lib.js';
 import { controlPlane } from './suites/control-plane.js';
 import { convergence } from './suites/convergence.js';
+import { groupPause } from './suites/group-pause.js';
 import { latency } from './suites/latency.js';
 import { scale } from './suites/scale.js';
 import { throughput } from './suites/throughput.js';
 
-const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence };
+const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence, groupPause };
 
 function machine() {
   const v = (cmd: string, args: string[]) => { try { return execFileSync(cmd, args).toString().trim(); } catch { return 'unknown'; } };
@@ -36,7 +37,6 @@ function markdown(when: string, quick: boolean, m: ReturnType<typeof machine>, r
     for (const n of r.notes ?? []) lines.push('', `- ${n}`);
     lines.push('');
   }
-  lines.push('## Group pivot pause', '', 'Not measured: multi-disk groups (issue #6) are not built yet.', '');
   return lines.join('\n');
 }
 
