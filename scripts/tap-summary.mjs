@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Reads raw TAP from stdin, echoes it, and ends with one line `N passed, N failed`.
+// Reads raw TAP (from the files given, or from stdin, echoed) and ends with one line `N passed, N failed`.
 // Counts leaf test points (assertions). A subtest (or test file) that fails without any
 // failing assertion of its own — a crash, a timeout, a missed plan — counts as one failure.
+import { readFileSync } from 'node:fs';
 import { Parser } from 'tap-parser';
 
 let passed = 0;
@@ -30,12 +31,25 @@ function watch(parser) {
   return api;
 }
 
-const root = new Parser();
-watch(root);
-process.stdin.on('data', (d) => { process.stdout.write(d); root.write(d); });
-process.stdin.on('end', () => {
-  root.end();
+function finish() {
   console.log(`${passed} passed, ${failed} failed`);
   // A run that executed nothing is a broken run, not a green one.
   process.exitCode = failed > 0 || passed === 0 ? 1 : 0;
-});
+}
+
+const files = process.argv.slice(2);
+if (files.length > 0) {
+  // Several TAP files (runs one after the other): each parsed on its own, the counts summed.
+  for (const f of files) {
+    const p = new Parser();
+    watch(p);
+    p.end(readFileSync(f));
+  }
+  finish();
+} else {
+  // TAP on stdin, echoed as it comes.
+  const root = new Parser();
+  watch(root);
+  process.stdin.on('data', (d) => { process.stdout.write(d); root.write(d); });
+  process.stdin.on('end', () => { root.end(); finish(); });
+}

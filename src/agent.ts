@@ -54,6 +54,44 @@ async function connectWithRetry(uri: string, log: Logger): Promise<Connection> {
   }
 }
 
+/**
+ * When libvirtd goes away (restart, crash), the agent stays up: the jobs survive in QEMU and the
+ * journal. It reconnects with backoff and has the job manager reconcile before serving again.
+ */
+function watchConnection(conn: Connection, jobs: JobManager, uri: string, log: Logger): void {
+  conn.onClose((reason) => {
+    jobs.connectionLost(`libvirt closed the connection (${reason})`);
+    void (async () => {
+      for (let delay = 100; ; delay = Math.min(delay * 2, 1000)) {
+        await new Promise((r) => setTimeout(r, delay));
+        if (jobs.isStopped) return;
+        let next: Connection;
+        try {
+          next = await openConnection(uri);
+        } catch (e) {
+          log.warn('libvirt not reachable yet, retrying', { uri, delayMs: delay, error: (e as Error).message });
+          continue;
+        }
+        await conn.close().catch(() => {});
+        try {
+          await jobs.reconnect(next);
+        } catch (e) {
+          log.warn('reconcile after reconnect failed; reconnecting again', { error: (e as Error).message });
+          await next.close().catch(() => {});
+          continue;
+        }
+        if (next.closed) {
+          // Lost again while reconciling: start over.
+          jobs.connectionLost('libvirt closed the connection during the reconcile');
+          continue;
+        }
+        watchConnection(next, jobs, uri, log);
+        return;
+      }
+    })();
+  });
+}
+
 export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promise<Agent> {
   const log = opts.log;
   if (cfg.listen.enabled && !isLoopback(cfg.listen.host) && !cfg.tls) {
@@ -77,19 +115,14 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   let ws: WebSocketTransport | null = null;
   try {
     conn = await connectWithRetry(cfg.uri, log);
-    conn.onClose((reason) => {
-      // The jobs survive in QEMU and the journal; a restarted agent reconciles them.
-      log.error('libvirt connection lost; exiting so the service manager restarts the agent', { reason });
-      process.exit(75);
-    });
     jobs = new JobManager({
       connection: conn, stateDir: cfg.stateDir, log, pollIntervalMs: cfg.pollIntervalMs,
       maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION,
       checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
     });
     await jobs.start();
-    const current = conn;
-    groups = new GroupManager({ jobs, connection: () => current, stateDir: cfg.stateDir, log });
+    watchConnection(conn, jobs, cfg.uri, log);
+    groups = new GroupManager({ jobs, stateDir: cfg.stateDir, log });
     await groups.start();
     rpc = new RpcServer({ service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write });
     if (cfg.listen.enabled) {
@@ -125,7 +158,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
         rpc!.close();
         groups!.stop();
         await jobs!.stop();
-        await conn!.close();
+        await jobs!.connection.close();
         lock.release();
         audit.close();
       })();

@@ -41,8 +41,9 @@ interface Transport {
 }
 
 /**
- * Emits 'job.changed' (job: Job) for notifications, 'reconnect' after a dropped connection came
- * back (with reconnect), and 'close' when the client is done.
+ * Emits 'job.changed' (job: Job) and 'agent.connection' (AgentConnectionParams: the agent lost or
+ * regained libvirtd) for notifications, 'reconnect' after a dropped connection came back (with
+ * reconnect), and 'close' when the client is done.
  */
 export class AgentClient extends EventEmitter {
   private nextId = 1;
@@ -163,6 +164,10 @@ export class AgentClient extends EventEmitter {
       const r = m as { id?: unknown; method?: string; params?: { job?: Job }; result?: unknown; error?: { code: number; message: string; data?: Record<string, unknown> } };
       if (r.method === 'job.changed' && r.params?.job) {
         this.emit('job.changed', r.params.job);
+        continue;
+      }
+      if (r.method === 'agent.connection' && r.params) {
+        this.emit('agent.connection', r.params);
         continue;
       }
       const p = typeof r.id === 'number' ? this.pending.get(r.id) : undefined;

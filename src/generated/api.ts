@@ -1105,6 +1105,27 @@ export interface WaitResult {
   job: Job;
 }
 /**
+ * Sent to every subscribed session when the agent loses its connection to libvirtd and when it has it back, after reconciling every job with what libvirt really runs. In between, mutating calls fail with recovering (retryable) and reads answer from what the agent last knew; copies keep running in QEMU.
+ */
+export interface AgentConnectionParams {
+  /**
+   * lost: the connection dropped. restored: reconnected and reconciled; mutating calls are served again.
+   */
+  state: 'lost' | 'restored';
+  /**
+   * When (ISO 8601).
+   */
+  at: string;
+  /**
+   * Why the connection was lost (lost only).
+   */
+  reason?: string;
+  /**
+   * How long the agent had no connection, in milliseconds (restored only).
+   */
+  downMs?: number;
+}
+/**
  * Sent to subscribed sessions on every state change of a job, and at most once a second per job for progress.
  */
 export interface JobChangedParams {

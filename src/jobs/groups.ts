@@ -28,8 +28,6 @@ import { until } from './until.js';
 
 export interface GroupManagerOptions {
   jobs: JobManager;
-  /** The current libvirt connection (it may be replaced after a reconnect). */
-  connection: () => Connection;
   stateDir: string;
   log: Logger;
 }
@@ -61,7 +59,7 @@ export class GroupManager {
   private readonly updates = new EventEmitter();
   private started = false;
 
-  constructor(private readonly opts: GroupManagerOptions) {
+  constructor(opts: GroupManagerOptions) {
     this.jobs = opts.jobs;
     this.log = opts.log;
     this.journal = new Journal(opts.stateDir);
@@ -77,12 +75,26 @@ export class GroupManager {
       if (rec.pausedAt) await this.resumeAfterCrash(entry);
     }
     this.jobs.on('job.changed', this.onJob);
+    this.jobs.on('agent.connection', this.onConnection);
     this.started = true;
     for (const e of this.groups.values()) this.react(e);
   }
 
   stop(): void {
     this.jobs.off('job.changed', this.onJob);
+    this.jobs.off('agent.connection', this.onConnection);
+  }
+
+  /** The libvirt connection is back: a guest that could not be resumed while it was gone is resumed now. */
+  private readonly onConnection = (e: { state: string }): void => {
+    if (e.state !== 'restored') return;
+    for (const entry of this.groups.values()) {
+      if (entry.rec.pausedAt && !entry.switching) void this.resumeAfterCrash(entry).catch((err) => this.log.error('cannot resume a guest after the reconnect', { groupId: entry.rec.groupId, error: err }));
+    }
+  };
+
+  private conn(): Connection {
+    return this.jobs.connection;
   }
 
   // ---- methods ----------------------------------------------------------------------------
@@ -206,7 +218,7 @@ export class GroupManager {
   /** Freeze (optional), pause, switch every disk, resume, thaw; the result says what each disk did. */
   private async pauseAndSwitch(entry: Entry, how: Operation, targets: Job[], o: SwitchOptions): Promise<GroupChange> {
     const dom = entry.rec.domain;
-    const conn = this.opts.connection();
+    const conn = this.conn();
     const freeze = await this.freeze(dom.uuid, o.freeze);
     const outcomes = new Map<string, SwitchDisk>();
     const startedAt = new Date().toISOString();
@@ -234,9 +246,10 @@ export class GroupManager {
     } catch (e) {
       for (const j of targets) if (!outcomes.has(j.jobId)) outcomes.set(j.jobId, { disk: j.disk, jobId: j.jobId, outcome: 'failed', error: this.errorOf(e) });
     } finally {
-      await this.resume(dom.uuid);
+      const resumed = await this.resume(dom.uuid);
       t1 = performance.now();
-      delete entry.rec.pausedAt;
+      // If it could not be resumed (libvirtd gone), pausedAt stays: the reconnect or a restart resumes it.
+      if (resumed) delete entry.rec.pausedAt;
       await this.thaw(dom.uuid, freeze.frozen);
     }
     const disks = entry.rec.jobIds.map((id): SwitchDisk => {
@@ -270,7 +283,7 @@ export class GroupManager {
 
   private async freeze(uuid: string, mode: FreezeMode): Promise<NonNullable<Group['lastSwitch']>['freeze']> {
     if (mode === 'never') return { mode, frozen: null };
-    const conn = this.opts.connection();
+    const conn = this.conn();
     const xml = await conn.getXml(uuid).catch(() => '');
     if (!GUEST_AGENT_CHANNEL.test(xml)) {
       const why = 'the domain has no QEMU guest agent channel';
@@ -287,28 +300,29 @@ export class GroupManager {
 
   private async thaw(uuid: string, frozen: number | null): Promise<void> {
     if (frozen === null) return;
-    await this.opts.connection().fsThaw(uuid).catch((e) => this.log.error('cannot thaw the guest filesystems', { domain: uuid, error: e }));
+    await this.conn().fsThaw(uuid).catch((e) => this.log.error('cannot thaw the guest filesystems', { domain: uuid, error: e }));
   }
 
   /** A guest must never stay paused by this agent: retried, and logged loudly if it still fails. */
-  private async resume(uuid: string): Promise<void> {
+  private async resume(uuid: string): Promise<boolean> {
     for (let attempt = 1; attempt <= 5; attempt++) {
       try {
-        await this.opts.connection().resume(uuid);
-        return;
+        await this.conn().resume(uuid);
+        return true;
       } catch (e) {
         // Not paused (any more): nothing to do.
-        if (e instanceof LibvirtError && e.code === VirErrorCode.OPERATION_INVALID) return;
+        if (e instanceof LibvirtError && e.code === VirErrorCode.OPERATION_INVALID) return true;
         this.log.error('cannot resume the guest after a group switch; retrying', { domain: uuid, attempt, error: e });
         await new Promise((r) => setTimeout(r, 200 * attempt));
       }
     }
+    return false;
   }
 
   private async resumeAfterCrash(entry: Entry): Promise<void> {
-    this.log.warn('the agent stopped while a group switch had the guest paused: resuming it', { groupId: entry.rec.groupId, pausedAt: entry.rec.pausedAt });
-    await this.resume(entry.rec.domain.uuid);
-    entry.rec.error = { name: 'interrupted', message: `the agent stopped during a group switch (guest paused at ${entry.rec.pausedAt}); the guest was resumed at restart, each disk's job shows where it ended` };
+    this.log.warn('a group switch was interrupted with the guest paused: resuming it', { groupId: entry.rec.groupId, pausedAt: entry.rec.pausedAt });
+    if (!(await this.resume(entry.rec.domain.uuid))) return;
+    entry.rec.error = { name: 'interrupted', message: `a group switch was interrupted (the agent stopped or lost libvirtd) with the guest paused at ${entry.rec.pausedAt}; the guest was resumed later, each disk's job shows where it ended` };
     delete entry.rec.pausedAt;
     await this.save(entry);
   }
@@ -452,7 +466,7 @@ export class GroupManager {
   }
 
   private async domainOf(key: string): Promise<Group['domain']> {
-    const dom = await this.opts.connection().lookupDomain(key).catch((e) => {
+    const dom = await this.conn().lookupDomain(key).catch((e) => {
       throw new AgentError('notFound', `no domain '${key}'`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
     });
     return { name: dom.name, uuid: dom.uuid };

@@ -16,6 +16,16 @@ export function isNoJob(e: unknown): boolean {
     /no(t have an)? active block job|no active block job/i.test(e.message);
 }
 
+/**
+ * The call failed because the connection to libvirtd went away (libvirtd restarted, socket
+ * closed): whether it reached libvirt is unknown, so only a reconcile can tell what happened.
+ */
+export function isConnectionLost(e: unknown): boolean {
+  if (!(e instanceof LibvirtError)) return false;
+  if (e.code === VirErrorCode.NO_CONNECT || e.code === VirErrorCode.INVALID_CONN || e.code === VirErrorCode.RPC) return true;
+  return /end of file while reading data|client socket is closed|connection (reset|closed)|broken pipe/i.test(e.message);
+}
+
 /** Maps a libvirt failure to an AgentError; anything else is passed through unchanged. */
 export function toAgentError(e: unknown, what: string): unknown {
   if (!(e instanceof LibvirtError)) return e;
@@ -27,6 +37,6 @@ export function toAgentError(e: unknown, what: string): unknown {
   else if (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)) name = 'invalidState';
   // libvirt 9 copies a persistent domain's disk only as a transient job.
   else if (e.code === VirErrorCode.OPERATION_INVALID && /not transient/i.test(e.message)) name = 'unsupported';
-  else if (e.code === VirErrorCode.NO_CONNECT || e.code === VirErrorCode.INVALID_CONN) name = 'unavailable';
+  else if (isConnectionLost(e)) name = 'unavailable';
   return new AgentError(name, `${what}: ${e.message}`, { libvirt: libvirtData(e) });
 }

@@ -25,7 +25,7 @@ import { destinationFromXml, destinationToXml } from './destination-xml.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
 import { adoptedJob, diskKey, newJob, publicJob, samePath, track, type Tracked } from './job.js';
 import { Journal, type Intent, type JobRecord } from './journal.js';
-import { isNoJob, isNotReady, libvirtData, toAgentError } from './libvirt-errors.js';
+import { isConnectionLost, isNoJob, isNotReady, libvirtData, toAgentError } from './libvirt-errors.js';
 import { KeyedMutex } from './lock.js';
 import { until } from './until.js';
 import { fromByteCount, toByteCount } from './numbers.js';
@@ -56,7 +56,7 @@ const PROGRESS_EMIT_MS = 1000;
 const ABORT_WAIT_MS = 120_000;
 
 export class JobManager extends EventEmitter {
-  private readonly conn: Connection;
+  private conn: Connection;
   private readonly log: Logger;
   private readonly journal: Journal;
   private readonly pollMs: number;
@@ -76,6 +76,8 @@ export class JobManager extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
   private stopped = false;
+  /** Wall-clock ms when the libvirt connection was lost; null while connected. */
+  private lostAt: number | null = null;
 
   constructor(private readonly opts: JobManagerOptions) {
     super();
@@ -98,7 +100,54 @@ export class JobManager extends EventEmitter {
     await this.journal.open();
     // Subscribe first and buffer, so nothing that happens during reconcile is missed.
     this.unsubscribe = await this.conn.onEvent((e) => this.onDomainEvent(e));
+    const records = await this.journal.load((file, err) => this.log.error('unreadable journal file skipped', { file, error: err }));
+    for (const rec of records) this.entries.set(rec.job.jobId, track(rec));
     await this.reconcile();
+    this.serve();
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** The connection libvirt calls go through (replaced by reconnect). */
+  get connection(): Connection {
+    return this.conn;
+  }
+
+  /**
+   * The libvirt connection dropped (libvirtd restarted, socket closed). Until reconnect() has
+   * reconciled, mutating calls get `recovering` and reads answer from what the agent knew.
+   */
+  connectionLost(reason: string): void {
+    if (this.stopped || this.lostAt !== null) return;
+    this.lostAt = this.realNow();
+    this.recovering = true;
+    this.buffered = [];
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.unsubscribe = null; // died with the connection
+    this.log.warn('libvirt connection lost: jobs are kept, reconciling once it is back', { reason });
+    this.emit('agent.connection', { state: 'lost', at: this.iso(), reason });
+  }
+
+  /** A new connection after a loss: subscribe again, reconcile every job and live copy, then serve. */
+  async reconnect(conn: Connection): Promise<void> {
+    if (this.stopped) return;
+    if (this.lostAt === null) this.connectionLost('replaced');
+    this.conn = conn;
+    this.unsubscribe = await conn.onEvent((e) => this.onDomainEvent(e));
+    await this.reconcile();
+    if (this.stopped) return;
+    const downMs = this.realNow() - (this.lostAt ?? this.realNow());
+    this.lostAt = null;
+    this.serve();
+    this.log.info('libvirt connection restored and jobs reconciled', { downMs });
+    this.emit('agent.connection', { state: 'restored', at: this.iso(), downMs });
+  }
+
+  /** After a reconcile: replay buffered events, let ready jobs complete by themselves, poll. */
+  private serve(): void {
     const pending = this.buffered ?? [];
     this.buffered = null;
     this.recovering = false;
@@ -267,6 +316,11 @@ export class JobManager extends EventEmitter {
         bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
       });
     } catch (e) {
+      if (isConnectionLost(e) || this.conn.closed) {
+        // The copy may have started: keep the job (intent blockCopy) for the reconcile to decide.
+        this.log.warn('blockCopy: the libvirt connection dropped during the request', { jobId: job.jobId });
+        throw new AgentError('unavailable', `the libvirt connection dropped while starting the copy; job ${job.jobId} shows whether it started once the agent has reconnected`, { job: publicJob(entry) });
+      }
       if (this.entries.get(job.jobId) === entry) this.entries.delete(job.jobId);
       await entry.writes.catch(() => {});
       await this.journal.remove(job.jobId).catch(() => {});
@@ -373,6 +427,12 @@ export class JobManager extends EventEmitter {
           this.afterSideEffect(entry);
           return 'sent';
         } catch (e) {
+          if (isConnectionLost(e) || this.conn.closed) {
+            // Whether libvirt got the request is unknown: the job stays `${busy}` with its intent
+            // journaled, and the reconcile after the reconnect decides from the live XML.
+            this.log.warn(`${how}: the libvirt connection dropped during the request`, { jobId: job.jobId });
+            return 'sent';
+          }
           this.afterSideEffect(entry);
           if (isNotReady(e)) {
             this.transition(entry, 'ready');
@@ -405,6 +465,8 @@ export class JobManager extends EventEmitter {
     });
     const end = entry.rec.job;
     if (end.state === goal) return { job: publicJob(entry), changed: sentByUs };
+    // Back to ready: the request was lost (a reconnect's reconcile found it never took effect). Again, within the budget.
+    if (end.state === 'ready' && this.realNow() < deadline) return this.complete(entry, how, deadline - this.realNow());
     if (end.state === 'failed') {
       throw new AgentError(how === 'pivot' ? 'pivotFailed' : 'libvirtError', end.error?.message ?? `${how} failed`,
         { job: publicJob(entry), ...(end.evidence ? { evidence: end.evidence } : {}), ...(end.error?.libvirt ? { libvirt: end.error.libvirt } : {}) });
@@ -432,6 +494,11 @@ export class JobManager extends EventEmitter {
         await this.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true });
         this.afterSideEffect(entry);
       } catch (e) {
+        if (isConnectionLost(e) || this.conn.closed) {
+          // Stays cancelling with its intent: the reconcile after the reconnect asks again if needed.
+          this.log.warn('abort: the libvirt connection dropped during the request', { jobId: job.jobId });
+          return false;
+        }
         this.afterSideEffect(entry);
         if (isNoJob(e)) {
           await this.settle(entry, 'libvirt reported no block job when asked to abort');
@@ -661,8 +728,6 @@ export class JobManager extends EventEmitter {
   // ---- reconcile at start ------------------------------------------------------------------
 
   private async reconcile(): Promise<void> {
-    const records = await this.journal.load((file, err) => this.log.error('unreadable journal file skipped', { file, error: err }));
-    for (const rec of records) this.entries.set(rec.job.jobId, track(rec));
     for (const entry of this.entries.values()) {
       if (isTerminal(entry.rec.job.state)) continue;
       await this.reconcileOne(entry).catch((err) => this.log.error('reconcile failed', { jobId: entry.rec.job.jobId, error: err }));

@@ -22,7 +22,10 @@ export function openRpcDocument(schemas: SchemaSet, version: string): Record<str
     })),
     components: {
       schemas: components,
-      contentDescriptors: { 'job.changed': { name: 'job.changed', summary: 'Notification sent to subscribed sessions', schema: ref('notifications/job.changed.json') } },
+      contentDescriptors: {
+        'job.changed': { name: 'job.changed', summary: 'Notification sent to subscribed sessions', schema: ref('notifications/job.changed.json') },
+        'agent.connection': { name: 'agent.connection', summary: 'Notification sent to subscribed sessions when the libvirt connection is lost and restored', schema: ref('notifications/agent.connection.json') },
+      },
     },
   };
 }

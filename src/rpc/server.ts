@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { JSONRPCErrorCode, JSONRPCErrorException, JSONRPCServer, type JSONRPCResponse } from 'json-rpc-2.0';
 import { AgentError } from '../errors.js';
-import type { Job } from '../generated/api.js';
+import type { AgentConnectionParams, Job } from '../generated/api.js';
 import type { Logger } from '../log.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
@@ -61,6 +61,10 @@ export class RpcServer {
   private readonly onJobChanged = (job: Job) => {
     for (const s of this.sessions) if (s.wants(job)) s.notify('job.changed', { job });
   };
+  /** Every subscribed session hears about the libvirt connection, whatever its job filter. */
+  private readonly onConnection = (params: AgentConnectionParams) => {
+    for (const s of this.sessions) if (s.subscribed) s.notify('agent.connection', params);
+  };
 
   constructor(private readonly opts: RpcServerOptions) {
     this.schemas = opts.schemas ?? new SchemaSet();
@@ -70,6 +74,7 @@ export class RpcServer {
     const doc = openRpcDocument(this.schemas, opts.version);
     this.server.addMethod('rpc.discover', () => doc);
     opts.service.on('job.changed', this.onJobChanged);
+    opts.service.on('agent.connection', this.onConnection);
   }
 
   attach(session: Session): void {
@@ -84,6 +89,7 @@ export class RpcServer {
   /** Stops forwarding notifications (transports close their sessions themselves). */
   close(): void {
     this.opts.service.off('job.changed', this.onJobChanged);
+    this.opts.service.off('agent.connection', this.onConnection);
     for (const s of this.sessions) s.close();
     this.sessions.clear();
   }

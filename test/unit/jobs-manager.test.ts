@@ -467,3 +467,53 @@ t.test('capabilities', async (t) => {
     flags: { shallow: true, reuseExternal: true, transientJob: true, synchronousWrites: true },
   });
 });
+
+t.test('connection lost and back: recovering in between, then reconciled', async (t) => {
+  const s = await setup(t);
+  const conn: Array<{ state: string; downMs?: number }> = [];
+  s.jobs.on('agent.connection', (e) => conn.push(e));
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'r.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await until(() => s.changes.some((j) => j.state === 'ready'));
+
+  s.jobs.connectionLost('libvirtd restarted');
+  t.same(conn.map((e) => e.state), ['lost'], 'lost is announced');
+  await rejects(t, s.jobs.pivot({ jobId: job.jobId }), 'recovering', 'mutating calls wait for the reconcile');
+  t.equal((await s.jobs.jobInfo({ jobId: job.jobId })).job.state, 'ready', 'reads answer from memory');
+
+  // While the agent had no connection, someone pivoted the copy (the same domains, seen through a new connection).
+  const next = new FakeConnection(s.stateDir);
+  next.domains = s.conn.domains;
+  const disk = s.dom.disks[0]!;
+  disk.source = disk.mirror!.path;
+  disk.mirror = null;
+  disk.job = null;
+  await s.jobs.reconnect(next);
+  t.same(conn.map((e) => e.state), ['lost', 'restored'], 'restored once reconciled');
+  t.type(conn[1]!.downMs, 'number', 'with how long it was down');
+  const after = (await s.jobs.jobInfo({ jobId: job.jobId })).job;
+  t.same([after.state, after.outcome], ['pivoted', 'inferred'], 'the reconcile found the pivot, and says it inferred it');
+  t.equal(s.jobs.connection, next, 'calls now go through the new connection');
+  const r2 = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'r2.qcow2') } });
+  t.equal(r2.changed, true, 'and mutating calls are served again');
+  t.ok(next.calls.some((c) => c.method === 'blockCopy'), 'through it');
+});
+
+t.test('a pivot whose request dies with the connection is decided by the reconcile', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'p.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await until(() => s.changes.some((j) => j.state === 'ready'));
+  s.conn.failNext.set('blockJobAbort', new LibvirtError(38, 7, 'End of file while reading data: Input/output error'));
+  const pivot = s.jobs.pivot({ jobId: job.jobId, timeout: 10 });
+  await until(() => s.changes.some((j) => j.state === 'pivoting'));
+  s.jobs.connectionLost('eof');
+  t.equal((await s.jobs.jobInfo({ jobId: job.jobId })).job.state, 'pivoting', 'unknown outcome: still pivoting, not reverted');
+  const next = new FakeConnection(s.stateDir);
+  next.domains = s.conn.domains;
+  await s.jobs.reconnect(next);
+  // The request never reached libvirt: the reconcile puts the job back to ready and the call sends it again.
+  const r = await pivot;
+  t.same([r.job.state, r.changed], ['pivoted', true], 'the same pivot call ends pivoted');
+  t.ok(next.calls.some((c) => c.method === 'blockJobAbort'), 'sent again over the new connection');
+});

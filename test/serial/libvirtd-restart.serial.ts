@@ -1,0 +1,105 @@
+// libvirtd restarted under a running agent: during phase 1, at ready, and right after a pivot
+// request. The agent stays up, tells subscribed clients (agent.connection lost/restored),
+// reconnects, reconciles, and every job then reaches its intended end with its data intact.
+// Restarting libvirtd disturbs everything else on the host, so this file runs alone, after the
+// parallel suite (scripts/test.sh).
+import t from 'tap';
+import type { AgentClient } from '../../src/client/index.js';
+import type { AgentConnectionParams } from '../../src/generated/api.js';
+import { serveAgent, untilState } from '../helpers/agent.js';
+import * as hv from '../helpers/hypervisor.js';
+import { restartLibvirtd } from '../helpers/libvirtd.js';
+
+const MiB = 1024 * 1024;
+const results: Array<{ when: string; recoveredMs: number; mismatches: number }> = [];
+
+/** Restarts libvirtd and resolves once the agent says it has reconnected and reconciled. */
+async function restartUnder(client: AgentClient): Promise<{ lost: AgentConnectionParams; restored: AgentConnectionParams; recoveredMs: number }> {
+  const seen: AgentConnectionParams[] = [];
+  const onConn = (p: AgentConnectionParams) => seen.push(p);
+  client.on('agent.connection', onConn);
+  try {
+    const { upAt } = await restartLibvirtd();
+    const deadline = Date.now() + 60_000;
+    while (!seen.some((p) => p.state === 'restored')) {
+      if (Date.now() > deadline) throw new Error(`the agent did not report a restored connection (saw ${JSON.stringify(seen)})`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const restoredSeenAt = Date.now();
+    return { lost: seen.find((p) => p.state === 'lost')!, restored: seen.find((p) => p.state === 'restored')!, recoveredMs: restoredSeenAt - upAt };
+  } finally {
+    client.off('agent.connection', onConn);
+  }
+}
+
+t.test('libvirtd restarts under the agent', async (t) => {
+  const agent = await serveAgent(t);
+  const client = await agent.connect();
+  await client.call('subscribe', {});
+
+  t.test('during phase 1: the copy goes on and pivots', async (t) => {
+    const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
+    await hv.guestWrite(dom, 'vda', { pattern: 0x71, offset: 0, length: 64 * MiB });
+    const dest = `${dom.dir}/p1.qcow2`;
+    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, bandwidth: 2 * MiB });
+    const r = await restartUnder(client);
+    t.match(r.lost, { state: 'lost' }, 'clients are told the connection was lost');
+    t.match(r.restored, { state: 'restored' }, '… and restored');
+    t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again (down ${r.restored.downMs} ms as the agent saw it)`);
+    t.equal(agent.process.exitCode, null, 'the agent process stayed up');
+    t.equal((await client.call('jobInfo', { jobId: job.jobId })).job.state, 'copying', 'the job is still copying');
+    await client.call('setSpeed', { jobId: job.jobId, bandwidth: 0 });
+    await untilState(client, job.jobId, ['ready']);
+    const piv = await client.call('pivot', { jobId: job.jobId });
+    t.equal(piv.job.state, 'pivoted', 'and pivots');
+    t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the copy');
+    const same = await hv.compareImages(dom.disks[0]!.path, dest);
+    t.equal(same, 'identical', 'qemu-img compare: nothing lost');
+    results.push({ when: 'phase 1', recoveredMs: r.recoveredMs, mismatches: same === 'identical' ? 0 : 1 });
+  });
+
+  t.test('at ready: the job is still ready and finishes', async (t) => {
+    const dom = await hv.createDomain(t, { disks: [{ format: 'raw', sizeMiB: 64 }] });
+    await hv.guestWrite(dom, 'vda', { pattern: 0x72, offset: 0, length: 32 * MiB });
+    const dest = `${dom.dir}/ready.raw`;
+    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'raw' }, wait: 'ready' });
+    const r = await restartUnder(client);
+    t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
+    t.equal((await client.call('jobInfo', { jobId: job.jobId })).job.state, 'ready', 'still ready after the reconcile');
+    await hv.guestWrite(dom, 'vda', { pattern: 0x73, offset: 40 * MiB, length: 4 * MiB });
+    const fin = await client.call('finish', { jobId: job.jobId });
+    t.equal(fin.job.state, 'finished');
+    t.match(await hv.liveXml(dom), `<source file='${dom.disks[0]!.path}'`, 'the guest stays on its source');
+    const same = await hv.compareImages(dom.disks[0]!.path, dest);
+    t.equal(same, 'identical', 'qemu-img compare: the copy holds the writes made after the restart');
+    results.push({ when: 'at ready', recoveredMs: r.recoveredMs, mismatches: same === 'identical' ? 0 : 1 });
+  });
+
+  t.test('right after a pivot request: the job ends pivoted, verified', async (t) => {
+    const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
+    await hv.guestWrite(dom, 'vda', { pattern: 0x74, offset: 0, length: 32 * MiB });
+    const dest = `${dom.dir}/pivot.qcow2`;
+    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, wait: 'ready' });
+    const pivot = client.call('pivot', { jobId: job.jobId, timeout: 120 }).then((x) => ({ ok: x }), (e: unknown) => ({ error: e as Error }));
+    const r = await restartUnder(client);
+    t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
+    const answer = await pivot;
+    t.comment(`the pivot call answered: ${'ok' in answer ? answer.ok.job.state : `${answer.error.message}`}`);
+    if ('error' in answer) {
+      // Only a retryable answer is acceptable, and the same call then completes.
+      t.ok((answer.error as { retryable?: boolean }).retryable, `a retryable error: ${answer.error.message}`);
+      await client.call('pivot', { jobId: job.jobId, timeout: 60 });
+    }
+    const end = await untilState(client, job.jobId, ['pivoted', 'failed', 'cancelled']);
+    t.equal(end.state, 'pivoted', 'the job ended pivoted');
+    t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the copy');
+    t.notMatch(await hv.liveXml(dom), /<mirror/, 'no mirror left');
+    const same = await hv.compareImages(dom.disks[0]!.path, dest);
+    t.equal(same, 'identical', 'qemu-img compare: nothing lost');
+    results.push({ when: 'right after a pivot request', recoveredMs: r.recoveredMs, mismatches: same === 'identical' ? 0 : 1 });
+  });
+
+  t.teardown(() => {
+    t.comment(['libvirtd restarts | agent serving again after libvirtd answered | data mismatches', ...results.map((x) => `${x.when} | ${x.recoveredMs} ms | ${x.mismatches}`)].join('\n'));
+  });
+});
