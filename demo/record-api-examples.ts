@@ -55,6 +55,15 @@ async function main(): Promise<void> {
   await record(client, 'abort', 'abort', { jobId: slow.job.jobId });
   const again = await client.call('blockCopy', { domain: dom.uuid, disk: 'vdb', destination: { path: `${dom.dir}/vdb-fin.raw` }, wait: 'ready' });
   await record(client, 'finish', 'finish', { jobId: again.job.jobId });
+  const db = await hv.createDomain(host, { disks: [{ format: 'raw', sizeMiB: 64 }, { format: 'raw', sizeMiB: 64 }] });
+  await record(client, 'blockCopyGroup (two disks of one VM; answers once both are ready)', 'blockCopyGroup', {
+    domain: db.name, groupId: 'db1-move', wait: 'ready',
+    disks: [{ disk: 'vda', destination: { path: `${db.dir}/vda-new.raw`, format: 'raw' } }, { disk: 'vdb', destination: { path: `${db.dir}/vdb-new.raw`, format: 'raw' } }],
+  });
+  await record(client, 'groupInfo', 'groupInfo', { groupId: 'db1-move' });
+  await record(client, 'pivotGroup (one guest pause for both disks)', 'pivotGroup', { groupId: 'db1-move' });
+  await client.call('blockCopyGroup', { domain: db.name, groupId: 'db1-slow', disks: [{ disk: 'vda', destination: { path: `${db.dir}/vda-back.raw` }, bandwidth: MiB }] });
+  await record(client, 'abortGroup', 'abortGroup', { groupId: 'db1-slow' });
   await record(client, 'an error: pivot with no job', 'pivot', { domain: dom.name, disk: 'vdc' } as never);
   await record(client, 'an error: invalid params', 'blockCopy', { domain: dom.name, disk: 'vda', destination: { path: 'relative.qcow2' } });
   await record(client, 'unsubscribe', 'unsubscribe', {});
