@@ -27,6 +27,7 @@ import { adoptedJob, diskKey, newJob, publicJob, samePath, track, type Tracked }
 import { Journal, type Intent, type JobRecord } from './journal.js';
 import { isConnectionLost, isNoJob, isNotReady, libvirtData, toAgentError } from './libvirt-errors.js';
 import { KeyedMutex } from './lock.js';
+import { faultPoint } from './fault-points.js';
 import { until } from './until.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { canTransition, COMPLETION, isTerminal, reachedReady } from './state-machine.js';
@@ -837,6 +838,7 @@ export class JobManager extends EventEmitter {
       job.endedAt = this.iso();
       if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
       delete entry.rec.timeoutAt;
+      faultPoint(`decided:${to}`);
     }
     this.touch(entry, opts.persist ?? true);
   }
@@ -861,6 +863,7 @@ export class JobManager extends EventEmitter {
     entry.rec.intent = intent;
     try {
       await this.persist(entry);
+      faultPoint(`${intent.op}:journaled`);
     } catch (e) {
       delete entry.rec.intent;
       if (revertTo) this.transition(entry, revertTo);
@@ -871,13 +874,15 @@ export class JobManager extends EventEmitter {
 
   private afterSideEffect(entry: Tracked): void {
     if (!entry.rec.intent) return;
+    faultPoint(`${entry.rec.intent.op}:sent`);
     delete entry.rec.intent;
     void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
   }
 
   private persist(entry: Tracked): Promise<void> {
     const snapshot: JobRecord = structuredClone(entry.rec);
-    const write = entry.writes.catch(() => {}).then(() => this.journal.save(snapshot));
+    const write = entry.writes.catch(() => {}).then(() => this.journal.save(snapshot))
+      .then(() => faultPoint(`journaled:${snapshot.job.state}`));
     entry.writes = write;
     return write;
   }

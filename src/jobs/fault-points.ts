@@ -1,0 +1,19 @@
+// Crash points for the reliability suite. With BLOCKCOPY_FAULT_KILL_AT=<point> the agent kills
+// itself with SIGKILL when it reaches that point: a crash exactly between a journal write and
+// the libvirt call it guards, or between libvirt's answer and the journal write that records it,
+// is not something outside timing can aim at. Unset (always, outside the suite) it does nothing.
+import type { Intent } from './journal.js';
+
+/** `<op>:journaled`: the intent is durable, the libvirt call not made. `<op>:sent`: libvirt
+ *  accepted the call, the journal still holds the intent. `journaled:<state>`: the record of that
+ *  state is durable. `decided:<state>`: the end is known in memory, not yet journaled. */
+export type FaultPoint =
+  | `${Intent['op']}:${'journaled' | 'sent'}`
+  | `journaled:${string}`
+  | `decided:${string}`;
+
+const target = process.env.BLOCKCOPY_FAULT_KILL_AT;
+
+export function faultPoint(point: FaultPoint): void {
+  if (target !== undefined && target === point) process.kill(process.pid, 'SIGKILL');
+}
