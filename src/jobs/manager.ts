@@ -22,6 +22,7 @@ import type {
 import { conclude, type Decision } from './conclude.js';
 import { checkDestination as defaultDestinationCheck, type DestinationCheck } from './destination-check.js';
 import { destinationFromXml, destinationToXml } from './destination-xml.js';
+import { diagnoseCopyFailure } from './diagnose.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
 import { adoptedJob, diskKey, newJob, publicJob, samePath, track, type Tracked } from './job.js';
 import { Journal, type Intent, type JobRecord } from './journal.js';
@@ -567,10 +568,12 @@ export class JobManager extends EventEmitter {
         entry.sawEnd = true;
         void this.settle(entry, `BLOCK_JOB_2 ${e.status} event${['pivoting', 'finishing', 'cancelling'].includes(entry.rec.job.state) ? '' : ' without a request from this agent'}`);
         break;
-      case 'failed':
-        this.fail(entry, entry.rec.job.state === 'pivoting' ? 'pivotFailed' : 'libvirtError',
-          `QEMU reported the copy job failed while ${entry.rec.job.state}`, 'BLOCK_JOB_2 failed event');
+      case 'failed': {
+        const job = entry.rec.job;
+        const name = job.state === 'pivoting' ? 'pivotFailed' : 'libvirtError';
+        void diagnoseCopyFailure(job.destination, job.state).then((d) => this.fail(entry, name, d.message, d.evidence));
         break;
+      }
     }
   }
 

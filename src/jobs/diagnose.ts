@@ -1,0 +1,36 @@
+// Why QEMU failed a copy. libvirt's BLOCK_JOB_2 "failed" event carries no reason (QEMU's error
+// text stays inside libvirtd), so the agent looks where copies most often fail: the
+// destination's filesystem. Only what it can observe is claimed.
+import { statfs } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Job } from '../generated/api.js';
+
+/** Below this much free space the filesystem is taken as full: QEMU writes in clusters and
+ *  buffers of at most a few MiB, so a failure with less than that left is the space running out. */
+const FULL_BELOW_BYTES = 16 * 1024 * 1024;
+
+export interface Diagnosis {
+  message: string;
+  evidence: string;
+}
+
+export async function diagnoseCopyFailure(dest: Job['destination'], state: string): Promise<Diagnosis> {
+  const generic: Diagnosis = {
+    message: `QEMU reported the copy job failed while ${state} (an I/O error on the source or the destination); the guest stays on its source`,
+    evidence: 'BLOCK_JOB_2 failed event',
+  };
+  if (dest.type === 'block' || !dest.path) return generic;
+  const dir = dirname(dest.path);
+  try {
+    const fs = await statfs(dir);
+    const free = fs.bavail * fs.bsize;
+    const total = fs.blocks * fs.bsize;
+    const evidence = `BLOCK_JOB_2 failed event; statfs(${dir}): ${free} bytes free of ${total}`;
+    if (free < FULL_BELOW_BYTES) {
+      return { message: `the copy failed: the destination filesystem is full (${free} bytes free of ${total} at ${dir}); the guest stays on its source`, evidence };
+    }
+    return { ...generic, evidence };
+  } catch (e) {
+    return { ...generic, evidence: `BLOCK_JOB_2 failed event; statfs(${dir}) failed: ${(e as Error).message}` };
+  }
+}
