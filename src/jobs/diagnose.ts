@@ -34,3 +34,15 @@ export async function diagnoseCopyFailure(dest: Job['destination'], state: strin
     return { ...generic, evidence: `BLOCK_JOB_2 failed event; statfs(${dir}) failed: ${(e as Error).message}` };
   }
 }
+
+/** virDomainEventStoppedDetailType, in words. */
+const STOPPED_DETAIL = ['shut down', 'destroyed', 'crashed', 'migrated away', 'saved', 'QEMU exited unexpectedly', 'restored from a snapshot'];
+
+/** Why a copy ended with its domain: from the lifecycle event libvirt sent. */
+export function domainGoneReason(event: 'stopped' | 'crashed', detail: number): Diagnosis {
+  const how = event === 'crashed' ? 'the guest crashed' : STOPPED_DETAIL[detail] ?? `detail ${detail}`;
+  return {
+    message: `the domain ${event} during the copy (${how}); the copy is lost, the source disk is as the guest left it`,
+    evidence: `lifecycle event ${event} (detail ${detail}: ${how})`,
+  };
+}

@@ -22,7 +22,7 @@ import type {
 import { conclude, type Decision } from './conclude.js';
 import { checkDestination as defaultDestinationCheck, type DestinationCheck } from './destination-check.js';
 import { destinationFromXml, destinationToXml } from './destination-xml.js';
-import { diagnoseCopyFailure } from './diagnose.js';
+import { diagnoseCopyFailure, domainGoneReason } from './diagnose.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
 import { adoptedJob, diskKey, newJob, publicJob, samePath, track, type Tracked } from './job.js';
 import { Journal, type Intent, type JobRecord } from './journal.js';
@@ -539,7 +539,8 @@ export class JobManager extends EventEmitter {
       if (e.event === 'stopped' || e.event === 'crashed') {
         for (const entry of this.entries.values()) {
           if (entry.rec.job.domain.uuid === e.domain.uuid && !isTerminal(entry.rec.job.state)) {
-            this.fail(entry, 'invalidState', `the domain ${e.event === 'crashed' ? 'crashed' : 'stopped'} during the copy`, `lifecycle event ${e.event} (detail ${e.detail})`);
+            const d = domainGoneReason(e.event, e.detail);
+            this.fail(entry, 'invalidState', d.message, d.evidence);
           }
         }
       }
