@@ -42,6 +42,8 @@ export interface ServeOptions {
   token?: string;
   /** A fixed loopback port (default: an ephemeral one). */
   port?: number;
+  /** Extra environment for the agent process (e.g. BLOCKCOPY_FAULT_KILL_AT). */
+  env?: Record<string, string>;
 }
 
 /** `blockcopy-agent serve` on an ephemeral loopback port, with a tokens file (0600). */
@@ -54,7 +56,7 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
   const { auth, ...rest } = opts.config ?? {};
   writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: opts.port ?? 0 }, ...rest }));
   const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile, '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...(opts.args ?? [])],
-    { stdio: ['ignore', 'inherit', 'pipe'], env: ENV });
+    { stdio: ['ignore', 'inherit', 'pipe'], env: { ...ENV, ...opts.env } });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);

@@ -247,7 +247,30 @@ export function cleanupStale(): void {
     let owner = 0;
     try { owner = Number(readFileSync(join(dir, OWNER), 'utf8')); } catch { /* no owner file */ }
     if (owner && alive(owner)) continue;
+    unmountUnder(dir);
     rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** A tmpfs of `sizeMiB` mounted in a fresh scratch directory: a filesystem that fills up. */
+export function smallFilesystem(host: TeardownHost, sizeMiB: number): string {
+  const dir = scratchDir('smallfs-');
+  const mnt = join(dir, 'fs');
+  execFileSync('mkdir', [mnt]);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m,mode=0755`, 'bctest-smallfs', mnt]);
+  host.teardown(() => {
+    unmountUnder(dir);
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return mnt;
+}
+
+/** Lazily unmounts whatever is mounted below `dir` (a test's small filesystems). */
+function unmountUnder(dir: string): void {
+  let mounts: string[] = [];
+  try { mounts = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? ''); } catch { return; }
+  for (const m of mounts.filter((m) => m.startsWith(dir + '/')).reverse()) {
+    try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); } catch { /* already gone */ }
   }
 }
 
