@@ -1,0 +1,47 @@
+// A destination on a filesystem that fills up (a tmpfs of a few MiB), with the guest writing
+// during the copy: the job fails cleanly with the reason, the guest keeps running on its
+// source, and the source holds every byte the guest wrote, before, during and after.
+import t from 'tap';
+import { serveAgent, untilState } from '../helpers/agent.js';
+import { Reference, report } from '../helpers/faults.js';
+import * as hv from '../helpers/hypervisor.js';
+
+const MiB = 1024 * 1024;
+
+for (const format of ['qcow2', 'raw'] as const) {
+  t.test(`ENOSPC on a ${format} destination: failed with the reason, guest and source unharmed`, async (t) => {
+    // Mounted before QEMU starts: QEMU runs in its own mount namespace (libvirt's default),
+    // which does not see mounts made later.
+    const small = hv.smallFilesystem(t, 8);
+    const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
+    const src = dom.disks[0]!.path;
+    const ref = Reference.create(dom, 64);
+    await ref.write(dom, 'vda', { pattern: 0x5a, offset: 0, length: 40 * MiB });
+    const dest = `${small}/copy.${format}`;
+
+    const agent = await serveAgent(t);
+    const client = await agent.connect();
+    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format }, bandwidth: 16 * MiB });
+    // The guest goes on writing while the destination fills.
+    await ref.write(dom, 'vda', { pattern: 0x6b, offset: 44 * MiB, length: 2 * MiB });
+    const end = await untilState(client, job.jobId, ['failed', 'ready', 'cancelled', 'pivoted', 'finished'], 60_000);
+    t.equal(end.state, 'failed', 'the job failed');
+    t.match(end.error, { name: 'libvirtError', message: /destination filesystem is full/ }, `the reason: ${end.error?.message}`);
+    t.match(end.evidence, /statfs\(.*\): \d+ bytes free/, 'with what the agent saw');
+    const waited = (await client.call('wait', { jobId: job.jobId, until: 'done', timeout: 5 })).job;
+    t.match(waited, { state: 'failed', error: { message: /destination filesystem is full/ } }, 'wait until done answers with the failed job and its reason');
+
+    t.equal((await hv.virsh('domstate', dom.name)).trim(), 'running', 'the guest keeps running');
+    const xml = await hv.liveXml(dom);
+    t.match(xml, `<source file='${src}'`, 'on its source');
+    t.notMatch(xml, /<mirror /, 'with no copy left');
+    await ref.write(dom, 'vda', { pattern: 0x7c, offset: 50 * MiB, length: 1 * MiB });
+    const same = await ref.compare(src, 'qcow2');
+    t.equal(same, 'identical', 'qemu-img compare: the source holds every guest write');
+    report(t, { fault: 'destination full (ENOSPC)', at: `${format} destination on an 8 MiB tmpfs`, recovered: end.state === 'failed' && same === 'identical', mismatches: same === 'identical' ? 0 : 1 });
+
+    // The agent still works after the failure: the same disk copies fine to roomy storage.
+    const again = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/retry.qcow2` }, whenReady: 'finish', wait: 'done' });
+    t.equal(again.job.state, 'finished', 'a new copy of the disk succeeds after the failure');
+  });
+}
