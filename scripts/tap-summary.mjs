@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Reads raw TAP (from the files given, or from stdin, echoed) and ends with one line `N passed, N failed`.
-// Counts leaf test points (assertions). A subtest (or test file) that fails without any
+// Reads raw TAP (from the files given, or from stdin, echoed) and ends with one line `N passed, N failed`,
+// preceded by the reliability table when the run included the fault-injection suite (rows are the
+// `# reliability: {...}` comments of test/helpers/faults.ts). Counts leaf test points (assertions). A subtest (or test file) that fails without any
 // failing assertion of its own — a crash, a timeout, a missed plan — counts as one failure.
 import { readFileSync } from 'node:fs';
 import { Parser } from 'tap-parser';
@@ -31,7 +32,35 @@ function watch(parser) {
   return api;
 }
 
+const faults = new Map(); // fault → { tried, recovered, mismatches }
+function collect(text) {
+  for (const m of text.matchAll(/^\s*# reliability: (\{.*\})\s*$/gm)) {
+    let row;
+    try { row = JSON.parse(m[1]); } catch { continue; }
+    const n = row.count ?? 1;
+    const agg = faults.get(row.fault) ?? { tried: 0, recovered: 0, mismatches: null };
+    agg.tried += n;
+    if (row.recovered) agg.recovered += n;
+    if (row.mismatches !== null) agg.mismatches = (agg.mismatches ?? 0) + row.mismatches;
+    faults.set(row.fault, agg);
+  }
+}
+
+function faultTable() {
+  if (faults.size === 0) return;
+  const rows = [['fault', 'tried', 'recovered', 'data mismatches'],
+    ...[...faults].map(([f, a]) => [f, String(a.tried), String(a.recovered), a.mismatches === null ? 'n/a' : String(a.mismatches)])];
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  console.log('\nReliability (fault-injection suite):');
+  for (const [i, r] of rows.entries()) {
+    console.log('| ' + r.map((c, j) => (j === 0 ? c.padEnd(widths[j]) : c.padStart(widths[j]))).join(' | ') + ' |');
+    if (i === 0) console.log('|' + widths.map((w, j) => (j === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|') + '|');
+  }
+  console.log('');
+}
+
 function finish() {
+  faultTable();
   console.log(`${passed} passed, ${failed} failed`);
   // A run that executed nothing is a broken run, not a green one.
   process.exitCode = failed > 0 || passed === 0 ? 1 : 0;
@@ -43,13 +72,16 @@ if (files.length > 0) {
   for (const f of files) {
     const p = new Parser();
     watch(p);
-    p.end(readFileSync(f));
+    const text = readFileSync(f);
+    collect(text.toString('utf8'));
+    p.end(text);
   }
   finish();
 } else {
   // TAP on stdin, echoed as it comes.
   const root = new Parser();
   watch(root);
-  process.stdin.on('data', (d) => { process.stdout.write(d); root.write(d); });
-  process.stdin.on('end', () => { root.end(); finish(); });
+  const chunks = [];
+  process.stdin.on('data', (d) => { process.stdout.write(d); root.write(d); chunks.push(d); });
+  process.stdin.on('end', () => { root.end(); collect(Buffer.concat(chunks).toString('utf8')); finish(); });
 }

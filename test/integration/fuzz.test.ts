@@ -7,13 +7,16 @@ import { spawn } from 'node:child_process';
 import { WebSocket } from 'ws';
 import { AgentClient } from '../../src/client/index.js';
 import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
+import { report } from '../helpers/faults.js';
 import { expectsAnswer, generator, isNotification, problem, rng } from '../helpers/fuzz.js';
 
 const TOTAL = Number(process.env.BLOCKCOPY_FUZZ_MESSAGES ?? 100_000);
 
 function summarize(t: { comment: (...a: unknown[]) => void }, transport: string, sent: Map<string, number>, answers: number, problems: string[]) {
   const kinds = [...sent.entries()].map(([k, n]) => `${k} ${n}`).join(', ');
-  t.comment(`${transport}: sent ${[...sent.values()].reduce((a, b) => a + b, 0)} (${kinds}); answers ${answers}; problems ${problems.length}`);
+  const total = [...sent.values()].reduce((a, b) => a + b, 0);
+  t.comment(`${transport}: sent ${total} (${kinds}); answers ${answers}; problems ${problems.length}`);
+  report(t, { fault: `fuzzed messages over ${transport}`, at: kinds, count: total, recovered: problems.length === 0, mismatches: null });
 }
 
 t.test(`WebSocket: ${TOTAL / 2} generated frames`, async (t) => {

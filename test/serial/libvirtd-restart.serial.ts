@@ -9,6 +9,7 @@ import type { AgentConnectionParams } from '../../src/generated/api.js';
 import { serveAgent, untilState } from '../helpers/agent.js';
 import * as hv from '../helpers/hypervisor.js';
 import { restartLibvirtd } from '../helpers/libvirtd.js';
+import { report } from '../helpers/faults.js';
 
 const MiB = 1024 * 1024;
 const results: Array<{ when: string; recoveredMs: number; mismatches: number }> = [];
@@ -56,6 +57,7 @@ t.test('libvirtd restarts under the agent', async (t) => {
     const same = await hv.compareImages(dom.disks[0]!.path, dest);
     t.equal(same, 'identical', 'qemu-img compare: nothing lost');
     results.push({ when: 'phase 1', recoveredMs: r.recoveredMs, mismatches: same === 'identical' ? 0 : 1 });
+    report(t, { fault: 'libvirtd restart', at: `phase 1: serving again ${r.recoveredMs} ms after libvirtd answered`, recovered: piv.job.state === 'pivoted', mismatches: same === 'identical' ? 0 : 1 });
   });
 
   t.test('at ready: the job is still ready and finishes', async (t) => {
@@ -73,6 +75,7 @@ t.test('libvirtd restarts under the agent', async (t) => {
     const same = await hv.compareImages(dom.disks[0]!.path, dest);
     t.equal(same, 'identical', 'qemu-img compare: the copy holds the writes made after the restart');
     results.push({ when: 'at ready', recoveredMs: r.recoveredMs, mismatches: same === 'identical' ? 0 : 1 });
+    report(t, { fault: 'libvirtd restart', at: `at ready: serving again ${r.recoveredMs} ms after libvirtd answered`, recovered: fin.job.state === 'finished', mismatches: same === 'identical' ? 0 : 1 });
   });
 
   t.test('right after a pivot request: the job ends pivoted, verified', async (t) => {
@@ -97,6 +100,7 @@ t.test('libvirtd restarts under the agent', async (t) => {
     const same = await hv.compareImages(dom.disks[0]!.path, dest);
     t.equal(same, 'identical', 'qemu-img compare: nothing lost');
     results.push({ when: 'right after a pivot request', recoveredMs: r.recoveredMs, mismatches: same === 'identical' ? 0 : 1 });
+    report(t, { fault: 'libvirtd restart', at: `right after a pivot request: serving again ${r.recoveredMs} ms after libvirtd answered`, recovered: end.state === 'pivoted', mismatches: same === 'identical' ? 0 : 1 });
   });
 
   t.teardown(() => {
