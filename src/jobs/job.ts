@@ -21,6 +21,8 @@ export interface Tracked {
   lastXmlCheck: number;
   /** Wall-clock ms of the last pivot/finish/abort request sent to libvirt. */
   requestedAt: number;
+  /** virDomainBlockCopy is in flight: an end event now is a late one of the disk's previous job. */
+  starting: boolean;
   /** A BLOCK_JOB_2 completed/canceled event arrived for the current request. */
   sawEnd: boolean;
   /** The verification against the live XML in flight, if any (one at a time). */
@@ -31,7 +33,7 @@ export interface Tracked {
 }
 
 export function track(rec: JobRecord): Tracked {
-  return { rec, sampler: new RateSampler(), writes: Promise.resolve(), lastEmit: 0, lastXmlCheck: 0, requestedAt: 0, sawEnd: false, settling: null };
+  return { rec, sampler: new RateSampler(), writes: Promise.resolve(), lastEmit: 0, lastXmlCheck: 0, requestedAt: 0, starting: false, sawEnd: false, settling: null };
 }
 
 /** Same file or device, compared as normalized absolute paths. */

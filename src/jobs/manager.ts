@@ -312,11 +312,12 @@ export class JobManager extends EventEmitter {
     try {
       // Journal first: a crash right after libvirt starts the copy must still find the job.
       await this.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
+      entry.starting = true;
       await this.conn.blockCopy(dom.uuid, params.disk, entry.rec.destinationXml, {
         shallow: job.options.shallow, reuseExternal: job.options.reuseExternal, transientJob: job.options.transientJob,
         synchronousWrites: job.options.synchronousWrites,
         bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
-      });
+      }).finally(() => { entry.starting = false; });
     } catch (e) {
       if (isConnectionLost(e) || this.conn.closed) {
         // The copy may have started: keep the job (intent blockCopy) for the reconcile to decide.
@@ -566,6 +567,13 @@ export class JobManager extends EventEmitter {
         break;
       case 'completed':
       case 'canceled':
+        // Events name a disk, not a job: one that comes while this copy is being started ended
+        // the disk's previous job (concluded from the XML before its event arrived). Read now,
+        // the XML would show no <mirror> yet and this copy would be taken for ended.
+        if (entry.starting) {
+          this.log.info('ignored a late end event of the previous job on this disk', { jobId: entry.rec.job.jobId, status: e.status });
+          break;
+        }
         entry.sawEnd = true;
         void this.settle(entry, `BLOCK_JOB_2 ${e.status} event${['pivoting', 'finishing', 'cancelling'].includes(entry.rec.job.state) ? '' : ' without a request from this agent'}`);
         break;
@@ -608,6 +616,8 @@ export class JobManager extends EventEmitter {
   }
 
   private async sample(entry: Tracked): Promise<void> {
+    // Before virDomainBlockCopy returns there is nothing of this copy to see yet.
+    if (entry.starting) return;
     const job = entry.rec.job;
     let info;
     try {

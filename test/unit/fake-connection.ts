@@ -65,6 +65,8 @@ export class FakeConnection implements Connection {
   endDelayMs = 5;
   /** Delays listDomains (to hold the manager in `recovering`). */
   listDelayMs = 0;
+  /** Runs inside blockCopy before libvirt would add the <mirror> (to put events in that window). */
+  duringBlockCopy?: () => Promise<void>;
   /** Errors to throw from the next call of a method. */
   failNext = new Map<string, Error>();
 
@@ -209,6 +211,7 @@ export class FakeConnection implements Connection {
     if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
     if (k.job) throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, `block copy still active: disk '${disk}' already in active block job`);
     if (d.persistent && !opts?.transientJob) throw lverr(VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: domain is not transient');
+    await this.duringBlockCopy?.();
     const path = /(?:file|dev)='([^']*)'/.exec(destinationXml)?.[1] ?? '';
     const type = /<disk type='block'/.test(destinationXml) ? 'block' : 'file';
     const format = /<driver type='([^']*)'/.exec(destinationXml)?.[1] ?? null;

@@ -366,6 +366,28 @@ t.test('failures: FAILED event, domain stopped', async (t) => {
   t.match(fc, { state: 'failed', error: { name: 'invalidState' }, evidence: /no lifecycle event received; the poll got: .*not running/ }, 'the poll is the safety net');
 });
 
+t.test("a late end event of the disk's previous job, arriving while the next copy starts, is not taken for the new job's end", async (t) => {
+  const s = await setup(t);
+  const a = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await s.jobs.wait({ jobId: a.job.jobId, until: 'ready' });
+  // The pivot is concluded from the live XML before its event (the event is late, e.g. a busy host)…
+  s.conn.sendEndEvents = false;
+  await s.jobs.pivot({ jobId: a.job.jobId });
+  // …and the event turns up while the next copy of the disk is being started, before libvirt shows its <mirror>.
+  s.conn.duringBlockCopy = async () => {
+    s.conn.blockEvent(s.dom, 'vda', 'completed');
+    await new Promise((r) => setTimeout(r, 100));
+  };
+  const b = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'b.qcow2') } });
+  s.conn.duringBlockCopy = undefined;
+  await new Promise((r) => setTimeout(r, 300));
+  t.equal((await s.jobs.jobInfo({ jobId: b.job.jobId })).job.state, 'copying', 'the new copy is still copying');
+  s.conn.makeReady(s.dom);
+  s.conn.sendEndEvents = true;
+  t.equal((await s.jobs.pivot({ jobId: b.job.jobId })).job.state, 'pivoted', 'and pivots');
+});
+
 t.test('a copy that vanishes without an event: concluded from the live XML, marked inferred', async (t) => {
   const s = await setup(t);
   const a = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
