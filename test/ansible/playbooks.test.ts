@@ -22,10 +22,13 @@ async function playbook(name: string, vars: Record<string, unknown>, opts: { che
   writeFileSync(varsFile, JSON.stringify({ ...vars, ansible_python_interpreter: '/usr/bin/python3' }));
   const args = ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, join(playbooks, `${name}.yml`), ...(opts.check ? ['--check', '--diff'] : [])];
   const env = {
-    ...process.env, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'json', ANSIBLE_NOCOLOR: '1',
+    ...process.env, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'results_json',
+    ANSIBLE_CALLBACK_PLUGINS: join(repo, 'test/ansible/callback_plugins'), ANSIBLE_NOCOLOR: '1',
     ANSIBLE_LOCALHOST_WARNING: 'False', ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False', ANSIBLE_RETRY_FILES_ENABLED: 'False',
   };
-  const out = await run('ansible-playbook', args, { env, maxBuffer: 64 * MiB }).then((r) => r.stdout, (e) => e.stdout as string);
+  const { stdout: out, stderr } = await run('ansible-playbook', args, { env, maxBuffer: 64 * MiB })
+    .catch((e: { stdout: string; stderr: string }) => ({ stdout: e.stdout, stderr: e.stderr }));
+  if (!out.includes('{')) throw new Error(`ansible-playbook printed no results: ${stderr.trim() || out.trim()}`);
   const doc = JSON.parse(out.slice(out.indexOf('{')));
   const tasks: Record<string, TaskResult> = {};
   for (const task of doc.plays[0].tasks) tasks[task.task.name] = task.hosts.localhost ?? {};
