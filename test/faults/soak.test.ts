@@ -62,6 +62,7 @@ t.test(`${CYCLES} copy-and-pivot cycles under continuous guest writes: 0 mismatc
     if (job.state === 'pivoted') pivots++;
     t.equal(job.state, 'pivoted', `cycle ${i + 1}: pivoted onto ${format}${i % 4 === 3 ? ' (synchronous writes)' : ''}`);
     const xml = await hv.liveXml(dom);
+    t.notMatch(xml, /<mirror /, `cycle ${i + 1}: no copy left running`);
     t.match(xml, `<source file='${dest}'`, `cycle ${i + 1}: the guest runs on the new copy`);
     const same = await ref.compare(dest, format);
     if (same !== 'identical') mismatches++;
