@@ -21,7 +21,8 @@ export interface Tracked {
   lastXmlCheck: number;
   /** Wall-clock ms of the last pivot/finish/abort request sent to libvirt. */
   requestedAt: number;
-  /** virDomainBlockCopy is in flight: an end event now is a late one of the disk's previous job. */
+  /** Journaling the start or virDomainBlockCopy in flight: libvirt shows nothing of this copy
+   *  yet, and an end event now is a late one of the disk's previous job. */
   starting: boolean;
   /** A BLOCK_JOB_2 completed/canceled event arrived for the current request. */
   sawEnd: boolean;

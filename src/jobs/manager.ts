@@ -308,16 +308,17 @@ export class JobManager extends EventEmitter {
       throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, { job: publicJob(this.entries.get(job.jobId)!) });
     }
     const entry = track({ job, destinationXml: params.destinationXml ?? destinationToXml(dest) });
+    // Until libvirt has answered there is nothing of this copy to see (poll, events).
+    entry.starting = true;
     this.entries.set(job.jobId, entry);
     try {
       // Journal first: a crash right after libvirt starts the copy must still find the job.
       await this.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
-      entry.starting = true;
       await this.conn.blockCopy(dom.uuid, params.disk, entry.rec.destinationXml, {
         shallow: job.options.shallow, reuseExternal: job.options.reuseExternal, transientJob: job.options.transientJob,
         synchronousWrites: job.options.synchronousWrites,
         bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
-      }).finally(() => { entry.starting = false; });
+      });
     } catch (e) {
       if (isConnectionLost(e) || this.conn.closed) {
         // The copy may have started: keep the job (intent blockCopy) for the reconcile to decide.
@@ -328,6 +329,8 @@ export class JobManager extends EventEmitter {
       await entry.writes.catch(() => {});
       await this.journal.remove(job.jobId).catch(() => {});
       throw toAgentError(e, 'libvirt refused the copy');
+    } finally {
+      entry.starting = false;
     }
     this.afterSideEffect(entry);
     this.log.info('copy started', { jobId: job.jobId, domain: dom.name, disk: params.disk, destination: dest.path });
@@ -616,7 +619,6 @@ export class JobManager extends EventEmitter {
   }
 
   private async sample(entry: Tracked): Promise<void> {
-    // Before virDomainBlockCopy returns there is nothing of this copy to see yet.
     if (entry.starting) return;
     const job = entry.rec.job;
     let info;
