@@ -163,11 +163,40 @@ export async function createDomain(host: TeardownHost, spec: DomainSpec): Promis
   return dom;
 }
 
+const STATUS_DIR = '/run/libvirt/qemu';
+
+/**
+ * When libvirtd, restarted, could not load its status XML of this running domain (libvirt 9.0
+ * saves a pivot it has not finished processing as `<mirror job=''>`, then fails to parse it):
+ * the offending element. The domain's QEMU then runs on without libvirt knowing it.
+ */
+export function forgottenByLibvirt(dom: TestDomain): string | undefined {
+  try {
+    execFileSync('virsh', ['-q', '-c', URI, 'domstate', dom.name], { stdio: 'ignore' });
+    return undefined;
+  } catch {
+    try {
+      return /<mirror [^>]*job=''[^>]*>/.exec(readFileSync(join(STATUS_DIR, `${dom.name}.xml`), 'utf8'))?.[0];
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** Kills the QEMU of a domain libvirt no longer knows (see forgottenByLibvirt) and drops its status files. */
+function killOrphan(name: string): void {
+  try {
+    const pid = Number(readFileSync(join(STATUS_DIR, `${name}.pid`), 'utf8'));
+    if (pid > 1 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(name)) process.kill(pid, 'SIGKILL');
+  } catch { /* no such process */ }
+  for (const f of [`${name}.pid`, `${name}.xml`]) rmSync(join(STATUS_DIR, f), { force: true });
+}
+
 /** Destroys (and undefines) the domain and removes its files. Safe to call twice. */
 export async function destroy(dom: TestDomain): Promise<void> {
   if (!live.has(dom)) return;
   live.delete(dom);
-  await run('virsh', ['-q', '-c', URI, 'destroy', dom.name]).catch(() => {});
+  await run('virsh', ['-q', '-c', URI, 'destroy', dom.name]).catch(() => { if (forgottenByLibvirt(dom)) killOrphan(dom.name); });
   if (dom.persistent) await run('virsh', ['-q', '-c', URI, 'undefine', dom.name]).catch(() => {});
   rmSync(dom.dir, { recursive: true, force: true });
 }
@@ -240,6 +269,14 @@ export function cleanupStale(): void {
     for (const cmd of ['destroy', 'undefine']) {
       try { execFileSync('virsh', ['-q', '-c', URI, cmd, n], { stdio: 'ignore' }); } catch { /* already gone */ }
     }
+  }
+  // QEMUs that libvirtd forgot (see forgottenByLibvirt) and whose test is gone.
+  let status: string[] = [];
+  try { status = readdirSync(STATUS_DIR); } catch { /* no libvirt state */ }
+  for (const f of status) {
+    const m = /^(bctest-(\d+)-[0-9a-f]+)\.xml$/.exec(f);
+    if (!m || alive(Number(m[2])) || names.includes(m[1]!)) continue;
+    try { execFileSync('virsh', ['-q', '-c', URI, 'domstate', m[1]!], { stdio: 'ignore' }); } catch { killOrphan(m[1]!); }
   }
   if (!existsSync(TEST_ROOT)) return;
   for (const entry of readdirSync(TEST_ROOT)) {

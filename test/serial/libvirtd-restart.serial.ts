@@ -88,6 +88,19 @@ t.test('libvirtd restarts under the agent', async (t) => {
     t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
     const answer = await pivot;
     t.comment(`the pivot call answered: ${'ok' in answer ? answer.ok.job.state : `${answer.error.message}`}`);
+    const orphan = hv.forgottenByLibvirt(dom);
+    if (orphan) {
+      // libvirt 9.0's own bug, not the agent's: a pivot that QEMU finished but libvirtd had not
+      // processed when it stopped is saved in the status XML as <mirror job=''>, which the
+      // restarted libvirtd cannot parse, so it forgets the running domain (its QEMU runs on,
+      // unmanaged). All the agent can do is say what libvirt says.
+      t.comment(`libvirtd forgot the domain on restart (status XML: ${orphan}); the agent reports what libvirt says`);
+      const end = await untilState(client, job.jobId, ['failed', 'pivoted', 'cancelled']);
+      t.match(end, { state: 'failed', error: { message: /domain is gone/ }, evidence: /Domain not found/ }, 'the job: failed, the domain is gone, with libvirt\'s words');
+      t.equal((await client.call('capabilities', {})).agent.version.length > 0, true, 'the agent serves on');
+      report(t, { fault: 'libvirtd restart', at: `right after a pivot request: serving again ${r.recoveredMs} ms after libvirtd answered; libvirt lost the domain`, recovered: false, mismatches: null });
+      return;
+    }
     if ('error' in answer) {
       // Only a retryable answer is acceptable, and the same call then completes.
       t.ok((answer.error as { retryable?: boolean }).retryable, `a retryable error: ${answer.error.message}`);
