@@ -20,7 +20,13 @@ export interface Facts {
   sawEnd: boolean;
   /** What made the manager look (goes into the evidence). */
   why: string;
+  /** How long libvirt has shown a <mirror> for a block job that no longer exists (ms). */
+  mirrorWithoutJobMs?: number;
 }
+
+/** libvirt processes a job's end within milliseconds; a <mirror> outliving its block job by this
+ *  long means libvirt dropped the job (seen across a libvirtd restart) and will not conclude it. */
+export const STALE_MIRROR_MS = 30_000;
 
 function describe(disk: DiskInfo | undefined): string {
   if (!disk) return 'the disk is not in the live XML';
@@ -28,7 +34,7 @@ function describe(disk: DiskInfo | undefined): string {
   return `live XML shows source ${disk.sourcePath ?? 'none'}${mirror}`;
 }
 
-export function conclude(job: Job, f: Facts): Decision {
+export function conclude(job: Job, f: Facts, staleMirrorMs = STALE_MIRROR_MS): Decision {
   const state: JobState = job.state;
   const evidence = `${f.why}; ${describe(f.disk)}`;
   const failed = (name: ErrorName, message: string): Decision => ({ state: 'failed', error: { name, message }, evidence });
@@ -38,7 +44,15 @@ export function conclude(job: Job, f: Facts): Decision {
   if (disk.mirror) {
     // libvirt drops the <mirror> when it processes the job's end; one still there after the
     // end event (and the manager's settle wait) means the end did not do what it should.
-    if (!f.sawEnd) return { state: null, evidence };
+    if (!f.sawEnd) {
+      const ms = f.mirrorWithoutJobMs ?? 0;
+      if (ms < staleMirrorMs) return { state: null, evidence };
+      // Never a success: QEMU may have switched the guest while libvirt's XML says otherwise.
+      const stale = `libvirt still shows <mirror ready='${disk.mirror.ready ?? 'no'}'> ${Math.round(ms / 1000)} s after the block job ended in QEMU: libvirt dropped the job (as it does across some libvirtd restarts) and its view of this disk is no longer reliable`;
+      if (state === 'pivoting') return failed('pivotFailed', `libvirt lost track of the pivot: ${stale}; the guest may be running on either disk`);
+      if (state === 'finishing' || state === 'cancelling') return failed('libvirtError', `libvirt lost track of the ${state === 'finishing' ? 'finish' : 'abort'}: ${stale}`);
+      return failed('libvirtError', `libvirt lost track of the copy: ${stale}`);
+    }
     if (state === 'pivoting') return failed('pivotFailed', 'the pivot could not be verified: the mirror is still present');
     if (state === 'finishing' || state === 'cancelling') {
       return failed('libvirtError', `the ${state === 'finishing' ? 'finish' : 'abort'} could not be verified: the mirror is still present`);

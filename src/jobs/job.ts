@@ -28,6 +28,8 @@ export interface Tracked {
   sawEnd: boolean;
   /** The verification against the live XML in flight, if any (one at a time). */
   settling: Promise<void> | null;
+  /** Wall-clock ms when the block job was first found gone while the XML still showed its <mirror>. */
+  mirrorWithoutJobSince?: number;
   /** Wall-clock ms when the poll first found the domain gone or stopped. */
   goneSince?: number;
   timeoutTimer?: NodeJS.Timeout;

@@ -19,7 +19,7 @@ import type {
   FinishResult, Job, JobInfoParams, JobInfoResult, JobState, ListJobsParams, ListJobsResult, PivotParams,
   PivotResult, SetSpeedParams, SetSpeedResult, WaitParams, WaitResult,
 } from '../generated/api.js';
-import { conclude, type Decision } from './conclude.js';
+import { conclude, STALE_MIRROR_MS, type Decision } from './conclude.js';
 import { checkDestination as defaultDestinationCheck, type DestinationCheck } from './destination-check.js';
 import { destinationFromXml, destinationToXml } from './destination-xml.js';
 import { diagnoseCopyFailure, domainGoneReason } from './diagnose.js';
@@ -46,10 +46,14 @@ export interface JobManagerOptions {
   checkDestination?: DestinationCheck;
   /** How many ended jobs to remember. */
   keepEnded?: number;
+  /** How long a <mirror> may outlive its block job before the job is failed as lost by libvirt (ms). */
+  staleMirrorMs?: number;
   agentVersion?: string;
 }
 
 type JobRef = { jobId?: string; domain?: string; disk?: string };
+/** When a reconcile runs (goes into the evidence). */
+type Moment = 'start-up' | 'reconnect';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** At most one progress notification per job per this many ms (state changes are never held back). */
@@ -62,6 +66,7 @@ export class JobManager extends EventEmitter {
   private readonly log: Logger;
   private readonly journal: Journal;
   private readonly pollMs: number;
+  private readonly staleMirrorMs: number;
   private readonly sampleMs: number;
   private readonly clock: () => number;
   private readonly maxCopies: number;
@@ -87,6 +92,7 @@ export class JobManager extends EventEmitter {
     this.log = opts.log;
     this.journal = new Journal(opts.stateDir);
     this.pollMs = opts.pollIntervalMs ?? 2000;
+    this.staleMirrorMs = opts.staleMirrorMs ?? STALE_MIRROR_MS;
     this.sampleMs = Math.min(1000, this.pollMs);
     this.clock = opts.now ?? Date.now;
     this.maxCopies = opts.maxConcurrentCopies ?? 32;
@@ -104,7 +110,7 @@ export class JobManager extends EventEmitter {
     this.unsubscribe = await this.conn.onEvent((e) => this.onDomainEvent(e));
     const records = await this.journal.load((file, err) => this.log.error('unreadable journal file skipped', { file, error: err }));
     for (const rec of records) this.entries.set(rec.job.jobId, track(rec));
-    await this.reconcile();
+    await this.reconcile('start-up');
     this.serve();
   }
 
@@ -139,7 +145,7 @@ export class JobManager extends EventEmitter {
     if (this.lostAt === null) this.connectionLost('replaced');
     this.conn = conn;
     this.unsubscribe = await conn.onEvent((e) => this.onDomainEvent(e));
-    await this.reconcile();
+    await this.reconcile('reconnect');
     if (this.stopped) return;
     const downMs = this.realNow() - (this.lostAt ?? this.realNow());
     this.lostAt = null;
@@ -636,13 +642,14 @@ export class JobManager extends EventEmitter {
       return;
     }
     delete entry.goneSince;
+    if (info?.type === 'copy') delete entry.mirrorWithoutJobSince;
     if (!info || info.type !== 'copy') {
       // Give the event a moment: libvirt may still be delivering the end of a request.
       const grace = Math.max(5000, 2 * this.pollMs);
       const requested = job.state === 'pivoting' || job.state === 'finishing' || job.state === 'cancelling';
       if (!requested || this.realNow() - entry.requestedAt > grace) {
         // Not awaited: a verification may take seconds, and the other jobs' samples must not wait.
-        void this.settle(entry, `the block job disappeared without an event (seen by the ${this.pollMs} ms poll)`);
+        void this.settle(entry, `the block job disappeared without an event (seen by the ${this.pollMs} ms poll)`, { jobGone: true });
       }
       return;
     }
@@ -692,7 +699,8 @@ export class JobManager extends EventEmitter {
   }
 
   /** Concludes how the copy ended from the live XML (one verification at a time per job). */
-  private settle(entry: Tracked, why: string): Promise<void> {
+  /** `jobGone`: the caller found no block job (so a <mirror> still shown may be one libvirt dropped). */
+  private settle(entry: Tracked, why: string, opts: { jobGone?: boolean } = {}): Promise<void> {
     if (isTerminal(entry.rec.job.state)) return Promise.resolve();
     if (entry.settling) return entry.settling;
     entry.settling = (async () => {
@@ -708,7 +716,12 @@ export class JobManager extends EventEmitter {
         return;
       }
       if (isTerminal(entry.rec.job.state)) return;
-      const decision = conclude(entry.rec.job, { disk, sawEnd: entry.sawEnd, why });
+      let mirrorWithoutJobMs: number | undefined;
+      if (opts.jobGone && disk?.mirror) {
+        entry.mirrorWithoutJobSince ??= this.realNow();
+        mirrorWithoutJobMs = this.realNow() - entry.mirrorWithoutJobSince;
+      }
+      const decision = conclude(entry.rec.job, { disk, sawEnd: entry.sawEnd, why, ...(mirrorWithoutJobMs !== undefined ? { mirrorWithoutJobMs } : {}) }, this.staleMirrorMs);
       // After a pivot, what the next cold boot will use (the persistent definition) is part of the answer.
       const persistent = decision.state === 'pivoted' ? await this.persistentView(entry) : undefined;
       if (isTerminal(entry.rec.job.state)) return;
@@ -744,10 +757,10 @@ export class JobManager extends EventEmitter {
 
   // ---- reconcile at start ------------------------------------------------------------------
 
-  private async reconcile(): Promise<void> {
+  private async reconcile(when: Moment): Promise<void> {
     for (const entry of this.entries.values()) {
       if (isTerminal(entry.rec.job.state)) continue;
-      await this.reconcileOne(entry).catch((err) => this.log.error('reconcile failed', { jobId: entry.rec.job.jobId, error: err }));
+      await this.reconcileOne(entry, when).catch((err) => this.log.error('reconcile failed', { jobId: entry.rec.job.jobId, error: err }));
     }
     // Copies started elsewhere (virsh, another tool, an earlier agent that lost its journal).
     let domains: DomainRef[] = [];
@@ -765,7 +778,7 @@ export class JobManager extends EventEmitter {
     this.pruneEnded();
   }
 
-  private async reconcileOne(entry: Tracked): Promise<void> {
+  private async reconcileOne(entry: Tracked, when: Moment): Promise<void> {
     const job = entry.rec.job;
     const intent = entry.rec.intent;
     let info;
@@ -773,9 +786,14 @@ export class JobManager extends EventEmitter {
       info = await this.conn.getBlockJobInfo(job.domain.uuid, job.disk);
     } catch (e) {
       if (e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || e.code === VirErrorCode.OPERATION_INVALID)) {
-        this.fail(entry, 'invalidState', 'the domain is gone or no longer running', `found at start-up: ${e.message}`);
+        // libvirt 9.0, restarted while it had a pivot to process, can fail to reload its own
+        // status of the domain and forget it while its QEMU runs on: worth saying to an operator.
+        const lost = when === 'reconnect' && e.code === VirErrorCode.NO_DOMAIN && ['pivoting', 'finishing', 'cancelling'].includes(job.state)
+          ? `; libvirt no longer knows the domain after its restart, although a ${job.state.replace(/ing$/, '')} was under way: if its QEMU process still runs, libvirtd lost track of it (libvirt 9.0 can, when restarted during a pivot; see libvirtd's log)`
+          : '';
+        this.fail(entry, 'invalidState', `the domain is gone or no longer running${lost}`, `found at ${when}: ${e.message}`);
       } else {
-        this.log.error('cannot read a journaled job at start-up; the poll will retry', { jobId: job.jobId, error: e });
+        this.log.error(`cannot read a journaled job at ${when}; the poll will retry`, { jobId: job.jobId, error: e });
       }
       return;
     }
@@ -784,11 +802,11 @@ export class JobManager extends EventEmitter {
         // The agent stopped between journaling the copy and libvirt starting it (or libvirt refused).
         const disk = await this.liveDisk(entry).catch(() => undefined);
         if (!disk?.mirror) {
-          this.fail(entry, 'libvirtError', 'the copy was never started (the agent stopped while starting it)', `journal intent blockCopy at ${intent.at}; no block job at start-up`);
+          this.fail(entry, 'libvirtError', `the copy was never started (${when === 'reconnect' ? 'the libvirt connection dropped' : 'the agent stopped'} while starting it)`, `journal intent blockCopy at ${intent.at}; no block job at ${when}`);
           return;
         }
       }
-      await this.settle(entry, `the block job ended while the agent was not running${intent ? ` (last request: ${intent.op})` : ''}`);
+      await this.settle(entry, `the block job ended while the agent was not running${intent ? ` (last request: ${intent.op})` : ''}`, { jobGone: true });
       return;
     }
     job.progress.cur = toByteCount(info.cur);
@@ -802,7 +820,7 @@ export class JobManager extends EventEmitter {
     else if (job.state === 'cancelling') state = 'cancelling';
     else state = mirrorReady === 'yes' ? 'ready' : 'copying';
     if (job.state !== state) {
-      const evidence = `reconciled at start-up from the live XML (mirror ready='${mirrorReady ?? 'no'}'${intent ? `; last request: ${intent.op}` : ''})`;
+      const evidence = `reconciled at ${when} from the live XML (mirror ready='${mirrorReady ?? 'no'}'${intent ? `; last request: ${intent.op}` : ''})`;
       if (canTransition(job.state, state)) this.transition(entry, state, { evidence, ...(state === 'ready' && !job.readyAt ? { readyAt: this.iso() } : {}) });
       else this.log.warn('journal and live XML disagree in a way the state table does not allow', { jobId: job.jobId, journal: job.state, live: state });
     }

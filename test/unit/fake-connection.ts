@@ -61,6 +61,9 @@ export class FakeConnection implements Connection {
   sendEndEvents = true;
   /** After an async pivot: actually switch the source (false: a pivot that silently did not happen). */
   pivotSwitches = true;
+  /** After an async abort/pivot the job vanishes and libvirt never concludes it: the <mirror>
+   *  stays (as libvirt 9.0 does after dropping a job across a restart). */
+  dropJobs = false;
   /** ms between an async abort request and its completion. */
   endDelayMs = 5;
   /** Delays listDomains (to hold the manager in `recovering`). */
@@ -240,6 +243,10 @@ export class FakeConnection implements Connection {
     }
     const pivot = !!opts?.pivot;
     k.mirror.ready = pivot ? 'pivot' : 'abort';
+    if (this.dropJobs) {
+      k.job = null;
+      return;
+    }
     const end = () => {
       const m = k.mirror!;
       if (pivot && this.pivotSwitches) {

@@ -521,6 +521,33 @@ t.test('connection lost and back: recovering in between, then reconciled', async
   t.ok(next.calls.some((c) => c.method === 'blockCopy'), 'through it');
 });
 
+t.test('a domain libvirt forgot across its restart, mid-pivot: failed, and the message says what may have happened', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'p.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await until(() => s.changes.some((j) => j.state === 'ready'));
+  s.conn.failNext.set('blockJobAbort', new LibvirtError(38, 7, 'End of file while reading data: Input/output error'));
+  const pivot = s.jobs.pivot({ jobId: job.jobId, timeout: 10 }).catch((e: unknown) => e);
+  await until(() => s.changes.some((j) => j.state === 'pivoting'));
+  s.jobs.connectionLost('eof');
+  const next = new FakeConnection(s.stateDir); // the restarted libvirtd knows no domain
+  await s.jobs.reconnect(next);
+  const end = (await s.jobs.jobInfo({ jobId: job.jobId })).job;
+  t.match(end, { state: 'failed', error: { name: 'invalidState', message: /libvirt no longer knows the domain after its restart, although a pivot was under way: if its QEMU process still runs, libvirtd lost track of it/ }, evidence: /found at reconnect: / });
+  t.match(await pivot, { errorName: 'pivotFailed' }, 'the waiting pivot call is answered with the failure');
+});
+
+t.test('a <mirror> libvirt keeps after the block job ended: the pivot fails as lost by libvirt, never reported done', async (t) => {
+  const s = await setup(t, { staleMirrorMs: 300 });
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'p.qcow2') } });
+  s.conn.makeReady(s.dom);
+  await until(() => s.changes.some((j) => j.state === 'ready'));
+  s.conn.dropJobs = true;
+  const err = await rejects(t, s.jobs.pivot({ jobId: job.jobId, timeout: 30 }), 'pivotFailed', 'the pivot call');
+  t.match(err.message, /libvirt lost track of the pivot: libvirt still shows <mirror ready='pivot'> \d+ s after the block job ended in QEMU.*the guest may be running on either disk/);
+  t.match((await s.jobs.jobInfo({ jobId: job.jobId })).job, { state: 'failed', evidence: /disappeared without an event.*<mirror ready='pivot'>/ });
+});
+
 t.test('a pivot whose request dies with the connection is decided by the reconcile', async (t) => {
   const s = await setup(t);
   const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'p.qcow2') } });

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { findDisk, parseDisks } from '../../src/jobs/disk-xml.js';
 import { destinationFromXml, destinationToXml } from '../../src/jobs/destination-xml.js';
 import { canTransition, isTerminal, reachedReady, STATES } from '../../src/jobs/state-machine.js';
-import { conclude } from '../../src/jobs/conclude.js';
+import { conclude, STALE_MIRROR_MS } from '../../src/jobs/conclude.js';
 import { KeyedMutex } from '../../src/jobs/lock.js';
 import { RateSampler } from '../../src/jobs/sampler.js';
 import { makeDestinationCheck } from '../../src/jobs/destination-check.js';
@@ -158,7 +158,7 @@ t.test('disk XML from libvirt: a ready mirror, then after the pivot', async (t) 
 
 t.test('conclude: how a copy ended, from the live XML', async (t) => {
   const job = sampleJob({ source: { path: '/src.qcow2', format: 'qcow2' }, destination: { path: '/dst.qcow2', format: 'qcow2', type: 'file' } });
-  const disk = (sourcePath: string, mirror: 'yes' | 'pivot' | null = null) => ({
+  const disk = (sourcePath: string, mirror: 'yes' | 'pivot' | 'abort' | null = null) => ({
     target: 'vda', device: 'disk', type: 'file', sourcePath, format: 'qcow2', backingPaths: [],
     mirror: mirror ? { job: 'copy', ready: mirror, type: 'file', path: '/dst.qcow2', format: 'qcow2' } : null,
   });
@@ -169,6 +169,13 @@ t.test('conclude: how a copy ended, from the live XML', async (t) => {
   t.match(c('pivoting', disk('/src.qcow2'), true), { state: 'failed', error: { name: 'pivotFailed' }, evidence: /source \/src\.qcow2 and no <mirror>/ });
   t.match(c('pivoting', disk('/src.qcow2', 'yes'), true), { state: 'failed', error: { name: 'pivotFailed', message: /mirror is still present/ } });
   t.match(c('pivoting', disk('/src.qcow2', 'pivot'), false), { state: null }, 'still pivoting, no event yet: nothing to conclude');
+  const stale = (state: JobState, ready: 'yes' | 'pivot' | 'abort', ms: number) =>
+    conclude({ ...job, state }, { disk: disk('/src.qcow2', ready), sawEnd: false, why: 'test', mirrorWithoutJobMs: ms });
+  t.match(stale('pivoting', 'pivot', STALE_MIRROR_MS - 1), { state: null }, 'a <mirror> briefly outliving its job: libvirt is still concluding it');
+  t.match(stale('pivoting', 'pivot', STALE_MIRROR_MS), { state: 'failed', error: { name: 'pivotFailed', message: /libvirt lost track of the pivot.*either disk/ } },
+    'a <mirror> long outliving its job: lost by libvirt, never a success');
+  t.match(stale('finishing', 'abort', STALE_MIRROR_MS), { state: 'failed', error: { name: 'libvirtError', message: /lost track of the finish/ } });
+  t.match(stale('ready', 'yes', STALE_MIRROR_MS), { state: 'failed', error: { name: 'libvirtError', message: /lost track of the copy/ } });
   t.match(c('finishing', disk('/src.qcow2'), true), { state: 'finished', outcome: 'observed' });
   t.match(c('finishing', disk('/dst.qcow2'), true), { state: 'failed' }, 'a finish that switched the guest is not a finish');
   t.match(c('cancelling', disk('/src.qcow2'), true), { state: 'cancelled', outcome: 'observed' });
