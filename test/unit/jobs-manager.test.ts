@@ -50,6 +50,13 @@ async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string):
   return new AgentError('notFound', 'unreachable');
 }
 
+/** A copy of `disk` that has reached ready. */
+async function readyCopy(s: Setup, disk: string, file: string): Promise<Job> {
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk, destination: { path: join(s.destDir, file) } });
+  s.conn.makeReady(s.dom, disk);
+  return (await s.jobs.wait({ jobId: job.jobId, until: 'ready' })).job;
+}
+
 const until = async (cond: () => boolean, ms = 3000) => {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -368,12 +375,10 @@ t.test('failures: FAILED event, domain stopped', async (t) => {
 
 t.test("a late end event of the disk's previous job, arriving while the next copy starts, is not taken for the new job's end", async (t) => {
   const s = await setup(t);
-  const a = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
-  s.conn.makeReady(s.dom);
-  await s.jobs.wait({ jobId: a.job.jobId, until: 'ready' });
+  const a = await readyCopy(s, 'vda', 'a.qcow2');
   // The pivot is concluded from the live XML before its event (the event is late, e.g. a busy host)…
   s.conn.sendEndEvents = false;
-  await s.jobs.pivot({ jobId: a.job.jobId });
+  await s.jobs.pivot({ jobId: a.jobId });
   // …and the event turns up while the next copy of the disk is being started, before libvirt shows its <mirror>.
   s.conn.duringBlockCopy = async () => {
     s.conn.blockEvent(s.dom, 'vda', 'completed');
@@ -523,12 +528,11 @@ t.test('connection lost and back: recovering in between, then reconciled', async
 
 t.test('a domain libvirt forgot across its restart, mid-pivot: failed, and the message says what may have happened', async (t) => {
   const s = await setup(t);
-  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'p.qcow2') } });
-  s.conn.makeReady(s.dom);
-  await until(() => s.changes.some((j) => j.state === 'ready'));
+  const job = await readyCopy(s, 'vda', 'p.qcow2');
   s.conn.failNext.set('blockJobAbort', new LibvirtError(38, 7, 'End of file while reading data: Input/output error'));
   const pivot = s.jobs.pivot({ jobId: job.jobId, timeout: 10 }).catch((e: unknown) => e);
-  await until(() => s.changes.some((j) => j.state === 'pivoting'));
+  // The request has reached the old connection (and died with it) before the connection is replaced.
+  await until(() => s.conn.calls.some((c) => c.method === 'blockJobAbort'));
   s.jobs.connectionLost('eof');
   const next = new FakeConnection(s.stateDir); // the restarted libvirtd knows no domain
   await s.jobs.reconnect(next);
@@ -539,9 +543,7 @@ t.test('a domain libvirt forgot across its restart, mid-pivot: failed, and the m
 
 t.test('a <mirror> libvirt keeps after the block job ended: the pivot fails as lost by libvirt, never reported done', async (t) => {
   const s = await setup(t, { staleMirrorMs: 300 });
-  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'p.qcow2') } });
-  s.conn.makeReady(s.dom);
-  await until(() => s.changes.some((j) => j.state === 'ready'));
+  const job = await readyCopy(s, 'vda', 'p.qcow2');
   s.conn.dropJobs = true;
   const err = await rejects(t, s.jobs.pivot({ jobId: job.jobId, timeout: 30 }), 'pivotFailed', 'the pivot call');
   t.match(err.message, /libvirt lost track of the pivot: libvirt still shows <mirror ready='pivot'> \d+ s after the block job ended in QEMU.*the guest may be running on either disk/);
@@ -555,7 +557,8 @@ t.test('a pivot whose request dies with the connection is decided by the reconci
   await until(() => s.changes.some((j) => j.state === 'ready'));
   s.conn.failNext.set('blockJobAbort', new LibvirtError(38, 7, 'End of file while reading data: Input/output error'));
   const pivot = s.jobs.pivot({ jobId: job.jobId, timeout: 10 });
-  await until(() => s.changes.some((j) => j.state === 'pivoting'));
+  // The request has reached the old connection (and died with it) before the connection is replaced.
+  await until(() => s.conn.calls.some((c) => c.method === 'blockJobAbort'));
   s.jobs.connectionLost('eof');
   t.equal((await s.jobs.jobInfo({ jobId: job.jobId })).job.state, 'pivoting', 'unknown outcome: still pivoting, not reverted');
   const next = new FakeConnection(s.stateDir);
