@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as hv from '../helpers/hypervisor.js';
 import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
+import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
@@ -134,7 +135,7 @@ t.test('the role installs, configures and links the agent, idempotently', async 
   const config = `${root}/etc/blockcopy-agent/config.json`;
   t.match(JSON.parse(readFileSync(config, 'utf8')), { allowedRoots: ['/var/lib/libvirt/images'], listen: { host: '127.0.0.1' } });
   t.equal((await run(`${root}/usr/local/bin/blockcopy-agent`, ['config', 'check', config]).then(() => 0, (e) => e.code)), 0, 'the written config passes config check');
-  t.match(readFileSync(`${root}/etc/systemd/system/blockcopy-agent.service`, 'utf8'), `ExecStart=/usr/bin/node ${root}/opt/blockcopy-agent/dist/src/cli/main.js serve --config ${root}/etc/blockcopy-agent/config.json`);
+  t.match(readFileSync(`${root}/etc/systemd/system/blockcopy-agent.service`, 'utf8'), `ExecStart=/usr/bin/node ${NODE_FLAGS.join(' ')} ${root}/opt/blockcopy-agent/dist/src/cli/main.js serve --config ${root}/etc/blockcopy-agent/config.json`);
   t.equal(statSync(config).mode & 0o777, 0o644);
   const tokens = `${root}/etc/blockcopy-agent/tokens.json`;
   t.equal(statSync(tokens).mode & 0o777, 0o600, 'the tokens file is 0600');

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { AgentClient } from '../../src/client/index.js';
 import type { Job, JobState } from '../../src/generated/api.js';
 import { scratchDir, type TeardownHost } from './hypervisor.js';
@@ -55,7 +56,7 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
   const configFile = join(dir, 'config.json');
   const { auth, ...rest } = opts.config ?? {};
   writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: opts.port ?? 0 }, ...rest }));
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', configFile, '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...(opts.args ?? [])],
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'serve', '--config', configFile, '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...(opts.args ?? [])],
     { stdio: ['ignore', 'inherit', 'pipe'], env: { ...ENV, ...opts.env } });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {

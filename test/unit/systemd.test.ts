@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const unit = fileURLToPath(new URL('../../../systemd/blockcopy-agent.service', import.meta.url));
 
@@ -19,4 +20,9 @@ t.test('hardening directives', async (t) => {
     'Restart=on-failure', 'StateDirectory=blockcopy-agent', 'After=network.target libvirtd.service', 'SystemCallFilter=@system-service']) {
     t.match(text, d, d);
   }
+});
+
+t.test('the agent runs with the V8 flags it is measured with', async (t) => {
+  const exec = /^ExecStart=(.*)$/m.exec(readFileSync(unit, 'utf8'))?.[1] ?? '';
+  t.match(exec, new RegExp(`^/usr/bin/node ${NODE_FLAGS.join(' ')} \\S+/main\\.js serve`), `ExecStart: ${exec}`);
 });
