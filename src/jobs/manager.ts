@@ -847,6 +847,8 @@ export class JobManager extends EventEmitter {
 
   private async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<Tracked> {
     const info = await this.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
+    // Stopped meanwhile: the state directory may already belong to the next agent.
+    if (this.stopped) throw new AgentError('unavailable', 'the agent is stopping');
     const job = adoptedJob(dom, d, info, this.iso());
     const entry = track({ job, destinationXml: '' });
     this.entries.set(job.jobId, entry);
@@ -885,7 +887,7 @@ export class JobManager extends EventEmitter {
   /** Records a change: journal (in order, in the background) and notify. */
   private touch(entry: Tracked, persist = true): void {
     entry.rec.job.updatedAt = this.iso();
-    if (persist) void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
+    if (persist && !this.stopped) void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
     this.emitChanged(entry);
   }
 
@@ -894,6 +896,7 @@ export class JobManager extends EventEmitter {
    * durably. If it cannot be written, the side effect is not attempted (state restored to `revertTo`).
    */
   private async beforeSideEffect(entry: Tracked, intent: Intent, revertTo?: JobState): Promise<void> {
+    if (this.stopped) throw new AgentError('unavailable', 'the agent is stopping; nothing was sent to libvirt');
     entry.rec.intent = intent;
     try {
       await this.persist(entry);
@@ -910,7 +913,7 @@ export class JobManager extends EventEmitter {
     if (!entry.rec.intent) return;
     faultPoint(`${entry.rec.intent.op}:sent`);
     delete entry.rec.intent;
-    void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
+    if (!this.stopped) void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
   }
 
   private persist(entry: Tracked): Promise<void> {

@@ -66,6 +66,8 @@ export class FakeConnection implements Connection {
   dropJobs = false;
   /** ms between an async abort request and its completion. */
   endDelayMs = 5;
+  /** Delays getBlockJobInfo (to keep a read in flight across a stop). */
+  infoDelayMs = 0;
   /** Delays listDomains (to hold the manager in `recovering`). */
   listDelayMs = 0;
   /** Runs inside blockCopy before libvirt would add the <mirror> (to put events in that window). */
@@ -224,6 +226,7 @@ export class FakeConnection implements Connection {
 
   async getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null> {
     this.record('getBlockJobInfo', [domain, disk]);
+    if (this.infoDelayMs) await new Promise((r) => setTimeout(r, this.infoDelayMs));
     const d = this.running(domain);
     const k = d.disks.find((x) => x.target === disk);
     if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);

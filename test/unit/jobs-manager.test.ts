@@ -458,6 +458,19 @@ t.test('a copy started by another tool while the agent runs is adopted on its RE
   t.match((await s.jobs.jobInfo({ domain: 'vm1', disk: 'vdb' })).job, { owner: 'adopted', state: 'ready' });
 });
 
+t.test('a stopped manager writes and sends nothing more: an adoption in flight at stop() is dropped', async (t) => {
+  const s = await setup(t);
+  s.conn.startOutside(s.dom, 'vdb', '/elsewhere/x.qcow2', true);
+  s.conn.infoDelayMs = 200;
+  s.conn.blockEvent(s.dom, 'vdb', 'ready'); // adoption starts; its libvirt read is slow
+  await until(() => s.conn.calls.some((c) => c.method === 'getBlockJobInfo'));
+  await s.jobs.stop();
+  // The next agent may own the directory now (the lock goes with the stop).
+  await new Promise((r) => setTimeout(r, 400));
+  t.same(readdirSync(s.stateDir).filter((f) => f.startsWith('job-')), [], 'no journal record written after stop()');
+  t.notOk(s.conn.sideEffects().length, 'and nothing sent to libvirt');
+});
+
 t.test('progress notifications are bounded to one per second per job', async (t) => {
   const s = await setup(t);
   const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
