@@ -1,6 +1,7 @@
 // The client side of the CLI: `call` and the friendly verbs, like virsh blockcopy/blockjob,
 // talking to the local agent (a spawned `blockcopy-agent stdio`, which relays to a running
 // daemon) or to a remote one (--url, --token, --ca).
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -54,6 +55,19 @@ async function connect(v: Values): Promise<AgentClient> {
   }
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
   return AgentClient.spawn(process.execPath, [cli, 'stdio', ...(v['state-dir'] ? ['--state-dir', v['state-dir']] : []), '--log-level', 'error'], { stderr: 'inherit' });
+}
+
+/** Closes the client; a spawned local agent is given a few seconds to finish and exit, so that
+ *  it never outlives the command (still writing its journal, or starting up, after we are gone). */
+async function closeClient(client: AgentClient | null | undefined): Promise<void> {
+  if (!client) return;
+  client.close();
+  const child = 'process' in client ? (client as unknown as { process: ChildProcess }).process : undefined;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => { child.kill('SIGTERM'); resolve(); }, 10_000);
+    child.once('exit', () => { clearTimeout(timer); resolve(); });
+  });
 }
 
 const num = (s: string | undefined, name: string): number | undefined => {
@@ -142,7 +156,7 @@ async function copy(client: AgentClient, v: Values, pos: string[]): Promise<numb
       } else {
         out.say(`interrupted: job ${job.jobId} is ${now.state}; left as it is`, { event: 'interrupted', action: 'none', job: now });
       }
-      client.close();
+      await closeClient(client);
       process.exit(EXIT.interrupted);
     });
   };
@@ -284,6 +298,6 @@ export async function runClientCommand(command: string, argv: string[]): Promise
     process.stderr.write(`blockcopy-agent: ${(e as Error).message}\n`);
     return EXIT.connection;
   } finally {
-    client?.close();
+    await closeClient(client);
   }
 }
