@@ -6,6 +6,7 @@ import type { ErrorName } from '../errors.js';
 import type { Job, JobState } from '../generated/api.js';
 import type { DiskInfo } from './disk-xml.js';
 import { samePath } from './job.js';
+import { REQUEST_OF } from './state-machine.js';
 
 export type Decision =
   /** Nothing to conclude: the copy is still mirroring. */
@@ -50,12 +51,12 @@ export function conclude(job: Job, f: Facts, staleMirrorMs = STALE_MIRROR_MS): D
       // Never a success: QEMU may have switched the guest while libvirt's XML says otherwise.
       const stale = `libvirt still shows <mirror ready='${disk.mirror.ready ?? 'no'}'> ${Math.round(ms / 1000)} s after the block job ended in QEMU: libvirt dropped the job (as it does across some libvirtd restarts) and its view of this disk is no longer reliable`;
       if (state === 'pivoting') return failed('pivotFailed', `libvirt lost track of the pivot: ${stale}; the guest may be running on either disk`);
-      if (state === 'finishing' || state === 'cancelling') return failed('libvirtError', `libvirt lost track of the ${state === 'finishing' ? 'finish' : 'abort'}: ${stale}`);
+      if (state === 'finishing' || state === 'cancelling') return failed('libvirtError', `libvirt lost track of the ${REQUEST_OF[state]}: ${stale}`);
       return failed('libvirtError', `libvirt lost track of the copy: ${stale}`);
     }
     if (state === 'pivoting') return failed('pivotFailed', 'the pivot could not be verified: the mirror is still present');
     if (state === 'finishing' || state === 'cancelling') {
-      return failed('libvirtError', `the ${state === 'finishing' ? 'finish' : 'abort'} could not be verified: the mirror is still present`);
+      return failed('libvirtError', `the ${REQUEST_OF[state]} could not be verified: the mirror is still present`);
     }
     return { state: null, evidence };
   }

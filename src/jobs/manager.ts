@@ -31,7 +31,7 @@ import { KeyedMutex } from './lock.js';
 import { faultPoint } from './fault-points.js';
 import { until } from './until.js';
 import { fromByteCount, toByteCount } from './numbers.js';
-import { canTransition, COMPLETION, isTerminal, reachedReady } from './state-machine.js';
+import { canTransition, COMPLETION, isTerminal, reachedReady, REQUEST_OF } from './state-machine.js';
 
 export interface JobManagerOptions {
   connection: Connection;
@@ -584,7 +584,7 @@ export class JobManager extends EventEmitter {
           break;
         }
         entry.sawEnd = true;
-        void this.settle(entry, `BLOCK_JOB_2 ${e.status} event${['pivoting', 'finishing', 'cancelling'].includes(entry.rec.job.state) ? '' : ' without a request from this agent'}`);
+        void this.settle(entry, `BLOCK_JOB_2 ${e.status} event${REQUEST_OF[entry.rec.job.state] ? '' : ' without a request from this agent'}`);
         break;
       case 'failed': {
         const job = entry.rec.job;
@@ -642,17 +642,16 @@ export class JobManager extends EventEmitter {
       return;
     }
     delete entry.goneSince;
-    if (info?.type === 'copy') delete entry.mirrorWithoutJobSince;
     if (!info || info.type !== 'copy') {
       // Give the event a moment: libvirt may still be delivering the end of a request.
       const grace = Math.max(5000, 2 * this.pollMs);
-      const requested = job.state === 'pivoting' || job.state === 'finishing' || job.state === 'cancelling';
-      if (!requested || this.realNow() - entry.requestedAt > grace) {
+      if (!REQUEST_OF[job.state] || this.realNow() - entry.requestedAt > grace) {
         // Not awaited: a verification may take seconds, and the other jobs' samples must not wait.
         void this.settle(entry, `the block job disappeared without an event (seen by the ${this.pollMs} ms poll)`, { jobGone: true });
       }
       return;
     }
+    delete entry.mirrorWithoutJobSince;
     const now = this.clock();
     entry.sampler.add(now, Number(info.cur));
     const moved = toByteCount(info.cur) !== job.progress.cur || toByteCount(info.end) !== job.progress.end;
@@ -788,8 +787,9 @@ export class JobManager extends EventEmitter {
       if (e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || e.code === VirErrorCode.OPERATION_INVALID)) {
         // libvirt 9.0, restarted while it had a pivot to process, can fail to reload its own
         // status of the domain and forget it while its QEMU runs on: worth saying to an operator.
-        const lost = when === 'reconnect' && e.code === VirErrorCode.NO_DOMAIN && ['pivoting', 'finishing', 'cancelling'].includes(job.state)
-          ? `; libvirt no longer knows the domain after its restart, although a ${job.state.replace(/ing$/, '')} was under way: if its QEMU process still runs, libvirtd lost track of it (libvirt 9.0 can, when restarted during a pivot; see libvirtd's log)`
+        const request = REQUEST_OF[job.state];
+        const lost = when === 'reconnect' && e.code === VirErrorCode.NO_DOMAIN && request
+          ? `; libvirt no longer knows the domain after its restart, although ${request === 'abort' ? 'an' : 'a'} ${request} was under way: if its QEMU process still runs, libvirtd lost track of it (libvirt 9.0 can, when restarted during a pivot; see libvirtd's log)`
           : '';
         this.fail(entry, 'invalidState', `the domain is gone or no longer running${lost}`, `found at ${when}: ${e.message}`);
       } else {
@@ -847,8 +847,6 @@ export class JobManager extends EventEmitter {
 
   private async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<Tracked> {
     const info = await this.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
-    // Stopped meanwhile: the state directory may already belong to the next agent.
-    if (this.stopped) throw new AgentError('unavailable', 'the agent is stopping');
     const job = adoptedJob(dom, d, info, this.iso());
     const entry = track({ job, destinationXml: '' });
     this.entries.set(job.jobId, entry);
@@ -887,7 +885,7 @@ export class JobManager extends EventEmitter {
   /** Records a change: journal (in order, in the background) and notify. */
   private touch(entry: Tracked, persist = true): void {
     entry.rec.job.updatedAt = this.iso();
-    if (persist && !this.stopped) void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
+    if (persist) this.persistLater(entry);
     this.emitChanged(entry);
   }
 
@@ -896,7 +894,6 @@ export class JobManager extends EventEmitter {
    * durably. If it cannot be written, the side effect is not attempted (state restored to `revertTo`).
    */
   private async beforeSideEffect(entry: Tracked, intent: Intent, revertTo?: JobState): Promise<void> {
-    if (this.stopped) throw new AgentError('unavailable', 'the agent is stopping; nothing was sent to libvirt');
     entry.rec.intent = intent;
     try {
       await this.persist(entry);
@@ -913,10 +910,20 @@ export class JobManager extends EventEmitter {
     if (!entry.rec.intent) return;
     faultPoint(`${entry.rec.intent.op}:sent`);
     delete entry.rec.intent;
-    if (!this.stopped) void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err }));
+    this.persistLater(entry);
+  }
+
+  /** A journal write nobody waits for (in order with the job's other writes). */
+  private persistLater(entry: Tracked): void {
+    void this.persist(entry).catch((err) => {
+      if (!this.stopped) this.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err });
+    });
   }
 
   private persist(entry: Tracked): Promise<void> {
+    // After stop() the state directory may already belong to the next agent: nothing more is
+    // written, and so (journal first) no libvirt call is made either.
+    if (this.stopped) return Promise.reject(new AgentError('unavailable', 'the agent is stopping; nothing was journaled or sent to libvirt'));
     const snapshot: JobRecord = structuredClone(entry.rec);
     const write = entry.writes.catch(() => {}).then(() => this.journal.save(snapshot))
       .then(() => faultPoint(`journaled:${snapshot.job.state}`));
@@ -982,7 +989,7 @@ export class JobManager extends EventEmitter {
     if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
     if (entry.rec.timeoutAt !== at) {
       entry.rec.timeoutAt = at;
-      void this.persist(entry).catch((err) => this.log.error('journal write failed', { jobId: job.jobId, error: err }));
+      this.persistLater(entry);
     }
     const goalReached = () => isTerminal(job.state) || (job.whenReady === 'none' && reachedReady(job.state));
     entry.timeoutTimer = setTimeout(() => {

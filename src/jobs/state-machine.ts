@@ -45,3 +45,6 @@ export const COMPLETION = {
   pivot: { busy: 'pivoting', goal: 'pivoted' },
   finish: { busy: 'finishing', goal: 'finished' },
 } as const satisfies Record<string, { busy: JobState; goal: JobState }>;
+
+/** The request a job is busy carrying out, by its busy state. */
+export const REQUEST_OF: Partial<Record<JobState, 'pivot' | 'finish' | 'abort'>> = { pivoting: 'pivot', finishing: 'finish', cancelling: 'abort' };
