@@ -50,6 +50,8 @@ export interface GroupRecord {
 const FILE = /^job-([A-Za-z0-9._:-]+)\.json$/;
 const GROUP_FILE = /^group-([A-Za-z0-9._:-]+)\.json$/;
 const JOB_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Temp files are named by the writing process. */
+const OWN_TMP = `.${process.pid}.tmp`;
 
 export class Journal {
   constructor(private readonly dir: string, private readonly durable = true) {}
@@ -92,7 +94,7 @@ export class Journal {
   }
 
   private async write(final: string, value: unknown): Promise<void> {
-    const tmp = `${final}.${process.pid}.tmp`;
+    const tmp = `${final}${OWN_TMP}`;
     const fh = await fs.open(tmp, 'w', 0o600);
     try {
       await fh.writeFile(JSON.stringify(value, null, 1));
@@ -130,7 +132,10 @@ export class Journal {
     const out: T[] = [];
     for (const name of await fs.readdir(this.dir)) {
       if (name.endsWith('.tmp')) {
-        await fs.rm(join(this.dir, name), { force: true });
+        // Another process's (a crashed agent's) half-written record. This process's own are
+        // writes in flight: the job and group records are loaded at different moments, and a
+        // later load must not pull a file from under a rename.
+        if (!name.endsWith(OWN_TMP)) await fs.rm(join(this.dir, name), { force: true });
         continue;
       }
       if (!pattern.test(name)) continue;

@@ -138,6 +138,12 @@ t.test('journal writes whole records atomically and reads them back', async (t) 
   t.same(recs.map((r) => [r.job.jobId, r.job.state]), [['a', 'ready']], 'the latest record');
   t.same(bad, ['job-broken.json'], 'a torn file is reported, not fatal');
   t.notOk(readdirSync(dir).some((f) => f.endsWith('.tmp')), 'leftover temp files are removed');
+  // A write of this process in flight while the other kind of record is loaded (the agent loads
+  // group records after the jobs are already being written) is left alone.
+  writeFileSync(join(dir, `job-a.json.${process.pid}.tmp`), 'in flight');
+  writeFileSync(join(dir, 'job-c.json.123.tmp'), 'partial');
+  await j.loadGroups(() => {});
+  t.same(readdirSync(dir).filter((f) => f.endsWith('.tmp')), [`job-a.json.${process.pid}.tmp`], "another process's leftover removed, this process's write in flight kept");
 });
 
 // Captured from libvirt 9.0 / QEMU 7.2: `virsh blockcopy --transient-job --wait` of a persistent
