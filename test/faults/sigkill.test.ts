@@ -58,11 +58,6 @@ async function killed(agent: ServedAgent, timeoutMs = 60_000): Promise<NodeJS.Si
   return p.signalCode;
 }
 
-/** The caller's request; with the agent dying under it, the rejection is expected and ignored. */
-function request(client: AgentClient, end: End, jobId: string): Promise<unknown> {
-  return client.call(end, { jobId });
-}
-
 async function firstJob(client: AgentClient, dom: hv.TestDomain): Promise<Job> {
   const { jobs } = await client.call('listJobs', { domain: dom.name });
   if (jobs.length === 0) throw new Error('the restarted agent knows no job of the domain');
@@ -109,7 +104,7 @@ for (const c of CASES) {
       } else {
         await untilState(client, job.jobId, ['ready', 'pivoting', 'pivoted']).catch(() => {});
         if (c.at === 'outside:ready') first.process.kill('SIGKILL');
-        else if (first.process.exitCode === null && first.process.signalCode === null) await request(client, c.end, job.jobId).catch(() => {});
+        else if (first.process.exitCode === null && first.process.signalCode === null) await client.call(c.end, { jobId: job.jobId }).catch(() => {}); // the agent dies under it
       }
     }
     t.equal(await killed(first), 'SIGKILL', `the agent died by SIGKILL at ${c.at}`);

@@ -171,15 +171,20 @@ const STATUS_DIR = '/run/libvirt/qemu';
  * the offending element. The domain's QEMU then runs on without libvirt knowing it.
  */
 export function forgottenByLibvirt(dom: TestDomain): string | undefined {
+  if (knownToLibvirt(dom.name)) return undefined;
   try {
-    execFileSync('virsh', ['-q', '-c', URI, 'domstate', dom.name], { stdio: 'ignore' });
-    return undefined;
+    return /<mirror [^>]*job=''[^>]*>/.exec(readFileSync(join(STATUS_DIR, `${dom.name}.xml`), 'utf8'))?.[0];
   } catch {
-    try {
-      return /<mirror [^>]*job=''[^>]*>/.exec(readFileSync(join(STATUS_DIR, `${dom.name}.xml`), 'utf8'))?.[0];
-    } catch {
-      return undefined;
-    }
+    return undefined;
+  }
+}
+
+function knownToLibvirt(name: string): boolean {
+  try {
+    execFileSync('virsh', ['-q', '-c', URI, 'domstate', name], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
   }
 }
 
@@ -242,10 +247,10 @@ export async function readPattern(path: string, format: ImageFormat, w: WriteSpe
   }
 }
 
-/** 'identical', or qemu-img's description of the first difference. */
-export async function compareImages(a: string, b: string): Promise<string> {
+/** 'identical', or qemu-img's description of the first difference. Formats are probed unless given. */
+export async function compareImages(a: string, b: string, formats?: [ImageFormat, ImageFormat]): Promise<string> {
   try {
-    await run('qemu-img', ['compare', '-U', a, b]);
+    await run('qemu-img', ['compare', '-U', ...(formats ? ['-f', formats[0], '-F', formats[1]] : []), a, b]);
     return 'identical';
   } catch (e) {
     const err = e as { stdout?: string; stderr?: string; message: string };
@@ -276,7 +281,7 @@ export function cleanupStale(): void {
   for (const f of status) {
     const m = /^(bctest-(\d+)-[0-9a-f]+)\.xml$/.exec(f);
     if (!m || alive(Number(m[2])) || names.includes(m[1]!)) continue;
-    try { execFileSync('virsh', ['-q', '-c', URI, 'domstate', m[1]!], { stdio: 'ignore' }); } catch { killOrphan(m[1]!); }
+    if (!knownToLibvirt(m[1]!)) killOrphan(m[1]!);
   }
   if (!existsSync(TEST_ROOT)) return;
   for (const entry of readdirSync(TEST_ROOT)) {
