@@ -10,7 +10,7 @@ coll="$here/ansible_collections/blockcopy/agent"
 export ANSIBLE_COLLECTIONS_PATH="$here" ANSIBLE_NOCOLOR=1
 cd "$coll"
 
-OFFLINE_TESTS=(action-plugin-docs changelog compile empty-init future-import-boilerplate line-endings
+OFFLINE_TESTS=(action-plugin-docs compile empty-init future-import-boilerplate line-endings
   metaclass-boilerplate no-assert no-basestring no-dict-iteritems no-dict-iterkeys no-dict-itervalues
   no-get-exception no-illegal-filenames no-main-display no-smart-quotes no-unicode-literals
   replace-urlopen shebang symlinks use-argspec-type-path use-compat-six)
@@ -43,6 +43,44 @@ echo "== yamllint"
 yamllint -d '{extends: default, rules: {line-length: {max: 160}, document-start: disable, truthy: {allowed-values: ["true", "false", "yes", "no"]}}}' .
 echo "== example playbooks (syntax)"
 for f in docs/*.yml; do ansible-playbook --syntax-check -i localhost, "$f" >/dev/null 2>&1 || { ansible-playbook --syntax-check -i localhost, "$f"; exit 1; }; echo "$f: ok"; done
+echo "== ansible-lint (production profile), then module options against the modules' argument specs"
+# ansible-compat 2.x (Debian 12) points its collection finder at the *parent* of
+# ANSIBLE_COLLECTIONS_PATH, so this one names .../ansible_collections to make the modules load.
+# The args rule belongs to no profile in ansible-lint 6.13: a second run with -t args.
+if command -v ansible-lint >/dev/null; then
+  (export ANSIBLE_COLLECTIONS_PATH="$here/ansible_collections"
+   ansible-lint --offline --nocolor --profile production -q
+   ansible-lint --offline --nocolor -t args -q)
+else
+  echo "ansible-lint is not installed (apt-get install ansible-lint)" >&2; exit 1
+fi
+echo "== changelogs (antsibull-changelog's format; the tool itself is on PyPI only)"
+/usr/bin/python3 - <<'PY'
+import os, yaml
+cfg = yaml.safe_load(open("changelogs/config.yaml"))
+sections = {name for name, _ in cfg["sections"]} | {cfg["prelude_section_name"], cfg["trivial_section_name"]}
+log = yaml.safe_load(open("changelogs/changelog.yaml"))
+assert set(log) >= {"ancestor", "releases"}, "changelog.yaml needs ancestor and releases"
+for version, rel in log["releases"].items():
+    for key in rel.get("changes", {}):
+        assert key in sections, "%s: unknown section %s" % (version, key)
+    for m in rel.get("modules", []):
+        assert set(m) == {"name", "description", "namespace"}, "%s: module entry %s" % (version, m)
+for f in sorted(os.listdir("changelogs/fragments")):
+    frag = yaml.safe_load(open("changelogs/fragments/" + f))
+    for key, entries in frag.items():
+        assert key in sections, "%s: unknown section %s" % (f, key)
+        assert key == cfg["prelude_section_name"] or all(isinstance(e, str) for e in entries), "%s: %s must be a list of strings" % (f, key)
+print("changelogs: ok (%d releases, %d fragments)" % (len(log["releases"]), len(os.listdir("changelogs/fragments"))))
+PY
+echo "== collection tarball"
+tar_dir=$(mktemp -d)
+ansible-galaxy collection build --output-path "$tar_dir" . >/dev/null
+listing=$(tar -tzf "$tar_dir"/blockcopy-agent-*.tar.gz)
+grep -qx LICENSE <<<"$listing" || { echo "LICENSE is not in the collection tarball" >&2; exit 1; }
+grep -qx 'changelogs/changelog.yaml' <<<"$listing" || { echo "changelogs/changelog.yaml is not in the tarball" >&2; exit 1; }
+echo "$(basename "$tar_dir"/blockcopy-agent-*.tar.gz): LICENSE and changelogs/changelog.yaml included"
+rm -rf "$tar_dir"
 echo "== unit tests"
 (cd "$here" && /usr/bin/python3 -m unittest discover -s ansible_collections/blockcopy/agent/tests/unit -t . -p 'test_*.py')
 echo "sanity: ok"

@@ -7,6 +7,9 @@ bash scripts/setup-host.sh
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 bash scripts/build.sh
 node -e "import('./dist/test/helpers/hypervisor.js').then(m => m.cleanupStale())"
+# Test files that need the Debian package build it once per run (test/helpers/debroot.ts).
+BLOCKCOPY_TEST_STARTED=$(date +%s%3N)
+export BLOCKCOPY_TEST_STARTED
 set +e
 out=$(mktemp -d)
 if [ $# -gt 0 ]; then

@@ -21,6 +21,8 @@ export const VERSION: string = (createRequire(import.meta.url)('../../package.js
 
 export interface AgentOptions {
   stdio: boolean;
+  /** stdio: `blockcopy-agent stdio`, which exits with its one caller (default daemon). */
+  mode?: 'daemon' | 'stdio';
   log: Logger;
   /** Validate every result against its schema (tests). */
   validateResults?: boolean;
@@ -117,7 +119,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     conn = await connectWithRetry(cfg.uri, log);
     jobs = new JobManager({
       connection: conn, stateDir: cfg.stateDir, log, pollIntervalMs: cfg.pollIntervalMs,
-      maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION,
+      maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION, agentMode: opts.mode ?? 'daemon',
       checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
     });
     await jobs.start();

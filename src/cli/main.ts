@@ -119,7 +119,7 @@ async function main(argv: string[]): Promise<void> {
   const stdio = command === 'stdio' || !!v.stdio;
   let agent;
   try {
-    agent = await startAgent(cfg, { stdio, log, validateResults: process.env.BLOCKCOPY_VALIDATE_RESULTS === '1' });
+    agent = await startAgent(cfg, { stdio, mode: command === 'stdio' ? 'stdio' : 'daemon', log, validateResults: process.env.BLOCKCOPY_VALIDATE_RESULTS === '1' });
   } catch (e) {
     if (e instanceof StateDirBusy && command === 'stdio' && e.holder.listen) {
       log.debug('relaying to the running agent', { pid: e.holder.pid, listen: e.holder.listen });

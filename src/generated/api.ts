@@ -908,6 +908,10 @@ export interface CapabilitiesResult {
      * Agent version.
      */
     version: string;
+    /**
+     * daemon: a 'serve' agent; it keeps running after a caller disconnects, so it pivots, finishes and enforces deadlines by itself. stdio: a 'blockcopy-agent stdio' agent serving its one caller alone; it exits when the caller's input ends, and nothing acts on its jobs until an agent runs again.
+     */
+    mode: 'daemon' | 'stdio';
   };
   /**
    * The libvirt daemon the agent talks to.

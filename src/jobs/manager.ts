@@ -49,6 +49,8 @@ export interface JobManagerOptions {
   /** How long a <mirror> may outlive its block job before the job is failed as lost by libvirt (ms). */
   staleMirrorMs?: number;
   agentVersion?: string;
+  /** Whether this agent outlives its caller (capabilities.agent.mode). */
+  agentMode?: 'daemon' | 'stdio';
 }
 
 type JobRef = { jobId?: string; domain?: string; disk?: string };
@@ -258,7 +260,7 @@ export class JobManager extends EventEmitter {
     const [maj = 0, min = 0] = v.libvirt.split('.').map(Number);
     const atLeast = (a: number, b: number) => maj > a || (maj === a && min >= b);
     return {
-      agent: { name: 'blockcopy-agent', version: this.opts.agentVersion ?? '0.0.0' },
+      agent: { name: 'blockcopy-agent', version: this.opts.agentVersion ?? '0.0.0', mode: this.opts.agentMode ?? 'daemon' },
       libvirt: { version: v.libvirt },
       hypervisor: { type: v.hypervisorType, version: v.hypervisor },
       // virDomainBlockCopy and its SHALLOW/REUSE_EXT flags: 1.2.8; TRANSIENT_JOB: 4.5.0; SYNCHRONOUS_WRITES: 8.0.0.

@@ -2,40 +2,17 @@
 // the real agent (through `blockcopy-agent stdio`, as on a managed host) and real libvirtd.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as hv from '../helpers/hypervisor.js';
 import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
-import { NODE_FLAGS } from '../../src/cli/node-flags.js';
+import { playbook } from '../helpers/ansible.js';
 
 const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
-const playbooks = join(repo, 'ansible/ansible_collections/blockcopy/agent/tests/integration/playbooks');
 const MiB = 1024 * 1024;
-
-interface TaskResult { changed?: boolean; failed?: boolean; msg?: string; error?: string; diff?: unknown; job?: { state: string } }
-interface PlaybookRun { stats: { changed: number; failures: number; ok: number }; tasks: Record<string, TaskResult> }
-
-async function playbook(name: string, vars: Record<string, unknown>, opts: { check?: boolean } = {}): Promise<PlaybookRun> {
-  const varsFile = join(String(vars.dir), `vars-${name}.json`);
-  writeFileSync(varsFile, JSON.stringify({ ...vars, ansible_python_interpreter: '/usr/bin/python3' }));
-  const args = ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, join(playbooks, `${name}.yml`), ...(opts.check ? ['--check', '--diff'] : [])];
-  const env = {
-    ...process.env, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'results_json',
-    ANSIBLE_CALLBACK_PLUGINS: join(repo, 'test/ansible/callback_plugins'), ANSIBLE_NOCOLOR: '1',
-    ANSIBLE_LOCALHOST_WARNING: 'False', ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False', ANSIBLE_RETRY_FILES_ENABLED: 'False',
-  };
-  const { stdout: out, stderr } = await run('ansible-playbook', args, { env, maxBuffer: 64 * MiB })
-    .catch((e: { stdout: string; stderr: string }) => ({ stdout: e.stdout, stderr: e.stderr }));
-  if (!out.includes('{')) throw new Error(`ansible-playbook printed no results: ${stderr.trim() || out.trim()}`);
-  const doc = JSON.parse(out.slice(out.indexOf('{')));
-  const tasks: Record<string, TaskResult> = {};
-  for (const task of doc.plays[0].tasks) tasks[task.task.name] = task.hosts.localhost ?? {};
-  return { stats: doc.stats.localhost, tasks };
-}
-
 t.test('playbooks: ready → pivoted / finished / absent, idempotency, check mode, failures', async (t) => {
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }, { format: 'raw', sizeMiB: 32 }, { format: 'qcow2', sizeMiB: 128 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0xc1, offset: 0, length: 16 * MiB });
@@ -93,6 +70,49 @@ t.test('playbooks: ready → pivoted / finished / absent, idempotency, check mod
   }
 });
 
+t.test('a pivot rerun after a later backup of the same disk changes nothing (module_defaults group)', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0xa5, offset: 0, length: 8 * MiB });
+  const vars = { domain: dom.name, dir: dom.dir, agent_command: [process.execPath, CLI, 'stdio', '--state-dir', stateDir(t)] };
+  const r = await playbook('rerun_pivot', vars);
+  t.equal(r.stats.failures, 0, `rerun_pivot succeeds ${JSON.stringify(Object.entries(r.tasks).filter(([, x]) => x.failed))}`.slice(0, 600));
+  t.match(r.tasks['Vda pivoted onto its copy'], { changed: true, job: { state: 'pivoted' } });
+  t.match(r.tasks['Later backup of vda'], { changed: true, job: { state: 'finished' } });
+  t.match(r.tasks['Vda pivoted onto its copy, again'], { changed: false }, 'the rerun: changed=false');
+  t.equal(r.tasks['Vda pivoted onto its copy, again']!.failed, undefined, 'the rerun does not fail');
+  t.equal(r.stats.changed, 2, 'changed=2: the pivot and the backup only');
+  const xml = await hv.liveXml(dom);
+  t.match(xml, `<source file='${dom.dir}/vda-a.qcow2'`, 'virsh: the guest still runs on its copy');
+  t.notMatch(xml, /<mirror/, 'virsh: no copy started by the rerun');
+  t.equal((await playbook('rerun_pivot', vars, { check: true })).stats.changed, 0, 'check mode, all of it again: changed=0');
+  t.equal((await playbook('rerun_pivot', vars)).stats.changed, 0, 'all of it again: changed=0');
+});
+
+t.test('wait=false: refused over a stdio agent alone, pivoted by the daemon it relays to', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }, { format: 'qcow2', sizeMiB: 32 }] });
+  const agent = await serveAgent(t);
+  const vars = {
+    domain: dom.name, dir: dom.dir, agent_command: [process.execPath, CLI, 'stdio', '--state-dir', stateDir(t)],
+    daemon_agent_command: [process.execPath, CLI, 'stdio', '--state-dir', agent.stateDir],
+  };
+  const r = await playbook('wait_false', vars);
+  const alone = r.tasks['Pivot later, with no daemon']!;
+  t.equal(alone.failed, true, 'no daemon: the task fails');
+  t.equal(alone.error, 'noDaemon', `error=noDaemon: ${alone.msg}`);
+  t.match(alone.msg, /no blockcopy-agent daemon runs/);
+  t.notOk(alone.changed, 'no daemon: changed=false');
+  t.notOk(existsSync(`${dom.dir}/vda-later.qcow2`), 'no daemon: no copy started');
+  const relayed = r.tasks['Pivot later, with the daemon']!;
+  t.match(relayed, { changed: true, job: { whenReady: 'pivot' } }, 'with the daemon: changed, the agent will pivot');
+  let xml = '';
+  for (let i = 0; i < 240 && !xml.includes(`<source file='${dom.dir}/vdb-later.qcow2'`); i++) {
+    await new Promise((res) => setTimeout(res, 500));
+    xml = (await hv.liveXml(dom)).replace(/<mirror[\s\S]*?<\/mirror>/g, '');
+  }
+  t.match(xml, `<source file='${dom.dir}/vdb-later.qcow2'`, 'virsh: the daemon pivoted vdb after the module returned');
+  t.match(await hv.liveXml(dom), `<source file='${dom.disks[0]!.path}'`, 'virsh: vda untouched');
+});
+
 t.test('the README example docs/pivot-one-disk.yml, unmodified, moves a disk', async (t) => {
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0xd1, offset: 0, length: 16 * MiB });
@@ -118,29 +138,6 @@ t.test('endpoint: the modules over WebSocket to a running agent', async (t) => {
   t.equal(r.stats.failures, 0, 'endpoint.yml succeeds');
   t.match(r.tasks['Start a copy through the endpoint'], { changed: true, job: { state: 'finished' } });
   t.equal(await hv.compareImages(dom.disks[0]!.path, `${dom.dir}/via-ws.qcow2`), 'identical');
-});
-
-t.test('the role installs, configures and links the agent, idempotently', async (t) => {
-  const root = hv.scratchDir('role-');
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  // Extra vars outrank facts: this host has no systemd, and the test must not start services.
-  const vars = { repo, root, dir: root, ansible_service_mgr: 'none' };
-  const first = await playbook('role', vars);
-  t.equal(first.stats.failures, 0, `the role succeeds ${JSON.stringify(Object.entries(first.tasks).filter(([, r]) => r.failed))}`.slice(0, 600));
-  t.ok(first.stats.changed >= 5, `first run changes things (changed=${first.stats.changed})`);
-  const again = await playbook('role', vars);
-  t.equal(again.stats.changed, 0, 'second run: changed=0');
-  const version = await run(`${root}/usr/local/bin/blockcopy-agent`, ['--version']);
-  t.equal(version.stdout.trim(), JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version, 'the linked command runs');
-  const config = `${root}/etc/blockcopy-agent/config.json`;
-  t.match(JSON.parse(readFileSync(config, 'utf8')), { allowedRoots: ['/var/lib/libvirt/images'], listen: { host: '127.0.0.1' } });
-  t.equal((await run(`${root}/usr/local/bin/blockcopy-agent`, ['config', 'check', config]).then(() => 0, (e) => e.code)), 0, 'the written config passes config check');
-  t.match(readFileSync(`${root}/etc/systemd/system/blockcopy-agent.service`, 'utf8'), `ExecStart=/usr/bin/node ${NODE_FLAGS.join(' ')} ${root}/opt/blockcopy-agent/dist/src/cli/main.js serve --config ${root}/etc/blockcopy-agent/config.json`);
-  t.equal(statSync(config).mode & 0o777, 0o644);
-  const tokens = `${root}/etc/blockcopy-agent/tokens.json`;
-  t.equal(statSync(tokens).mode & 0o777, 0o600, 'the tokens file is 0600');
-  t.match(JSON.parse(readFileSync(config, 'utf8')), { auth: { tokensFile: tokens }, audit: { file: `${root}/var/log/blockcopy-agent/audit.log` } });
-  t.notOk(existsSync(`${root}/opt/blockcopy-agent/test`), 'tests are not shipped to hypervisors');
 });
 
 t.test('the collection documents its modules and passes the sanity checks that run offline', async (t) => {

@@ -40,7 +40,7 @@ export class FakeService extends EventEmitter {
   listJobs = (p: unknown) => this.record('listJobs', p, { jobs: [sampleJob()] });
   wait = (p: unknown) => this.record('wait', p, { job: sampleJob({ state: 'ready' }) });
   capabilities = () => this.record('capabilities', {}, {
-    agent: { name: 'blockcopy-agent', version: 'test' }, libvirt: { version: '9.0.0' }, hypervisor: { type: 'QEMU', version: '7.2.0' },
+    agent: { name: 'blockcopy-agent', version: 'test', mode: 'daemon' }, libvirt: { version: '9.0.0' }, hypervisor: { type: 'QEMU', version: '7.2.0' },
     flags: { shallow: true, reuseExternal: true, transientJob: true, synchronousWrites: true },
   });
   blockCopyGroup = (p: unknown) => this.record('blockCopyGroup', p, { group: sampleGroup(), changed: true });

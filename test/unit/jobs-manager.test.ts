@@ -503,7 +503,7 @@ t.test('64-bit values above 2^53 become decimal strings', async (t) => {
 t.test('capabilities', async (t) => {
   const s = await setup(t, { agentVersion: '1.2.3' });
   t.same(await s.jobs.capabilities(), {
-    agent: { name: 'blockcopy-agent', version: '1.2.3' }, libvirt: { version: '9.0.0' }, hypervisor: { type: 'QEMU', version: '7.2.0' },
+    agent: { name: 'blockcopy-agent', version: '1.2.3', mode: 'daemon' }, libvirt: { version: '9.0.0' }, hypervisor: { type: 'QEMU', version: '7.2.0' },
     flags: { shallow: true, reuseExternal: true, transientJob: true, synchronousWrites: true },
   });
 });

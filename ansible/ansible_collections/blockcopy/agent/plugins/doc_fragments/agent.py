@@ -24,10 +24,12 @@ options:
     description:
       - A C(ws://) or C(wss://) URL of a running agent, instead of I(agent_command).
       - "Meant for use from the controller (C(delegate_to: localhost))."
+      - If not set, the C(BLOCKCOPY_ENDPOINT) environment variable is used.
     type: str
   token:
     description:
       - Bearer token for I(endpoint).
+      - If not set, the C(BLOCKCOPY_TOKEN) environment variable is used (as by the C(blockcopy-agent) CLI).
     type: str
   ca_path:
     description:

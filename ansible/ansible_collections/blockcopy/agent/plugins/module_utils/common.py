@@ -7,12 +7,13 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible.module_utils.basic import env_fallback
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentClient, AgentError
 
 CONNECTION_ARGS = dict(
     agent_command=dict(type="list", elements="str", default=["blockcopy-agent", "stdio"]),
-    endpoint=dict(type="str"),
-    token=dict(type="str", no_log=True),
+    endpoint=dict(type="str", fallback=(env_fallback, ["BLOCKCOPY_ENDPOINT"])),
+    token=dict(type="str", no_log=True, fallback=(env_fallback, ["BLOCKCOPY_TOKEN"])),
     ca_path=dict(type="path"),
     validate_certs=dict(type="bool", default=True),
 )

@@ -17,6 +17,12 @@ description:
     destination while the guest keeps writing (QEMU's mirror job, what C(virsh blockcopy) does).
   - I(state) says where the disk should end up. The module is idempotent - the agent remembers
     jobs, so a second run with the same arguments reports C(changed=false).
+  - Whether the disk is already where I(state) says is decided from where the disk runs now (the
+    copy after a pivot, else the source its latest job started from) and from what became of the
+    earlier copies to I(destination), not from the disk's latest job alone - a later backup
+    (C(finished)) of a pivoted disk does not make a rerun of the pivot start a copy again.
+  - C(changed) is true exactly when the run changed where the guest's disk lives or what runs on it
+    (a copy started, pivoted, finished or aborted).
   - Errors the agent marks retryable (the agent still reconciling, QEMU not ready for a pivot,
     too many copies running) are retried until I(timeout).
   - Long copies can run with C(async)/C(poll); C(async) cannot be combined with check mode.
@@ -110,8 +116,13 @@ options:
   wait:
     description:
       - Wait until the disk is where I(state) says. With C(false) the module returns once the
-        copy has started (for C(pivoted) or C(finished) the agent pivots or finishes by itself
-        when the copy is ready).
+        copy has started; for C(pivoted) or C(finished) the agent then pivots or finishes by itself
+        when the copy is ready.
+      - C(false) with C(pivoted) or C(finished) needs the agent's daemon (C(blockcopy-agent serve),
+        the systemd service) on the host, or I(endpoint). A C(blockcopy-agent stdio) agent that
+        serves the module alone exits with it and nothing would pivot; the module detects that
+        (the agent's C(capabilities) report its mode) and fails with C(error=noDaemon) before
+        starting anything.
     type: bool
     default: true
   timeout:
@@ -188,6 +199,18 @@ job:
       description: The job's id.
       type: str
       sample: 3f1c0d8e-2a52-4a57-9d0b-b8b9e2d7f2a1
+    domain:
+      description: The domain whose disk is copied.
+      type: dict
+      sample: {name: vm1, uuid: 5f5c8a4c-def5-4ddc-aebf-412eef4b821c}
+    disk:
+      description: Disk target.
+      type: str
+      sample: vda
+    source:
+      description: The disk's source when the job started (path and format).
+      type: dict
+      sample: {path: /var/lib/libvirt/images/vm1-vda.qcow2, format: qcow2}
     state:
       description: copying, ready, pivoting, pivoted, finishing, finished, cancelling, cancelled or failed.
       type: str
@@ -200,24 +223,103 @@ job:
       description: Bytes copied (cur) of end, percent, rate in bytes/s and eta in seconds.
       type: dict
       sample: {cur: 1073741824, end: 1073741824, percent: 100, rate: null, eta: null}
+    bandwidth:
+      description: Bandwidth limit in bytes/s; 0 means unlimited.
+      type: int
+      sample: 0
+    options:
+      description: The copy options in force.
+      type: dict
+      sample: {shallow: false, reuseExternal: false, transientJob: true, synchronousWrites: false}
+    whenReady:
+      description: What the agent does by itself once the job is ready (none, pivot or finish).
+      type: str
+      sample: pivot
+    owner:
+      description: agent (started through the agent) or adopted (a copy started elsewhere).
+      type: str
+      sample: agent
+    createdAt:
+      description: When the job was created (ISO 8601).
+      type: str
+      sample: "2026-12-03T06:00:00.000Z"
+    updatedAt:
+      description: When the job's state last changed (ISO 8601).
+      type: str
+      sample: "2026-12-03T06:01:10.000Z"
+    readyAt:
+      description: When the job first became ready (ISO 8601).
+      type: str
+      returned: once ready
+      sample: "2026-12-03T06:01:02.000Z"
+    endedAt:
+      description: When the job reached a terminal state (ISO 8601).
+      type: str
+      returned: once ended
+      sample: "2026-12-03T06:01:10.000Z"
     outcome:
       description: observed, or inferred when the end was concluded from the live XML.
       type: str
+      returned: once ended
       sample: observed
+    evidence:
+      description: What the agent saw that supports an inferred outcome or a failure.
+      type: dict
+      returned: when inferred or failed
+    error:
+      description: Why the job failed (name, message, libvirt's error).
+      type: dict
+      returned: when the job failed
     persistent:
       description: After a pivot, what the domain's persistent definition says about the disk.
       type: dict
+      returned: after a pivot
       sample: {defined: true, source: /srv/pool-b/vm1-vda.qcow2, matchesLive: true}
+    groupId:
+      description: The group (blockCopyGroup) the job belongs to.
+      type: str
+      returned: for a job of a group
 msg:
   description: What the module did or found.
   returned: always
   type: str
   sample: pivoted vm1/vda onto /srv/pool-b/vm1-vda.qcow2
 error:
-  description: The agent's error name on failure (notFound, jobExists, destinationRejected, timeout, ...).
+  description: >-
+    The error's name on failure - the agent's (notFound, jobExists, destinationRejected, notReady, pivotFailed,
+    timeout, libvirtError, ...), transport when the agent could not be reached, invalidParams, invalidState, or
+    noDaemon (wait=false needs the agent's daemon).
   returned: failed
   type: str
   sample: destinationRejected
+code:
+  description: The JSON-RPC error code of the agent's answer.
+  returned: when the agent answered with an error
+  type: int
+  sample: -32005
+libvirt:
+  description: libvirt's own error (code, domain, message) when libvirt refused.
+  returned: when libvirt refused
+  type: dict
+  sample: {code: 1, domain: 10, message: "internal error"}
+reason:
+  description: The agent's reason for a refusal or failure (for example why a destination was rejected).
+  returned: when the agent gives one
+  type: str
+evidence:
+  description: What the agent saw, for failures concluded from the live XML.
+  returned: when the agent gives it
+  type: dict
+errors:
+  description: Schema validation errors of the request (invalidParams).
+  returned: when the agent rejected the parameters
+  type: list
+  elements: dict
+diff:
+  description: The disk before and after (state, destination, source the guest runs on), with C(--diff).
+  returned: in diff mode
+  type: dict
+  sample: {before: {state: ready, destination: /srv/b.qcow2, source: /srv/a.qcow2}, after: {state: pivoted, destination: /srv/b.qcow2}}
 '''
 
 import os
@@ -229,17 +331,39 @@ from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONN
 ACTIVE = ("copying", "ready", "pivoting", "finishing", "cancelling")
 
 
+def same_path(a, b):
+    return a is not None and b is not None and os.path.normpath(a) == os.path.normpath(b)
+
+
 def same_destination(job, path):
-    return job is not None and path is not None and os.path.normpath(job["destination"]["path"]) == os.path.normpath(path)
+    return job is not None and same_path(job["destination"]["path"], path)
 
 
 def current_job(client, p):
+    """The disk's running job, else its most recent one (None if the agent knows none)."""
     try:
         return client.call("jobInfo", {"domain": p["domain"], "disk": p["disk"]})["job"]
     except AgentError as e:
         if e.name == "noJob":
             return None
         raise
+
+
+def disk_history(client, p):
+    """The disk's jobs the agent remembers, oldest first."""
+    jobs = client.call("listJobs", {"domain": p["domain"]})["jobs"]
+    return [j for j in jobs if j["disk"] == p["disk"]]
+
+
+def live_source(job):
+    """Where the guest's disk runs now, by its latest job: the copy after a pivot, otherwise the
+    source that job started from (a finish or an abort leaves the guest there). None when that
+    cannot be told: no job, or a failed job (a failed pivot may have left the guest on either)."""
+    if job is None or job["state"] == "failed":
+        return None
+    if job["state"] == "pivoted":
+        return job["destination"]["path"]
+    return (job.get("source") or {}).get("path")
 
 
 def copy_params(p, when_ready, wait):
@@ -260,9 +384,13 @@ def copy_params(p, when_ready, wait):
 
 
 def view(job):
+    out = {"state": "absent"}
     if job and job["state"] in ACTIVE + ("pivoted", "finished"):
-        return {"state": job["state"], "destination": job["destination"]["path"]}
-    return {"state": "absent"}
+        out = {"state": job["state"], "destination": job["destination"]["path"]}
+    where = live_source(job)
+    if where:
+        out["source"] = where
+    return out
 
 
 class Runner(object):
@@ -274,7 +402,22 @@ class Runner(object):
     def call(self, method, params):
         return self.client.call_retrying(method, params, timeout=self.p["timeout"])
 
-    def run(self, job):
+    def fail(self, msg, error, job=None):
+        self.module.fail_json(msg=msg, error=error, job=job, changed=False)
+
+    def require_daemon(self, what):
+        """A goal the agent reaches after the module returns (wait=false) needs an agent that
+        outlives this connection: a `blockcopy-agent stdio` serving alone exits with the module."""
+        if self.p["endpoint"]:
+            return
+        mode = self.client.call("capabilities")["agent"].get("mode", "stdio")
+        if mode != "daemon":
+            self.fail("wait=false cannot %s: no blockcopy-agent daemon runs on this host, and the agent started for this task "
+                      "(%s) exits with it, so nothing would act when the copy is ready. Start the service "
+                      "(systemctl start blockcopy-agent), or use wait=true (with async/poll for long copies)"
+                      % (what, " ".join(self.p["agent_command"])), "noDaemon")
+
+    def run(self, job, history):
         p = self.p
         if p["state"] == "absent":
             return self.absent(job)
@@ -282,34 +425,48 @@ class Runner(object):
         if dest is None and p["destination_xml"]:
             dest = job["destination"]["path"] if job else None
         active = job is not None and job["state"] in ACTIVE
+        goal = p["state"]
         if active and not same_destination(job, dest) and not p["destination_xml"]:
-            self.module.fail_json(msg="disk %s of %s already has a copy job to %s" % (p["disk"], p["domain"], job["destination"]["path"]),
-                                  error="jobExists", job=job)
-        goal = {"ready": "ready", "pivoted": "pivoted", "finished": "finished"}[p["state"]]
-        if job is not None and same_destination(job, dest) and job["state"] == goal:
-            return False, job, "%s/%s is already %s (%s)" % (p["domain"], p["disk"], goal, dest)
-        past_ready = ("pivoted", "finished", "pivoting", "finishing")
-        if p["state"] == "ready" and job is not None and same_destination(job, dest) and job["state"] in past_ready:
-            return False, job, "%s/%s is already past ready (%s)" % (p["domain"], p["disk"], job["state"])
+            self.fail("disk %s of %s already has a copy job to %s" % (p["disk"], p["domain"], job["destination"]["path"]), "jobExists", job)
         if active and job["state"] == "cancelling":
-            self.module.fail_json(msg="the copy job on %s/%s is being cancelled; run again once it ended" % (p["domain"], p["disk"]),
-                                  error="invalidState", job=job)
-        if self.module.check_mode:
-            return True, job, "would take %s/%s to %s (%s)" % (p["domain"], p["disk"], goal, dest)
+            self.fail("the copy job on %s/%s is being cancelled; run again once it ended" % (p["domain"], p["disk"]), "invalidState", job)
         if not active:
-            when_ready = {"ready": "none", "pivoted": "pivot", "finished": "finish"}[p["state"]]
-            wait = "none" if not p["wait"] else ("ready" if p["state"] == "ready" else "done")
+            # Decided by where the disk runs now and what became of earlier copies to dest,
+            # not by the disk's latest job alone (a later backup does not undo a pivot).
+            prior = next((j for j in reversed(history) if same_destination(j, dest)), None)
+            # Pivoted onto dest earlier and still running there. (A dest that is merely the
+            # disk's original source goes to the agent, which rejects it.)
+            if goal == "pivoted" and prior is not None and prior["state"] == "pivoted" and same_path(live_source(job), dest):
+                return False, prior, "%s/%s is already pivoted onto %s" % (p["domain"], p["disk"], dest)
+            if prior is not None and goal == "finished" and prior["state"] == "finished":
+                return False, prior, "%s/%s is already finished (%s)" % (p["domain"], p["disk"], dest)
+            if prior is not None and goal == "ready" and prior["state"] in ("pivoted", "finished"):
+                return False, prior, "%s/%s is already past ready (%s)" % (p["domain"], p["disk"], prior["state"])
+            if self.module.check_mode:
+                return True, job, "would take %s/%s to %s (%s)" % (p["domain"], p["disk"], goal, dest)
+            when_ready = {"ready": "none", "pivoted": "pivot", "finished": "finish"}[goal]
+            if not p["wait"] and when_ready != "none":
+                self.require_daemon("%s when the copy is ready" % ("pivot" if goal == "pivoted" else "finish"))
+            wait = "none" if not p["wait"] else ("ready" if goal == "ready" else "done")
             result = self.call("blockCopy", copy_params(p, when_ready, wait))
             return result["changed"], result["job"], "%s %s/%s to %s" % ("copied" if p["wait"] else "started copying", p["domain"], p["disk"], dest)
         # A job to this destination already runs: take it where it should go.
-        if p["state"] == "ready":
+        if job["state"] == goal or (goal == "ready" and job["state"] in ("pivoting", "finishing")):
+            return False, job, "%s/%s is already %s (%s)" % (p["domain"], p["disk"], job["state"], dest)
+        if self.module.check_mode:
+            return True, job, "would take %s/%s to %s (%s)" % (p["domain"], p["disk"], goal, dest)
+        if goal == "ready":
             if job["state"] == "copying" and p["wait"]:
                 job = self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": p["timeout"]})["job"]
             return False, job, "a copy of %s/%s to %s already runs (%s)" % (p["domain"], p["disk"], dest, job["state"])
-        method = "pivot" if p["state"] == "pivoted" else "finish"
+        method = "pivot" if goal == "pivoted" else "finish"
+        if job["state"] == "copying" and not p["wait"]:
+            if job.get("whenReady") != method:
+                self.fail("the copy of %s/%s is still in phase 1 and will not %s by itself; run with wait=true"
+                          % (p["domain"], p["disk"], method), "notReady", job)
+            self.require_daemon("%s when the copy is ready" % method)
+            return False, job, "the copy of %s/%s is still in phase 1; the agent will %s it when ready" % (p["domain"], p["disk"], method)
         if job["state"] == "copying":
-            if not p["wait"]:
-                return False, job, "the copy of %s/%s is still in phase 1" % (p["domain"], p["disk"])
             self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": p["timeout"]})
         result = self.call(method, {"jobId": job["jobId"], "timeout": p["pivot_timeout"]})
         return result["changed"], result["job"], "%s %s/%s (%s)" % (goal, p["domain"], p["disk"], dest)
@@ -364,7 +521,8 @@ def main():
     client = connect(module)
     try:
         job_before = current_job(client, p)
-        changed, job, msg = Runner(module, client).run(job_before)
+        history = disk_history(client, p) if p["state"] != "absent" else []
+        changed, job, msg = Runner(module, client).run(job_before, history)
     except AgentError as e:
         fail_agent(module, e)
     finally:

@@ -24,6 +24,9 @@ attributes:
   check_mode:
     support: full
     description: Reads only; behaves the same in check mode.
+  diff_mode:
+    support: none
+    description: Reads only, so there is never a difference to show.
 options:
   domain:
     description:
