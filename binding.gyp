@@ -7,6 +7,8 @@
         "native/src/connection.cc",
         "native/src/event_loop.cc",
         "native/src/events.cc",
+        "native/src/sink.cc",
+        "native/src/worker.cc",
         "native/src/values.cc"
       ],
       "dependencies": [
