@@ -16,7 +16,7 @@
       ],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags libvirt)"],
       "libraries": ["<!@(pkg-config --libs libvirt)"],
-      "defines": ["NAPI_VERSION=8"]
+      "defines": ["NAPI_VERSION=8", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"]
     }
   ]
 }

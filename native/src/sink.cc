@@ -125,8 +125,11 @@ void Sink::CallJs(napi_env env, napi_value, void*, void* data) {
   try {
     m->Deliver(e);
   } catch (const Napi::Error& err) {
-    // Surfaces as an uncaught exception, like a throw from any other callback.
-    err.ThrowAsJavaScriptException();
+    // Surfaces as an uncaught exception, like a throw from any other callback. While a worker
+    // is being terminated JS cannot run at all: then the item is simply dropped.
+    napi_throw(env, err.Value());
+  } catch (...) {
+    // Nothing may escape into Node (it would abort the process).
   }
 }
 
