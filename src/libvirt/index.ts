@@ -2,7 +2,7 @@
 // LibvirtError rejections, and one native event subscription shared by any number of listeners.
 import { native, type NativeConnection } from './binding.js';
 import { LibvirtBusy, LibvirtError, LibvirtTimeout } from './errors.js';
-import type { CloseReason, Connection, DomainEvent, OpenOptions } from './types.js';
+import type { CloseReason, Connection, DomainEvent, OpenOptions, Versions } from './types.js';
 
 export * from './types.js';
 export { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from './errors.js';
@@ -49,6 +49,8 @@ class LibvirtConnection implements Connection {
   private subscriptionChain: Promise<void> = Promise.resolve();
   private closeReason: CloseReason | null = null;
   private closing: Promise<void> | null = null;
+  /** A connection's versions never change (a libvirtd restart means a new connection). */
+  private versionsKnown: Versions | null = null;
 
   private constructor(readonly uri: string, private readonly n: NativeConnection, private readonly timeoutMs: number) {
     // The native object holds these as its own properties: nothing here roots the connection.
@@ -60,7 +62,10 @@ class LibvirtConnection implements Connection {
     const pending = native.open(uri, { ...opts, callTimeoutMs: timeoutMs });
     // An open that answers after its bound is closed at once, never leaked.
     const n = await bounded(pending, timeoutMs, `the open of ${uri}`, (late) => void late.close()).catch(rewrap);
-    return new LibvirtConnection(uri, n, timeoutMs);
+    const self = new LibvirtConnection(uri, n, timeoutMs);
+    // Read once now, so versions() answers even while libvirtd hangs later.
+    self.versions().catch(() => {});
+    return self;
   }
 
   get closed(): boolean {
@@ -85,7 +90,12 @@ class LibvirtConnection implements Connection {
   blockJobSetSpeed(domain: string, disk: string, bandwidth: bigint) {
     return this.call('blockJobSetSpeed', () => this.n.blockJobSetSpeed(domain, disk, bandwidth));
   }
-  versions() { return this.call('versions', () => this.n.versions()); }
+  async versions(): Promise<Versions> {
+    if (this.versionsKnown && !this.closing) return { ...this.versionsKnown };
+    const v = await this.call('versions', () => this.n.versions());
+    this.versionsKnown = v;
+    return { ...v };
+  }
   suspend(domain: string) { return this.call('suspend', () => this.n.suspend(domain)); }
   resume(domain: string) { return this.call('resume', () => this.n.resume(domain)); }
   fsFreeze(domain: string) { return this.call('fsFreeze', () => this.n.fsFreeze(domain)); }
