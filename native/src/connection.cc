@@ -231,7 +231,13 @@ Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
     return Rejected(env, VirError{VIR_ERR_OPERATION_TIMEOUT, VIR_FROM_NONE,
                                   "too many libvirt connections are still opening; libvirtd does not answer", "busy"});
   }
-  auto sink = Sink::New(env, "libvirt-connection");
+  std::shared_ptr<Sink> sink;
+  try {
+    sink = Sink::New(env, "libvirt-connection");
+  } catch (...) {
+    envState->EndOpen();
+    throw;
+  }
   auto parts = std::make_shared<Parts>();
   parts->js = std::make_shared<JsSide>();
   parts->regs = std::make_shared<Registrations>(std::make_shared<Link>(Link{sink, parts->js}));
@@ -264,13 +270,31 @@ Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
         return true;
       },
       [parts](Napi::Env env, bool&) -> Napi::Value {
-        auto* held = new Parts(*parts);
-        auto ext = Napi::External<Parts>::New(env, held, [](Napi::Env, Parts* p) { delete p; });
-        napi_type_tag_object(env, ext, &kPartsTag);
-        return AddonData::Get(env)->connectionCtor.New({ext});
+        try {
+          auto* held = new Parts(*parts);
+          auto ext = Napi::External<Parts>::New(env, held, [](Napi::Env, Parts* p) { delete p; });
+          napi_type_tag_object(env, ext, &kPartsTag);
+          return AddonData::Get(env)->connectionCtor.New({ext});
+        } catch (...) {
+          // No object, so no finalizer will close it: close it here (on its own thread).
+          std::unique_ptr<Task> closer = std::make_unique<Closer>(parts->regs);
+          parts->worker->BeginClose(closer);
+          throw;
+        }
       },
       &promise);
   call->deadline = Clock::time_point::max();
+  {
+    // The environment ended before the open was delivered: close what nobody will see.
+    std::weak_ptr<Worker> w = parts->worker;
+    std::shared_ptr<Registrations> r = parts->regs;
+    static_cast<Call<bool>*>(call.get())->OnUndelivered([w, r] {
+      if (auto worker = w.lock()) {
+        std::unique_ptr<Task> closer = std::make_unique<Closer>(r);
+        worker->BeginClose(closer);
+      }
+    });
+  }
   if (parts->worker->Submit(call) != Worker::Admit::Ok) {
     envState->EndOpen();
     call->Fail(kClosed);

@@ -63,7 +63,15 @@ class Call : public Task {
     work_ = nullptr;
   }
 
+  // Runs if the call is freed without being delivered (its environment ended first) and it had
+  // succeeded: lets open() close a connection nobody will ever see.
+  void OnUndelivered(std::function<void()> fn) { undelivered_ = std::move(fn); }
+  ~Call() override {
+    if (!delivered_ && result_ && undelivered_) undelivered_();
+  }
+
   void Deliver(Napi::Env env) override {
+    delivered_ = true;
     if (failure_) {
       deferred_.Reject(failure_->ToJs(env).Value());
       return;
@@ -81,6 +89,8 @@ class Call : public Task {
   Convert convert_;
   std::optional<R> result_;
   std::optional<VirError> failure_;
+  std::function<void()> undelivered_;
+  bool delivered_ = false;
 };
 
 // For calls whose only result is success.

@@ -44,11 +44,12 @@ t.test('hung libvirtd: bounded, named errors; JS thread and fs pool stay free; k
   d.stop();
   try {
     const t0 = Date.now();
-    const first = await Promise.allSettled([conn.versions(), conn.listDomains(), conn.suspend('test')]);
+    const first = await Promise.allSettled([conn.getXml('test'), conn.listDomains(), conn.suspend('test')]);
     const waited = Date.now() - t0;
     for (const r of first) t.ok(r.status === 'rejected' && r.reason instanceof LibvirtTimeout, `rejected with LibvirtTimeout: ${r.status === 'rejected' ? r.reason.message : 'resolved'}`);
     t.ok(waited < timeoutMs + 3000, `answered within the bound (${waited} ms for a ${timeoutMs} ms bound), libvirtd still stopped`);
     t.ok(first.every((r) => r.status === 'rejected' && r.reason instanceof LibvirtError), 'still LibvirtErrors for callers that branch on that');
+    t.equal((await conn.versions()).hypervisorType, 'TEST', "versions() answers from the connection's first reply");
 
     // More calls than the cap: the excess is refused at once, never queued.
     const flood = await Promise.allSettled(Array.from({ length: 20 }, () => conn.lookupDomain('test')));
