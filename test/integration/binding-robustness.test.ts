@@ -6,6 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import t from 'tap';
 import { native } from '../../src/libvirt/binding.js';
 import { LibvirtBusy, LibvirtError, LibvirtTimeout, openConnection, type CloseReason, type DomainEvent } from '../../src/libvirt/index.js';
@@ -36,6 +38,16 @@ t.test('hung libvirtd: bounded, named errors; JS thread and fs pool stay free; k
   const conn = await openConnection(d.uri, { callTimeoutMs: timeoutMs, maxPendingCalls: 8, keepaliveInterval: 1, keepaliveCount: 3 });
   const other = await openConnection(d.uri, { callTimeoutMs: timeoutMs });
   t.teardown(() => conn.close());
+  // Dropped without close() while libvirtd hangs: its finalizer must not wait on libvirtd.
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  let finalized = 0;
+  const registry = new FinalizationRegistry(() => finalized++);
+  await (async () => {
+    const doomed = await openConnection(d.uri, { callTimeoutMs: timeoutMs });
+    await doomed.onEvent(() => {}).then((off) => off());
+    registry.register(doomed, 0);
+  })();
   const reasons: CloseReason[] = [];
   conn.onClose((r) => reasons.push(r));
   const unsubscribe = await conn.onEvent(() => {});
@@ -79,6 +91,11 @@ t.test('hung libvirtd: bounded, named errors; JS thread and fs pool stay free; k
     t.ok(other.closed, 'close() of a connection to the stopped daemon returns');
     const unsub = await unsubscribe().then(() => null, (e: unknown) => e);
     t.ok(unsub === null || unsub instanceof LibvirtTimeout, 'unsubscribe returns (or is named as timed out)');
+    for (let i = 0; i < 20 && finalized === 0; i++) {
+      gc();
+      await sleep(20);
+    }
+    t.equal(finalized, 1, 'a connection dropped while libvirtd hangs is finalized without blocking');
     clearInterval(ticker);
     t.ok(ticks > 10, `the event loop kept running meanwhile (${ticks} ticks)`);
 
