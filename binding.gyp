@@ -4,6 +4,7 @@
       "target_name": "blockcopy_libvirt",
       "sources": [
         "native/src/addon.cc",
+        "native/src/calls.cc",
         "native/src/connection.cc",
         "native/src/event_loop.cc",
         "native/src/events.cc",

@@ -58,7 +58,14 @@ class Connection : public Napi::ObjectWrap<Connection> {
 
   // Queues one call; a full queue or a closed connection rejects at once.
   template <typename R>
-  Napi::Value Submit(Napi::Env env, typename Call<R>::Work work, typename Call<R>::Convert convert);
+  Napi::Value Submit(Napi::Env env, typename Call<R>::Work work, typename Call<R>::Convert convert) {
+    if (closed_) return RejectClosed(env);
+    Napi::Value promise;
+    std::unique_ptr<Task> call = std::make_unique<Call<R>>(env, std::move(work), std::move(convert), &promise);
+    return Enqueue(env, std::move(call), promise);
+  }
+  Napi::Value RejectClosed(Napi::Env env);
+  Napi::Value Enqueue(Napi::Env env, std::unique_ptr<Task> call, Napi::Value promise);
 
   Parts p_;
   bool closed_ = false;

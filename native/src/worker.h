@@ -95,6 +95,7 @@ class Call : public Task {
 
 // For calls whose only result is success.
 struct Done {};
+inline Napi::Value DoneToUndefined(Napi::Env env, Done&) { return env.Undefined(); }
 
 class Worker : public std::enable_shared_from_this<Worker> {
  public:
