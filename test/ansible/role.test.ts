@@ -27,8 +27,12 @@ t.test('the role installs the package into a clean Debian 12 root, idempotently'
   const vars = { dir: work, deb, ansible_service_mgr: 'none', ansible_python_interpreter: root.python(work), ansible_remote_tmp: join(work, 'tmp') };
   const opts = { facts: true, env: { ANSIBLE_PIPELINING: 'True' } };
   const inRoot = (p: string) => join(root.dir, p);
-  // Tasks of an included role are named '<role> : <task>'.
-  const task = (r: Awaited<ReturnType<typeof playbook>>, name: string) => r.tasks[`agent : ${name}`];
+  // Tasks of an included role are named '<role name> : <task>'.
+  const task = (r: Awaited<ReturnType<typeof playbook>>, name: string) => {
+    const key = Object.keys(r.tasks).find((k) => k === name || k.endsWith(` : ${name}`));
+    if (!key) throw new Error(`no task '${name}' in ${JSON.stringify(Object.keys(r.tasks))}`);
+    return r.tasks[key];
+  };
   const failed = (r: Awaited<ReturnType<typeof playbook>>) => JSON.stringify(Object.entries(r.tasks).filter(([, x]) => x.failed)).slice(0, 800) + r.stderr.slice(-400);
 
   const dry = await playbook('role', vars, { ...opts, check: true });
