@@ -17,6 +17,7 @@ export const ERRORS = {
   tooManyJobs: { code: -32012, retryable: true, description: 'The host already runs its maximum number of concurrent copies.' },
   unavailable: { code: -32013, retryable: true, description: 'The agent has no connection to libvirtd right now.' },
   rateLimited: { code: -32014, retryable: true, description: 'This connection sent requests faster than its configured rate.' },
+  stateUnavailable: { code: -32015, retryable: true, description: 'The state directory cannot be written (full, read-only, failing; data.errno says why): nothing was changed; reads still work.' },
 } as const;
 
 export type ErrorName = keyof typeof ERRORS;

@@ -11,6 +11,7 @@
 // in a benchmark; that was not reproducible here, and the design asks for durable records.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { AgentError } from '../errors.js';
 import type { FreezeMode, Group, Job } from '../generated/api.js';
 
 /** The libvirt call the manager is about to make for a job. */
@@ -95,14 +96,20 @@ export class Journal {
 
   private async write(final: string, value: unknown): Promise<void> {
     const tmp = `${final}${OWN_TMP}`;
-    const fh = await fs.open(tmp, 'w', 0o600);
     try {
-      await fh.writeFile(JSON.stringify(value, null, 1));
-      if (this.durable) await fh.sync();
-    } finally {
-      await fh.close();
+      const fh = await fs.open(tmp, 'w', 0o600);
+      try {
+        await fh.writeFile(JSON.stringify(value, null, 1));
+        if (this.durable) await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, final);
+    } catch (e) {
+      // A full directory must not fill up further with half-written temp files.
+      await fs.rm(tmp, { force: true }).catch(() => {});
+      throw e;
     }
-    await fs.rename(tmp, final);
     if (this.durable) await this.syncDir();
   }
 
@@ -147,4 +154,16 @@ export class Journal {
     }
     return out;
   }
+}
+
+/**
+ * What a caller gets when a record cannot be written (full, read-only or failing state
+ * directory): a named, retryable refusal with the errno, never an internal error. Nothing was
+ * sent to libvirt, since the record comes first.
+ */
+export function stateUnavailable(e: unknown, what: string): AgentError {
+  if (e instanceof AgentError) return e;
+  const errno = (e as NodeJS.ErrnoException)?.code ?? 'EIO';
+  const reason = errno === 'ENOSPC' ? 'it is full' : errno === 'EROFS' ? 'it is read-only' : errno === 'EDQUOT' ? 'its quota is used up' : `the write failed (${errno})`;
+  return new AgentError('stateUnavailable', `the state directory cannot be written (${reason}): ${what} was refused and nothing was changed; reads still work, retry once it is writable`, { errno });
 }

@@ -24,8 +24,8 @@ import { checkDestination as defaultDestinationCheck, type DestinationCheck } fr
 import { destinationFromXml, destinationToXml } from './destination-xml.js';
 import { diagnoseCopyFailure, domainGoneReason } from './diagnose.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
-import { adoptedJob, diskKey, newJob, publicJob, samePath, track, type Tracked } from './job.js';
-import { Journal, type Intent, type JobRecord } from './journal.js';
+import { adoptedJob, diskKey, mirrorMismatch, newJob, publicJob, samePath, track, type Tracked } from './job.js';
+import { Journal, stateUnavailable, type Intent, type JobRecord } from './journal.js';
 import { isConnectionLost, isNoJob, isNotReady, libvirtData, toAgentError } from './libvirt-errors.js';
 import { KeyedMutex } from './lock.js';
 import { faultPoint } from './fault-points.js';
@@ -82,6 +82,8 @@ export class JobManager extends EventEmitter {
   private unsubscribe: (() => Promise<void>) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
+  private scanning: Promise<void> | null = null;
+  private lastScan = 0;
   private stopped = false;
   /** Wall-clock ms when the libvirt connection was lost; null while connected. */
   private lostAt: number | null = null;
@@ -185,7 +187,7 @@ export class JobManager extends EventEmitter {
     const dom = await this.lookup(params.domain);
     const dest = this.destinationOf(params);
     const { entry, changed } = await this.locks.run(diskKey(dom.uuid, params.disk), () => this.startCopy(params, dom, dest, signal, member?.groupId));
-    if (changed && params.timeout !== undefined) this.armTimeout(entry, this.realNow() + params.timeout * 1000);
+    if (changed && entry.rec.timeoutAt !== undefined) this.armTimeout(entry, entry.rec.timeoutAt);
     return this.awaitGoal(entry, params, changed, signal);
   }
 
@@ -200,6 +202,8 @@ export class JobManager extends EventEmitter {
       const known = [...this.entries.values()].find((t) => t.rec.job.domain.name === params.domain || t.rec.job.domain.uuid === params.domain);
       uuid = known?.rec.job.domain.uuid ?? (await this.lookup(params.domain)).uuid;
     }
+    // A copy started outside the agent is listed from its first moment, not from its READY.
+    if (!this.recovering) await this.adoptionScan(uuid);
     const jobs = [...this.entries.values()]
       .filter((t) => (uuid === undefined || t.rec.job.domain.uuid === uuid) &&
         (includeEnded || !isTerminal(t.rec.job.state)) &&
@@ -231,6 +235,7 @@ export class JobManager extends EventEmitter {
     return this.locks.run(diskKey(job.domain.uuid, job.disk), async () => {
       if (isTerminal(job.state)) throw new AgentError('invalidState', `job ${job.jobId} has ended (${job.state})`, { job: publicJob(entry) });
       const bw = fromByteCount(params.bandwidth)!;
+      await this.assertOwnCopy(entry, 'setSpeed');
       await this.beforeSideEffect(entry, { op: 'setSpeed', at: this.iso(), bandwidth: bw.toString() });
       try {
         await this.conn.blockJobSetSpeed(job.domain.uuid, job.disk, bw);
@@ -239,8 +244,11 @@ export class JobManager extends EventEmitter {
         throw toAgentError(e, 'cannot set the speed');
       }
       job.bandwidth = toByteCount(bw);
-      this.afterSideEffect(entry);
-      this.touch(entry);
+      faultPoint('setSpeed:sent');
+      delete entry.rec.intent;
+      // The answer promises this bandwidth: journaled before it is sent.
+      await this.persist(entry).catch((e) => this.log.error('journal write failed after setSpeed', { jobId: job.jobId, error: e }));
+      this.touch(entry, false);
       return { job: publicJob(entry) };
     });
   }
@@ -302,7 +310,7 @@ export class JobManager extends EventEmitter {
     if (existing) return { entry: existing, changed: false };
     const adopted = dom.active ? await this.adoptIfMirrored(dom, params.disk) : undefined;
     if (adopted) {
-      if (samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
+      if (!params.jobId && samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`, { job: publicJob(adopted) });
     }
     const disk = await this.validateNew(params, dom, dest);
@@ -313,7 +321,12 @@ export class JobManager extends EventEmitter {
       // The same key raced in on another disk while this call was validating.
       throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, { job: publicJob(this.entries.get(job.jobId)!) });
     }
-    const entry = track({ job, destinationXml: params.destinationXml ?? destinationToXml(dest) });
+    // Everything the answer promises (deadline, whenReady, bandwidth) is in the record written
+    // before libvirt is called: a crash right after the answer must still keep the promise.
+    const entry = track({
+      job, destinationXml: params.destinationXml ?? destinationToXml(dest),
+      ...(params.timeout !== undefined ? { timeoutAt: this.realNow() + params.timeout * 1000 } : {}),
+    });
     // Until libvirt has answered there is nothing of this copy to see (poll, events).
     entry.starting = true;
     this.entries.set(job.jobId, entry);
@@ -346,8 +359,9 @@ export class JobManager extends EventEmitter {
   }
 
   /**
-   * The job an identical earlier call created (same jobId, or same disk and destination), which
-   * a re-run returns unchanged; throws jobExists when the key or the disk is taken by another copy.
+   * The job an identical earlier call created, which a re-run returns unchanged: with a jobId,
+   * exactly the job of that id (a new jobId never returns another job); without one, the disk's
+   * job to the same destination. Throws jobExists when the key or the disk is taken by another copy.
    */
   private existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination): Tracked | undefined {
     const byId = params.jobId ? this.entries.get(params.jobId) : undefined;
@@ -356,12 +370,13 @@ export class JobManager extends EventEmitter {
     }
     const active = this.activeFor(dom.uuid, params.disk);
     if (active) {
-      if (active === byId || samePath(active.rec.job.destination.path, dest.path)) return active;
+      if (active === byId || (!params.jobId && samePath(active.rec.job.destination.path, dest.path))) return active;
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${active.rec.job.destination.path}`, { job: publicJob(active) });
     }
     // A re-run of a call that already completed: the same key, or the same destination the
     // disk was already pivoted or finished to.
     if (byId) return byId;
+    if (params.jobId) return undefined;
     const last = this.latestFor(dom.uuid, params.disk);
     if (last && samePath(last.rec.job.destination.path, dest.path) && (last.rec.job.state === 'pivoted' || last.rec.job.state === 'finished')) {
       return last;
@@ -430,6 +445,7 @@ export class JobManager extends EventEmitter {
       }
       const sent = await this.locks.run(key, async (): Promise<'sent' | 'recheck' | LibvirtError> => {
         if (job.state !== 'ready') return 'recheck';
+        await this.assertOwnCopy(entry, how);
         this.transition(entry, busy, {}, { persist: false });
         await this.beforeSideEffect(entry, { op: how, at: this.iso() }, 'ready');
         entry.requestedAt = this.realNow();
@@ -498,6 +514,7 @@ export class JobManager extends EventEmitter {
         throw new AgentError('invalidState', `job ${job.jobId} is ${s}; it cannot be aborted now`, { job: publicJob(entry) });
       }
       if (s === 'cancelling') return false;
+      await this.assertOwnCopy(entry, reason ? 'the deadline\'s abort' : 'abort');
       this.transition(entry, 'cancelling', reason ? { error: reason } : {}, { persist: false });
       await this.beforeSideEffect(entry, { op: 'abort', at: this.iso() }, s);
       entry.requestedAt = this.realNow();
@@ -560,6 +577,7 @@ export class JobManager extends EventEmitter {
     const entry = this.activeFor(e.domain.uuid, e.disk);
     if (!entry) {
       if (e.status === 'ready') {
+        // (A copy announces nothing when it starts: the poll and lookups adopt it before this.)
         void this.locks.run(diskKey(e.domain.uuid, e.disk), () =>
           this.adoptIfMirrored({ name: e.domain.name, uuid: e.domain.uuid, id: 0, active: true, persistent: false }, e.disk))
           .catch((err) => this.log.warn('cannot adopt a copy announced by an event', { domain: e.domain.name, disk: e.disk, error: err }));
@@ -569,9 +587,9 @@ export class JobManager extends EventEmitter {
     switch (e.status) {
       case 'ready':
         if (entry.rec.job.state === 'copying') {
-          void this.refreshProgress(entry).finally(() => {
-            if (entry.rec.job.state === 'copying') this.becomeReady(entry, 'BLOCK_JOB_2 ready event');
-          });
+          void this.refreshProgress(entry).then(() => this.ownsMirror(entry, 'at a READY event')).then((own) => {
+            if (own && entry.rec.job.state === 'copying') this.becomeReady(entry, 'BLOCK_JOB_2 ready event');
+          }, (err) => this.log.warn('cannot check a READY event against the live XML; the poll will', { jobId: entry.rec.job.jobId, error: err }));
         }
         break;
       case 'completed':
@@ -608,6 +626,10 @@ export class JobManager extends EventEmitter {
       for (const entry of [...this.entries.values()]) {
         if (isTerminal(entry.rec.job.state)) continue;
         await this.sample(entry).catch((err) => this.log.debug('poll failed', { jobId: entry.rec.job.jobId, error: err }));
+      }
+      if (this.realNow() - this.lastScan >= this.pollMs) {
+        this.lastScan = this.realNow();
+        await this.adoptionScan();
       }
     } finally {
       this.ticking = false;
@@ -661,9 +683,17 @@ export class JobManager extends EventEmitter {
     // Ready comes from the event; the XML cross-check only catches a missed one. cur == end
     // alone proves nothing (0/1 means "not known yet"), so it only makes the check earlier.
     const real = this.realNow();
-    if (job.state === 'copying' && ((info.end > 1n && info.cur === info.end) || real - entry.lastXmlCheck >= this.pollMs)) {
+    if ((job.state === 'copying' && info.end > 1n && info.cur === info.end) || real - entry.lastXmlCheck >= this.pollMs) {
       entry.lastXmlCheck = real;
       const disk = await this.liveDisk(entry);
+      // The block job libvirt reports may be another copy of the same disk (see supersede).
+      const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
+      if (disk && other) {
+        await this.locks.run(diskKey(job.domain.uuid, job.disk), async () => {
+          if (!isTerminal(job.state) && !entry.starting) await this.supersede(entry, disk, other, `by the ${this.pollMs} ms poll`);
+        });
+        return;
+      }
       if (disk?.mirror?.ready === 'yes' && entry.rec.job.state === 'copying') {
         this.log.warn('ready seen in the live XML before any event', { jobId: job.jobId });
         this.becomeReady(entry, "live XML shows <mirror ready='yes'>");
@@ -715,6 +745,11 @@ export class JobManager extends EventEmitter {
         return;
       }
       if (isTerminal(entry.rec.job.state)) return;
+      const other = disk?.mirror ? mirrorMismatch(entry.rec.job, disk.mirror) : null;
+      if (disk && other) {
+        await this.supersede(entry, disk, other, why);
+        return;
+      }
       let mirrorWithoutJobMs: number | undefined;
       if (opts.jobGone && disk?.mirror) {
         entry.mirrorWithoutJobSince ??= this.realNow();
@@ -809,9 +844,14 @@ export class JobManager extends EventEmitter {
       await this.settle(entry, `the block job ended while the agent was not running${intent ? ` (last request: ${intent.op})` : ''}`, { jobGone: true });
       return;
     }
+    const disk = await this.liveDisk(entry);
+    const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
+    if (disk && other) {
+      await this.supersede(entry, disk, other, `at ${when}`);
+      return;
+    }
     job.progress.cur = toByteCount(info.cur);
     job.progress.end = toByteCount(info.end);
-    const disk = await this.liveDisk(entry);
     const mirrorReady = disk?.mirror?.ready ?? null;
     // libvirt's own view of the mirror decides; the journal only says what was asked.
     let state: JobState;
@@ -835,6 +875,81 @@ export class JobManager extends EventEmitter {
     if (entry.rec.timeoutAt !== undefined && !isTerminal(entry.rec.job.state)) this.armTimeout(entry, entry.rec.timeoutAt);
   }
 
+  /**
+   * The job's copy was replaced by another on the same disk (an operator aborted it and started
+   * `virsh blockcopy` elsewhere, while the agent was down or not): the job ends with what the live
+   * XML shows (inferred, with the evidence) and the other copy is adopted as a new job. Nothing
+   * is ever sent to libvirt for the old job from here on.
+   */
+  private async supersede(entry: Tracked, disk: DiskInfo, why: string, when: string): Promise<Tracked | undefined> {
+    const job = entry.rec.job;
+    if (isTerminal(job.state)) return undefined;
+    const evidence = `found ${when}: ${why}; live XML shows source ${disk.sourcePath ?? 'none'} and a <mirror ready='${disk.mirror?.ready ?? 'no'}'> to ${disk.mirror?.path ?? '?'}`;
+    const onDest = samePath(disk.sourcePath, job.destination.path);
+    const onSource = samePath(disk.sourcePath, job.source.path);
+    this.log.warn("the copy on a job's disk is not the job's own: ending the job and adopting the other copy", { jobId: job.jobId, why });
+    const s = job.state;
+    if (onDest && (s === 'copying' || s === 'ready' || s === 'pivoting')) {
+      this.transition(entry, 'pivoted', { outcome: 'inferred', evidence });
+    } else if (onSource && (s === 'copying' || s === 'ready' || s === 'cancelling')) {
+      this.transition(entry, 'cancelled', { outcome: 'inferred', evidence });
+    } else {
+      const message = s === 'pivoting' ? 'the pivot did not happen: another copy replaced this one'
+        : `this job's copy was replaced by another${REQUEST_OF[s] ? ` before its ${REQUEST_OF[s]} could be verified` : ''}`;
+      this.transition(entry, 'failed', { error: { name: s === 'pivoting' ? 'pivotFailed' : 'invalidState', message }, evidence, outcome: 'inferred' });
+    }
+    if (disk.mirror?.job !== 'copy' || this.activeFor(job.domain.uuid, job.disk)) return undefined;
+    return this.adopt(job.domain, disk);
+  }
+
+  /**
+   * Right before a side effect, under the disk's lock: the copy libvirt runs on the disk must be
+   * this job's, else the job is superseded and the call refused with nothing sent. (libvirt's
+   * calls name a disk, not a copy: this read-compare-send is as close as its API allows.)
+   */
+  private async assertOwnCopy(entry: Tracked, what: string): Promise<void> {
+    const job = entry.rec.job;
+    const disk = await this.liveDisk(entry).catch((e) => { throw toAgentError(e, `cannot read the domain before ${what}`); });
+    // No <mirror> at all: libvirt answers "no block job" and the job is concluded from the XML.
+    const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
+    if (!disk || !other) return;
+    const adopted = await this.supersede(entry, disk, other, `before ${what}`);
+    throw new AgentError('invalidState',
+      `${what} refused: job ${job.jobId} no longer owns the copy of disk ${job.disk}: ${other}; nothing was sent to libvirt${adopted ? ` (that copy is now job ${adopted.rec.job.jobId})` : ''}`,
+      { job: publicJob(entry), ...(job.evidence ? { evidence: job.evidence } : {}) });
+  }
+
+  /** Whether the live <mirror> of the job's disk is the job's own; supersedes the job when not. */
+  private async ownsMirror(entry: Tracked, when: string): Promise<boolean> {
+    const disk = await this.liveDisk(entry);
+    const other = disk?.mirror ? mirrorMismatch(entry.rec.job, disk.mirror) : null;
+    if (!disk || !other) return true;
+    const job = entry.rec.job;
+    await this.locks.run(diskKey(job.domain.uuid, job.disk), () => this.supersede(entry, disk, other, when));
+    return false;
+  }
+
+  /**
+   * Copies started outside the agent while it runs are adopted when first seen, in any phase:
+   * this scan (poll, listJobs), an event, or a lookup by domain and disk. One scan at a time.
+   */
+  private adoptionScan(uuid?: string): Promise<void> {
+    if (this.scanning) return this.scanning;
+    this.scanning = (async () => {
+      const doms = uuid ? [await this.conn.lookupDomain(uuid)] : await this.conn.listDomains({ activeOnly: true });
+      for (const dom of doms) {
+        if (this.stopped || this.recovering) return;
+        if (!dom.active) continue;
+        const xml = await this.conn.getXml(dom.uuid).catch(() => '');
+        for (const d of parseDisks(xml)) {
+          if (d.mirror?.job !== 'copy' || this.activeFor(dom.uuid, d.target)) continue;
+          await this.locks.run(diskKey(dom.uuid, d.target), () => this.adoptIfMirrored(dom, d.target));
+        }
+      }
+    })().catch((err) => this.log.debug('adoption scan failed', { error: err })).finally(() => { this.scanning = null; });
+    return this.scanning;
+  }
+
   /** Runs under the disk's lock. */
   private async adoptIfMirrored(dom: DomainRef, target: string): Promise<Tracked | undefined> {
     const active = this.activeFor(dom.uuid, target);
@@ -845,12 +960,16 @@ export class JobManager extends EventEmitter {
     return this.adopt(dom, d);
   }
 
-  private async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<Tracked> {
+  private async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<Tracked | undefined> {
     const info = await this.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
+    // After stop() the directory may be the next agent's: nothing more is recorded.
+    if (this.stopped) return undefined;
     const job = adoptedJob(dom, d, info, this.iso());
     const entry = track({ job, destinationXml: '' });
     this.entries.set(job.jobId, entry);
-    await this.persist(entry);
+    // A record that cannot be written (full state directory) leaves the job known in memory,
+    // served to readers; the agent never stops over it. The next change writes it again.
+    await this.persist(entry).catch((e) => this.log.error('cannot journal an adopted copy; it is tracked in memory', { jobId: job.jobId, error: e }));
     this.log.info('adopted a running copy', { jobId: job.jobId, domain: dom.name, disk: d.target, destination: job.destination.path });
     this.emitChanged(entry);
     return entry;
@@ -902,7 +1021,7 @@ export class JobManager extends EventEmitter {
       delete entry.rec.intent;
       if (revertTo) this.transition(entry, revertTo);
       this.log.error('journal write failed; the libvirt call was not made', { jobId: entry.rec.job.jobId, op: intent.op, error: e });
-      throw e;
+      throw stateUnavailable(e, intent.op);
     }
   }
 
@@ -1043,7 +1162,14 @@ export class JobManager extends EventEmitter {
     }
     if (!ref.domain || !ref.disk) throw new AgentError('noJob', 'name the job by jobId, or by domain and disk');
     const known = [...this.entries.values()].find((t) => t.rec.job.domain.name === ref.domain || t.rec.job.domain.uuid === ref.domain);
-    const uuid = known?.rec.job.domain.uuid ?? (await this.lookup(ref.domain)).uuid;
+    const dom = known ? undefined : await this.lookup(ref.domain);
+    const uuid = known?.rec.job.domain.uuid ?? dom!.uuid;
+    const disk = ref.disk;
+    if (!this.activeFor(uuid, disk) && !this.recovering) {
+      // A copy libvirt runs on the disk (virsh blockcopy) is a job from its first moment.
+      const d = dom ?? await this.lookup(uuid).catch(() => undefined);
+      if (d?.active) await this.locks.run(diskKey(uuid, disk), () => this.adoptIfMirrored(d, disk));
+    }
     const t = this.activeFor(uuid, ref.disk) ?? this.latestFor(uuid, ref.disk);
     if (!t) throw new AgentError('noJob', `no copy job on disk ${ref.disk} of '${ref.domain}'`);
     return t;
