@@ -70,12 +70,24 @@ export class GroupManager {
   async start(): Promise<void> {
     await this.journal.open();
     for (const rec of await this.journal.loadGroups((file, err) => this.log.error('unreadable group record skipped', { file, error: err }))) {
+      // A crash while the group started its copies may have left members its record does not
+      // list yet: their own records name the group.
+      for (const j of this.jobs.groupJobs(rec.groupId)) if (!rec.jobIds.includes(j.jobId)) rec.jobIds.push(j.jobId);
+      const known = new Set(this.jobs.groupJobs(rec.groupId).map((j) => j.jobId));
+      if (rec.jobIds.length > 0 && !rec.jobIds.some((id) => known.has(id)) && !rec.pausedAt) {
+        // Its jobs were pruned (the job manager drops a group's jobs together): so is the group.
+        // (One left paused is resumed first, below; one with no job yet says it was interrupted.)
+        this.log.info('group record without any job removed', { groupId: rec.groupId });
+        await this.journal.removeGroup(rec.groupId).catch((e) => this.log.error('cannot remove a group record', { groupId: rec.groupId, error: e }));
+        continue;
+      }
       const entry: Entry = { rec, switching: null, cancelledRest: false, writes: Promise.resolve(), starting: false };
       this.groups.set(rec.groupId, entry);
       if (rec.pausedAt) await this.resumeAfterCrash(entry);
     }
     this.jobs.on('job.changed', this.onJob);
     this.jobs.on('agent.connection', this.onConnection);
+    this.jobs.on('group.pruned', this.onPruned);
     this.started = true;
     for (const e of this.groups.values()) this.react(e);
   }
@@ -83,7 +95,17 @@ export class GroupManager {
   stop(): void {
     this.jobs.off('job.changed', this.onJob);
     this.jobs.off('agent.connection', this.onConnection);
+    this.jobs.off('group.pruned', this.onPruned);
   }
+
+  /** The job manager dropped an ended group's jobs (retention): the group goes with them. */
+  private readonly onPruned = (groupId: string): void => {
+    const entry = this.groups.get(groupId);
+    if (!entry || entry.switching || entry.starting) return;
+    this.groups.delete(groupId);
+    void entry.writes.catch(() => {}).then(() => this.journal.removeGroup(groupId))
+      .catch((e) => this.log.error('cannot remove a group record', { groupId, error: e }));
+  };
 
   /** The libvirt connection is back: a guest that could not be resumed while it was gone is resumed now. */
   private readonly onConnection = (e: { state: string }): void => {

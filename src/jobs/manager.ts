@@ -31,6 +31,7 @@ import { KeyedMutex } from './lock.js';
 import { faultPoint } from './fault-points.js';
 import { until } from './until.js';
 import { fromByteCount, toByteCount } from './numbers.js';
+import { rawDeviceSizeMismatch } from './sizes.js';
 import { canTransition, COMPLETION, isTerminal, reachedReady, REQUEST_OF } from './state-machine.js';
 
 export interface JobManagerOptions {
@@ -397,6 +398,9 @@ export class JobManager extends EventEmitter {
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
     }
     await this.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
+    // Known before starting, so said before starting (QEMU would fail it as "an I/O error").
+    const size = await rawDeviceSizeMismatch({ path: disk.sourcePath, format: disk.format }, { path: dest.path, format: dest.format ?? null });
+    if (size) throw new AgentError('destinationRejected', `destination rejected: ${size}`, { reason: size });
     return disk;
   }
 
@@ -607,7 +611,7 @@ export class JobManager extends EventEmitter {
       case 'failed': {
         const job = entry.rec.job;
         const name = job.state === 'pivoting' ? 'pivotFailed' : 'libvirtError';
-        void diagnoseCopyFailure(job.destination, job.state).then((d) => this.fail(entry, name, d.message, d.evidence));
+        void diagnoseCopyFailure(job.destination, job.state, job.source).then((d) => this.fail(entry, name, d.message, d.evidence));
         break;
       }
     }
@@ -895,7 +899,7 @@ export class JobManager extends EventEmitter {
       this.transition(entry, 'cancelled', { outcome: 'inferred', evidence });
     } else {
       const message = s === 'pivoting' ? 'the pivot did not happen: another copy replaced this one'
-        : `this job's copy was replaced by another${REQUEST_OF[s] ? ` before its ${REQUEST_OF[s]} could be verified` : ''}`;
+        : `this job's copy was replaced by another${REQUEST_OF[s] ? ` before its ${REQUEST_OF[s]} could be verified` : ''} (${why})`;
       this.transition(entry, 'failed', { error: { name: s === 'pivoting' ? 'pivotFailed' : 'invalidState', message }, evidence, outcome: 'inferred' });
     }
     if (disk.mirror?.job !== 'copy' || this.activeFor(job.domain.uuid, job.disk)) return undefined;
@@ -1191,12 +1195,29 @@ export class JobManager extends EventEmitter {
     return paths;
   }
 
+  /**
+   * One retention rule for jobs and groups: the oldest ended units go beyond `keepEnded` ended
+   * jobs, where a unit is a job, or a group with all its jobs (dropped together, and only once
+   * every one has ended, so a group never outlives its members nor loses some of them).
+   */
   private pruneEnded(): void {
-    const ended = [...this.entries.values()].filter((t) => isTerminal(t.rec.job.state))
-      .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt));
-    for (const t of ended.slice(0, Math.max(0, ended.length - this.keepEnded))) {
-      this.entries.delete(t.rec.job.jobId);
-      void t.writes.catch(() => {}).then(() => this.journal.remove(t.rec.job.jobId));
+    const units = new Map<string, Tracked[]>();
+    for (const t of this.entries.values()) {
+      const key = t.rec.job.groupId !== undefined ? `group:${t.rec.job.groupId}` : `job:${t.rec.job.jobId}`;
+      units.set(key, [...(units.get(key) ?? []), t]);
+    }
+    const newest = (ts: Tracked[]) => ts.map((t) => t.rec.job.createdAt).sort().at(-1)!;
+    const ended = [...units.entries()].filter(([, ts]) => ts.every((t) => isTerminal(t.rec.job.state)))
+      .sort((a, b) => newest(a[1]).localeCompare(newest(b[1])));
+    let count = ended.reduce((n, [, ts]) => n + ts.length, 0);
+    for (const [key, ts] of ended) {
+      if (count <= this.keepEnded) break;
+      count -= ts.length;
+      for (const t of ts) {
+        this.entries.delete(t.rec.job.jobId);
+        void t.writes.catch(() => {}).then(() => this.journal.remove(t.rec.job.jobId)).catch(() => {});
+      }
+      if (key.startsWith('group:')) this.emit('group.pruned', key.slice('group:'.length));
     }
   }
 }
