@@ -20,7 +20,7 @@ import type {
   Group, GroupChange, GroupInfoParams, GroupInfoResult, GroupState, Job, PivotGroupParams,
 } from '../generated/api.js';
 import { groupState, isGroupEnded } from './group-state.js';
-import { Journal, type GroupRecord } from './journal.js';
+import { Journal, stateUnavailable, type GroupRecord } from './journal.js';
 import { libvirtData } from './libvirt-errors.js';
 import type { JobManager } from './manager.js';
 import { isTerminal } from './state-machine.js';
@@ -158,7 +158,10 @@ export class GroupManager {
       switching: null, cancelledRest: false, writes: Promise.resolve(), starting: true,
     };
     this.groups.set(entry.rec.groupId, entry);
-    await this.save(entry);
+    await this.save(entry).catch((e: unknown) => {
+      this.groups.delete(entry.rec.groupId);
+      throw e;
+    });
     for (const m of members) {
       try {
         const r = await this.jobs.blockCopy(m, signal, { groupId: entry.rec.groupId });
@@ -512,6 +515,7 @@ export class GroupManager {
     entry.rec.updatedAt = new Date().toISOString();
     const snapshot = structuredClone(entry.rec);
     entry.writes = entry.writes.catch(() => {}).then(() => this.journal.saveGroup(snapshot));
-    return entry.writes;
+    // A record that cannot be written refuses the group call by name (before any pause or copy).
+    return entry.writes.catch((e: unknown) => { throw stateUnavailable(e, 'the group call'); });
   }
 }

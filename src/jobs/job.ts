@@ -50,7 +50,8 @@ export function samePath(a: string | null | undefined, b: string | null | undefi
  * aborted the job's copy and started another one on the same disk.
  */
 export function mirrorMismatch(job: Job, m: MirrorInfo): string | null {
-  if (m.job !== 'copy') return `libvirt runs a ${m.job} job on disk ${job.disk}, not a copy`;
+  // libvirt 9.0 shows job='' while it processes the end of a copy (pivot, finish): the same copy.
+  if (m.job !== 'copy' && m.job !== '') return `libvirt runs a ${m.job} job on disk ${job.disk}, not a copy`;
   if (!samePath(m.path, job.destination.path)) return `libvirt's copy of disk ${job.disk} goes to ${m.path ?? 'an unknown destination'}, not to this job's destination ${job.destination.path}`;
   if ((m.type === 'block') !== (job.destination.type === 'block')) return `libvirt's copy of disk ${job.disk} writes a ${m.type} destination, this job a ${job.destination.type}`;
   if (job.destination.format && m.format && m.format !== job.destination.format) return `libvirt's copy of disk ${job.disk} writes ${m.format}, this job ${job.destination.format}`;

@@ -2,7 +2,7 @@
 // switch, and one retention rule with the job manager (a group and its jobs are kept or dropped
 // together). Proof of logic only; test/integration/groups.test.ts runs real guests.
 import t, { type Test } from 'tap';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
@@ -139,4 +139,16 @@ t.test('at start-up a group record whose jobs are gone is removed, never read as
   const again = await start(s.conn, s.stateDir, {}, t);
   await rejects(t, again.groups.groupInfo({ groupId: 'orphan' }), 'noJob', 'the group is gone');
   t.notOk(existsSync(join(s.stateDir, 'group-orphan.json')), 'and so is its record');
+});
+
+t.test('a group record that cannot be written: stateUnavailable, no copy started, no group left', async (t) => {
+  const s = await setup(t);
+  rmSync(s.stateDir, { recursive: true });
+  writeFileSync(s.stateDir, 'not a directory');
+  await rejects(t, s.groups.blockCopyGroup({
+    domain: 'vm1', groupId: 'nospace',
+    disks: [{ disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } }, { disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } }],
+  }), 'stateUnavailable', 'blockCopyGroup');
+  t.same(s.conn.sideEffects(), [], 'nothing sent to libvirt');
+  await rejects(t, s.groups.groupInfo({ groupId: 'nospace' }), 'noJob', 'no group left behind');
 });

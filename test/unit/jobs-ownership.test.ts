@@ -174,3 +174,17 @@ t.test('a journal that cannot be written: stateUnavailable with the errno, reads
   mkdirSync(s.stateDir);
   t.match(await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } }), { changed: true }, 'works again once writable');
 });
+
+t.test('mirrorMismatch: identity fields, and libvirt 9.0\'s job=\'\' while an end is processed', async (t) => {
+  const { mirrorMismatch } = await import('../../src/jobs/job.js');
+  const job = { disk: 'vda', destination: { path: '/d/a.qcow2', format: 'qcow2', type: 'file' } } as unknown as Job;
+  const m = { job: 'copy', ready: 'yes', type: 'file', path: '/d/a.qcow2', format: 'qcow2' };
+  t.equal(mirrorMismatch(job, m), null, 'the same copy');
+  t.equal(mirrorMismatch(job, { ...m, path: '/d/./a.qcow2' }), null, 'the same path spelled otherwise');
+  t.equal(mirrorMismatch(job, { ...m, job: '', ready: 'pivot' }), null, "job='' during a pivot is still the copy");
+  t.match(mirrorMismatch(job, { ...m, job: 'active-commit' }), /active-commit job/);
+  t.match(mirrorMismatch(job, { ...m, path: '/d/b.qcow2' }), /goes to \/d\/b\.qcow2/);
+  t.match(mirrorMismatch(job, { ...m, type: 'block' }), /block destination/);
+  t.match(mirrorMismatch(job, { ...m, format: 'raw' }), /writes raw/);
+  t.equal(mirrorMismatch({ ...job, destination: { ...job.destination, format: null } } as Job, { ...m, format: 'raw' }), null, 'a format the job left open matches any');
+});
