@@ -122,7 +122,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     });
     await jobs.start();
     watchConnection(conn, jobs, cfg.uri, log);
-    groups = new GroupManager({ jobs, stateDir: cfg.stateDir, log });
+    groups = new GroupManager({ jobs, log });
     await groups.start();
     rpc = new RpcServer({ service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write });
     if (cfg.listen.enabled) {

@@ -57,8 +57,15 @@ const OWN_TMP = `.${process.pid}.tmp`;
 export class Journal {
   constructor(private readonly dir: string, private readonly durable = true) {}
 
+  /**
+   * Creates the directory and removes the temp files a crashed agent left half-written: once,
+   * here, so that no later load can pull a file from under a write in flight.
+   */
   async open(): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    for (const name of await fs.readdir(this.dir)) {
+      if (name.endsWith('.tmp') && !name.endsWith(OWN_TMP)) await fs.rm(join(this.dir, name), { force: true });
+    }
   }
 
   /** The record file of a job (tests read it to check what was written when). */
@@ -138,13 +145,7 @@ export class Journal {
   private async loadAll<T>(pattern: RegExp, check: (x: unknown) => T, onBadFile: (file: string, err: unknown) => void): Promise<T[]> {
     const out: T[] = [];
     for (const name of await fs.readdir(this.dir)) {
-      if (name.endsWith('.tmp')) {
-        // Another process's (a crashed agent's) half-written record. This process's own are
-        // writes in flight: the job and group records are loaded at different moments, and a
-        // later load must not pull a file from under a rename.
-        if (!name.endsWith(OWN_TMP)) await fs.rm(join(this.dir, name), { force: true });
-        continue;
-      }
+      if (name.endsWith('.tmp')) continue; // removed by open() if stale; else a write in flight
       if (!pattern.test(name)) continue;
       try {
         out.push(check(JSON.parse(await fs.readFile(join(this.dir, name), 'utf8'))));

@@ -23,7 +23,7 @@ interface Setup {
 async function start(conn: FakeConnection, stateDir: string, opts: Partial<JobManagerOptions>, t: Test): Promise<{ jobs: JobManager; groups: GroupManager }> {
   const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, ...opts });
   await jobs.start();
-  const groups = new GroupManager({ jobs, stateDir, log: silentLogger });
+  const groups = new GroupManager({ jobs, log: silentLogger });
   await groups.start();
   t.teardown(async () => { groups.stop(); await jobs.stop(); });
   return { jobs, groups };
