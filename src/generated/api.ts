@@ -790,6 +790,8 @@ export interface AgentErrorData {
     | 'tooManyJobs'
     | 'unavailable'
     | 'rateLimited'
+    | 'libvirtTimeout'
+    | 'libvirtBusy'
     | 'stateUnavailable';
   /**
    * Whether the same call may succeed later.

@@ -158,7 +158,7 @@ t.test('a full state directory: mutations refused as stateUnavailable, reads ser
     closeSync(fd);
   }
   const refused = await failure(c1.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: join(dom.dir, 'x.qcow2') } }));
-  t.match({ code: refused.code, data: refused.data }, { code: -32015, data: { name: 'stateUnavailable', retryable: true, errno: 'ENOSPC' } }, `blockCopy refused by name: ${refused.message}`);
+  t.match({ code: refused.code, data: refused.data }, { code: -32017, data: { name: 'stateUnavailable', retryable: true, errno: 'ENOSPC' } }, `blockCopy refused by name: ${refused.message}`);
   t.equal(await mirrorPath(dom), null, 'virsh: nothing was started');
   t.same(await jobsOf(c1, dom), [], 'reads are served');
 
