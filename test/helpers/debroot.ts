@@ -91,6 +91,8 @@ export async function debianRoot(host: TeardownHost): Promise<DebRoot> {
     [`${APT_CACHE}/lists`, '/var/lib/apt/lists'], [`${APT_CACHE}/archives`, '/var/cache/apt/archives']];
   const script = (extra: Array<[string, string]>) => [
     'set -e',
+    // The test runner's loader hooks (tap puts them in NODE_OPTIONS) do not exist in the root.
+    'unset NODE_OPTIONS',
     ...[...binds, ...extra].map(([from, to]) => `mkdir -p "$R${to}" && mount --bind ${from} "$R${to}"`),
     'mount -t proc proc "$R/proc"',
     'exec chroot "$R" "$@"',
