@@ -19,6 +19,7 @@ import type {
   AbortGroupParams, AbortGroupResult, BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, FreezeMode,
   Group, GroupChange, GroupInfoParams, GroupInfoResult, GroupState, Job, PivotGroupParams,
 } from '../generated/api.js';
+import { destinationFromXml } from '../destination/xml.js';
 import { groupState, isGroupEnded } from './group-state.js';
 import { Journal, type GroupRecord } from './journal.js';
 import { libvirtData } from './libvirt-errors.js';
@@ -448,9 +449,9 @@ export class GroupManager {
   }
 
   private destPath(d: BlockCopyGroupParams['disks'][number]): string | undefined {
-    if (d.destination) return resolvePath(d.destination.path);
-    const m = /<source\b[^>]*\b(?:file|dev)=['"]([^'"]+)['"]/.exec(d.destinationXml ?? '');
-    return m ? resolvePath(m[1]!) : undefined;
+    // The same parser (and refusals) as a single blockCopy: a group names its destinations alike.
+    const p = (d.destination ?? destinationFromXml(d.destinationXml ?? '')).path;
+    return p.startsWith('/') ? resolvePath(p) : p;
   }
 
   private checkDistinct(params: BlockCopyGroupParams): void {

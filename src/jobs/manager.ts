@@ -2,7 +2,7 @@
 // and a slow poll as a safety net; journaled before every libvirt side effect; reconciled
 // with what libvirt really runs at start-up. The pieces it composes:
 //   disk-xml        what the live XML says about a disk (source, <mirror ready=...>)
-//   destination-*   the destination's <disk> XML and the policy it must pass
+//   ../destination  the destination's <disk> XML (parsed, then serialized by the agent) and its policy
 //   state-machine   the only transitions allowed
 //   conclude        how a copy ended, decided from the live XML
 //   journal         one durable record per job, written before each side effect
@@ -20,8 +20,8 @@ import type {
   PivotResult, SetSpeedParams, SetSpeedResult, WaitParams, WaitResult,
 } from '../generated/api.js';
 import { conclude, STALE_MIRROR_MS, type Decision } from './conclude.js';
-import { checkDestination as defaultDestinationCheck, type DestinationCheck } from './destination-check.js';
-import { destinationFromXml, destinationToXml } from './destination-xml.js';
+import { defaultDestinationCheck, type CheckedDestination, type DestinationCheck } from '../destination/policy.js';
+import { destinationFromXml } from '../destination/xml.js';
 import { diagnoseCopyFailure, domainGoneReason } from './diagnose.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
 import { adoptedJob, diskKey, newJob, publicJob, samePath, track, type Tracked } from './job.js';
@@ -42,7 +42,7 @@ export interface JobManagerOptions {
   /** Clock for the timestamps and progress samples of jobs (ms since the epoch). Timers use real time. */
   now?: () => number;
   maxConcurrentCopies?: number;
-  /** Destination policy; defaults to the built-in checks (not the source, no clobbering, …). */
+  /** Destination policy; defaults to the default roots (no devices, no network), without the start-up root checks. */
   checkDestination?: DestinationCheck;
   /** How many ended jobs to remember. */
   keepEnded?: number;
@@ -305,22 +305,23 @@ export class JobManager extends EventEmitter {
       if (samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`, { job: publicJob(adopted) });
     }
-    const disk = await this.validateNew(params, dom, dest);
+    const { disk, checked } = await this.validateNew(params, dom, dest);
     await this.awaitSlot(params, signal);
 
-    const job = newJob(params, dom, disk, dest, this.iso(), groupId);
+    // The job records the canonical destination the policy checked; libvirt gets its XML.
+    const job = newJob(params, dom, disk, checked.destination, this.iso(), groupId);
     if (this.entries.has(job.jobId)) {
       // The same key raced in on another disk while this call was validating.
       throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, { job: publicJob(this.entries.get(job.jobId)!) });
     }
-    const entry = track({ job, destinationXml: params.destinationXml ?? destinationToXml(dest) });
+    const entry = track({ job, destinationXml: checked.xml });
     // Until libvirt has answered there is nothing of this copy to see (poll, events).
     entry.starting = true;
     this.entries.set(job.jobId, entry);
     try {
       // Journal first: a crash right after libvirt starts the copy must still find the job.
       await this.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
-      await this.conn.blockCopy(dom.uuid, params.disk, entry.rec.destinationXml, {
+      await this.conn.blockCopy(dom.uuid, params.disk, checked.xml, {
         shallow: job.options.shallow, reuseExternal: job.options.reuseExternal, transientJob: job.options.transientJob,
         synchronousWrites: job.options.synchronousWrites,
         bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
@@ -370,7 +371,7 @@ export class JobManager extends EventEmitter {
   }
 
   /** The checks of a new copy; nothing here changes anything. Returns the disk as the live XML shows it. */
-  private async validateNew(params: BlockCopyParams, dom: DomainRef, dest: Destination): Promise<DiskInfo> {
+  private async validateNew(params: BlockCopyParams, dom: DomainRef, dest: Destination): Promise<{ disk: DiskInfo; checked: CheckedDestination }> {
     if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
     const xml = await this.conn.getXml(dom.uuid).catch((e) => { throw toAgentError(e, 'cannot read the domain'); });
     const disk = findDisk(xml, params.disk);
@@ -381,8 +382,8 @@ export class JobManager extends EventEmitter {
     if (disk.mirror) {
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
     }
-    await this.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
-    return disk;
+    const checked = await this.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
+    return { disk, checked };
   }
 
   /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
@@ -1012,11 +1013,9 @@ export class JobManager extends EventEmitter {
     }
   }
 
+  /** The caller's destination; destinationXml is parsed (whitelisted shape) or refused here. */
   private destinationOf(params: BlockCopyParams): Destination {
-    if (params.destination) return params.destination;
-    const d = destinationFromXml(params.destinationXml ?? '');
-    if ('error' in d) throw new AgentError('destinationRejected', d.error, { reason: d.error });
-    return d;
+    return params.destination ?? destinationFromXml(params.destinationXml ?? '');
   }
 
   private activeFor(uuid: string, disk: string): Tracked | undefined {
@@ -1058,7 +1057,7 @@ export class JobManager extends EventEmitter {
         if (inactive && !d.persistent) continue;
         const xml = await this.conn.getXml(d.uuid, { inactive }).catch(() => '');
         for (const disk of parseDisks(xml)) {
-          for (const p of [disk.sourcePath, disk.mirror?.path ?? null, ...disk.backingPaths]) if (p) paths.add(resolvePath(p));
+          for (const p of [disk.sourcePath, disk.mirror?.path ?? null, ...disk.backingPaths]) if (p) paths.add(p.startsWith('/') ? resolvePath(p) : p);
         }
       }
     }

@@ -2,7 +2,7 @@
 // and one native event subscription shared by any number of JS listeners.
 import { native, type NativeConnection } from './binding.js';
 import { LibvirtError } from './errors.js';
-import type { CloseReason, Connection, DomainEvent, OpenOptions } from './types.js';
+import type { CloseReason, Connection, DiskXml, DomainEvent, OpenOptions } from './types.js';
 
 export * from './types.js';
 export { LibvirtError, VirErrorCode, isLibvirtError } from './errors.js';
@@ -49,7 +49,7 @@ class LibvirtConnection implements Connection {
   setMetadata(domain: string, uri: string, key: string, xml: string | null, opts?: { config?: boolean }) {
     return call(() => this.n.setMetadata(domain, uri, key, xml, opts));
   }
-  blockCopy(domain: string, disk: string, xml: string, opts?: Parameters<Connection['blockCopy']>[3]) {
+  blockCopy(domain: string, disk: string, xml: DiskXml, opts?: Parameters<Connection['blockCopy']>[3]) {
     return call(() => this.n.blockCopy(domain, disk, xml, opts));
   }
   getBlockJobInfo(domain: string, disk: string) { return call(() => this.n.getBlockJobInfo(domain, disk)); }

@@ -84,6 +84,14 @@ export interface MetadataOptions {
   config?: boolean;
 }
 
+declare const diskXmlBrand: unique symbol;
+/**
+ * A destination <disk> element the agent serialized itself from checked fields
+ * (src/destination/xml.ts toDiskXml is its only producer): a caller's string cannot reach
+ * virDomainBlockCopy.
+ */
+export type DiskXml = string & { readonly [diskXmlBrand]: true };
+
 /** One open libvirt connection. All methods run off the JS thread and return Promises. */
 export interface Connection {
   readonly uri: string;
@@ -94,7 +102,7 @@ export interface Connection {
   getMetadata(domain: string, namespaceUri: string, opts?: MetadataOptions): Promise<string | null>;
   /** xml = null removes the element. */
   setMetadata(domain: string, namespaceUri: string, key: string, xml: string | null, opts?: MetadataOptions): Promise<void>;
-  blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void>;
+  blockCopy(domain: string, disk: string, destinationXml: DiskXml, opts?: BlockCopyOptions): Promise<void>;
   /** null when the disk has no block job. */
   getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null>;
   blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void>;

@@ -12,6 +12,7 @@ import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { LibvirtError } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeConnection, type FakeDomain } from './fake-connection.js';
+import { makeDestinationCheck } from '../../src/destination/policy.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -22,6 +23,9 @@ interface Setup {
   dom: FakeDomain;
 }
 
+/** Destinations go to the test's own directory: it is the allowed root (owned by whoever runs the test). */
+const ownRoot = (dir: string) => makeDestinationCheck({ roots: [dir], devices: [], trustedOwners: new Set([process.getuid!()]), network: [] });
+
 async function setup(t: Test, opts: Partial<JobManagerOptions> & { prepare?: (c: FakeConnection) => void; noStart?: boolean } = {}): Promise<Setup> {
   const root = mkdtempSync(join(tmpdir(), 'bc-jobs-'));
   const stateDir = join(root, 'state');
@@ -30,7 +34,8 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> & { prepare?: (c:
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
   opts.prepare?.(conn);
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, ...opts });
+  const checkDestination = ownRoot(destDir);
+  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination, ...opts });
   const changes: Job[] = [];
   jobs.on('job.changed', (j: Job) => changes.push(j));
   if (!opts.noStart) await jobs.start();
@@ -416,7 +421,7 @@ t.test('recovering until reconcile is done; adoption; reconcile of the journal',
   const stateDir = join(root, 'state');
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }, { target: 'vdc' }] });
-  const first = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50 });
+  const first = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination: ownRoot(root) });
   await first.start();
   const a = await first.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(root, 'a.qcow2') }, whenReady: 'pivot' });
   const b = await first.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(root, 'b.qcow2') } });
