@@ -125,6 +125,8 @@ export function makeDestinationCheck(policy: DestinationPolicy): DestinationChec
       const ids = await identitiesOf([...ctx.domainDisks, ...(ctx.disk.sourcePath ? [ctx.disk.sourcePath] : []), ...ctx.disk.backingPaths]);
       const hit = clash(ids, path, st);
       if (hit) reject(`'${path}' is the same ${st?.isBlockDevice() ? 'device' : 'file'} as '${hit}', a disk, backing file or mirror of a domain`);
+      // A second name of any other file (one outside the roots, say) is not this destination's to overwrite.
+      if (st?.isFile() && st.nlink > 1) reject(`'${path}' has ${st.nlink} hard links; a reused file must have one name`);
     }
     return { destination: checked, xml: toDiskXml(checked) };
   };
@@ -139,7 +141,6 @@ async function checkFile(policy: DestinationPolicy, path: string, reuse: boolean
   if (st && !st.isFile()) reject(`'${path}' is not a regular file`);
   if (st && !reuse) reject(`'${path}' already exists (use reuseExternal to reuse it)`);
   if (!st && reuse) reject(`'${path}' does not exist, so it cannot be reused`);
-  if (st && st.nlink > 1) reject(`'${path}' has ${st.nlink} hard links; a reused file must have one name`);
 }
 
 async function checkBlock(policy: DestinationPolicy, path: string): Promise<void> {
