@@ -146,6 +146,12 @@ t.test('destination attacks are refused and change nothing', async (t) => {
     if (err?.code === -32602) t.fail(`[${cls}] ${tried}: refused by the schema, not the policy`);
     if (why) t.match(reason, why, `[${cls}] ${tried}: refused for the right reason`);
   }
+  // A group names its destinations through the same parser and policy.
+  for (const disk of [{ disk: 'vda', destinationXml: `<disk type='file'><!-- --><source file='${O}/g.qcow2'/></disk>` }, { disk: 'vda', destination: { path: `${R}/hardlink-other.raw`, format: 'raw' }, reuseExternal: true }]) {
+    const err = await client.call('blockCopyGroup', { domain: victim.name, disks: [disk] } as never).then(() => null, (x) => x as RpcError);
+    rows.push(`[g] ${`blockCopyGroup ${JSON.stringify(disk).slice(0, 50)}`.padEnd(64)} → ${err?.errorName}: ${String(err?.data?.reason ?? err?.message)}`);
+    t.equal(err?.errorName, 'destinationRejected', `blockCopyGroup: ${String(err?.data?.reason ?? err?.message)}`);
+  }
   t.comment(`\n  destination attacks\n  ${rows.join('\n  ')}`);
 
   t.notMatch(await hv.liveXml(victim), /<mirror/, 'no copy started');
@@ -160,6 +166,7 @@ t.test('destination attacks are refused and change nothing', async (t) => {
 
   const audit = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   t.equal(audit.filter((a) => a.method === 'blockCopy' && a.error?.name === 'destinationRejected').length, attempts.length, 'every refusal is audited');
+  t.equal(audit.filter((a) => a.method === 'blockCopyGroup' && a.error?.name === 'destinationRejected').length, 2, 'group refusals too');
 
   await t.test('the accepted shape still works, and libvirt gets the agent\'s own XML', async (t) => {
     const dest = `${root}/sub/good.qcow2`;
