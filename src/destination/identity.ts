@@ -13,6 +13,8 @@ export interface DiskIdentities {
   paths: Map<string, string>;
   /** Network sources as the agent's URLs. */
   urls: Set<string>;
+  /** st_dev of the file system each image file lives on → the path: a device holding one is in use. */
+  hosts: Map<number, string>;
 }
 
 export const fileKey = (st: Stats) => `${st.dev}:${st.ino}`;
@@ -33,7 +35,7 @@ export async function canonicalOf(p: string): Promise<string> {
 
 /** Identities of every path in `paths` (sources, backing files, mirrors of every domain). */
 export async function identitiesOf(paths: Iterable<string>): Promise<DiskIdentities> {
-  const ids: DiskIdentities = { files: new Map(), devices: new Map(), paths: new Map(), urls: new Set() };
+  const ids: DiskIdentities = { files: new Map(), devices: new Map(), paths: new Map(), urls: new Set(), hosts: new Map() };
   await Promise.all([...new Set(paths)].map(async (p) => {
     if (!p.startsWith('/')) {
       ids.urls.add(p);
@@ -43,14 +45,20 @@ export async function identitiesOf(paths: Iterable<string>): Promise<DiskIdentit
     // stat follows symlinks, as QEMU's open does.
     const st = await fs.stat(p).catch(() => null);
     if (st?.isBlockDevice()) ids.devices.set(deviceKey(st), p);
-    else if (st) ids.files.set(fileKey(st), p);
+    else if (st) {
+      ids.files.set(fileKey(st), p);
+      ids.hosts.set(Number(st.dev), p);
+    }
   }));
   return ids;
 }
 
-/** The domain disk path `st` (the destination's lstat) or `canonical` is, if any. */
+/**
+ * The domain disk path `st` (the destination's lstat) or `canonical` is, if any; for a block
+ * device also an image on the file system the device holds (writing the device would destroy it).
+ */
 export function clash(ids: DiskIdentities, canonical: string, st: Stats | null): string | undefined {
-  if (st?.isBlockDevice()) return ids.devices.get(deviceKey(st));
+  if (st?.isBlockDevice()) return ids.devices.get(deviceKey(st)) ?? ids.hosts.get(Number(st.rdev));
   if (st) {
     const f = ids.files.get(fileKey(st));
     if (f) return f;

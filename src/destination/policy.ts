@@ -124,7 +124,11 @@ export function makeDestinationCheck(policy: DestinationPolicy): DestinationChec
       const st = await lstatOrNull(path);
       const ids = await identitiesOf([...ctx.domainDisks, ...(ctx.disk.sourcePath ? [ctx.disk.sourcePath] : []), ...ctx.disk.backingPaths]);
       const hit = clash(ids, path, st);
-      if (hit) reject(`'${path}' is the same ${st?.isBlockDevice() ? 'device' : 'file'} as '${hit}', a disk, backing file or mirror of a domain`);
+      if (hit) {
+        reject(st?.isBlockDevice() && ids.hosts.get(Number(st.rdev)) === hit
+          ? `block device '${path}' holds the file system of '${hit}', a disk, backing file or mirror of a domain`
+          : `'${path}' is the same ${st?.isBlockDevice() ? 'device' : 'file'} as '${hit}', a disk, backing file or mirror of a domain`);
+      }
       // A second name of any other file (one outside the roots, say) is not this destination's to overwrite.
       if (st?.isFile() && st.nlink > 1) reject(`'${path}' has ${st.nlink} hard links; a reused file must have one name`);
     }

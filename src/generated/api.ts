@@ -85,7 +85,7 @@ export type GroupDisk = {
   disk: DiskTarget;
   destination?: Destination;
   /**
-   * The destination as a libvirt <disk> element (virsh blockcopy --xml); subject to the same destination policy as destination.
+   * The destination as a libvirt <disk> element (virsh blockcopy --xml), accepted only in the shape <disk type='file|block|network'> with one <source> and an optional <driver type='raw|qcow2'/> (no comments, DOCTYPE, CDATA, namespaces or other elements; at most 16 KiB); libvirt gets the agent's own serialization of it. Subject to the same destination policy as destination (docs/security.md).
    */
   destinationXml?: string;
   /**
@@ -157,7 +157,7 @@ export type BlockCopyParams = {
   disk: DiskTarget;
   destination?: Destination;
   /**
-   * The destination as a libvirt <disk> element (virsh blockcopy --xml); subject to the same destination policy as destination.
+   * The destination as a libvirt <disk> element (virsh blockcopy --xml), accepted only in the shape <disk type='file|block|network'> with one <source> and an optional <driver type='raw|qcow2'/> (no comments, DOCTYPE, CDATA, namespaces or other elements; at most 16 KiB); libvirt gets the agent's own serialization of it. Subject to the same destination policy as destination (docs/security.md).
    */
   destinationXml?: string;
   /**

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { AgentClient } from '../../src/client/index.js';
+import { makeDestinationCheck } from '../../src/destination/policy.js';
 import type { Job, JobState } from '../../src/generated/api.js';
 import { scratchDir, TEST_ROOT, type TeardownHost } from './hypervisor.js';
 
@@ -20,6 +21,9 @@ const ENV = { ...process.env, BLOCKCOPY_VALIDATE_RESULTS: '1', BLOCKCOPY_LOG_LEV
  * commands that start an agent themselves (the CLI without --url, the migration hook, Ansible).
  */
 export const TEST_AGENT_ENV = { BLOCKCOPY_ALLOWED_ROOTS: TEST_ROOT };
+
+/** The same policy for a JobManager a test builds itself. */
+export const testDestinationCheck = () => makeDestinationCheck({ roots: [TEST_ROOT], devices: [], trustedOwners: new Set(), network: [] });
 
 export function stateDir(host: TeardownHost): string {
   const dir = scratchDir('state-');

@@ -223,6 +223,49 @@ t.test('network destinations: refused unless listed; listed, a real copy to qemu
   t.equal(await hv.compareImages(dom.disks[0]!.path, export_, ['raw', 'raw']), 'identical', 'and so does its backing file once qemu-nbd stopped');
 });
 
+t.test('block devices: only listed ones, never one that holds a domain\'s images', async (t) => {
+  const base = hv.scratchDir('dsec-blk-');
+  const loops: string[] = [];
+  const mnt = join(base, 'mnt');
+  mkdirSync(mnt, { mode: 0o755 });
+  t.teardown(async () => {
+    await run('umount', [mnt]).catch(() => {});
+    for (const l of loops) await run('losetup', ['-d', l]).catch(() => {});
+    rmSync(base, { recursive: true, force: true });
+  });
+  const loop = async (name: string, mib: number) => {
+    await hv.createImage(join(base, name), 'raw', mib);
+    const dev = (await run('losetup', ['--find', '--show', join(base, name)])).stdout.trim();
+    loops.push(dev);
+    return dev;
+  };
+  const fsDev = await loop('fs.img', 64);
+  const rawDev = await loop('raw.img', 16);
+  await run('mkfs.ext4', ['-q', fsDev]);
+  await run('mount', [fsDev, mnt]);
+  chmodSync(mnt, 0o755);
+
+  const a = await hv.createDomain(t, { disks: [{ format: 'raw', sizeMiB: 16 }] });
+  const b = await hv.createDomain(t, { disks: [{ format: 'raw', sizeMiB: 16 }] });
+  await hv.guestWrite(b, 'vda', { pattern: 0x77, offset: 0, length: 16 * MiB });
+  const agent = await serveAgent(t, { config: { allowedRoots: [mnt], allowedDevices: [fsDev, rawDev] } });
+  const client = await agent.connect();
+  // a's copy now lives on the file system fsDev holds.
+  const { job: running } = await client.call('blockCopy', { domain: a.name, disk: 'vda', destination: { path: `${mnt}/a-copy.raw`, format: 'raw' }, bandwidth: MiB });
+  const fsBefore = fingerprint([join(base, 'fs.img')]);
+  const err = await client.call('blockCopy', { domain: b.name, disk: 'vda', destination: { path: fsDev, type: 'block', format: 'raw' } }).then(() => null, (x) => x as RpcError);
+  t.equal(err?.errorName, 'destinationRejected', `a listed device holding a mirror's file system: ${err?.data?.reason}`);
+  t.match(String(err?.data?.reason), /holds the file system of .*a-copy\.raw/);
+  t.same(fingerprint([join(base, 'fs.img')]), fsBefore, 'its contents unchanged');
+  const notListed = await client.call('blockCopy', { domain: b.name, disk: 'vda', destination: { path: '/dev/null', type: 'block' } }).then(() => null, (x) => x as RpcError);
+  t.equal(notListed?.errorName, 'destinationRejected', `a character device: ${notListed?.data?.reason}`);
+  const { job } = await client.call('blockCopy', { domain: b.name, disk: 'vda', destination: { path: rawDev, type: 'block', format: 'raw' }, wait: 'done', whenReady: 'finish', timeout: 120 });
+  t.equal(job.state, 'finished', 'a listed, unused device works');
+  t.equal(await hv.compareImages(b.disks[0]!.path, rawDev, ['raw', 'raw']), 'identical', 'qemu-img compare: the device holds the disk');
+  await client.call('abort', { jobId: running.jobId });
+  await client.call('wait', { jobId: running.jobId, until: 'done', timeout: 60 });
+});
+
 t.test('the agent refuses to start on an untrustworthy root, and says why', async (t) => {
   const base = hv.scratchDir('dsec-start-');
   t.teardown(() => rmSync(base, { recursive: true, force: true }));

@@ -1,13 +1,14 @@
 // The destination parser, serializer and policy, without libvirt or root: every trick a caller
 // might try in destinationXml, and the directory, identity and network rules on a scratch tree.
 import t from 'tap';
-import { chmodSync, linkSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, linkSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync, type Stats } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
 import { destinationFromXml, toDiskXml } from '../../src/destination/xml.js';
 import { loadDestinationPolicy, makeDestinationCheck, type DestinationPolicy } from '../../src/destination/policy.js';
 import { checkRoot } from '../../src/destination/dirs.js';
+import { clash, identitiesOf } from '../../src/destination/identity.js';
 import type { Destination } from '../../src/generated/api.js';
 
 const reasonOf = (f: () => unknown): string => {
@@ -174,4 +175,17 @@ t.test('start-up: roots are checked, defaults are safe', async (t) => {
   t.same(empty.roots, [], 'an empty list means no file destinations, not anywhere');
   t.match(await makeDestinationCheck(empty)({ path: join(base, 'ok', 'x.img') }, { reuseExternal: false, disk: { target: 'vda', device: 'disk', type: 'file', sourcePath: '/s', format: null, mirror: null, backingPaths: [] }, domainDisks: [] }).catch((e: AgentError) => e.data.reason), /not under an allowed root \(none configured\)/);
   t.match(await loadDestinationPolicy({ trustedDirectoryOwners: ['no-such-user-here'] }, warn).catch((e: Error) => e.message), /not a user/);
+});
+
+t.test('identity: a block device that holds a domain image\'s file system is that image', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'bc-ids-'));
+  t.teardown(() => rmSync(base, { recursive: true, force: true }));
+  writeFileSync(join(base, 'disk.img'), 'x');
+  const ids = await identitiesOf([join(base, 'disk.img'), join(base, 'missing.img'), 'nbd://h:1/x']);
+  const fsDev = statSync(join(base, 'disk.img')).dev;
+  const device = (rdev: number) => ({ isBlockDevice: () => true, isFile: () => false, rdev }) as unknown as Stats;
+  t.equal(clash(ids, '/dev/whatever', device(fsDev)), join(base, 'disk.img'), 'the device under the image');
+  t.equal(clash(ids, '/dev/whatever', device(fsDev + 1)), undefined, 'another device');
+  t.equal(clash(ids, join(base, 'missing.img'), null), join(base, 'missing.img'), 'a named image not yet created');
+  t.ok(ids.urls.has('nbd://h:1/x'), 'network sources are kept as URLs');
 });
