@@ -305,8 +305,11 @@ export class JobManager extends EventEmitter {
       if (samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`, { job: publicJob(adopted) });
     }
-    const { disk, checked } = await this.validateNew(params, dom, dest);
+    let { disk, checked } = await this.validateNew(params, dom, dest);
+    const queued = this.activeCount() >= this.maxCopies;
     await this.awaitSlot(params, signal);
+    // A queued copy may have waited long: check the destination again right before libvirt opens it.
+    if (queued) ({ disk, checked } = await this.validateNew(params, dom, dest));
 
     // The job records the canonical destination the policy checked; libvirt gets its XML.
     const job = newJob(params, dom, disk, checked.destination, this.iso(), groupId);

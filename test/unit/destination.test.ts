@@ -10,6 +10,9 @@ import { loadDestinationPolicy, makeDestinationCheck, type DestinationPolicy } f
 import { checkRoot } from '../../src/destination/dirs.js';
 import { clash, identitiesOf } from '../../src/destination/identity.js';
 import type { Destination } from '../../src/generated/api.js';
+import { JobManager } from '../../src/jobs/manager.js';
+import { silentLogger } from '../../src/log.js';
+import { FakeConnection } from './fake-connection.js';
 
 const reasonOf = (f: () => unknown): string => {
   try {
@@ -188,4 +191,29 @@ t.test('identity: a block device that holds a domain image\'s file system is tha
   t.equal(clash(ids, '/dev/whatever', device(fsDev + 1)), undefined, 'another device');
   t.equal(clash(ids, join(base, 'missing.img'), null), join(base, 'missing.img'), 'a named image not yet created');
   t.ok(ids.urls.has('nbd://h:1/x'), 'network sources are kept as URLs');
+});
+
+t.test('a queued copy is checked again when its slot comes', async (t) => {
+  const base = mkdtempSync(join(tmpdir(), 'bc-queue-'));
+  t.teardown(() => rmSync(base, { recursive: true, force: true }));
+  const stateDir = join(base, 'state');
+  const dest = join(base, 'dest');
+  mkdirSync(dest, { mode: 0o755 });
+  const conn = new FakeConnection(stateDir);
+  conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
+  const jobs = new JobManager({
+    connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, maxConcurrentCopies: 1,
+    checkDestination: makeDestinationCheck({ roots: [dest], devices: [], trustedOwners: new Set([process.getuid!()]), network: [] }),
+  });
+  await jobs.start();
+  t.teardown(() => jobs.stop());
+  const first = await jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(dest, 'a.qcow2') } });
+  const queued = jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(dest, 'b.qcow2') }, queue: true }).then(() => null, (e: AgentError) => e);
+  await new Promise((r) => setTimeout(r, 100));
+  writeFileSync(join(dest, 'b.qcow2'), 'put there while the copy waited');
+  await jobs.abort({ jobId: first.job.jobId });
+  const err = await queued;
+  t.equal(err?.errorName, 'destinationRejected', `refused when its turn came: ${err?.data.reason}`);
+  t.match(String(err?.data.reason), /already exists/);
+  t.equal(conn.sideEffects().filter((c) => c.method === 'blockCopy').length, 1, 'libvirt was asked for the first copy only');
 });
