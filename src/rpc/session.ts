@@ -2,6 +2,11 @@
 import { randomBytes } from 'node:crypto';
 import type { Job, SubscribeParams } from '../generated/api.js';
 
+/** Decides whether one more call may run now (a rate limit); absent: no limit (stdio). */
+export interface CallBudget {
+  take(): boolean;
+}
+
 export interface Principal {
   /** Token name, certificate subject, or "local" for stdio. */
   name: string;
@@ -14,11 +19,15 @@ export class Session {
   /** Aborted when the transport closes: waits on behalf of this session stop. */
   private readonly closing = new AbortController();
   private filter: { jobIds?: Set<string>; domain?: string } | null = null;
+  /** Calls of this session now running: the transport starts no frame while too many are. */
+  pendingCalls = 0;
 
   constructor(
     readonly principal: Principal,
     readonly peer: string,
     private readonly send: (frame: string) => void,
+    /** Counted per call, not per frame: a batch of n calls takes n. */
+    readonly budget: CallBudget | null = null,
   ) {}
 
   get signal(): AbortSignal {
