@@ -102,3 +102,12 @@ t.test('rpc.discover is one cached serialization; a batch of them is bounded', a
   t.ok(answers.some((x) => x.error?.data?.name === 'responseTooLarge'), 'answers past the bound say responseTooLarge');
   t.ok(answers.some((x) => x.result), 'answers within the bound are kept');
 });
+
+t.test('loopback is decided on addresses, once', async (t) => {
+  const { isLoopbackAddress, resolvesToLoopbackOnly } = await import('../../src/net/addresses.js');
+  for (const a of ['127.0.0.1', '127.1.2.3', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '[::1]']) t.ok(isLoopbackAddress(a), `${a} is loopback`);
+  for (const a of ['0.0.0.0', '::', '10.0.0.1', '::ffff:10.0.0.1', '128.0.0.1', 'localhost', '127.example.com', undefined]) t.notOk(isLoopbackAddress(a), `${a} is not`);
+  t.same(await resolvesToLoopbackOnly('localhost', async () => [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }]), { loopback: true, addresses: ['127.0.0.1', '::1'] });
+  t.same(await resolvesToLoopbackOnly('sneaky', async () => [{ address: '127.0.0.1', family: 4 }, { address: '0.0.0.0', family: 4 }]), { loopback: false, addresses: ['127.0.0.1', '0.0.0.0'] }, 'one wildcard address among loopback ones is enough to refuse');
+  t.same((await resolvesToLoopbackOnly('localhost')).loopback, true, 'the real resolver on localhost');
+});
