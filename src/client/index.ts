@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { WebSocket } from 'ws';
 import type { AgentErrorData, Job } from '../generated/api.js';
-import { LineReader, classify, parseFrame } from '../protocol/index.js';
+import { LineReader, classify, parseFrame, requestFrame } from '../protocol/index.js';
 import type { MethodName, Methods } from './methods.js';
 
 export type { MethodName, Methods } from './methods.js';
@@ -125,7 +125,7 @@ export class AgentClient extends EventEmitter {
     const result = new Promise<Methods[M][1]>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       try {
-        this.transport.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+        this.transport.send(requestFrame(id, method, params));
       } catch (e) {
         this.pending.delete(id);
         reject(e as Error);

@@ -37,5 +37,31 @@ export function serialize(r: Response, rawId?: string, resultJson?: string): str
   return `{"jsonrpc":"2.0","id":${id},${body}}`;
 }
 
+/** A notification (server → client) or a request (client → server) as text. */
+export const notificationFrame = (method: string, params: unknown): string => JSON.stringify({ jsonrpc: '2.0', method, params });
+export const requestFrame = (id: number | string, method: string, params: unknown): string => JSON.stringify({ jsonrpc: '2.0', id, method, params });
+
+/**
+ * An outgoing frame: text, or pieces sent back to back as one message (WebSocket fragments, or
+ * one stdio line), so that a large cached piece (rpc.discover) is shared, never copied per call.
+ */
+export type Frame = string | Array<string | Buffer>;
+
+export const frameLength = (f: Frame): number =>
+  typeof f === 'string' ? f.length : f.reduce((n, p) => n + p.length, 0);
+
+export const frameText = (f: Frame): string => (typeof f === 'string' ? f : f.map((p) => p.toString()).join(''));
+
+/** A result spliced in from its cached serialization (one shared Buffer). */
+export const cachedResult = (id: Id, rawId: string | undefined, result: Buffer): Frame =>
+  [`{"jsonrpc":"2.0","id":${rawId ?? JSON.stringify(id)},"result":`, result, '}'];
+
 /** A batch's answers as one frame (null when every message was a notification). */
-export const serializeBatch = (parts: string[]): string | null => (parts.length > 0 ? `[${parts.join(',')}]` : null);
+export function serializeBatch(answers: Frame[]): Frame | null {
+  if (answers.length === 0) return null;
+  if (answers.every((a) => typeof a === 'string')) return `[${answers.join(',')}]`;
+  const parts: Array<string | Buffer> = ['['];
+  answers.forEach((a, i) => parts.push(...(i > 0 ? [','] : []), ...(typeof a === 'string' ? [a] : a)));
+  parts.push(']');
+  return parts;
+}

@@ -7,7 +7,7 @@ import { JSONRPCErrorException, JSONRPCServer } from 'json-rpc-2.0';
 import { AgentError } from '../errors.js';
 import type { AgentConnectionParams, Job } from '../generated/api.js';
 import type { Logger } from '../log.js';
-import { agentError, answerId, classify, errorResponse, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Response } from '../protocol/index.js';
+import { agentError, answerId, cachedResult, classify, errorResponse, frameLength, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Frame, type Response } from '../protocol/index.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { METHODS, METHOD_NAMES, type MethodSpec } from './methods.js';
@@ -69,7 +69,7 @@ export class RpcServer {
   private readonly server = new JSONRPCServer<CallContext>({ errorListener: () => {} });
   private readonly sessions = new Set<Session>();
   private readonly log: Logger;
-  private readonly discoverJson: string;
+  private readonly discoverJson: Buffer;
   private readonly maxBatch: number;
   private readonly maxResponseBytes: number;
   private readonly onJobChanged = (job: Job) => {
@@ -86,7 +86,7 @@ export class RpcServer {
     const handlers = this.handlers();
     for (const spec of METHODS) this.register(spec, handlers[spec.name]!);
     // Serialized once: a flood of rpc.discover costs a string copy per call, not a JSON build.
-    this.discoverJson = JSON.stringify(openRpcDocument(this.schemas, opts.version));
+    this.discoverJson = Buffer.from(JSON.stringify(openRpcDocument(this.schemas, opts.version)));
     this.maxBatch = opts.maxBatch ?? 100;
     this.maxResponseBytes = opts.maxResponseBytes ?? 1024 * 1024;
     opts.service.on('job.changed', this.onJobChanged);
@@ -115,7 +115,7 @@ export class RpcServer {
   }
 
   /** One frame in; the response frame, or null when nothing must be answered. */
-  async handle(frame: string, session: Session): Promise<string | null> {
+  async handle(frame: string, session: Session): Promise<Frame | null> {
     const parsed = parseFrame(frame);
     if (!parsed.ok) return serialize(session.budget && !session.budget.take() ? rateLimited(null) : parseError());
     const { items, rawIds, batch } = parsed;
@@ -132,30 +132,30 @@ export class RpcServer {
    * The answers of one batch, within maxResponseBytes: read-only answers past the bound are
    * replaced by responseTooLarge (they had no effect; mutating answers and errors always stay).
    */
-  private bounded(items: unknown[], answers: Array<string | null>): string[] {
-    let total = answers.reduce((n, a) => n + (a?.length ?? 0), 0);
-    const out: string[] = [];
+  private bounded(items: unknown[], answers: Array<Frame | null>): Frame[] {
+    let total = answers.reduce((n: number, a) => n + (a ? frameLength(a) : 0), 0);
+    const out: Frame[] = [];
     for (let i = answers.length - 1; i >= 0; i--) {
       const a = answers[i];
       if (a === null || a === undefined) continue;
       const method = (items[i] as { method?: unknown }).method;
-      if (total > this.maxResponseBytes && !MUTATING.has(method as string) && a.includes('"result":')) {
+      if (total > this.maxResponseBytes && !MUTATING.has(method as string) && classify(items[i]) === 'request' && (typeof a !== 'string' || a.includes('"result":'))) {
         const r = serialize(errorResponse(answerId(items[i]), agentError('responseTooLarge', `the answers of this batch exceed ${this.maxResponseBytes} bytes; ask for fewer at once`, { maxResponseBytes: this.maxResponseBytes })));
-        total += r.length - a.length;
+        total += r.length - frameLength(a);
         out.push(r);
       } else out.push(a);
     }
     return out.reverse();
   }
 
-  private async single(msg: unknown, rawId: string | undefined, session: Session): Promise<string | null> {
+  private async single(msg: unknown, rawId: string | undefined, session: Session): Promise<Frame | null> {
     const kind = classify(msg);
     // Every message costs one token, junk included: the rate counts calls, not frames.
     if (session.budget && !session.budget.take()) return kind === 'notification' ? null : serialize(rateLimited(answerId(msg)), rawId);
     if (kind !== 'request' && kind !== 'notification') return serialize(invalidRequest(answerId(msg)), rawId);
     const r = msg as { method: string; id?: string | number | null };
     if (r.method === 'rpc.discover') {
-      return kind === 'request' ? serialize({ jsonrpc: '2.0', id: r.id!, result: null }, rawId, this.discoverJson) : null;
+      return kind === 'request' ? cachedResult(r.id!, rawId, this.discoverJson) : null;
     }
     const requestId = randomBytes(4).toString('hex');
     session.pendingCalls++;

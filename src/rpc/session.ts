@@ -1,6 +1,7 @@
 // One connected caller: who it is, where it comes from, and what it subscribed to.
 import { randomBytes } from 'node:crypto';
 import type { Job, SubscribeParams } from '../generated/api.js';
+import { notificationFrame } from '../protocol/index.js';
 
 /** Decides whether one more call may run now (a rate limit); absent: no limit (stdio). */
 export interface CallBudget {
@@ -55,7 +56,7 @@ export class Session {
   }
 
   notify(method: string, params: unknown): void {
-    if (!this.closing.signal.aborted) this.send(JSON.stringify({ jsonrpc: '2.0', method, params }));
+    if (!this.closing.signal.aborted) this.send(notificationFrame(method, params));
   }
 
   close(): void {

@@ -7,6 +7,8 @@
 // stays above the bound for `slowReaderMs`, or exceeds HARD times it, is closed: one client holds
 // at most about `maxBufferedBytes` plus one answer of the agent's memory.
 
+import type { Frame } from '../protocol/index.js';
+
 const HARD = 16;
 
 export interface FlowLimits {
@@ -17,7 +19,7 @@ export interface FlowLimits {
 
 export interface FlowIo {
   /** Writes a frame; `done` runs once it has left the process's buffers. */
-  write(frame: string, done: () => void): void;
+  write(frame: Frame, done: () => void): void;
   /** Bytes written but not yet handed to the kernel. */
   buffered(): number;
   pause(): void;
@@ -39,7 +41,7 @@ export class Flow {
     private readonly io: FlowIo,
     private readonly limits: FlowLimits,
     /** Handles one frame; resolves with the answer frame or null. */
-    private readonly handle: (frame: string) => Promise<string | null>,
+    private readonly handle: (frame: string) => Promise<Frame | null>,
     /** Calls of this connection now running (the RPC session counts them). */
     private readonly pendingCalls: () => number,
   ) {}
@@ -52,7 +54,7 @@ export class Flow {
   }
 
   /** A frame for the peer: an answer or a notification. */
-  send(frame: string): void {
+  send(frame: Frame): void {
     if (this.closed) return;
     this.io.write(frame, () => this.pump());
     this.pump();

@@ -30,7 +30,11 @@ export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Pro
       resolve();
     };
     const flow: Flow = new Flow({
-      write: (frame, cb) => { output.write(frame + '\n', () => cb()); },
+      write: (frame, cb) => {
+        if (typeof frame === 'string') return void output.write(frame + '\n', () => cb());
+        for (const part of frame) output.write(part);
+        output.write('\n', () => cb());
+      },
       buffered: () => output.writableLength,
       pause: () => input.pause(),
       resume: () => input.resume(),

@@ -103,7 +103,12 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     const principal = principals.get(req)!;
     const bucket = opts.rate ? new TokenBucket(opts.rate.perSecond, opts.rate.burst) : null;
     const flow: Flow = new Flow({
-      write: (frame, done) => { if (ws.readyState === ws.OPEN) ws.send(frame, done); },
+      write: (frame, done) => {
+        if (ws.readyState !== ws.OPEN) return;
+        if (typeof frame === 'string') return ws.send(frame, done);
+        // One text message in fragments: a shared cached piece is sent without a copy.
+        frame.forEach((part, i) => ws.send(part, { binary: false, fin: i === frame.length - 1 }, i === frame.length - 1 ? done : undefined));
+      },
       buffered: () => ws.bufferedAmount,
       pause: () => ws.pause(),
       resume: () => ws.resume(),

@@ -2,7 +2,7 @@
 // and the RPC server's limits that rest on it (batch size, rate per call, batch answer bound,
 // the cached rpc.discover), on a fake job service.
 import t from 'tap';
-import { LineReader, answerOwed, classify, parseFrame, serialize } from '../../src/protocol/index.js';
+import { LineReader, answerOwed, classify, frameText, parseFrame, serialize } from '../../src/protocol/index.js';
 import { RpcServer } from '../../src/rpc/server.js';
 import { Session } from '../../src/rpc/session.js';
 import { TokenBucket } from '../../src/transport/rate-limit.js';
@@ -16,7 +16,7 @@ function setup(opts: { maxBatch?: number; maxResponseBytes?: number; budget?: { 
   const rpc = new RpcServer({ service: asService(svc), groups: asGroups(svc), log: silentLogger, version: 'test', ...opts });
   const session = new Session({ name: 'admin', readOnly: false }, 'test', () => {}, opts.budget ?? null);
   rpc.attach(session);
-  return { svc, rpc, session, send: (frame: string) => rpc.handle(frame, session) };
+  return { svc, rpc, session, send: async (frame: string) => { const f = await rpc.handle(frame, session); return f === null ? null : frameText(f); } };
 }
 
 t.test('ids beyond 2^53 come back exactly as sent', async (t) => {

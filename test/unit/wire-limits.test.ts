@@ -9,6 +9,7 @@ import { createLogger, silentLogger } from '../../src/log.js';
 import { RpcServer, type AuditEntry } from '../../src/rpc/server.js';
 import { Session } from '../../src/rpc/session.js';
 import { Flow } from '../../src/transport/flow.js';
+import { frameText } from '../../src/protocol/index.js';
 import { FakeService, asGroups, asService } from '../helpers/fake-service.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
@@ -90,7 +91,7 @@ function server(audit: (e: AuditEntry) => void, log = silentLogger) {
   const svc = new FakeService();
   const rpc = new RpcServer({ service: asService(svc), groups: asGroups(svc), log, version: 'test', audit });
   const session = new Session({ name: 'admin', readOnly: false }, 'peer', () => {});
-  return { svc, send: async (o: unknown) => JSON.parse((await rpc.handle(JSON.stringify(o), session))!) };
+  return { svc, send: async (o: unknown) => JSON.parse(frameText((await rpc.handle(JSON.stringify(o), session))!)) };
 }
 
 t.test('a mutating call with deeply nested params is refused and audited', async (t) => {
@@ -103,7 +104,7 @@ t.test('a mutating call with deeply nested params is refused and audited', async
   const depth = 100_000;
   const params = `{"jobId":"j1","x":${'['.repeat(depth)}${']'.repeat(depth)}}`;
   const sent = (await rpc.handle(`{"jsonrpc":"2.0","method":"abort","id":1,"params":${params}}`, new Session({ name: 'admin', readOnly: false }, 'peer', () => {})))!;
-  t.match(JSON.parse(sent), { id: 1, error: { code: -32602 } }, 'refused as invalid params');
+  t.match(JSON.parse(frameText(sent)), { id: 1, error: { code: -32602 } }, 'refused as invalid params');
   sink.close();
   const lines = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   t.match(lines, [{ method: 'abort', outcome: 'error', error: { code: -32602 }, params: { jobId: 'j1' } }], 'and audited, with bounded params');
