@@ -98,7 +98,7 @@ export async function hostileClients(ctx: BenchContext): Promise<SuiteResult> {
   return {
     name: 'Hostile clients (non-reading floods of rpc.discover)', rows, data,
     notes: [
-      'Each hostile client sends 500 single rpc.discover calls, 20 batches of 100 and one 188 KiB batch (over maxBatch), and never reads: ~300 MiB of answers if all were produced.',
+      'Each hostile client sends 500 single rpc.discover calls, 20 batches of 100 and one 188 KiB batch (over maxBatch), and never reads: ~200 MiB of answers if all were produced.',
       'Defaults: limits.maxBufferedBytes 256 KiB, slowReaderMs 10 s (2 s in the quick run), maxBatch 100; the clients run in the benchmark process on the same cores.',
     ],
   };
