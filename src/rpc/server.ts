@@ -7,7 +7,7 @@ import { JSONRPCErrorException, JSONRPCServer } from 'json-rpc-2.0';
 import { AgentError } from '../errors.js';
 import type { AgentConnectionParams, Job } from '../generated/api.js';
 import type { Logger } from '../log.js';
-import { agentError, answerId, cachedResult, classify, errorResponse, frameLength, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Frame, type Response } from '../protocol/index.js';
+import { CODES, agentError, answerId, cachedResult, classify, errorResponse, frameLength, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Frame, type Response } from '../protocol/index.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { METHODS, METHOD_NAMES, type MethodSpec } from './methods.js';
@@ -114,8 +114,18 @@ export class RpcServer {
     return this.sessions.size;
   }
 
-  /** One frame in; the response frame, or null when nothing must be answered. */
+  /** One frame in; the response frame, or null when nothing must be answered. Never throws. */
   async handle(frame: string, session: Session): Promise<Frame | null> {
+    try {
+      return await this.handleFrame(frame, session);
+    } catch (e) {
+      // A bug here must still answer (and be seen), never leave the caller waiting.
+      this.log.error('internal error handling a frame', { error: e instanceof Error ? { message: e.message, stack: e.stack } : String(e) });
+      return serialize(errorResponse(null, { code: CODES.internalError, message: 'Internal error' }));
+    }
+  }
+
+  private async handleFrame(frame: string, session: Session): Promise<Frame | null> {
     const parsed = parseFrame(frame);
     if (!parsed.ok) return serialize(session.budget && !session.budget.take() ? rateLimited(null) : parseError());
     const { items, rawIds, batch } = parsed;
@@ -138,8 +148,8 @@ export class RpcServer {
     for (let i = answers.length - 1; i >= 0; i--) {
       const a = answers[i];
       if (a === null || a === undefined) continue;
-      const method = (items[i] as { method?: unknown }).method;
-      if (total > this.maxResponseBytes && !MUTATING.has(method as string) && classify(items[i]) === 'request' && (typeof a !== 'string' || a.includes('"result":'))) {
+      const readOnlyRequest = classify(items[i]) === 'request' && !MUTATING.has((items[i] as { method: string }).method);
+      if (total > this.maxResponseBytes && readOnlyRequest && (typeof a !== 'string' || a.includes('"result":'))) {
         const r = serialize(errorResponse(answerId(items[i]), agentError('responseTooLarge', `the answers of this batch exceed ${this.maxResponseBytes} bytes; ask for fewer at once`, { maxResponseBytes: this.maxResponseBytes })));
         total += r.length - frameLength(a);
         out.push(r);

@@ -191,3 +191,22 @@ t.test('the stdio relay answers everything it owes, ids exact', async (t) => {
   t.ok(lines.some((l) => l.startsWith(`{"jsonrpc":"2.0","id":${BIG},"result":`)), 'a big id comes back digit for digit');
   t.ok(lines.some((l) => l.startsWith(`[{"jsonrpc":"2.0","id":-${BIG},"result":`)), 'also in a batch');
 });
+
+t.test('stdio: a caller that does not read stdout is stopped, the agent exits', async (t) => {
+  const dir = stateDir(t);
+  writeFileSync(join(dir, 'c.json'), JSON.stringify({ limits: { maxBufferedBytes: 65536, slowReaderMs: 1000 } }));
+  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir, '--config', join(dir, 'c.json')], { stdio: ['pipe', 'pipe', 'pipe'] });
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  child.stdout.pause(); // never read
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  child.stdin.on('error', () => {});
+  const line = JSON.stringify({ jsonrpc: '2.0', method: 'rpc.discover', id: 1 }) + '\n';
+  child.stdin.write(line.repeat(2000));
+  const code = await new Promise<number | null>((r) => {
+    child.once('exit', r);
+    setTimeout(() => r(-1), 60_000);
+  });
+  t.match(err, /does not read its answers/, 'the agent says why it stops');
+  t.not(code, -1, `it exits (code ${code}) instead of holding the answers forever`);
+});

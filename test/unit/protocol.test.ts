@@ -111,3 +111,10 @@ t.test('loopback is decided on addresses, once', async (t) => {
   t.same(await resolvesToLoopbackOnly('sneaky', async () => [{ address: '127.0.0.1', family: 4 }, { address: '0.0.0.0', family: 4 }]), { loopback: false, addresses: ['127.0.0.1', '0.0.0.0'] }, 'one wildcard address among loopback ones is enough to refuse');
   t.same((await resolvesToLoopbackOnly('localhost')).loopback, true, 'the real resolver on localhost');
 });
+
+t.test('a batch of junk and calls is answered element by element (found by the fuzz test)', async (t) => {
+  const { send } = setup({ maxResponseBytes: 1000 });
+  const out = JSON.parse((await send('[null, 1, {"jsonrpc":"2.0","method":"rpc.discover","id":1}, [], {"jsonrpc":"2.0","method":"listJobs"}]'))!);
+  t.equal(out.length, 4, 'four answers, none for the notification');
+  t.match(out, [{ id: null, error: { code: -32600 } }, { id: null, error: { code: -32600 } }, { id: 1, error: { data: { name: 'responseTooLarge' } } }, { id: null, error: { code: -32600 } }]);
+});
