@@ -15,7 +15,7 @@ import { resolvesToLoopbackOnly } from './net/addresses.js';
 import { Authenticator, loadTokens } from './transport/auth.js';
 import type { FlowLimits } from './transport/flow.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
-import { serveStdio } from './transport/stdio.js';
+import { serveStdio, type StdioEnd } from './transport/stdio.js';
 import { startWebSocket, type WebSocketTransport } from './transport/websocket.js';
 
 export const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
@@ -31,7 +31,7 @@ export interface AgentOptions {
 export interface Agent {
   readonly ws: WebSocketTransport | null;
   /** Resolves when the stdio transport's input ended (never, without stdio). */
-  readonly stdioEnded: Promise<void>;
+  readonly stdioEnded: Promise<StdioEnd>;
   /**
    * Reads the tokens file and TLS material again (SIGHUP); connections whose token is gone or
    * changed are closed. On a bad file, the old credentials stay and the error is thrown.
@@ -168,7 +168,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     audit.close();
     throw e;
   }
-  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow }, log) : new Promise<void>(() => {});
+  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow }, log) : new Promise<StdioEnd>(() => {});
   let closing: Promise<void> | null = null;
   return {
     ws,

@@ -144,9 +144,11 @@ async function main(argv: string[]): Promise<void> {
     }
   });
   if (stdio) {
-    await agent.stdioEnded;
+    const how = await agent.stdioEnded;
     if (command === 'stdio') {
       await agent.close();
+      // A caller that stopped reading would never let the flush finish: its answers are dropped.
+      if (how === 'notReading') process.exit(1);
       // process.exit drops output still queued for a slow reader: flush the answers first.
       await new Promise<void>((r) => process.stdout.write('', () => r()));
       process.exit(0);

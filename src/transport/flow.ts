@@ -1,15 +1,19 @@
 // Per-connection flow control, the same for WebSocket and stdio. A frame is started only while
 // the connection's unsent output is under `maxBufferedBytes` and fewer than `maxPendingCalls`
 // of its calls are running; otherwise reading stops (the socket is paused, so TCP pushes back on
-// the peer) and frames already read wait in a queue of at most one read's worth. Frames start
-// one per event-loop turn, so that the answers of quick calls are counted before the next one
-// starts (a long call such as wait does not hold the others up). A peer whose unsent output
+// the peer) and frames already read wait in a short queue (QUEUE_BYTES plus one read). Frames
+// start a few per event-loop turn, so that the answers of quick calls are counted before more
+// start (a long call such as wait does not hold the others up). A peer whose unsent output
 // stays above the bound for `slowReaderMs`, or exceeds HARD times it, is closed: one client holds
 // at most about `maxBufferedBytes` plus one answer of the agent's memory.
 
 import type { Frame } from '../protocol/index.js';
 
 const HARD = 16;
+/** Frames started per event-loop turn at most (their answers are counted before the next turn). */
+const PER_TURN = 8;
+/** Frames read but not started, in bytes, before reading pauses (plus at most one socket read). */
+const QUEUE_BYTES = 64 * 1024;
 
 export interface FlowLimits {
   maxBufferedBytes: number;
@@ -30,6 +34,7 @@ export interface FlowIo {
 
 export class Flow {
   private readonly queue: string[] = [];
+  private queuedBytes = 0;
   private paused = false;
   private slowTimer: NodeJS.Timeout | null = null;
   private closed = false;
@@ -50,6 +55,7 @@ export class Flow {
   receive(frame: string): void {
     if (this.closed) return;
     this.queue.push(frame);
+    this.queuedBytes += frame.length;
     this.pump();
   }
 
@@ -69,6 +75,7 @@ export class Flow {
   dispose(): void {
     this.closed = true;
     this.queue.length = 0;
+    this.queuedBytes = 0;
     if (this.scheduled) clearImmediate(this.scheduled);
     this.scheduled = null;
     if (this.slowTimer) clearTimeout(this.slowTimer);
@@ -91,7 +98,7 @@ export class Flow {
         this.start();
       });
     }
-    const stop = this.queue.length > 0 || this.blocked();
+    const stop = this.queuedBytes >= QUEUE_BYTES || this.blocked();
     if (stop !== this.paused) {
       this.paused = stop;
       if (stop) this.io.pause();
@@ -100,17 +107,19 @@ export class Flow {
   }
 
   private start(): void {
-    if (this.closed || this.queue.length === 0 || this.blocked()) return this.pump();
-    const frame = this.queue.shift()!;
-    this.running++;
-    void this.handle(frame).then(
-      (reply) => { if (reply !== null) this.send(reply); },
-      () => {},
-    ).finally(() => {
-      this.running--;
-      this.pump();
-      if (this.queue.length === 0 && this.running === 0) this.wakeIdle();
-    });
+    for (let n = 0; n < PER_TURN && !this.closed && this.queue.length > 0 && !this.blocked(); n++) {
+      const frame = this.queue.shift()!;
+      this.queuedBytes -= frame.length;
+      this.running++;
+      void this.handle(frame).then(
+        (reply) => { if (reply !== null) this.send(reply); },
+        () => {},
+      ).finally(() => {
+        this.running--;
+        this.pump();
+        if (this.queue.length === 0 && this.running === 0) this.wakeIdle();
+      });
+    }
     this.pump();
   }
 

@@ -16,18 +16,21 @@ export interface StdioOptions {
   flow: FlowLimits;
 }
 
+/** How serving ended: input ended (answers all handed to stdout), or the caller stopped reading. */
+export type StdioEnd = 'eof' | 'notReading';
+
 /** Serves until stdin ends (or stdout is not read); resolves once every pending answer is written. */
-export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Promise<void> {
+export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Promise<StdioEnd> {
   const input = opts.input ?? process.stdin;
   const output = opts.output ?? process.stdout;
   return new Promise((resolve) => {
     let done = false;
-    const finish = () => {
+    const finish = (how: StdioEnd) => {
       if (done) return;
       done = true;
       flow.dispose();
       rpc.detach(session);
-      resolve();
+      resolve(how);
     };
     const flow: Flow = new Flow({
       write: (frame, cb) => {
@@ -41,7 +44,7 @@ export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Pro
       close: (reason) => {
         log.error('stdio: the caller does not read its answers; stopping', { reason });
         input.destroy();
-        finish();
+        finish('notReading');
       },
     }, opts.flow, (line) => rpc.handle(line, session), () => session.pendingCalls);
     const session = new Session({ name: 'local', readOnly: false }, 'stdio', (frame) => flow.send(frame));
@@ -57,7 +60,7 @@ export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Pro
     input.on('end', async () => {
       lines.end();
       await flow.drained();
-      finish();
+      finish('eof');
     });
   });
 }

@@ -4,11 +4,13 @@
 // tokens and closes revoked connections; the stdio relay answers everything and keeps big ids.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { chmodSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { CLI, serveAgent, stateDir, type ServedAgent } from '../helpers/agent.js';
+import { makePki } from '../helpers/pki.js';
 
 const BIG = '123456789012345678901234567890';
 
@@ -157,6 +159,31 @@ t.test('SIGHUP reloads the tokens: a revoked token is refused and its connection
   t.notMatch(line, /ddddd/, 'a broken file on reload is reported without its content');
   t.equal(await attempt(agent.url, { authorization: `Bearer ${fresh}` }), 'open', 'and the previous tokens stay in force');
   t.equal(agent.process.exitCode, null, 'SIGHUP does not end the agent');
+});
+
+t.test('SIGHUP reloads the TLS material', async (t) => {
+  const [a, b] = [await makePki(t), await makePki(t)];
+  const dir = stateDir(t);
+  const tls = { cert: join(dir, 'server.pem'), key: join(dir, 'server.key'), ca: join(dir, 'ca.pem') };
+  const install = (p: typeof a) => { copyFileSync(p.serverCert, tls.cert); copyFileSync(p.serverKey, tls.key); copyFileSync(p.ca, tls.ca); };
+  install(a);
+  const agent = await serveAgent(t, { dir, config: { tls } });
+  const { port } = new URL(agent.url);
+  const served = () => new Promise<string>((resolve, reject) => {
+    const s = tlsConnect({ host: '127.0.0.1', port: Number(port), rejectUnauthorized: false }, () => { resolve(s.getPeerCertificate().fingerprint256); s.destroy(); });
+    s.on('error', reject);
+  });
+  const fingerprint = async (file: string) => {
+    const { X509Certificate } = await import('node:crypto');
+    const { readFileSync } = await import('node:fs');
+    return new X509Certificate(readFileSync(file)).fingerprint256;
+  };
+  t.equal(await served(), await fingerprint(a.serverCert), 'serves the first certificate');
+  install(b);
+  const reloaded = logged(agent, /credentials reloaded/);
+  agent.process.kill('SIGHUP');
+  t.match(await reloaded, /"tls":true/);
+  t.equal(await served(), await fingerprint(b.serverCert), 'new connections get the new certificate');
 });
 
 /** Runs `stdio` against the daemon with this input; resolves with its output lines. */
