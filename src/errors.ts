@@ -17,8 +17,10 @@ export const ERRORS = {
   tooManyJobs: { code: -32012, retryable: true, description: 'The host already runs its maximum number of concurrent copies.' },
   unavailable: { code: -32013, retryable: true, description: 'The agent has no connection to libvirtd right now.' },
   rateLimited: { code: -32014, retryable: true, description: 'This connection sent requests faster than its configured rate.' },
-  responseTooLarge: { code: -32015, retryable: true, description: 'The answers of this batch together exceed the connection\'s output bound: this read-only call\'s answer was dropped; send fewer calls per batch.' },
-  auditFailed: { code: -32016, retryable: true, description: 'The audit record of this mutating call could not be written, so the call was refused before it acted.' },
+  libvirtTimeout: { code: -32015, retryable: true, description: 'libvirtd did not answer within the call bound (hung or overloaded); the call may still take effect, which jobInfo shows once libvirtd answers.' },
+  libvirtBusy: { code: -32016, retryable: true, description: 'Too many libvirt calls already wait for libvirtd; this one was not sent.' },
+  responseTooLarge: { code: -32017, retryable: true, description: 'The answers of this batch together exceed the connection\'s output bound: this read-only call\'s answer was dropped; send fewer calls per batch.' },
+  auditFailed: { code: -32018, retryable: true, description: 'The audit record of this mutating call could not be written, so the call was refused before it acted.' },
 } as const;
 
 export type ErrorName = keyof typeof ERRORS;

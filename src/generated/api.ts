@@ -810,6 +810,8 @@ export interface AgentErrorData {
     | 'tooManyJobs'
     | 'unavailable'
     | 'rateLimited'
+    | 'libvirtTimeout'
+    | 'libvirtBusy'
     | 'responseTooLarge'
     | 'auditFailed';
   /**

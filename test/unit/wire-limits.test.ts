@@ -116,7 +116,7 @@ t.test('a mutating call whose audit record cannot be written is refused before i
   const log = createLogger({ write: (l) => logged.push(l) });
   const { send, svc } = server(() => { throw new Error('EIO: disk gone'); }, log);
   const r = await send({ jsonrpc: '2.0', method: 'abort', params: { jobId: 'j1' }, id: 3 });
-  t.match(r, { id: 3, error: { code: -32016, data: { name: 'auditFailed', retryable: true } } }, 'refused with auditFailed');
+  t.match(r, { id: 3, error: { code: -32018, data: { name: 'auditFailed', retryable: true } } }, 'refused with auditFailed');
   t.equal(svc.calls.length, 0, 'the service was never called');
   t.ok(logged.some((l) => /audit write failed: call refused/.test(l) && /EIO: disk gone/.test(l)), 'the failure is logged');
   t.match(await send({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: 4 }), { id: 4, result: {} }, 'reads go on');
