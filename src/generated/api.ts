@@ -344,6 +344,10 @@ export interface AgentConfig {
      * TCP port; 0 picks a free port (logged at start).
      */
     port?: number;
+    /**
+     * Origins (scheme://host[:port]) of browser pages allowed to open a WebSocket. A WebSocket upgrade carrying any other Origin header is refused with HTTP 403 (cross-site WebSocket hijacking); clients that are not browsers send no Origin and are unaffected.
+     */
+    allowedOrigins?: string[];
   };
   /**
    * Directory for the job journal (one JSON file per job).
@@ -459,13 +463,29 @@ export interface AgentConfig {
      */
     maxConnections?: number;
     /**
-     * Sustained requests per second per connection (a token bucket); requests beyond it get the rateLimited error.
+     * Sustained calls per second per connection (a token bucket); every message counts, so a batch of n calls takes n tokens. Calls beyond it get the rateLimited error.
      */
     requestsPerSecond?: number;
     /**
-     * Requests a connection may send at once before the rate applies.
+     * Calls a connection may send at once before the rate applies.
      */
     burst?: number;
+    /**
+     * Most messages in one JSON-RPC batch; a larger batch is refused whole with Invalid Request (-32600, data.maxBatch). Also the most calls of one connection (WebSocket or stdio) that may run at once before the agent stops reading its frames.
+     */
+    maxBatch?: number;
+    /**
+     * Output bound per connection (WebSocket and stdio), in bytes. While more than this is written but not yet read by the peer, the agent reads no further frame from it; a peer that stays above it for slowReaderMs (or goes above 16 times it) is disconnected (WebSocket close code 1008). The answers of one batch together are kept under it too: read-only answers past it become responseTooLarge errors.
+     */
+    maxBufferedBytes?: number;
+    /**
+     * How long a connection's unread output may stay above maxBufferedBytes before the agent closes it.
+     */
+    slowReaderMs?: number;
+    /**
+     * An HTTP request (the WebSocket upgrade, headers included) or TLS handshake not complete after this many milliseconds is dropped (slow-header clients).
+     */
+    requestTimeoutMs?: number;
   };
   /**
    * Where the audit trail of mutating calls goes.
@@ -829,7 +849,9 @@ export interface AgentErrorData {
     | 'rateLimited'
     | 'libvirtTimeout'
     | 'libvirtBusy'
-    | 'stateUnavailable';
+    | 'stateUnavailable'
+    | 'responseTooLarge'
+    | 'auditFailed';
   /**
    * Whether the same call may succeed later.
    */
