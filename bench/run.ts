@@ -13,11 +13,12 @@ import { bindingChurn, libvirtdHang } from './suites/binding.js';
 import { controlPlane } from './suites/control-plane.js';
 import { convergence } from './suites/convergence.js';
 import { groupPause } from './suites/group-pause.js';
+import { hostileClients } from './suites/hostile.js';
 import { latency } from './suites/latency.js';
 import { scale } from './suites/scale.js';
 import { throughput } from './suites/throughput.js';
 
-const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence, groupPause, libvirtdHang, bindingChurn };
+const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence, groupPause, libvirtdHang, bindingChurn, hostileClients };
 
 function machine() {
   const v = (cmd: string, args: string[]) => { try { return execFileSync(cmd, args).toString().trim(); } catch { return 'unknown'; } };

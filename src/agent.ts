@@ -1,21 +1,22 @@
 // Composition root: libvirt connection → job manager → RPC server → transports.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer as createHttpsServer } from 'node:https';
 import { createRequire } from 'node:module';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
-import { makeDestinationCheck } from './jobs/destination-check.js';
+import { loadDestinationPolicy, makeDestinationCheck } from './destination/policy.js';
 import { GroupManager } from './jobs/groups.js';
 import { JobManager } from './jobs/manager.js';
 import { openConnection, type Connection } from './libvirt/index.js';
 import type { Logger } from './log.js';
 import { RpcServer, type AuditEntry } from './rpc/server.js';
 import { SchemaSet } from './rpc/schemas.js';
-import { loadTokens, makeAuthenticator } from './transport/auth.js';
+import { resolvesToLoopbackOnly } from './net/addresses.js';
+import { Authenticator, loadTokens } from './transport/auth.js';
+import type { FlowLimits } from './transport/flow.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
 import { ConnectionSupervisor } from './supervisor.js';
-import { serveStdio } from './transport/stdio.js';
+import { serveStdio, type StdioEnd } from './transport/stdio.js';
 import { startWebSocket, type WebSocketTransport } from './transport/websocket.js';
 
 export const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
@@ -33,7 +34,12 @@ export interface AgentOptions {
 export interface Agent {
   readonly ws: WebSocketTransport | null;
   /** Resolves when the stdio transport's input ended (never, without stdio). */
-  readonly stdioEnded: Promise<void>;
+  readonly stdioEnded: Promise<StdioEnd>;
+  /**
+   * Reads the tokens file and TLS material again (SIGHUP); connections whose token is gone or
+   * changed are closed. On a bad file, the old credentials stay and the error is thrown.
+   */
+  reload(): { closed: number };
   close(): Promise<void>;
 }
 
@@ -43,20 +49,32 @@ export class StateDirBusy extends Error {
   }
 }
 
-const isLoopback = (host: string) => /^127\./.test(host) || host === '::1' || host === 'localhost';
+function readTls(tls: NonNullable<ResolvedConfig['tls']>) {
+  return {
+    cert: readFileSync(tls.cert), key: readFileSync(tls.key), ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
+    requestCert: !!tls.ca, rejectUnauthorized: !!tls.ca && !!tls.requireClientCert,
+  };
+}
 
 export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promise<Agent> {
   const log = opts.log;
-  if (cfg.listen.enabled && !isLoopback(cfg.listen.host) && !cfg.tls) {
-    throw new Error(`refusing to listen on ${cfg.listen.host} without TLS: configure tls (cert, key) or bind to a loopback address`);
+  if (cfg.listen.enabled && !cfg.tls) {
+    // Decided on what the name resolves to: 'localhost' could be 0.0.0.0 in /etc/hosts.
+    const { loopback, addresses } = await resolvesToLoopbackOnly(cfg.listen.host).catch((e: Error) => {
+      throw new Error(`cannot resolve the listen host ${cfg.listen.host}: ${e.message}`);
+    });
+    if (!loopback) {
+      throw new Error(`refusing to listen on ${cfg.listen.host} (${addresses.join(', ')}) without TLS: configure tls (cert, key) or bind to a loopback address`);
+    }
   }
   const schemas = new SchemaSet();
   // Read credentials before anything else, so a bad tokens file stops the start cleanly.
-  const tokens = cfg.listen.enabled && cfg.auth.tokensFile ? loadTokens(cfg.auth.tokensFile, schemas) : [];
-  const tls = cfg.listen.enabled && cfg.tls ? {
-    cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ...(cfg.tls.ca ? { ca: readFileSync(cfg.tls.ca) } : {}),
-    requestCert: !!cfg.tls.ca, rejectUnauthorized: !!cfg.tls.ca && !!cfg.tls.requireClientCert,
-  } : null;
+  const readTokens = () => (cfg.listen.enabled && cfg.auth.tokensFile ? loadTokens(cfg.auth.tokensFile, schemas) : []);
+  const tokens = readTokens();
+  const tls = cfg.listen.enabled && cfg.tls ? readTls(cfg.tls) : null;
+  const flow: FlowLimits = { maxBufferedBytes: cfg.limits.maxBufferedBytes, slowReaderMs: cfg.limits.slowReaderMs, maxPendingCalls: cfg.limits.maxBatch };
+  // Refuse to start on an untrustworthy allowed root, before anything is opened.
+  const destinationPolicy = await loadDestinationPolicy(cfg, (msg, data) => log.warn(msg, data as Record<string, unknown>));
   const audit = openAudit(cfg.audit.file, log);
   const lock = acquireStateLock(cfg.stateDir);
   if (!lock.acquired) throw new StateDirBusy(lock.holder);
@@ -68,28 +86,34 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   let groups: GroupManager | null = null;
   let rpc: RpcServer | null = null;
   let ws: WebSocketTransport | null = null;
+  let auth: Authenticator | null = null;
   try {
     conn = await supervisor.connect();
     jobs = new JobManager({
       connection: conn, stateDir: cfg.stateDir, log, pollIntervalMs: cfg.pollIntervalMs,
       maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION, agentMode: opts.mode ?? 'daemon',
-      checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
+      checkDestination: makeDestinationCheck(destinationPolicy),
     });
     await jobs.start();
     supervisor.watch(conn, jobs);
     groups = new GroupManager({ jobs, log });
     await groups.start();
-    rpc = new RpcServer({ service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write });
+    rpc = new RpcServer({
+      service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write,
+      maxBatch: cfg.limits.maxBatch, maxResponseBytes: cfg.limits.maxBufferedBytes,
+    });
     if (cfg.listen.enabled) {
       // The local stdio relay proves it runs as root by reading this from the state directory.
       const relayToken = randomBytes(32).toString('hex');
+      auth = new Authenticator({ tokens, readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [], allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback, relayToken });
       ws = await startWebSocket(rpc, {
         host: cfg.listen.host, port: cfg.listen.port, maxPayload: cfg.maxPayloadBytes, heartbeatMs: cfg.heartbeatMs,
         maxConnections: cfg.limits.maxConnections, rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst },
-        ...(tls ? { server: createHttpsServer(tls) } : {}),
-        authenticate: makeAuthenticator({ tokens, readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [], allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback, relayToken }),
+        flow, allowedOrigins: cfg.listen.allowedOrigins, requestTimeoutMs: cfg.limits.requestTimeoutMs,
+        ...(tls ? { tls } : {}),
+        authenticate: auth.authenticate,
       }, log);
-      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls });
+      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls, limits: { maxPayloadBytes: cfg.maxPayloadBytes, maxBatch: cfg.limits.maxBatch } });
     }
   } catch (e) {
     supervisor.stop();
@@ -102,11 +126,22 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     audit.close();
     throw e;
   }
-  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes }, log) : new Promise<void>(() => {});
+  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow }, log) : new Promise<StdioEnd>(() => {});
   let closing: Promise<void> | null = null;
   return {
     ws,
     stdioEnded,
+    reload() {
+      if (!ws || !auth) return { closed: 0 };
+      // Both read first: a bad file leaves everything as it was.
+      const next = readTokens();
+      const nextTls = cfg.tls ? readTls(cfg.tls) : null;
+      auth.setTokens(next);
+      if (nextTls) ws.setTls(nextTls);
+      const closed = ws.revalidate((p) => auth!.stillValid(p));
+      log.info('credentials reloaded', { tokens: next.length, tls: !!nextTls, closedConnections: closed });
+      return { closed };
+    },
     close() {
       // Never touches running copies: QEMU keeps them, the next start adopts them.
       closing ??= (async () => {

@@ -20,6 +20,8 @@ export const ERRORS = {
   libvirtTimeout: { code: -32015, retryable: true, description: 'libvirtd did not answer within the call bound (hung or overloaded); the call may still take effect, which jobInfo shows once libvirtd answers.' },
   libvirtBusy: { code: -32016, retryable: true, description: 'Too many libvirt calls already wait for libvirtd; this one was not sent.' },
   stateUnavailable: { code: -32017, retryable: true, description: 'The state directory cannot be written (full, read-only, failing; data.errno says why): nothing was changed; reads still work.' },
+  responseTooLarge: { code: -32018, retryable: true, description: 'The answers of this batch together exceed the connection\'s output bound: this read-only call\'s answer was dropped; send fewer calls per batch.' },
+  auditFailed: { code: -32019, retryable: true, description: 'The audit record of this mutating call could not be written, so the call was refused before it acted.' },
 } as const;
 
 export type ErrorName = keyof typeof ERRORS;

@@ -9,6 +9,8 @@ export interface LockInfo {
   /** Secret that authenticates the local stdio relay; the file is readable by root only. */
   relayToken?: string;
   tls?: boolean;
+  /** The daemon's frame and batch limits, which the relay applies to the lines it forwards. */
+  limits?: { maxPayloadBytes: number; maxBatch: number };
 }
 
 export type LockResult = { acquired: true; release: () => void; update: (info: LockInfo) => void } | { acquired: false; holder: LockInfo };

@@ -25,7 +25,8 @@ ${CLIENT_HELP}`,
   serve: `Usage: blockcopy-agent serve [options]
 
 Serves JSON-RPC 2.0 on a WebSocket (default 127.0.0.1:7879). SIGTERM/SIGINT stop the agent
-cleanly; running copies continue inside QEMU and are adopted at the next start.
+cleanly; running copies continue inside QEMU and are adopted at the next start. SIGHUP
+reloads the tokens file and TLS material (connections whose token was revoked are closed).
 
 Options (each also as an environment variable; flags win over environment, environment over the file):
   --config FILE             JSON configuration file (BLOCKCOPY_CONFIG)
@@ -123,7 +124,7 @@ async function main(argv: string[]): Promise<void> {
   } catch (e) {
     if (e instanceof StateDirBusy && command === 'stdio' && e.holder.listen) {
       log.debug('relaying to the running agent', { pid: e.holder.pid, listen: e.holder.listen });
-      await relayStdio(e.holder);
+      await relayStdio(e.holder, { maxLine: e.holder.limits?.maxPayloadBytes ?? cfg.maxPayloadBytes, maxBatch: e.holder.limits?.maxBatch ?? cfg.limits.maxBatch });
       return;
     }
     fail((e as Error).message, 1);
@@ -134,10 +135,20 @@ async function main(argv: string[]): Promise<void> {
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
+  // SIGHUP reloads credentials (tokens file, TLS material); it used to end the process.
+  process.on('SIGHUP', () => {
+    try {
+      agent.reload();
+    } catch (e) {
+      log.error('reload failed; the previous credentials stay in force', { error: (e as Error).message });
+    }
+  });
   if (stdio) {
-    await agent.stdioEnded;
+    const how = await agent.stdioEnded;
     if (command === 'stdio') {
       await agent.close();
+      // A caller that stopped reading would never let the flush finish: its answers are dropped.
+      if (how === 'notReading') process.exit(1);
       // process.exit drops output still queued for a slow reader: flush the answers first.
       await new Promise<void>((r) => process.stdout.write('', () => r()));
       process.exit(0);

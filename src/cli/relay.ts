@@ -1,20 +1,29 @@
 // `blockcopy-agent stdio` when a daemon already owns the jobs: pass lines to it over its
-// loopback WebSocket and its frames back, so both callers see one set of jobs.
+// loopback WebSocket and its frames back, so both callers see one set of jobs. Lines are parsed
+// with the protocol module to know which ones the daemon owes an answer; the relay ends only
+// once every one of those has come back (or the daemon went away, which it reports).
 import { WebSocket } from 'ws';
+import { CODES, LineReader, answerOwed, classify, errorResponse, parseError, parseFrame, serialize } from '../protocol/index.js';
 import type { LockInfo } from '../state-lock.js';
 
-/** How many answers a line will get (0 for a notification-only line). */
-function answersExpected(line: string): number {
-  try {
-    const msg = JSON.parse(line);
-    if (Array.isArray(msg)) return msg.length === 0 || msg.some((m) => typeof m !== 'object' || m === null || 'id' in m) ? 1 : 0;
-    return typeof msg === 'object' && msg !== null && !('id' in msg) && typeof msg.method === 'string' ? 0 : 1;
-  } catch {
-    return 1;
-  }
+export interface RelayOptions {
+  /** Longest accepted line in bytes (the daemon's frame limit); longer ones are answered here. */
+  maxLine: number;
+  /** The daemon's batch limit (it answers a larger batch even if it holds only notifications). */
+  maxBatch: number;
+  input?: NodeJS.ReadableStream & { pause(): unknown; resume(): unknown };
+  output?: NodeJS.WritableStream;
 }
 
-export function relayStdio(holder: LockInfo): Promise<void> {
+/** Whether a frame from the daemon answers a line (rather than being a notification). */
+function isAnswer(text: string): boolean {
+  const p = parseFrame(text);
+  return p.ok && (p.batch || classify(p.items[0]) === 'response');
+}
+
+export function relayStdio(holder: LockInfo, opts: RelayOptions): Promise<void> {
+  const input = opts.input ?? process.stdin;
+  const output = opts.output ?? process.stdout;
   const listen = holder.listen!;
   const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
   // The daemon's own certificate may name another host than loopback: the relay token, read
@@ -22,43 +31,55 @@ export function relayStdio(holder: LockInfo): Promise<void> {
   const ws = new WebSocket(`${holder.tls ? 'wss' : 'ws'}://${host}:${listen.port}`, {
     headers: holder.relayToken ? { authorization: `Bearer ${holder.relayToken}` } : {},
     rejectUnauthorized: false,
+    perMessageDeflate: false,
   });
-  let expected = 0;
-  let received = 0;
+  let owed = 0;
   let inputEnded = false;
-  let buf = '';
+  let settled = false;
   return new Promise((resolve, reject) => {
-    const maybeDone = () => {
-      if (inputEnded && received >= expected) {
-        ws.close();
-        resolve();
+    const finish = (err?: Error) => {
+      if (settled) return;
+      settled = true;
+      ws.close();
+      if (err) reject(err);
+      else resolve();
+    };
+    const maybeDone = () => { if (inputEnded && owed === 0) finish(); };
+    const out = (frame: string) => {
+      // The reader of stdout sets the pace: stop reading the daemon while stdout is full.
+      if (!output.write(frame + '\n')) {
+        ws.pause();
+        output.once('drain', () => ws.resume());
       }
     };
-    ws.on('error', (e) => reject(new Error(`cannot reach the running agent at ${host}:${listen.port}: ${e.message}`)));
+    const forward = (line: string) => {
+      const p = parseFrame(line);
+      if (p.ok && p.batch && p.items.length > opts.maxBatch) owed++;
+      else if (answerOwed(p.ok ? p.items : null, p.ok && p.batch)) owed++;
+      ws.send(line, () => { if (ws.bufferedAmount < opts.maxLine) input.resume(); });
+      if (ws.bufferedAmount >= opts.maxLine) input.pause();
+    };
+    const lines = new LineReader({ maxLine: opts.maxLine, onLine: forward, onOversize: () => out(serialize(parseError('line too long'))) });
+
+    ws.on('error', (e) => finish(new Error(`cannot reach the running agent at ${host}:${listen.port}: ${e.message}`)));
+    ws.on('close', (code, reason) => {
+      if (owed > 0 || !inputEnded) {
+        // Whatever the daemon still owed is answered here, so that no caller waits forever.
+        const message = `the running agent closed the connection (${code}) before answering`;
+        for (; owed > 0; owed--) out(serialize(errorResponse(null, { code: CODES.internalError, message })));
+        finish(new Error(`the running agent closed the connection (${code}${reason.length ? ' ' + reason.toString() : ''})`));
+      }
+    });
     ws.on('message', (data) => {
       const text = data.toString();
-      process.stdout.write(text + '\n');
-      if (/^\s*[[{]/.test(text) && /"id"\s*:/.test(text)) received++;
+      out(text);
+      if (isAnswer(text) && owed > 0) owed--;
       maybeDone();
     });
     ws.on('open', () => {
-      process.stdin.setEncoding('utf8');
-      process.stdin.on('data', (chunk: string) => {
-        buf += chunk;
-        let nl;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl);
-          buf = buf.slice(nl + 1);
-          if (line.trim() === '') continue;
-          expected += answersExpected(line);
-          ws.send(line);
-        }
-      });
-      process.stdin.on('end', () => {
-        if (buf.trim() !== '') {
-          expected += answersExpected(buf);
-          ws.send(buf);
-        }
+      input.on('data', (chunk: Buffer | string) => lines.push(chunk));
+      input.on('end', () => {
+        lines.end();
         inputEnded = true;
         maybeDone();
       });

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { WebSocket } from 'ws';
 import type { AgentErrorData, Job } from '../generated/api.js';
+import { LineReader, classify, parseFrame, requestFrame } from '../protocol/index.js';
 import type { MethodName, Methods } from './methods.js';
 
 export type { MethodName, Methods } from './methods.js';
@@ -20,6 +21,9 @@ export class RpcError extends Error {
     return this.data?.retryable === true;
   }
 }
+
+/** Longest line accepted from a spawned agent (its answers to this client's own calls). */
+const MAX_ANSWER_LINE = 256 * 1024 * 1024;
 
 interface Pending {
   resolve: (v: unknown) => void;
@@ -106,17 +110,10 @@ export class AgentClient extends EventEmitter {
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', opts.stderr ?? 'inherit'], env: opts.env ?? process.env });
     const client = new AgentClient({ send: (f) => child.stdin!.write(f + '\n'), close: () => child.stdin!.end() }) as AgentClient & { process: ChildProcess };
     client.process = child;
-    let buf = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim()) client.receive(line);
-      }
-    });
+    // The agent's lines are bounded by what it answers; this bound only stops a runaway child.
+    const lines = new LineReader({ maxLine: MAX_ANSWER_LINE, onLine: (l) => client.receive(l), onOversize: () => client.shutdown(new Error(`the agent sent a line over ${MAX_ANSWER_LINE} bytes`)) });
+    child.stdout!.on('data', (chunk: Buffer) => lines.push(chunk));
+    child.stdout!.on('end', () => lines.end());
     child.on('exit', (code, signal) => client.shutdown(new Error(`agent exited (${signal ?? code})`)));
     child.on('error', (e) => client.shutdown(e));
     return client;
@@ -128,7 +125,7 @@ export class AgentClient extends EventEmitter {
     const result = new Promise<Methods[M][1]>((resolve, reject) => {
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       try {
-        this.transport.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+        this.transport.send(requestFrame(id, method, params));
       } catch (e) {
         this.pending.delete(id);
         reject(e as Error);
@@ -153,23 +150,18 @@ export class AgentClient extends EventEmitter {
 
   private receive(text: string): void {
     this.emit('frame', text);
-    let msg: unknown;
-    try {
-      msg = JSON.parse(text);
-    } catch {
-      return;
-    }
-    for (const m of Array.isArray(msg) ? msg : [msg]) {
-      if (!m || typeof m !== 'object') continue;
-      const r = m as { id?: unknown; method?: string; params?: { job?: Job }; result?: unknown; error?: { code: number; message: string; data?: Record<string, unknown> } };
-      if (r.method === 'job.changed' && r.params?.job) {
-        this.emit('job.changed', r.params.job);
+    const parsed = parseFrame(text);
+    if (!parsed.ok) return;
+    for (const m of parsed.items) {
+      const kind = classify(m);
+      if (kind === 'notification') {
+        const n = m as { method: string; params?: { job?: Job } };
+        if (n.method === 'job.changed' && n.params?.job) this.emit('job.changed', n.params.job);
+        else if (n.method === 'agent.connection' && n.params) this.emit('agent.connection', n.params);
         continue;
       }
-      if (r.method === 'agent.connection' && r.params) {
-        this.emit('agent.connection', r.params);
-        continue;
-      }
+      if (kind !== 'response') continue;
+      const r = m as { id: unknown; result?: unknown; error?: { code: number; message: string; data?: Record<string, unknown> } };
       const p = typeof r.id === 'number' ? this.pending.get(r.id) : undefined;
       if (!p) continue;
       this.pending.delete(r.id as number);

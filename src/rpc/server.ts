@@ -1,11 +1,13 @@
-// JSON-RPC 2.0 over any transport: one frame in, at most one frame out. json-rpc-2.0 does the
-// dispatch; framing is checked here because the library answers a few cases off-spec
-// (a batch of one is answered without an array, JSON null is a parse error, object ids pass).
+// JSON-RPC 2.0 over any transport: one frame in, at most one frame out. json-rpc-2.0 dispatches
+// single requests; framing, batches, limits and serialization are ours (src/protocol/), because
+// the library answers a few cases off-spec (a batch of one without an array, JSON null as a parse
+// error, object ids) and would lose ids beyond 2^53.
 import { randomBytes } from 'node:crypto';
-import { JSONRPCErrorCode, JSONRPCErrorException, JSONRPCServer, type JSONRPCResponse } from 'json-rpc-2.0';
+import { JSONRPCErrorException, JSONRPCServer } from 'json-rpc-2.0';
 import { AgentError } from '../errors.js';
 import type { AgentConnectionParams, Job } from '../generated/api.js';
 import type { Logger } from '../log.js';
+import { CODES, agentError, answerId, cachedResult, classify, errorResponse, frameLength, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Frame, type Response } from '../protocol/index.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { METHODS, METHOD_NAMES, type MethodSpec } from './methods.js';
@@ -20,7 +22,8 @@ export interface AuditEntry {
   peer: string;
   method: string;
   params: unknown;
-  outcome: 'ok' | 'error';
+  /** 'accepted' is written before the call acts; 'ok' or 'error' once it is done. */
+  outcome: 'accepted' | 'ok' | 'error';
   error?: { code: number; message: string; name?: string };
   jobId?: string;
   groupId?: string;
@@ -35,8 +38,21 @@ export interface RpcServerOptions {
   schemas?: SchemaSet;
   /** Check every result against its schema too (tests turn this on). */
   validateResults?: boolean;
-  /** Receives one entry per mutating call. */
+  /**
+   * Receives the entries of every mutating call; a throw refuses the call (auditFailed) before
+   * it acts: an action that cannot be recorded does not happen.
+   */
   audit?: (entry: AuditEntry) => void;
+  /** Most messages in one batch (default 100); a larger batch is refused whole. */
+  maxBatch?: number;
+  /** Bytes the answers of one batch may take (default 1 MiB); beyond, read-only answers are dropped. */
+  maxResponseBytes?: number;
+}
+
+interface AuditOutcome {
+  outcome: AuditEntry['outcome'];
+  result?: unknown;
+  error?: { code: number; message: string; data?: unknown };
 }
 
 interface CallContext {
@@ -46,18 +62,16 @@ interface CallContext {
 
 type Handler = (params: any, ctx: CallContext) => Promise<unknown>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-const invalidRequest = (id: unknown = null): JSONRPCResponse =>
-  ({ jsonrpc: '2.0', id: validId(id) ? id : null, error: { code: JSONRPCErrorCode.InvalidRequest, message: 'Invalid Request' } }) as JSONRPCResponse;
-
-function validId(id: unknown): id is string | number | null {
-  return id === null || typeof id === 'string' || (typeof id === 'number' && Number.isFinite(id));
-}
+const MUTATING = new Set(METHODS.filter((m) => m.mutating).map((m) => m.name));
 
 export class RpcServer {
   readonly schemas: SchemaSet;
   private readonly server = new JSONRPCServer<CallContext>({ errorListener: () => {} });
   private readonly sessions = new Set<Session>();
   private readonly log: Logger;
+  private readonly discoverJson: Buffer;
+  private readonly maxBatch: number;
+  private readonly maxResponseBytes: number;
   private readonly onJobChanged = (job: Job) => {
     for (const s of this.sessions) if (s.wants(job)) s.notify('job.changed', { job });
   };
@@ -71,8 +85,10 @@ export class RpcServer {
     this.log = opts.log;
     const handlers = this.handlers();
     for (const spec of METHODS) this.register(spec, handlers[spec.name]!);
-    const doc = openRpcDocument(this.schemas, opts.version);
-    this.server.addMethod('rpc.discover', () => doc);
+    // Serialized once: a flood of rpc.discover costs a string copy per call, not a JSON build.
+    this.discoverJson = Buffer.from(JSON.stringify(openRpcDocument(this.schemas, opts.version)));
+    this.maxBatch = opts.maxBatch ?? 100;
+    this.maxResponseBytes = opts.maxResponseBytes ?? 1024 * 1024;
     opts.service.on('job.changed', this.onJobChanged);
     opts.service.on('agent.connection', this.onConnection);
   }
@@ -98,33 +114,67 @@ export class RpcServer {
     return this.sessions.size;
   }
 
-  /** One frame in; the response frame, or null when nothing must be answered. */
-  async handle(frame: string, session: Session): Promise<string | null> {
-    let msg: unknown;
+  /** One frame in; the response frame, or null when nothing must be answered. Never throws. */
+  async handle(frame: string, session: Session): Promise<Frame | null> {
     try {
-      msg = JSON.parse(frame);
-    } catch {
-      return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: JSONRPCErrorCode.ParseError, message: 'Parse error' } });
+      return await this.handleFrame(frame, session);
+    } catch (e) {
+      // A bug here must still answer (and be seen), never leave the caller waiting.
+      this.log.error('internal error handling a frame', { error: e instanceof Error ? { message: e.message, stack: e.stack } : String(e) });
+      return serialize(errorResponse(null, { code: CODES.internalError, message: 'Internal error' }));
     }
-    if (Array.isArray(msg)) {
-      if (msg.length === 0) return JSON.stringify(invalidRequest());
-      const responses = (await Promise.all(msg.map((m) => this.single(m, session)))).filter((r) => r !== null);
-      return responses.length > 0 ? JSON.stringify(responses) : null;
-    }
-    const r = await this.single(msg, session);
-    return r === null ? null : JSON.stringify(r);
   }
 
-  private async single(req: unknown, session: Session): Promise<JSONRPCResponse | null> {
-    if (typeof req !== 'object' || req === null || Array.isArray(req)) return invalidRequest();
-    const r = req as Record<string, unknown>;
-    const hasId = 'id' in r;
-    if (r.jsonrpc !== '2.0' || typeof r.method !== 'string' || (hasId && !validId(r.id)) ||
-      ('params' in r && (typeof r.params !== 'object' || r.params === null))) {
-      return hasId ? invalidRequest(r.id) : invalidRequest();
+  private async handleFrame(frame: string, session: Session): Promise<Frame | null> {
+    const parsed = parseFrame(frame);
+    if (!parsed.ok) return serialize(session.budget && !session.budget.take() ? rateLimited(null) : parseError());
+    const { items, rawIds, batch } = parsed;
+    if (batch && items.length === 0) return serialize(invalidRequest());
+    if (batch && items.length > this.maxBatch) {
+      return serialize(invalidRequest(null, `a batch of ${items.length} messages exceeds the limit of ${this.maxBatch}`, { maxBatch: this.maxBatch }));
+    }
+    const answers = await Promise.all(items.map((m, i) => this.single(m, rawIds[i], session)));
+    if (!batch) return answers[0] ?? null;
+    return serializeBatch(this.bounded(items, answers));
+  }
+
+  /**
+   * The answers of one batch, within maxResponseBytes: read-only answers past the bound are
+   * replaced by responseTooLarge (they had no effect; mutating answers and errors always stay).
+   */
+  private bounded(items: unknown[], answers: Array<Frame | null>): Frame[] {
+    let total = answers.reduce((n: number, a) => n + (a ? frameLength(a) : 0), 0);
+    const out: Frame[] = [];
+    for (let i = answers.length - 1; i >= 0; i--) {
+      const a = answers[i];
+      if (a === null || a === undefined) continue;
+      const readOnlyRequest = classify(items[i]) === 'request' && !MUTATING.has((items[i] as { method: string }).method);
+      if (total > this.maxResponseBytes && readOnlyRequest && (typeof a !== 'string' || a.includes('"result":'))) {
+        const r = serialize(errorResponse(answerId(items[i]), agentError('responseTooLarge', `the answers of this batch exceed ${this.maxResponseBytes} bytes; ask for fewer at once`, { maxResponseBytes: this.maxResponseBytes })));
+        total += r.length - frameLength(a);
+        out.push(r);
+      } else out.push(a);
+    }
+    return out.reverse();
+  }
+
+  private async single(msg: unknown, rawId: string | undefined, session: Session): Promise<Frame | null> {
+    const kind = classify(msg);
+    // Every message costs one token, junk included: the rate counts calls, not frames.
+    if (session.budget && !session.budget.take()) return kind === 'notification' ? null : serialize(rateLimited(answerId(msg)), rawId);
+    if (kind !== 'request' && kind !== 'notification') return serialize(invalidRequest(answerId(msg)), rawId);
+    const r = msg as { method: string; id?: string | number | null };
+    if (r.method === 'rpc.discover') {
+      return kind === 'request' ? cachedResult(r.id!, rawId, this.discoverJson) : null;
     }
     const requestId = randomBytes(4).toString('hex');
-    return this.server.receive(r as never, { session, requestId });
+    session.pendingCalls++;
+    try {
+      const res = await this.server.receive(r as never, { session, requestId });
+      return res === null ? null : serialize(res as Response, rawId);
+    } finally {
+      session.pendingCalls--;
+    }
   }
 
   private register(spec: MethodSpec, handler: Handler): void {
@@ -146,27 +196,47 @@ export class RpcServer {
         if (spec.mutating && ctx.session.principal.readOnly) {
           throw new AgentError('unauthorized', `principal '${ctx.session.principal.name}' may not call ${spec.name}`);
         }
+        if (spec.mutating) {
+          // Recorded before it acts; if it cannot be recorded, it does not happen.
+          try {
+            this.audit(ctx, spec.name, raw, { outcome: 'accepted' });
+          } catch (e) {
+            this.log.error('audit write failed: call refused', { method: spec.name, requestId: ctx.requestId, error: (e as Error).message });
+            throw new AgentError('auditFailed', `the audit record of this ${spec.name} call could not be written; nothing was done`);
+          }
+        }
         const result = await handler(params, ctx);
         if (validateResult && !validateResult(result)) {
           throw new Error(`result of ${spec.name} breaks its schema: ${JSON.stringify(validateResult.errors)}`);
         }
         log.debug('call ok', { ms: Date.now() - started });
-        if (spec.mutating) this.audit(ctx, spec.name, raw, { outcome: 'ok', result });
+        if (spec.mutating) this.auditOutcome(ctx, spec.name, raw, { outcome: 'ok', result });
         return result;
       } catch (e) {
         const err = toErrorObject(e, log);
         log.info('call failed', { ms: Date.now() - started, code: err.code, error: err.message });
-        if (spec.mutating) this.audit(ctx, spec.name, raw, { outcome: 'error', error: err });
+        if (spec.mutating && nameOf(err.data) !== 'auditFailed') this.auditOutcome(ctx, spec.name, raw, { outcome: 'error', error: err });
         throw new JSONRPCErrorException(err.message, err.code, err.data);
       }
     });
   }
 
-  private audit(ctx: CallContext, method: string, params: unknown, o: { outcome: 'ok' | 'error'; result?: unknown; error?: { code: number; message: string; data?: unknown } }): void {
+  /** The outcome of a call (it already acted or was refused): a failed write is logged. */
+  private auditOutcome(ctx: CallContext, method: string, params: unknown, o: AuditOutcome): void {
+    try {
+      this.audit(ctx, method, params, o);
+    } catch (e) {
+      this.log.error('audit write failed', { method, requestId: ctx.requestId, outcome: o.outcome, error: (e as Error).message });
+    }
+  }
+
+  private audit(ctx: CallContext, method: string, params: unknown, o: AuditOutcome): void {
     if (!this.opts.audit) return;
     const result = o.result as { job?: Job; group?: { groupId: string }; changed?: boolean } | undefined;
-    const p = params as { jobId?: string; groupId?: string };
-    const entry: AuditEntry = {
+    const p = (params && typeof params === 'object' ? params : {}) as { jobId?: unknown; groupId?: unknown };
+    const jobId = result?.job?.jobId ?? (typeof p.jobId === 'string' ? p.jobId : undefined);
+    const groupId = result?.group?.groupId ?? (typeof p.groupId === 'string' ? p.groupId : undefined);
+    this.opts.audit({
       time: new Date().toISOString(),
       requestId: ctx.requestId,
       principal: ctx.session.principal.name,
@@ -175,15 +245,10 @@ export class RpcServer {
       params,
       outcome: o.outcome,
       ...(o.error ? { error: { code: o.error.code, message: o.error.message, ...(nameOf(o.error.data) ? { name: nameOf(o.error.data) } : {}) } } : {}),
-      ...(result?.job?.jobId ?? p?.jobId ? { jobId: result?.job?.jobId ?? p.jobId } : {}),
-      ...(result?.group?.groupId ?? p?.groupId ? { groupId: result?.group?.groupId ?? p.groupId } : {}),
+      ...(jobId ? { jobId } : {}),
+      ...(groupId ? { groupId } : {}),
       ...(typeof result?.changed === 'boolean' ? { changed: result.changed } : {}),
-    };
-    try {
-      this.opts.audit(entry);
-    } catch (e) {
-      this.log.error('audit write failed', { error: e });
-    }
+    });
   }
 
   private handlers(): Record<string, Handler> {

@@ -1,6 +1,12 @@
 // One connected caller: who it is, where it comes from, and what it subscribed to.
 import { randomBytes } from 'node:crypto';
 import type { Job, SubscribeParams } from '../generated/api.js';
+import { notificationFrame } from '../protocol/index.js';
+
+/** Decides whether one more call may run now (a rate limit); absent: no limit (stdio). */
+export interface CallBudget {
+  take(): boolean;
+}
 
 export interface Principal {
   /** Token name, certificate subject, or "local" for stdio. */
@@ -14,11 +20,15 @@ export class Session {
   /** Aborted when the transport closes: waits on behalf of this session stop. */
   private readonly closing = new AbortController();
   private filter: { jobIds?: Set<string>; domain?: string } | null = null;
+  /** Calls of this session now running: the transport starts no frame while too many are. */
+  pendingCalls = 0;
 
   constructor(
     readonly principal: Principal,
     readonly peer: string,
     private readonly send: (frame: string) => void,
+    /** Counted per call, not per frame: a batch of n calls takes n. */
+    readonly budget: CallBudget | null = null,
   ) {}
 
   get signal(): AbortSignal {
@@ -46,7 +56,7 @@ export class Session {
   }
 
   notify(method: string, params: unknown): void {
-    if (!this.closing.signal.aborted) this.send(JSON.stringify({ jsonrpc: '2.0', method, params }));
+    if (!this.closing.signal.aborted) this.send(notificationFrame(method, params));
   }
 
   close(): void {

@@ -5,12 +5,13 @@ import { readFileSync, statSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { TokensFile } from '../generated/api.js';
+import { isLoopbackAddress } from '../net/addresses.js';
 import type { Principal } from '../rpc/session.js';
 import type { SchemaSet } from '../rpc/schemas.js';
 
 export class AuthConfigError extends Error {}
 
-interface TokenEntry {
+export interface TokenEntry {
   name: string;
   digest: Buffer;
   readOnly: boolean;
@@ -30,19 +31,23 @@ export function loadTokens(path: string, schemas: SchemaSet): TokenEntry[] {
     throw new AuthConfigError(`the tokens file ${path} must be owned by uid ${process.getuid!()} and not accessible to group or others (mode 0600), it is ${(st.mode & 0o777).toString(8)} uid ${st.uid}`);
   }
   let doc: unknown;
+  const text = readFileSync(path, 'utf8');
   try {
-    doc = JSON.parse(readFileSync(path, 'utf8'));
+    doc = JSON.parse(text);
   } catch (e) {
-    throw new AuthConfigError(`the tokens file ${path} is not valid JSON: ${(e as Error).message}`);
+    // V8's message may quote the text around the fault (a token): say only where it is.
+    const pos = Number(/position (\d+)/.exec((e as Error).message)?.[1] ?? NaN);
+    const where = Number.isFinite(pos) ? ` (line ${text.slice(0, pos).split('\n').length}, column ${pos - text.lastIndexOf('\n', pos - 1)})` : '';
+    throw new AuthConfigError(`the tokens file ${path} is not valid JSON${where}`);
   }
   const validate = schemas.validator('tokens.schema.json');
   if (!validate(doc)) {
     // Never echo the file's content: it holds secrets.
-    throw new AuthConfigError(`the tokens file ${path} is invalid: ${(validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`).join('; ')}`);
+    throw new AuthConfigError(`the tokens file ${path} is invalid: ${(validate.errors ?? []).map((e) => `${e.instancePath || '(top level)'} ${e.message}`).join('; ')}`);
   }
   const names = new Set<string>();
   return (doc as TokensFile).tokens.map((t) => {
-    if (names.has(t.name)) throw new AuthConfigError(`the tokens file ${path} names '${t.name}' twice`);
+    if (names.has(t.name)) throw new AuthConfigError(`the tokens file ${path} names one principal twice (entries ${[...names].indexOf(t.name) + 1} and ${names.size + 1})`);
     names.add(t.name);
     return { name: t.name, digest: digest(t.token), readOnly: !!t.readOnly };
   });
@@ -56,32 +61,54 @@ export interface AuthOptions {
   relayToken: string;
 }
 
-const isLoopback = (addr: string | undefined) => !!addr && (/^127\./.test(addr) || addr === '::1' || addr === '::ffff:127.0.0.1' || /^::ffff:127\./.test(addr));
+/**
+ * Decides who a WebSocket peer is. The tokens can be replaced (SIGHUP); `stillValid` then tells
+ * whether a connected principal's token is still in the file unchanged.
+ */
+export class Authenticator {
+  private entries: TokenEntry[] = [];
+  private readonly readOnly: Set<string>;
+  private readonly relay: TokenEntry;
+  /** Which token entry authenticated a principal (absent: certificate or loopback). */
+  private readonly via = new WeakMap<Principal, TokenEntry>();
 
-export function makeAuthenticator(opts: AuthOptions): (req: IncomingMessage) => Principal | null {
-  const readOnly = new Set(opts.readOnlyPrincipals);
-  const relay = { name: 'local-stdio', digest: digest(opts.relayToken), readOnly: false };
-  const entries = [...opts.tokens, relay];
-  return (req) => {
+  constructor(private readonly opts: AuthOptions) {
+    this.readOnly = new Set(opts.readOnlyPrincipals);
+    this.relay = { name: 'local-stdio', digest: digest(opts.relayToken), readOnly: false };
+    this.setTokens(opts.tokens);
+  }
+
+  setTokens(tokens: TokenEntry[]): void {
+    this.entries = [...tokens, this.relay];
+  }
+
+  stillValid(p: Principal): boolean {
+    const used = this.via.get(p);
+    return !used || this.entries.includes(used) || this.entries.some((e) => e.name === used.name && e.readOnly === used.readOnly && e.digest.equals(used.digest));
+  }
+
+  readonly authenticate = (req: IncomingMessage): Principal | null => {
     // Tokens in URLs end up in logs and histories: a query string with one is refused outright.
     if (/[?&](access_token|token|auth)=/i.test(req.url ?? '')) return null;
     const sock = req.socket as TLSSocket;
     if (sock.encrypted && sock.authorized) {
       const cert = sock.getPeerCertificate();
       const subject = cert?.subject ? Object.entries(cert.subject).map(([k, v]) => `${k}=${v}`).join(',') : '';
-      if (subject) return { name: subject, readOnly: readOnly.has(subject) };
+      if (subject) return { name: subject, readOnly: this.readOnly.has(subject) };
     }
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     if (m) {
       const d = digest(m[1]!);
       // Compare with every entry, always: neither timing nor order tells which one matched.
-      let found: (typeof entries)[number] | null = null;
-      for (const e of entries) if (timingSafeEqual(e.digest, d) && !found) found = e;
-      if (found) return { name: found.name, readOnly: found.readOnly || readOnly.has(found.name) };
-      return null;
+      let found: TokenEntry | null = null;
+      for (const e of this.entries) if (timingSafeEqual(e.digest, d) && !found) found = e;
+      if (!found) return null;
+      const p = { name: found.name, readOnly: found.readOnly || this.readOnly.has(found.name) };
+      this.via.set(p, found);
+      return p;
     }
-    if (opts.allowUnauthenticatedLoopback && !sock.encrypted && isLoopback(req.socket.remoteAddress)) {
-      return { name: 'loopback', readOnly: readOnly.has('loopback') };
+    if (this.opts.allowUnauthenticatedLoopback && !sock.encrypted && isLoopbackAddress(req.socket.remoteAddress)) {
+      return { name: 'loopback', readOnly: this.readOnly.has('loopback') };
     }
     return null;
   };

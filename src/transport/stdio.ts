@@ -1,61 +1,66 @@
 // stdio transport: newline-delimited JSON on stdin/stdout. The caller already runs commands
-// on this host, so it is trusted. Logs never go to stdout.
+// on this host, so it is trusted (no rate limit), but its output is bounded like any other:
+// stdin is not read while stdout holds too much unread, and a reader that stays away is dropped.
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../log.js';
+import { LineReader, parseError, serialize } from '../protocol/index.js';
 import type { RpcServer } from '../rpc/server.js';
 import { Session } from '../rpc/session.js';
+import { Flow, type FlowLimits } from './flow.js';
 
 export interface StdioOptions {
   input?: Readable;
   output?: Writable;
   /** Longest accepted line in bytes; a longer one is answered with a parse error and skipped. */
   maxLine: number;
+  flow: FlowLimits;
 }
 
-/** Serves until stdin ends; resolves once every pending answer is written. */
-export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Promise<void> {
+/** How serving ended: input ended (answers all handed to stdout), or the caller stopped reading. */
+export type StdioEnd = 'eof' | 'notReading';
+
+/** Serves until stdin ends (or stdout is not read); resolves once every pending answer is written. */
+export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Promise<StdioEnd> {
   const input = opts.input ?? process.stdin;
   const output = opts.output ?? process.stdout;
-  const write = (frame: string) => { output.write(frame + '\n'); };
-  const session = new Session({ name: 'local', readOnly: false }, 'stdio', write);
-  rpc.attach(session);
-  const pending = new Set<Promise<void>>();
-  let buf = '';
-  let skipping = false;
-
-  const dispatch = (line: string) => {
-    if (line.trim() === '') return;
-    const p = rpc.handle(line, session).then(
-      (reply) => { if (reply !== null) write(reply); },
-      (err) => log.error('unexpected failure handling a line', { error: err }),
-    ).finally(() => pending.delete(p));
-    pending.add(p);
-  };
-
   return new Promise((resolve) => {
-    input.setEncoding?.('utf8');
-    input.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl = buf.indexOf('\n');
-      while (nl >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (skipping) skipping = false;
-        else dispatch(line);
-        nl = buf.indexOf('\n');
-      }
-      if (Buffer.byteLength(buf) > opts.maxLine) {
-        // Too long to be a request we accept: answer once, drop the rest of this line.
-        if (!skipping) write(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error: line too long' } }));
-        skipping = true;
-        buf = '';
-      }
-    });
-    input.on('end', async () => {
-      if (!skipping && buf.trim() !== '') dispatch(buf);
-      await Promise.all([...pending]);
+    let done = false;
+    const finish = (how: StdioEnd) => {
+      if (done) return;
+      done = true;
+      flow.dispose();
       rpc.detach(session);
-      resolve();
+      resolve(how);
+    };
+    const flow: Flow = new Flow({
+      write: (frame, cb) => {
+        if (typeof frame === 'string') return void output.write(frame + '\n', () => cb());
+        for (const part of frame) output.write(part);
+        output.write('\n', () => cb());
+      },
+      buffered: () => output.writableLength,
+      pause: () => input.pause(),
+      resume: () => input.resume(),
+      close: (reason) => {
+        log.error('stdio: the caller does not read its answers; stopping', { reason });
+        input.destroy();
+        finish('notReading');
+      },
+    }, opts.flow, (line) => rpc.handle(line, session), () => session.pendingCalls);
+    const session = new Session({ name: 'local', readOnly: false }, 'stdio', (frame) => flow.send(frame));
+    rpc.attach(session);
+    const lines = new LineReader({
+      maxLine: opts.maxLine,
+      onLine: (line) => flow.receive(line),
+      // Too long to be a request we accept: answered once, the rest of the line dropped.
+      onOversize: () => flow.send(serialize(parseError('line too long'))),
+    });
+    input.on('data', (chunk: Buffer | string) => lines.push(chunk));
+    input.on('error', (e) => log.warn('stdio input error', { error: e.message }));
+    input.on('end', async () => {
+      lines.end();
+      await flow.drained();
+      finish('eof');
     });
   });
 }

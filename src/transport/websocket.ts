@@ -1,8 +1,10 @@
-// WebSocket transport on `ws`: frames in, frames out, one Session per connection.
+// WebSocket transport on `ws`: frames in, frames out, one Session and one Flow per connection.
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { ERRORS } from '../errors.js';
+import { Flow, type FlowLimits } from './flow.js';
 import { TokenBucket } from './rate-limit.js';
 import type { Logger } from '../log.js';
 import type { RpcServer } from '../rpc/server.js';
@@ -17,37 +19,46 @@ export interface WebSocketOptions {
   heartbeatMs: number;
   /** Decides who the peer is, or null to refuse it before any method runs. */
   authenticate?: (req: IncomingMessage) => Principal | null;
-  /** An HTTP(S) server to attach to instead of a plain HTTP one (TLS). */
-  server?: Server;
+  /** Serve wss:// with this TLS material (replaceable later with setTls). */
+  tls?: TlsOptions;
   maxConnections?: number;
-  /** Per-connection request rate (token bucket). */
+  /** Per-connection call rate (token bucket; a batch of n calls takes n). */
   rate?: { perSecond: number; burst: number };
+  /** Output and pending-call bounds of each connection (see flow.ts). */
+  flow: FlowLimits;
+  /** Origins whose browser pages may connect; an upgrade with any other Origin header is refused. */
+  allowedOrigins?: string[];
+  /** A request (headers included) not complete after this long is dropped. */
+  requestTimeoutMs: number;
 }
 
 export interface WebSocketTransport {
   readonly address: { host: string; port: number };
+  /** Replaces the TLS material for new connections (SIGHUP). */
+  setTls(tls: SecureContextOptions): void;
+  /** Closes (1008) every connection whose principal `valid` now refuses; returns how many. */
+  revalidate(valid: (p: Principal) => boolean): number;
   close(): Promise<void>;
 }
 
+/** Close codes: 1008 policy violation (credentials revoked, output not read). */
+const POLICY = 1008;
 const LOCAL: Principal = { name: 'local', readOnly: false };
 
-/** The id of a request, when it has a plain one (for answers that skip the RPC layer). */
-function idOf(text: string): string | number | null {
-  try {
-    const id = (JSON.parse(text) as { id?: unknown })?.id;
-    return typeof id === 'string' || typeof id === 'number' ? id : null;
-  } catch {
-    return null;
-  }
-}
-
 export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log: Logger): Promise<WebSocketTransport> {
-  const http = opts.server ?? createServer((_req, res) => {
+  const answer426 = (_req: IncomingMessage, res: import('node:http').ServerResponse) => {
     res.writeHead(426, { 'content-type': 'text/plain' }).end('blockcopy-agent speaks JSON-RPC over WebSocket\n');
-  });
+  };
+  // Half-sent requests (slowloris) are dropped: Node checks these timeouts every second here.
+  const httpOpts = { headersTimeout: opts.requestTimeoutMs, requestTimeout: opts.requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, opts.requestTimeoutMs) };
+  const http: Server | HttpsServer = opts.tls ? createHttpsServer({ ...opts.tls, ...httpOpts }, answer426) : createServer(httpOpts, answer426);
+  // A connection that sends nothing, or a TLS handshake that never completes, is dropped too.
+  http.setTimeout(opts.requestTimeoutMs, (s: Socket) => s.destroy());
   const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload, perMessageDeflate: false });
   const alive = new WeakMap<WebSocket, boolean>();
+  const conns = new Map<WebSocket, { session: Session; flow: Flow }>();
   const principals = new WeakMap<IncomingMessage, Principal>();
+  const origins = new Set(opts.allowedOrigins ?? []);
 
   // Refusals happen at the HTTP upgrade, before a WebSocket (let alone a method) exists, and a
   // wrong credential gets exactly the answer a missing one gets.
@@ -57,6 +68,14 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
   };
   http.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
     socket.on('error', () => {});
+    // The upgraded socket is ours now: the HTTP server's idle timeout must not cut it.
+    socket.setTimeout(0);
+    const origin = req.headers.origin;
+    if (origin !== undefined && !origins.has(origin)) {
+      // A browser page elsewhere (cross-site WebSocket hijacking): no agent page exists to be same-origin with.
+      log.warn('connection refused: foreign Origin', { peer: req.socket.remoteAddress, origin: origin.slice(0, 200) });
+      return refuse(socket, '403 Forbidden');
+    }
     if (opts.maxConnections !== undefined && wss.clients.size >= opts.maxConnections) {
       log.warn('connection refused: limit reached', { peer: req.socket.remoteAddress, limit: opts.maxConnections });
       return refuse(socket, '503 Service Unavailable');
@@ -70,32 +89,47 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
   });
 
+  const closeWs = (ws: WebSocket, reason: string) => {
+    conns.get(ws)?.flow.dispose(); // no further frame of this peer is handled
+    ws.close(POLICY, reason.slice(0, 120));
+    // A peer that does not read will not read the close frame either: free its buffers soon.
+    setTimeout(() => ws.terminate(), 2000).unref();
+  };
+
   wss.on('connection', (ws, req) => {
     // Without an error listener one malformed frame raises an unhandled 'error' and kills the process.
     ws.on('error', (err) => log.debug('websocket error', { error: err.message }));
     const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     const principal = principals.get(req)!;
     const bucket = opts.rate ? new TokenBucket(opts.rate.perSecond, opts.rate.burst) : null;
-    const session = new Session(principal, peer, (frame) => {
-      if (ws.readyState === ws.OPEN) ws.send(frame);
-    });
+    const flow: Flow = new Flow({
+      write: (frame, done) => {
+        if (ws.readyState !== ws.OPEN) return;
+        if (typeof frame === 'string') return ws.send(frame, done);
+        // One text message in fragments: a shared cached piece is sent without a copy.
+        frame.forEach((part, i) => ws.send(part, { binary: false, fin: i === frame.length - 1 }, i === frame.length - 1 ? done : undefined));
+      },
+      buffered: () => ws.bufferedAmount,
+      pause: () => ws.pause(),
+      resume: () => ws.resume(),
+      close: (reason) => {
+        log.warn('connection closed: the peer does not read its answers', { session: session.id, peer, reason });
+        closeWs(ws, `output not read: ${reason}`);
+      },
+    }, opts.flow, (frame) => rpc.handle(frame, session), () => session.pendingCalls);
+    const session = new Session(principal, peer, (frame) => flow.send(frame), bucket);
     rpc.attach(session);
+    conns.set(ws, { session, flow });
     alive.set(ws, true);
     log.debug('session opened', { session: session.id, peer, principal: principal.name });
     ws.on('pong', () => alive.set(ws, true));
     ws.on('message', (data) => {
       // Binary frames are read as UTF-8 too: JSON parsing then decides (-32700 for junk).
-      const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
-      if (bucket && !bucket.take()) {
-        ws.send(JSON.stringify({ jsonrpc: '2.0', id: idOf(text), error: { code: ERRORS.rateLimited.code, message: 'rate limit exceeded', data: { name: 'rateLimited', retryable: true } } }));
-        return;
-      }
-      void rpc.handle(text, session).then(
-        (reply) => { if (reply !== null && ws.readyState === ws.OPEN) ws.send(reply); },
-        (err) => log.error('unexpected failure handling a frame', { error: err }),
-      );
+      flow.receive(Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8'));
     });
     ws.on('close', () => {
+      flow.dispose();
+      conns.delete(ws);
       rpc.detach(session);
       log.debug('session closed', { session: session.id });
     });
@@ -122,10 +156,24 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     });
   });
   const addr = http.address() as AddressInfo;
-  log.info('listening', { host: addr.address, port: addr.port });
+  log.info('listening', { host: addr.address, port: addr.port, tls: !!opts.tls });
 
   return {
     address: { host: addr.address, port: addr.port },
+    setTls(tls) {
+      if (!opts.tls) throw new Error('this listener has no TLS to replace');
+      (http as HttpsServer).setSecureContext(tls);
+    },
+    revalidate(valid) {
+      let n = 0;
+      for (const [ws, { session }] of conns) {
+        if (valid(session.principal)) continue;
+        n++;
+        log.warn('connection closed: its credentials were revoked', { session: session.id, principal: session.principal.name });
+        closeWs(ws, 'credentials revoked');
+      }
+      return n;
+    },
     async close() {
       clearInterval(heartbeat);
       for (const ws of wss.clients) ws.close(1001, 'agent shutting down');

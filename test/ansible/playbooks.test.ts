@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as hv from '../helpers/hypervisor.js';
-import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../helpers/agent.js';
 import { playbook } from '../helpers/ansible.js';
 
 const run = promisify(execFile);
@@ -123,7 +123,7 @@ t.test('the README example docs/pivot-one-disk.yml, unmodified, moves a disk', a
   const dest = `${dom.dir}/example.qcow2`;
   const varsFile = join(dom.dir, 'example-vars.json');
   writeFileSync(varsFile, JSON.stringify({ vm: dom.name, disk: 'vda', dest, ansible_python_interpreter: '/usr/bin/python3' }));
-  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_LOCALHOST_WARNING: 'False' };
+  const env = { ...process.env, ...TEST_AGENT_ENV, PATH: `${bin}:${process.env.PATH}`, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_LOCALHOST_WARNING: 'False' };
   const r = await run('ansible-playbook', ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, join(repo, 'ansible/ansible_collections/blockcopy/agent/docs/pivot-one-disk.yml')], { env })
     .then((x) => ({ code: 0, out: x.stdout }), (e) => ({ code: e.code, out: String(e.stdout) }));
   t.equal(r.code, 0, 'the playbook succeeds');

@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { TEST_AGENT_ENV } from './agent.js';
 
 const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
@@ -30,7 +31,8 @@ export async function playbook(name: string, vars: Record<string, unknown>, opts
     tasks: [{ name: `Target ${name}`, 'ansible.builtin.import_tasks': join(TARGETS, name, 'tasks/main.yml') }] }]));
   const args = ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, play, ...(opts.check ? ['--check', '--diff'] : [])];
   const env = {
-    ...process.env, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'results_json',
+    // Agents the modules start (stdio) allow destinations under the test root.
+    ...process.env, ...TEST_AGENT_ENV, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'results_json',
     ANSIBLE_CALLBACK_PLUGINS: join(repo, 'test/ansible/callback_plugins'), ANSIBLE_NOCOLOR: '1',
     ANSIBLE_LOCALHOST_WARNING: 'False', ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False', ANSIBLE_RETRY_FILES_ENABLED: 'False',
     ...opts.env,

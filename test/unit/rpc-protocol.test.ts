@@ -1,5 +1,6 @@
 // JSON-RPC 2.0 framing and error mapping, per the spec, on a fake job service.
 import t from 'tap';
+import { frameText } from '../../src/protocol/index.js';
 import { RpcServer } from '../../src/rpc/server.js';
 import { Session } from '../../src/rpc/session.js';
 import { silentLogger } from '../../src/log.js';
@@ -15,7 +16,7 @@ function setup(readOnly = false) {
   rpc.attach(session);
   const send = async (frame: string) => {
     const r = await rpc.handle(frame, session);
-    return r === null ? null : JSON.parse(r);
+    return r === null ? null : JSON.parse(frameText(r));
   };
   return { svc, rpc, session, sent, send, audit };
 }

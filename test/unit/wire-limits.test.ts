@@ -1,0 +1,123 @@
+// Per-connection flow control (src/transport/flow.ts) on a fake socket, and the audit trail:
+// bounded iterative redaction, and mutating calls refused when their record cannot be written.
+import t from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openAudit, redact } from '../../src/audit.js';
+import { createLogger, silentLogger } from '../../src/log.js';
+import { RpcServer, type AuditEntry } from '../../src/rpc/server.js';
+import { Session } from '../../src/rpc/session.js';
+import { Flow } from '../../src/transport/flow.js';
+import { frameText } from '../../src/protocol/index.js';
+import { FakeService, asGroups, asService } from '../helpers/fake-service.js';
+
+const tick = () => new Promise((r) => setImmediate(r));
+
+function fakeIo() {
+  const io = {
+    bufferedBytes: 0, paused: false, closedWith: null as string | null, written: [] as string[],
+    write(frame: string, _done: () => void) { io.written.push(frame); io.bufferedBytes += frame.length; },
+    buffered: () => io.bufferedBytes,
+    pause() { io.paused = true; },
+    resume() { io.paused = false; },
+    close(reason: string) { io.closedWith = reason; },
+  };
+  return io;
+}
+
+t.test('flow: a peer that does not read stops being read, then is closed', async (t) => {
+  const io = fakeIo();
+  let handled = 0;
+  const flow = new Flow(io, { maxBufferedBytes: 1000, slowReaderMs: 200, maxPendingCalls: 10 }, async () => { handled++; return 'x'.repeat(400); }, () => 0);
+  for (let i = 0; i < 50; i++) flow.receive('frame');
+  for (let i = 0; i < 20; i++) await tick();
+  t.equal(handled, 3, 'frames start only while the unread output is under the bound (400 + 400 + 400 ≥ 1000)');
+  t.ok(io.paused, 'reading is paused');
+  t.equal(io.closedWith, null, 'not closed yet');
+  await new Promise((r) => setTimeout(r, 300));
+  t.match(io.closedWith, /unread for 200 ms/, 'closed once the output stayed above the bound');
+  flow.receive('more');
+  for (let i = 0; i < 5; i++) await tick();
+  t.equal(handled, 3, 'nothing is handled after the close');
+});
+
+t.test('flow: output read in time resumes reading; pending calls bound what starts', async (t) => {
+  const io = fakeIo();
+  let pending = 0;
+  const started: string[] = [];
+  const release: Array<() => void> = [];
+  const flow = new Flow(io, { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 2 }, (f) => {
+    started.push(f);
+    pending++;
+    return new Promise((r) => release.push(() => { pending--; r(null); }));
+  }, () => pending);
+  for (const f of ['a', 'b', 'c', 'd']) flow.receive(f);
+  for (let i = 0; i < 10; i++) await tick();
+  t.same(started, ['a', 'b'], 'two calls at most');
+  t.ok(io.paused, 'paused meanwhile');
+  release.shift()!();
+  for (let i = 0; i < 10; i++) await tick();
+  t.same(started, ['a', 'b', 'c'], 'one more once one finished');
+  while (release.length) { release.shift()!(); for (let i = 0; i < 10; i++) await tick(); }
+  await flow.drained();
+  t.same(started, ['a', 'b', 'c', 'd']);
+  t.notOk(io.paused, 'reading again');
+  flow.dispose();
+});
+
+t.test('flow: output far above the bound closes at once', async (t) => {
+  const io = fakeIo();
+  const flow = new Flow(io, { maxBufferedBytes: 100, slowReaderMs: 60_000, maxPendingCalls: 10 }, async () => null, () => 0);
+  flow.send('n'.repeat(1700));
+  t.match(io.closedWith, /more than 1600 bytes/);
+  flow.dispose();
+});
+
+t.test('redaction is bounded and iterative', async (t) => {
+  let deep: unknown = 'bottom';
+  for (let i = 0; i < 200_000; i++) deep = { a: deep };
+  const out = JSON.stringify(redact({ params: deep }));
+  t.ok(out.length < 200, `200,000 levels become a short record (${out.length} bytes)`);
+  t.match(out, /\[too deep\]/);
+  const wide = redact({ ...Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`k${i}`, i])), apiKey: 'k' }) as Record<string, unknown>;
+  t.ok(Object.keys(wide).length <= 202, 'at most the key budget (plus a summary)');
+  t.match(wide['…'], /more omitted/);
+  t.match(redact({ s: 'x'.repeat(5000) }), { s: /^x{1024}…\[3976 more\]$/ }, 'long strings cut');
+  t.same(redact({ token: 's', nested: [{ password: 'p', ok: 1 }] }), { token: '[redacted]', nested: [{ password: '[redacted]', ok: 1 }] }, 'secrets redacted at any depth');
+});
+
+function server(audit: (e: AuditEntry) => void, log = silentLogger) {
+  const svc = new FakeService();
+  const rpc = new RpcServer({ service: asService(svc), groups: asGroups(svc), log, version: 'test', audit });
+  const session = new Session({ name: 'admin', readOnly: false }, 'peer', () => {});
+  return { svc, send: async (o: unknown) => JSON.parse(frameText((await rpc.handle(JSON.stringify(o), session))!)) };
+}
+
+t.test('a mutating call with deeply nested params is refused and audited', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'audit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const sink = openAudit(join(dir, 'audit.log'), silentLogger);
+  const svc = new FakeService();
+  const rpc = new RpcServer({ service: asService(svc), groups: asGroups(svc), log: silentLogger, version: 'test', audit: sink.write });
+  // Built as text: JSON.stringify would overflow the stack on this itself.
+  const depth = 100_000;
+  const params = `{"jobId":"j1","x":${'['.repeat(depth)}${']'.repeat(depth)}}`;
+  const sent = (await rpc.handle(`{"jsonrpc":"2.0","method":"abort","id":1,"params":${params}}`, new Session({ name: 'admin', readOnly: false }, 'peer', () => {})))!;
+  t.match(JSON.parse(frameText(sent)), { id: 1, error: { code: -32602 } }, 'refused as invalid params');
+  sink.close();
+  const lines = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  t.match(lines, [{ method: 'abort', outcome: 'error', error: { code: -32602 }, params: { jobId: 'j1' } }], 'and audited, with bounded params');
+  t.equal(svc.calls.length, 0);
+});
+
+t.test('a mutating call whose audit record cannot be written is refused before it acts', async (t) => {
+  const logged: string[] = [];
+  const log = createLogger({ write: (l) => logged.push(l) });
+  const { send, svc } = server(() => { throw new Error('EIO: disk gone'); }, log);
+  const r = await send({ jsonrpc: '2.0', method: 'abort', params: { jobId: 'j1' }, id: 3 });
+  t.match(r, { id: 3, error: { code: -32019, data: { name: 'auditFailed', retryable: true } } }, 'refused with auditFailed');
+  t.equal(svc.calls.length, 0, 'the service was never called');
+  t.ok(logged.some((l) => /audit write failed: call refused/.test(l) && /EIO: disk gone/.test(l)), 'the failure is logged');
+  t.match(await send({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: 4 }), { id: 4, result: {} }, 'reads go on');
+});
