@@ -10,6 +10,8 @@ import { GroupManager } from './jobs/groups.js';
 import { JobManager } from './jobs/manager.js';
 import { openConnection, type Connection } from './libvirt/index.js';
 import type { Logger } from './log.js';
+import type { AgentMetrics } from './metrics/metrics.js';
+import type { MetricsServer } from './metrics/http.js';
 import { RpcServer, type AuditEntry } from './rpc/server.js';
 import { SchemaSet } from './rpc/schemas.js';
 import { loadTokens, makeAuthenticator } from './transport/auth.js';
@@ -29,6 +31,7 @@ export interface AgentOptions {
 
 export interface Agent {
   readonly ws: WebSocketTransport | null;
+  readonly metrics: MetricsServer | null;
   /** Resolves when the stdio transport's input ended (never, without stdio). */
   readonly stdioEnded: Promise<void>;
   close(): Promise<void>;
@@ -113,6 +116,11 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   let groups: GroupManager | null = null;
   let rpc: RpcServer | null = null;
   let ws: WebSocketTransport | null = null;
+  let metricsServer: MetricsServer | null = null;
+  // Loaded only when enabled: prom-client stays out of agents that do not serve metrics.
+  const metrics: AgentMetrics | null = cfg.metrics.enabled
+    ? new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds }) : null;
+  const onRefusal = metrics ? { onRefusal: metrics.refused.bind(metrics) } : {};
   try {
     conn = await connectWithRetry(cfg.uri, log);
     jobs = new JobManager({
@@ -120,23 +128,30 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION,
       checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
     });
+    metrics?.observeJobs(jobs);
     await jobs.start();
     watchConnection(conn, jobs, cfg.uri, log);
-    groups = new GroupManager({ jobs, stateDir: cfg.stateDir, log });
+    groups = new GroupManager({ jobs, stateDir: cfg.stateDir, log, ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}) });
     await groups.start();
-    rpc = new RpcServer({ service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write });
+    rpc = new RpcServer({ service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write, ...(metrics ? { observer: metrics } : {}) });
+    if (metrics) {
+      const { startMetricsServer } = await import('./metrics/http.js');
+      metricsServer = await startMetricsServer(metrics, { host: cfg.metrics.host, port: cfg.metrics.port }, log);
+    }
     if (cfg.listen.enabled) {
       // The local stdio relay proves it runs as root by reading this from the state directory.
       const relayToken = randomBytes(32).toString('hex');
       ws = await startWebSocket(rpc, {
         host: cfg.listen.host, port: cfg.listen.port, maxPayload: cfg.maxPayloadBytes, heartbeatMs: cfg.heartbeatMs,
-        maxConnections: cfg.limits.maxConnections, rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst },
+        maxConnections: cfg.limits.maxConnections, rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst }, ...onRefusal,
         ...(tls ? { server: createHttpsServer(tls) } : {}),
         authenticate: makeAuthenticator({ tokens, readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [], allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback, relayToken }),
       }, log);
       lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls });
     }
   } catch (e) {
+    await metricsServer?.close();
+    metrics?.close();
     await ws?.close();
     rpc?.close();
     groups?.stop();
@@ -146,14 +161,17 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     audit.close();
     throw e;
   }
-  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes }, log) : new Promise<void>(() => {});
+  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, ...onRefusal }, log) : new Promise<void>(() => {});
   let closing: Promise<void> | null = null;
   return {
     ws,
+    metrics: metricsServer,
     stdioEnded,
     close() {
       // Never touches running copies: QEMU keeps them, the next start adopts them.
       closing ??= (async () => {
+        await metricsServer?.close();
+        metrics?.close();
         await ws?.close();
         rpc!.close();
         groups!.stop();

@@ -30,6 +30,8 @@ export interface GroupManagerOptions {
   jobs: JobManager;
   stateDir: string;
   log: Logger;
+  /** Told how long each group switch paused the guest (metrics). */
+  onSwitch?: (operation: 'pivot' | 'finish', pausedMs: number) => void;
 }
 
 type Operation = 'pivot' | 'finish';
@@ -58,10 +60,12 @@ export class GroupManager {
   private readonly groups = new Map<string, Entry>();
   private readonly updates = new EventEmitter();
   private started = false;
+  private readonly onSwitch: GroupManagerOptions['onSwitch'];
 
   constructor(opts: GroupManagerOptions) {
     this.jobs = opts.jobs;
     this.log = opts.log;
+    this.onSwitch = opts.onSwitch;
     this.journal = new Journal(opts.stateDir);
     this.updates.setMaxListeners(0);
   }
@@ -273,6 +277,7 @@ export class GroupManager {
     }
     await this.save(entry).catch((e) => this.log.error('group record write failed', { groupId: entry.rec.groupId, error: e }));
     this.log.info(`group ${how}`, { groupId: entry.rec.groupId, pausedMs: entry.rec.lastSwitch.pausedMs, failed: failed.length });
+    this.onSwitch?.(how, entry.rec.lastSwitch.pausedMs);
     const group = this.view(entry);
     if (failed.length > 0) {
       const first = failed[0]!.error;

@@ -6,6 +6,7 @@ import { JSONRPCErrorCode, JSONRPCErrorException, JSONRPCServer, type JSONRPCRes
 import { AgentError } from '../errors.js';
 import type { AgentConnectionParams, Job } from '../generated/api.js';
 import type { Logger } from '../log.js';
+import type { RpcObserver } from '../metrics/observer.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { METHODS, METHOD_NAMES, type MethodSpec } from './methods.js';
@@ -37,6 +38,8 @@ export interface RpcServerOptions {
   validateResults?: boolean;
   /** Receives one entry per mutating call. */
   audit?: (entry: AuditEntry) => void;
+  /** Told of every method call (metrics). */
+  observer?: RpcObserver;
 }
 
 interface CallContext {
@@ -151,11 +154,13 @@ export class RpcServer {
           throw new Error(`result of ${spec.name} breaks its schema: ${JSON.stringify(validateResult.errors)}`);
         }
         log.debug('call ok', { ms: Date.now() - started });
+        this.opts.observer?.call(spec.name, (Date.now() - started) / 1000);
         if (spec.mutating) this.audit(ctx, spec.name, raw, { outcome: 'ok', result });
         return result;
       } catch (e) {
         const err = toErrorObject(e, log);
         log.info('call failed', { ms: Date.now() - started, code: err.code, error: err.message });
+        this.opts.observer?.call(spec.name, (Date.now() - started) / 1000, nameOf(err.data) ?? (err.code === JSONRPCErrorCode.InvalidParams ? 'invalidParams' : 'internal'));
         if (spec.mutating) this.audit(ctx, spec.name, raw, { outcome: 'error', error: err });
         throw new JSONRPCErrorException(err.message, err.code, err.data);
       }

@@ -2,6 +2,7 @@
 // on this host, so it is trusted. Logs never go to stdout.
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../log.js';
+import type { RefusalKind } from '../metrics/observer.js';
 import type { RpcServer } from '../rpc/server.js';
 import { Session } from '../rpc/session.js';
 
@@ -10,6 +11,8 @@ export interface StdioOptions {
   output?: Writable;
   /** Longest accepted line in bytes; a longer one is answered with a parse error and skipped. */
   maxLine: number;
+  /** Told of every refused line (metrics). */
+  onRefusal?: (kind: RefusalKind) => void;
 }
 
 /** Serves until stdin ends; resolves once every pending answer is written. */
@@ -46,6 +49,7 @@ export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Pro
       }
       if (Buffer.byteLength(buf) > opts.maxLine) {
         // Too long to be a request we accept: answer once, drop the rest of this line.
+        if (!skipping) opts.onRefusal?.('oversizedFrame');
         if (!skipping) write(JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error: line too long' } }));
         skipping = true;
         buf = '';

@@ -5,6 +5,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { ERRORS } from '../errors.js';
 import { TokenBucket } from './rate-limit.js';
 import type { Logger } from '../log.js';
+import type { RefusalKind } from '../metrics/observer.js';
 import type { RpcServer } from '../rpc/server.js';
 import { Session, type Principal } from '../rpc/session.js';
 
@@ -22,6 +23,8 @@ export interface WebSocketOptions {
   maxConnections?: number;
   /** Per-connection request rate (token bucket). */
   rate?: { perSecond: number; burst: number };
+  /** Told of every refused connection or request (metrics). */
+  onRefusal?: (kind: RefusalKind) => void;
 }
 
 export interface WebSocketTransport {
@@ -59,11 +62,13 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     socket.on('error', () => {});
     if (opts.maxConnections !== undefined && wss.clients.size >= opts.maxConnections) {
       log.warn('connection refused: limit reached', { peer: req.socket.remoteAddress, limit: opts.maxConnections });
+      opts.onRefusal?.('connectionLimit');
       return refuse(socket, '503 Service Unavailable');
     }
     const principal = opts.authenticate ? opts.authenticate(req) : LOCAL;
     if (!principal) {
       log.warn('connection refused: not authenticated', { peer: req.socket.remoteAddress });
+      opts.onRefusal?.('authFailed');
       return refuse(socket, '401 Unauthorized');
     }
     principals.set(req, principal);
@@ -72,7 +77,10 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
 
   wss.on('connection', (ws, req) => {
     // Without an error listener one malformed frame raises an unhandled 'error' and kills the process.
-    ws.on('error', (err) => log.debug('websocket error', { error: err.message }));
+    ws.on('error', (err: Error & { code?: string }) => {
+      log.debug('websocket error', { error: err.message });
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') opts.onRefusal?.('oversizedFrame');
+    });
     const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     const principal = principals.get(req)!;
     const bucket = opts.rate ? new TokenBucket(opts.rate.perSecond, opts.rate.burst) : null;
@@ -87,6 +95,7 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
       // Binary frames are read as UTF-8 too: JSON parsing then decides (-32700 for junk).
       const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : Buffer.from(data as ArrayBuffer).toString('utf8');
       if (bucket && !bucket.take()) {
+        opts.onRefusal?.('rateLimited');
         ws.send(JSON.stringify({ jsonrpc: '2.0', id: idOf(text), error: { code: ERRORS.rateLimited.code, message: 'rate limit exceeded', data: { name: 'rateLimited', retryable: true } } }));
         return;
       }
