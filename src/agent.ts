@@ -2,7 +2,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
-import { createRequire } from 'node:module';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
 import { makeDestinationCheck } from './jobs/destination-check.js';
@@ -17,12 +16,17 @@ import { SchemaSet } from './rpc/schemas.js';
 import { loadTokens, makeAuthenticator } from './transport/auth.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
 import { serveStdio } from './transport/stdio.js';
+import { serveUnixSocket, type UnixSocketTransport } from './transport/unix-socket.js';
 import { startWebSocket, type WebSocketTransport } from './transport/websocket.js';
 
-export const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+import { VERSION } from './version.js';
+
+export { VERSION };
 
 export interface AgentOptions {
   stdio: boolean;
+  /** Serve the local unix socket (config socket.*): `serve` does, `stdio` does not. */
+  socket?: boolean;
   log: Logger;
   /** Validate every result against its schema (tests). */
   validateResults?: boolean;
@@ -117,6 +121,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   let rpc: RpcServer | null = null;
   let ws: WebSocketTransport | null = null;
   let metricsServer: MetricsServer | null = null;
+  let unix: UnixSocketTransport | null = null;
   // Loaded only when enabled: prom-client stays out of agents that do not serve metrics.
   const metrics: AgentMetrics | null = cfg.metrics.enabled
     ? new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds }) : null;
@@ -138,6 +143,10 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       const { startMetricsServer } = await import('./metrics/http.js');
       metricsServer = await startMetricsServer(metrics, { host: cfg.metrics.host, port: cfg.metrics.port }, log);
     }
+    if (opts.socket && cfg.socket.enabled) {
+      unix = await serveUnixSocket(rpc, { path: cfg.socket.path, maxLine: cfg.maxPayloadBytes, ...onRefusal }, log);
+      lock.update({ pid: process.pid, listen: null, socket: unix.path });
+    }
     if (cfg.listen.enabled) {
       // The local stdio relay proves it runs as root by reading this from the state directory.
       const relayToken = randomBytes(32).toString('hex');
@@ -147,11 +156,12 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
         ...(tls ? { server: createHttpsServer(tls) } : {}),
         authenticate: makeAuthenticator({ tokens, readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [], allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback, relayToken }),
       }, log);
-      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls });
+      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls, ...(unix ? { socket: unix.path } : {}) });
     }
   } catch (e) {
     await metricsServer?.close();
     metrics?.close();
+    await unix?.close();
     await ws?.close();
     rpc?.close();
     groups?.stop();
@@ -172,6 +182,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       closing ??= (async () => {
         await metricsServer?.close();
         metrics?.close();
+        await unix?.close();
         await ws?.close();
         rpc!.close();
         groups!.stop();

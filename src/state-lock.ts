@@ -9,6 +9,8 @@ export interface LockInfo {
   /** Secret that authenticates the local stdio relay; the file is readable by root only. */
   relayToken?: string;
   tls?: boolean;
+  /** The local unix socket it serves JSON-RPC on (the CLI connects there directly). */
+  socket?: string;
 }
 
 export type LockResult = { acquired: true; release: () => void; update: (info: LockInfo) => void } | { acquired: false; holder: LockInfo };

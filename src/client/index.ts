@@ -1,7 +1,9 @@
-// A typed client for the agent over WebSocket or a spawned `blockcopy-agent stdio`.
+// A typed client for the agent over WebSocket, its local unix socket, or a spawned
+// `blockcopy-agent stdio`. `ws` is loaded only for WebSocket connections (the CLI's local verbs
+// start faster without it).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { WebSocket } from 'ws';
+import { createConnection } from 'node:net';
 import type { AgentErrorData, Job } from '../generated/api.js';
 import type { MethodName, Methods } from './methods.js';
 
@@ -62,7 +64,20 @@ export class AgentClient extends EventEmitter {
     return client;
   }
 
-  private attachWebSocket(url: string, opts: ConnectOptions): Promise<void> {
+  /** The agent's local unix socket (root only; newline-delimited JSON-RPC). */
+  static connectSocket(path: string): Promise<AgentClient> {
+    return new Promise((resolve, reject) => {
+      const sock = createConnection(path);
+      const client = new AgentClient({ send: (f) => sock.write(f + '\n'), close: () => sock.end() });
+      sock.once('connect', () => resolve(client));
+      sock.on('error', (e) => { reject(e); client.shutdown(e); });
+      sock.on('close', () => client.shutdown(new Error('the agent closed the connection')));
+      client.readLines(sock);
+    });
+  }
+
+  private async attachWebSocket(url: string, opts: ConnectOptions): Promise<void> {
+    const { WebSocket } = await import('ws');
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: opts.headers, ca: opts.ca, cert: opts.cert, key: opts.key, perMessageDeflate: false });
       let opened = false;
@@ -106,17 +121,7 @@ export class AgentClient extends EventEmitter {
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', opts.stderr ?? 'inherit'], env: opts.env ?? process.env });
     const client = new AgentClient({ send: (f) => child.stdin!.write(f + '\n'), close: () => child.stdin!.end() }) as AgentClient & { process: ChildProcess };
     client.process = child;
-    let buf = '';
-    child.stdout!.setEncoding('utf8');
-    child.stdout!.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim()) client.receive(line);
-      }
-    });
+    client.readLines(child.stdout!);
     child.on('exit', (code, signal) => client.shutdown(new Error(`agent exited (${signal ?? code})`)));
     child.on('error', (e) => client.shutdown(e));
     return client;
@@ -149,6 +154,20 @@ export class AgentClient extends EventEmitter {
     this.closed = true;
     this.transport.close();
     this.shutdown(new Error('the client is closed'));
+  }
+
+  private readLines(input: NodeJS.ReadableStream): void {
+    let buf = '';
+    input.setEncoding('utf8');
+    input.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.trim()) this.receive(line);
+      }
+    });
   }
 
   private receive(text: string): void {
