@@ -92,3 +92,29 @@ t.test('rpc calls, errors, refusals and the connection', async (t) => {
   text = await m.render();
   t.equal(line(text, 'blockcopy_libvirt_connected'), 'blockcopy_libvirt_connected 1', 'connected again');
 });
+
+t.test('docs/grafana-dashboard.json: every query parses (promtool) and names only metrics the agent exposes', async (t) => {
+  const { readFileSync, writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { spawnSync } = await import('node:child_process');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dash = JSON.parse(readFileSync(new URL('../../../docs/grafana-dashboard.json', import.meta.url), 'utf8'));
+  const exprs: string[] = dash.panels.flatMap((p: { targets?: Array<{ expr: string }> }) => (p.targets ?? []).map((x) => x.expr));
+  t.ok(exprs.length >= 15, `${exprs.length} queries`);
+  // Grafana's variables, as Grafana would substitute them.
+  const concrete = exprs.map((e) => e.replaceAll('$__rate_interval', '1m').replaceAll('$__range', '1h').replaceAll('$instance', '.*').replaceAll('$domain', '.*'));
+  const dir = mkdtempSync(join(tmpdir(), 'bc-dash-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const rules = { groups: [{ name: 'dashboard', rules: concrete.map((expr, i) => ({ record: `dashboard:q${i}`, expr })) }] };
+  writeFileSync(join(dir, 'rules.json'), JSON.stringify(rules)); // YAML is a superset of JSON
+  const r = spawnSync('promtool', ['check', 'rules', join(dir, 'rules.json')], { encoding: 'utf8' });
+  t.equal(r.status, 0, `promtool check rules: ${(r.stdout + r.stderr).trim().split('\n').pop()}`);
+
+  const m = new AgentMetrics({ endedJobSeconds: 60 });
+  const exposed = new Set((await m.render()).split('\n').filter((l) => l.startsWith('# TYPE ')).flatMap((l) => {
+    const [, , name, type] = l.split(' ');
+    return type === 'histogram' ? [`${name}_bucket`, `${name}_sum`, `${name}_count`] : [name!];
+  }));
+  const used = new Set(concrete.flatMap((e) => [...e.matchAll(/\b((?:blockcopy|process|nodejs)_[a-z0-9_]+)/g)].map((x) => x[1]!)));
+  for (const name of used) t.ok(exposed.has(name), `${name} is exposed`);
+});
