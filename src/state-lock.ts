@@ -1,6 +1,6 @@
 // One agent owns a state directory at a time. The lock file names the owner's pid and where
 // it listens, so a `stdio` invocation can relay to the running daemon instead of competing.
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface LockInfo {
@@ -27,10 +27,14 @@ function alive(pid: number): boolean {
 export function acquireStateLock(stateDir: string): LockResult {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const path = join(stateDir, 'agent.lock');
+  // Replaced whole (temp file, rename): a reader never sees it empty or torn, which a second
+  // agent would take for a stale lock and remove, and the CLI for no agent.
   const write = (info: LockInfo) => {
-    const fd = openSync(path, 'w', 0o600);
+    const tmp = `${path}.${process.pid}.new`;
+    const fd = openSync(tmp, 'w', 0o600);
     writeSync(fd, JSON.stringify(info));
     closeSync(fd);
+    renameSync(tmp, path);
   };
   for (let attempt = 0; attempt < 2; attempt++) {
     try {

@@ -10,10 +10,10 @@ import { Scope, median, now, round, type BenchContext, type SuiteResult } from '
 interface Stats { meanMs: number; sdMs: number; minMs: number; medianMs: number; maxMs: number; runs: number }
 
 /** Runs the command `runs` times after `warmup` runs; each run must exit 0. */
-function measure(cmd: string, args: string[], runs: number, warmup: number, env?: NodeJS.ProcessEnv): Stats {
+function measure(cmd: string, args: string[], runs: number, warmup: number, input?: string): Stats {
   const once = () => {
     const t0 = now();
-    const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: env ?? process.env });
+    const r = spawnSync(cmd, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'], ...(input === undefined ? {} : { input }) });
     const ms = now() - t0;
     if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
     return ms;
@@ -34,17 +34,20 @@ export async function cliLatency(ctx: BenchContext): Promise<SuiteResult> {
     const withoutSocket = await serveAgent(scope, { config: { ...BENCH_AGENT_CONFIG, socket: { enabled: false } } });
     // The CLI as installed runs node without the agent's V8 flags: the same here.
     const node = process.execPath;
-    const cases: Array<[string, string, string[]]> = [
+    const request = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'listJobs', params: {} }) + '\n';
+    const cases: Array<[string, string, string[], string?]> = [
       ['virsh list', 'virsh', ['-q', 'list', '--all']],
       ['blockcopy-agent jobs (unix socket)', node, [CLI, 'jobs', '--json', '--state-dir', withSocket.stateDir]],
       ['blockcopy-agent jobs (stdio relay, no socket)', node, [CLI, 'jobs', '--json', '--state-dir', withoutSocket.stateDir]],
+      ['blockcopy-agent stdio, one request (unix socket)', node, [CLI, 'stdio', '--state-dir', withSocket.stateDir], request],
+      ['blockcopy-agent stdio, one request (WebSocket relay, no socket)', node, [CLI, 'stdio', '--state-dir', withoutSocket.stateDir], request],
       ['blockcopy-agent --help', node, [CLI, '--help']],
       ['node -e 0 (the floor)', node, ['-e', '0']],
     ];
     const results: Record<string, Stats> = {};
-    for (const [name, cmd, args] of cases) {
+    for (const [name, cmd, args, input] of cases) {
       ctx.log(`cli-latency: ${name}`);
-      results[name] = measure(cmd, args, runs, warmup);
+      results[name] = measure(cmd, args, runs, warmup, input);
     }
     const virsh = results['virsh list']!.meanMs;
     const rows: SuiteResult['rows'] = Object.entries(results).map(([name, s]) => ({

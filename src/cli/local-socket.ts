@@ -16,20 +16,21 @@ function readJson(path: string | URL): Record<string, unknown> | null {
 }
 
 /** The state directory a spawned `blockcopy-agent stdio` would use (flag > environment > config file > schema default). */
-function stateDir(flag: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
+function stateDir(flag: string | undefined, config: string | undefined, env: NodeJS.ProcessEnv): string | undefined {
   if (flag) return flag;
   if (env.BLOCKCOPY_STATE_DIR) return env.BLOCKCOPY_STATE_DIR;
-  const fromFile = env.BLOCKCOPY_CONFIG ? readJson(env.BLOCKCOPY_CONFIG)?.stateDir : undefined;
+  const file = config ?? env.BLOCKCOPY_CONFIG;
+  const fromFile = file ? readJson(file)?.stateDir : undefined;
   if (typeof fromFile === 'string') return fromFile;
   const def = (readJson(SCHEMA)?.properties as { stateDir?: { default?: unknown } } | undefined)?.stateDir?.default;
   return typeof def === 'string' ? def : undefined;
 }
 
 /** The socket to try, and whether the caller named it (then there is no fallback). */
-export function localSocket(flag: { socket?: string; stateDir?: string }, env: NodeJS.ProcessEnv = process.env): { path: string; explicit: boolean } | null {
+export function localSocket(flag: { socket?: string; stateDir?: string; config?: string }, env: NodeJS.ProcessEnv = process.env): { path: string; explicit: boolean } | null {
   const named = flag.socket ?? env.BLOCKCOPY_SOCKET;
   if (named) return { path: named, explicit: true };
-  const dir = stateDir(flag.stateDir, env);
+  const dir = stateDir(flag.stateDir, flag.config, env);
   const socket = dir ? readJson(join(dir, 'agent.lock'))?.socket : undefined;
   return typeof socket === 'string' ? { path: socket, explicit: false } : null;
 }

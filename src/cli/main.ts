@@ -41,8 +41,9 @@ Options (each also as an environment variable; flags win over environment, envir
   stdio: `Usage: blockcopy-agent stdio [options]
 
 Newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr. Exits when stdin ends.
-If another agent already owns the state directory and listens on loopback, the requests are
-relayed to it, so that one agent owns the jobs. Takes the same options as 'serve'.`,
+If another agent already owns the state directory, the requests are relayed to it (over its
+unix socket, else its loopback WebSocket), so that one agent owns the jobs; the relay passes
+lines as they are and reads no other option. Takes the same options as 'serve'.`,
   config: `Usage: blockcopy-agent config check FILE
 
 Validates FILE against schemas/config.schema.json; prints each problem and exits 1, or prints
@@ -94,6 +95,14 @@ async function main(argv: string[]): Promise<void> {
   if (!command || (v.help && !command)) return void console.log((await help()).main);
   if (v.help) return void console.log((await help())[command] ?? (await help()).main);
 
+  if (command === 'stdio') {
+    // A running agent's socket first: nothing of the agent (schemas, libvirt) is loaded then.
+    const local = (await import('./local-socket.js')).localSocket({ stateDir: v['state-dir'], config: v.config });
+    if (local && !local.explicit && await (await import('./socket-relay.js')).relayToSocket(local.path)) {
+      await new Promise<void>((r) => process.stdout.write('', () => r()));
+      process.exit();
+    }
+  }
   const { ConfigError, envOverrides, loadConfig } = await import('../config.js');
 
   if (command === 'config') {

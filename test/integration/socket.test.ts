@@ -61,6 +61,15 @@ t.test('the CLI drives a real copy over the socket it finds through the state di
   const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   t.match(audit.find((a) => a.method === 'blockCopy'), { principal: 'local-socket', peer: 'unix', outcome: 'ok' }, 'the audit: the call came over the unix socket, not the stdio relay');
 
+  // `stdio` (what Ansible and scripts start) relays through the socket too.
+  const jobId = lines.at(-1).job.jobId;
+  const relay = spawnSync(process.execPath, [CLI, 'stdio', '--state-dir', dir], { input: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'abort', params: { jobId } }) + '\n', encoding: 'utf8', timeout: 60_000 });
+  t.equal(relay.status, 0, `stdio exits 0 ${relay.stderr}`);
+  const answer = JSON.parse(relay.stdout);
+  t.ok(answer.id === 7 && ('result' in answer || 'error' in answer), `stdio answers the abort of the pivoted job: ${relay.stdout.trim().slice(0, 120)}`);
+  const relayed = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((a) => a.method === 'abort');
+  t.match(relayed, [{ principal: 'local-socket', peer: 'unix' }], 'the audit: stdio relayed over the unix socket');
+
   const jobs = await cli(['jobs', dom.name, '--json', '--socket', socketOf(dir)]);
   t.equal(jobs.code, 0, '--socket PATH works');
   t.equal(JSON.parse(jobs.stdout).jobs[0].state, 'pivoted', 'and lists the job');
@@ -127,4 +136,16 @@ t.test('a stale socket: the CLI falls back, the next agent replaces it; a live o
   t.match(second.stderr, /another agent serves/, 'and says why');
   t.equal((await cli(['jobs', '--socket', socketOf(dir)])).code, 0, 'the first one still serves');
   void next;
+});
+
+t.test('an agent without the socket: stdio relays over the WebSocket, the CLI spawns it', async (t) => {
+  const dir = stateDir(t);
+  await serveAgent(t, { dir, config: { socket: { enabled: false }, audit: { file: join(dir, 'audit.log') } } });
+  t.notOk('socket' in JSON.parse(readFileSync(join(dir, 'agent.lock'), 'utf8')), 'the lock file names no socket');
+  const relay = spawnSync(process.execPath, [CLI, 'stdio', '--state-dir', dir], { input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'abort', params: { jobId: 'none' } }) + '\n', encoding: 'utf8', timeout: 60_000 });
+  t.match(JSON.parse(relay.stdout), { id: 1, error: { data: { name: 'noJob' } } }, 'stdio answers');
+  const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  t.match(audit, [{ method: 'abort', principal: 'local-stdio' }], 'over the WebSocket relay (principal local-stdio)');
+  const r = await cli(['jobs', '--json', '--state-dir', dir]);
+  t.equal(r.code, 0, 'the CLI works by the old path');
 });
