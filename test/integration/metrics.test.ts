@@ -44,6 +44,15 @@ function value(text: string, name: string, labels: Record<string, string> = {}):
 /** The agent's error name a call was refused with. */
 const errorName = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof RpcError ? e.errorName : String(e)));
 
+/** Jobs by state, as the agent lists them. */
+async function counts(client: AgentClient): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const j of (await client.call('listJobs', {})).jobs) out[j.state] = (out[j.state] ?? 0) + 1;
+  return out;
+}
+
+const between = (v: number, a: number, b: number) => v >= Math.min(a, b) && v <= Math.max(a, b);
+
 function promtool(text: string): { code: number | null; out: string } {
   const r = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
   return { code: r.status, out: `${r.stdout}${r.stderr}`.trim() };
@@ -53,7 +62,7 @@ t.test('scraped during a real copy: the job\'s progress, then durations and call
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x5a, offset: 0, length: 40 * MiB });
   const port = await freePort();
-  const agent = await serveAgent(t, { config: { metrics: { enabled: true, port, endedJobSeconds: 1 }, allowedRoots: [dom.dir] } });
+  const agent = await serveAgent(t, { config: { metrics: { enabled: true, port, endedJobSeconds: 4 }, allowedRoots: [dom.dir] } });
   const client = await agent.connect();
 
   const before = await scrape(port);
@@ -65,12 +74,17 @@ t.test('scraped during a real copy: the job\'s progress, then durations and call
   // Two scrapes while it copies (8 MiB/s over 40 MiB of data: several seconds).
   const first = await scrape(port);
   await new Promise((r) => setTimeout(r, 1500));
-  const during = await scrape(port);
+  // Other tests' copies on this host are adopted too: counts by state are checked against the
+  // agent's own job list, read just before and after the scrape.
+  const [listedBefore, during, listedAfter] = [await counts(client), await scrape(port), await counts(client)];
   const info = (await client.call('jobInfo', { jobId: job.jobId })).job;
   t.equal(info.state, 'copying', 'still copying at the second scrape');
   const check = promtool(during);
   t.equal(check.code, 0, `promtool check metrics accepts the exposition during the copy${check.out ? `: ${check.out}` : ''}`);
-  t.equal(value(during, 'blockcopy_jobs', { state: 'copying' }), 1, 'blockcopy_jobs{state="copying"} 1');
+  for (const state of ['copying', 'ready', 'pivoted']) {
+    const v = value(during, 'blockcopy_jobs', { state });
+    t.ok(v !== undefined && between(v, listedBefore[state] ?? 0, listedAfter[state] ?? 0), `blockcopy_jobs{state="${state}"} ${v}: as listJobs says (${listedBefore[state] ?? 0}…${listedAfter[state] ?? 0})`);
+  }
   t.equal(value(during, 'blockcopy_job_state', { ...labels, state: 'copying' }), 1, 'the job\'s state series');
   const c1 = value(first, 'blockcopy_job_bytes_copied', labels);
   const c2 = value(during, 'blockcopy_job_bytes_copied', labels);
@@ -85,19 +99,22 @@ t.test('scraped during a real copy: the job\'s progress, then durations and call
 
   await untilState(client, job.jobId, ['ready']);
   t.equal((await client.call('pivot', { jobId: job.jobId })).job.state, 'pivoted', 'pivoted');
-  await new Promise((r) => setTimeout(r, 1200)); // endedJobSeconds: 1
-  const after = await scrape(port);
+  const [pivotedBefore, after, pivotedAfter] = [await counts(client), await scrape(port), await counts(client)];
   t.equal(promtool(after).code, 0, 'promtool accepts it after the pivot');
-  t.equal(value(after, 'blockcopy_jobs', { state: 'pivoted' }), 1, 'blockcopy_jobs{state="pivoted"} 1');
-  t.equal(value(after, 'blockcopy_jobs', { state: 'copying' }), 0, 'none copying');
+  const pivoted = value(after, 'blockcopy_jobs', { state: 'pivoted' });
+  t.ok(pivoted !== undefined && pivoted >= 1 && between(pivoted, pivotedBefore.pivoted ?? 0, pivotedAfter.pivoted ?? 0), `blockcopy_jobs{state="pivoted"} ${pivoted}: as listJobs says`);
+  t.equal(value(after, 'blockcopy_job_state', { ...labels, state: 'pivoted' }), 1, 'the ended job\'s state series says pivoted (within endedJobSeconds)');
   t.equal(value(after, 'blockcopy_job_time_to_ready_seconds_count'), 1, 'time to ready observed once');
   t.equal(value(after, 'blockcopy_job_switch_duration_seconds_count', { operation: 'pivot' }), 1, 'pivot duration observed once');
-  t.equal(value(after, 'blockcopy_job_ends_total', { state: 'pivoted' }), 1, 'one job ended pivoted');
+  // Every pivoted job this fresh agent knows ended while it ran (adoption finds running copies only).
+  t.ok(between(value(after, 'blockcopy_job_ends_total', { state: 'pivoted' }) ?? -1, pivotedBefore.pivoted ?? 0, pivotedAfter.pivoted ?? 0), 'ends by state match the pivoted jobs listed');
   t.equal(value(after, 'blockcopy_rpc_calls_total', { method: 'pivot' }), 1, 'the pivot call is counted');
   t.ok((value(after, 'blockcopy_rpc_calls_total', { method: 'jobInfo' }) ?? 0) >= 1, 'jobInfo calls are counted');
   t.equal(value(after, 'blockcopy_rpc_errors_total', { method: 'blockCopy', error: 'jobExists' }), 1, 'the refused blockCopy is counted with its error name');
-  t.equal(value(after, 'blockcopy_job_bytes_copied', labels), undefined, 'the ended job\'s per-job series are gone after endedJobSeconds');
-  t.equal(value(after, 'blockcopy_job_state', { ...labels, state: 'pivoted' }), undefined, 'its state series too');
+  await new Promise((r) => setTimeout(r, 4500)); // endedJobSeconds: 4
+  const later = await scrape(port);
+  t.equal(value(later, 'blockcopy_job_bytes_copied', labels), undefined, 'the ended job\'s per-job series are gone after endedJobSeconds');
+  t.equal(value(later, 'blockcopy_job_state', { ...labels, state: 'pivoted' }), undefined, 'its state series too');
 });
 
 t.test('refusals by kind: bad credentials, rate limit, oversized frame, read-only caller, destination', async (t) => {
