@@ -1,8 +1,9 @@
 // A typed client for the agent over WebSocket, its local unix socket, or a spawned
 // `blockcopy-agent stdio`. `ws` is loaded only for WebSocket connections (the CLI's local verbs
-// start faster without it).
-import { spawn, type ChildProcess } from 'node:child_process';
+// start faster without it), and child_process only to spawn (it alone costs a short command ~20 ms).
+import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import { createConnection } from 'node:net';
 import type { AgentErrorData, Job } from '../generated/api.js';
 import type { MethodName, Methods } from './methods.js';
@@ -118,6 +119,7 @@ export class AgentClient extends EventEmitter {
 
   /** Runs `command args…` (e.g. ['blockcopy-agent','stdio'] or ['ssh', host, 'blockcopy-agent', 'stdio']). */
   static spawn(command: string, args: string[] = [], opts: { env?: NodeJS.ProcessEnv; stderr?: 'inherit' | 'ignore' | 'pipe' } = {}): AgentClient & { process: ChildProcess } {
+    const { spawn } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', opts.stderr ?? 'inherit'], env: opts.env ?? process.env });
     const client = new AgentClient({ send: (f) => child.stdin!.write(f + '\n'), close: () => child.stdin!.end() }) as AgentClient & { process: ChildProcess };
     client.process = child;
