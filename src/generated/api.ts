@@ -823,7 +823,9 @@ export interface AgentErrorData {
     | 'invalidState'
     | 'tooManyJobs'
     | 'unavailable'
-    | 'rateLimited';
+    | 'rateLimited'
+    | 'libvirtTimeout'
+    | 'libvirtBusy';
   /**
    * Whether the same call may succeed later.
    */
