@@ -17,7 +17,7 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-/** Few scrapers exist; more connections than this are refused by the kernel backlog, not served. */
+/** Few scrapers exist; Node closes connections beyond this at once. */
 const MAX_CONNECTIONS = 16;
 const TIMEOUT_MS = 10_000;
 
