@@ -825,7 +825,8 @@ export interface AgentErrorData {
     | 'unavailable'
     | 'rateLimited'
     | 'libvirtTimeout'
-    | 'libvirtBusy';
+    | 'libvirtBusy'
+    | 'stateUnavailable';
   /**
    * Whether the same call may succeed later.
    */
@@ -840,6 +841,10 @@ export interface AgentErrorData {
    * What the agent saw (e.g. the live XML fact behind a failed pivot verification).
    */
   evidence?: string;
+  /**
+   * The operating system's error code (e.g. ENOSPC) of a state directory that cannot be written.
+   */
+  errno?: string;
 }
 /**
  * A job and whether this call changed anything (false when the job was already where the call asked).
