@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import { domainType } from '../test/helpers/hypervisor.js';
 import { type BenchContext, type SuiteResult, round } from './lib.js';
 import { bindingChurn, libvirtdHang } from './suites/binding.js';
+import { cliLatency } from './suites/cli-latency.js';
 import { controlPlane } from './suites/control-plane.js';
 import { convergence } from './suites/convergence.js';
 import { groupPause } from './suites/group-pause.js';
@@ -18,7 +19,7 @@ import { latency } from './suites/latency.js';
 import { scale } from './suites/scale.js';
 import { throughput } from './suites/throughput.js';
 
-const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence, groupPause, libvirtdHang, bindingChurn, hostileClients };
+const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence, groupPause, libvirtdHang, bindingChurn, hostileClients, cliLatency };
 
 function machine() {
   const v = (cmd: string, args: string[]) => { try { return execFileSync(cmd, args).toString().trim(); } catch { return 'unknown'; } };

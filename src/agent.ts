@@ -1,7 +1,6 @@
 // Composition root: libvirt connection → job manager → RPC server → transports.
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
 import { loadDestinationPolicy, makeDestinationCheck } from './destination/policy.js';
@@ -9,6 +8,8 @@ import { GroupManager } from './jobs/groups.js';
 import { JobManager } from './jobs/manager.js';
 import { openConnection, type Connection } from './libvirt/index.js';
 import type { Logger } from './log.js';
+import type { AgentMetrics } from './metrics/metrics.js';
+import type { MetricsServer } from './metrics/http.js';
 import { RpcServer, type AuditEntry } from './rpc/server.js';
 import { SchemaSet } from './rpc/schemas.js';
 import { resolvesToLoopbackOnly } from './net/addresses.js';
@@ -17,14 +18,19 @@ import type { FlowLimits } from './transport/flow.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
 import { ConnectionSupervisor } from './supervisor.js';
 import { serveStdio, type StdioEnd } from './transport/stdio.js';
+import { serveUnixSocket, type UnixSocketTransport } from './transport/unix-socket.js';
 import { startWebSocket, type WebSocketTransport } from './transport/websocket.js';
 
-export const VERSION: string = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
+import { VERSION } from './version.js';
+
+export { VERSION };
 
 export interface AgentOptions {
   stdio: boolean;
   /** stdio: `blockcopy-agent stdio`, which exits with its one caller (default daemon). */
   mode?: 'daemon' | 'stdio';
+  /** Serve the local unix socket (config socket.*): `serve` does, `stdio` does not. */
+  socket?: boolean;
   log: Logger;
   /** Validate every result against its schema (tests). */
   validateResults?: boolean;
@@ -33,6 +39,7 @@ export interface AgentOptions {
 
 export interface Agent {
   readonly ws: WebSocketTransport | null;
+  readonly metrics: MetricsServer | null;
   /** Resolves when the stdio transport's input ended (never, without stdio). */
   readonly stdioEnded: Promise<StdioEnd>;
   /**
@@ -87,6 +94,12 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   let rpc: RpcServer | null = null;
   let ws: WebSocketTransport | null = null;
   let auth: Authenticator | null = null;
+  let metricsServer: MetricsServer | null = null;
+  let unix: UnixSocketTransport | null = null;
+  // Loaded only when enabled: prom-client stays out of agents that do not serve metrics.
+  const metrics: AgentMetrics | null = cfg.metrics.enabled
+    ? new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds }) : null;
+  const onRefusal = metrics ? { onRefusal: metrics.refused.bind(metrics) } : {};
   try {
     conn = await supervisor.connect();
     jobs = new JobManager({
@@ -94,29 +107,42 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION, agentMode: opts.mode ?? 'daemon',
       checkDestination: makeDestinationCheck(destinationPolicy),
     });
+    metrics?.observeJobs(jobs);
     await jobs.start();
     supervisor.watch(conn, jobs);
-    groups = new GroupManager({ jobs, log });
+    groups = new GroupManager({ jobs, log, ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}) });
     await groups.start();
     rpc = new RpcServer({
       service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write,
       maxBatch: cfg.limits.maxBatch, maxResponseBytes: cfg.limits.maxBufferedBytes,
+      ...(metrics ? { observer: metrics } : {}),
     });
+    if (metrics) {
+      const { startMetricsServer } = await import('./metrics/http.js');
+      metricsServer = await startMetricsServer(metrics, { host: cfg.metrics.host, port: cfg.metrics.port }, log);
+    }
+    if (opts.socket && cfg.socket.enabled) {
+      unix = await serveUnixSocket(rpc, { path: cfg.socket.path, maxLine: cfg.maxPayloadBytes, flow, ...onRefusal }, log);
+      if (!cfg.listen.enabled) lock.update({ pid: process.pid, listen: null, socket: unix.path });
+    }
     if (cfg.listen.enabled) {
       // The local stdio relay proves it runs as root by reading this from the state directory.
       const relayToken = randomBytes(32).toString('hex');
       auth = new Authenticator({ tokens, readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [], allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback, relayToken });
       ws = await startWebSocket(rpc, {
         host: cfg.listen.host, port: cfg.listen.port, maxPayload: cfg.maxPayloadBytes, heartbeatMs: cfg.heartbeatMs,
-        maxConnections: cfg.limits.maxConnections, rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst },
+        maxConnections: cfg.limits.maxConnections, rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst }, ...onRefusal,
         flow, allowedOrigins: cfg.listen.allowedOrigins, requestTimeoutMs: cfg.limits.requestTimeoutMs,
         ...(tls ? { tls } : {}),
         authenticate: auth.authenticate,
       }, log);
-      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls, limits: { maxPayloadBytes: cfg.maxPayloadBytes, maxBatch: cfg.limits.maxBatch } });
+      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls, limits: { maxPayloadBytes: cfg.maxPayloadBytes, maxBatch: cfg.limits.maxBatch } , ...(unix ? { socket: unix.path } : {}) });
     }
   } catch (e) {
     supervisor.stop();
+    await metricsServer?.close();
+    metrics?.close();
+    await unix?.close();
     await ws?.close();
     rpc?.close();
     groups?.stop();
@@ -126,10 +152,11 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     audit.close();
     throw e;
   }
-  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow }, log) : new Promise<StdioEnd>(() => {});
+  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow, ...onRefusal }, log) : new Promise<StdioEnd>(() => {});
   let closing: Promise<void> | null = null;
   return {
     ws,
+    metrics: metricsServer,
     stdioEnded,
     reload() {
       if (!ws || !auth) return { closed: 0 };
@@ -145,6 +172,9 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     close() {
       // Never touches running copies: QEMU keeps them, the next start adopts them.
       closing ??= (async () => {
+        await metricsServer?.close();
+        metrics?.close();
+        await unix?.close();
         await ws?.close();
         rpc!.close();
         groups!.stop();

@@ -7,6 +7,8 @@ import { SchemaSet } from './rpc/schemas.js';
 export type ResolvedConfig = Required<Omit<AgentConfig, 'tls'>> & Pick<AgentConfig, 'tls'> & {
   listen: Required<NonNullable<AgentConfig['listen']>>;
   limits: Required<NonNullable<AgentConfig['limits']>>;
+  metrics: Required<NonNullable<AgentConfig['metrics']>>;
+  socket: Required<NonNullable<AgentConfig['socket']>>;
 };
 
 export class ConfigError extends Error {}

@@ -11,6 +11,8 @@ export interface LockInfo {
   tls?: boolean;
   /** The daemon's frame and batch limits, which the relay applies to the lines it forwards. */
   limits?: { maxPayloadBytes: number; maxBatch: number };
+  /** The local unix socket it serves JSON-RPC on (the CLI connects there directly). */
+  socket?: string;
 }
 
 export type LockResult = { acquired: true; release: () => void; update: (info: LockInfo) => void } | { acquired: false; holder: LockInfo };

@@ -1,6 +1,6 @@
 // The client side of the CLI: `call` and the friendly verbs, like virsh blockcopy/blockjob,
-// talking to the local agent (a spawned `blockcopy-agent stdio`, which relays to a running
-// daemon) or to a remote one (--url, --token, --ca).
+// talking to the local agent (its unix socket when it serves one; else a spawned
+// `blockcopy-agent stdio`, which relays to a running daemon) or to a remote one (--url, --token, --ca).
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { AgentClient, RpcError } from '../client/index.js';
 import type { BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
 import type { MethodName } from '../client/methods.js';
+import { localSocket } from './local-socket.js';
 
 export const EXIT = { ok: 0, agentError: 1, usage: 2, connection: 3, timeout: 4, interrupted: 130 } as const;
 
@@ -27,7 +28,8 @@ export const CLIENT_HELP = `Client commands (talk to the agent on this host, or 
   blockcopy-agent pivot-group|finish-group|abort-group ID [--max-pause SECONDS]
 
 Connection: --url ws(s)://HOST:PORT [--token TOKEN | BLOCKCOPY_TOKEN] [--ca FILE]; without --url the
-command runs 'blockcopy-agent stdio' (--state-dir is passed on).
+command connects to the local agent's unix socket (--socket PATH | BLOCKCOPY_SOCKET, else the one
+the agent owning --state-dir serves; root only), or else runs 'blockcopy-agent stdio'.
 Output: a progress bar on a terminal; with --json, or when not a terminal, one JSON document per line.
 Like virsh: --wait waits for ready, --pivot/--finish then pivot or finish, --timeout cancels the
 copy on expiry. Ctrl-C during phase 1 cancels the copy (and says so); later it leaves it running.
@@ -35,7 +37,7 @@ Exit codes: 0 ok, 1 the agent refused (error name on stderr), 2 usage, 3 no conn
 4 timeout, 130 interrupted.`;
 
 const OPTIONS = {
-  url: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' }, 'state-dir': { type: 'string' },
+  url: { type: 'string' }, socket: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' }, 'state-dir': { type: 'string' },
   json: { type: 'boolean' }, job: { type: 'string' }, params: { type: 'string' },
   format: { type: 'string' }, type: { type: 'string' }, bandwidth: { type: 'string' }, granularity: { type: 'string' },
   'buf-size': { type: 'string' }, 'job-id': { type: 'string' }, shallow: { type: 'boolean' }, 'reuse-external': { type: 'boolean' },
@@ -52,6 +54,17 @@ async function connect(v: Values): Promise<AgentClient> {
   if (v.url) {
     const token = v.token ?? process.env.BLOCKCOPY_TOKEN;
     return AgentClient.connect(v.url, { headers: token ? { authorization: `Bearer ${token}` } : {}, ...(v.ca ? { ca: readFileSync(v.ca) } : {}) });
+  }
+  const local = localSocket({ socket: v.socket, stateDir: v['state-dir'] });
+  if (local) {
+    try {
+      return await AgentClient.connectSocket(local.path);
+    } catch (e) {
+      // A socket left by an agent that is gone: the spawned agent below takes over. A named
+      // socket, or one we may not open (not root), is an answer in itself.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (local.explicit || (code !== 'ENOENT' && code !== 'ECONNREFUSED')) throw new Error(`${local.path}: ${(e as Error).message}`);
+    }
   }
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
   return AgentClient.spawn(process.execPath, [cli, 'stdio', ...(v['state-dir'] ? ['--state-dir', v['state-dir']] : []), '--log-level', 'error'], { stderr: 'inherit' });

@@ -1,15 +1,15 @@
 #!/usr/bin/env node
-// blockcopy-agent: serve (WebSocket, optionally stdio), stdio, config check.
+// blockcopy-agent: serve (WebSocket, optionally stdio), stdio, config check, and the client verbs.
+// Each command loads only what it needs: a client verb never loads the agent, ajv's schemas or
+// the libvirt binding (they cost most of a short command's time).
 import { parseArgs } from 'node:util';
-import { ConfigError, envOverrides, loadConfig, type Overrides } from '../config.js';
-import { startAgent, StateDirBusy, VERSION } from '../agent.js';
-import { createLogger, type Level } from '../log.js';
-import { relayStdio } from './relay.js';
-import { CLIENT_HELP, runClientCommand } from './client.js';
+import type { Overrides } from '../config.js';
+import type { Level } from '../log.js';
+import { VERSION } from '../version.js';
 
 const CLIENT_COMMANDS = new Set(['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call', 'copy-group', 'group', 'pivot-group', 'finish-group', 'abort-group']);
 
-const HELP: Record<string, string> = {
+const HELP = (CLIENT_HELP: string): Record<string, string> => ({
   main: `blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0
 
 Usage:
@@ -42,13 +42,14 @@ Options (each also as an environment variable; flags win over environment, envir
   stdio: `Usage: blockcopy-agent stdio [options]
 
 Newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr. Exits when stdin ends.
-If another agent already owns the state directory and listens on loopback, the requests are
-relayed to it, so that one agent owns the jobs. Takes the same options as 'serve'.`,
+If another agent already owns the state directory, the requests are relayed to it (over its
+unix socket, else its loopback WebSocket), so that one agent owns the jobs; the relay passes
+lines as they are and reads no other option. Takes the same options as 'serve'.`,
   config: `Usage: blockcopy-agent config check FILE
 
 Validates FILE against schemas/config.schema.json; prints each problem and exits 1, or prints
 the effective configuration (with defaults) and exits 0.`,
-};
+});
 
 const OPTIONS = {
   config: { type: 'string' },
@@ -77,24 +78,36 @@ async function main(argv: string[]): Promise<void> {
     throw e;
   });
   if (CLIENT_COMMANDS.has(argv[0] ?? '')) {
+    const { runClientCommand } = await import('./client.js');
     const code = await runClientCommand(argv[0]!, argv.slice(1));
     await new Promise<void>((r) => process.stdout.write('', () => r()));
     process.exit(code);
   }
+  const help = async () => HELP((await import('./client.js')).CLIENT_HELP);
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
-    fail(`${(e as Error).message}\n\n${HELP.main}`);
+    fail(`${(e as Error).message}\n\n${(await help()).main}`);
   }
   const { values: v, positionals } = parsed;
   const command = positionals[0];
   if (v.version) return void console.log(VERSION);
-  if (!command || (v.help && !command)) return void console.log(HELP.main);
-  if (v.help) return void console.log(HELP[command] ?? HELP.main);
+  if (!command || (v.help && !command)) return void console.log((await help()).main);
+  if (v.help) return void console.log((await help())[command] ?? (await help()).main);
+
+  if (command === 'stdio') {
+    // A running agent's socket first: nothing of the agent (schemas, libvirt) is loaded then.
+    const local = (await import('./local-socket.js')).localSocket({ stateDir: v['state-dir'], config: v.config });
+    if (local && !local.explicit && await (await import('./socket-relay.js')).relayToSocket(local.path)) {
+      await new Promise<void>((r) => process.stdout.write('', () => r()));
+      process.exit();
+    }
+  }
+  const { ConfigError, envOverrides, loadConfig } = await import('../config.js');
 
   if (command === 'config') {
-    if (positionals[1] !== 'check' || !positionals[2]) fail(HELP.config);
+    if (positionals[1] !== 'check' || !positionals[2]) fail((await help()).config!);
     try {
       const cfg = loadConfig(positionals[2]);
       console.log(JSON.stringify(cfg, null, 2));
@@ -103,7 +116,7 @@ async function main(argv: string[]): Promise<void> {
     }
     return;
   }
-  if (command !== 'serve' && command !== 'stdio') fail(`unknown command '${command}'\n\n${HELP.main}`);
+  if (command !== 'serve' && command !== 'stdio') fail(`unknown command '${command}'\n\n${(await help()).main}`);
 
   const flags: Overrides = {
     uri: v.uri, listen: v.listen, noListen: v['no-listen'] || command === 'stdio', stateDir: v['state-dir'],
@@ -116,15 +129,16 @@ async function main(argv: string[]): Promise<void> {
   } catch (e) {
     fail((e as Error).message, e instanceof ConfigError ? 1 : 2);
   }
+  const [{ createLogger }, { startAgent, StateDirBusy }] = await Promise.all([import('../log.js'), import('../agent.js')]);
   const log = createLogger({ level: cfg.logLevel as Level });
   const stdio = command === 'stdio' || !!v.stdio;
   let agent;
   try {
-    agent = await startAgent(cfg, { stdio, mode: command === 'stdio' ? 'stdio' : 'daemon', log, validateResults: process.env.BLOCKCOPY_VALIDATE_RESULTS === '1' });
+    agent = await startAgent(cfg, { stdio, mode: command === 'stdio' ? 'stdio' : 'daemon', socket: command === 'serve', log, validateResults: process.env.BLOCKCOPY_VALIDATE_RESULTS === '1' });
   } catch (e) {
     if (e instanceof StateDirBusy && command === 'stdio' && e.holder.listen) {
       log.debug('relaying to the running agent', { pid: e.holder.pid, listen: e.holder.listen });
-      await relayStdio(e.holder, { maxLine: e.holder.limits?.maxPayloadBytes ?? cfg.maxPayloadBytes, maxBatch: e.holder.limits?.maxBatch ?? cfg.limits.maxBatch });
+      await (await import('./relay.js')).relayStdio(e.holder, { maxLine: e.holder.limits?.maxPayloadBytes ?? cfg.maxPayloadBytes, maxBatch: e.holder.limits?.maxBatch ?? cfg.limits.maxBatch });
       return;
     }
     fail((e as Error).message, 1);

@@ -1,7 +1,10 @@
-// A typed client for the agent over WebSocket or a spawned `blockcopy-agent stdio`.
-import { spawn, type ChildProcess } from 'node:child_process';
+// A typed client for the agent over WebSocket, its local unix socket, or a spawned
+// `blockcopy-agent stdio`. `ws` is loaded only for WebSocket connections (the CLI's local verbs
+// start faster without it), and child_process only to spawn (it alone costs a short command ~20 ms).
+import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { WebSocket } from 'ws';
+import { createRequire } from 'node:module';
+import { createConnection } from 'node:net';
 import type { AgentErrorData, Job } from '../generated/api.js';
 import { LineReader, classify, parseFrame, requestFrame } from '../protocol/index.js';
 import type { MethodName, Methods } from './methods.js';
@@ -66,7 +69,20 @@ export class AgentClient extends EventEmitter {
     return client;
   }
 
-  private attachWebSocket(url: string, opts: ConnectOptions): Promise<void> {
+  /** The agent's local unix socket (root only; newline-delimited JSON-RPC). */
+  static connectSocket(path: string): Promise<AgentClient> {
+    return new Promise((resolve, reject) => {
+      const sock = createConnection(path);
+      const client = new AgentClient({ send: (f) => sock.write(f + '\n'), close: () => sock.end() });
+      sock.once('connect', () => resolve(client));
+      sock.on('error', (e) => { reject(e); client.shutdown(e); });
+      sock.on('close', () => client.shutdown(new Error('the agent closed the connection')));
+      client.readLines(sock);
+    });
+  }
+
+  private async attachWebSocket(url: string, opts: ConnectOptions): Promise<void> {
+    const { WebSocket } = await import('ws');
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: opts.headers, ca: opts.ca, cert: opts.cert, key: opts.key, perMessageDeflate: false });
       let opened = false;
@@ -107,13 +123,11 @@ export class AgentClient extends EventEmitter {
 
   /** Runs `command args…` (e.g. ['blockcopy-agent','stdio'] or ['ssh', host, 'blockcopy-agent', 'stdio']). */
   static spawn(command: string, args: string[] = [], opts: { env?: NodeJS.ProcessEnv; stderr?: 'inherit' | 'ignore' | 'pipe' } = {}): AgentClient & { process: ChildProcess } {
+    const { spawn } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', opts.stderr ?? 'inherit'], env: opts.env ?? process.env });
     const client = new AgentClient({ send: (f) => child.stdin!.write(f + '\n'), close: () => child.stdin!.end() }) as AgentClient & { process: ChildProcess };
     client.process = child;
-    // The agent's lines are bounded by what it answers; this bound only stops a runaway child.
-    const lines = new LineReader({ maxLine: MAX_ANSWER_LINE, onLine: (l) => client.receive(l), onOversize: () => client.shutdown(new Error(`the agent sent a line over ${MAX_ANSWER_LINE} bytes`)) });
-    child.stdout!.on('data', (chunk: Buffer) => lines.push(chunk));
-    child.stdout!.on('end', () => lines.end());
+    client.readLines(child.stdout!);
     child.on('exit', (code, signal) => client.shutdown(new Error(`agent exited (${signal ?? code})`)));
     child.on('error', (e) => client.shutdown(e));
     return client;
@@ -146,6 +160,13 @@ export class AgentClient extends EventEmitter {
     this.closed = true;
     this.transport.close();
     this.shutdown(new Error('the client is closed'));
+  }
+
+  /** The agent's lines are bounded by what it answers; this bound only stops a runaway peer. */
+  private readLines(input: NodeJS.ReadableStream): void {
+    const lines = new LineReader({ maxLine: MAX_ANSWER_LINE, onLine: (l) => this.receive(l), onOversize: () => this.shutdown(new Error(`the agent sent a line over ${MAX_ANSWER_LINE} bytes`)) });
+    input.on('data', (chunk: Buffer | string) => lines.push(chunk));
+    input.on('end', () => lines.end());
   }
 
   private receive(text: string): void {

@@ -496,6 +496,40 @@ export interface AgentConfig {
      */
     file?: string;
   };
+  /**
+   * Prometheus metrics (text exposition format) on their own HTTP listener, separate from the WebSocket: GET /metrics only, loopback only (a remote Prometheus scrapes through a TLS reverse proxy or tunnel; see docs/metrics.md).
+   */
+  metrics?: {
+    /**
+     * Serve /metrics.
+     */
+    enabled?: boolean;
+    /**
+     * Bind address; must be a loopback address (the agent refuses to start otherwise).
+     */
+    host?: string;
+    /**
+     * TCP port; 0 picks a free port (logged at start).
+     */
+    port?: number;
+    /**
+     * How long an ended job keeps its per-job series (bytes, rate) after it ended; then they are dropped, so that the number of series stays bounded by the running jobs.
+     */
+    endedJobSeconds?: number;
+  };
+  /**
+   * A local unix socket serving newline-delimited JSON-RPC to root (the CLI's fast path). Only `serve` opens it. Access is decided by the file system: the directory is made 0700 and the socket 0600, both owned by the agent's user (root).
+   */
+  socket?: {
+    /**
+     * Serve the unix socket.
+     */
+    enabled?: boolean;
+    /**
+     * Socket path. Its directory is created 0700 if missing, and must be owned by the agent's user and not accessible to group or others.
+     */
+    path?: string;
+  };
 }
 /**
  * A group and whether this call changed anything (false when the group was already where the call asked).

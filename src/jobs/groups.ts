@@ -31,6 +31,8 @@ import { until } from './until.js';
 export interface GroupManagerOptions {
   jobs: JobManager;
   log: Logger;
+  /** Told how long each group switch paused the guest (metrics). */
+  onSwitch?: (operation: 'pivot' | 'finish', pausedMs: number) => void;
 }
 
 type Operation = 'pivot' | 'finish';
@@ -59,10 +61,12 @@ export class GroupManager {
   private readonly guest: GuestControl;
   private readonly updates = new EventEmitter();
   private started = false;
+  private readonly onSwitch: GroupManagerOptions['onSwitch'];
 
   constructor(opts: GroupManagerOptions) {
     this.jobs = opts.jobs;
     this.log = opts.log;
+    this.onSwitch = opts.onSwitch;
     this.journal = opts.jobs.store;
     this.guest = new GuestControl(() => this.jobs.connection, opts.log);
     this.updates.setMaxListeners(0);
@@ -271,6 +275,7 @@ export class GroupManager {
     else delete entry.rec.error;
     await this.save(entry).catch((e) => this.log.error('group record write failed', { groupId: entry.rec.groupId, error: e }));
     this.log.info(`group ${how}`, { groupId: entry.rec.groupId, pausedMs: entry.rec.lastSwitch.pausedMs, failed: failed.length });
+    this.onSwitch?.(how, entry.rec.lastSwitch.pausedMs);
     const group = this.view(entry);
     if (failed.length > 0) {
       const first = failed[0]!.error;

@@ -7,6 +7,7 @@ import { JSONRPCErrorException, JSONRPCServer } from 'json-rpc-2.0';
 import { AgentError } from '../errors.js';
 import type { AgentConnectionParams, Job } from '../generated/api.js';
 import type { Logger } from '../log.js';
+import type { RpcObserver } from '../metrics/observer.js';
 import { CODES, agentError, answerId, cachedResult, classify, errorResponse, frameLength, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Frame, type Response } from '../protocol/index.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
@@ -47,6 +48,8 @@ export interface RpcServerOptions {
   maxBatch?: number;
   /** Bytes the answers of one batch may take (default 1 MiB); beyond, read-only answers are dropped. */
   maxResponseBytes?: number;
+  /** Told of every method call (metrics). */
+  observer?: RpcObserver;
 }
 
 interface AuditOutcome {
@@ -127,7 +130,7 @@ export class RpcServer {
 
   private async handleFrame(frame: string, session: Session): Promise<Frame | null> {
     const parsed = parseFrame(frame);
-    if (!parsed.ok) return serialize(session.budget && !session.budget.take() ? rateLimited(null) : parseError());
+    if (!parsed.ok) return serialize(this.overRate(session) ? rateLimited(null) : parseError());
     const { items, rawIds, batch } = parsed;
     if (batch && items.length === 0) return serialize(invalidRequest());
     if (batch && items.length > this.maxBatch) {
@@ -158,10 +161,17 @@ export class RpcServer {
     return out.reverse();
   }
 
+  /** Takes one token of the session's rate; false when it has none left (counted as a refusal). */
+  private overRate(session: Session): boolean {
+    if (!session.budget || session.budget.take()) return false;
+    this.opts.observer?.refused?.('rateLimited');
+    return true;
+  }
+
   private async single(msg: unknown, rawId: string | undefined, session: Session): Promise<Frame | null> {
     const kind = classify(msg);
     // Every message costs one token, junk included: the rate counts calls, not frames.
-    if (session.budget && !session.budget.take()) return kind === 'notification' ? null : serialize(rateLimited(answerId(msg)), rawId);
+    if (this.overRate(session)) return kind === 'notification' ? null : serialize(rateLimited(answerId(msg)), rawId);
     if (kind !== 'request' && kind !== 'notification') return serialize(invalidRequest(answerId(msg)), rawId);
     const r = msg as { method: string; id?: string | number | null };
     if (r.method === 'rpc.discover') {
@@ -210,11 +220,13 @@ export class RpcServer {
           throw new Error(`result of ${spec.name} breaks its schema: ${JSON.stringify(validateResult.errors)}`);
         }
         log.debug('call ok', { ms: Date.now() - started });
+        this.opts.observer?.call(spec.name, (Date.now() - started) / 1000);
         if (spec.mutating) this.auditOutcome(ctx, spec.name, raw, { outcome: 'ok', result });
         return result;
       } catch (e) {
         const err = toErrorObject(e, log);
         log.info('call failed', { ms: Date.now() - started, code: err.code, error: err.message });
+        this.opts.observer?.call(spec.name, (Date.now() - started) / 1000, nameOf(err.data) ?? (err.code === CODES.invalidParams ? 'invalidParams' : 'internal'));
         if (spec.mutating && nameOf(err.data) !== 'auditFailed') this.auditOutcome(ctx, spec.name, raw, { outcome: 'error', error: err });
         throw new JSONRPCErrorException(err.message, err.code, err.data);
       }

@@ -3,6 +3,7 @@
 // stdin is not read while stdout holds too much unread, and a reader that stays away is dropped.
 import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../log.js';
+import type { RefusalKind } from '../metrics/observer.js';
 import { LineReader, parseError, serialize } from '../protocol/index.js';
 import type { RpcServer } from '../rpc/server.js';
 import { Session } from '../rpc/session.js';
@@ -14,6 +15,11 @@ export interface StdioOptions {
   /** Longest accepted line in bytes; a longer one is answered with a parse error and skipped. */
   maxLine: number;
   flow: FlowLimits;
+  /** Told of every refused line (metrics). */
+  onRefusal?: (kind: RefusalKind) => void;
+  /** Who the caller is, for the audit (the local unix socket serves its clients through here too). */
+  principal?: string;
+  peer?: string;
 }
 
 /** How serving ended: input ended (answers all handed to stdout), or the caller stopped reading. */
@@ -47,13 +53,16 @@ export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Pro
         finish('notReading');
       },
     }, opts.flow, (line) => rpc.handle(line, session), () => session.pendingCalls);
-    const session = new Session({ name: 'local', readOnly: false }, 'stdio', (frame) => flow.send(frame));
+    const session = new Session({ name: opts.principal ?? 'local', readOnly: false }, opts.peer ?? 'stdio', (frame) => flow.send(frame));
     rpc.attach(session);
     const lines = new LineReader({
       maxLine: opts.maxLine,
       onLine: (line) => flow.receive(line),
       // Too long to be a request we accept: answered once, the rest of the line dropped.
-      onOversize: () => flow.send(serialize(parseError('line too long'))),
+      onOversize: () => {
+        opts.onRefusal?.('oversizedFrame');
+        flow.send(serialize(parseError('line too long')));
+      },
     });
     input.on('data', (chunk: Buffer | string) => lines.push(chunk));
     input.on('error', (e) => log.warn('stdio input error', { error: e.message }));

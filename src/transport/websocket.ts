@@ -7,6 +7,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { Flow, type FlowLimits } from './flow.js';
 import { TokenBucket } from './rate-limit.js';
 import type { Logger } from '../log.js';
+import type { RefusalKind } from '../metrics/observer.js';
 import type { RpcServer } from '../rpc/server.js';
 import { Session, type Principal } from '../rpc/session.js';
 
@@ -30,6 +31,8 @@ export interface WebSocketOptions {
   allowedOrigins?: string[];
   /** A request (headers included) not complete after this long is dropped. */
   requestTimeoutMs: number;
+  /** Told of every refused connection or request (metrics). */
+  onRefusal?: (kind: RefusalKind) => void;
 }
 
 export interface WebSocketTransport {
@@ -78,11 +81,13 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     }
     if (opts.maxConnections !== undefined && wss.clients.size >= opts.maxConnections) {
       log.warn('connection refused: limit reached', { peer: req.socket.remoteAddress, limit: opts.maxConnections });
+      opts.onRefusal?.('connectionLimit');
       return refuse(socket, '503 Service Unavailable');
     }
     const principal = opts.authenticate ? opts.authenticate(req) : LOCAL;
     if (!principal) {
       log.warn('connection refused: not authenticated', { peer: req.socket.remoteAddress });
+      opts.onRefusal?.('authFailed');
       return refuse(socket, '401 Unauthorized');
     }
     principals.set(req, principal);
@@ -98,7 +103,10 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
 
   wss.on('connection', (ws, req) => {
     // Without an error listener one malformed frame raises an unhandled 'error' and kills the process.
-    ws.on('error', (err) => log.debug('websocket error', { error: err.message }));
+    ws.on('error', (err: Error & { code?: string }) => {
+      log.debug('websocket error', { error: err.message });
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') opts.onRefusal?.('oversizedFrame');
+    });
     const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     const principal = principals.get(req)!;
     const bucket = opts.rate ? new TokenBucket(opts.rate.perSecond, opts.rate.burst) : null;

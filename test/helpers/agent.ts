@@ -66,7 +66,8 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
   writeFileSync(tokensFile, JSON.stringify({ tokens: [{ name: 'test-admin', token }, ...(opts.tokens ?? [])] }), { mode: 0o600 });
   const configFile = join(dir, 'config.json');
   const { auth, ...rest } = opts.config ?? {};
-  writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: opts.port ?? 0 }, allowedRoots: [TEST_ROOT], ...rest }));
+  // Each agent its own unix socket (the default path is one per host).
+  writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: opts.port ?? 0 }, socket: { path: join(dir, 'run', 'agent.sock') }, allowedRoots: [TEST_ROOT], ...rest }));
   const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'serve', '--config', configFile, '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...(opts.args ?? [])],
     { stdio: ['ignore', 'inherit', 'pipe'], env: { ...ENV, ...opts.env } });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));

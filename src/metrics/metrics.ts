@@ -1,0 +1,168 @@
+// The agent's Prometheus metrics. Everything is observed from the outside: the job manager's
+// job.changed / agent.connection events, one observer at RPC dispatch, the transports'
+// refusals and the group switches. Per-job series (bytes, rate, state) are rebuilt from the job
+// list at every scrape and kept only for running jobs and jobs that ended a short while ago,
+// so the number of series stays bounded by the jobs actually running.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { ERRORS } from '../errors.js';
+import type { AgentConnectionParams, Job, JobState, ListJobsParams, ListJobsResult } from '../generated/api.js';
+import { STATES, TERMINAL } from '../jobs/state-machine.js';
+import { REFUSAL_KINDS, type RefusalKind, type RefusalObserver, type RpcObserver } from './observer.js';
+
+type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** What the metrics need of the job manager (a structural type: no import of the manager). */
+export interface JobSource {
+  on(event: 'job.changed' | 'agent.connection', fn: Listener): unknown;
+  off(event: 'job.changed' | 'agent.connection', fn: Listener): unknown;
+  listJobs(params: ListJobsParams): Promise<ListJobsResult>;
+}
+
+export interface MetricsOptions {
+  /** Seconds an ended job keeps its per-job series. */
+  endedJobSeconds: number;
+  /** Clock (ms since the epoch), for tests. */
+  now?: () => number;
+}
+
+/** Error names a label may take; anything else is counted as 'other' (labels stay bounded). */
+const ERROR_NAMES = new Set<string>([...Object.keys(ERRORS), 'invalidParams', 'invalidRequest', 'internal']);
+const errorLabel = (name: string | undefined) => (name && ERROR_NAMES.has(name) ? name : 'other');
+/** Terminal jobs remembered so that a repeated notification is not counted twice. */
+const ENDED_MEMORY = 4096;
+
+const PER_JOB = ['domain', 'disk', 'job'] as const;
+
+export class AgentMetrics implements RpcObserver, RefusalObserver {
+  readonly registry = new Registry();
+  private readonly now: () => number;
+  private readonly tracked = new Map<string, { state: JobState; since: number }>();
+  private readonly ended = new Set<string>();
+  private readonly detach: Array<() => void> = [];
+  private jobs: JobSource | null = null;
+
+  private readonly r = this.registry;
+  private readonly jobsByState = new Gauge({ name: 'blockcopy_jobs', help: 'Jobs the agent knows, by state (ended jobs until they are pruned from the job list).', labelNames: ['state'], registers: [this.r] });
+  private readonly jobState = new Gauge({ name: 'blockcopy_job_state', help: 'Current state of a running or recently ended job (always 1; the state is the label).', labelNames: [...PER_JOB, 'state'], registers: [this.r] });
+  private readonly copied = new Gauge({ name: 'blockcopy_job_bytes_copied', help: 'Bytes copied so far (libvirt cur).', labelNames: PER_JOB, registers: [this.r] });
+  private readonly remaining = new Gauge({ name: 'blockcopy_job_bytes_remaining', help: 'Bytes still to copy (libvirt end - cur); grows again in the ready phase while the guest writes.', labelNames: PER_JOB, registers: [this.r] });
+  private readonly total = new Gauge({ name: 'blockcopy_job_size_bytes', help: 'Bytes of the copy (libvirt end; 0 while unknown).', labelNames: PER_JOB, registers: [this.r] });
+  private readonly rate = new Gauge({ name: 'blockcopy_job_copy_rate_bytes_per_second', help: 'Copy rate measured by the agent over its recent samples (absent until two samples exist).', labelNames: PER_JOB, registers: [this.r] });
+  private readonly timeToReady = new Histogram({ name: 'blockcopy_job_time_to_ready_seconds', help: 'From the start of a copy this agent saw start to its ready phase.', buckets: [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600], registers: [this.r] });
+  private readonly switchDuration = new Histogram({ name: 'blockcopy_job_switch_duration_seconds', help: 'From a pivot (or finish) request taking effect to the verified end (pivoting → pivoted, finishing → finished).', labelNames: ['operation'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [this.r] });
+  private readonly groupPause = new Histogram({ name: 'blockcopy_group_pause_seconds', help: 'How long a group switch kept the guest paused.', labelNames: ['operation'], buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.r] });
+  private readonly failures = new Counter({ name: 'blockcopy_job_failures_total', help: 'Jobs that ended failed, by the error name.', labelNames: ['reason'], registers: [this.r] });
+  private readonly ends = new Counter({ name: 'blockcopy_job_ends_total', help: 'Jobs that reached a terminal state while this agent ran, by state.', labelNames: ['state'], registers: [this.r] });
+  private readonly connected = new Gauge({ name: 'blockcopy_libvirt_connected', help: '1 while the agent is connected to libvirtd, 0 while it reconnects.', registers: [this.r] });
+  private readonly losses = new Counter({ name: 'blockcopy_libvirt_connection_losses_total', help: 'Times the libvirt connection was lost.', registers: [this.r] });
+  private readonly calls = new Counter({ name: 'blockcopy_rpc_calls_total', help: 'JSON-RPC method calls, by method.', labelNames: ['method'], registers: [this.r] });
+  private readonly errors = new Counter({ name: 'blockcopy_rpc_errors_total', help: 'JSON-RPC method calls answered with an error, by method and error name.', labelNames: ['method', 'error'], registers: [this.r] });
+  private readonly callSeconds = new Histogram({ name: 'blockcopy_rpc_duration_seconds', help: 'Time to answer a method call (wait and blockCopy with a wait include the wait).', labelNames: ['method'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300], registers: [this.r] });
+  private readonly refusals = new Counter({ name: 'blockcopy_refusals_total', help: 'Connections and requests refused, by kind (see docs/metrics.md).', labelNames: ['kind'], registers: [this.r] });
+
+  constructor(private readonly opts: MetricsOptions) {
+    this.now = opts.now ?? Date.now;
+    collectDefaultMetrics({ register: this.registry });
+    // Gauges named like counters: promtool's lint (and Prometheus' naming rules) reject them.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
+    // Series that exist from the start read 0 instead of being absent.
+    for (const kind of REFUSAL_KINDS) this.refusals.inc({ kind }, 0);
+    for (const state of STATES) this.jobsByState.set({ state }, 0);
+  }
+
+  /** Follows a job manager from now on (attach before it starts, to see its reconcile too). */
+  observeJobs(jobs: JobSource): void {
+    this.jobs = jobs;
+    this.connected.set(1);
+    const onJob = (job: Job) => this.onJob(job);
+    const onConnection = (p: AgentConnectionParams) => {
+      if (p.state === 'lost') this.losses.inc();
+      this.connected.set(p.state === 'lost' ? 0 : 1);
+    };
+    jobs.on('job.changed', onJob);
+    jobs.on('agent.connection', onConnection);
+    this.detach.push(() => { jobs.off('job.changed', onJob); jobs.off('agent.connection', onConnection); });
+  }
+
+  /** A group switch paused the guest this long. */
+  groupSwitched(operation: 'pivot' | 'finish', pausedMs: number): void {
+    this.groupPause.observe({ operation }, pausedMs / 1000);
+  }
+
+  call(method: string, seconds: number, error?: string): void {
+    this.calls.inc({ method });
+    this.callSeconds.observe({ method }, seconds);
+    if (error === undefined) return;
+    this.errors.inc({ method, error: errorLabel(error) });
+    if (error === 'unauthorized' || error === 'destinationRejected') this.refused(error);
+  }
+
+  refused(kind: RefusalKind): void {
+    this.refusals.inc({ kind });
+  }
+
+  /** The exposition text, with the per-job series rebuilt from the current job list. */
+  async render(): Promise<string> {
+    if (this.jobs) this.refreshJobs((await this.jobs.listJobs({})).jobs);
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  close(): void {
+    for (const d of this.detach.splice(0)) d();
+  }
+
+  private onJob(job: Job): void {
+    const now = this.now();
+    const before = this.tracked.get(job.jobId);
+    if (before?.state === job.state) return;
+    if (TERMINAL.has(job.state)) {
+      this.tracked.delete(job.jobId);
+      if (this.ended.has(job.jobId)) return;
+      this.remember(job.jobId);
+      this.ends.inc({ state: job.state });
+      if (job.state === 'failed') this.failures.inc({ reason: errorLabel(job.error?.name) });
+    } else {
+      this.tracked.set(job.jobId, { state: job.state, since: now });
+    }
+    // Durations only from starts this agent saw itself (a journaled job's start may be hours old).
+    if (job.state === 'ready' && before?.state === 'copying' && job.readyAt && job.owner === 'agent') {
+      this.timeToReady.observe(Math.max(0, Date.parse(job.readyAt) - Date.parse(job.createdAt)) / 1000);
+    }
+    if ((job.state === 'pivoted' && before?.state === 'pivoting') || (job.state === 'finished' && before?.state === 'finishing')) {
+      this.switchDuration.observe({ operation: job.state === 'pivoted' ? 'pivot' : 'finish' }, (now - before.since) / 1000);
+    }
+  }
+
+  private remember(jobId: string): void {
+    this.ended.add(jobId);
+    if (this.ended.size > ENDED_MEMORY) this.ended.delete(this.ended.values().next().value!);
+  }
+
+  private refreshJobs(jobs: Job[]): void {
+    const now = this.now();
+    const counts = new Map<JobState, number>(STATES.map((s) => [s, 0]));
+    for (const m of [this.jobState, this.copied, this.remaining, this.total, this.rate]) m.reset();
+    const known = new Set<string>();
+    for (const job of jobs) {
+      known.add(job.jobId);
+      counts.set(job.state, (counts.get(job.state) ?? 0) + 1);
+      const endedAt = job.endedAt ? Date.parse(job.endedAt) : null;
+      if (endedAt !== null && now - endedAt > this.opts.endedJobSeconds * 1000) continue;
+      const labels = { domain: job.domain.name, disk: job.disk, job: job.jobId };
+      const cur = Number(job.progress.cur);
+      const end = Number(job.progress.end);
+      this.jobState.set({ ...labels, state: job.state }, 1);
+      this.copied.set(labels, cur);
+      this.total.set(labels, end);
+      this.remaining.set(labels, Math.max(0, end - cur));
+      if (job.progress.rate !== null) this.rate.set(labels, job.progress.rate);
+    }
+    for (const [state, n] of counts) this.jobsByState.set({ state }, n);
+    // A job that left the list without a terminal notification is not followed any more.
+    for (const id of this.tracked.keys()) if (!known.has(id)) this.tracked.delete(id);
+  }
+}
