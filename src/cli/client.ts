@@ -94,9 +94,12 @@ function progressLine(job: Job): string {
   return `${job.domain.name}/${job.disk} [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${pct.toFixed(0).padStart(3)}% ${(cur / MiB).toFixed(0)}/${(end / MiB).toFixed(0)} MiB${rate}${eta} ${job.state}`;
 }
 
+/** JSON lines (one document per line) with --json or whenever stdout is not a terminal. */
+const jsonLines = (v: Values): boolean => !!v.json || !process.stdout.isTTY;
+
 /** Shows job changes: a live bar on a terminal, JSON lines otherwise. */
 function reporter(json: boolean) {
-  const tty = !json && process.stdout.isTTY;
+  const tty = !json;
   let open = false;
   return {
     job(job: Job) {
@@ -137,7 +140,7 @@ async function copy(client: AgentClient, v: Values, pos: string[]): Promise<numb
     ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
     ...(v['job-id'] ? { jobId: v['job-id'] } : {}),
   };
-  const out = reporter(!!v.json);
+  const out = reporter(jsonLines(v));
   const { job } = await client.call('blockCopy', params);
   if (wait === 'none') {
     out.say(`copy started: job ${job.jobId} (${job.state})`, { event: 'started', job });
@@ -197,7 +200,7 @@ async function copyGroup(client: AgentClient, v: Values, pos: string[]): Promise
     ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
     ...(v['group-id'] ? { groupId: v['group-id'] } : {}),
   };
-  const out = reporter(!!v.json);
+  const out = reporter(jsonLines(v));
   const shown = new Map<string, Job>();
   client.on('job.changed', (j: Job) => {
     const ours = pairs.some((p) => p.startsWith(`${j.disk}=`)) && (j.domain.name === domain || j.domain.uuid === domain) && !!j.groupId;
@@ -223,7 +226,7 @@ function groupSummary(g: Group): string {
 }
 
 async function watch(client: AgentClient, v: Values, pos: string[]): Promise<number> {
-  const out = reporter(true);
+  const out = reporter(true); // a stream of changes: JSON lines even on a terminal
   client.on('job.changed', (j: Job) => out.job(j));
   await client.call('subscribe', { ...(v.job ? { jobIds: [v.job] } : {}), ...(pos[0] ? { domain: pos[0] } : {}) });
   await new Promise<void>((resolve) => { process.once('SIGINT', resolve); client.once('close', resolve); });
@@ -247,7 +250,8 @@ export async function runClientCommand(command: string, argv: string[]): Promise
   try {
     // Check the words before connecting, so that usage errors never start anything.
     const plan = (): (() => Promise<number>) => {
-      const print = (r: unknown) => { process.stdout.write(JSON.stringify(r, null, v.json ? 0 : 2) + '\n'); return EXIT.ok; };
+      // One answer: indented for a person at a terminal, else one line.
+      const print = (r: unknown) => { process.stdout.write(JSON.stringify(r, null, jsonLines(v) ? 0 : 2) + '\n'); return EXIT.ok; };
       switch (command) {
         case 'copy': return () => copy(client!, v, pos);
         case 'info': { const ref = jobRef(v, pos); return async () => print(await client!.call('jobInfo', ref)); }
