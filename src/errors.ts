@@ -4,11 +4,11 @@
 
 /** The JSON-RPC 2.0 codes the agent answers before (or instead of) running a method. */
 export const PROTOCOL_ERRORS = {
-  parseError: { code: -32700, description: 'The frame (or stdio line) is not JSON, or a stdio line is longer than maxPayloadBytes.' },
-  invalidRequest: { code: -32600, description: 'Not a JSON-RPC 2.0 request: wrong jsonrpc, no method, an object id, primitive params, an empty batch.' },
+  parseError: { code: -32700, description: 'The frame (or stdio line) is not JSON, or a stdio line is longer than maxPayloadBytes; `id` is null.' },
+  invalidRequest: { code: -32600, description: 'Not a JSON-RPC 2.0 request: not an object, wrong `jsonrpc`, no method, a bad `id`, primitive `params`, an empty batch.' },
   methodNotFound: { code: -32601, description: 'No method of that name.' },
   invalidParams: { code: -32602, description: "The params break the method's schema; data.errors holds ajv's errors, each naming the field (instancePath)." },
-  internalError: { code: -32603, description: 'A defect in the agent (logged with its stack); nothing else is disclosed. Please report it.' },
+  internalError: { code: -32603, description: 'An unexpected failure (a defect): logged with its request id and stack, no detail is sent.' },
 } as const;
 
 export const ERRORS = {
