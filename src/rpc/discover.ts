@@ -24,7 +24,7 @@ export function openRpcDocument(schemas: SchemaSet, version: string): Record<str
         paramStructure: 'by-name',
         params: contentDescriptors(params, key),
         result: { name: 'result', schema: ref(`methods/${m.name}.result.json`) },
-        errors: Object.entries(ERRORS).map(([name, e]) => ({ code: e.code, message: name, data: { description: e.description, retryable: e.retryable } })),
+        errors: Object.keys(ERRORS).map((name) => ({ $ref: `#/components/errors/${name}` })),
         // Constraints across keys (oneOf: jobId, or domain and disk) have no place in a content
         // descriptor; the whole params object's schema is here for clients that validate.
         'x-params-schema': ref(path),
@@ -32,6 +32,7 @@ export function openRpcDocument(schemas: SchemaSet, version: string): Record<str
     }),
     components: {
       schemas: components,
+      errors: Object.fromEntries(Object.entries(ERRORS).map(([name, e]) => [name, { code: e.code, message: name, data: { description: e.description, retryable: e.retryable } }])),
       contentDescriptors: {
         'job.changed': { name: 'job.changed', summary: 'Notification sent to subscribed sessions', schema: ref('notifications/job.changed.json') },
         'agent.connection': { name: 'agent.connection', summary: 'Notification sent to subscribed sessions when the libvirt connection is lost and restored', schema: ref('notifications/agent.connection.json') },
