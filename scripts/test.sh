@@ -8,7 +8,7 @@ if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install 
 # Lint first: a style or correctness finding fails fast, before the long run.
 npx eslint .
 bash scripts/build.sh
-node -e "import('./dist/test/helpers/hypervisor.js').then(m => m.cleanupStale())"
+node -e "import('./dist/harness/hypervisor.js').then(m => m.cleanupStale())"
 set +e
 out=$(mktemp -d)
 if [ $# -gt 0 ]; then

@@ -3,8 +3,8 @@
 import t, { type Test } from 'tap';
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { RpcError, type MethodName } from '../../src/client/index.js';
-import * as hv from '../helpers/hypervisor.js';
-import { serveAgent, untilState } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent, untilState } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 

@@ -2,8 +2,8 @@
 // line, as the help promises, against the real agent and libvirtd.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import * as hv from '../helpers/hypervisor.js';
-import { CLI, serveAgent } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { CLI, serveAgent } from '../../harness/agent.js';
 
 interface Run { code: number | null; lines: unknown[]; raw: string; stderr: string }
 

@@ -4,8 +4,8 @@
 import t from 'tap';
 import { existsSync } from 'node:fs';
 import { RpcError } from '../../src/client/index.js';
-import * as hv from '../helpers/hypervisor.js';
-import { serveAgent } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 const MAX = '18446744073709551615';

@@ -6,7 +6,7 @@ import t from 'tap';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { RpcError } from '../../src/client/index.js';
-import { serveAgent } from '../helpers/agent.js';
+import { serveAgent } from '../../harness/agent.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 

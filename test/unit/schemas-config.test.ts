@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { SchemaSet } from '../../src/rpc/schemas.js';
 import { configProblems, envOverrides, loadConfig } from '../../src/config.js';
-import { CLI } from '../helpers/agent.js';
+import { CLI } from '../../harness/agent.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../../', import.meta.url));
