@@ -1,6 +1,6 @@
 // The OpenRPC document served by rpc.discover, assembled from the schema files.
 import { ERRORS } from '../errors.js';
-import { METHODS } from './methods.js';
+import { methodList } from './methods.js';
 import { SCHEMA_BASE, type JsonSchema, type SchemaSet } from './schemas.js';
 
 type Key = (id: string) => string;
@@ -14,7 +14,7 @@ export function openRpcDocument(schemas: SchemaSet, version: string): Record<str
   return {
     openrpc: '1.2.6',
     info: { title: 'blockcopy-agent', version, description: 'Live block copy of running VM disks through libvirt.' },
-    methods: METHODS.map((m) => {
+    methods: methodList().map((m) => {
       const path = `methods/${m.name}.params.json`;
       const params = schemas.schema(path);
       return {

@@ -8,9 +8,9 @@ import type { AgentConnectionParams, Job } from '../generated/api.js';
 import type { Logger } from '../log.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
-import { METHODS, METHOD_NAMES, type MethodSpec } from './methods.js';
+import { methodList, type MethodName, type MethodSpec } from './methods.js';
 import { SchemaSet } from './schemas.js';
-import type { GroupService, JobService } from './service.js';
+import type { GroupPort, JobPort } from './ports.js';
 import type { Session } from './session.js';
 
 export interface AuditEntry {
@@ -28,8 +28,8 @@ export interface AuditEntry {
 }
 
 export interface RpcServerOptions {
-  service: JobService;
-  groups: GroupService;
+  service: JobPort;
+  groups: GroupPort;
   log: Logger;
   version: string;
   schemas?: SchemaSet;
@@ -39,12 +39,11 @@ export interface RpcServerOptions {
   audit?: (entry: AuditEntry) => void;
 }
 
+/** What the JSON-RPC library hands each method: the caller's session and this request's id. */
 interface CallContext {
   session: Session;
   requestId: string;
 }
-
-type Handler = (params: any, ctx: CallContext) => Promise<unknown>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const invalidRequest = (id: unknown = null): JSONRPCResponse =>
   ({ jsonrpc: '2.0', id: validId(id) ? id : null, error: { code: JSONRPCErrorCode.InvalidRequest, message: 'Invalid Request' } }) as JSONRPCResponse;
@@ -69,8 +68,7 @@ export class RpcServer {
   constructor(private readonly opts: RpcServerOptions) {
     this.schemas = opts.schemas ?? new SchemaSet();
     this.log = opts.log;
-    const handlers = this.handlers();
-    for (const spec of METHODS) this.register(spec, handlers[spec.name]!);
+    for (const spec of methodList()) this.register(spec);
     const doc = openRpcDocument(this.schemas, opts.version);
     this.server.addMethod('rpc.discover', () => doc);
     opts.service.on('job.changed', this.onJobChanged);
@@ -92,10 +90,6 @@ export class RpcServer {
     this.opts.service.off('agent.connection', this.onConnection);
     for (const s of this.sessions) s.close();
     this.sessions.clear();
-  }
-
-  get sessionCount(): number {
-    return this.sessions.size;
   }
 
   /** One frame in; the response frame, or null when nothing must be answered. */
@@ -127,7 +121,7 @@ export class RpcServer {
     return this.server.receive(r as never, { session, requestId });
   }
 
-  private register(spec: MethodSpec, handler: Handler): void {
+  private register(spec: { name: MethodName } & MethodSpec<MethodName>): void {
     const validate = this.schemas.validator(`methods/${spec.name}.params.json`);
     const validateResult = this.opts.validateResults ? this.schemas.validator(`methods/${spec.name}.result.json`) : null;
     this.server.addMethod(spec.name, async (raw: unknown, ctx: CallContext) => {
@@ -146,7 +140,8 @@ export class RpcServer {
         if (spec.mutating && ctx.session.principal.readOnly) {
           throw new AgentError('unauthorized', `principal '${ctx.session.principal.name}' may not call ${spec.name}`);
         }
-        const result = await handler(params, ctx);
+        // Validated against the method's schema above: the params are the generated type.
+        const result = await spec.handle(params as never, { ...ctx, jobs: this.opts.service, groups: this.opts.groups });
         if (validateResult && !validateResult(result)) {
           throw new Error(`result of ${spec.name} breaks its schema: ${JSON.stringify(validateResult.errors)}`);
         }
@@ -184,35 +179,6 @@ export class RpcServer {
     } catch (e) {
       this.log.error('audit write failed', { error: e });
     }
-  }
-
-  private handlers(): Record<string, Handler> {
-    const s = this.opts.service;
-    const g = this.opts.groups;
-    return {
-      blockCopy: (p, ctx) => s.blockCopy(p, ctx.session.signal),
-      jobInfo: (p) => s.jobInfo(p),
-      pivot: (p) => s.pivot(p),
-      finish: (p) => s.finish(p),
-      abort: (p) => s.abort(p),
-      setSpeed: (p) => s.setSpeed(p),
-      listJobs: (p) => s.listJobs(p),
-      wait: (p, ctx) => s.wait(p, ctx.session.signal),
-      blockCopyGroup: (p, ctx) => g.blockCopyGroup(p, ctx.session.signal),
-      groupInfo: (p) => g.groupInfo(p),
-      pivotGroup: (p) => g.pivotGroup(p),
-      finishGroup: (p) => g.finishGroup(p),
-      abortGroup: (p) => g.abortGroup(p),
-      capabilities: async () => ({ ...(await s.capabilities()), methods: METHOD_NAMES }),
-      subscribe: async (p, ctx) => {
-        ctx.session.subscribe(p);
-        return { subscribed: true };
-      },
-      unsubscribe: async (_p, ctx) => {
-        ctx.session.unsubscribe();
-        return { subscribed: false };
-      },
-    };
   }
 }
 
