@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { ERRORS, PROTOCOL_ERRORS } = await import(join(root, 'dist/src/errors.js'));
 const { openRpcDocument } = await import(join(root, 'dist/src/rpc/discover.js'));
-const { SchemaSet } = await import(join(root, 'dist/src/rpc/schemas.js'));
+const { SchemaSet } = await import(join(root, 'dist/src/schemas.js'));
 const { version } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
 const cell = (s) => String(s).replace(/\|/g, '\\|');

@@ -11,7 +11,7 @@ import { JobManager } from './jobs/manager.js';
 import { openConnection, type Connection } from './libvirt/index.js';
 import type { Logger } from './log.js';
 import { RpcServer, type AuditEntry } from './rpc/server.js';
-import { SchemaSet } from './rpc/schemas.js';
+import { SchemaSet } from './schemas.js';
 import { loadTokens, makeAuthenticator } from './transport/auth.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
 import { serveStdio } from './transport/stdio.js';

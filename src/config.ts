@@ -2,7 +2,7 @@
 // validated as a whole by schemas/config.schema.json.
 import { readFileSync } from 'node:fs';
 import type { AgentConfig } from './generated/api.js';
-import { SchemaSet } from './rpc/schemas.js';
+import { SchemaSet } from './schemas.js';
 
 export type ResolvedConfig = Required<Omit<AgentConfig, 'tls'>> & Pick<AgentConfig, 'tls'> & {
   listen: Required<NonNullable<AgentConfig['listen']>>;

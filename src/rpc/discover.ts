@@ -1,7 +1,7 @@
 // The OpenRPC document served by rpc.discover, assembled from the schema files.
 import { ERRORS } from '../errors.js';
 import { methodList } from './methods.js';
-import { SCHEMA_BASE, type JsonSchema, type SchemaSet } from './schemas.js';
+import { SCHEMA_BASE, type JsonSchema, type SchemaSet } from '../schemas.js';
 
 type Key = (id: string) => string;
 

@@ -3,7 +3,7 @@
 import type { JSONRPCError as JSONRPCErrorObject } from 'json-rpc-2.0';
 import { AgentError, ERRORS, PROTOCOL_ERRORS } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ValidationErrors } from './schemas.js';
+import type { ValidationErrors } from '../schemas.js';
 
 export class InvalidParams extends Error {
   constructor(readonly errors: ValidationErrors) {

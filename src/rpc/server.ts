@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { methodList, type MethodName, type MethodSpec } from './methods.js';
-import { SchemaSet } from './schemas.js';
+import { SchemaSet } from '../schemas.js';
 import type { GroupPort, JobPort } from './ports.js';
 import type { Session } from './session.js';
 

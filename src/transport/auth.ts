@@ -6,7 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { TokensFile } from '../generated/api.js';
 import type { Principal } from '../rpc/session.js';
-import type { SchemaSet } from '../rpc/schemas.js';
+import type { SchemaSet } from '../schemas.js';
 
 export class AuthConfigError extends Error {}
 

@@ -1,6 +1,6 @@
 // schemas/defs/bytes.json spells 0…2^64−1 digit by digit: checked against BigInt arithmetic.
 import t from 'tap';
-import { SchemaSet } from '../../src/rpc/schemas.js';
+import { SchemaSet } from '../../src/schemas.js';
 
 const MAX = (1n << 64n) - 1n;
 

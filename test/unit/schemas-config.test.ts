@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { SchemaSet } from '../../src/rpc/schemas.js';
+import { SchemaSet } from '../../src/schemas.js';
 import { configProblems, envOverrides, loadConfig } from '../../src/config.js';
 import { CLI } from '../../harness/agent.js';
 
