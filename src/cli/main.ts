@@ -2,6 +2,7 @@
 // blockcopy-agent: serve (WebSocket, optionally stdio), stdio, config check.
 import { parseArgs } from 'node:util';
 import { ConfigError, envOverrides, loadConfig, type Overrides } from '../config.js';
+import { configOptions, optionsHelp, SHORTHANDS } from '../config-options.js';
 import { startAgent, StateDirBusy, VERSION } from '../agent.js';
 import { createLogger, type Level } from '../log.js';
 import { relayStdio } from './relay.js';
@@ -24,20 +25,16 @@ Run 'blockcopy-agent COMMAND --help' for a command's options.
 ${CLIENT_HELP}`,
   serve: `Usage: blockcopy-agent serve [options]
 
-Serves JSON-RPC 2.0 on a WebSocket (default 127.0.0.1:7879). SIGTERM/SIGINT stop the agent
+Serves JSON-RPC 2.0 on a WebSocket (see --listen-host, --listen-port). SIGTERM/SIGINT stop the agent
 cleanly; running copies continue inside QEMU and are adopted at the next start.
 
-Options (each also as an environment variable; flags win over environment, environment over the file):
-  --config FILE             JSON configuration file (BLOCKCOPY_CONFIG)
-  --listen HOST:PORT        WebSocket bind address (BLOCKCOPY_LISTEN); loopback only without TLS
-  --no-listen               do not serve WebSocket
-  --stdio                   also serve on stdin/stdout
-  --state-dir DIR           job journal directory (BLOCKCOPY_STATE_DIR), default /var/lib/blockcopy-agent
-  --uri URI                 libvirt URI (BLOCKCOPY_URI), default qemu:///system
-  --log-level LEVEL         debug|info|warn|error (BLOCKCOPY_LOG_LEVEL)
-  --poll-interval-ms N      safety-net poll interval (BLOCKCOPY_POLL_INTERVAL_MS)
-  --allowed-roots A:B       directories destinations may be created in (BLOCKCOPY_ALLOWED_ROOTS)
-  --max-concurrent-copies N (BLOCKCOPY_MAX_CONCURRENT_COPIES)`,
+Options (each also an environment variable; flags win over the environment, the environment
+over the file, the file over the defaults of schemas/config.schema.json):
+  --config FILE  (BLOCKCOPY_CONFIG)
+      JSON configuration file.
+  --stdio
+      Also serve on stdin/stdout.
+${optionsHelp()}`,
   stdio: `Usage: blockcopy-agent stdio [options]
 
 Newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr. Exits when stdin ends.
@@ -49,20 +46,20 @@ Validates FILE against schemas/config.schema.json; prints each problem and exits
 the effective configuration (with defaults) and exits 0.`,
 };
 
-const OPTIONS = {
+type OptionSpec = { type: 'string' | 'boolean'; short?: string };
+
+/** Fixed options, then one per configuration option of the schema (config-options.ts). */
+const CONFIG_FLAGS: Record<string, OptionSpec> = Object.fromEntries([
+  ...Object.entries(SHORTHANDS).map(([f, s]): [string, OptionSpec] => [f, { type: s.placeholder ? 'string' : 'boolean' }]),
+  ...configOptions().map((o): [string, OptionSpec] => [o.negated ? `no-${o.flag}` : o.flag, { type: o.kind === 'boolean' ? 'boolean' : 'string' }]),
+]);
+const OPTIONS: Record<string, OptionSpec> = {
   config: { type: 'string' },
-  listen: { type: 'string' },
-  'no-listen': { type: 'boolean' },
   stdio: { type: 'boolean' },
-  'state-dir': { type: 'string' },
-  uri: { type: 'string' },
-  'log-level': { type: 'string' },
-  'poll-interval-ms': { type: 'string' },
-  'allowed-roots': { type: 'string' },
-  'max-concurrent-copies': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
-} as const;
+  ...CONFIG_FLAGS,
+};
 
 function fail(msg: string, code = 2): never {
   process.stderr.write(`blockcopy-agent: ${msg}\n`);
@@ -104,14 +101,11 @@ async function main(argv: string[]): Promise<void> {
   }
   if (command !== 'serve' && command !== 'stdio') fail(`unknown command '${command}'\n\n${HELP.main}`);
 
-  const flags: Overrides = {
-    uri: v.uri, listen: v.listen, noListen: v['no-listen'] || command === 'stdio', stateDir: v['state-dir'],
-    logLevel: v['log-level'], pollIntervalMs: v['poll-interval-ms'], allowedRoots: v['allowed-roots'],
-    maxConcurrentCopies: v['max-concurrent-copies'],
-  };
+  const flags: Overrides = Object.fromEntries(Object.keys(CONFIG_FLAGS).map((f) => [f, v[f]]));
+  if (command === 'stdio') flags['no-listen'] = true;
   let cfg;
   try {
-    cfg = loadConfig(v.config ?? process.env.BLOCKCOPY_CONFIG, envOverrides(), flags);
+    cfg = loadConfig((v.config as string | undefined) ?? process.env.BLOCKCOPY_CONFIG, envOverrides(), flags);
   } catch (e) {
     fail((e as Error).message, e instanceof ConfigError ? 1 : 2);
   }
