@@ -54,7 +54,7 @@ const JOB_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const OWN_TMP = `.${process.pid}.tmp`;
 
 export class Journal {
-  constructor(private readonly dir: string, private readonly durable = true) {}
+  constructor(private readonly dir: string) {}
 
   async open(): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
@@ -84,10 +84,6 @@ export class Journal {
     }, onBadFile);
   }
 
-  async removeGroup(groupId: string): Promise<void> {
-    await fs.rm(this.groupPath(groupId), { force: true });
-  }
-
   private groupPath(groupId: string): string {
     if (!JOB_ID.test(groupId)) throw new Error(`unsafe group id for a file name: ${JSON.stringify(groupId)}`);
     return join(this.dir, `group-${groupId}.json`);
@@ -98,12 +94,12 @@ export class Journal {
     const fh = await fs.open(tmp, 'w', 0o600);
     try {
       await fh.writeFile(JSON.stringify(value, null, 1));
-      if (this.durable) await fh.sync();
+      await fh.sync();
     } finally {
       await fh.close();
     }
     await fs.rename(tmp, final);
-    if (this.durable) await this.syncDir();
+    await this.syncDir();
   }
 
   async remove(jobId: string): Promise<void> {
