@@ -9,6 +9,12 @@ import { AgentClient, RpcError } from '../client/index.js';
 import type { BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
 import type { MethodName } from '../client/methods.js';
 
+/** The client verbs: main.ts dispatches these here, and the switch below must handle each
+ *  (a verb added here without a case, or a case for no verb, does not compile). */
+export const CLIENT_COMMANDS = ['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call', 'copy-group', 'group', 'pivot-group', 'finish-group', 'abort-group'] as const;
+export type ClientCommand = (typeof CLIENT_COMMANDS)[number];
+export const isClientCommand = (word: string | undefined): word is ClientCommand => (CLIENT_COMMANDS as readonly string[]).includes(word ?? '');
+
 export const EXIT = { ok: 0, agentError: 1, usage: 2, connection: 3, timeout: 4, interrupted: 130 } as const;
 
 export const CLIENT_HELP = `Client commands (talk to the agent on this host, or --url a remote one):
@@ -233,7 +239,7 @@ async function watch(client: AgentClient, v: Values, pos: string[]): Promise<num
   return EXIT.ok;
 }
 
-export async function runClientCommand(command: string, argv: string[]): Promise<number> {
+export async function runClientCommand(command: ClientCommand, argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -279,7 +285,7 @@ export async function runClientCommand(command: string, argv: string[]): Promise
           try { params = v.params ? JSON.parse(v.params) : {}; } catch { throw new UsageError('--params must be JSON'); }
           return async () => print(await client!.call(pos[0] as MethodName, params as never));
         }
-        default: throw new UsageError(`unknown command '${command}'`);
+        default: return command satisfies never;
       }
     };
     const run = plan();

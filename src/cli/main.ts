@@ -6,9 +6,7 @@ import { configOptions, optionsHelp, SHORTHANDS } from '../config-options.js';
 import { startAgent, StateDirBusy, VERSION } from '../agent.js';
 import { createLogger, type Level } from '../log.js';
 import { relayStdio } from './relay.js';
-import { CLIENT_HELP, runClientCommand } from './client.js';
-
-const CLIENT_COMMANDS = new Set(['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call', 'copy-group', 'group', 'pivot-group', 'finish-group', 'abort-group']);
+import { CLIENT_HELP, isClientCommand, runClientCommand } from './client.js';
 
 const HELP: Record<string, string> = {
   main: `blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0
@@ -72,8 +70,8 @@ async function main(argv: string[]): Promise<void> {
     if (e.code === 'EPIPE') process.exit(0);
     throw e;
   });
-  if (CLIENT_COMMANDS.has(argv[0] ?? '')) {
-    const code = await runClientCommand(argv[0]!, argv.slice(1));
+  if (isClientCommand(argv[0])) {
+    const code = await runClientCommand(argv[0], argv.slice(1));
     await new Promise<void>((r) => process.stdout.write('', () => r()));
     process.exit(code);
   }
