@@ -31,8 +31,11 @@ export class SchemaSet {
     addFormats(this.ajv);
     for (const f of files(dir)) {
       const schema = JSON.parse(readFileSync(f, 'utf8')) as JsonSchema;
-      this.ajv.addSchema(schema);
       this.byId.set(schema.$id, schema);
+    }
+    for (const schema of this.byId.values()) {
+      hoistDefaults(schema, schema.$id, this.byId);
+      this.ajv.addSchema(schema);
     }
   }
 
@@ -55,3 +58,23 @@ export class SchemaSet {
 }
 
 export type ValidationErrors = ErrorObject[];
+
+/** ajv applies a `default` only where a property is declared, not inside the schema its
+ *  $ref names; so a default written once on a def (defs/max-pause.json) is copied to each
+ *  property that refers to it, and validation fills it in everywhere the def is used. */
+function hoistDefaults(node: unknown, baseId: string, byId: Map<string, JsonSchema>): void {
+  if (Array.isArray(node)) return node.forEach((n) => hoistDefaults(n, baseId, byId));
+  if (!node || typeof node !== 'object') return;
+  const n = node as Record<string, unknown>;
+  if (n.properties && typeof n.properties === 'object') {
+    for (const prop of Object.values(n.properties as Record<string, Record<string, unknown>>)) {
+      if (typeof prop.$ref !== 'string' || 'default' in prop || prop.$ref.includes('#')) continue;
+      const target = byId.get(new URL(prop.$ref, baseId).href);
+      if (target && 'default' in target) prop.default = structuredClone(target.default);
+    }
+  }
+  // ajv ignores (and in strict mode refuses) defaults under these: leave them alone.
+  for (const [k, v] of Object.entries(n)) if (!NO_DEFAULTS.has(k)) hoistDefaults(v, baseId, byId);
+}
+
+const NO_DEFAULTS = new Set(['oneOf', 'anyOf', 'not', 'if', 'then', 'else']);

@@ -29,8 +29,8 @@ t.test('every schema is strict and documented', async (t) => {
     if (n.type === 'object' && n.properties && n.additionalProperties !== false) open.push(where);
     if (n.properties) {
       for (const [k, v] of Object.entries(n.properties as Record<string, Record<string, unknown>>)) {
-        // A bare $ref inherits the referenced schema's description.
-        const described = typeof v.description === 'string' || (typeof v.$ref === 'string' && Object.keys(v).length === 1);
+        // A bare $ref inherits the referenced schema's description (and default, copied by SchemaSet).
+        const described = typeof v.description === 'string' || (typeof v.$ref === 'string' && Object.keys(v).every((k) => k === '$ref' || k === 'default'));
         if (!described) undocumented.push(`${where}.${k}`);
         walk(v, `${where}.${k}`);
       }
