@@ -6,7 +6,7 @@ import { configOptions, optionsHelp, SHORTHANDS } from '../config-options.js';
 import { startAgent, StateDirBusy, VERSION } from '../agent.js';
 import { createLogger, type Level } from '../log.js';
 import { relayStdio } from './relay.js';
-import { CLIENT_HELP, isClientCommand, runClientCommand } from './client.js';
+import { CLIENT_HELP, isClientCommand, runClientCommand } from './verbs.js';
 
 const HELP: Record<string, string> = {
   main: `blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0

@@ -1,5 +1,5 @@
-// The client side of the CLI: `call` and the friendly verbs, like virsh blockcopy/blockjob,
-// talking to the local agent (a spawned `blockcopy-agent stdio`, which relays to a running
+// The CLI verbs (`call` and the friendly ones, like virsh blockcopy/blockjob) on top of the
+// client library (src/client/), talking to the local agent (a spawned `blockcopy-agent stdio`, which relays to a running
 // daemon) or to a remote one (--url, --token, --ca).
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
