@@ -4,9 +4,12 @@
       "target_name": "blockcopy_libvirt",
       "sources": [
         "native/src/addon.cc",
+        "native/src/calls.cc",
         "native/src/connection.cc",
         "native/src/event_loop.cc",
         "native/src/events.cc",
+        "native/src/sink.cc",
+        "native/src/worker.cc",
         "native/src/values.cc"
       ],
       "dependencies": [
@@ -14,7 +17,7 @@
       ],
       "cflags_cc": ["-std=c++17", "-Wall", "-Wextra", "-Wno-unused-parameter", "<!@(pkg-config --cflags libvirt)"],
       "libraries": ["<!@(pkg-config --libs libvirt)"],
-      "defines": ["NAPI_VERSION=8"]
+      "defines": ["NAPI_VERSION=8", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"]
     }
   ]
 }

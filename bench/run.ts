@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { domainType } from '../harness/hypervisor.js';
 import { type BenchContext, type SuiteResult, round } from './lib.js';
+import { bindingChurn, libvirtdHang } from './suites/binding.js';
 import { controlPlane } from './suites/control-plane.js';
 import { convergence } from './suites/convergence.js';
 import { groupPause } from './suites/group-pause.js';
@@ -16,7 +17,7 @@ import { latency } from './suites/latency.js';
 import { scale } from './suites/scale.js';
 import { throughput } from './suites/throughput.js';
 
-const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence, groupPause };
+const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence, groupPause, libvirtdHang, bindingChurn };
 
 function machine() {
   const v = (cmd: string, args: string[]) => { try { return execFileSync(cmd, args).toString().trim(); } catch { return 'unknown'; } };

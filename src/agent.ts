@@ -14,6 +14,7 @@ import { RpcServer, type AuditEntry } from './rpc/server.js';
 import { SchemaSet } from './schemas.js';
 import { loadTokens, makeAuthenticator } from './transport/auth.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
+import { ConnectionSupervisor } from './supervisor.js';
 import { serveStdio } from './transport/stdio.js';
 import { startWebSocket, type WebSocketTransport } from './transport/websocket.js';
 
@@ -42,56 +43,6 @@ export class StateDirBusy extends Error {
 
 const isLoopback = (host: string) => /^127\./.test(host) || host === '::1' || host === 'localhost';
 
-async function connectWithRetry(uri: string, log: Logger): Promise<Connection> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await openConnection(uri);
-    } catch (e) {
-      if (attempt >= 10) throw e;
-      log.warn('libvirt not reachable yet, retrying', { uri, attempt, error: (e as Error).message });
-      await new Promise((r) => setTimeout(r, Math.min(500 * attempt, 3000)));
-    }
-  }
-}
-
-/**
- * When libvirtd goes away (restart, crash), the agent stays up: the jobs survive in QEMU and the
- * journal. It reconnects with backoff and has the job manager reconcile before serving again.
- */
-function watchConnection(conn: Connection, jobs: JobManager, uri: string, log: Logger): void {
-  conn.onClose((reason) => {
-    jobs.connectionLost(`libvirt closed the connection (${reason})`);
-    void (async () => {
-      for (let delay = 100; ; delay = Math.min(delay * 2, 1000)) {
-        await new Promise((r) => setTimeout(r, delay));
-        if (jobs.isStopped) return;
-        let next: Connection;
-        try {
-          next = await openConnection(uri);
-        } catch (e) {
-          log.warn('libvirt not reachable yet, retrying', { uri, delayMs: delay, error: (e as Error).message });
-          continue;
-        }
-        await conn.close().catch(() => {});
-        try {
-          await jobs.reconnect(next);
-        } catch (e) {
-          log.warn('reconcile after reconnect failed; reconnecting again', { error: (e as Error).message });
-          await next.close().catch(() => {});
-          continue;
-        }
-        if (next.closed) {
-          // Lost again while reconciling: start over.
-          jobs.connectionLost('libvirt closed the connection during the reconcile');
-          continue;
-        }
-        watchConnection(next, jobs, uri, log);
-        return;
-      }
-    })();
-  });
-}
-
 export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promise<Agent> {
   const log = opts.log;
   if (cfg.listen.enabled && !isLoopback(cfg.listen.host) && !cfg.tls) {
@@ -108,21 +59,23 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   const lock = acquireStateLock(cfg.stateDir);
   if (!lock.acquired) throw new StateDirBusy(lock.holder);
 
+  const supervisor = new ConnectionSupervisor({ open: () => openConnection(cfg.uri), log });
+  supervisor.on('state', (e) => log.info('libvirt connection', e));
   let conn: Connection | null = null;
   let jobs: JobManager | null = null;
   let groups: GroupManager | null = null;
   let rpc: RpcServer | null = null;
   let ws: WebSocketTransport | null = null;
   try {
-    conn = await connectWithRetry(cfg.uri, log);
+    conn = await supervisor.connect();
     jobs = new JobManager({
       connection: conn, stateDir: cfg.stateDir, log, pollIntervalMs: cfg.pollIntervalMs,
       maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION,
       checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
     });
     await jobs.start();
-    watchConnection(conn, jobs, cfg.uri, log);
-    groups = new GroupManager({ jobs, stateDir: cfg.stateDir, log });
+    supervisor.watch(conn, jobs);
+    groups = new GroupManager({ jobs, log });
     await groups.start();
     rpc = new RpcServer({ service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write });
     if (cfg.listen.enabled) {
@@ -137,6 +90,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls });
     }
   } catch (e) {
+    supervisor.stop();
     await ws?.close();
     rpc?.close();
     groups?.stop();
@@ -157,6 +111,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
         await ws?.close();
         rpc!.close();
         groups!.stop();
+        supervisor.stop();
         await jobs!.stop();
         await jobs!.connection.close();
         lock.release();

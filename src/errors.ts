@@ -27,6 +27,9 @@ export const ERRORS = {
   tooManyJobs: { code: -32012, retryable: true, description: 'The host already runs its maximum number of concurrent copies.' },
   unavailable: { code: -32013, retryable: true, description: 'The agent has no connection to libvirtd right now.' },
   rateLimited: { code: -32014, retryable: true, description: 'This connection sent requests faster than its configured rate.' },
+  libvirtTimeout: { code: -32015, retryable: true, description: 'libvirtd did not answer within the call bound (hung or overloaded); the call may still take effect, which jobInfo shows once libvirtd answers.' },
+  libvirtBusy: { code: -32016, retryable: true, description: 'Too many libvirt calls already wait for libvirtd; this one was not sent.' },
+  stateUnavailable: { code: -32017, retryable: true, description: 'The state directory cannot be written (full, read-only, failing; data.errno says why): nothing was changed; reads still work.' },
 } as const;
 
 export type ErrorName = keyof typeof ERRORS;

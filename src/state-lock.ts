@@ -1,6 +1,6 @@
 // One agent owns a state directory at a time. The lock file names the owner's pid and where
 // it listens, so a `stdio` invocation can relay to the running daemon instead of competing.
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 export interface LockInfo {
@@ -22,29 +22,41 @@ function alive(pid: number): boolean {
   }
 }
 
+function writeInPlace(file: string, text: string): void {
+  const fd = openSync(file, 'r+');
+  try {
+    const n = writeSync(fd, text, 0);
+    ftruncateSync(fd, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function acquired(path: string, write: (info: LockInfo) => void): LockResult {
+  return {
+    acquired: true,
+    update: write,
+    release: () => {
+      try {
+        const cur = JSON.parse(readFileSync(path, 'utf8')) as LockInfo;
+        if (cur.pid === process.pid) rmSync(path, { force: true });
+      } catch { /* already gone */ }
+    },
+  };
+}
+
 export function acquireStateLock(stateDir: string): LockResult {
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   const path = join(stateDir, 'agent.lock');
-  const write = (info: LockInfo) => {
-    const fd = openSync(path, 'w', 0o600);
-    writeSync(fd, JSON.stringify(info));
-    closeSync(fd);
-  };
-  for (let attempt = 0; attempt < 2; attempt++) {
+  // Rewritten in place (no truncation first): on a full filesystem the file keeps the block it
+  // has, so taking over a dead agent's lock or updating it needs no free space.
+  const write = (info: LockInfo, file = path) => writeInPlace(file, JSON.stringify(info));
+  for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fd = openSync(path, 'wx', 0o600);
       writeSync(fd, JSON.stringify({ pid: process.pid, listen: null } satisfies LockInfo));
       closeSync(fd);
-      return {
-        acquired: true,
-        update: write,
-        release: () => {
-          try {
-            const cur = JSON.parse(readFileSync(path, 'utf8')) as LockInfo;
-            if (cur.pid === process.pid) rmSync(path, { force: true });
-          } catch { /* already gone */ }
-        },
-      };
+      return acquired(path, write);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       let holder: LockInfo | null = null;
@@ -52,7 +64,25 @@ export function acquireStateLock(stateDir: string): LockResult {
         holder = JSON.parse(readFileSync(path, 'utf8')) as LockInfo;
       } catch { /* torn or empty: treat as stale */ }
       if (holder && holder.pid !== process.pid && alive(holder.pid)) return { acquired: false, holder };
-      rmSync(path, { force: true }); // stale: its owner is gone
+      // Stale: its owner is gone. Taken over by moving it aside (one taker wins the rename),
+      // rewriting it and linking it back (fails if another agent made a new lock meanwhile).
+      const mine = `${path}.${process.pid}`;
+      try {
+        renameSync(path, mine);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw err;
+      }
+      try {
+        write({ pid: process.pid, listen: null }, mine);
+        linkSync(mine, path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+        throw err;
+      } finally {
+        rmSync(mine, { force: true });
+      }
+      return acquired(path, write);
     }
   }
   throw new Error(`cannot take the lock ${path}`);

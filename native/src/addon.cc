@@ -1,7 +1,8 @@
 // Entry point of the libvirt binding: a focused N-API addon over libvirt.so.
+#include <dlfcn.h>
 #include <napi.h>
 
-#include <atomic>
+#include <mutex>
 
 #include "addon.h"
 #include "connection.h"
@@ -10,28 +11,32 @@
 namespace bca {
 
 namespace {
-std::atomic<bool> shuttingDown{false};
+
+// Node dlcloses an addon when the last environment that loaded it ends (a worker thread that
+// exits), but this addon's threads (libvirt's event loop, connection threads stuck in libvirt)
+// outlive every environment: keep this library, and libvirt.so with it, mapped for good.
+void PinLibrary() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(&PinLibrary), &info) != 0 && info.dli_fname != nullptr) {
+      dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+    }
+  });
 }
 
-bool AddonData::ShuttingDown() { return shuttingDown.load(); }
+}  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  PinLibrary();
   if (!EnsureEventLoop()) {
     throw Napi::Error::New(env, "libvirt could not be initialised (virInitialize or the event loop failed)");
   }
   auto* data = new AddonData();
+  data->state = EnvState::Install(env);
   data->connectionCtor = Napi::Persistent(Connection::Define(env));
   env.SetInstanceData(data);
-  // Registered before any connection exists, so it runs before N-API finalizes leftover objects.
-  napi_add_env_cleanup_hook(env, [](void*) { shuttingDown.store(true); }, nullptr);
-
   exports.Set("open", Napi::Function::New(env, Connection::Open, "open"));
-  exports.Set("libraryVersion", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
-    unsigned long v = 0;
-    virGetVersion(&v, nullptr, nullptr);
-    return Napi::String::New(info.Env(), std::to_string(v / 1000000) + "." + std::to_string((v / 1000) % 1000) +
-                                             "." + std::to_string(v % 1000));
-  }));
   return exports;
 }
 

@@ -3,103 +3,61 @@
 #include <libvirt/virterror.h>
 
 #include <climits>
-#include <cstdlib>
-#include <optional>
 #include <string>
-#include <vector>
 
 #include "addon.h"
 #include "values.h"
-#include "worker.h"
 
 namespace bca {
 
 namespace {
 
-struct DomainInfo {
-  std::string name;
-  std::string uuid;
-  int id = -1;
-  bool active = false;
-  bool persistent = false;
-};
+// Marks the External that only open() creates, so the constructor refuses any other.
+const napi_type_tag kPartsTag = {0x6b1f0c2a9d4e4b17ULL, 0xa3c5e8f1720d9b64ULL};
 
-// Owns one virDomainPtr for the duration of a call.
-class Dom {
- public:
-  Dom(virConnectPtr c, const std::string& key) : p_(Lookup(c, key)) {}
-  ~Dom() { virDomainFree(p_); }
-  Dom(const Dom&) = delete;
-  Dom& operator=(const Dom&) = delete;
-  operator virDomainPtr() const { return p_; }
-
- private:
-  static bool LooksLikeUuid(const std::string& s) {
-    if (s.size() != 36 && s.size() != 32) return false;
-    for (char ch : s) {
-      if (!(isxdigit(static_cast<unsigned char>(ch)) || ch == '-')) return false;
-    }
-    return true;
-  }
-  static virDomainPtr Lookup(virConnectPtr c, const std::string& key) {
-    // Like virsh: a UUID-shaped key is tried as a UUID first, then as a name.
-    if (LooksLikeUuid(key)) {
-      virDomainPtr d = virDomainLookupByUUIDString(c, key.c_str());
-      if (d != nullptr) return d;
-      virResetLastError();
-    }
-    virDomainPtr d = virDomainLookupByName(c, key.c_str());
-    if (d == nullptr) ThrowLastError("domain not found");
-    return d;
-  }
-  virDomainPtr p_;
-};
-
-DomainInfo InfoOf(virDomainPtr d) {
-  DomainInfo info;
-  const char* name = virDomainGetName(d);
-  if (name != nullptr) info.name = name;
-  char uuid[VIR_UUID_STRING_BUFLEN];
-  if (virDomainGetUUIDString(d, uuid) == 0) info.uuid = uuid;
-  unsigned int id = virDomainGetID(d);
-  info.id = id == static_cast<unsigned int>(-1) ? -1 : static_cast<int>(id);
-  info.active = virDomainIsActive(d) == 1;
-  info.persistent = virDomainIsPersistent(d) == 1;
-  virResetLastError();
-  return info;
-}
-
-Napi::Object DomainInfoToJs(Napi::Env env, const DomainInfo& i) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("name", i.name);
-  o.Set("uuid", i.uuid);
-  o.Set("id", i.id);
-  o.Set("active", i.active);
-  o.Set("persistent", i.persistent);
-  return o;
-}
-
-std::string VersionString(unsigned long v) {
-  return std::to_string(v / 1000000) + "." + std::to_string((v / 1000) % 1000) + "." + std::to_string(v % 1000);
-}
-
-Napi::Value Undefined(Napi::Env env, Done&) { return env.Undefined(); }
-
-Napi::Value RejectedClosed(Napi::Env env) {
+Napi::Value Rejected(Napi::Env env, const VirError& e) {
   auto d = Napi::Promise::Deferred::New(env);
-  VirError e{VIR_ERR_INVALID_CONN, VIR_FROM_NONE, "the libvirt connection is closed"};
   d.Reject(e.ToJs(env).Value());
   return d.Promise();
 }
 
-struct BlockJobInfoResult {
-  bool present = false;
-  int type = 0;
-  uint64_t bandwidth = 0;
-  bool bandwidthInMiB = false;
-  uint64_t cur = 0;
-  uint64_t end = 0;
+Napi::Value Resolved(Napi::Env env) {
+  auto d = Napi::Promise::Deferred::New(env);
+  d.Resolve(env.Undefined());
+  return d.Promise();
+}
+
+const VirError kClosed{VIR_ERR_INVALID_CONN, VIR_FROM_NONE, "the libvirt connection is closed", "closed"};
+
+VirError BusyError(size_t pending) {
+  return VirError{VIR_ERR_OPERATION_TIMEOUT, VIR_FROM_NONE,
+                  "too many libvirt calls are waiting for libvirtd (" + std::to_string(pending) +
+                      "); the call was not sent",
+                  "busy"};
+}
+
+// The close of a connection dropped without close(): nobody waits for it.
+class Closer : public Task {
+ public:
+  explicit Closer(std::shared_ptr<Registrations> regs) : regs_(std::move(regs)) {}
+  void Run(virConnectPtr c) override {
+    if (c != nullptr) regs_->Clear(c);
+    regs_.reset();
+  }
+  void Fail(VirError) override { regs_.reset(); }
+  void Deliver(Napi::Env) override {}
+
+ private:
+  std::shared_ptr<Registrations> regs_;
 };
+
+uint32_t U32Option(Napi::Env env, const Napi::Object& opts, const char* name, uint64_t fallback, uint64_t min, uint64_t max) {
+  uint64_t v = U64Option(opts, name, fallback);
+  if (v < min || v > max) {
+    throw Napi::RangeError::New(env, std::string(name) + " must be between " + std::to_string(min) + " and " + std::to_string(max));
+  }
+  return static_cast<uint32_t>(v);
+}
 
 }  // namespace
 
@@ -107,11 +65,11 @@ Napi::Function Connection::Define(Napi::Env env) {
   return DefineClass(env, "Connection", {
       InstanceMethod<&Connection::Close>("close"),
       InstanceMethod<&Connection::IsClosed>("isClosed"),
+      InstanceMethod<&Connection::SetHandlers>("setHandlers"),
+      InstanceMethod<&Connection::PendingCalls>("pendingCalls"),
       InstanceMethod<&Connection::LookupDomain>("lookupDomain"),
       InstanceMethod<&Connection::ListDomains>("listDomains"),
       InstanceMethod<&Connection::GetXml>("getXml"),
-      InstanceMethod<&Connection::GetMetadata>("getMetadata"),
-      InstanceMethod<&Connection::SetMetadata>("setMetadata"),
       InstanceMethod<&Connection::BlockCopy>("blockCopy"),
       InstanceMethod<&Connection::GetBlockJobInfo>("getBlockJobInfo"),
       InstanceMethod<&Connection::BlockJobAbort>("blockJobAbort"),
@@ -127,454 +85,206 @@ Napi::Function Connection::Define(Napi::Env env) {
 }
 
 Connection::Connection(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Connection>(info) {
-  // Only Open() constructs connections, passing the opened pointer as an External.
-  if (info.Length() < 2 || !info[0].IsExternal() || !info[1].IsBoolean()) {
-    throw Napi::TypeError::New(info.Env(), "use open() to create a connection");
+  Napi::Env env = info.Env();
+  bool tagged = false;
+  if (info.Length() >= 1 && info[0].IsExternal()) {
+    napi_check_object_type_tag(env, info[0], &kPartsTag, &tagged);
   }
-  conn_ = info[0].As<Napi::External<virConnect>>().Data();
-  hasCloseCallback_ = info[1].As<Napi::Boolean>().Value();
+  Parts* parts = tagged ? info[0].As<Napi::External<Parts>>().Data() : nullptr;
+  if (parts == nullptr || parts->taken) throw Napi::TypeError::New(env, "use open() to create a connection");
+  parts->taken = true;
+  p_ = *parts;
+  napi_create_reference(env, Value(), 0, &p_.js->self);
 }
 
 Connection::~Connection() {
-  // Reached only when JS dropped an unclosed connection. During environment teardown the
-  // thread-safe functions are already gone, so leave the socket to the OS.
-  if (conn_ != nullptr && !AddonData::ShuttingDown()) CloseNow();
+  // Finalized: JS dropped the object (or the environment is going away).
+  p_.js->gone = true;
+  if (p_.js->self != nullptr) {
+    napi_delete_reference(Env(), p_.js->self);
+    p_.js->self = nullptr;
+  }
+  if (!closed_) {
+    // Never closed: close it on its own thread; the JS thread never waits on libvirt.
+    std::unique_ptr<Task> closer = std::make_unique<Closer>(p_.regs);
+    p_.worker->BeginClose(closer);
+  }
 }
 
-void Connection::CloseNow() {
-  for (auto& [id, sub] : subscriptions_) DeregisterDomainEvents(conn_, sub);
-  subscriptions_.clear();
-  if (hasCloseCallback_) UnregisterCloseCallback(conn_);
-  virConnectClose(conn_);
-  conn_ = nullptr;
-}
+Napi::Value Connection::RejectClosed(Napi::Env env) { return Rejected(env, kClosed); }
 
-ConnPtr Connection::Ref(Napi::Env env) {
-  virConnectRef(conn_);
-  return ConnPtr(conn_, [](virConnectPtr c) { virConnectClose(c); });
+Napi::Value Connection::Enqueue(Napi::Env env, std::unique_ptr<Task> call, Napi::Value promise) {
+  call->deadline = Clock::now() + std::chrono::milliseconds(p_.timeoutMs);
+  switch (p_.worker->Submit(call)) {
+    case Worker::Admit::Ok: return promise;
+    case Worker::Admit::Busy: call->Fail(BusyError(p_.worker->Pending())); break;
+    case Worker::Admit::Closed: call->Fail(kClosed); break;
+  }
+  call->Deliver(env);
+  return promise;
 }
 
 Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string uri = StringArg(info, 0, "uri");
   Napi::Object opts = OptionsArg(info, 1);
-  uint64_t interval = U64Option(opts, "keepaliveInterval", 5);
-  uint64_t count = U64Option(opts, "keepaliveCount", 3);
-  if (interval > INT_MAX || count > UINT_MAX) throw Napi::TypeError::New(env, "keepalive values out of range");
-  bool withClose = info.Length() > 2 && !info[2].IsUndefined();
-  if (withClose && !info[2].IsFunction()) throw Napi::TypeError::New(env, "onClose must be a function");
+  uint32_t interval = U32Option(env, opts, "keepaliveInterval", 5, 0, INT_MAX);
+  uint32_t count = U32Option(env, opts, "keepaliveCount", 3, 0, UINT_MAX);
+  uint32_t timeoutMs = U32Option(env, opts, "callTimeoutMs", 30000, 1, 3600000);
+  uint32_t maxPending = U32Option(env, opts, "maxPendingCalls", 64, 1, 100000);
+  // One call thread per connection: libvirt 9.0's remote client crashes (SIGSEGV in its I/O loop)
+  // when keepalive drops a connection that two threads are waiting on and the daemon then answers.
+  const uint32_t threads = 1;
 
-  auto closeFn = std::make_shared<std::optional<Napi::ThreadSafeFunction>>();
-  auto closeRegistered = std::make_shared<bool>(false);
-  if (withClose) closeFn->emplace(NewCloseFunction(env, info[2].As<Napi::Function>()));
+  auto envState = EnvState::Of(env);
+  // An open to a hung libvirtd blocks its thread until libvirtd answers: bound how many may.
+  if (!envState->BeginOpen()) {
+    return Rejected(env, VirError{VIR_ERR_OPERATION_TIMEOUT, VIR_FROM_NONE,
+                                  "too many libvirt connections are still opening; libvirtd does not answer", "busy"});
+  }
+  std::shared_ptr<Sink> sink;
+  try {
+    sink = Sink::New(env, "libvirt-connection");
+  } catch (...) {
+    envState->EndOpen();
+    throw;
+  }
+  auto parts = std::make_shared<Parts>();
+  parts->js = std::make_shared<JsSide>();
+  parts->regs = std::make_shared<Registrations>(std::make_shared<Link>(Link{sink, parts->js}));
+  parts->worker = std::make_shared<Worker>(sink, threads, maxPending);
+  parts->envState = envState;
+  parts->timeoutMs = timeoutMs;
+  std::weak_ptr<Worker> weakWorker = parts->worker;
+  std::shared_ptr<Registrations> regs = parts->regs;
 
-  return PromiseWorker<virConnectPtr>::Start(
+  Napi::Value promise;
+  std::unique_ptr<Task> call = std::make_unique<Call<bool>>(
       env,
-      [uri, interval, count, closeFn, closeRegistered]() {
+      [uri, interval, count, weakWorker, regs, envState](virConnectPtr) {
+        struct Opening {
+          std::shared_ptr<EnvState> s;
+          ~Opening() { s->EndOpen(); }
+        } opening{envState};
+        auto worker = weakWorker.lock();
         virConnectPtr c = virConnectOpen(uri.c_str());
-        if (c == nullptr) ThrowLastError("cannot open the libvirt connection");
+        if (c == nullptr) {
+          VirError e = VirError::Capture("cannot open the libvirt connection");
+          std::unique_ptr<Task> none;
+          if (worker) worker->BeginClose(none);
+          throw VirFailure{e};
+        }
         // Keepalive is best effort: drivers without it (test://) still give a usable connection.
-        if (interval > 0 && virConnectSetKeepAlive(c, static_cast<int>(interval), static_cast<unsigned>(count)) < 0) {
-          virResetLastError();
-        }
-        if (closeFn->has_value()) {
-          try {
-            RegisterCloseCallback(c, **closeFn);
-          } catch (...) {
-            *closeRegistered = true;  // RegisterCloseCallback released it
-            virConnectClose(c);
-            throw;
-          }
-          *closeRegistered = true;
-        }
-        return c;
+        if (interval > 0 && virConnectSetKeepAlive(c, static_cast<int>(interval), count) < 0) virResetLastError();
+        regs->WatchClose(c);
+        if (worker) worker->SetConnection(c);  // the Worker owns this reference from now on
+        return true;
       },
-      [withClose](Napi::Env env, virConnectPtr& c) -> Napi::Value {
-        return AddonData::Get(env)->connectionCtor.New(
-            {Napi::External<virConnect>::New(env, c), Napi::Boolean::New(env, withClose)});
+      [parts](Napi::Env env, bool&) -> Napi::Value {
+        try {
+          auto* held = new Parts(*parts);
+          auto ext = Napi::External<Parts>::New(env, held, [](Napi::Env, Parts* p) { delete p; });
+          napi_type_tag_object(env, ext, &kPartsTag);
+          return AddonData::Get(env)->connectionCtor.New({ext});
+        } catch (...) {
+          // No object, so no finalizer will close it: close it here (on its own thread).
+          std::unique_ptr<Task> closer = std::make_unique<Closer>(parts->regs);
+          parts->worker->BeginClose(closer);
+          throw;
+        }
       },
-      [closeFn, closeRegistered]() {
-        if (closeFn->has_value() && !*closeRegistered) (*closeFn)->Release();
-      });
+      &promise);
+  call->deadline = Clock::time_point::max();
+  {
+    // The environment ended before the open was delivered: close what nobody will see.
+    std::weak_ptr<Worker> w = parts->worker;
+    std::shared_ptr<Registrations> r = parts->regs;
+    static_cast<Call<bool>*>(call.get())->OnUndelivered([w, r] {
+      if (auto worker = w.lock()) {
+        std::unique_ptr<Task> closer = std::make_unique<Closer>(r);
+        worker->BeginClose(closer);
+      }
+    });
+  }
+  if (parts->worker->Submit(call) != Worker::Admit::Ok) {
+    envState->EndOpen();
+    call->Fail(kClosed);
+    call->Deliver(env);
+  }
+  return promise;
 }
 
 Napi::Value Connection::Close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (conn_ == nullptr) {
-    auto d = Napi::Promise::Deferred::New(env);
-    d.Resolve(env.Undefined());
-    return d.Promise();
+  if (closed_) return Resolved(env);
+  closed_ = true;
+  // No close notification after the caller closed it; events stop keeping the process alive.
+  p_.js->userClosed = true;
+  if (p_.js->eventsRef) {
+    p_.worker->sink()->Unref(env);
+    p_.js->eventsRef = false;
   }
-  // Hand our own reference to the worker: calls still in flight keep theirs.
-  std::vector<EventSubscription> subs;
-  for (auto& [id, sub] : subscriptions_) subs.push_back(sub);
-  subscriptions_.clear();
-  bool hadClose = hasCloseCallback_;
-  virConnectPtr c = conn_;
-  conn_ = nullptr;
-  return PromiseWorker<Done>::Start(
-      env,
-      [c, subs, hadClose]() {
-        for (const auto& s : subs) DeregisterDomainEvents(c, s);
-        if (hadClose) UnregisterCloseCallback(c);
-        if (virConnectClose(c) < 0) virResetLastError();
-        return Done{};
-      },
-      Undefined);
+  Napi::Value promise;
+  std::shared_ptr<Registrations> regs = p_.regs;
+  std::unique_ptr<Task> closer = std::make_unique<Call<Done>>(
+      env, [regs](virConnectPtr c) { if (c != nullptr) regs->Clear(c); return Done{}; }, DoneToUndefined, &promise);
+  if (!p_.worker->BeginClose(closer)) return Resolved(env);
+  return promise;
 }
 
 Napi::Value Connection::IsClosed(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), conn_ == nullptr);
+  return Napi::Boolean::New(info.Env(), closed_);
 }
 
-Napi::Value Connection::LookupDomain(const Napi::CallbackInfo& info) {
+// setHandlers(onEvent, onClose): installs the callbacks (as properties of this object, so they
+// keep nothing alive beyond it) and replays a close that arrived before them.
+Napi::Value Connection::SetHandlers(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<DomainInfo>::Start(
-      env, [c, key]() { Dom d(c.get(), key); return InfoOf(d); },
-      [](Napi::Env env, DomainInfo& i) -> Napi::Value { return DomainInfoToJs(env, i); });
-}
-
-Napi::Value Connection::ListDomains(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Object opts = OptionsArg(info, 0);
-  unsigned int flags = BoolOption(opts, "activeOnly") ? VIR_CONNECT_LIST_DOMAINS_ACTIVE : 0;
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<std::vector<DomainInfo>>::Start(
-      env,
-      [c, flags]() {
-        virDomainPtr* doms = nullptr;
-        int n = virConnectListAllDomains(c.get(), &doms, flags);
-        if (n < 0) ThrowLastError("cannot list domains");
-        std::vector<DomainInfo> out;
-        for (int i = 0; i < n; i++) {
-          out.push_back(InfoOf(doms[i]));
-          virDomainFree(doms[i]);
-        }
-        free(doms);
-        return out;
-      },
-      [](Napi::Env env, std::vector<DomainInfo>& list) -> Napi::Value {
-        Napi::Array a = Napi::Array::New(env, list.size());
-        for (size_t i = 0; i < list.size(); i++) a.Set(static_cast<uint32_t>(i), DomainInfoToJs(env, list[i]));
-        return a;
-      });
-}
-
-Napi::Value Connection::GetXml(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  Napi::Object opts = OptionsArg(info, 1);
-  unsigned int flags = BoolOption(opts, "inactive") ? VIR_DOMAIN_XML_INACTIVE : 0;
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<std::string>::Start(
-      env,
-      [c, key, flags]() {
-        Dom d(c.get(), key);
-        char* xml = virDomainGetXMLDesc(d, flags);
-        if (xml == nullptr) ThrowLastError("cannot read the domain XML");
-        std::string s(xml);
-        free(xml);
-        return s;
-      },
-      [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
-}
-
-Napi::Value Connection::GetMetadata(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  std::string uri = StringArg(info, 1, "namespaceUri");
-  Napi::Object opts = OptionsArg(info, 2);
-  unsigned int flags = BoolOption(opts, "config") ? VIR_DOMAIN_AFFECT_CONFIG : VIR_DOMAIN_AFFECT_LIVE;
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<std::optional<std::string>>::Start(
-      env,
-      [c, key, uri, flags]() -> std::optional<std::string> {
-        Dom d(c.get(), key);
-        char* xml = virDomainGetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT, uri.c_str(), flags);
-        if (xml == nullptr) {
-          virErrorPtr e = virGetLastError();
-          if (e != nullptr && e->code == VIR_ERR_NO_DOMAIN_METADATA) {
-            virResetLastError();
-            return std::nullopt;
-          }
-          ThrowLastError("cannot read domain metadata");
-        }
-        std::string s(xml);
-        free(xml);
-        return s;
-      },
-      [](Napi::Env env, std::optional<std::string>& s) -> Napi::Value {
-        return s ? Napi::Value(Napi::String::New(env, *s)) : env.Null();
-      });
-}
-
-Napi::Value Connection::SetMetadata(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  std::string uri = StringArg(info, 1, "namespaceUri");
-  std::string elementKey = StringArg(info, 2, "key");
-  std::optional<std::string> xml;
-  if (info.Length() > 3 && !info[3].IsNull()) xml = StringArg(info, 3, "xml");
-  Napi::Object opts = OptionsArg(info, 4);
-  unsigned int flags = BoolOption(opts, "config") ? VIR_DOMAIN_AFFECT_CONFIG : VIR_DOMAIN_AFFECT_LIVE;
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<Done>::Start(
-      env,
-      [c, key, uri, elementKey, xml, flags]() {
-        Dom d(c.get(), key);
-        // With a NULL body libvirt removes the element; key and uri are then ignored.
-        if (virDomainSetMetadata(d, VIR_DOMAIN_METADATA_ELEMENT, xml ? xml->c_str() : nullptr,
-                                 xml ? elementKey.c_str() : nullptr, uri.c_str(), flags) < 0) {
-          ThrowLastError("cannot set domain metadata");
-        }
-        return Done{};
-      },
-      Undefined);
-}
-
-Napi::Value Connection::BlockCopy(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  std::string disk = StringArg(info, 1, "disk");
-  std::string destXml = StringArg(info, 2, "destinationXml");
-  Napi::Object opts = OptionsArg(info, 3);
-  unsigned int flags = 0;
-  if (BoolOption(opts, "shallow")) flags |= VIR_DOMAIN_BLOCK_COPY_SHALLOW;
-  if (BoolOption(opts, "reuseExternal")) flags |= VIR_DOMAIN_BLOCK_COPY_REUSE_EXT;
-  if (BoolOption(opts, "transientJob")) flags |= VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB;
-  if (BoolOption(opts, "synchronousWrites")) flags |= VIR_DOMAIN_BLOCK_COPY_SYNCHRONOUS_WRITES;
-  std::optional<uint64_t> bandwidth, bufSize;
-  std::optional<unsigned int> granularity;
-  if (!opts.Get("bandwidth").IsUndefined()) bandwidth = U64Option(opts, "bandwidth", 0);
-  if (!opts.Get("bufSize").IsUndefined()) bufSize = U64Option(opts, "bufSize", 0);
-  if (!opts.Get("granularity").IsUndefined()) {
-    uint64_t g = U64Option(opts, "granularity", 0);
-    if (g > UINT_MAX) throw Napi::TypeError::New(env, "granularity must fit an unsigned 32-bit integer");
-    granularity = static_cast<unsigned int>(g);
+  if (info.Length() < 2 || !info[0].IsFunction() || !info[1].IsFunction()) {
+    throw Napi::TypeError::New(env, "setHandlers(onEvent, onClose) takes two functions");
   }
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<Done>::Start(
-      env,
-      [c, key, disk, destXml, flags, bandwidth, bufSize, granularity]() {
-        Dom d(c.get(), key);
-        virTypedParameterPtr params = nullptr;
-        int n = 0, max = 0;
-        bool ok = true;
-        if (bandwidth) ok = ok && virTypedParamsAddULLong(&params, &n, &max, VIR_DOMAIN_BLOCK_COPY_BANDWIDTH, *bandwidth) == 0;
-        if (granularity) ok = ok && virTypedParamsAddUInt(&params, &n, &max, VIR_DOMAIN_BLOCK_COPY_GRANULARITY, *granularity) == 0;
-        if (bufSize) ok = ok && virTypedParamsAddULLong(&params, &n, &max, VIR_DOMAIN_BLOCK_COPY_BUF_SIZE, *bufSize) == 0;
-        int rc = ok ? virDomainBlockCopy(d, disk.c_str(), destXml.c_str(), params, n, flags) : -1;
-        if (rc < 0) {
-          VirError e = VirError::Capture("block copy failed");
-          virTypedParamsFree(params, n);
-          throw VirFailure{e};
-        }
-        virTypedParamsFree(params, n);
-        return Done{};
-      },
-      Undefined);
+  Value().Set("onevent", info[0]);
+  Value().Set("onclose", info[1]);
+  if (p_.js->pendingClose >= 0) p_.js->DeliverClose(env, p_.js->pendingClose);
+  return env.Undefined();
 }
 
-Napi::Value Connection::GetBlockJobInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  std::string disk = StringArg(info, 1, "disk");
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<BlockJobInfoResult>::Start(
-      env,
-      [c, key, disk]() {
-        Dom d(c.get(), key);
-        virDomainBlockJobInfo raw{};
-        BlockJobInfoResult r;
-        int rc = virDomainGetBlockJobInfo(d, disk.c_str(), &raw, VIR_DOMAIN_BLOCK_JOB_INFO_BANDWIDTH_BYTES);
-        if (rc < 0) {
-          // Bytes do not fit an unsigned long (32-bit hosts) or the flag is unknown: ask in MiB/s.
-          virErrorPtr e = virGetLastError();
-          if (e == nullptr || (e->code != VIR_ERR_OVERFLOW && e->code != VIR_ERR_INVALID_ARG)) {
-            ThrowLastError("cannot read block job info");
-          }
-          virResetLastError();
-          rc = virDomainGetBlockJobInfo(d, disk.c_str(), &raw, 0);
-          if (rc < 0) ThrowLastError("cannot read block job info");
-          r.bandwidthInMiB = true;
-        }
-        if (rc == 0) return r;
-        r.present = true;
-        r.type = raw.type;
-        r.bandwidth = r.bandwidthInMiB ? static_cast<uint64_t>(raw.bandwidth) * 1024 * 1024 : raw.bandwidth;
-        r.cur = raw.cur;
-        r.end = raw.end;
-        return r;
-      },
-      [](Napi::Env env, BlockJobInfoResult& r) -> Napi::Value {
-        if (!r.present) return env.Null();
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("type", BlockJobTypeName(r.type));
-        o.Set("bandwidth", BigIntFromU64(env, r.bandwidth));
-        o.Set("bandwidthSource", r.bandwidthInMiB ? "MiB" : "bytes");
-        o.Set("cur", BigIntFromU64(env, r.cur));
-        o.Set("end", BigIntFromU64(env, r.end));
-        return o;
-      });
-}
-
-Napi::Value Connection::BlockJobAbort(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  std::string disk = StringArg(info, 1, "disk");
-  Napi::Object opts = OptionsArg(info, 2);
-  unsigned int flags = 0;
-  if (BoolOption(opts, "async")) flags |= VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC;
-  if (BoolOption(opts, "pivot")) flags |= VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT;
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<Done>::Start(
-      env,
-      [c, key, disk, flags]() {
-        Dom d(c.get(), key);
-        if (virDomainBlockJobAbort(d, disk.c_str(), flags) < 0) ThrowLastError("block job abort failed");
-        return Done{};
-      },
-      Undefined);
-}
-
-Napi::Value Connection::BlockJobSetSpeed(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  std::string disk = StringArg(info, 1, "disk");
-  if (info.Length() < 3) throw Napi::TypeError::New(env, "bandwidth is required");
-  uint64_t bw = U64Value(env, info[2], "bandwidth");
-  if (bw > ULONG_MAX) throw Napi::TypeError::New(env, "bandwidth does not fit an unsigned long");
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<Done>::Start(
-      env,
-      [c, key, disk, bw]() {
-        Dom d(c.get(), key);
-        if (virDomainBlockJobSetSpeed(d, disk.c_str(), static_cast<unsigned long>(bw),
-                                      VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES) < 0) {
-          ThrowLastError("cannot set the block job speed");
-        }
-        return Done{};
-      },
-      Undefined);
-}
-
-// suspend/resume/fsFreeze/fsThaw: one call on one domain, resolving to libvirt's non-negative
-// result (for fsFreeze/fsThaw, how many filesystems the guest agent froze or thawed).
-Napi::Value Connection::DomainCall(const Napi::CallbackInfo& info, int (*fn)(virDomainPtr),
-                                   const char* what) {
-  Napi::Env env = info.Env();
-  std::string key = StringArg(info, 0, "domain");
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<int>::Start(
-      env,
-      [c, key, fn, what]() {
-        Dom d(c.get(), key);
-        int r = fn(d);
-        if (r < 0) ThrowLastError(what);
-        return r;
-      },
-      [](Napi::Env env, int& r) -> Napi::Value { return Napi::Number::New(env, r); });
-}
-
-Napi::Value Connection::Suspend(const Napi::CallbackInfo& info) {
-  return DomainCall(info, [](virDomainPtr d) { return virDomainSuspend(d); }, "cannot suspend the domain");
-}
-
-Napi::Value Connection::Resume(const Napi::CallbackInfo& info) {
-  return DomainCall(info, [](virDomainPtr d) { return virDomainResume(d); }, "cannot resume the domain");
-}
-
-Napi::Value Connection::FsFreeze(const Napi::CallbackInfo& info) {
-  return DomainCall(info, [](virDomainPtr d) { return virDomainFSFreeze(d, nullptr, 0, 0); },
-                    "cannot freeze the guest's filesystems");
-}
-
-Napi::Value Connection::FsThaw(const Napi::CallbackInfo& info) {
-  return DomainCall(info, [](virDomainPtr d) { return virDomainFSThaw(d, nullptr, 0, 0); },
-                    "cannot thaw the guest's filesystems");
-}
-
-Napi::Value Connection::Versions(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  struct V {
-    std::string lib, type, hv;
-  };
-  return PromiseWorker<V>::Start(
-      env,
-      [c]() {
-        V v;
-        unsigned long lib = 0, hv = 0;
-        if (virConnectGetLibVersion(c.get(), &lib) < 0) ThrowLastError("cannot read the libvirt version");
-        const char* type = virConnectGetType(c.get());
-        if (type == nullptr) ThrowLastError("cannot read the hypervisor type");
-        if (virConnectGetVersion(c.get(), &hv) < 0) ThrowLastError("cannot read the hypervisor version");
-        v.lib = VersionString(lib);
-        v.type = type;
-        v.hv = VersionString(hv);
-        return v;
-      },
-      [](Napi::Env env, V& v) -> Napi::Value {
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("libvirt", v.lib);
-        o.Set("hypervisorType", v.type);
-        o.Set("hypervisor", v.hv);
-        return o;
-      });
+Napi::Value Connection::PendingCalls(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(p_.worker->Pending()));
 }
 
 Napi::Value Connection::SubscribeEvents(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsFunction()) throw Napi::TypeError::New(env, "listener must be a function");
-  if (conn_ == nullptr) return RejectedClosed(env);
-  ConnPtr c = Ref(env);
-  Napi::ThreadSafeFunction tsfn = NewEventFunction(env, info[0].As<Napi::Function>());
-  auto self = std::make_shared<Napi::ObjectReference>(Napi::Persistent(Value()));
-  return PromiseWorker<EventSubscription>::Start(
-      env, [c, tsfn]() { return RegisterDomainEvents(c.get(), tsfn); },
-      [c, self](Napi::Env env, EventSubscription& sub) -> Napi::Value {
-        Connection* me = Connection::Unwrap(self->Value());
-        if (me->conn_ == nullptr) {
-          // Closed while registering: undo at once rather than leak the registration.
-          DeregisterDomainEvents(c.get(), sub);
-          throw VirError{VIR_ERR_INVALID_CONN, VIR_FROM_NONE, "the libvirt connection is closed"}.ToJs(env);
+  std::shared_ptr<Registrations> regs = p_.regs;
+  std::shared_ptr<JsSide> js = p_.js;
+  std::shared_ptr<Sink> sink = p_.worker->sink();
+  return Submit<Done>(
+      env, [regs](virConnectPtr c) { regs->Subscribe(c); return Done{}; },
+      [js, sink](Napi::Env env, Done&) -> Napi::Value {
+        // While subscribed, the connection keeps the process alive (events may still come).
+        if (!js->userClosed && !js->eventsRef) {
+          sink->Ref(env);
+          js->eventsRef = true;
         }
-        int id = me->nextSubscription_++;
-        me->subscriptions_[id] = sub;
-        return Napi::Number::New(env, id);
-      },
-      [tsfn]() mutable { tsfn.Release(); });
+        return env.Undefined();
+      });
 }
 
 Napi::Value Connection::UnsubscribeEvents(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "subscription id must be a number");
-  int id = info[0].As<Napi::Number>().Int32Value();
-  auto it = subscriptions_.find(id);
-  if (conn_ == nullptr || it == subscriptions_.end()) {
-    // Unknown or already gone (closing the connection drops every subscription): nothing to do.
-    auto d = Napi::Promise::Deferred::New(env);
-    d.Resolve(env.Undefined());
-    return d.Promise();
-  }
-  EventSubscription sub = it->second;
-  subscriptions_.erase(it);
-  ConnPtr c = Ref(env);
-  return PromiseWorker<Done>::Start(
-      env, [c, sub]() { DeregisterDomainEvents(c.get(), sub); return Done{}; }, Undefined);
+  if (closed_) return Resolved(env);  // closing dropped every registration
+  std::shared_ptr<Registrations> regs = p_.regs;
+  std::shared_ptr<JsSide> js = p_.js;
+  std::shared_ptr<Sink> sink = p_.worker->sink();
+  return Submit<Done>(
+      env, [regs](virConnectPtr c) { regs->Unsubscribe(c); return Done{}; },
+      [js, sink](Napi::Env env, Done&) -> Napi::Value {
+        if (js->eventsRef) {
+          sink->Unref(env);
+          js->eventsRef = false;
+        }
+        return env.Undefined();
+      });
 }
 
 }  // namespace bca

@@ -1,37 +1,48 @@
-// A libvirt connection as a JS object. Every blocking call runs on the libuv pool and
-// returns a Promise; in-flight calls hold their own reference, so close() never frees a
-// connection under a running call.
+// A libvirt connection as a JS object. Every libvirt call runs on the connection's own call
+// threads (worker.h) and settles a Promise; the JS thread never waits on libvirt, not even to
+// close, finalize or (de)register events.
 #pragma once
 
 #include <napi.h>
 #include <libvirt/libvirt.h>
 
-#include <map>
+#include <cstdint>
 #include <memory>
 
 #include "events.h"
+#include "sink.h"
+#include "worker.h"
 
 namespace bca {
-
-using ConnPtr = std::shared_ptr<virConnect>;
 
 class Connection : public Napi::ObjectWrap<Connection> {
  public:
   static Napi::Function Define(Napi::Env env);
-  // open(uri, {keepaliveInterval, keepaliveCount}, onClose?) -> Promise<Connection>
+  // open(uri, {keepaliveInterval, keepaliveCount, callTimeoutMs, maxPendingCalls})
+  //   -> Promise<Connection>
   static Napi::Value Open(const Napi::CallbackInfo& info);
 
   explicit Connection(const Napi::CallbackInfo& info);
   ~Connection() override;
 
+  // What open() hands the constructor, inside a type-tagged External.
+  struct Parts {
+    std::shared_ptr<Worker> worker;
+    std::shared_ptr<Registrations> regs;
+    std::shared_ptr<JsSide> js;
+    std::shared_ptr<EnvState> envState;
+    uint32_t timeoutMs = 0;
+    bool taken = false;
+  };
+
  private:
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value IsClosed(const Napi::CallbackInfo& info);
+  Napi::Value SetHandlers(const Napi::CallbackInfo& info);
+  Napi::Value PendingCalls(const Napi::CallbackInfo& info);
   Napi::Value LookupDomain(const Napi::CallbackInfo& info);
   Napi::Value ListDomains(const Napi::CallbackInfo& info);
   Napi::Value GetXml(const Napi::CallbackInfo& info);
-  Napi::Value GetMetadata(const Napi::CallbackInfo& info);
-  Napi::Value SetMetadata(const Napi::CallbackInfo& info);
   Napi::Value BlockCopy(const Napi::CallbackInfo& info);
   Napi::Value GetBlockJobInfo(const Napi::CallbackInfo& info);
   Napi::Value BlockJobAbort(const Napi::CallbackInfo& info);
@@ -45,14 +56,19 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value SubscribeEvents(const Napi::CallbackInfo& info);
   Napi::Value UnsubscribeEvents(const Napi::CallbackInfo& info);
 
-  // A counted reference for one call; throws (as a rejected Promise) once closed.
-  ConnPtr Ref(Napi::Env env);
-  void CloseNow();
+  // Queues one call; a full queue or a closed connection rejects at once.
+  template <typename R>
+  Napi::Value Submit(Napi::Env env, typename Call<R>::Work work, typename Call<R>::Convert convert) {
+    if (closed_) return RejectClosed(env);
+    Napi::Value promise;
+    std::unique_ptr<Task> call = std::make_unique<Call<R>>(env, std::move(work), std::move(convert), &promise);
+    return Enqueue(env, std::move(call), promise);
+  }
+  Napi::Value RejectClosed(Napi::Env env);
+  Napi::Value Enqueue(Napi::Env env, std::unique_ptr<Task> call, Napi::Value promise);
 
-  virConnectPtr conn_ = nullptr;
-  bool hasCloseCallback_ = false;
-  int nextSubscription_ = 1;
-  std::map<int, EventSubscription> subscriptions_;
+  Parts p_;
+  bool closed_ = false;
 };
 
 }  // namespace bca

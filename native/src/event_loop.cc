@@ -3,6 +3,8 @@
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
 
+#include <algorithm>
+#include <chrono>
 #include <mutex>
 #include <thread>
 
@@ -27,8 +29,17 @@ bool EnsureEventLoop() {
     // One process-wide thread for libvirt's event loop; it lives as long as the process
     // (libvirt offers no way to unregister the default implementation).
     std::thread([] {
+      int failures = 0;
       for (;;) {
-        if (virEventRunDefaultImpl() < 0) virResetLastError();
+        if (virEventRunDefaultImpl() == 0) {
+          failures = 0;
+          continue;
+        }
+        virResetLastError();
+        // A loop that keeps failing (e.g. poll() errors) must not spin a core: back off
+        // exponentially from 1 ms up to 1 s.
+        failures = std::min(failures + 1, 10);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1 << failures));
       }
     }).detach();
     ok = true;

@@ -1,6 +1,7 @@
 #include "events.h"
 
 #include <string>
+#include <unordered_map>
 
 #include "values.h"
 
@@ -8,25 +9,43 @@ namespace bca {
 
 namespace {
 
-struct EventPayload {
-  bool blockJob = false;
-  std::string name;
-  std::string uuid;
-  std::string disk;
-  int a = 0;  // block job: type;   lifecycle: event
-  int b = 0;  // block job: status; lifecycle: detail
+// Leaked on purpose: libvirt's event thread may still call in while static destructors run at exit.
+struct Table {
+  std::mutex m;
+  uint64_t next = 1;
+  std::unordered_map<uint64_t, std::shared_ptr<Link>> links;
 };
-
-// One per libvirt registration; libvirt calls FreeHolder when it no longer uses it.
-struct Holder {
-  Napi::ThreadSafeFunction tsfn;
-};
-
-void FreeHolder(void* opaque) {
-  auto* h = static_cast<Holder*>(opaque);
-  h->tsfn.Release();
-  delete h;
+Table& table() {
+  static Table* t = new Table();
+  return *t;
 }
+
+uint64_t AddLink(std::shared_ptr<Link> link) {
+  std::lock_guard<std::mutex> lock(table().m);
+  uint64_t key = table().next++;
+  table().links.emplace(key, std::move(link));
+  return key;
+}
+
+std::shared_ptr<Link> GetLink(void* opaque) {
+  std::lock_guard<std::mutex> lock(table().m);
+  auto it = table().links.find(reinterpret_cast<uintptr_t>(opaque));
+  return it == table().links.end() ? nullptr : it->second;
+}
+
+void RemoveLink(uint64_t key) {
+  if (key == 0) return;
+  std::shared_ptr<Link> dropped;  // freed outside the lock
+  std::lock_guard<std::mutex> lock(table().m);
+  auto it = table().links.find(key);
+  if (it == table().links.end()) return;
+  dropped = std::move(it->second);
+  table().links.erase(it);
+}
+
+void FreeKey(void* opaque) { RemoveLink(reinterpret_cast<uintptr_t>(opaque)); }
+
+void* KeyPtr(uint64_t key) { return reinterpret_cast<void*>(static_cast<uintptr_t>(key)); }
 
 const char* BlockJobStatusName(int s) {
   switch (s) {
@@ -34,7 +53,7 @@ const char* BlockJobStatusName(int s) {
     case VIR_DOMAIN_BLOCK_JOB_FAILED: return "failed";
     case VIR_DOMAIN_BLOCK_JOB_CANCELED: return "canceled";
     case VIR_DOMAIN_BLOCK_JOB_READY: return "ready";
-    default: return "unknown";
+    default: return nullptr;
   }
 }
 
@@ -53,62 +72,6 @@ const char* LifecycleName(int e) {
   }
 }
 
-void CallListener(Napi::Env env, Napi::Function fn, EventPayload* p) {
-  // env is null while the TSFN is being torn down: drop the event.
-  if (env != nullptr && fn != nullptr) {
-    Napi::Object ev = Napi::Object::New(env);
-    Napi::Object dom = Napi::Object::New(env);
-    dom.Set("name", p->name);
-    dom.Set("uuid", p->uuid);
-    ev.Set("domain", dom);
-    if (p->blockJob) {
-      ev.Set("kind", "blockJob");
-      ev.Set("disk", p->disk);
-      ev.Set("type", BlockJobTypeName(p->a));
-      ev.Set("status", BlockJobStatusName(p->b));
-    } else {
-      ev.Set("kind", "lifecycle");
-      ev.Set("event", LifecycleName(p->a));
-      ev.Set("detail", p->b);
-    }
-    fn.Call({ev});
-  }
-  delete p;
-}
-
-void Deliver(void* opaque, EventPayload* p) {
-  auto* h = static_cast<Holder*>(opaque);
-  // Never block libvirt's event loop: the queue is unbounded, so NonBlockingCall only fails
-  // when the function is closing, and then the event has nobody to go to.
-  if (h->tsfn.NonBlockingCall(p, CallListener) != napi_ok) delete p;
-}
-
-EventPayload* PayloadFor(virDomainPtr dom) {
-  auto* p = new EventPayload();
-  const char* name = virDomainGetName(dom);
-  if (name != nullptr) p->name = name;
-  char uuid[VIR_UUID_STRING_BUFLEN];
-  if (virDomainGetUUIDString(dom, uuid) == 0) p->uuid = uuid;
-  return p;
-}
-
-void OnBlockJob(virConnectPtr, virDomainPtr dom, const char* disk, int type, int status, void* opaque) {
-  EventPayload* p = PayloadFor(dom);
-  p->blockJob = true;
-  p->disk = disk != nullptr ? disk : "";
-  p->a = type;
-  p->b = status;
-  Deliver(opaque, p);
-}
-
-int OnLifecycle(virConnectPtr, virDomainPtr dom, int event, int detail, void* opaque) {
-  EventPayload* p = PayloadFor(dom);
-  p->a = event;
-  p->b = detail;
-  Deliver(opaque, p);
-  return 0;
-}
-
 const char* CloseReasonName(int r) {
   switch (r) {
     case VIR_CONNECT_CLOSE_REASON_ERROR: return "error";
@@ -119,33 +82,90 @@ const char* CloseReasonName(int r) {
   }
 }
 
+struct EventMessage : Message {
+  std::shared_ptr<JsSide> js;
+  bool blockJob = false;
+  std::string name, uuid, disk;
+  int a = 0;  // block job: type;   lifecycle: event
+  int b = 0;  // block job: status; lifecycle: detail
+
+  void Deliver(Napi::Env env) override {
+    if (js->gone || js->userClosed) return;
+    Napi::Function fn = js->Handler(env, "onevent");
+    if (fn.IsEmpty()) return;
+    Napi::Object ev = Napi::Object::New(env);
+    Napi::Object dom = Napi::Object::New(env);
+    dom.Set("name", name);
+    dom.Set("uuid", uuid);
+    ev.Set("domain", dom);
+    if (blockJob) {
+      ev.Set("kind", "blockJob");
+      ev.Set("disk", disk);
+      ev.Set("type", BlockJobTypeName(a));
+      ev.Set("status", BlockJobStatusName(b));
+    } else {
+      ev.Set("kind", "lifecycle");
+      ev.Set("event", LifecycleName(a));
+      ev.Set("detail", b);
+    }
+    fn.Call({ev});
+  }
+};
+
+struct CloseMessage : Message {
+  std::shared_ptr<JsSide> js;
+  int reason = 0;
+  void Deliver(Napi::Env env) override { js->DeliverClose(env, reason); }
+};
+
+std::unique_ptr<EventMessage> PayloadFor(const std::shared_ptr<Link>& link, virDomainPtr dom) {
+  auto p = std::make_unique<EventMessage>();
+  p->js = link->js;
+  const char* name = virDomainGetName(dom);
+  if (name != nullptr) p->name = name;
+  char uuid[VIR_UUID_STRING_BUFLEN];
+  if (virDomainGetUUIDString(dom, uuid) == 0) p->uuid = uuid;
+  return p;
+}
+
+// The callbacks run on libvirt's event-loop thread and never block it: Post only queues.
+void OnBlockJob(virConnectPtr, virDomainPtr dom, const char* disk, int type, int status, void* opaque) {
+  // A status the facade's types do not list (a future libvirt) is not passed on as a guess.
+  if (BlockJobStatusName(status) == nullptr) return;
+  auto link = GetLink(opaque);
+  if (!link) return;
+  auto p = PayloadFor(link, dom);
+  p->blockJob = true;
+  p->disk = disk != nullptr ? disk : "";
+  p->a = type;
+  p->b = status;
+  link->sink->Post(std::move(p));
+}
+
+int OnLifecycle(virConnectPtr, virDomainPtr dom, int event, int detail, void* opaque) {
+  auto link = GetLink(opaque);
+  if (!link) return 0;
+  auto p = PayloadFor(link, dom);
+  p->a = event;
+  p->b = detail;
+  link->sink->Post(std::move(p));
+  return 0;
+}
+
 void OnClose(virConnectPtr, int reason, void* opaque) {
-  auto* h = static_cast<Holder*>(opaque);
-  auto* r = new int(reason);
-  auto call = [](Napi::Env env, Napi::Function fn, int* reasonPtr) {
-    if (env != nullptr && fn != nullptr) fn.Call({Napi::String::New(env, CloseReasonName(*reasonPtr))});
-    delete reasonPtr;
-  };
-  if (h->tsfn.NonBlockingCall(r, call) != napi_ok) delete r;
+  auto link = GetLink(opaque);
+  if (!link) return;
+  auto m = std::make_unique<CloseMessage>();
+  m->js = link->js;
+  m->reason = reason;
+  link->sink->Post(std::move(m));
 }
 
-}  // namespace
-
-Napi::ThreadSafeFunction NewEventFunction(Napi::Env env, Napi::Function listener) {
-  // Initial count 1 belongs to the caller, who releases it once registration is settled.
-  return Napi::ThreadSafeFunction::New(env, listener, "libvirt-domain-events", 0, 1);
-}
-
-namespace {
-
-// One registration holding one acquired count of the TSFN; undone completely on failure.
-int RegisterOne(virConnectPtr conn, int eventId, virConnectDomainEventGenericCallback cb, Napi::ThreadSafeFunction tsfn) {
-  auto* h = new Holder{tsfn};
-  h->tsfn.Acquire();
-  int id = virConnectDomainEventRegisterAny(conn, nullptr, eventId, cb, h, FreeHolder);
+int RegisterOne(virConnectPtr conn, int eventId, virConnectDomainEventGenericCallback cb, uint64_t key) {
+  int id = virConnectDomainEventRegisterAny(conn, nullptr, eventId, cb, KeyPtr(key), FreeKey);
   if (id < 0) {
     VirError e = VirError::Capture("cannot register domain events");
-    FreeHolder(h);
+    RemoveLink(key);  // libvirt does not call the free callback when registration fails
     throw VirFailure{e};
   }
   return id;
@@ -153,42 +173,85 @@ int RegisterOne(virConnectPtr conn, int eventId, virConnectDomainEventGenericCal
 
 }  // namespace
 
-EventSubscription RegisterDomainEvents(virConnectPtr conn, Napi::ThreadSafeFunction tsfn) {
-  EventSubscription sub;
-  sub.blockJobId = RegisterOne(conn, VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, VIR_DOMAIN_EVENT_CALLBACK(OnBlockJob), tsfn);
+Napi::Function JsSide::Handler(Napi::Env env, const char* name) {
+  if (gone || self == nullptr) return Napi::Function();
+  napi_value obj = nullptr;
+  if (napi_get_reference_value(env, self, &obj) != napi_ok || obj == nullptr) return Napi::Function();
+  Napi::Value fn = Napi::Object(env, obj).Get(name);
+  return fn.IsFunction() ? fn.As<Napi::Function>() : Napi::Function();
+}
+
+void JsSide::DeliverClose(Napi::Env env, int reason) {
+  if (gone || userClosed) return;
+  Napi::Function fn = Handler(env, "onclose");
+  if (fn.IsEmpty()) {
+    // Closed before the facade installed its handler (e.g. right after open): keep it for then.
+    if (pendingClose < 0) pendingClose = reason;
+    return;
+  }
+  pendingClose = -1;
+  fn.Call({Napi::String::New(env, CloseReasonName(reason))});
+}
+
+void Registrations::Subscribe(virConnectPtr conn) {
+  std::lock_guard<std::mutex> lock(m_);
+  if (cleared_) throw VirFailure{VirError{VIR_ERR_INVALID_CONN, VIR_FROM_NONE, "the libvirt connection is closed", "closed"}};
+  if (blockJobId_ >= 0) return;
+  uint64_t bk = AddLink(link_);
+  int bj = RegisterOne(conn, VIR_DOMAIN_EVENT_ID_BLOCK_JOB_2, VIR_DOMAIN_EVENT_CALLBACK(OnBlockJob), bk);
+  uint64_t lk = AddLink(link_);
+  int lc;
   try {
-    sub.lifecycleId = RegisterOne(conn, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(OnLifecycle), tsfn);
+    lc = RegisterOne(conn, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(OnLifecycle), lk);
   } catch (...) {
-    virConnectDomainEventDeregisterAny(conn, sub.blockJobId);
+    if (virConnectDomainEventDeregisterAny(conn, bj) < 0) virResetLastError();
+    RemoveLink(bk);
     throw;
   }
-  return sub;
+  blockJobId_ = bj;
+  lifecycleId_ = lc;
+  blockJobKey_ = bk;
+  lifecycleKey_ = lk;
 }
 
-void DeregisterDomainEvents(virConnectPtr conn, const EventSubscription& sub) {
-  // Failures here mean the connection is already gone, and libvirt then frees the holders.
-  if (sub.blockJobId >= 0 && virConnectDomainEventDeregisterAny(conn, sub.blockJobId) < 0) virResetLastError();
-  if (sub.lifecycleId >= 0 && virConnectDomainEventDeregisterAny(conn, sub.lifecycleId) < 0) virResetLastError();
+void Registrations::Unsubscribe(virConnectPtr conn) {
+  std::lock_guard<std::mutex> lock(m_);
+  UnsubscribeLocked(conn);
 }
 
-Napi::ThreadSafeFunction NewCloseFunction(Napi::Env env, Napi::Function listener) {
-  Napi::ThreadSafeFunction tsfn = Napi::ThreadSafeFunction::New(env, listener, "libvirt-close", 0, 1);
-  // A close listener alone must not keep the process alive.
-  tsfn.Unref(env);
-  return tsfn;
+void Registrations::UnsubscribeLocked(virConnectPtr conn) {
+  // Failures mean the connection is already gone; libvirt then frees the registrations itself.
+  if (blockJobId_ >= 0 && virConnectDomainEventDeregisterAny(conn, blockJobId_) < 0) virResetLastError();
+  if (lifecycleId_ >= 0 && virConnectDomainEventDeregisterAny(conn, lifecycleId_) < 0) virResetLastError();
+  // The table entries go now: a late callback finds nothing.
+  RemoveLink(blockJobKey_);
+  RemoveLink(lifecycleKey_);
+  blockJobId_ = lifecycleId_ = -1;
+  blockJobKey_ = lifecycleKey_ = 0;
 }
 
-void RegisterCloseCallback(virConnectPtr conn, Napi::ThreadSafeFunction tsfn) {
-  auto* h = new Holder{tsfn};
-  if (virConnectRegisterCloseCallback(conn, OnClose, h, FreeHolder) < 0) {
-    VirError e = VirError::Capture("cannot register close callback");
-    FreeHolder(h);
-    throw VirFailure{e};
+void Registrations::WatchClose(virConnectPtr conn) {
+  std::lock_guard<std::mutex> lock(m_);
+  if (closeKey_ != 0) return;
+  closeKey_ = AddLink(link_);
+  // Drivers without close callbacks (test://) report success and never call FreeKey: the entry
+  // is removed by Clear() either way.
+  if (virConnectRegisterCloseCallback(conn, OnClose, KeyPtr(closeKey_), FreeKey) < 0) {
+    virResetLastError();
+    RemoveLink(closeKey_);
+    closeKey_ = 0;
   }
 }
 
-void UnregisterCloseCallback(virConnectPtr conn) {
-  if (virConnectUnregisterCloseCallback(conn, OnClose) < 0) virResetLastError();
+void Registrations::Clear(virConnectPtr conn) {
+  std::lock_guard<std::mutex> lock(m_);
+  cleared_ = true;
+  UnsubscribeLocked(conn);
+  if (closeKey_ != 0) {
+    if (virConnectUnregisterCloseCallback(conn, OnClose) < 0) virResetLastError();
+    RemoveLink(closeKey_);
+    closeKey_ = 0;
+  }
 }
 
 }  // namespace bca

@@ -26,6 +26,7 @@ Napi::Error VirError::ToJs(Napi::Env env) const {
   err.Value().Set("code", Napi::Number::New(env, code));
   err.Value().Set("domain", Napi::Number::New(env, domain));
   err.Value().Set("libvirt", Napi::Boolean::New(env, true));
+  if (!reason.empty()) err.Value().Set("reason", Napi::String::New(env, reason));
   return err;
 }
 

@@ -15,6 +15,8 @@ struct VirError {
   int code = 0;
   int domain = 0;
   std::string message;
+  // Set when the binding, not libvirt, failed the call: "busy", "timeout" or "closed".
+  std::string reason;
 
   // Reads and clears the calling thread's last libvirt error.
   static VirError Capture(const char* fallback);

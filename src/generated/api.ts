@@ -789,7 +789,10 @@ export interface AgentErrorData {
     | 'invalidState'
     | 'tooManyJobs'
     | 'unavailable'
-    | 'rateLimited';
+    | 'rateLimited'
+    | 'libvirtTimeout'
+    | 'libvirtBusy'
+    | 'stateUnavailable';
   /**
    * Whether the same call may succeed later.
    */
@@ -804,6 +807,10 @@ export interface AgentErrorData {
    * What the agent saw (e.g. the live XML fact behind a failed pivot verification).
    */
   evidence?: string;
+  /**
+   * The operating system's error code (e.g. ENOSPC) of a state directory that cannot be written.
+   */
+  errno?: string;
 }
 /**
  * A job and whether this call changed anything (false when the job was already where the call asked).

@@ -4,6 +4,7 @@
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Job } from '../generated/api.js';
+import { rawDeviceSizeMismatch } from './sizes.js';
 
 /** Below this much free space the filesystem is taken as full: QEMU writes in clusters and
  *  buffers of at most a few MiB, so a failure with less than that left is the space running out. */
@@ -14,11 +15,15 @@ export interface Diagnosis {
   evidence: string;
 }
 
-export async function diagnoseCopyFailure(dest: Job['destination'], state: string): Promise<Diagnosis> {
+export async function diagnoseCopyFailure(dest: Job['destination'], state: string, source?: Job['source']): Promise<Diagnosis> {
   const generic: Diagnosis = {
     message: `QEMU reported the copy job failed while ${state} (an I/O error on the source or the destination); the guest stays on its source`,
     evidence: 'BLOCK_JOB_2 failed event',
   };
+  if (dest.type === 'block' && source) {
+    const size = await rawDeviceSizeMismatch(source, dest);
+    if (size) return { message: `the copy failed: ${size}; the guest stays on its source`, evidence: `BLOCK_JOB_2 failed event; ${size}` };
+  }
   if (dest.type === 'block' || !dest.path) return generic;
   const dir = dirname(dest.path);
   try {

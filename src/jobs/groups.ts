@@ -10,25 +10,26 @@
 // a later moment, so a partial finish is reported as not a consistent set.
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { resolve as resolvePath } from 'node:path';
 import { AgentError, ERRORS, type ErrorName } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Connection } from '../libvirt/index.js';
-import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
+import { LibvirtError } from '../libvirt/index.js';
 import type {
   AbortGroupParams, AbortGroupResult, BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, FreezeMode,
   Group, GroupChange, GroupInfoParams, GroupInfoResult, GroupState, Job, PivotGroupParams,
 } from '../generated/api.js';
+import { checkDistinct, groupMembers, groupView, sameGroup, switchError } from './group-params.js';
 import { groupState, isGroupEnded } from './group-state.js';
-import { Journal, type GroupRecord } from './journal.js';
+import { GuestControl } from './guest.js';
+import { stateUnavailable, type GroupRecord, type Journal } from './journal.js';
 import { libvirtData } from './libvirt-errors.js';
 import type { JobManager } from './manager.js';
 import { isTerminal } from './state-machine.js';
 import { until } from './until.js';
 
+/** The group layer works on the job manager's context: its state store, clock and libvirt connection. */
 export interface GroupManagerOptions {
   jobs: JobManager;
-  stateDir: string;
   log: Logger;
 }
 
@@ -49,33 +50,45 @@ interface Entry {
 }
 
 const GOAL = { pivot: 'pivoted', finish: 'finished' } as const;
-const GUEST_AGENT_CHANNEL = /<channel\b[^>]*>(?:(?!<\/channel>)[\s\S])*name=['"]org\.qemu\.guest_agent\.0['"]/;
 
 export class GroupManager {
   private readonly jobs: JobManager;
   private readonly log: Logger;
   private readonly journal: Journal;
   private readonly groups = new Map<string, Entry>();
+  private readonly guest: GuestControl;
   private readonly updates = new EventEmitter();
   private started = false;
 
   constructor(opts: GroupManagerOptions) {
     this.jobs = opts.jobs;
     this.log = opts.log;
-    this.journal = new Journal(opts.stateDir);
+    this.journal = opts.jobs.store;
+    this.guest = new GuestControl(() => this.jobs.connection, opts.log);
     this.updates.setMaxListeners(0);
   }
 
   /** After the JobManager has reconciled: loads the groups, resumes a guest a crash left paused. */
   async start(): Promise<void> {
-    await this.journal.open();
     for (const rec of await this.journal.loadGroups((file, err) => this.log.error('unreadable group record skipped', { file, error: err }))) {
+      // A crash while the group started its copies may have left members its record does not
+      // list yet: their own records name the group.
+      for (const j of this.jobs.groupJobs(rec.groupId)) if (!rec.jobIds.includes(j.jobId)) rec.jobIds.push(j.jobId);
+      const known = new Set(this.jobs.groupJobs(rec.groupId).map((j) => j.jobId));
+      if (rec.jobIds.length > 0 && !rec.jobIds.some((id) => known.has(id)) && !rec.pausedAt) {
+        // Its jobs were pruned (the job manager drops a group's jobs together): so is the group.
+        // (One left paused is resumed first, below; one with no job yet says it was interrupted.)
+        this.log.info('group record without any job removed', { groupId: rec.groupId });
+        await this.journal.removeGroup(rec.groupId).catch((e) => this.log.error('cannot remove a group record', { groupId: rec.groupId, error: e }));
+        continue;
+      }
       const entry: Entry = { rec, switching: null, cancelledRest: false, writes: Promise.resolve(), starting: false };
       this.groups.set(rec.groupId, entry);
       if (rec.pausedAt) await this.resumeAfterCrash(entry);
     }
     this.jobs.on('job.changed', this.onJob);
     this.jobs.on('agent.connection', this.onConnection);
+    this.jobs.on('group.pruned', this.onPruned);
     this.started = true;
     for (const e of this.groups.values()) this.react(e);
   }
@@ -83,7 +96,17 @@ export class GroupManager {
   stop(): void {
     this.jobs.off('job.changed', this.onJob);
     this.jobs.off('agent.connection', this.onConnection);
+    this.jobs.off('group.pruned', this.onPruned);
   }
+
+  /** The job manager dropped an ended group's jobs (retention): the group goes with them. */
+  private readonly onPruned = (groupId: string): void => {
+    const entry = this.groups.get(groupId);
+    if (!entry || entry.switching || entry.starting) return;
+    this.groups.delete(groupId);
+    void entry.writes.catch(() => {}).then(() => this.journal.removeGroup(groupId))
+      .catch((e) => this.log.error('cannot remove a group record', { groupId, error: e }));
+  };
 
   /** The libvirt connection is back: a guest that could not be resumed while it was gone is resumed now. */
   private readonly onConnection = (e: { state: string }): void => {
@@ -114,7 +137,7 @@ export class GroupManager {
       ...(params.timeout !== undefined ? { timeout: params.timeout } : {}),
       queue: params.queue ?? false, whenReady: 'none', wait: 'none',
     }));
-    this.checkDistinct(params);
+    checkDistinct(params);
 
     const same = this.findSame(params);
     if (same) return this.awaitGoal(same, params, false, signal);
@@ -127,7 +150,7 @@ export class GroupManager {
       }
     }
     const dom = await this.domainOf(params.domain);
-    const now = new Date().toISOString();
+    const now = this.jobs.now();
     const entry: Entry = {
       rec: {
         groupId: params.groupId ?? randomUUID(), domain: dom, jobIds: [], whenReady: params.whenReady ?? 'none',
@@ -136,7 +159,10 @@ export class GroupManager {
       switching: null, cancelledRest: false, writes: Promise.resolve(), starting: true,
     };
     this.groups.set(entry.rec.groupId, entry);
-    await this.save(entry);
+    await this.save(entry).catch((e: unknown) => {
+      this.groups.delete(entry.rec.groupId);
+      throw e;
+    });
     for (const m of members) {
       try {
         const r = await this.jobs.blockCopy(m, signal, { groupId: entry.rec.groupId });
@@ -218,59 +244,31 @@ export class GroupManager {
   /** Freeze (optional), pause, switch every disk, resume, thaw; the result says what each disk did. */
   private async pauseAndSwitch(entry: Entry, how: Operation, targets: Job[], o: SwitchOptions): Promise<GroupChange> {
     const dom = entry.rec.domain;
-    const conn = this.conn();
-    const freeze = await this.freeze(dom.uuid, o.freeze);
-    const outcomes = new Map<string, SwitchDisk>();
-    const startedAt = new Date().toISOString();
+    const freeze = await this.guest.freeze(dom.uuid, o.freeze);
+    const startedAt = this.jobs.now();
     entry.rec.pausedAt = startedAt;
     try {
       await this.save(entry); // durable before the pause: a restart resumes the guest
     } catch (e) {
       delete entry.rec.pausedAt;
-      await this.thaw(dom.uuid, freeze.frozen);
+      await this.guest.thaw(dom.uuid, freeze.frozen);
       throw e;
     }
-    const t0 = performance.now();
-    let t1 = t0;
-    try {
-      await conn.suspend(dom.uuid);
-      const budget = o.maxPauseMs / 1000;
-      const deadline = new Promise<'late'>((r) => setTimeout(() => r('late'), o.maxPauseMs).unref());
-      // In parallel: libvirt serializes what it must, and the pause lasts as long as the slowest disk.
-      await Promise.all(targets.map(async (j) => {
-        const call = how === 'pivot' ? this.jobs.pivot({ jobId: j.jobId, timeout: budget }) : this.jobs.finish({ jobId: j.jobId, timeout: budget });
-        const r = await Promise.race([call.then(() => 'done' as const), deadline]).catch((e: unknown) => e);
-        if (r === 'done') outcomes.set(j.jobId, { disk: j.disk, jobId: j.jobId, outcome: GOAL[how] });
-        else outcomes.set(j.jobId, { disk: j.disk, jobId: j.jobId, outcome: 'failed', error: this.errorOf(r === 'late' ? new AgentError('timeout', `not confirmed within maxPause (${budget} s); the guest was resumed`) : r) });
-      }));
-    } catch (e) {
-      for (const j of targets) if (!outcomes.has(j.jobId)) outcomes.set(j.jobId, { disk: j.disk, jobId: j.jobId, outcome: 'failed', error: this.errorOf(e) });
-    } finally {
-      const resumed = await this.resume(dom.uuid);
-      t1 = performance.now();
-      // If it could not be resumed (libvirtd gone), pausedAt stays: the reconnect or a restart resumes it.
-      if (resumed) delete entry.rec.pausedAt;
-      await this.thaw(dom.uuid, freeze.frozen);
-    }
+    const { outcomes, pausedMs, resumed } = await this.guest.whilePaused(dom.uuid, targets, o.maxPauseMs, GOAL[how],
+      (j, budget) => (how === 'pivot' ? this.jobs.pivot({ jobId: j.jobId, timeout: budget }) : this.jobs.finish({ jobId: j.jobId, timeout: budget })));
+    // If it could not be resumed (libvirtd gone), pausedAt stays: the reconnect or a restart resumes it.
+    if (resumed) delete entry.rec.pausedAt;
+    await this.guest.thaw(dom.uuid, freeze.frozen);
     const disks = entry.rec.jobIds.map((id): SwitchDisk => {
       const done = outcomes.get(id);
       if (done) return done;
       const j = this.members(entry).find((x) => x.jobId === id);
       return { disk: j?.disk ?? '?', jobId: id, outcome: 'already' };
     });
-    entry.rec.lastSwitch = { operation: how, startedAt, pausedMs: Math.round((t1 - t0) * 10) / 10, freeze, disks };
+    entry.rec.lastSwitch = { operation: how, startedAt, pausedMs, freeze, disks };
     const failed = disks.filter((d) => d.outcome === 'failed');
-    if (failed.length > 0) {
-      const names = failed.map((d) => d.disk).join(', ');
-      entry.rec.error = {
-        name: how === 'pivot' ? 'pivotFailed' : 'libvirtError',
-        message: how === 'pivot'
-          ? `disk(s) ${names} could not be pivoted and stay on their sources, still mirroring (consistent with the rest at the pause); pivotGroup again to retry them`
-          : `disk(s) ${names} could not be finished; the finished destinations are not a consistent set with them`,
-      };
-    } else {
-      delete entry.rec.error;
-    }
+    if (failed.length > 0) entry.rec.error = switchError(how, failed.map((d) => d.disk));
+    else delete entry.rec.error;
     await this.save(entry).catch((e) => this.log.error('group record write failed', { groupId: entry.rec.groupId, error: e }));
     this.log.info(`group ${how}`, { groupId: entry.rec.groupId, pausedMs: entry.rec.lastSwitch.pausedMs, failed: failed.length });
     const group = this.view(entry);
@@ -281,47 +279,9 @@ export class GroupManager {
     return { group, changed: true };
   }
 
-  private async freeze(uuid: string, mode: FreezeMode): Promise<NonNullable<Group['lastSwitch']>['freeze']> {
-    if (mode === 'never') return { mode, frozen: null };
-    const conn = this.conn();
-    const xml = await conn.getXml(uuid).catch(() => '');
-    if (!GUEST_AGENT_CHANNEL.test(xml)) {
-      const why = 'the domain has no QEMU guest agent channel';
-      if (mode === 'always') throw new AgentError('unsupported', `cannot freeze the guest's filesystems: ${why}`);
-      return { mode, frozen: null, error: why };
-    }
-    try {
-      return { mode, frozen: await conn.fsFreeze(uuid) };
-    } catch (e) {
-      if (mode === 'always') throw new AgentError('libvirtError', `cannot freeze the guest's filesystems: ${(e as Error).message}`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
-      return { mode, frozen: null, error: (e as Error).message };
-    }
-  }
-
-  private async thaw(uuid: string, frozen: number | null): Promise<void> {
-    if (frozen === null) return;
-    await this.conn().fsThaw(uuid).catch((e) => this.log.error('cannot thaw the guest filesystems', { domain: uuid, error: e }));
-  }
-
-  /** A guest must never stay paused by this agent: retried, and logged loudly if it still fails. */
-  private async resume(uuid: string): Promise<boolean> {
-    for (let attempt = 1; attempt <= 5; attempt++) {
-      try {
-        await this.conn().resume(uuid);
-        return true;
-      } catch (e) {
-        // Not paused (any more): nothing to do.
-        if (e instanceof LibvirtError && e.code === VirErrorCode.OPERATION_INVALID) return true;
-        this.log.error('cannot resume the guest after a group switch; retrying', { domain: uuid, attempt, error: e });
-        await new Promise((r) => setTimeout(r, 200 * attempt));
-      }
-    }
-    return false;
-  }
-
   private async resumeAfterCrash(entry: Entry): Promise<void> {
     this.log.warn('a group switch was interrupted with the guest paused: resuming it', { groupId: entry.rec.groupId, pausedAt: entry.rec.pausedAt });
-    if (!(await this.resume(entry.rec.domain.uuid))) return;
+    if (!(await this.guest.resume(entry.rec.domain.uuid))) return;
     entry.rec.error = { name: 'interrupted', message: `a group switch was interrupted (the agent stopped or lost libvirtd) with the guest paused at ${entry.rec.pausedAt}; the guest was resumed later, each disk's job shows where it ended` };
     delete entry.rec.pausedAt;
     await this.save(entry);
@@ -402,8 +362,7 @@ export class GroupManager {
   // ---- views and lookups --------------------------------------------------------------------
 
   private members(entry: Entry): Job[] {
-    const byId = new Map(this.jobs.groupJobs(entry.rec.groupId).map((j) => [j.jobId, j]));
-    return entry.rec.jobIds.map((id) => byId.get(id)).filter((j): j is Job => !!j);
+    return groupMembers(this.jobs.groupJobs(entry.rec.groupId), entry.rec);
   }
 
   private state(entry: Entry): GroupState {
@@ -411,14 +370,7 @@ export class GroupManager {
   }
 
   private view(entry: Entry): Group {
-    const jobs = this.members(entry);
-    const updatedAt = [entry.rec.updatedAt, ...jobs.map((j) => j.updatedAt)].sort().at(-1)!;
-    return {
-      groupId: entry.rec.groupId, domain: { ...entry.rec.domain }, state: groupState(jobs.map((j) => j.state)),
-      whenReady: entry.rec.whenReady, jobs, createdAt: entry.rec.createdAt, updatedAt,
-      ...(entry.rec.error ? { error: { ...entry.rec.error } } : {}),
-      lastSwitch: entry.rec.lastSwitch ? structuredClone(entry.rec.lastSwitch) : null,
-    };
+    return groupView(entry.rec, this.members(entry));
   }
 
   private find(groupId: string): Entry {
@@ -429,40 +381,10 @@ export class GroupManager {
 
   /** The group an identical earlier call created: same groupId, or same domain, disks and destinations. */
   private findSame(params: BlockCopyGroupParams): Entry | undefined {
-    const wanted = params.disks.map((d) => `${d.disk}=${this.destPath(d) ?? ''}`).join(',');
-    const signature = (e: Entry) => this.members(e).map((j) => `${j.disk}=${resolvePath(j.destination.path)}`).join(',');
-    if (params.groupId) {
-      const e = this.groups.get(params.groupId);
-      if (!e) return undefined;
-      const sameDomain = e.rec.domain.name === params.domain || e.rec.domain.uuid === params.domain;
-      if (!sameDomain || signature(e) !== wanted) {
-        throw new AgentError('jobExists', `groupId '${params.groupId}' already names a group of other disks or destinations`, { group: this.view(e) });
-      }
-      return e;
-    }
-    for (const e of this.groups.values()) {
-      if ((e.rec.domain.name === params.domain || e.rec.domain.uuid === params.domain) && e.rec.jobIds.length === params.disks.length &&
-        signature(e) === wanted && this.state(e) !== 'cancelled' && this.state(e) !== 'failed') return e;
-    }
-    return undefined;
-  }
-
-  private destPath(d: BlockCopyGroupParams['disks'][number]): string | undefined {
-    if (d.destination) return resolvePath(d.destination.path);
-    const m = /<source\b[^>]*\b(?:file|dev)=['"]([^'"]+)['"]/.exec(d.destinationXml ?? '');
-    return m ? resolvePath(m[1]!) : undefined;
-  }
-
-  private checkDistinct(params: BlockCopyGroupParams): void {
-    const disks = new Set<string>();
-    const dests = new Set<string>();
-    for (const d of params.disks) {
-      const path = this.destPath(d);
-      if (disks.has(d.disk)) throw new AgentError('destinationRejected', `disk ${d.disk} is listed twice`, { reason: `disk ${d.disk} is listed twice` });
-      if (path && dests.has(path)) throw new AgentError('destinationRejected', `two disks would be copied to ${path}`, { reason: `two disks would be copied to ${path}` });
-      disks.add(d.disk);
-      if (path) dests.add(path);
-    }
+    const byId = params.groupId ? this.groups.get(params.groupId) : undefined;
+    const candidates = params.groupId ? (byId ? [byId] : []) : [...this.groups.values()];
+    const same = sameGroup(params, candidates.map((e) => ({ rec: e.rec, members: this.members(e) })));
+    return same ? this.groups.get(same.groupId) : undefined;
   }
 
   private async domainOf(key: string): Promise<Group['domain']> {
@@ -472,24 +394,16 @@ export class GroupManager {
     return { name: dom.name, uuid: dom.uuid };
   }
 
-  private errorOf(e: unknown): SwitchDisk['error'] {
-    if (e instanceof AgentError) {
-      const lv = e.data.libvirt as ReturnType<typeof libvirtData> | undefined;
-      return { name: e.errorName, message: e.message, ...(lv ? { libvirt: lv } : {}) };
-    }
-    if (e instanceof LibvirtError) return { name: 'libvirtError', message: e.message, libvirt: libvirtData(e) };
-    return { name: 'libvirtError', message: e instanceof Error ? e.message : String(e) };
-  }
-
   private assertServing(): void {
     this.jobs.assertServing();
     if (!this.started) throw new AgentError('recovering', 'the agent is loading its groups; retry shortly');
   }
 
   private save(entry: Entry): Promise<void> {
-    entry.rec.updatedAt = new Date().toISOString();
+    entry.rec.updatedAt = this.jobs.now();
     const snapshot = structuredClone(entry.rec);
     entry.writes = entry.writes.catch(() => {}).then(() => this.journal.saveGroup(snapshot));
-    return entry.writes;
+    // A record that cannot be written refuses the group call by name (before any pause or copy).
+    return entry.writes.catch((e: unknown) => { throw stateUnavailable(e, 'the group call'); });
   }
 }

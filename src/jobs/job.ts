@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import type { BlockCopyParams, Destination, Job } from '../generated/api.js';
 import type { BlockJobInfo, DomainRef } from '../libvirt/index.js';
-import type { DiskInfo } from './disk-xml.js';
+import type { DiskInfo, MirrorInfo } from './disk-xml.js';
 import type { JobRecord } from './journal.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { RateSampler } from './sampler.js';
@@ -42,6 +42,20 @@ export function track(rec: JobRecord): Tracked {
 /** Same file or device, compared as normalized absolute paths. */
 export function samePath(a: string | null | undefined, b: string | null | undefined): boolean {
   return !!a && !!b && resolve(a) === resolve(b);
+}
+
+/**
+ * Why libvirt's <mirror> on the job's disk is not this job's copy (job type, destination,
+ * kind, format), or null when it is. "A block job exists" proves nothing: an operator may have
+ * aborted the job's copy and started another one on the same disk.
+ */
+export function mirrorMismatch(job: Job, m: MirrorInfo): string | null {
+  // libvirt 9.0 shows job='' while it processes the end of a copy (pivot, finish): the same copy.
+  if (m.job !== 'copy' && m.job !== '') return `libvirt runs a ${m.job} job on disk ${job.disk}, not a copy`;
+  if (!samePath(m.path, job.destination.path)) return `libvirt's copy of disk ${job.disk} goes to ${m.path ?? 'an unknown destination'}, not to this job's destination ${job.destination.path}`;
+  if ((m.type === 'block') !== (job.destination.type === 'block')) return `libvirt's copy of disk ${job.disk} writes a ${m.type} destination, this job a ${job.destination.type}`;
+  if (job.destination.format && m.format && m.format !== job.destination.format) return `libvirt's copy of disk ${job.disk} writes ${m.format}, this job ${job.destination.format}`;
+  return null;
 }
 
 export const diskKey = (uuid: string, disk: string) => `${uuid}/${disk}`;

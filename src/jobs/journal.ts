@@ -11,6 +11,7 @@
 // in a benchmark; that was not reproducible here, and the design asks for durable records.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { AgentError } from '../errors.js';
 import type { FreezeMode, Group, Job } from '../generated/api.js';
 
 /** The libvirt call the manager is about to make for a job. */
@@ -56,8 +57,15 @@ const OWN_TMP = `.${process.pid}.tmp`;
 export class Journal {
   constructor(private readonly dir: string) {}
 
+  /**
+   * Creates the directory and removes the temp files a crashed agent left half-written: once,
+   * here, so that no later load can pull a file from under a write in flight.
+   */
   async open(): Promise<void> {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    for (const name of await fs.readdir(this.dir)) {
+      if (name.endsWith('.tmp') && !name.endsWith(OWN_TMP)) await fs.rm(join(this.dir, name), { force: true });
+    }
   }
 
   /** The record file of a job (tests read it to check what was written when). */
@@ -84,6 +92,10 @@ export class Journal {
     }, onBadFile);
   }
 
+  async removeGroup(groupId: string): Promise<void> {
+    await fs.rm(this.groupPath(groupId), { force: true });
+  }
+
   private groupPath(groupId: string): string {
     if (!JOB_ID.test(groupId)) throw new Error(`unsafe group id for a file name: ${JSON.stringify(groupId)}`);
     return join(this.dir, `group-${groupId}.json`);
@@ -91,14 +103,20 @@ export class Journal {
 
   private async write(final: string, value: unknown): Promise<void> {
     const tmp = `${final}${OWN_TMP}`;
-    const fh = await fs.open(tmp, 'w', 0o600);
     try {
-      await fh.writeFile(JSON.stringify(value, null, 1));
-      await fh.sync();
-    } finally {
-      await fh.close();
+      const fh = await fs.open(tmp, 'w', 0o600);
+      try {
+        await fh.writeFile(JSON.stringify(value, null, 1));
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, final);
+    } catch (e) {
+      // A full directory must not fill up further with half-written temp files.
+      await fs.rm(tmp, { force: true }).catch(() => {});
+      throw e;
     }
-    await fs.rename(tmp, final);
     await this.syncDir();
   }
 
@@ -127,13 +145,7 @@ export class Journal {
   private async loadAll<T>(pattern: RegExp, check: (x: unknown) => T, onBadFile: (file: string, err: unknown) => void): Promise<T[]> {
     const out: T[] = [];
     for (const name of await fs.readdir(this.dir)) {
-      if (name.endsWith('.tmp')) {
-        // Another process's (a crashed agent's) half-written record. This process's own are
-        // writes in flight: the job and group records are loaded at different moments, and a
-        // later load must not pull a file from under a rename.
-        if (!name.endsWith(OWN_TMP)) await fs.rm(join(this.dir, name), { force: true });
-        continue;
-      }
+      if (name.endsWith('.tmp')) continue; // removed by open() if stale; else a write in flight
       if (!pattern.test(name)) continue;
       try {
         out.push(check(JSON.parse(await fs.readFile(join(this.dir, name), 'utf8'))));
@@ -143,4 +155,16 @@ export class Journal {
     }
     return out;
   }
+}
+
+/**
+ * What a caller gets when a record cannot be written (full, read-only or failing state
+ * directory): a named, retryable refusal with the errno, never an internal error. Nothing was
+ * sent to libvirt, since the record comes first.
+ */
+export function stateUnavailable(e: unknown, what: string): AgentError {
+  if (e instanceof AgentError) return e;
+  const errno = (e as NodeJS.ErrnoException)?.code ?? 'EIO';
+  const reason = errno === 'ENOSPC' ? 'it is full' : errno === 'EROFS' ? 'it is read-only' : errno === 'EDQUOT' ? 'its quota is used up' : `the write failed (${errno})`;
+  return new AgentError('stateUnavailable', `the state directory cannot be written (${reason}): ${what} was refused and nothing was changed; reads still work, retry once it is writable`, { errno });
 }

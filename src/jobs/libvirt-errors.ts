@@ -1,7 +1,7 @@
 // Turns libvirt failures into the agent's stable error names, keeping libvirt's own code,
 // domain and message in data.libvirt so nothing libvirt said is lost.
 import { AgentError, type ErrorName } from '../errors.js';
-import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
+import { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from '../libvirt/index.js';
 
 export function libvirtData(e: LibvirtError) {
   return { code: e.code, domain: e.domain, message: e.libvirtMessage };
@@ -22,6 +22,9 @@ export function isNoJob(e: unknown): boolean {
  */
 export function isConnectionLost(e: unknown): boolean {
   if (!(e instanceof LibvirtError)) return false;
+  // libvirtd did not answer in time: as unknown as a dropped connection (a busy refusal was never sent).
+  if (e instanceof LibvirtTimeout) return true;
+  if (e instanceof LibvirtBusy) return false;
   if (e.code === VirErrorCode.NO_CONNECT || e.code === VirErrorCode.INVALID_CONN || e.code === VirErrorCode.RPC) return true;
   return /end of file while reading data|client socket is closed|connection (reset|closed)|broken pipe/i.test(e.message);
 }
@@ -30,7 +33,9 @@ export function isConnectionLost(e: unknown): boolean {
 export function toAgentError(e: unknown, what: string): unknown {
   if (!(e instanceof LibvirtError)) return e;
   let name: ErrorName = 'libvirtError';
-  if (e.code === VirErrorCode.NO_DOMAIN) name = 'notFound';
+  if (e instanceof LibvirtTimeout) name = 'libvirtTimeout';
+  else if (e instanceof LibvirtBusy) name = 'libvirtBusy';
+  else if (e.code === VirErrorCode.NO_DOMAIN) name = 'notFound';
   else if (e.code === VirErrorCode.INVALID_ARG && /not found/i.test(e.message)) name = 'notFound';
   else if (isNotReady(e)) name = 'notReady';
   else if (e.code === VirErrorCode.BLOCK_COPY_ACTIVE) name = 'jobExists';

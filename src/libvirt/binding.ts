@@ -3,16 +3,20 @@
 import { createRequire } from 'node:module';
 import type { CloseReason, Connection, DomainEvent, OpenOptions } from './types.js';
 
-/** The addon's connection: the facade's methods, plus the raw event registration. */
+/** The addon's connection: the facade's calls, plus the raw event and close plumbing. */
 export type NativeConnection = Omit<Connection, 'uri' | 'closed' | 'onEvent' | 'onClose'> & {
   isClosed(): boolean;
-  subscribeEvents(listener: (e: DomainEvent) => void): Promise<number>;
-  unsubscribeEvents(id: number): Promise<void>;
+  /** Installs the callbacks (held by the object only) and replays a close that came first. */
+  setHandlers(onEvent: (e: DomainEvent) => void, onClose: (reason: CloseReason) => void): void;
+  /** Calls queued or running on the connection's threads, including abandoned ones. */
+  pendingCalls(): number;
+  /** Idempotent, one registration per connection; the facade serializes the two. */
+  subscribeEvents(): Promise<void>;
+  unsubscribeEvents(): Promise<void>;
 };
 
 export interface NativeBinding {
-  open(uri: string, opts: OpenOptions, onClose?: (reason: CloseReason) => void): Promise<NativeConnection>;
-  libraryVersion(): string;
+  open(uri: string, opts: Required<Pick<OpenOptions, 'callTimeoutMs'>> & OpenOptions): Promise<NativeConnection>;
 }
 
 // dist/src/libvirt/ → <package>/build/Release/. Loaded on first use, so that importing the
@@ -22,5 +26,4 @@ let addon: NativeBinding | undefined;
 const load = (): NativeBinding => (addon ??= require('../../../build/Release/blockcopy_libvirt.node') as NativeBinding);
 export const native: NativeBinding = {
   open: (...args) => load().open(...args),
-  libraryVersion: () => load().libraryVersion(),
 };

@@ -27,7 +27,7 @@ export const VirErrorCode = {
 } as const;
 
 export class LibvirtError extends Error {
-  override readonly name = 'LibvirtError';
+  override readonly name: string = 'LibvirtError';
   /** virErrorNumber */
   readonly code: number;
   /** virErrorDomain */
@@ -47,6 +47,21 @@ export class LibvirtError extends Error {
   }
 }
 
-export function isLibvirtError(e: unknown, code?: number): e is LibvirtError {
-  return e instanceof LibvirtError && (code === undefined || e.code === code);
+/**
+ * libvirtd did not answer within the call's bound (hung or overloaded). The call may still
+ * take effect later: only a fresh look (or the reconcile after a reconnect) tells. Retryable.
+ */
+export class LibvirtTimeout extends LibvirtError {
+  override readonly name: string = 'LibvirtTimeout';
+  constructor(message: string) {
+    super(VirErrorCode.OPERATION_TIMEOUT, 0, message);
+  }
+}
+
+/** Too many calls already wait for libvirtd on this connection: this one was never sent. Retryable. */
+export class LibvirtBusy extends LibvirtError {
+  override readonly name: string = 'LibvirtBusy';
+  constructor(message: string) {
+    super(VirErrorCode.OPERATION_TIMEOUT, 0, message);
+  }
 }

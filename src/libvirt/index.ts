@@ -1,78 +1,117 @@
-// Typed facade over the native libvirt binding: Promise-based calls, LibvirtError rejections,
-// and one native event subscription shared by any number of JS listeners.
+// Typed facade over the native libvirt binding: Promise-based calls with a bounded wait,
+// LibvirtError rejections, and one native event subscription shared by any number of listeners.
 import { native, type NativeConnection } from './binding.js';
-import { LibvirtError } from './errors.js';
-import type { CloseReason, Connection, DomainEvent, OpenOptions } from './types.js';
+import { LibvirtBusy, LibvirtError, LibvirtTimeout } from './errors.js';
+import type { CloseReason, Connection, DomainEvent, OpenOptions, Versions } from './types.js';
 
 export * from './types.js';
-export { LibvirtError, VirErrorCode, isLibvirtError } from './errors.js';
+export { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from './errors.js';
 
 export const DEFAULT_URI = 'qemu:///system';
+/** Below libvirt's keepalive drop (5 s × 3 probes by default), so a hung call is named as such. */
+export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 
 /** Rewraps the binding's rejections as LibvirtError; TypeErrors (bad arguments) pass through. */
 function rewrap(e: unknown): never {
   if (e instanceof Error && (e as { libvirt?: unknown }).libvirt === true) {
-    const { code, domain } = e as unknown as { code: number; domain: number };
+    const { code, domain, reason } = e as unknown as { code: number; domain: number; reason?: string };
+    if (reason === 'busy') throw new LibvirtBusy(e.message);
+    if (reason === 'timeout') throw new LibvirtTimeout(e.message);
     throw new LibvirtError(code, domain, e.message);
   }
   throw e;
 }
 
-/** Not async on purpose: a bad argument must throw its TypeError synchronously. */
-function call<T>(fn: () => Promise<T>): Promise<T> {
-  return fn().catch(rewrap);
+/**
+ * Settles with p, or rejects with LibvirtTimeout after ms. The timer keeps the process alive
+ * while a call is awaited (the binding itself never does); onLate sees a result that came too late.
+ */
+function bounded<T>(p: Promise<T>, ms: number, what: string, onLate?: (v: T) => void): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(new LibvirtTimeout(`libvirtd did not answer ${what} within ${ms} ms; it may still take effect`));
+    }, ms);
+    p.then(
+      (v) => (late ? onLate?.(v) : (clearTimeout(timer), resolve(v))),
+      (e: unknown) => { if (!late) { clearTimeout(timer); reject(e); } },
+    );
+  });
 }
 
 class LibvirtConnection implements Connection {
   private closeListeners: Array<(reason: CloseReason) => void> = [];
   private eventListeners = new Set<(e: DomainEvent) => void>();
-  private nativeSubscription: Promise<number> | null = null;
-  private closedByLibvirt = false;
+  /** The native registration: true/false, or null when a call about it failed (unknown). */
+  private subscribed: boolean | null = false;
+  /** (De)registrations run one at a time, in call order. */
+  private subscriptionChain: Promise<void> = Promise.resolve();
+  private closeReason: CloseReason | null = null;
+  private closing: Promise<void> | null = null;
+  /** A connection's versions never change (a libvirtd restart means a new connection). */
+  private versionsKnown: Versions | null = null;
 
-  constructor(readonly uri: string, private readonly n: NativeConnection) {}
+  private constructor(readonly uri: string, private readonly n: NativeConnection, private readonly timeoutMs: number) {
+    // The native object holds these as its own properties: nothing here roots the connection.
+    n.setHandlers((e) => this.dispatch(e), (reason) => this.handleClose(reason));
+  }
 
   static async open(uri: string, opts: OpenOptions): Promise<LibvirtConnection> {
-    let self: LibvirtConnection | undefined;
-    const n = await call(() => native.open(uri, opts, (reason) => self?.handleClose(reason)));
-    self = new LibvirtConnection(uri, n);
+    const timeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
+    const pending = native.open(uri, { ...opts, callTimeoutMs: timeoutMs });
+    // An open that answers after its bound is closed at once, never leaked.
+    const n = await bounded(pending, timeoutMs, `the open of ${uri}`, (late) => void late.close()).catch(rewrap);
+    const self = new LibvirtConnection(uri, n, timeoutMs);
+    // Read once now, so versions() answers even while libvirtd hangs later.
+    self.versions().catch(() => {});
     return self;
   }
 
   get closed(): boolean {
-    return this.closedByLibvirt || this.n.isClosed();
+    return this.closeReason !== null || this.n.isClosed();
   }
 
-  lookupDomain(key: string) { return call(() => this.n.lookupDomain(key)); }
-  listDomains(opts?: { activeOnly?: boolean }) { return call(() => this.n.listDomains(opts)); }
-  getXml(domain: string, opts?: { inactive?: boolean }) { return call(() => this.n.getXml(domain, opts)); }
-  getMetadata(domain: string, uri: string, opts?: { config?: boolean }) { return call(() => this.n.getMetadata(domain, uri, opts)); }
-  setMetadata(domain: string, uri: string, key: string, xml: string | null, opts?: { config?: boolean }) {
-    return call(() => this.n.setMetadata(domain, uri, key, xml, opts));
+  /** Not async on purpose: a bad argument must throw its TypeError synchronously. */
+  private call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return bounded(fn(), this.timeoutMs, what).catch(rewrap);
   }
+
+  lookupDomain(key: string) { return this.call('lookupDomain', () => this.n.lookupDomain(key)); }
+  listDomains(opts?: { activeOnly?: boolean }) { return this.call('listDomains', () => this.n.listDomains(opts)); }
+  getXml(domain: string, opts?: { inactive?: boolean }) { return this.call('getXml', () => this.n.getXml(domain, opts)); }
   blockCopy(domain: string, disk: string, xml: string, opts?: Parameters<Connection['blockCopy']>[3]) {
-    return call(() => this.n.blockCopy(domain, disk, xml, opts));
+    return this.call('blockCopy', () => this.n.blockCopy(domain, disk, xml, opts));
   }
-  getBlockJobInfo(domain: string, disk: string) { return call(() => this.n.getBlockJobInfo(domain, disk)); }
+  getBlockJobInfo(domain: string, disk: string) { return this.call('getBlockJobInfo', () => this.n.getBlockJobInfo(domain, disk)); }
   blockJobAbort(domain: string, disk: string, opts?: Parameters<Connection['blockJobAbort']>[2]) {
-    return call(() => this.n.blockJobAbort(domain, disk, opts));
+    return this.call('blockJobAbort', () => this.n.blockJobAbort(domain, disk, opts));
   }
-  blockJobSetSpeed(domain: string, disk: string, bandwidth: bigint) { return call(() => this.n.blockJobSetSpeed(domain, disk, bandwidth)); }
-  versions() { return call(() => this.n.versions()); }
-  suspend(domain: string) { return call(() => this.n.suspend(domain)); }
-  resume(domain: string) { return call(() => this.n.resume(domain)); }
-  fsFreeze(domain: string) { return call(() => this.n.fsFreeze(domain)); }
-  fsThaw(domain: string) { return call(() => this.n.fsThaw(domain)); }
+  blockJobSetSpeed(domain: string, disk: string, bandwidth: bigint) {
+    return this.call('blockJobSetSpeed', () => this.n.blockJobSetSpeed(domain, disk, bandwidth));
+  }
+  async versions(): Promise<Versions> {
+    if (this.versionsKnown && !this.closing) return { ...this.versionsKnown };
+    const v = await this.call('versions', () => this.n.versions());
+    this.versionsKnown = v;
+    return { ...v };
+  }
+  suspend(domain: string) { return this.call('suspend', () => this.n.suspend(domain)); }
+  resume(domain: string) { return this.call('resume', () => this.n.resume(domain)); }
+  fsFreeze(domain: string) { return this.call('fsFreeze', () => this.n.fsFreeze(domain)); }
+  fsThaw(domain: string) { return this.call('fsThaw', () => this.n.fsThaw(domain)); }
+
+  /** Calls queued or running on this connection's threads (including ones whose caller gave up). */
+  pendingCalls(): number {
+    return this.n.pendingCalls();
+  }
 
   async onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>> {
     this.eventListeners.add(listener);
-    if (!this.nativeSubscription) {
-      this.nativeSubscription = call(() => this.n.subscribeEvents((e) => this.dispatch(e)));
-    }
     try {
-      await this.nativeSubscription;
+      await this.syncSubscription();
     } catch (e) {
       this.eventListeners.delete(listener);
-      this.nativeSubscription = null;
       throw e;
     }
     let done = false;
@@ -80,22 +119,45 @@ class LibvirtConnection implements Connection {
       if (done) return;
       done = true;
       this.eventListeners.delete(listener);
-      if (this.eventListeners.size > 0 || !this.nativeSubscription) return;
       // The last listener left: drop the native registration so the process may exit.
-      const id = await this.nativeSubscription;
-      this.nativeSubscription = null;
-      await call(() => this.n.unsubscribeEvents(id));
+      await this.syncSubscription();
     };
   }
 
-  onClose(listener: (reason: CloseReason) => void): void {
-    this.closeListeners.push(listener);
+  /**
+   * Brings the native registration in line with the listeners, after every earlier change: an
+   * unsubscribe still deregistering and a subscribe that follows it never overlap, and a listener
+   * added meanwhile finds the registration in place when its own turn comes.
+   */
+  private syncSubscription(): Promise<void> {
+    const step = async () => {
+      const want = this.eventListeners.size > 0;
+      if (this.subscribed === want) return;
+      this.subscribed = null;
+      if (want) await this.call('subscribeEvents', () => this.n.subscribeEvents());
+      else await this.call('unsubscribeEvents', () => this.n.unsubscribeEvents());
+      this.subscribed = want;
+    };
+    const p = this.subscriptionChain.then(step);
+    this.subscriptionChain = p.catch(() => {});
+    return p;
   }
 
-  async close(): Promise<void> {
-    this.eventListeners.clear();
-    this.nativeSubscription = null;
-    await call(() => this.n.close());
+  onClose(listener: (reason: CloseReason) => void): void {
+    if (this.closing) return;
+    this.closeListeners.push(listener);
+    const reason = this.closeReason;
+    if (reason !== null) queueMicrotask(() => this.notifyClose(listener, reason));
+  }
+
+  /** Idempotent; resolves within the call bound even if libvirtd hangs (the close then finishes in the background). */
+  close(): Promise<void> {
+    this.closing ??= (() => {
+      this.eventListeners.clear();
+      this.closeListeners = [];
+      return bounded(this.n.close(), this.timeoutMs, 'the close').catch(() => {});
+    })();
+    return this.closing;
   }
 
   private dispatch(e: DomainEvent): void {
@@ -110,22 +172,22 @@ class LibvirtConnection implements Connection {
   }
 
   private handleClose(reason: CloseReason): void {
-    this.closedByLibvirt = true;
-    for (const l of this.closeListeners) {
-      try {
-        l(reason);
-      } catch (err) {
-        process.emitWarning(`libvirt close listener threw: ${(err as Error)?.message ?? err}`);
-      }
+    if (this.closing || this.closeReason !== null) return;
+    this.closeReason = reason;
+    for (const l of [...this.closeListeners]) this.notifyClose(l, reason);
+  }
+
+  private notifyClose(l: (reason: CloseReason) => void, reason: CloseReason): void {
+    if (this.closing || !this.closeListeners.includes(l)) return;
+    try {
+      l(reason);
+    } catch (err) {
+      process.emitWarning(`libvirt close listener threw: ${(err as Error)?.message ?? err}`);
     }
   }
 }
 
 /** Opens a libvirt connection (default qemu:///system) with keepalive and a close callback. */
-export async function openConnection(uri: string = DEFAULT_URI, opts: OpenOptions = {}): Promise<Connection> {
+export async function openConnection(uri: string = DEFAULT_URI, opts: OpenOptions = {}): Promise<Connection & { pendingCalls(): number }> {
   return LibvirtConnection.open(uri, opts);
-}
-
-export function libvirtLibraryVersion(): string {
-  return native.libraryVersion();
 }

@@ -79,21 +79,17 @@ export interface Versions {
   hypervisor: string;
 }
 
-export interface MetadataOptions {
-  /** Operate on the persistent definition instead of the live one. */
-  config?: boolean;
-}
-
-/** One open libvirt connection. All methods run off the JS thread and return Promises. */
+/**
+ * One open libvirt connection. All methods run on the connection's own threads and return
+ * Promises; each call's wait is bounded (LibvirtTimeout) and so is the number of calls waiting
+ * (LibvirtBusy), so a hung libvirtd never blocks the JS thread or the process's other I/O.
+ */
 export interface Connection {
   readonly uri: string;
   readonly closed: boolean;
   lookupDomain(key: string): Promise<DomainRef>;
   listDomains(opts?: { activeOnly?: boolean }): Promise<DomainRef[]>;
   getXml(domain: string, opts?: { inactive?: boolean }): Promise<string>;
-  getMetadata(domain: string, namespaceUri: string, opts?: MetadataOptions): Promise<string | null>;
-  /** xml = null removes the element. */
-  setMetadata(domain: string, namespaceUri: string, key: string, xml: string | null, opts?: MetadataOptions): Promise<void>;
   blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void>;
   /** null when the disk has no block job. */
   getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null>;
@@ -108,7 +104,10 @@ export interface Connection {
   fsThaw(domain: string): Promise<number>;
   /** Subscribe to BLOCK_JOB_2 and lifecycle events of all domains. Returns the unsubscribe function. */
   onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>>;
-  /** Called once when the connection is closed by libvirt (not by close()). */
+  /**
+   * Called once when the connection is closed by libvirt (not by close()); a listener added
+   * after that close is called at once (asynchronously). Never called after close().
+   */
   onClose(listener: (reason: CloseReason) => void): void;
   /** Idempotent. */
   close(): Promise<void>;
@@ -119,4 +118,8 @@ export interface OpenOptions {
   keepaliveInterval?: number;
   /** unanswered probes before the connection is considered dead (default 3) */
   keepaliveCount?: number;
+  /** bound on each call's wait, open and close included, in ms (default 10000) */
+  callTimeoutMs?: number;
+  /** calls queued or running before new ones are refused with LibvirtBusy (default 64) */
+  maxPendingCalls?: number;
 }

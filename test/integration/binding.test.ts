@@ -186,18 +186,6 @@ t.test('errors on a running domain: unknown disk', async (t) => {
   await rejectsWith(t, conn.blockJobAbort(dom.name, dom.disks[0]!.target), VirErrorCode.INVALID_ARG, 'abort with no job');
 });
 
-t.test('domain metadata round trip', async (t) => {
-  const conn = await openConnection();
-  t.teardown(() => conn.close());
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }] });
-  const ns = 'https://blockcopy-agent.example/test';
-  t.equal(await conn.getMetadata(dom.name, ns), null, 'absent metadata is null');
-  await conn.setMetadata(dom.name, ns, 'bca', '<job id="j1"/>');
-  t.match(await conn.getMetadata(dom.uuid, ns), /<job id="j1"\/>/, 'read back by UUID');
-  await conn.setMetadata(dom.name, ns, 'bca', null);
-  t.equal(await conn.getMetadata(dom.name, ns), null, 'removed');
-});
-
 t.test('lifecycle events and unsubscribe', async (t) => {
   const conn = await openConnection();
   t.teardown(() => conn.close());

@@ -203,12 +203,6 @@ export class FakeConnection implements Connection {
     return `<domain type='kvm'${d.active && !inactive ? " id='1'" : ''}>\n  <name>${d.name}</name>\n  <uuid>${d.uuid}</uuid>\n  <devices>\n${disks}\n  </devices>\n</domain>\n`;
   }
 
-  async getMetadata(): Promise<string | null> {
-    return null;
-  }
-
-  async setMetadata(): Promise<void> {}
-
   async blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void> {
     this.record('blockCopy', [domain, disk, destinationXml, opts]);
     const d = this.running(domain);

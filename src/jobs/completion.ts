@@ -1,0 +1,178 @@
+// Ending a copy on request: pivot, finish, abort, whenReady and the caller's deadline. Each
+// checks right before its libvirt call that the copy is still the job's own.
+import { AgentError } from '../errors.js';
+import { LibvirtError } from '../libvirt/index.js';
+import type { AbortResult, PivotResult } from '../generated/api.js';
+import { diskKey, publicJob, type Tracked } from './job.js';
+import { isConnectionLost, isNoJob, isNotReady, libvirtData, toAgentError } from './libvirt-errors.js';
+import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
+import { sleep, type JobContext } from './context.js';
+
+/** How long an abort may take to end the job before the call reports `timeout`. */
+const ABORT_WAIT_MS = 120_000;
+
+export class Completion {
+  constructor(private readonly ctx: JobContext) {}
+
+  async complete(entry: Tracked, how: 'pivot' | 'finish', budgetMs: number): Promise<PivotResult> {
+    const { busy, goal } = COMPLETION[how];
+    const job = entry.rec.job;
+    const key = diskKey(job.domain.uuid, job.disk);
+    const deadline = this.ctx.realNow() + budgetMs;
+    let delay = 200;
+    // Only the call that sends the request reports changed: true; one joining it does not.
+    let sentByUs = false;
+    for (;;) {
+      const s = job.state;
+      if (s === goal) return { job: publicJob(entry), changed: false };
+      if (s === busy) break; // already asked (by another caller or whenReady): wait for its end
+      if (s === 'copying') {
+        // Not ready yet: wait for it until the deadline (without holding the disk's lock).
+        const left = deadline - this.ctx.realNow();
+        const ok = left > 0 && (await this.ctx.registry.waitFor(entry, (x) => x !== 'copying', left).then(() => true, () => false));
+        if (!ok) throw new AgentError('notReady', `job ${job.jobId} is not ready yet (${percentText(entry)} copied)`, { job: publicJob(entry) });
+        continue;
+      }
+      if (s !== 'ready') {
+        throw new AgentError('invalidState', `cannot ${how} job ${job.jobId}: it is ${s}`, { job: publicJob(entry) });
+      }
+      const sent = await this.ctx.locks.run(key, async (): Promise<'sent' | 'recheck' | LibvirtError> => {
+        if (job.state !== 'ready') return 'recheck';
+        await this.ctx.verify.assertOwnCopy(entry, how);
+        this.ctx.recorder.transition(entry, busy, {}, { persist: false });
+        await this.ctx.recorder.beforeSideEffect(entry, { op: how, at: this.ctx.iso() }, 'ready');
+        entry.requestedAt = this.ctx.realNow();
+        entry.sawEnd = false;
+        try {
+          await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true, pivot: how === 'pivot' });
+          this.ctx.recorder.afterSideEffect(entry);
+          return 'sent';
+        } catch (e) {
+          if (isConnectionLost(e) || this.ctx.conn.closed) {
+            // Whether libvirt got the request is unknown: the job stays `${busy}` with its intent
+            // journaled, and the reconcile after the reconnect decides from the live XML.
+            this.ctx.log.warn(`${how}: the libvirt connection dropped during the request`, { jobId: job.jobId });
+            return 'sent';
+          }
+          this.ctx.recorder.afterSideEffect(entry);
+          if (isNotReady(e)) {
+            this.ctx.recorder.transition(entry, 'ready');
+            return e as LibvirtError;
+          }
+          if (isNoJob(e)) {
+            await this.ctx.verify.settle(entry, `libvirt reported no block job when asked to ${how}`);
+            return 'sent';
+          }
+          this.ctx.recorder.transition(entry, 'ready');
+          throw toAgentError(e, `libvirt refused to ${how}`);
+        }
+      });
+      if (sent === 'sent') {
+        sentByUs = true;
+        break;
+      }
+      if (sent === 'recheck') continue;
+      // QEMU is not (or no longer) ready, e.g. under heavy guest writes: back off and retry.
+      if (this.ctx.realNow() + delay > deadline) {
+        throw new AgentError('notReady', `QEMU reports job ${job.jobId} not ready for ${how}`, { job: publicJob(entry), libvirt: libvirtData(sent) });
+      }
+      this.ctx.log.debug(`${how}: not ready yet, retrying`, { jobId: job.jobId, delayMs: delay });
+      await sleep(delay);
+      delay = Math.min(delay * 2, 2000);
+    }
+    // The end arrives as an event (or the poll notices); both are verified against the live XML.
+    await this.ctx.registry.waitFor(entry, (s) => s !== busy, Math.max(deadline - this.ctx.realNow(), 0) + 60_000).catch(() => {
+      throw new AgentError('timeout', `${how} of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
+    });
+    const end = entry.rec.job;
+    if (end.state === goal) return { job: publicJob(entry), changed: sentByUs };
+    // Back to ready: the request was lost (a reconnect's reconcile found it never took effect). Again, within the budget.
+    if (end.state === 'ready' && this.ctx.realNow() < deadline) return this.complete(entry, how, deadline - this.ctx.realNow());
+    if (end.state === 'failed') {
+      throw new AgentError(how === 'pivot' ? 'pivotFailed' : 'libvirtError', end.error?.message ?? `${how} failed`,
+        { job: publicJob(entry), ...(end.evidence ? { evidence: end.evidence } : {}), ...(end.error?.libvirt ? { libvirt: end.error.libvirt } : {}) });
+    }
+    throw new AgentError('invalidState', `job ${job.jobId} ended as ${end.state} instead of ${goal}`, { job: publicJob(entry) });
+  }
+
+  /** `reason` (the caller's timeout) is recorded only if this call is the one that starts the cancel. */
+  async cancel(entry: Tracked, reason?: { name: string; message: string }): Promise<AbortResult> {
+    const job = entry.rec.job;
+    const key = diskKey(job.domain.uuid, job.disk);
+    if (isTerminal(job.state)) return { job: publicJob(entry), changed: false };
+    const ended = await this.ctx.locks.run(key, async () => {
+      const s = job.state;
+      if (isTerminal(s)) return true;
+      if (s === 'pivoting' || s === 'finishing') {
+        throw new AgentError('invalidState', `job ${job.jobId} is ${s}; it cannot be aborted now`, { job: publicJob(entry) });
+      }
+      if (s === 'cancelling') return false;
+      await this.ctx.verify.assertOwnCopy(entry, reason ? 'the deadline\'s abort' : 'abort');
+      this.ctx.recorder.transition(entry, 'cancelling', reason ? { error: reason } : {}, { persist: false });
+      await this.ctx.recorder.beforeSideEffect(entry, { op: 'abort', at: this.ctx.iso() }, s);
+      entry.requestedAt = this.ctx.realNow();
+      entry.sawEnd = false;
+      try {
+        await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true });
+        this.ctx.recorder.afterSideEffect(entry);
+      } catch (e) {
+        if (isConnectionLost(e) || this.ctx.conn.closed) {
+          // Stays cancelling with its intent: the reconcile after the reconnect asks again if needed.
+          this.ctx.log.warn('abort: the libvirt connection dropped during the request', { jobId: job.jobId });
+          return false;
+        }
+        this.ctx.recorder.afterSideEffect(entry);
+        if (isNoJob(e)) {
+          await this.ctx.verify.settle(entry, 'libvirt reported no block job when asked to abort');
+        } else {
+          if (reason) delete job.error;
+          this.ctx.recorder.transition(entry, s);
+          throw toAgentError(e, 'libvirt refused to abort');
+        }
+      }
+      return false;
+    });
+    if (ended) return { job: publicJob(entry), changed: false };
+    await this.ctx.registry.waitFor(entry, isTerminal, ABORT_WAIT_MS).catch(() => {
+      throw new AgentError('timeout', `abort of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
+    });
+    return { job: publicJob(entry), changed: true };
+  }
+
+  /** whenReady: pivot|finish, once the job is ready. */
+  completeWhenReady(entry: Tracked): void {
+    const how = entry.rec.job.whenReady;
+    if (this.ctx.recovering || (how !== 'pivot' && how !== 'finish')) return;
+    const id = entry.rec.job.jobId;
+    void this.complete(entry, how, 30_000).catch((err) => this.ctx.log.warn(`automatic ${how} failed`, { jobId: id, error: err }));
+  }
+
+  /**
+   * Like virsh --timeout: at `at` (ms since the epoch), cancel the copy if it has not got where
+   * it was asked to go (ready, or the end with whenReady pivot|finish). Journaled, so a restart re-arms it.
+   */
+  armTimeout(entry: Tracked, at: number): void {
+    const job = entry.rec.job;
+    if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
+    if (entry.rec.timeoutAt !== at) {
+      entry.rec.timeoutAt = at;
+      this.ctx.recorder.persistLater(entry);
+    }
+    const goalReached = () => isTerminal(job.state) || (job.whenReady === 'none' && reachedReady(job.state));
+    entry.timeoutTimer = setTimeout(() => {
+      // A pivot or finish under way is about to reach the goal: let it.
+      if (goalReached() || this.ctx.stopped || job.state === 'pivoting' || job.state === 'finishing') return;
+      const seconds = Math.round((at - Date.parse(job.createdAt)) / 1000);
+      this.ctx.log.warn('copy timed out: cancelling', { jobId: job.jobId, seconds });
+      const reason = { name: 'timeout', message: `the copy did not get ${job.whenReady === 'none' ? 'ready' : 'done'} within its timeout (${seconds} s) and was cancelled` };
+      void this.cancel(entry, reason).catch((err) => this.ctx.log.error('cancel on timeout failed', { jobId: job.jobId, error: err }));
+    }, Math.max(0, at - this.ctx.realNow()));
+    // Deliberately not unref'd: the cancel must happen even if nothing else keeps the process up; stop() clears it.
+  }
+}
+
+
+function percentText(entry: Tracked): string {
+  const p = publicJob(entry).progress.percent;
+  return p === null ? 'unknown' : `${p}%`;
+}

@@ -1,0 +1,93 @@
+// What the job layer's modules share: the libvirt connection (replaced on reconnect), the
+// journal, the jobs, the per-disk locks, the settings, the serving state, and each other.
+// The facade (manager.ts) builds it once; every module reads and changes state through it.
+import { EventEmitter } from 'node:events';
+import type { Logger } from '../log.js';
+import type { Connection, DomainEvent } from '../libvirt/index.js';
+import { STALE_MIRROR_MS } from './conclude.js';
+import { checkDestination as defaultDestinationCheck, type DestinationCheck } from './destination-check.js';
+import type { Tracked } from './job.js';
+import { Journal } from './journal.js';
+import { KeyedMutex } from './lock.js';
+import type { Completion } from './completion.js';
+import type { Reconciler } from './reconcile.js';
+import type { Recorder } from './recorder.js';
+import type { Registry } from './registry.js';
+import type { Starter } from './start.js';
+import type { Verify } from './verify.js';
+import type { Watch } from './watch.js';
+
+export interface JobManagerOptions {
+  connection: Connection;
+  stateDir: string;
+  log: Logger;
+  /** Safety-net poll of running jobs: cross-checks the live XML this often (ms). Progress is sampled at least once a second. */
+  pollIntervalMs?: number;
+  /** Clock for the timestamps and progress samples of jobs (ms since the epoch). Timers use real time. */
+  now?: () => number;
+  maxConcurrentCopies?: number;
+  /** Destination policy; defaults to the built-in checks (not the source, no clobbering, …). */
+  checkDestination?: DestinationCheck;
+  /** How many ended jobs to remember. */
+  keepEnded?: number;
+  /** How long a <mirror> may outlive its block job before the job is failed as lost by libvirt (ms). */
+  staleMirrorMs?: number;
+  agentVersion?: string;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class JobContext {
+  conn: Connection;
+  readonly log: Logger;
+  readonly journal: Journal;
+  readonly pollMs: number;
+  readonly staleMirrorMs: number;
+  readonly sampleMs: number;
+  readonly clock: () => number;
+  readonly maxCopies: number;
+  readonly keepEnded: number;
+  readonly checkDest: DestinationCheck;
+  readonly entries = new Map<string, Tracked>();
+  /** Serializes creation and every side effect per (domain, disk). */
+  readonly locks = new KeyedMutex();
+  /** Internal: fires on every job update, for waiters. */
+  readonly updates = new EventEmitter();
+  /** Until a reconcile is done, mutating calls get `recovering`. */
+  recovering = true;
+  /** Events held back while reconciling (null while serving). */
+  buffered: DomainEvent[] | null = [];
+  stopped = false;
+
+  // The modules, set by the facade right after construction.
+  registry!: Registry;
+  recorder!: Recorder;
+  starter!: Starter;
+  completion!: Completion;
+  watch!: Watch;
+  verify!: Verify;
+  reconciler!: Reconciler;
+
+  /** `events`: the facade, which callers subscribe to (job.changed, agent.connection, group.pruned). */
+  constructor(readonly opts: JobManagerOptions, readonly events: EventEmitter) {
+    this.conn = opts.connection;
+    this.log = opts.log;
+    this.journal = new Journal(opts.stateDir);
+    this.pollMs = opts.pollIntervalMs ?? 2000;
+    this.staleMirrorMs = opts.staleMirrorMs ?? STALE_MIRROR_MS;
+    this.sampleMs = Math.min(1000, this.pollMs);
+    this.clock = opts.now ?? Date.now;
+    this.maxCopies = opts.maxConcurrentCopies ?? 32;
+    this.keepEnded = opts.keepEnded ?? 1000;
+    this.checkDest = opts.checkDestination ?? defaultDestinationCheck;
+    this.updates.setMaxListeners(0);
+  }
+
+  iso(): string {
+    return new Date(this.clock()).toISOString();
+  }
+
+  realNow(): number {
+    return Date.now();
+  }
+}

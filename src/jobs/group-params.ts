@@ -1,0 +1,87 @@
+// What the group layer decides without state of its own: each disk once, each destination
+// once, which earlier group a call repeats, the group's public view from its record and jobs,
+// and an error as a group's per-disk outcome reports it.
+import { resolve as resolvePath } from 'node:path';
+import { AgentError } from '../errors.js';
+import type { BlockCopyGroupParams, Group, Job } from '../generated/api.js';
+import { LibvirtError } from '../libvirt/index.js';
+import { groupState } from './group-state.js';
+import type { GroupRecord } from './journal.js';
+import { libvirtData } from './libvirt-errors.js';
+
+export type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
+
+export function destPath(d: BlockCopyGroupParams['disks'][number]): string | undefined {
+  if (d.destination) return resolvePath(d.destination.path);
+  const m = /<source\b[^>]*\b(?:file|dev)=['"]([^'"]+)['"]/.exec(d.destinationXml ?? '');
+  return m ? resolvePath(m[1]!) : undefined;
+}
+
+export function checkDistinct(params: BlockCopyGroupParams): void {
+  const disks = new Set<string>();
+  const dests = new Set<string>();
+  for (const d of params.disks) {
+    const path = destPath(d);
+    if (disks.has(d.disk)) throw new AgentError('destinationRejected', `disk ${d.disk} is listed twice`, { reason: `disk ${d.disk} is listed twice` });
+    if (path && dests.has(path)) throw new AgentError('destinationRejected', `two disks would be copied to ${path}`, { reason: `two disks would be copied to ${path}` });
+    disks.add(d.disk);
+    if (path) dests.add(path);
+  }
+}
+
+export function errorOf(e: unknown): SwitchDisk['error'] {
+  if (e instanceof AgentError) {
+    const lv = e.data.libvirt as ReturnType<typeof libvirtData> | undefined;
+    return { name: e.errorName, message: e.message, ...(lv ? { libvirt: lv } : {}) };
+  }
+  if (e instanceof LibvirtError) return { name: 'libvirtError', message: e.message, libvirt: libvirtData(e) };
+  return { name: 'libvirtError', message: e instanceof Error ? e.message : String(e) };
+}
+
+/** The group's jobs in the order its record lists them (jobs known to the job manager only). */
+export function groupMembers(jobs: Job[], rec: GroupRecord): Job[] {
+  const byId = new Map(jobs.map((j) => [j.jobId, j]));
+  return rec.jobIds.map((id) => byId.get(id)).filter((j): j is Job => !!j);
+}
+
+export function groupView(rec: GroupRecord, jobs: Job[]): Group {
+  const updatedAt = [rec.updatedAt, ...jobs.map((j) => j.updatedAt)].sort().at(-1)!;
+  return {
+    groupId: rec.groupId, domain: { ...rec.domain }, state: groupState(jobs.map((j) => j.state)),
+    whenReady: rec.whenReady, jobs, createdAt: rec.createdAt, updatedAt,
+    ...(rec.error ? { error: { ...rec.error } } : {}),
+    lastSwitch: rec.lastSwitch ? structuredClone(rec.lastSwitch) : null,
+  };
+}
+
+/**
+ * The group an identical earlier call created, among `candidates` (with a groupId, only that
+ * group): same domain, disks and destinations; a groupId naming other ones is jobExists.
+ */
+export function sameGroup(params: BlockCopyGroupParams, candidates: Array<{ rec: GroupRecord; members: Job[] }>): GroupRecord | undefined {
+  const wanted = params.disks.map((d) => `${d.disk}=${destPath(d) ?? ''}`).join(',');
+  const signature = (members: Job[]) => members.map((j) => `${j.disk}=${resolvePath(j.destination.path)}`).join(',');
+  const sameDomain = (rec: GroupRecord) => rec.domain.name === params.domain || rec.domain.uuid === params.domain;
+  if (params.groupId) {
+    const c = candidates[0];
+    if (!c) return undefined;
+    if (!sameDomain(c.rec) || signature(c.members) !== wanted) {
+      throw new AgentError('jobExists', `groupId '${params.groupId}' already names a group of other disks or destinations`, { group: groupView(c.rec, c.members) });
+    }
+    return c.rec;
+  }
+  const ended = (members: Job[]) => ['cancelled', 'failed'].includes(groupState(members.map((j) => j.state)));
+  return candidates.find((c) => sameDomain(c.rec) && c.rec.jobIds.length === params.disks.length &&
+    signature(c.members) === wanted && !ended(c.members))?.rec;
+}
+
+/** The group's error after a switch that failed on `disks` (the others switched). */
+export function switchError(how: 'pivot' | 'finish', disks: string[]): NonNullable<Group['error']> {
+  const names = disks.join(', ');
+  return {
+    name: how === 'pivot' ? 'pivotFailed' : 'libvirtError',
+    message: how === 'pivot'
+      ? `disk(s) ${names} could not be pivoted and stay on their sources, still mirroring (consistent with the rest at the pause); pivotGroup again to retry them`
+      : `disk(s) ${names} could not be finished; the finished destinations are not a consistent set with them`,
+  };
+}

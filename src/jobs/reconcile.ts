@@ -1,0 +1,149 @@
+// Reconcile at start-up and after a reconnect, and adoption of copies this agent did not
+// start: every journaled job against libvirt's live state, every unowned <mirror job='copy'>.
+import type { DomainRef } from '../libvirt/index.js';
+import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
+import type { JobState } from '../generated/api.js';
+import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
+import { adoptedJob, diskKey, mirrorMismatch, track, type Tracked } from './job.js';
+import { toByteCount } from './numbers.js';
+import { canTransition, isTerminal, REQUEST_OF } from './state-machine.js';
+import type { JobContext } from './context.js';
+
+/** When a reconcile runs (goes into the evidence). */
+export type Moment = 'start-up' | 'reconnect';
+
+export class Reconciler {
+  private scanning: Promise<void> | null = null;
+
+  constructor(private readonly ctx: JobContext) {}
+
+  async reconcile(when: Moment): Promise<void> {
+    for (const entry of this.ctx.entries.values()) {
+      if (isTerminal(entry.rec.job.state)) continue;
+      await this.reconcileOne(entry, when).catch((err) => this.ctx.log.error('reconcile failed', { jobId: entry.rec.job.jobId, error: err }));
+    }
+    // Copies started elsewhere (virsh, another tool, an earlier agent that lost its journal).
+    let domains: DomainRef[] = [];
+    try {
+      domains = await this.ctx.conn.listDomains({ activeOnly: true });
+    } catch (err) {
+      this.ctx.log.error('cannot list domains to adopt running copies', { error: err });
+    }
+    for (const dom of domains) {
+      const xml = await this.ctx.conn.getXml(dom.uuid).catch(() => '');
+      for (const d of parseDisks(xml)) {
+        if (d.mirror?.job === 'copy' && !this.ctx.registry.activeFor(dom.uuid, d.target)) await this.adopt(dom, d);
+      }
+    }
+    this.ctx.registry.pruneEnded();
+  }
+
+  async reconcileOne(entry: Tracked, when: Moment): Promise<void> {
+    const job = entry.rec.job;
+    const intent = entry.rec.intent;
+    let info;
+    try {
+      info = await this.ctx.conn.getBlockJobInfo(job.domain.uuid, job.disk);
+    } catch (e) {
+      if (e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || e.code === VirErrorCode.OPERATION_INVALID)) {
+        // libvirt 9.0, restarted while it had a pivot to process, can fail to reload its own
+        // status of the domain and forget it while its QEMU runs on: worth saying to an operator.
+        const request = REQUEST_OF[job.state];
+        const lost = when === 'reconnect' && e.code === VirErrorCode.NO_DOMAIN && request
+          ? `; libvirt no longer knows the domain after its restart, although ${request === 'abort' ? 'an' : 'a'} ${request} was under way: if its QEMU process still runs, libvirtd lost track of it (libvirt 9.0 can, when restarted during a pivot; see libvirtd's log)`
+          : '';
+        this.ctx.recorder.fail(entry, 'invalidState', `the domain is gone or no longer running${lost}`, `found at ${when}: ${e.message}`);
+      } else {
+        this.ctx.log.error(`cannot read a journaled job at ${when}; the poll will retry`, { jobId: job.jobId, error: e });
+      }
+      return;
+    }
+    if (!info || info.type !== 'copy') {
+      if (intent?.op === 'blockCopy' && job.state === 'copying') {
+        // The agent stopped between journaling the copy and libvirt starting it (or libvirt refused).
+        const disk = await this.ctx.verify.liveDisk(entry).catch(() => undefined);
+        if (!disk?.mirror) {
+          this.ctx.recorder.fail(entry, 'libvirtError', `the copy was never started (${when === 'reconnect' ? 'the libvirt connection dropped' : 'the agent stopped'} while starting it)`, `journal intent blockCopy at ${intent.at}; no block job at ${when}`);
+          return;
+        }
+      }
+      await this.ctx.verify.settle(entry, `the block job ended while the agent was not running${intent ? ` (last request: ${intent.op})` : ''}`, { jobGone: true });
+      return;
+    }
+    const disk = await this.ctx.verify.liveDisk(entry);
+    const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
+    if (disk && other) {
+      await this.ctx.verify.supersede(entry, disk, other, `at ${when}`);
+      return;
+    }
+    job.progress.cur = toByteCount(info.cur);
+    job.progress.end = toByteCount(info.end);
+    const mirrorReady = disk?.mirror?.ready ?? null;
+    // libvirt's own view of the mirror decides; the journal only says what was asked.
+    let state: JobState;
+    if (mirrorReady === 'pivot') state = 'pivoting';
+    else if (mirrorReady === 'abort') state = job.state === 'finishing' ? 'finishing' : 'cancelling';
+    else if (job.state === 'cancelling') state = 'cancelling';
+    else state = mirrorReady === 'yes' ? 'ready' : 'copying';
+    if (job.state !== state) {
+      const evidence = `reconciled at ${when} from the live XML (mirror ready='${mirrorReady ?? 'no'}'${intent ? `; last request: ${intent.op}` : ''})`;
+      if (canTransition(job.state, state)) this.ctx.recorder.transition(entry, state, { evidence, ...(state === 'ready' && !job.readyAt ? { readyAt: this.ctx.iso() } : {}) });
+      else this.ctx.log.warn('journal and live XML disagree in a way the state table does not allow', { jobId: job.jobId, journal: job.state, live: state });
+    }
+    if (state === 'cancelling' && mirrorReady !== 'abort') {
+      // The abort may never have reached libvirt: ask again.
+      await this.ctx.recorder.beforeSideEffect(entry, { op: 'abort', at: this.ctx.iso() });
+      entry.requestedAt = this.ctx.realNow();
+      await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true }).catch((e) => this.ctx.log.warn('abort at start-up failed', { jobId: job.jobId, error: e }));
+      this.ctx.recorder.afterSideEffect(entry);
+    }
+    if (state === 'pivoting' || state === 'finishing' || state === 'cancelling') entry.requestedAt = this.ctx.realNow();
+    if (entry.rec.timeoutAt !== undefined && !isTerminal(entry.rec.job.state)) this.ctx.completion.armTimeout(entry, entry.rec.timeoutAt);
+  }
+
+  /**
+   * Copies started outside the agent while it runs are adopted when first seen, in any phase:
+   * this scan (poll, listJobs), an event, or a lookup by domain and disk. One scan at a time.
+   */
+  adoptionScan(uuid?: string): Promise<void> {
+    if (this.scanning) return this.scanning;
+    this.scanning = (async () => {
+      const doms = uuid ? [await this.ctx.conn.lookupDomain(uuid)] : await this.ctx.conn.listDomains({ activeOnly: true });
+      for (const dom of doms) {
+        if (this.ctx.stopped || this.ctx.recovering) return;
+        if (!dom.active) continue;
+        const xml = await this.ctx.conn.getXml(dom.uuid).catch(() => '');
+        for (const d of parseDisks(xml)) {
+          if (d.mirror?.job !== 'copy' || this.ctx.registry.activeFor(dom.uuid, d.target)) continue;
+          await this.ctx.locks.run(diskKey(dom.uuid, d.target), () => this.adoptIfMirrored(dom, d.target));
+        }
+      }
+    })().catch((err) => this.ctx.log.debug('adoption scan failed', { error: err })).finally(() => { this.scanning = null; });
+    return this.scanning;
+  }
+
+  /** Runs under the disk's lock. */
+  async adoptIfMirrored(dom: DomainRef, target: string): Promise<Tracked | undefined> {
+    const active = this.ctx.registry.activeFor(dom.uuid, target);
+    if (active) return active;
+    const xml = await this.ctx.conn.getXml(dom.uuid).catch(() => '');
+    const d = findDisk(xml, target);
+    if (d?.mirror?.job !== 'copy') return undefined;
+    return this.adopt(dom, d);
+  }
+
+  async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<Tracked | undefined> {
+    const info = await this.ctx.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
+    // After stop() the directory may be the next agent's: nothing more is recorded.
+    if (this.ctx.stopped) return undefined;
+    const job = adoptedJob(dom, d, info, this.ctx.iso());
+    const entry = track({ job, destinationXml: '' });
+    this.ctx.entries.set(job.jobId, entry);
+    // A record that cannot be written (full state directory) leaves the job known in memory,
+    // served to readers; the agent never stops over it. The next change writes it again.
+    await this.ctx.recorder.persist(entry).catch((e) => this.ctx.log.error('cannot journal an adopted copy; it is tracked in memory', { jobId: job.jobId, error: e }));
+    this.ctx.log.info('adopted a running copy', { jobId: job.jobId, domain: dom.name, disk: d.target, destination: job.destination.path });
+    this.ctx.recorder.emitChanged(entry);
+    return entry;
+  }
+}

@@ -1,0 +1,92 @@
+// The only code that changes a job's state, writes its journal record and notifies: every
+// transition goes through the state table, every side effect is preceded by a durable record.
+import { AgentError } from '../errors.js';
+import type { Job, JobState } from '../generated/api.js';
+import { publicJob, type Tracked } from './job.js';
+import { stateUnavailable, type Intent, type JobRecord } from './journal.js';
+import { faultPoint } from './fault-points.js';
+import { canTransition, isTerminal } from './state-machine.js';
+import type { JobContext } from './context.js';
+
+export class Recorder {
+  constructor(private readonly ctx: JobContext) {}
+
+  /** The only way a job's state changes. `persist: false` when the caller writes the journal itself (before a side effect). */
+  transition(entry: Tracked, to: JobState, patch: Partial<Job> = {}, opts: { persist?: boolean } = {}): void {
+    const job = entry.rec.job;
+    if (job.state === to) return;
+    if (!canTransition(job.state, to)) {
+      this.ctx.log.error('refused an impossible transition', { jobId: job.jobId, from: job.state, to });
+      return;
+    }
+    this.ctx.log.info('job state', { jobId: job.jobId, from: job.state, to });
+    Object.assign(job, patch, { state: to });
+    if (isTerminal(to)) {
+      job.endedAt = this.ctx.iso();
+      if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
+      delete entry.rec.timeoutAt;
+      faultPoint(`decided:${to}`);
+    }
+    this.touch(entry, opts.persist ?? true);
+  }
+
+  fail(entry: Tracked, name: string, message: string, evidence: string, libvirt?: { code: number; domain: number; message: string }): void {
+    if (isTerminal(entry.rec.job.state)) return;
+    this.transition(entry, 'failed', { error: { name, message, ...(libvirt ? { libvirt } : {}) }, evidence, outcome: 'observed' });
+  }
+
+  /** Records a change: journal (in order, in the background) and notify. */
+  touch(entry: Tracked, persist = true): void {
+    entry.rec.job.updatedAt = this.ctx.iso();
+    if (persist) this.persistLater(entry);
+    this.emitChanged(entry);
+  }
+
+  /**
+   * The journal write that must land before a libvirt side effect: the record with its intent,
+   * durably. If it cannot be written, the side effect is not attempted (state restored to `revertTo`).
+   */
+  async beforeSideEffect(entry: Tracked, intent: Intent, revertTo?: JobState): Promise<void> {
+    entry.rec.intent = intent;
+    try {
+      await this.persist(entry);
+      faultPoint(`${intent.op}:journaled`);
+    } catch (e) {
+      delete entry.rec.intent;
+      if (revertTo) this.transition(entry, revertTo);
+      this.ctx.log.error('journal write failed; the libvirt call was not made', { jobId: entry.rec.job.jobId, op: intent.op, error: e });
+      throw stateUnavailable(e, intent.op);
+    }
+  }
+
+  afterSideEffect(entry: Tracked): void {
+    if (!entry.rec.intent) return;
+    faultPoint(`${entry.rec.intent.op}:sent`);
+    delete entry.rec.intent;
+    this.persistLater(entry);
+  }
+
+  /** A journal write nobody waits for (in order with the job's other writes). */
+  persistLater(entry: Tracked): void {
+    void this.persist(entry).catch((err) => {
+      if (!this.ctx.stopped) this.ctx.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err });
+    });
+  }
+
+  persist(entry: Tracked): Promise<void> {
+    // After stop() the state directory may already belong to the next agent: nothing more is
+    // written, and so (journal first) no libvirt call is made either.
+    if (this.ctx.stopped) return Promise.reject(new AgentError('unavailable', 'the agent is stopping; nothing was journaled or sent to libvirt'));
+    const snapshot: JobRecord = structuredClone(entry.rec);
+    const write = entry.writes.catch(() => {}).then(() => this.ctx.journal.save(snapshot))
+      .then(() => faultPoint(`journaled:${snapshot.job.state}`));
+    entry.writes = write;
+    return write;
+  }
+
+  emitChanged(entry: Tracked): void {
+    entry.lastEmit = this.ctx.realNow();
+    this.ctx.updates.emit('update', entry);
+    this.ctx.events.emit('job.changed', publicJob(entry));
+  }
+}

@@ -1,0 +1,107 @@
+// The jobs the manager knows: lookups by id or disk, admission (the host's copy limit),
+// waiting for a state, and the one retention rule for jobs and groups.
+import { AgentError } from '../errors.js';
+import type { BlockCopyParams, JobState } from '../generated/api.js';
+import { diskKey, publicJob, type Tracked } from './job.js';
+import { until } from './until.js';
+import { isTerminal } from './state-machine.js';
+import type { JobContext } from './context.js';
+
+/** How a caller names a job: by id, or by domain and disk. */
+export type JobRef = { jobId?: string; domain?: string; disk?: string };
+
+export class Registry {
+  constructor(private readonly ctx: JobContext) {}
+
+  /**
+   * Copies that count toward the host's limit: the ones this agent started. Adopted copies were
+   * admitted by whoever started them; counting them would let any outside tool (or another
+   * agent's domains on a shared test host) make this agent refuse its own callers.
+   */
+  activeCount(): number {
+    return [...this.ctx.entries.values()].filter((t) => t.rec.job.owner === 'agent' && !isTerminal(t.rec.job.state)).length;
+  }
+
+  /** At the host's limit: tooManyJobs, or with `queue`, wait (up to `timeout`) for a copy to end. */
+  async awaitSlot(params: BlockCopyParams, signal?: AbortSignal): Promise<void> {
+    if (this.activeCount() < this.ctx.maxCopies) return;
+    if (!params.queue) {
+      throw new AgentError('tooManyJobs', `this host already runs ${this.activeCount()} copies (maximum ${this.ctx.maxCopies})`);
+    }
+    this.ctx.log.info('copy queued: the host is at its limit', { domain: params.domain, disk: params.disk, limit: this.ctx.maxCopies });
+    const timeoutMs = params.timeout !== undefined ? params.timeout * 1000 : undefined;
+    if (!(await until(this.ctx.updates, 'update', () => this.activeCount() < this.ctx.maxCopies, timeoutMs, signal))) {
+      throw new AgentError('timeout', `no copy slot became free within ${params.timeout} s`);
+    }
+  }
+
+  activeFor(uuid: string, disk: string): Tracked | undefined {
+    for (const t of this.ctx.entries.values()) {
+      if (t.rec.job.domain.uuid === uuid && t.rec.job.disk === disk && !isTerminal(t.rec.job.state)) return t;
+    }
+    return undefined;
+  }
+
+  latestFor(uuid: string, disk: string): Tracked | undefined {
+    let best: Tracked | undefined;
+    for (const t of this.ctx.entries.values()) {
+      if (t.rec.job.domain.uuid === uuid && t.rec.job.disk === disk && (!best || t.rec.job.createdAt >= best.rec.job.createdAt)) best = t;
+    }
+    return best;
+  }
+
+  /** A job by id, or the disk's active job (else its most recent one). */
+  async find(ref: JobRef): Promise<Tracked> {
+    if (ref.jobId) {
+      const t = this.ctx.entries.get(ref.jobId);
+      if (!t) throw new AgentError('noJob', `no job '${ref.jobId}'`);
+      return t;
+    }
+    if (!ref.domain || !ref.disk) throw new AgentError('noJob', 'name the job by jobId, or by domain and disk');
+    const known = [...this.ctx.entries.values()].find((t) => t.rec.job.domain.name === ref.domain || t.rec.job.domain.uuid === ref.domain);
+    const dom = known ? undefined : await this.ctx.starter.lookup(ref.domain);
+    const uuid = known?.rec.job.domain.uuid ?? dom!.uuid;
+    const disk = ref.disk;
+    if (!this.activeFor(uuid, disk) && !this.ctx.recovering) {
+      // A copy libvirt runs on the disk (virsh blockcopy) is a job from its first moment.
+      const d = dom ?? await this.ctx.starter.lookup(uuid).catch(() => undefined);
+      if (d?.active) await this.ctx.locks.run(diskKey(uuid, disk), () => this.ctx.reconciler.adoptIfMirrored(d, disk));
+    }
+    const t = this.activeFor(uuid, ref.disk) ?? this.latestFor(uuid, ref.disk);
+    if (!t) throw new AgentError('noJob', `no copy job on disk ${ref.disk} of '${ref.domain}'`);
+    return t;
+  }
+
+  /**
+   * One retention rule for jobs and groups: the oldest ended units go beyond `keepEnded` ended
+   * jobs, where a unit is a job, or a group with all its jobs (dropped together, and only once
+   * every one has ended, so a group never outlives its members nor loses some of them).
+   */
+  pruneEnded(): void {
+    const units = new Map<string, Tracked[]>();
+    for (const t of this.ctx.entries.values()) {
+      const key = t.rec.job.groupId !== undefined ? `group:${t.rec.job.groupId}` : `job:${t.rec.job.jobId}`;
+      units.set(key, [...(units.get(key) ?? []), t]);
+    }
+    const newest = (ts: Tracked[]) => ts.map((t) => t.rec.job.createdAt).sort().at(-1)!;
+    const ended = [...units.entries()].filter(([, ts]) => ts.every((t) => isTerminal(t.rec.job.state)))
+      .sort((a, b) => newest(a[1]).localeCompare(newest(b[1])));
+    let count = ended.reduce((n, [, ts]) => n + ts.length, 0);
+    for (const [key, ts] of ended) {
+      if (count <= this.ctx.keepEnded) break;
+      count -= ts.length;
+      for (const t of ts) {
+        this.ctx.entries.delete(t.rec.job.jobId);
+        void t.writes.catch(() => {}).then(() => this.ctx.journal.remove(t.rec.job.jobId)).catch(() => {});
+      }
+      if (key.startsWith('group:')) this.ctx.events.emit('group.pruned', key.slice('group:'.length));
+    }
+  }
+
+  /** Resolves when pred(state) holds; rejects with `timeout` or when the signal aborts. */
+  async waitFor(entry: Tracked, pred: (s: JobState) => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<void> {
+    if (!(await until(this.ctx.updates, 'update', () => pred(entry.rec.job.state), timeoutMs, signal))) {
+      throw new AgentError('timeout', `job ${entry.rec.job.jobId} is still ${entry.rec.job.state}`, { job: publicJob(entry) });
+    }
+  }
+}

@@ -1,0 +1,169 @@
+// Starting a copy: idempotency (jobId is an exact key), validation with nothing changed,
+// admission, the journal record with every promise, then virDomainBlockCopy.
+import { resolve as resolvePath } from 'node:path';
+import { AgentError, ERRORS, type ErrorName } from '../errors.js';
+import type { DomainRef } from '../libvirt/index.js';
+import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
+import type { BlockCopyParams, BlockCopyResult, Destination, JobState } from '../generated/api.js';
+import { destinationFromXml, destinationToXml } from './destination-xml.js';
+import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
+import { newJob, publicJob, samePath, track, type Tracked } from './job.js';
+import { isConnectionLost, libvirtData, toAgentError } from './libvirt-errors.js';
+import { fromByteCount } from './numbers.js';
+import { rawDeviceSizeMismatch } from './sizes.js';
+import { isTerminal, reachedReady } from './state-machine.js';
+import type { JobContext } from './context.js';
+
+export class Starter {
+  constructor(private readonly ctx: JobContext) {}
+
+  /** Runs under the disk's lock: idempotency, validation, journal, then libvirt. */
+  async startCopy(params: BlockCopyParams, dom: DomainRef, dest: Destination, signal?: AbortSignal, groupId?: string): Promise<{ entry: Tracked; changed: boolean }> {
+    const existing = this.existingFor(params, dom, dest);
+    if (existing) return { entry: existing, changed: false };
+    const adopted = dom.active ? await this.ctx.reconciler.adoptIfMirrored(dom, params.disk) : undefined;
+    if (adopted) {
+      if (!params.jobId && samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
+      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`, { job: publicJob(adopted) });
+    }
+    const disk = await this.validateNew(params, dom, dest);
+    await this.ctx.registry.awaitSlot(params, signal);
+
+    const job = newJob(params, dom, disk, dest, this.ctx.iso(), groupId);
+    if (this.ctx.entries.has(job.jobId)) {
+      // The same key raced in on another disk while this call was validating.
+      throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, { job: publicJob(this.ctx.entries.get(job.jobId)!) });
+    }
+    // Everything the answer promises (deadline, whenReady, bandwidth) is in the record written
+    // before libvirt is called: a crash right after the answer must still keep the promise.
+    const entry = track({
+      job, destinationXml: params.destinationXml ?? destinationToXml(dest),
+      ...(params.timeout !== undefined ? { timeoutAt: this.ctx.realNow() + params.timeout * 1000 } : {}),
+    });
+    // Until libvirt has answered there is nothing of this copy to see (poll, events).
+    entry.starting = true;
+    this.ctx.entries.set(job.jobId, entry);
+    try {
+      // Journal first: a crash right after libvirt starts the copy must still find the job.
+      await this.ctx.recorder.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
+      await this.ctx.conn.blockCopy(dom.uuid, params.disk, entry.rec.destinationXml, {
+        shallow: job.options.shallow, reuseExternal: job.options.reuseExternal, transientJob: job.options.transientJob,
+        synchronousWrites: job.options.synchronousWrites,
+        bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
+      });
+    } catch (e) {
+      if (isConnectionLost(e) || this.ctx.conn.closed) {
+        // The copy may have started: keep the job (intent blockCopy) for the reconcile to decide.
+        this.ctx.log.warn('blockCopy: the libvirt connection dropped during the request', { jobId: job.jobId });
+        throw new AgentError('unavailable', `the libvirt connection dropped while starting the copy; job ${job.jobId} shows whether it started once the agent has reconnected`, { job: publicJob(entry) });
+      }
+      if (this.ctx.entries.get(job.jobId) === entry) this.ctx.entries.delete(job.jobId);
+      await entry.writes.catch(() => {});
+      await this.ctx.journal.remove(job.jobId).catch(() => {});
+      throw toAgentError(e, 'libvirt refused the copy');
+    } finally {
+      entry.starting = false;
+    }
+    this.ctx.recorder.afterSideEffect(entry);
+    this.ctx.log.info('copy started', { jobId: job.jobId, domain: dom.name, disk: params.disk, destination: dest.path });
+    this.ctx.recorder.emitChanged(entry);
+    this.ctx.registry.pruneEnded();
+    return { entry, changed: true };
+  }
+
+  /**
+   * The job an identical earlier call created, which a re-run returns unchanged: with a jobId,
+   * exactly the job of that id (a new jobId never returns another job); without one, the disk's
+   * job to the same destination. Throws jobExists when the key or the disk is taken by another copy.
+   */
+  existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination): Tracked | undefined {
+    const byId = params.jobId ? this.ctx.entries.get(params.jobId) : undefined;
+    if (byId && (byId.rec.job.domain.uuid !== dom.uuid || byId.rec.job.disk !== params.disk)) {
+      throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, { job: publicJob(byId) });
+    }
+    const active = this.ctx.registry.activeFor(dom.uuid, params.disk);
+    if (active) {
+      if (active === byId || (!params.jobId && samePath(active.rec.job.destination.path, dest.path))) return active;
+      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${active.rec.job.destination.path}`, { job: publicJob(active) });
+    }
+    // A re-run of a call that already completed: the same key, or the same destination the
+    // disk was already pivoted or finished to.
+    if (byId) return byId;
+    if (params.jobId) return undefined;
+    const last = this.ctx.registry.latestFor(dom.uuid, params.disk);
+    if (last && samePath(last.rec.job.destination.path, dest.path) && (last.rec.job.state === 'pivoted' || last.rec.job.state === 'finished')) {
+      return last;
+    }
+    return undefined;
+  }
+
+  /** The checks of a new copy; nothing here changes anything. Returns the disk as the live XML shows it. */
+  async validateNew(params: BlockCopyParams, dom: DomainRef, dest: Destination): Promise<DiskInfo> {
+    if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
+    const xml = await this.ctx.conn.getXml(dom.uuid).catch((e) => { throw toAgentError(e, 'cannot read the domain'); });
+    const disk = findDisk(xml, params.disk);
+    if (!disk) throw new AgentError('notFound', `domain '${dom.name}' has no disk '${params.disk}'`);
+    if (disk.device !== 'disk' || (disk.type !== 'file' && disk.type !== 'block') || !disk.sourcePath) {
+      throw new AgentError('unsupported', `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`);
+    }
+    if (disk.mirror) {
+      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
+    }
+    await this.ctx.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
+    // Known before starting, so said before starting (QEMU would fail it as "an I/O error").
+    const size = await rawDeviceSizeMismatch({ path: disk.sourcePath, format: disk.format }, { path: dest.path, format: dest.format ?? null });
+    if (size) throw new AgentError('destinationRejected', `destination rejected: ${size}`, { reason: size });
+    return disk;
+  }
+
+  /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
+  async awaitGoal(entry: Tracked, params: BlockCopyParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyResult> {
+    const wait = params.wait ?? 'none';
+    if (wait !== 'none') {
+      const pred = wait === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
+      // A re-run's timeout only bounds its own wait; the first call's timer owns the copy.
+      const waitMs = !changed && params.timeout !== undefined ? params.timeout * 1000 : undefined;
+      await this.ctx.registry.waitFor(entry, pred, waitMs, signal);
+      const job = entry.rec.job;
+      if (job.error?.name === 'timeout') throw new AgentError('timeout', job.error.message, { job: publicJob(entry) });
+      if (job.state === 'failed') {
+        const name: ErrorName = job.error?.name && job.error.name in ERRORS ? job.error.name as ErrorName : 'libvirtError';
+        throw new AgentError(name, job.error?.message ?? 'the copy failed',
+          { job: publicJob(entry), ...(job.evidence ? { evidence: job.evidence } : {}), ...(job.error?.libvirt ? { libvirt: job.error.libvirt } : {}) });
+      }
+    }
+    return { job: publicJob(entry), changed };
+  }
+
+  async lookup(key: string): Promise<DomainRef> {
+    try {
+      return await this.ctx.conn.lookupDomain(key);
+    } catch (e) {
+      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN) throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
+      throw toAgentError(e, 'cannot look up the domain');
+    }
+  }
+
+  destinationOf(params: BlockCopyParams): Destination {
+    if (params.destination) return params.destination;
+    const d = destinationFromXml(params.destinationXml ?? '');
+    if ('error' in d) throw new AgentError('destinationRejected', d.error, { reason: d.error });
+    return d;
+  }
+
+  async allDefinedDiskPaths(): Promise<Set<string>> {
+    const paths = new Set<string>();
+    const doms = await this.ctx.conn.listDomains().catch(() => [] as DomainRef[]);
+    for (const d of doms) {
+      for (const inactive of [false, true]) {
+        if (!inactive && !d.active) continue;
+        if (inactive && !d.persistent) continue;
+        const xml = await this.ctx.conn.getXml(d.uuid, { inactive }).catch(() => '');
+        for (const disk of parseDisks(xml)) {
+          for (const p of [disk.sourcePath, disk.mirror?.path ?? null, ...disk.backingPaths]) if (p) paths.add(resolvePath(p));
+        }
+      }
+    }
+    return paths;
+  }
+}
