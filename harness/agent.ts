@@ -6,13 +6,24 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS } from '../src/cli/node-flags.js';
 import { AgentClient } from '../src/client/index.js';
+import { makeDestinationCheck } from '../src/destination/policy.js';
 import type { Job, JobState } from '../src/generated/api.js';
-import { scratchDir, type TeardownHost } from './hypervisor.js';
+import { scratchDir, TEST_ROOT, type TeardownHost } from './hypervisor.js';
 
 export const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 export type Transport = 'ws' | 'stdio';
 
 const ENV = { ...process.env, BLOCKCOPY_VALIDATE_RESULTS: '1', BLOCKCOPY_LOG_LEVEL: process.env.BLOCKCOPY_LOG_LEVEL ?? 'warn' };
+
+/**
+ * Test disks and destinations live under TEST_ROOT (root-owned 0755, in the sticky /var/tmp),
+ * not in libvirt's default pool directory: agents the tests start allow it explicitly. For
+ * commands that start an agent themselves (the CLI without --url, the migration hook, Ansible).
+ */
+export const TEST_AGENT_ENV = { BLOCKCOPY_ALLOWED_ROOTS: TEST_ROOT };
+
+/** The same policy for a JobManager a test builds itself. */
+export const testDestinationCheck = () => makeDestinationCheck({ roots: [TEST_ROOT], devices: [], trustedOwners: new Set(), network: [] });
 
 export function stateDir(host: TeardownHost): string {
   const dir = scratchDir('state-');
@@ -55,7 +66,7 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
   writeFileSync(tokensFile, JSON.stringify({ tokens: [{ name: 'test-admin', token }, ...(opts.tokens ?? [])] }), { mode: 0o600 });
   const configFile = join(dir, 'config.json');
   const { auth, ...rest } = opts.config ?? {};
-  writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: opts.port ?? 0 }, ...rest }));
+  writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: opts.port ?? 0 }, allowedRoots: [TEST_ROOT], ...rest }));
   const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'serve', '--config', configFile, '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...(opts.args ?? [])],
     { stdio: ['ignore', 'inherit', 'pipe'], env: { ...ENV, ...opts.env } });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -97,7 +108,7 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
 export async function agentClient(host: TeardownHost, transport: Transport): Promise<AgentClient> {
   if (transport === 'ws') return (await serveAgent(host)).connect();
   const dir = stateDir(host);
-  const client = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir, '--poll-interval-ms', '500'], { env: ENV });
+  const client = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir, '--poll-interval-ms', '500'], { env: { ...ENV, ...TEST_AGENT_ENV } });
   host.teardown(async () => {
     client.close();
     await new Promise((r) => (client.process.exitCode !== null ? r(null) : client.process.once('exit', r)));

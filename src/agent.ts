@@ -5,7 +5,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createRequire } from 'node:module';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
-import { makeDestinationCheck } from './jobs/destination-check.js';
+import { loadDestinationPolicy, makeDestinationCheck } from './destination/policy.js';
 import { GroupManager } from './jobs/groups.js';
 import { JobManager } from './jobs/manager.js';
 import { openConnection, type Connection } from './libvirt/index.js';
@@ -55,6 +55,8 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     cert: readFileSync(cfg.tls.cert), key: readFileSync(cfg.tls.key), ...(cfg.tls.ca ? { ca: readFileSync(cfg.tls.ca) } : {}),
     requestCert: !!cfg.tls.ca, rejectUnauthorized: !!cfg.tls.ca && !!cfg.tls.requireClientCert,
   } : null;
+  // Refuse to start on an untrustworthy allowed root, before anything is opened.
+  const destinationPolicy = await loadDestinationPolicy(cfg, (msg, data) => log.warn(msg, data as Record<string, unknown>));
   const audit = openAudit(cfg.audit.file, log);
   const lock = acquireStateLock(cfg.stateDir);
   if (!lock.acquired) throw new StateDirBusy(lock.holder);
@@ -71,7 +73,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     jobs = new JobManager({
       connection: conn, stateDir: cfg.stateDir, log, pollIntervalMs: cfg.pollIntervalMs,
       maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION,
-      checkDestination: makeDestinationCheck({ allowedRoots: cfg.allowedRoots, allowedDevices: cfg.allowedDevices }),
+      checkDestination: makeDestinationCheck(destinationPolicy),
     });
     await jobs.start();
     supervisor.watch(conn, jobs);

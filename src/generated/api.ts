@@ -5,6 +5,25 @@
  */
 export type ByteCount = number | string;
 /**
+ * Where the copy goes (virsh blockcopy DEST with --format and --blockdev), or a network destination listed in allowedNetworkDestinations.
+ */
+export type Destination = {
+  [k: string]: unknown;
+} & {
+  /**
+   * Absolute path of the destination file or block device; for type network the URL protocol://host:port/name (protocol nbd, rbd or iscsi; name: export, pool/image or target/lun).
+   */
+  path: string;
+  /**
+   * Image format of the destination. Required with reuseExternal; otherwise libvirt picks the source's format (raw for block destinations).
+   */
+  format?: 'raw' | 'qcow2';
+  /**
+   * file: a regular file, created by libvirt unless reuseExternal. block: an existing block device (virsh --blockdev). network: an NBD, RBD or iSCSI target named by path.
+   */
+  type?: 'file' | 'block' | 'network';
+};
+/**
  * A disk's target device name as in the domain XML (e.g. vda, sdb).
  */
 export type DiskTarget = string;
@@ -66,7 +85,7 @@ export type GroupDisk = {
   disk: DiskTarget;
   destination?: Destination;
   /**
-   * The destination as a libvirt <disk> element (virsh blockcopy --xml); subject to the same destination policy as destination.
+   * The destination as a libvirt <disk> element (virsh blockcopy --xml), accepted only in the shape <disk type='file|block|network'> with one <source> and an optional <driver type='raw|qcow2'/> (no comments, DOCTYPE, CDATA, namespaces or other elements; at most 16 KiB); libvirt gets the agent's own serialization of it. Subject to the same destination policy as destination (docs/security.md).
    */
   destinationXml?: string;
   /**
@@ -138,7 +157,7 @@ export type BlockCopyParams = {
   disk: DiskTarget;
   destination?: Destination;
   /**
-   * The destination as a libvirt <disk> element (virsh blockcopy --xml); subject to the same destination policy as destination.
+   * The destination as a libvirt <disk> element (virsh blockcopy --xml), accepted only in the shape <disk type='file|block|network'> with one <source> and an optional <driver type='raw|qcow2'/> (no comments, DOCTYPE, CDATA, namespaces or other elements; at most 16 KiB); libvirt gets the agent's own serialization of it. Subject to the same destination policy as destination (docs/security.md).
    */
   destinationXml?: string;
   /**
@@ -351,13 +370,48 @@ export interface AgentConfig {
    */
   maxConcurrentCopies?: number;
   /**
-   * Directories under which file destinations may be created. Empty: no root restriction (development only).
+   * Directories under which file destinations may be created (libvirt's default pool directory unless configured). Each must be a canonical path (no symlink), and it and every directory below it that a destination uses must be owned by root (or a trustedDirectoryOwners user) and not writable by group or others; its ancestors must be root-owned and not group/other-writable unless sticky. The agent refuses to start otherwise. Empty: no file destinations.
+   *
+   * @maxItems 256
    */
   allowedRoots?: string[];
   /**
-   * Block devices that may be used as destinations.
+   * Allow file destinations in any directory (as if allowedRoots were ["/"]), still only in directories that pass the ownership checks. Logged as a warning at start. Development only.
+   */
+  allowAnyDestination?: boolean;
+  /**
+   * Users (names from /etc/passwd, or numeric uids) besides root who may own the allowed roots and the directories below them, e.g. libvirt-qemu where a storage pool needs it. Such a user can swap files in those directories: trust it like root.
+   *
+   * @maxItems 16
+   */
+  trustedDirectoryOwners?: string[];
+  /**
+   * Block devices that may be used as destinations (compared by major:minor, so a /dev/disk/by-id link names its device). Empty: none.
    */
   allowedDevices?: string[];
+  /**
+   * Network destinations (<disk type='network'>, or destination type network) that may be used; any other is refused. Empty: none.
+   *
+   * @maxItems 256
+   */
+  allowedNetworkDestinations?: {
+    /**
+     * The network protocol.
+     */
+    protocol: 'nbd' | 'rbd' | 'iscsi';
+    /**
+     * Host name or address exactly as the destination names it (compared case-insensitively, never resolved).
+     */
+    host: string;
+    /**
+     * TCP port.
+     */
+    port: number;
+    /**
+     * Regular expression the whole export name (nbd), pool/image (rbd) or target/lun (iscsi) must match.
+     */
+    namePattern: string;
+  }[];
   /**
    * Who may use the WebSocket listener. stdio is always trusted (its caller already runs commands on the host).
    */
@@ -422,23 +476,6 @@ export interface AgentConfig {
      */
     file?: string;
   };
-}
-/**
- * Where the copy goes (virsh blockcopy DEST with --format and --blockdev).
- */
-export interface Destination {
-  /**
-   * Absolute path of the destination file or block device.
-   */
-  path: string;
-  /**
-   * Image format of the destination. Required with reuseExternal; otherwise libvirt picks the source's format (raw for block destinations).
-   */
-  format?: 'raw' | 'qcow2';
-  /**
-   * file: a regular file, created by libvirt unless reuseExternal. block: an existing block device (virsh --blockdev).
-   */
-  type?: 'file' | 'block';
 }
 /**
  * A group and whether this call changed anything (false when the group was already where the call asked).
@@ -612,9 +649,9 @@ export interface Job {
      */
     format: 'raw' | 'qcow2' | null;
     /**
-     * file or block device.
+     * file, block device, or network target (path is then protocol://host:port/name).
      */
-    type: 'file' | 'block';
+    type: 'file' | 'block' | 'network';
   };
   state: JobState;
   /**

@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from '../log.js';
 import type { Connection, DomainEvent } from '../libvirt/index.js';
 import { STALE_MIRROR_MS } from './conclude.js';
-import { checkDestination as defaultDestinationCheck, type DestinationCheck } from './destination-check.js';
+import { defaultDestinationCheck, type DestinationCheck } from '../destination/policy.js';
 import type { Tracked } from './job.js';
 import { Journal } from './journal.js';
 import { KeyedMutex } from './lock.js';

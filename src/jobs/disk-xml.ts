@@ -1,5 +1,7 @@
 // Reads what the job manager needs from libvirt's domain XML. libvirt emits regular,
-// well-formed XML with single-quoted attributes; a focused reader avoids an XML dependency.
+// well-formed XML with single-quoted attributes, so a focused reader suffices for it. (A
+// caller's XML is another matter: src/destination/xml.ts parses that with a real parser.)
+import { networkUrl } from '../destination/network.js';
 
 export interface MirrorInfo {
   /** libvirt's mirror job kind: 'copy' for block copy, 'active-commit' for commit. */
@@ -39,9 +41,28 @@ function openTag(xml: string, name: string): string | null {
   return m ? m[0] : null;
 }
 
-function sourcePathOf(sourceTag: string | null): string | null {
+/**
+ * A <source>'s file, device or directory; for a network source the agent's URL of it
+ * (protocol://host:port/name, as destinations name it), read from the <host> in `inner`.
+ */
+function sourcePathOf(sourceTag: string | null, inner = ''): string | null {
   if (!sourceTag) return null;
-  return attr(sourceTag, 'file') ?? attr(sourceTag, 'dev') ?? attr(sourceTag, 'dir');
+  const local = attr(sourceTag, 'file') ?? attr(sourceTag, 'dev') ?? attr(sourceTag, 'dir');
+  const protocol = attr(sourceTag, 'protocol');
+  if (local !== null || protocol === null) return local;
+  const end = inner.indexOf('</source>');
+  const host = openTag(end >= 0 ? inner.slice(0, end) : '', 'host');
+  try {
+    return networkUrl({ protocol, host: host ? attr(host, 'name') ?? '' : '', port: host ? attr(host, 'port') ?? '' : '', name: attr(sourceTag, 'name') ?? '' });
+  } catch {
+    return `${protocol}:${attr(sourceTag, 'name') ?? ''}`;
+  }
+}
+
+/** The first <source> of `xml` and the path it names. */
+function firstSourcePath(xml: string): string | null {
+  const m = /<source(?=[\s/>])[^>]*>/.exec(xml);
+  return m ? sourcePathOf(m[0], xml.slice(m.index + m[0].length)) : null;
 }
 
 /** Splits `xml` into the top-level elements named `name` (handles nesting of the same name). */
@@ -77,7 +98,7 @@ function parseMirror(diskXml: string): MirrorInfo | null {
     ready: attr(tag, 'ready'),
     type: attr(tag, 'type') ?? 'file',
     // Older libvirt puts file= on <mirror>; newer nests a <source>.
-    path: attr(tag, 'file') ?? sourcePathOf(openTag(m, 'source')),
+    path: attr(tag, 'file') ?? firstSourcePath(m),
     format: attr(tag, 'format') ?? (format ? attr(format, 'type') : null),
   };
 }
@@ -92,7 +113,7 @@ export function parseDisk(diskXml: string): DiskInfo {
   const backingPaths: string[] = [];
   for (const b of backing) {
     for (const s of b.matchAll(/<source\s[^>]*>/g)) {
-      const p = sourcePathOf(s[0]);
+      const p = sourcePathOf(s[0], b.slice(s.index! + s[0].length));
       if (p) backingPaths.push(p);
     }
   }
@@ -100,7 +121,7 @@ export function parseDisk(diskXml: string): DiskInfo {
     target: target ? attr(target, 'dev') ?? '' : '',
     device: attr(tag, 'device') ?? 'disk',
     type: attr(tag, 'type') ?? 'file',
-    sourcePath: sourcePathOf(openTag(own, 'source')),
+    sourcePath: firstSourcePath(own),
     format: driver ? attr(driver, 'type') : null,
     mirror: parseMirror(diskXml),
     backingPaths,

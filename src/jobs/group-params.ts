@@ -2,6 +2,7 @@
 // once, which earlier group a call repeats, the group's public view from its record and jobs,
 // and an error as a group's per-disk outcome reports it.
 import { resolve as resolvePath } from 'node:path';
+import { destinationFromXml } from '../destination/xml.js';
 import { AgentError } from '../errors.js';
 import type { BlockCopyGroupParams, Group, Job } from '../generated/api.js';
 import { LibvirtError } from '../libvirt/index.js';
@@ -12,9 +13,9 @@ import { libvirtData } from './libvirt-errors.js';
 export type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
 
 export function destPath(d: BlockCopyGroupParams['disks'][number]): string | undefined {
-  if (d.destination) return resolvePath(d.destination.path);
-  const m = /<source\b[^>]*\b(?:file|dev)=['"]([^'"]+)['"]/.exec(d.destinationXml ?? '');
-  return m ? resolvePath(m[1]!) : undefined;
+  // The same parser (and refusals) as a single blockCopy: a group names its destinations alike.
+  const p = (d.destination ?? destinationFromXml(d.destinationXml ?? '')).path;
+  return p.startsWith('/') ? resolvePath(p) : p;
 }
 
 export function checkDistinct(params: BlockCopyGroupParams): void {
@@ -60,7 +61,7 @@ export function groupView(rec: GroupRecord, jobs: Job[]): Group {
  */
 export function sameGroup(params: BlockCopyGroupParams, candidates: Array<{ rec: GroupRecord; members: Job[] }>): GroupRecord | undefined {
   const wanted = params.disks.map((d) => `${d.disk}=${destPath(d) ?? ''}`).join(',');
-  const signature = (members: Job[]) => members.map((j) => `${j.disk}=${resolvePath(j.destination.path)}`).join(',');
+  const signature = (members: Job[]) => members.map((j) => `${j.disk}=${j.destination.path.startsWith('/') ? resolvePath(j.destination.path) : j.destination.path}`).join(',');
   const sameDomain = (rec: GroupRecord) => rec.domain.name === params.domain || rec.domain.uuid === params.domain;
   if (params.groupId) {
     const c = candidates[0];

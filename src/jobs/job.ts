@@ -101,7 +101,7 @@ export function adoptedJob(dom: { name: string; uuid: string }, disk: DiskInfo, 
     destination: {
       path: m?.path ?? '',
       format: m?.format === 'raw' || m?.format === 'qcow2' ? m.format : null,
-      type: m?.type === 'block' ? 'block' : 'file',
+      type: m?.type === 'block' || m?.type === 'network' ? m.type : 'file',
     },
     state: ready ? 'ready' : 'copying',
     progress: { cur: info ? toByteCount(info.cur) : 0, end: info ? toByteCount(info.end) : 0, percent: null, rate: null, eta: null },

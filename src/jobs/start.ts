@@ -5,7 +5,8 @@ import { AgentError, ERRORS, type ErrorName } from '../errors.js';
 import type { DomainRef } from '../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { BlockCopyParams, BlockCopyResult, Destination, JobState } from '../generated/api.js';
-import { destinationFromXml, destinationToXml } from './destination-xml.js';
+import type { CheckedDestination } from '../destination/policy.js';
+import { destinationFromXml } from '../destination/xml.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
 import { newJob, publicJob, samePath, track, type Tracked } from './job.js';
 import { isConnectionLost, libvirtData, toAgentError } from './libvirt-errors.js';
@@ -26,10 +27,14 @@ export class Starter {
       if (!params.jobId && samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`, { job: publicJob(adopted) });
     }
-    const disk = await this.validateNew(params, dom, dest);
+    let { disk, checked } = await this.validateNew(params, dom, dest);
+    const queued = this.ctx.registry.activeCount() >= this.ctx.maxCopies;
     await this.ctx.registry.awaitSlot(params, signal);
+    // A queued copy may have waited long: check the destination again right before libvirt opens it.
+    if (queued) ({ disk, checked } = await this.validateNew(params, dom, dest));
 
-    const job = newJob(params, dom, disk, dest, this.ctx.iso(), groupId);
+    // The job records the canonical destination the policy checked; libvirt gets its XML.
+    const job = newJob(params, dom, disk, checked.destination, this.ctx.iso(), groupId);
     if (this.ctx.entries.has(job.jobId)) {
       // The same key raced in on another disk while this call was validating.
       throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, { job: publicJob(this.ctx.entries.get(job.jobId)!) });
@@ -37,7 +42,7 @@ export class Starter {
     // Everything the answer promises (deadline, whenReady, bandwidth) is in the record written
     // before libvirt is called: a crash right after the answer must still keep the promise.
     const entry = track({
-      job, destinationXml: params.destinationXml ?? destinationToXml(dest),
+      job, destinationXml: checked.xml,
       ...(params.timeout !== undefined ? { timeoutAt: this.ctx.realNow() + params.timeout * 1000 } : {}),
     });
     // Until libvirt has answered there is nothing of this copy to see (poll, events).
@@ -46,7 +51,7 @@ export class Starter {
     try {
       // Journal first: a crash right after libvirt starts the copy must still find the job.
       await this.ctx.recorder.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
-      await this.ctx.conn.blockCopy(dom.uuid, params.disk, entry.rec.destinationXml, {
+      await this.ctx.conn.blockCopy(dom.uuid, params.disk, checked.xml, {
         shallow: job.options.shallow, reuseExternal: job.options.reuseExternal, transientJob: job.options.transientJob,
         synchronousWrites: job.options.synchronousWrites,
         bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
@@ -98,7 +103,7 @@ export class Starter {
   }
 
   /** The checks of a new copy; nothing here changes anything. Returns the disk as the live XML shows it. */
-  async validateNew(params: BlockCopyParams, dom: DomainRef, dest: Destination): Promise<DiskInfo> {
+  async validateNew(params: BlockCopyParams, dom: DomainRef, dest: Destination): Promise<{ disk: DiskInfo; checked: CheckedDestination }> {
     if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
     const xml = await this.ctx.conn.getXml(dom.uuid).catch((e) => { throw toAgentError(e, 'cannot read the domain'); });
     const disk = findDisk(xml, params.disk);
@@ -109,11 +114,11 @@ export class Starter {
     if (disk.mirror) {
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
     }
-    await this.ctx.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
+    const checked = await this.ctx.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
     // Known before starting, so said before starting (QEMU would fail it as "an I/O error").
-    const size = await rawDeviceSizeMismatch({ path: disk.sourcePath, format: disk.format }, { path: dest.path, format: dest.format ?? null });
+    const size = await rawDeviceSizeMismatch({ path: disk.sourcePath, format: disk.format }, { path: checked.destination.path, format: checked.destination.format ?? null });
     if (size) throw new AgentError('destinationRejected', `destination rejected: ${size}`, { reason: size });
-    return disk;
+    return { disk, checked };
   }
 
   /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
@@ -145,10 +150,8 @@ export class Starter {
   }
 
   destinationOf(params: BlockCopyParams): Destination {
-    if (params.destination) return params.destination;
-    const d = destinationFromXml(params.destinationXml ?? '');
-    if ('error' in d) throw new AgentError('destinationRejected', d.error, { reason: d.error });
-    return d;
+    // destinationXml is parsed (whitelisted shape) or refused here.
+    return params.destination ?? destinationFromXml(params.destinationXml ?? '');
   }
 
   async allDefinedDiskPaths(): Promise<Set<string>> {
@@ -160,7 +163,7 @@ export class Starter {
         if (inactive && !d.persistent) continue;
         const xml = await this.ctx.conn.getXml(d.uuid, { inactive }).catch(() => '');
         for (const disk of parseDisks(xml)) {
-          for (const p of [disk.sourcePath, disk.mirror?.path ?? null, ...disk.backingPaths]) if (p) paths.add(resolvePath(p));
+          for (const p of [disk.sourcePath, disk.mirror?.path ?? null, ...disk.backingPaths]) if (p) paths.add(p.startsWith('/') ? resolvePath(p) : p);
         }
       }
     }

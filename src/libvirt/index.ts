@@ -2,7 +2,7 @@
 // LibvirtError rejections, and one native event subscription shared by any number of listeners.
 import { native, type NativeConnection } from './binding.js';
 import { LibvirtBusy, LibvirtError, LibvirtTimeout } from './errors.js';
-import type { CloseReason, Connection, DomainEvent, OpenOptions, Versions } from './types.js';
+import type { CloseReason, Connection, DiskXml, DomainEvent, OpenOptions, Versions } from './types.js';
 
 export * from './types.js';
 export { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from './errors.js';
@@ -80,7 +80,7 @@ class LibvirtConnection implements Connection {
   lookupDomain(key: string) { return this.call('lookupDomain', () => this.n.lookupDomain(key)); }
   listDomains(opts?: { activeOnly?: boolean }) { return this.call('listDomains', () => this.n.listDomains(opts)); }
   getXml(domain: string, opts?: { inactive?: boolean }) { return this.call('getXml', () => this.n.getXml(domain, opts)); }
-  blockCopy(domain: string, disk: string, xml: string, opts?: Parameters<Connection['blockCopy']>[3]) {
+  blockCopy(domain: string, disk: string, xml: DiskXml, opts?: Parameters<Connection['blockCopy']>[3]) {
     return this.call('blockCopy', () => this.n.blockCopy(domain, disk, xml, opts));
   }
   getBlockJobInfo(domain: string, disk: string) { return this.call('getBlockJobInfo', () => this.n.getBlockJobInfo(domain, disk)); }

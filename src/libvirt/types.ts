@@ -79,6 +79,14 @@ export interface Versions {
   hypervisor: string;
 }
 
+declare const diskXmlBrand: unique symbol;
+/**
+ * A destination <disk> element the agent serialized itself from checked fields
+ * (src/destination/xml.ts toDiskXml is its only producer): a caller's string cannot reach
+ * virDomainBlockCopy.
+ */
+export type DiskXml = string & { readonly [diskXmlBrand]: true };
+
 /**
  * One open libvirt connection. All methods run on the connection's own threads and return
  * Promises; each call's wait is bounded (LibvirtTimeout) and so is the number of calls waiting
@@ -90,7 +98,7 @@ export interface Connection {
   lookupDomain(key: string): Promise<DomainRef>;
   listDomains(opts?: { activeOnly?: boolean }): Promise<DomainRef[]>;
   getXml(domain: string, opts?: { inactive?: boolean }): Promise<string>;
-  blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void>;
+  blockCopy(domain: string, disk: string, destinationXml: DiskXml, opts?: BlockCopyOptions): Promise<void>;
   /** null when the disk has no block job. */
   getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null>;
   blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void>;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as hv from '../../harness/hypervisor.js';
-import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const run = promisify(execFile);
@@ -23,7 +23,7 @@ async function playbook(name: string, vars: Record<string, unknown>, opts: { che
   writeFileSync(varsFile, JSON.stringify({ ...vars, ansible_python_interpreter: '/usr/bin/python3' }));
   const args = ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, join(playbooks, `${name}.yml`), ...(opts.check ? ['--check', '--diff'] : [])];
   const env = {
-    ...process.env, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'results_json',
+    ...process.env, ...TEST_AGENT_ENV, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'results_json',
     ANSIBLE_CALLBACK_PLUGINS: join(repo, 'test/ansible/callback_plugins'), ANSIBLE_NOCOLOR: '1',
     ANSIBLE_LOCALHOST_WARNING: 'False', ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False', ANSIBLE_RETRY_FILES_ENABLED: 'False',
   };
@@ -103,7 +103,7 @@ t.test('the README example docs/pivot-one-disk.yml, unmodified, moves a disk', a
   const dest = `${dom.dir}/example.qcow2`;
   const varsFile = join(dom.dir, 'example-vars.json');
   writeFileSync(varsFile, JSON.stringify({ vm: dom.name, disk: 'vda', dest, ansible_python_interpreter: '/usr/bin/python3' }));
-  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}`, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_LOCALHOST_WARNING: 'False' };
+  const env = { ...process.env, ...TEST_AGENT_ENV, PATH: `${bin}:${process.env.PATH}`, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_LOCALHOST_WARNING: 'False' };
   const r = await run('ansible-playbook', ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, join(repo, 'ansible/ansible_collections/blockcopy/agent/docs/pivot-one-disk.yml')], { env })
     .then((x) => ({ code: 0, out: x.stdout }), (e) => ({ code: e.code, out: String(e.stdout) }));
   t.equal(r.code, 0, 'the playbook succeeds');

@@ -4,6 +4,7 @@
 import t, { type Test } from 'tap';
 import { openConnection, LibvirtError, VirErrorCode, type Connection, type DomainEvent } from '../../src/libvirt/index.js';
 import * as hv from '../../harness/hypervisor.js';
+import { toDiskXml } from '../../src/destination/xml.js';
 
 const MiB = 1024n * 1024n;
 
@@ -59,8 +60,8 @@ t.test('connection basics', async (t) => {
   await rejectsWith(t, conn.lookupDomain('bctest-no-such-domain'), VirErrorCode.NO_DOMAIN, 'unknown domain');
   await rejectsWith(t, conn.lookupDomain('00000000-0000-0000-0000-000000000000'), VirErrorCode.NO_DOMAIN, 'unknown UUID');
   t.throws(() => conn.getXml(42 as unknown as string), TypeError, 'a non-string domain throws a TypeError at once');
-  t.throws(() => conn.blockCopy('x', 'vda', '<disk/>', { bandwidth: -1n }), TypeError, 'negative bandwidth throws');
-  t.throws(() => conn.blockCopy('x', 'vda', '<disk/>', { granularity: 2 ** 40 }), TypeError, 'granularity above 32 bits throws');
+  t.throws(() => conn.blockCopy('x', 'vda', toDiskXml({ path: '/x' }), { bandwidth: -1n }), TypeError, 'negative bandwidth throws');
+  t.throws(() => conn.blockCopy('x', 'vda', toDiskXml({ path: '/x' }), { granularity: 2 ** 40 }), TypeError, 'granularity above 32 bits throws');
   t.throws(() => conn.getXml('a\0b'), TypeError, 'embedded NUL throws');
   await conn.close();
   await conn.close();
@@ -89,7 +90,7 @@ t.test('copy reaches READY by event, then pivots; guest writes during the copy l
 
   const dest = `${dom.dir}/pivot-dest.qcow2`;
   // Slow enough that phase 1 is observable and the guest can write into it.
-  await conn.blockCopy(dom.name, disk.target, `<disk type='file'><source file='${dest}'/><driver type='qcow2'/></disk>`,
+  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'qcow2' }),
     { transientJob: true, bandwidth: 20n * MiB });
   const info = await conn.getBlockJobInfo(dom.name, disk.target);
   t.ok(info, 'a job exists');
@@ -101,7 +102,7 @@ t.test('copy reaches READY by event, then pivots; guest writes during the copy l
   await hv.guestWrite(dom, disk.target, { pattern: 0x22, offset: 64 * 1024 * 1024, length: 8 * 1024 * 1024 });
 
   await rejectsWith(t, conn.blockJobAbort(dom.name, disk.target, { pivot: true }), VirErrorCode.BLOCK_COPY_ACTIVE, 'pivot before ready');
-  await rejectsWith(t, conn.blockCopy(dom.name, disk.target, `<disk type='file'><source file='${dom.dir}/second.qcow2'/></disk>`, {}),
+  await rejectsWith(t, conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dom.dir}/second.qcow2` }), {}),
     VirErrorCode.BLOCK_COPY_ACTIVE, 'second copy on a busy disk');
 
   await conn.blockJobSetSpeed(dom.name, disk.target, 0n);
@@ -130,7 +131,7 @@ t.test('finish: abort on ready leaves an identical point-in-time copy; raw sourc
   const rec = eventRecorder(conn);
   await rec.ready;
   const dest = `${dom.dir}/finish-dest.raw`;
-  await conn.blockCopy(dom.name, disk.target, `<disk type='file'><source file='${dest}'/><driver type='raw'/></disk>`,
+  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'raw' }),
     { transientJob: true, granularity: 65536, bufSize: 4n * MiB });
   await hv.guestWrite(dom, disk.target, { pattern: 0x44, offset: 40 * 1024 * 1024, length: 4 * 1024 * 1024 });
   await rec.next(blockJob(dom.name, 'ready'));
@@ -148,7 +149,7 @@ t.test('cancel in phase 1', async (t) => {
   await hv.guestWrite(dom, disk.target, { pattern: 0x55, offset: 0, length: 128 * 1024 * 1024 });
   const rec = eventRecorder(conn);
   await rec.ready;
-  await conn.blockCopy(dom.name, disk.target, `<disk type='file'><source file='${dom.dir}/cancel.qcow2'/><driver type='qcow2'/></disk>`,
+  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dom.dir}/cancel.qcow2`, format: 'qcow2' }),
     { transientJob: true, bandwidth: 1n * MiB });
   await conn.blockJobAbort(dom.name, disk.target, { async: true });
   await rec.next(blockJob(dom.name, 'canceled'));
@@ -167,7 +168,7 @@ t.test('shallow copy of a disk with a backing file onto a pre-created destinatio
   await hv.createImage(dest, 'qcow2', 64, { backingPath: disk.backingPath!, backingFormat: 'qcow2' });
   const rec = eventRecorder(conn);
   await rec.ready;
-  await conn.blockCopy(dom.name, disk.target, `<disk type='file'><source file='${dest}'/><driver type='qcow2'/></disk>`,
+  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'qcow2' }),
     { transientJob: true, shallow: true, reuseExternal: true });
   await rec.next(blockJob(dom.name, 'ready'));
   await conn.blockJobAbort(dom.name, disk.target, { pivot: true });
@@ -181,7 +182,7 @@ t.test('errors on a running domain: unknown disk', async (t) => {
   t.teardown(() => conn.close());
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }] });
   await rejectsWith(t, conn.getBlockJobInfo(dom.name, 'vdz'), VirErrorCode.INVALID_ARG, 'unknown disk');
-  await rejectsWith(t, conn.blockCopy(dom.name, 'vdz', `<disk type='file'><source file='${dom.dir}/x.qcow2'/></disk>`, {}),
+  await rejectsWith(t, conn.blockCopy(dom.name, 'vdz', toDiskXml({ path: `${dom.dir}/x.qcow2` }), {}),
     VirErrorCode.INVALID_ARG, 'copy of an unknown disk');
   await rejectsWith(t, conn.blockJobAbort(dom.name, dom.disks[0]!.target), VirErrorCode.INVALID_ARG, 'abort with no job');
 });

@@ -3,7 +3,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import * as hv from '../../harness/hypervisor.js';
-import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 
@@ -11,7 +11,7 @@ interface Run { code: number | null; stdout: string; stderr: string }
 
 function cli(args: string[], opts: { onLine?: (line: string, child: ReturnType<typeof spawn>) => void; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...TEST_AGENT_ENV, ...opts.env } });
     let stdout = '';
     let stderr = '';
     let buf = '';

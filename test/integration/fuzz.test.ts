@@ -6,7 +6,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { WebSocket } from 'ws';
 import { AgentClient } from '../../src/client/index.js';
-import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 import { report } from '../helpers/faults.js';
 import { expectsAnswer, generator, isNotification, problem, rng } from '../helpers/fuzz.js';
 
@@ -60,7 +60,7 @@ t.test(`WebSocket: ${TOTAL / 2} generated frames`, async (t) => {
 });
 
 t.test(`stdio: ${TOTAL / 2} generated lines, split at random points`, async (t) => {
-  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', stateDir(t), '--log-level', 'error'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', stateDir(t), '--log-level', 'error'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...TEST_AGENT_ENV } });
   t.teardown(() => { child.kill(); });
   child.stderr.resume();
   const next = generator(2);
@@ -106,7 +106,7 @@ t.test(`stdio: ${TOTAL / 2} generated lines, split at random points`, async (t) 
   t.equal(code, 0, 'the agent exits cleanly at the end of its input');
   t.same(problems, [], 'every answer is a well-formed JSON-RPC response, none an internal error');
   t.equal(answers, expected, `every request answered, and nothing else (${answers} answers for ${expected} requests)`);
-  const again = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', stateDir(t)], { stderr: 'ignore' });
+  const again = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', stateDir(t)], { stderr: 'ignore', env: { ...process.env, ...TEST_AGENT_ENV } });
   t.teardown(() => again.close());
   t.match(await again.call('capabilities', {}), { agent: {} }, 'and serves normally afterwards');
 });

@@ -13,6 +13,7 @@ import { JobManager } from '../../src/jobs/manager.js';
 import { openConnection, type Connection } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import * as hv from '../../harness/hypervisor.js';
+import { testDestinationCheck } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 
@@ -35,7 +36,7 @@ function stateDirFor(t: Test): string {
 
 async function manager(t: Test, stateDir = stateDirFor(t)): Promise<Agentish> {
   const conn = await openConnection('qemu:///system');
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 500, agentVersion: 'test' });
+  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 500, agentVersion: 'test', checkDestination: testDestinationCheck() });
   const changes: Job[] = [];
   jobs.on('job.changed', (j: Job) => changes.push(j));
   await jobs.start();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as hv from '../../harness/hypervisor.js';
-import { CLI, stateDir } from '../../harness/agent.js';
+import { CLI, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 
 const run = promisify(execFile);
 const hook = fileURLToPath(new URL('../../../examples/migration-hook.sh', import.meta.url));
@@ -19,7 +19,7 @@ t.test('to-shared moves the disks and pivots; pre-migrate leaves no copy job', a
   const bin = join(dom.dir, 'bin');
   mkdirSync(bin);
   writeFileSync(join(bin, 'blockcopy-agent'), `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@" --state-dir ${stateDir(t)}\n`, { mode: 0o755 });
-  const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
+  const env = { ...process.env, ...TEST_AGENT_ENV, PATH: `${bin}:${process.env.PATH}` };
   const shared = join(dom.dir, 'shared');
   mkdirSync(shared);
 

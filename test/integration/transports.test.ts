@@ -7,7 +7,7 @@ import { connect } from 'node:net';
 import { WebSocket } from 'ws';
 import { AgentClient } from '../../src/client/index.js';
 import * as hv from '../../harness/hypervisor.js';
-import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 
@@ -72,7 +72,7 @@ t.test('WebSocket: a peer that never answers pings is dropped', async (t) => {
 
 t.test('stdio: partial lines, an oversized line, EOF', async (t) => {
   const dir = stateDir(t);
-  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...TEST_AGENT_ENV } });
   let out = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (d: string) => { out += d; });

@@ -8,6 +8,7 @@ import {
   type Connection, type DomainEvent, type DomainRef, type Versions,
 } from '../../src/libvirt/index.js';
 import type { JobRecord } from '../../src/jobs/journal.js';
+import { makeDestinationCheck } from '../../src/destination/policy.js';
 
 export interface FakeMirror {
   path: string;
@@ -308,3 +309,6 @@ export class FakeConnection implements Connection {
     this.closed = true;
   }
 }
+
+/** A destination policy whose one root is a test's own directory (owned by whoever runs the tests). */
+export const ownRoot = (dir: string) => makeDestinationCheck({ roots: [dir], devices: [], trustedOwners: new Set([process.getuid!()]), network: [] });

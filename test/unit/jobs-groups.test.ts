@@ -9,7 +9,7 @@ import { AgentError } from '../../src/errors.js';
 import { GroupManager } from '../../src/jobs/groups.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeConnection, type FakeDomain } from './fake-connection.js';
+import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -37,7 +37,7 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Se
   mkdirSync(destDir);
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }, { target: 'vdc' }] });
-  return { conn, stateDir, destDir, dom, ...(await start(conn, stateDir, opts, t)) };
+  return { conn, stateDir, destDir, dom, ...(await start(conn, stateDir, { checkDestination: ownRoot(destDir), ...opts }, t)) };
 }
 
 async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<void> {

@@ -11,7 +11,7 @@ import type { Job } from '../../src/generated/api.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { LibvirtError } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeConnection, type FakeDomain } from './fake-connection.js';
+import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -22,6 +22,8 @@ interface Setup {
   dom: FakeDomain;
 }
 
+/** Destinations go to the test's own directory: it is the allowed root (owned by whoever runs the test). */
+
 async function setup(t: Test, opts: Partial<JobManagerOptions> & { prepare?: (c: FakeConnection) => void; noStart?: boolean } = {}): Promise<Setup> {
   const root = mkdtempSync(join(tmpdir(), 'bc-jobs-'));
   const stateDir = join(root, 'state');
@@ -30,7 +32,8 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> & { prepare?: (c:
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
   opts.prepare?.(conn);
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, ...opts });
+  const checkDestination = ownRoot(destDir);
+  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination, ...opts });
   const changes: Job[] = [];
   jobs.on('job.changed', (j: Job) => changes.push(j));
   if (!opts.noStart) await jobs.start();
@@ -416,7 +419,7 @@ t.test('recovering until reconcile is done; adoption; reconcile of the journal',
   const stateDir = join(root, 'state');
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }, { target: 'vdc' }] });
-  const first = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50 });
+  const first = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination: ownRoot(root) });
   await first.start();
   const a = await first.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(root, 'a.qcow2') }, whenReady: 'pivot' });
   const b = await first.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(root, 'b.qcow2') } });

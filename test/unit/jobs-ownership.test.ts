@@ -10,7 +10,7 @@ import { AgentError } from '../../src/errors.js';
 import type { Job } from '../../src/generated/api.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeConnection, type FakeDomain } from './fake-connection.js';
+import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -29,7 +29,7 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Se
   mkdirSync(destDir);
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, ...opts });
+  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination: ownRoot(destDir), ...opts });
   const changes: Job[] = [];
   jobs.on('job.changed', (j: Job) => changes.push(j));
   await jobs.start();
@@ -65,7 +65,7 @@ t.test('reconcile matches a journaled job to the <mirror> by identity, not by "a
   const stateDir = join(root, 'state');
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1' });
-  const first = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50 });
+  const first = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination: ownRoot(root) });
   await first.start();
   const { job } = await first.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(root, 'mine.qcow2') }, timeout: 1, whenReady: 'pivot' });
   await first.stop();
@@ -73,7 +73,7 @@ t.test('reconcile matches a journaled job to the <mirror> by identity, not by "a
   conn.makeReady(dom, 'vda', { event: false });
   const sent = conn.sideEffects().length;
 
-  const second = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50 });
+  const second = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination: ownRoot(root) });
   await second.start();
   t.teardown(() => second.stop());
   const old = (await second.jobInfo({ jobId: job.jobId })).job;

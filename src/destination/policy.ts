@@ -1,0 +1,162 @@
+// Where a copy may write: the destination policy, built once at start-up from the config
+// (roots checked then; the agent refuses to start on an untrustworthy one) and applied to every
+// destination before libvirt is asked anything, so a refused destination changes nothing.
+import { promises as fs, type Stats } from 'node:fs';
+import { dirname } from 'node:path';
+import type { AgentConfig, Destination } from '../generated/api.js';
+import type { DiskXml } from '../libvirt/types.js';
+import type { DiskInfo } from '../jobs/disk-xml.js';
+import { checkParents, checkRoot, isNormalAbsolute, isUnder, resolveOwners, UntrustedPath } from './dirs.js';
+import { clash, deviceKey, identitiesOf } from './identity.js';
+import { allowingRule, NetworkError, parseNetworkUrl, type NetworkRule } from './network.js';
+import { rejectDestination as reject, toDiskXml } from './xml.js';
+
+export interface DestinationContext {
+  reuseExternal: boolean;
+  /** The disk being copied. */
+  disk: DiskInfo;
+  /** Every source, mirror and backing path of every domain, running or defined (live and inactive XML). */
+  domainDisks: Iterable<string>;
+}
+
+/** A destination that passed the policy, in canonical form, and the XML libvirt gets for it. */
+export interface CheckedDestination {
+  destination: Destination;
+  xml: DiskXml;
+}
+
+export type DestinationCheck = (dest: Destination, ctx: DestinationContext) => Promise<CheckedDestination>;
+
+export interface DestinationPolicy {
+  /** Canonical directories under which files may be created; ['/'] only with allowAnyDestination. */
+  roots: string[];
+  /** Block devices that may be destinations (as configured; compared by major:minor). */
+  devices: string[];
+  /** uids besides root that may own directories below a root. */
+  trustedOwners: Set<number>;
+  network: NetworkRule[];
+}
+
+type PolicyConfig = Pick<AgentConfig, 'allowedRoots' | 'allowedDevices' | 'allowAnyDestination' | 'trustedDirectoryOwners' | 'allowedNetworkDestinations'>;
+
+export const DEFAULT_ROOTS = ['/var/lib/libvirt/images'];
+
+/**
+ * The policy the config describes, after checking every root. Throws an Error naming the root
+ * and the reason; the agent does not start with it. `warn` hears about allowAnyDestination.
+ */
+export async function loadDestinationPolicy(cfg: PolicyConfig, warn: (msg: string, data: object) => void): Promise<DestinationPolicy> {
+  let trustedOwners: Set<number>;
+  try {
+    trustedOwners = resolveOwners(cfg.trustedDirectoryOwners ?? []);
+  } catch (e) {
+    throw new Error(`trustedDirectoryOwners: ${(e as Error).message}`);
+  }
+  const roots = cfg.allowAnyDestination ? ['/'] : (cfg.allowedRoots ?? DEFAULT_ROOTS);
+  if (cfg.allowAnyDestination) {
+    warn('allowAnyDestination is set: file destinations may be created in any directory that passes the ownership checks, not only under allowedRoots', { allowedRoots: cfg.allowedRoots ?? DEFAULT_ROOTS });
+  }
+  for (const r of roots) {
+    try {
+      await checkRoot(r, trustedOwners);
+    } catch (e) {
+      if (e instanceof UntrustedPath) throw new Error(`allowed root '${r}' is not trustworthy: ${e.message}`);
+      throw e;
+    }
+  }
+  for (const rule of cfg.allowedNetworkDestinations ?? []) {
+    try {
+      new RegExp(rule.namePattern, 'u');
+    } catch (e) {
+      throw new Error(`allowedNetworkDestinations: namePattern '${rule.namePattern}' is not a regular expression (${(e as Error).message})`);
+    }
+  }
+  return { roots, devices: cfg.allowedDevices ?? [], trustedOwners, network: cfg.allowedNetworkDestinations ?? [] };
+}
+
+async function lstatOrNull(p: string): Promise<Stats | null> {
+  try {
+    return await fs.lstat(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    return reject(`cannot inspect '${p}' (${(e as NodeJS.ErrnoException).code})`);
+  }
+}
+
+async function untrusted<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    if (e instanceof UntrustedPath) return reject(e.message);
+    throw e;
+  }
+}
+
+function checkNetwork(policy: DestinationPolicy, dest: Destination, ctx: DestinationContext): Destination {
+  let t;
+  try {
+    t = parseNetworkUrl(dest.path);
+  } catch (e) {
+    return reject((e as NetworkError).message);
+  }
+  const url = `${t.protocol}://${t.host}:${t.port}/${t.name}`;
+  if (!allowingRule(t, policy.network)) reject(`network destination ${url} is not listed in allowedNetworkDestinations`);
+  if (ctx.reuseExternal && !dest.format) reject('reuseExternal needs an explicit format (libvirt would otherwise probe the image)');
+  for (const p of ctx.domainDisks) if (p === url) reject(`${url} is a disk of a domain`);
+  return { ...dest, path: url };
+}
+
+export function makeDestinationCheck(policy: DestinationPolicy): DestinationCheck {
+  return async (dest, ctx) => {
+    const type = dest.type ?? 'file';
+    let checked: Destination;
+    if (type === 'network') {
+      checked = checkNetwork(policy, dest, ctx);
+    } else {
+      const path = dest.path;
+      if (!isNormalAbsolute(path)) reject(`path '${path}' must be absolute and normalized (no '..', '.', '//' or trailing '/')`);
+      // eslint-disable-next-line no-control-regex
+      if (/[\u0000-\u001f\u007f-\u009f]/.test(path)) reject('the path contains a control character');
+      if (ctx.reuseExternal && !dest.format) reject('reuseExternal needs an explicit format (libvirt would otherwise probe the image)');
+      if (type === 'block') await checkBlock(policy, path);
+      else await checkFile(policy, path, ctx.reuseExternal);
+      checked = { ...dest, path, type };
+      const st = await lstatOrNull(path);
+      const ids = await identitiesOf([...ctx.domainDisks, ...(ctx.disk.sourcePath ? [ctx.disk.sourcePath] : []), ...ctx.disk.backingPaths]);
+      const hit = clash(ids, path, st);
+      if (hit) {
+        reject(st?.isBlockDevice() && ids.hosts.get(Number(st.rdev)) === hit
+          ? `block device '${path}' holds the file system of '${hit}', a disk, backing file or mirror of a domain`
+          : `'${path}' is the same ${st?.isBlockDevice() ? 'device' : 'file'} as '${hit}', a disk, backing file or mirror of a domain`);
+      }
+      // A second name of any other file (one outside the roots, say) is not this destination's to overwrite.
+      if (st?.isFile() && st.nlink > 1) reject(`'${path}' has ${st.nlink} hard links; a reused file must have one name`);
+    }
+    return { destination: checked, xml: toDiskXml(checked) };
+  };
+}
+
+async function checkFile(policy: DestinationPolicy, path: string, reuse: boolean): Promise<void> {
+  const root = policy.roots.find((r) => isUnder(dirname(path), r));
+  if (!root) reject(`'${path}' is not under an allowed root (${policy.roots.join(', ') || 'none configured'})`);
+  await untrusted(() => checkParents(root!, path, policy.trustedOwners));
+  const st = await lstatOrNull(path);
+  if (st?.isSymbolicLink()) reject(`'${path}' is a symbolic link`);
+  if (st && !st.isFile()) reject(`'${path}' is not a regular file`);
+  if (st && !reuse) reject(`'${path}' already exists (use reuseExternal to reuse it)`);
+  if (!st && reuse) reject(`'${path}' does not exist, so it cannot be reused`);
+}
+
+async function checkBlock(policy: DestinationPolicy, path: string): Promise<void> {
+  const st = await lstatOrNull(path);
+  if (!st) reject(`'${path}' does not exist`);
+  if (st!.isSymbolicLink()) reject(`'${path}' is a symbolic link; name the device itself`);
+  if (!st!.isBlockDevice()) reject(`'${path}' is not a block device`);
+  const allowed = await Promise.all(policy.devices.map((d) => fs.stat(d).then((s) => (s.isBlockDevice() ? deviceKey(s) : null), () => null)));
+  if (!allowed.includes(deviceKey(st!))) reject(`block device '${path}' (${deviceKey(st!)}) is not in allowedDevices`);
+  await untrusted(() => checkParents('/', path, new Set()));
+}
+
+
+/** The default roots, no devices, no network; roots not checked (the agent checks them at start-up). */
+export const defaultDestinationCheck: DestinationCheck = makeDestinationCheck({ roots: DEFAULT_ROOTS, devices: [], trustedOwners: new Set(), network: [] });
