@@ -6,8 +6,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } 
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import * as hv from '../helpers/hypervisor.js';
-import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 const run = promisify(execFile);
