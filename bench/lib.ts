@@ -1,6 +1,6 @@
 // Shared pieces of the benchmarks: a teardown host, timing, percentiles, process usage.
 import { readFileSync } from 'node:fs';
-import type { TeardownHost } from '../test/helpers/hypervisor.js';
+import type { TeardownHost } from '../harness/hypervisor.js';
 
 export const MiB = 1024 * 1024;
 

@@ -7,7 +7,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { domainType } from '../test/helpers/hypervisor.js';
+import { domainType } from '../harness/hypervisor.js';
 import { type BenchContext, type SuiteResult, round } from './lib.js';
 import { bindingChurn, libvirtdHang } from './suites/binding.js';
 import { cliLatency } from './suites/cli-latency.js';

@@ -1,8 +1,8 @@
 // The main job, end to end on this host, through the agent's JSON-RPC API: start the agent,
 // live-copy a throwaway VM's disk while the guest writes, pivot, verify independently, clean up.
 import type { Job } from '../src/generated/api.js';
-import * as hv from '../test/helpers/hypervisor.js';
-import { serveAgent } from '../test/helpers/agent.js';
+import * as hv from '../harness/hypervisor.js';
+import { serveAgent } from '../harness/agent.js';
 import { draw, progressLine } from './progress.js';
 
 const MiB = 1024 * 1024;

@@ -4,8 +4,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { AgentClient, RpcError } from '../src/client/index.js';
 import type { MethodName, Methods } from '../src/client/methods.js';
-import * as hv from '../test/helpers/hypervisor.js';
-import { serveAgent } from '../test/helpers/agent.js';
+import * as hv from '../harness/hypervisor.js';
+import { serveAgent } from '../harness/agent.js';
 
 const MiB = 1024 * 1024;
 const cleanups: Array<() => unknown> = [];

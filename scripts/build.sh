@@ -7,4 +7,6 @@ cd "$(dirname "$0")/.."
 [ -f build/Makefile ] || npx node-gyp configure
 npx node-gyp build
 npx tsc -p "${TSCONFIG:-tsconfig.json}"
+# Docs generated from tables in the code (needs the build above).
+node scripts/gen-docs.mjs
 chmod 0755 dist/src/cli/main.js

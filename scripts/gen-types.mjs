@@ -39,7 +39,7 @@ let ts = await compile(synthetic, 'AllSchemas', {
 ts = ts.replace(/export interface AllSchemas \{[\s\S]*?\n\}\n/, '');
 // `oneOf: [{required: [...]}, ...]` branches only constrain which keys are present (ajv checks
 // them); the generator renders each as an open object. The strict object type is the truth.
-ts = ts.replace(/ & \{\n  \[k: string\]: unknown;\n\}/g, '');
+ts = ts.replace(/ & \{\n {2}\[k: string\]: unknown;\n\}/g, '');
 
 // Method name → [params, result], from the schemas/methods/ file pairs: the typed client's map.
 const methodsDir = join(schemasDir, 'methods');

@@ -11,7 +11,7 @@ import type { Logger } from './log.js';
 import type { AgentMetrics } from './metrics/metrics.js';
 import type { MetricsServer } from './metrics/http.js';
 import { RpcServer, type AuditEntry } from './rpc/server.js';
-import { SchemaSet } from './rpc/schemas.js';
+import { SchemaSet } from './schemas.js';
 import { resolvesToLoopbackOnly } from './net/addresses.js';
 import { Authenticator, loadTokens } from './transport/auth.js';
 import type { FlowLimits } from './transport/flow.js';

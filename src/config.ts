@@ -1,8 +1,12 @@
 // The agent's configuration: schema defaults < config file < environment < command-line flags,
-// validated as a whole by schemas/config.schema.json.
+// validated as a whole by schemas/config.schema.json. Flags and variables come from the
+// schema (config-options.ts); nothing here knows an option by name but the --listen shorthand.
 import { readFileSync } from 'node:fs';
 import type { AgentConfig } from './generated/api.js';
-import { SchemaSet } from './rpc/schemas.js';
+import { ConfigError, configOptions, convert, SHORTHANDS, type ConfigOption } from './config-options.js';
+import { SchemaSet } from './schemas.js';
+
+export { ConfigError } from './config-options.js';
 
 export type ResolvedConfig = Required<Omit<AgentConfig, 'tls'>> & Pick<AgentConfig, 'tls'> & {
   listen: Required<NonNullable<AgentConfig['listen']>>;
@@ -11,30 +15,15 @@ export type ResolvedConfig = Required<Omit<AgentConfig, 'tls'>> & Pick<AgentConf
   socket: Required<NonNullable<AgentConfig['socket']>>;
 };
 
-export class ConfigError extends Error {}
+/** One layer of overrides, keyed by flag name (e.g. 'state-dir', 'no-listen', 'listen'):
+ *  text from the environment or a flag, true for a boolean flag given. */
+export type Overrides = Record<string, string | boolean | undefined>;
 
-/** Flags and environment use the same names; values are strings until validated. */
-export interface Overrides {
-  uri?: string;
-  listen?: string;
-  noListen?: boolean;
-  stateDir?: string;
-  logLevel?: string;
-  pollIntervalMs?: string;
-  allowedRoots?: string;
-  maxConcurrentCopies?: string;
-}
-
-export function envOverrides(env: NodeJS.ProcessEnv = process.env): Overrides {
-  return {
-    uri: env.BLOCKCOPY_URI,
-    listen: env.BLOCKCOPY_LISTEN,
-    stateDir: env.BLOCKCOPY_STATE_DIR,
-    logLevel: env.BLOCKCOPY_LOG_LEVEL,
-    pollIntervalMs: env.BLOCKCOPY_POLL_INTERVAL_MS,
-    allowedRoots: env.BLOCKCOPY_ALLOWED_ROOTS,
-    maxConcurrentCopies: env.BLOCKCOPY_MAX_CONCURRENT_COPIES,
-  };
+export function envOverrides(env: NodeJS.ProcessEnv = process.env, options = configOptions()): Overrides {
+  const out: Overrides = {};
+  if (env[SHORTHANDS.listen.env] !== undefined) out.listen = env[SHORTHANDS.listen.env];
+  for (const o of options) if (env[o.env] !== undefined) out[o.flag] = env[o.env];
+  return out;
 }
 
 function readFile(path: string): Record<string, unknown> {
@@ -53,23 +42,34 @@ function readFile(path: string): Record<string, unknown> {
   }
 }
 
-function apply(cfg: Record<string, any>, o: Overrides): void { // eslint-disable-line @typescript-eslint/no-explicit-any
-  const num = (v: string, name: string) => {
-    if (!/^\d+$/.test(v)) throw new ConfigError(`${name} must be a whole number, got '${v}'`);
-    return Number(v);
-  };
-  if (o.uri) cfg.uri = o.uri;
-  if (o.stateDir) cfg.stateDir = o.stateDir;
-  if (o.logLevel) cfg.logLevel = o.logLevel;
-  if (o.pollIntervalMs) cfg.pollIntervalMs = num(o.pollIntervalMs, 'poll interval');
-  if (o.maxConcurrentCopies) cfg.maxConcurrentCopies = num(o.maxConcurrentCopies, 'max concurrent copies');
-  if (o.allowedRoots) cfg.allowedRoots = o.allowedRoots.split(':').filter(Boolean);
-  if (o.listen) {
+function setAt(cfg: Record<string, unknown>, path: string[], value: unknown): void {
+  let node = cfg;
+  for (const k of path.slice(0, -1)) {
+    if (typeof node[k] !== 'object' || node[k] === null || Array.isArray(node[k])) node[k] = {};
+    node = node[k] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}
+
+function apply(cfg: Record<string, unknown>, o: Overrides, byFlag: Map<string, ConfigOption>, schemas: SchemaSet): void {
+  for (const key of Object.keys(o)) {
+    if (!(key in SHORTHANDS) && !byFlag.has(key) && !(key.startsWith('no-') && byFlag.get(key.slice(3))?.negated)) {
+      throw new ConfigError(`unknown option '${key}'`);
+    }
+  }
+  if (typeof o.listen === 'string' && o.listen) {
     const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(o.listen);
     if (!m) throw new ConfigError(`listen must be HOST:PORT, got '${o.listen}'`);
-    cfg.listen = { ...(cfg.listen ?? {}), host: m[1] ?? m[2], port: num(m[3]!, 'port'), enabled: true };
+    setAt(cfg, ['listen', 'host'], m[1] ?? m[2]);
+    setAt(cfg, ['listen', 'port'], Number(m[3]));
+    setAt(cfg, ['listen', 'enabled'], true);
   }
-  if (o.noListen) cfg.listen = { ...(cfg.listen ?? {}), enabled: false };
+  for (const [flag, opt] of byFlag) {
+    const raw = o[opt.negated ? `no-${flag}` : flag] ?? (opt.negated ? o[flag] : undefined);
+    if (raw === undefined || raw === '') continue;
+    setAt(cfg, opt.path, convert(opt, raw, schemas));
+  }
+  if (o['no-listen']) setAt(cfg, ['listen', 'enabled'], false);
 }
 
 /** Human-readable problems of a config object ([] when valid); fills defaults in place. */
@@ -80,9 +80,15 @@ export function configProblems(cfg: unknown, schemas = new SchemaSet()): string[
 }
 
 export function loadConfig(file: string | undefined, ...layers: Overrides[]): ResolvedConfig {
-  const cfg: Record<string, unknown> = file ? readFile(file) : {};
-  for (const o of layers) apply(cfg, o);
-  const problems = configProblems(cfg);
+  return resolveConfig(file ? readFile(file) : {}, layers, file);
+}
+
+/** Applies the layers in order over `base` and validates the result (defaults filled in). */
+export function resolveConfig(base: Record<string, unknown>, layers: Overrides[], file?: string, schemas = new SchemaSet()): ResolvedConfig {
+  const byFlag = new Map(configOptions(schemas).map((o) => [o.flag, o]));
+  const cfg = structuredClone(base);
+  for (const o of layers) apply(cfg, o, byFlag, schemas);
+  const problems = configProblems(cfg, schemas);
   if (problems.length > 0) throw new ConfigError(`invalid configuration${file ? ` (${file})` : ''}:\n  ${problems.join('\n  ')}`);
   return cfg as ResolvedConfig;
 }

@@ -1,5 +1,15 @@
-// The agent's error table: one stable name per failure a caller can branch on, its JSON-RPC
-// code, and whether retrying the same call later can succeed. The README's table mirrors this.
+// The agent's error tables: the JSON-RPC 2.0 protocol errors it answers, and one stable name
+// per failure a caller can branch on, its code, and whether retrying the same call later can
+// succeed. docs/errors.md is generated from both (scripts/gen-docs.mjs, run by the build).
+
+/** The JSON-RPC 2.0 codes the agent answers before (or instead of) running a method. */
+export const PROTOCOL_ERRORS = {
+  parseError: { code: -32700, description: 'The frame (or stdio line) is not JSON, or a stdio line is longer than maxPayloadBytes; `id` is null.' },
+  invalidRequest: { code: -32600, description: 'Not a JSON-RPC 2.0 request: not an object, wrong `jsonrpc`, no method, a bad `id`, primitive `params`, an empty batch.' },
+  methodNotFound: { code: -32601, description: 'No method of that name.' },
+  invalidParams: { code: -32602, description: "The params break the method's schema; data.errors holds ajv's errors, each naming the field (instancePath)." },
+  internalError: { code: -32603, description: 'An unexpected failure (a defect): logged with its request id and stack, no detail is sent.' },
+} as const;
 
 export const ERRORS = {
   notFound: { code: -32000, retryable: false, description: 'The domain, disk or job does not exist.' },

@@ -1,5 +1,5 @@
 // Settings and helpers every suite shares.
-import * as hv from '../../test/helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 import { MiB } from '../lib.js';
 
 /** The bench measures the agent, not its protections: limits far above the load. */

@@ -1,8 +1,8 @@
 // Control plane: jobInfo over WebSocket from 1, 10, 50 and 200 concurrent clients while 8 copies
 // run; calls per second, p50/p99 latency, and the agent's CPU and memory meanwhile.
 import { AgentClient } from '../../src/client/index.js';
-import * as hv from '../../test/helpers/hypervisor.js';
-import { serveAgent } from '../../test/helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
 import { BENCH_AGENT_CONFIG } from './common.js';
 import { MiB, Scope, now, percentile, round, usage, type BenchContext, type SuiteResult } from '../lib.js';
 

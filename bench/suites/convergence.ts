@@ -2,8 +2,8 @@
 // Default mirroring vs synchronousWrites: time to ready, or none within the timeout, and what
 // jobInfo tells the caller meanwhile.
 import { RpcError } from '../../src/client/index.js';
-import * as hv from '../../test/helpers/hypervisor.js';
-import { serveAgent } from '../../test/helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
 import { BENCH_AGENT_CONFIG, fill } from './common.js';
 import { MiB, Scope, now, round, type BenchContext, type SuiteResult } from '../lib.js';
 

@@ -1,9 +1,9 @@
 // Group pivot pause: how long the guest's vCPUs stay paused while the agent pivots 1, 2 and 4
 // disks of a guest that writes to all of them (the real writer guest), side by side with the
 // same switch scripted with virsh (suspend, blockjob --pivot per disk, resume).
-import * as hv from '../../test/helpers/hypervisor.js';
-import { serveAgent } from '../../test/helpers/agent.js';
-import { createWriterDomain, waitUntilWriting } from '../../test/helpers/writer-guest.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
+import { createWriterDomain, waitUntilWriting } from '../../harness/writer-guest.js';
 import { BENCH_AGENT_CONFIG } from './common.js';
 import { Scope, median, now, round, type BenchContext, type SuiteResult } from '../lib.js';
 

@@ -5,8 +5,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { openConnection, type DomainEvent } from '../../src/libvirt/index.js';
 import type { Job } from '../../src/generated/api.js';
-import * as hv from '../../test/helpers/hypervisor.js';
-import { serveAgent } from '../../test/helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
 import { BENCH_AGENT_CONFIG } from './common.js';
 import { MiB, Scope, median, now, percentile, round, type BenchContext, type SuiteResult } from '../lib.js';
 

@@ -1,7 +1,7 @@
 // Scale: many copies across several VMs at once, all to ready and all pivoted; aggregate
 // throughput against a single copy of the same size, and the agent's memory.
-import * as hv from '../../test/helpers/hypervisor.js';
-import { serveAgent } from '../../test/helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
 import { BENCH_AGENT_CONFIG, fill } from './common.js';
 import { Scope, now, round, usage, type BenchContext, type SuiteResult } from '../lib.js';
 

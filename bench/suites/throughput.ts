@@ -3,8 +3,8 @@
 import { execFile } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
-import * as hv from '../../test/helpers/hypervisor.js';
-import { serveAgent } from '../../test/helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
 import { BENCH_AGENT_CONFIG, fill } from './common.js';
 import { Scope, median, now, round, type BenchContext, type SuiteResult } from '../lib.js';
 

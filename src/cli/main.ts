@@ -6,10 +6,9 @@ import { parseArgs } from 'node:util';
 import type { Overrides } from '../config.js';
 import type { Level } from '../log.js';
 import { VERSION } from '../version.js';
+import { CLIENT_HELP, isClientCommand, runClientCommand } from './verbs.js';
 
-const CLIENT_COMMANDS = new Set(['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call', 'copy-group', 'group', 'pivot-group', 'finish-group', 'abort-group']);
-
-const HELP = (CLIENT_HELP: string): Record<string, string> => ({
+const HELP = (optionsHelp: () => string): Record<string, string> => ({
   main: `blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0
 
 Usage:
@@ -24,21 +23,17 @@ Run 'blockcopy-agent COMMAND --help' for a command's options.
 ${CLIENT_HELP}`,
   serve: `Usage: blockcopy-agent serve [options]
 
-Serves JSON-RPC 2.0 on a WebSocket (default 127.0.0.1:7879). SIGTERM/SIGINT stop the agent
+Serves JSON-RPC 2.0 on a WebSocket (see --listen-host, --listen-port). SIGTERM/SIGINT stop the agent
 cleanly; running copies continue inside QEMU and are adopted at the next start. SIGHUP
 reloads the tokens file and TLS material (connections whose token was revoked are closed).
 
-Options (each also as an environment variable; flags win over environment, environment over the file):
-  --config FILE             JSON configuration file (BLOCKCOPY_CONFIG)
-  --listen HOST:PORT        WebSocket bind address (BLOCKCOPY_LISTEN); loopback only without TLS
-  --no-listen               do not serve WebSocket
-  --stdio                   also serve on stdin/stdout
-  --state-dir DIR           job journal directory (BLOCKCOPY_STATE_DIR), default /var/lib/blockcopy-agent
-  --uri URI                 libvirt URI (BLOCKCOPY_URI), default qemu:///system
-  --log-level LEVEL         debug|info|warn|error (BLOCKCOPY_LOG_LEVEL)
-  --poll-interval-ms N      safety-net poll interval (BLOCKCOPY_POLL_INTERVAL_MS)
-  --allowed-roots A:B       directories destinations may be created in (BLOCKCOPY_ALLOWED_ROOTS)
-  --max-concurrent-copies N (BLOCKCOPY_MAX_CONCURRENT_COPIES)`,
+Options (each also an environment variable; flags win over the environment, the environment
+over the file, the file over the defaults of schemas/config.schema.json):
+  --config FILE  (BLOCKCOPY_CONFIG)
+      JSON configuration file.
+  --stdio
+      Also serve on stdin/stdout.
+${optionsHelp()}`,
   stdio: `Usage: blockcopy-agent stdio [options]
 
 Newline-delimited JSON-RPC 2.0 on stdin/stdout; logs go to stderr. Exits when stdin ends.
@@ -51,20 +46,27 @@ Validates FILE against schemas/config.schema.json; prints each problem and exits
 the effective configuration (with defaults) and exits 0.`,
 });
 
-const OPTIONS = {
-  config: { type: 'string' },
-  listen: { type: 'string' },
-  'no-listen': { type: 'boolean' },
-  stdio: { type: 'boolean' },
-  'state-dir': { type: 'string' },
-  uri: { type: 'string' },
-  'log-level': { type: 'string' },
-  'poll-interval-ms': { type: 'string' },
-  'allowed-roots': { type: 'string' },
-  'max-concurrent-copies': { type: 'string' },
-  help: { type: 'boolean', short: 'h' },
-  version: { type: 'boolean' },
-} as const;
+type OptionSpec = { type: 'string' | 'boolean'; short?: string };
+
+/**
+ * Fixed options, then one per configuration option of the schema (config-options.ts). Loaded
+ * only by the agent's own commands: the schema set costs a client verb most of its time.
+ */
+async function agentOptions(): Promise<{ configFlags: Record<string, OptionSpec>; options: Record<string, OptionSpec>; help: Record<string, string> }> {
+  const { configOptions, optionsHelp, SHORTHANDS } = await import('../config-options.js');
+  const configFlags: Record<string, OptionSpec> = Object.fromEntries([
+    ...Object.entries(SHORTHANDS).map(([f, s]): [string, OptionSpec] => [f, { type: s.placeholder ? 'string' : 'boolean' }]),
+    ...configOptions().map((o): [string, OptionSpec] => [o.negated ? `no-${o.flag}` : o.flag, { type: o.kind === 'boolean' ? 'boolean' : 'string' }]),
+  ]);
+  const options: Record<string, OptionSpec> = {
+    config: { type: 'string' },
+    stdio: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+    version: { type: 'boolean' },
+    ...configFlags,
+  };
+  return { configFlags, options, help: HELP(optionsHelp) };
+}
 
 function fail(msg: string, code = 2): never {
   process.stderr.write(`blockcopy-agent: ${msg}\n`);
@@ -77,28 +79,27 @@ async function main(argv: string[]): Promise<void> {
     if (e.code === 'EPIPE') process.exit(0);
     throw e;
   });
-  if (CLIENT_COMMANDS.has(argv[0] ?? '')) {
-    const { runClientCommand } = await import('./client.js');
-    const code = await runClientCommand(argv[0]!, argv.slice(1));
+  if (isClientCommand(argv[0])) {
+    const code = await runClientCommand(argv[0], argv.slice(1));
     await new Promise<void>((r) => process.stdout.write('', () => r()));
     process.exit(code);
   }
-  const help = async () => HELP((await import('./client.js')).CLIENT_HELP);
+  const { configFlags, options, help: HELPS } = await agentOptions();
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (e) {
-    fail(`${(e as Error).message}\n\n${(await help()).main}`);
+    fail(`${(e as Error).message}\n\n${HELPS.main}`);
   }
   const { values: v, positionals } = parsed;
   const command = positionals[0];
   if (v.version) return void console.log(VERSION);
-  if (!command || (v.help && !command)) return void console.log((await help()).main);
-  if (v.help) return void console.log((await help())[command] ?? (await help()).main);
+  if (!command || (v.help && !command)) return void console.log(HELPS.main);
+  if (v.help) return void console.log(HELPS[command] ?? HELPS.main);
 
   if (command === 'stdio') {
     // A running agent's socket first: nothing of the agent (schemas, libvirt) is loaded then.
-    const local = (await import('./local-socket.js')).localSocket({ stateDir: v['state-dir'], config: v.config });
+    const local = (await import('./local-socket.js')).localSocket({ stateDir: v['state-dir'] as string | undefined, config: v.config as string | undefined });
     if (local && !local.explicit && await (await import('./socket-relay.js')).relayToSocket(local.path)) {
       await new Promise<void>((r) => process.stdout.write('', () => r()));
       process.exit();
@@ -107,7 +108,7 @@ async function main(argv: string[]): Promise<void> {
   const { ConfigError, envOverrides, loadConfig } = await import('../config.js');
 
   if (command === 'config') {
-    if (positionals[1] !== 'check' || !positionals[2]) fail((await help()).config!);
+    if (positionals[1] !== 'check' || !positionals[2]) fail(HELPS.config!);
     try {
       const cfg = loadConfig(positionals[2]);
       console.log(JSON.stringify(cfg, null, 2));
@@ -116,16 +117,13 @@ async function main(argv: string[]): Promise<void> {
     }
     return;
   }
-  if (command !== 'serve' && command !== 'stdio') fail(`unknown command '${command}'\n\n${(await help()).main}`);
+  if (command !== 'serve' && command !== 'stdio') fail(`unknown command '${command}'\n\n${HELPS.main}`);
 
-  const flags: Overrides = {
-    uri: v.uri, listen: v.listen, noListen: v['no-listen'] || command === 'stdio', stateDir: v['state-dir'],
-    logLevel: v['log-level'], pollIntervalMs: v['poll-interval-ms'], allowedRoots: v['allowed-roots'],
-    maxConcurrentCopies: v['max-concurrent-copies'],
-  };
+  const flags: Overrides = Object.fromEntries(Object.keys(configFlags).map((f) => [f, v[f]]));
+  if (command === 'stdio') flags['no-listen'] = true;
   let cfg;
   try {
-    cfg = loadConfig(v.config ?? process.env.BLOCKCOPY_CONFIG, envOverrides(), flags);
+    cfg = loadConfig((v.config as string | undefined) ?? process.env.BLOCKCOPY_CONFIG, envOverrides(), flags);
   } catch (e) {
     fail((e as Error).message, e instanceof ConfigError ? 1 : 2);
   }

@@ -55,7 +55,7 @@ const JOB_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 const OWN_TMP = `.${process.pid}.tmp`;
 
 export class Journal {
-  constructor(private readonly dir: string, private readonly durable = true) {}
+  constructor(private readonly dir: string) {}
 
   /**
    * Creates the directory and removes the temp files a crashed agent left half-written: once,
@@ -107,7 +107,7 @@ export class Journal {
       const fh = await fs.open(tmp, 'w', 0o600);
       try {
         await fh.writeFile(JSON.stringify(value, null, 1));
-        if (this.durable) await fh.sync();
+        await fh.sync();
       } finally {
         await fh.close();
       }
@@ -117,7 +117,7 @@ export class Journal {
       await fs.rm(tmp, { force: true }).catch(() => {});
       throw e;
     }
-    if (this.durable) await this.syncDir();
+    await this.syncDir();
   }
 
   async remove(jobId: string): Promise<void> {

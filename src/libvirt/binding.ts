@@ -19,6 +19,11 @@ export interface NativeBinding {
   open(uri: string, opts: Required<Pick<OpenOptions, 'callTimeoutMs'>> & OpenOptions): Promise<NativeConnection>;
 }
 
-// dist/src/libvirt/ → <package>/build/Release/
+// dist/src/libvirt/ → <package>/build/Release/. Loaded on first use, so that importing the
+// facade (for LibvirtError, the types) needs no compiled addon: the unit tests run without one.
 const require = createRequire(import.meta.url);
-export const native: NativeBinding = require('../../../build/Release/blockcopy_libvirt.node');
+let addon: NativeBinding | undefined;
+const load = (): NativeBinding => (addon ??= require('../../../build/Release/blockcopy_libvirt.node') as NativeBinding);
+export const native: NativeBinding = {
+  open: (...args) => load().open(...args),
+};

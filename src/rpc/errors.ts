@@ -3,7 +3,7 @@
 import { CODES, agentError, type ErrorObject } from '../protocol/index.js';
 import { AgentError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ValidationErrors } from './schemas.js';
+import type { ValidationErrors } from '../schemas.js';
 
 export class InvalidParams extends Error {
   constructor(readonly errors: ValidationErrors) {

@@ -1,30 +1,80 @@
-// The methods the agent serves: their schemas and what kind of call each is.
+// The methods the agent serves: one typed table keyed by the generated method types
+// (schemas/methods/<name>.params.json and .result.json), so that a method without a handler,
+// a handler for no method, or a handler of the wrong shape does not compile.
+import type { MethodTypes } from '../generated/api.js';
+import type { GroupPort, JobPort } from './ports.js';
+import type { Session } from './session.js';
 
-export interface MethodSpec {
-  /** schemas/methods/<name>.params.json and .result.json */
-  name: string;
+export type MethodName = keyof MethodTypes;
+
+export interface CallContext {
+  session: Session;
+  requestId: string;
+  jobs: JobPort;
+  groups: GroupPort;
+}
+
+export interface MethodSpec<M extends MethodName> {
   summary: string;
   /** Changes a job or a copy: audited, refused to read-only principals. */
   mutating: boolean;
+  handle(params: MethodTypes[M][0], ctx: CallContext): Promise<MethodTypes[M][1]>;
 }
 
-export const METHODS: readonly MethodSpec[] = [
-  { name: 'blockCopy', summary: 'Start a live copy of a disk (virsh blockcopy); optionally wait, pivot or finish.', mutating: true },
-  { name: 'jobInfo', summary: 'Read one job.', mutating: false },
-  { name: 'pivot', summary: 'Switch the guest onto the copy once ready (virsh blockjob --pivot).', mutating: true },
-  { name: 'finish', summary: 'Stop mirroring and keep the copy as a point-in-time image (virsh blockjob --abort on a ready copy).', mutating: true },
-  { name: 'abort', summary: 'Cancel a copy; the guest stays on its source (virsh blockjob --abort).', mutating: true },
-  { name: 'setSpeed', summary: 'Change the bandwidth limit (virsh blockjob --bandwidth).', mutating: true },
-  { name: 'listJobs', summary: 'List known jobs.', mutating: false },
-  { name: 'wait', summary: 'Wait until a job is ready or has ended.', mutating: false },
-  { name: 'blockCopyGroup', summary: 'Copy several disks of one domain as a group: ready together, pivoted or finished at one point in time (guest paused for a moment).', mutating: true },
-  { name: 'groupInfo', summary: 'Read one group.', mutating: false },
-  { name: 'pivotGroup', summary: 'Pause the guest, pivot every disk of the group, resume; reports the pause and each disk.', mutating: true },
-  { name: 'finishGroup', summary: 'Pause the guest, finish every disk of the group (copies of one moment), resume.', mutating: true },
-  { name: 'abortGroup', summary: 'Cancel every copy of the group.', mutating: true },
-  { name: 'capabilities', summary: 'Agent, libvirt and QEMU versions, supported flags and methods.', mutating: false },
-  { name: 'subscribe', summary: 'Receive job.changed notifications on this session.', mutating: false },
-  { name: 'unsubscribe', summary: 'Stop receiving notifications on this session.', mutating: false },
-];
+export type MethodTable = { [M in MethodName]: MethodSpec<M> };
 
-export const METHOD_NAMES = [...METHODS.map((m) => m.name), 'rpc.discover'];
+export const METHODS: MethodTable = {
+  blockCopy: {
+    summary: 'Start a live copy of a disk (virsh blockcopy); optionally wait, pivot or finish.', mutating: true,
+    handle: (p, ctx) => ctx.jobs.blockCopy(p, ctx.session.signal),
+  },
+  jobInfo: { summary: 'Read one job.', mutating: false, handle: (p, ctx) => ctx.jobs.jobInfo(p) },
+  pivot: { summary: 'Switch the guest onto the copy once ready (virsh blockjob --pivot).', mutating: true, handle: (p, ctx) => ctx.jobs.pivot(p) },
+  finish: {
+    summary: 'Stop mirroring and keep the copy as a point-in-time image (virsh blockjob --abort on a ready copy).', mutating: true,
+    handle: (p, ctx) => ctx.jobs.finish(p),
+  },
+  abort: { summary: 'Cancel a copy; the guest stays on its source (virsh blockjob --abort).', mutating: true, handle: (p, ctx) => ctx.jobs.abort(p) },
+  setSpeed: { summary: 'Change the bandwidth limit (virsh blockjob --bandwidth).', mutating: true, handle: (p, ctx) => ctx.jobs.setSpeed(p) },
+  listJobs: { summary: 'List known jobs.', mutating: false, handle: (p, ctx) => ctx.jobs.listJobs(p) },
+  wait: { summary: 'Wait until a job is ready or has ended.', mutating: false, handle: (p, ctx) => ctx.jobs.wait(p, ctx.session.signal) },
+  blockCopyGroup: {
+    summary: 'Copy several disks of one domain as a group: ready together, pivoted or finished at one point in time (guest paused for a moment).', mutating: true,
+    handle: (p, ctx) => ctx.groups.blockCopyGroup(p, ctx.session.signal),
+  },
+  groupInfo: { summary: 'Read one group.', mutating: false, handle: (p, ctx) => ctx.groups.groupInfo(p) },
+  pivotGroup: {
+    summary: 'Pause the guest, pivot every disk of the group, resume; reports the pause and each disk.', mutating: true,
+    handle: (p, ctx) => ctx.groups.pivotGroup(p),
+  },
+  finishGroup: {
+    summary: 'Pause the guest, finish every disk of the group (copies of one moment), resume.', mutating: true,
+    handle: (p, ctx) => ctx.groups.finishGroup(p),
+  },
+  abortGroup: { summary: 'Cancel every copy of the group.', mutating: true, handle: (p, ctx) => ctx.groups.abortGroup(p) },
+  capabilities: {
+    summary: 'Agent, libvirt and QEMU versions, supported flags and methods.', mutating: false,
+    handle: async (_p, ctx) => ({ ...(await ctx.jobs.capabilities()), methods: METHOD_NAMES }),
+  },
+  subscribe: {
+    summary: 'Receive job.changed notifications on this session.', mutating: false,
+    handle: async (p, ctx) => {
+      ctx.session.subscribe(p);
+      return { subscribed: true };
+    },
+  },
+  unsubscribe: {
+    summary: 'Stop receiving notifications on this session.', mutating: false,
+    handle: async (_p, ctx) => {
+      ctx.session.unsubscribe();
+      return { subscribed: false };
+    },
+  },
+};
+
+/** Every method in the table, in its order; rpc.discover is served beside them. */
+export const METHOD_NAMES: string[] = [...(Object.keys(METHODS) as MethodName[]), 'rpc.discover'];
+
+/** The table as a list, for registration and the OpenRPC document. */
+export const methodList = (): Array<{ name: MethodName } & MethodSpec<MethodName>> =>
+  (Object.keys(METHODS) as MethodName[]).map((name) => ({ name, ...(METHODS[name] as unknown as MethodSpec<MethodName>) }));

@@ -11,9 +11,9 @@ import type { RpcObserver } from '../metrics/observer.js';
 import { CODES, agentError, answerId, cachedResult, classify, errorResponse, frameLength, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Frame, type Response } from '../protocol/index.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
-import { METHODS, METHOD_NAMES, type MethodSpec } from './methods.js';
-import { SchemaSet } from './schemas.js';
-import type { GroupService, JobService } from './service.js';
+import { methodList, type MethodName, type MethodSpec } from './methods.js';
+import { SchemaSet } from '../schemas.js';
+import type { GroupPort, JobPort } from './ports.js';
 import type { Session } from './session.js';
 
 export interface AuditEntry {
@@ -32,8 +32,8 @@ export interface AuditEntry {
 }
 
 export interface RpcServerOptions {
-  service: JobService;
-  groups: GroupService;
+  service: JobPort;
+  groups: GroupPort;
   log: Logger;
   version: string;
   schemas?: SchemaSet;
@@ -63,9 +63,7 @@ interface CallContext {
   requestId: string;
 }
 
-type Handler = (params: any, ctx: CallContext) => Promise<unknown>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-const MUTATING = new Set(METHODS.filter((m) => m.mutating).map((m) => m.name));
+const MUTATING = new Set<string>(methodList().filter((m) => m.mutating).map((m) => m.name));
 
 export class RpcServer {
   readonly schemas: SchemaSet;
@@ -86,8 +84,7 @@ export class RpcServer {
   constructor(private readonly opts: RpcServerOptions) {
     this.schemas = opts.schemas ?? new SchemaSet();
     this.log = opts.log;
-    const handlers = this.handlers();
-    for (const spec of METHODS) this.register(spec, handlers[spec.name]!);
+    for (const spec of methodList()) this.register(spec);
     // Serialized once: a flood of rpc.discover costs a string copy per call, not a JSON build.
     this.discoverJson = Buffer.from(JSON.stringify(openRpcDocument(this.schemas, opts.version)));
     this.maxBatch = opts.maxBatch ?? 100;
@@ -111,10 +108,6 @@ export class RpcServer {
     this.opts.service.off('agent.connection', this.onConnection);
     for (const s of this.sessions) s.close();
     this.sessions.clear();
-  }
-
-  get sessionCount(): number {
-    return this.sessions.size;
   }
 
   /** One frame in; the response frame, or null when nothing must be answered. Never throws. */
@@ -187,7 +180,7 @@ export class RpcServer {
     }
   }
 
-  private register(spec: MethodSpec, handler: Handler): void {
+  private register(spec: { name: MethodName } & MethodSpec<MethodName>): void {
     const validate = this.schemas.validator(`methods/${spec.name}.params.json`);
     const validateResult = this.opts.validateResults ? this.schemas.validator(`methods/${spec.name}.result.json`) : null;
     this.server.addMethod(spec.name, async (raw: unknown, ctx: CallContext) => {
@@ -215,7 +208,8 @@ export class RpcServer {
             throw new AgentError('auditFailed', `the audit record of this ${spec.name} call could not be written; nothing was done`);
           }
         }
-        const result = await handler(params, ctx);
+        // Validated against the method's schema above: the params are the generated type.
+        const result = await spec.handle(params as never, { ...ctx, jobs: this.opts.service, groups: this.opts.groups });
         if (validateResult && !validateResult(result)) {
           throw new Error(`result of ${spec.name} breaks its schema: ${JSON.stringify(validateResult.errors)}`);
         }
@@ -261,35 +255,6 @@ export class RpcServer {
       ...(groupId ? { groupId } : {}),
       ...(typeof result?.changed === 'boolean' ? { changed: result.changed } : {}),
     });
-  }
-
-  private handlers(): Record<string, Handler> {
-    const s = this.opts.service;
-    const g = this.opts.groups;
-    return {
-      blockCopy: (p, ctx) => s.blockCopy(p, ctx.session.signal),
-      jobInfo: (p) => s.jobInfo(p),
-      pivot: (p) => s.pivot(p),
-      finish: (p) => s.finish(p),
-      abort: (p) => s.abort(p),
-      setSpeed: (p) => s.setSpeed(p),
-      listJobs: (p) => s.listJobs(p),
-      wait: (p, ctx) => s.wait(p, ctx.session.signal),
-      blockCopyGroup: (p, ctx) => g.blockCopyGroup(p, ctx.session.signal),
-      groupInfo: (p) => g.groupInfo(p),
-      pivotGroup: (p) => g.pivotGroup(p),
-      finishGroup: (p) => g.finishGroup(p),
-      abortGroup: (p) => g.abortGroup(p),
-      capabilities: async () => ({ ...(await s.capabilities()), methods: METHOD_NAMES }),
-      subscribe: async (p, ctx) => {
-        ctx.session.subscribe(p);
-        return { subscribed: true };
-      },
-      unsubscribe: async (_p, ctx) => {
-        ctx.session.unsubscribe();
-        return { subscribed: false };
-      },
-    };
   }
 }
 

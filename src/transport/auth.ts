@@ -7,7 +7,7 @@ import type { TLSSocket } from 'node:tls';
 import type { TokensFile } from '../generated/api.js';
 import { isLoopbackAddress } from '../net/addresses.js';
 import type { Principal } from '../rpc/session.js';
-import type { SchemaSet } from '../rpc/schemas.js';
+import type { SchemaSet } from '../schemas.js';
 
 export class AuthConfigError extends Error {}
 

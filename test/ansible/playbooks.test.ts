@@ -6,8 +6,8 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import * as hv from '../helpers/hypervisor.js';
-import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 import { playbook } from '../helpers/ansible.js';
 
 const run = promisify(execFile);

@@ -7,7 +7,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { scratchDir } from '../helpers/hypervisor.js';
+import { scratchDir } from '../../harness/hypervisor.js';
 
 const run = promisify(execFile);
 

@@ -3,9 +3,9 @@
 // evidence, the agent serves on, and the source disk holds every byte the guest wrote.
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { serveAgent, untilState } from '../helpers/agent.js';
+import { serveAgent, untilState } from '../../harness/agent.js';
 import { Reference, report } from '../helpers/faults.js';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 

@@ -2,9 +2,9 @@
 // during the copy: the job fails cleanly with the reason, the guest keeps running on its
 // source, and the source holds every byte the guest wrote, before, during and after.
 import t from 'tap';
-import { serveAgent, untilState } from '../helpers/agent.js';
+import { serveAgent, untilState } from '../../harness/agent.js';
 import { Reference, report } from '../helpers/faults.js';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 

@@ -9,9 +9,9 @@
 import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
 import type { Job, JobState } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState, type ServedAgent } from '../helpers/agent.js';
+import { serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
 import { Reference, report } from '../helpers/faults.js';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 const SIZE_MIB = 64;

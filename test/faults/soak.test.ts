@@ -5,9 +5,9 @@
 // (default 20) for a longer soak.
 import { rm } from 'node:fs/promises';
 import t from 'tap';
-import { serveAgent } from '../helpers/agent.js';
+import { serveAgent } from '../../harness/agent.js';
 import { Reference, report } from '../helpers/faults.js';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 const SIZE_MIB = 64;

@@ -3,9 +3,9 @@
 // behind), the next agent takes the directory over and finds the owner's jobs.
 import { spawn } from 'node:child_process';
 import t from 'tap';
-import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
+import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
 import { report } from '../helpers/faults.js';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 
 t.test('one agent per state directory; a dead owner\'s lock is taken over', async (t) => {
   const dir = stateDir(t);

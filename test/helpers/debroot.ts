@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { TEST_ROOT, type TeardownHost } from './hypervisor.js';
+import { TEST_ROOT, type TeardownHost } from '../../harness/hypervisor.js';
 
 const run = promisify(execFile);
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));

@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import { AgentError } from '../../src/errors.js';
 import type { Group, Job } from '../../src/generated/api.js';
-import type { GroupService, JobService } from '../../src/rpc/service.js';
+import type { GroupPort, JobPort } from '../../src/rpc/ports.js';
 
 export function sampleJob(over: Partial<Job> = {}): Job {
   const now = new Date(0).toISOString();
@@ -53,5 +53,5 @@ export class FakeService extends EventEmitter {
   }
 }
 
-export const asService = (f: FakeService) => f as unknown as JobService;
-export const asGroups = (f: FakeService) => f as unknown as GroupService;
+export const asService = (f: FakeService) => f as unknown as JobPort;
+export const asGroups = (f: FakeService) => f as unknown as GroupPort;

@@ -4,7 +4,7 @@
 // table that scripts/tap-summary.mjs prints at the end of `npm test`.
 import { closeSync, copyFileSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import * as hv from './hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 
 /** A raw image of the disk as the guest wrote it. */
 export class Reference {

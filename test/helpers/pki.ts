@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { scratchDir, type TeardownHost } from './hypervisor.js';
+import { scratchDir, type TeardownHost } from '../../harness/hypervisor.js';
 
 const run = promisify(execFile);
 

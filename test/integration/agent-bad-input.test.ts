@@ -1,14 +1,14 @@
 // Every method against bad input, through the running agent: each gets its documented error
 // and nothing changes on disk or in the domain.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { RpcError, type MethodName } from '../../src/client/index.js';
-import * as hv from '../helpers/hypervisor.js';
-import { serveAgent, untilState } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent, untilState } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 
-async function expectError(t: { equal: Function; ok: Function }, p: Promise<unknown>, code: number, name: string | undefined, what: string): Promise<RpcError> {
+async function expectError(t: Pick<Test, 'equal' | 'ok'>, p: Promise<unknown>, code: number, name: string | undefined, what: string): Promise<RpcError> {
   const err = await p.then(() => null, (e: unknown) => e);
   t.ok(err instanceof RpcError, `${what}: fails`);
   const e = err as RpcError;

@@ -1,8 +1,8 @@
 // Jobs on different disks and domains run at once: two disks of one VM and a second VM,
 // all copied concurrently, all pivoted, each verified in the live XML.
 import t from 'tap';
-import * as hv from '../helpers/hypervisor.js';
-import { serveAgent } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 

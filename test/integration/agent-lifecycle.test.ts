@@ -3,8 +3,8 @@
 // setSpeed, and the notifications of every state change in order.
 import t from 'tap';
 import { RpcError } from '../../src/client/index.js';
-import * as hv from '../helpers/hypervisor.js';
-import { agentClient, JobWatch, untilState, type Transport } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { agentClient, JobWatch, untilState, type Transport } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 

@@ -3,7 +3,7 @@
 // with qemu-img as an independent witness.
 import t, { type Test } from 'tap';
 import { openConnection, LibvirtError, VirErrorCode, type Connection, type DomainEvent } from '../../src/libvirt/index.js';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 import { toDiskXml } from '../../src/destination/xml.js';
 
 const MiB = 1024n * 1024n;

@@ -6,8 +6,8 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, ftruncateSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { RpcError } from '../../src/client/index.js';
-import { serveAgent } from '../helpers/agent.js';
-import * as hv from '../helpers/hypervisor.js';
+import { serveAgent } from '../../harness/agent.js';
+import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 

@@ -2,8 +2,8 @@
 // output line by line, Ctrl-C in phase 1, timeout, errors and their exit codes, remote --url.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import * as hv from '../helpers/hypervisor.js';
-import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 

@@ -10,8 +10,8 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentClient, RpcError } from '../../src/client/index.js';
-import * as hv from '../helpers/hypervisor.js';
-import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;

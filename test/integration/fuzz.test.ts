@@ -6,7 +6,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { WebSocket } from 'ws';
 import { AgentClient } from '../../src/client/index.js';
-import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../helpers/agent.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 import { report } from '../helpers/faults.js';
 import { expectsAnswer, generator, isNotification, problem, rng } from '../helpers/fuzz.js';
 

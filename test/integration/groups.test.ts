@@ -1,5 +1,5 @@
 // Consistent multi-disk copies through the real agent and libvirtd, with a real guest writing a
-// round counter to three disks in turn (test/helpers/writer-guest.ts): a group finished or
+// round counter to three disks in turn (harness/writer-guest.ts): a group finished or
 // pivoted during one pause holds one moment of the guest on every disk; a disk whose pivot
 // cannot complete during the pause leaves the guest running on a consistent set; bad input
 // changes nothing; a restart resumes a guest that a crash left paused.
@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import t from 'tap';
 import { RpcError, type AgentClient } from '../../src/client/index.js';
 import type { Group } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState } from '../helpers/agent.js';
-import * as hv from '../helpers/hypervisor.js';
-import { createWriterDomain, isOneMoment, readStamp, waitUntilWriting } from '../helpers/writer-guest.js';
+import { serveAgent, stateDir, untilState } from '../../harness/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { createWriterDomain, isOneMoment, readStamp, waitUntilWriting } from '../../harness/writer-guest.js';
 
 const MiB = 1024 * 1024;
 const DATA = ['vdb', 'vdc', 'vdd'];

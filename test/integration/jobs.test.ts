@@ -1,5 +1,5 @@
 // The job manager as a library against the real libvirtd and QEMU: throwaway running domains
-// with file disks and guest writes (test/helpers/hypervisor.ts), checked with independent tools
+// with file disks and guest writes (harness/hypervisor.ts), checked with independent tools
 // (virsh dumpxml, qemu-img compare -U, qemu-io). What the agent-level tests do not reach:
 // restart and reconcile with a copy running, adoption of a virsh copy, copies that end outside
 // the agent, the persistent definition after a pivot, and libvirt 9's real error answers.
@@ -12,8 +12,8 @@ import { isNotReady } from '../../src/jobs/libvirt-errors.js';
 import { JobManager } from '../../src/jobs/manager.js';
 import { openConnection, type Connection } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
-import * as hv from '../helpers/hypervisor.js';
-import { testDestinationCheck } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { testDestinationCheck } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 

@@ -5,8 +5,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import * as hv from '../helpers/hypervisor.js';
-import { CLI, stateDir, TEST_AGENT_ENV } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { CLI, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 
 const run = promisify(execFile);
 const hook = fileURLToPath(new URL('../../../examples/migration-hook.sh', import.meta.url));

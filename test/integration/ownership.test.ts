@@ -7,9 +7,9 @@ import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { RpcError, type AgentClient } from '../../src/client/index.js';
 import type { Job } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState, type ServedAgent } from '../helpers/agent.js';
+import { serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
 import { report } from '../helpers/faults.js';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 

@@ -7,8 +7,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, wr
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { AgentClient, RpcError } from '../../src/client/index.js';
-import * as hv from '../helpers/hypervisor.js';
-import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
 import { makePki } from '../helpers/pki.js';
 
 const MiB = 1024 * 1024;

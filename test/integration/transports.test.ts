@@ -6,8 +6,8 @@ import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { WebSocket } from 'ws';
 import { AgentClient } from '../../src/client/index.js';
-import * as hv from '../helpers/hypervisor.js';
-import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../helpers/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 

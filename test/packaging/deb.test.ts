@@ -6,7 +6,7 @@
 import t from 'tap';
 import { readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 import { debianRoot, ensurePackage, REPO } from '../helpers/debroot.js';
 
 const MiB = 1024 * 1024;

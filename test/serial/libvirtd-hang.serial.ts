@@ -5,9 +5,9 @@
 // host, so this file runs alone, after the parallel suite (scripts/test.sh).
 import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
-import { serveAgent, untilState } from '../helpers/agent.js';
+import { serveAgent, untilState } from '../../harness/agent.js';
 import { report } from '../helpers/faults.js';
-import * as hv from '../helpers/hypervisor.js';
+import * as hv from '../../harness/hypervisor.js';
 import { freezeLibvirtd } from '../helpers/libvirtd-hang.js';
 
 const MiB = 1024 * 1024;

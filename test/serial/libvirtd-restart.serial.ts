@@ -6,8 +6,8 @@
 import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
 import type { AgentConnectionParams } from '../../src/generated/api.js';
-import { serveAgent, untilState } from '../helpers/agent.js';
-import * as hv from '../helpers/hypervisor.js';
+import { serveAgent, untilState } from '../../harness/agent.js';
+import * as hv from '../../harness/hypervisor.js';
 import { restartLibvirtd } from '../helpers/libvirtd.js';
 import { report } from '../helpers/faults.js';
 

@@ -114,9 +114,10 @@ t.test('rpc.discover serves an OpenRPC document built from the schemas', async (
     ['abort', 'abortGroup', 'blockCopy', 'blockCopyGroup', 'capabilities', 'finish', 'finishGroup', 'groupInfo', 'jobInfo', 'listJobs', 'pivot', 'pivotGroup', 'setSpeed', 'subscribe', 'unsubscribe', 'wait']);
   const refs = JSON.stringify(result).match(/"\$ref":"([^"]+)"/g) ?? [];
   for (const r of refs) {
-    const [key, ...pointer] = (/#\/components\/schemas\/(.+)"/.exec(r)?.[1] ?? '').split('/');
-    // A ref may point into a component (methods_blockCopy.params/properties/disk): walk it.
-    const target = pointer.reduce((node: any, part) => node?.[part], key ? result.components.schemas[key] : undefined); // eslint-disable-line @typescript-eslint/no-explicit-any
+    // A local JSON pointer, possibly into a component (methods_blockCopy.params/properties/disk): walk it.
+    const pointer = (/"#\/(.+)"$/.exec(r)?.[1] ?? '').split('/');
+    const target = pointer.reduce((node: any, part) => node?.[part], result); // eslint-disable-line @typescript-eslint/no-explicit-any
     t.ok(target && typeof target === 'object', `${r} resolves inside the document`);
   }
+  t.ok(refs.some((r) => r.includes('#/components/errors/rateLimited')), 'methods list the agent errors');
 });

@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { SchemaSet } from '../../src/rpc/schemas.js';
+import { SchemaSet } from '../../src/schemas.js';
 import { configProblems, envOverrides, loadConfig } from '../../src/config.js';
-import { CLI } from '../helpers/agent.js';
+import { CLI } from '../../harness/agent.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -29,8 +29,8 @@ t.test('every schema is strict and documented', async (t) => {
     if (n.type === 'object' && n.properties && n.additionalProperties !== false) open.push(where);
     if (n.properties) {
       for (const [k, v] of Object.entries(n.properties as Record<string, Record<string, unknown>>)) {
-        // A bare $ref inherits the referenced schema's description.
-        const described = typeof v.description === 'string' || (typeof v.$ref === 'string' && Object.keys(v).length === 1);
+        // A bare $ref inherits the referenced schema's description (and default, copied by SchemaSet).
+        const described = typeof v.description === 'string' || (typeof v.$ref === 'string' && Object.keys(v).every((k) => k === '$ref' || k === 'default'));
         if (!described) undocumented.push(`${where}.${k}`);
         walk(v, `${where}.${k}`);
       }

@@ -1,6 +1,7 @@
-// The client side of the CLI: `call` and the friendly verbs, like virsh blockcopy/blockjob,
-// talking to the local agent (its unix socket when it serves one; else a spawned
-// `blockcopy-agent stdio`, which relays to a running daemon) or to a remote one (--url, --token, --ca).
+// The CLI verbs (`call` and the friendly ones, like virsh blockcopy/blockjob) on top of the
+// client library (src/client/), talking to the local agent (its unix socket when it serves one;
+// else a spawned `blockcopy-agent stdio`, which relays to a running daemon) or to a remote one
+// (--url, --token, --ca).
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -9,6 +10,12 @@ import { AgentClient, RpcError } from '../client/index.js';
 import type { BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
 import type { MethodName } from '../client/methods.js';
 import { localSocket } from './local-socket.js';
+
+/** The client verbs: main.ts dispatches these here, and the switch below must handle each
+ *  (a verb added here without a case, or a case for no verb, does not compile). */
+export const CLIENT_COMMANDS = ['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call', 'copy-group', 'group', 'pivot-group', 'finish-group', 'abort-group'] as const;
+export type ClientCommand = (typeof CLIENT_COMMANDS)[number];
+export const isClientCommand = (word: string | undefined): word is ClientCommand => (CLIENT_COMMANDS as readonly string[]).includes(word ?? '');
 
 export const EXIT = { ok: 0, agentError: 1, usage: 2, connection: 3, timeout: 4, interrupted: 130 } as const;
 
@@ -107,9 +114,12 @@ function progressLine(job: Job): string {
   return `${job.domain.name}/${job.disk} [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${pct.toFixed(0).padStart(3)}% ${(cur / MiB).toFixed(0)}/${(end / MiB).toFixed(0)} MiB${rate}${eta} ${job.state}`;
 }
 
+/** JSON lines (one document per line) with --json or whenever stdout is not a terminal. */
+const jsonLines = (v: Values): boolean => !!v.json || !process.stdout.isTTY;
+
 /** Shows job changes: a live bar on a terminal, JSON lines otherwise. */
 function reporter(json: boolean) {
-  const tty = !json && process.stdout.isTTY;
+  const tty = !json;
   let open = false;
   return {
     job(job: Job) {
@@ -150,7 +160,7 @@ async function copy(client: AgentClient, v: Values, pos: string[]): Promise<numb
     ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
     ...(v['job-id'] ? { jobId: v['job-id'] } : {}),
   };
-  const out = reporter(!!v.json);
+  const out = reporter(jsonLines(v));
   const { job } = await client.call('blockCopy', params);
   if (wait === 'none') {
     out.say(`copy started: job ${job.jobId} (${job.state})`, { event: 'started', job });
@@ -210,7 +220,7 @@ async function copyGroup(client: AgentClient, v: Values, pos: string[]): Promise
     ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
     ...(v['group-id'] ? { groupId: v['group-id'] } : {}),
   };
-  const out = reporter(!!v.json);
+  const out = reporter(jsonLines(v));
   const shown = new Map<string, Job>();
   client.on('job.changed', (j: Job) => {
     const ours = pairs.some((p) => p.startsWith(`${j.disk}=`)) && (j.domain.name === domain || j.domain.uuid === domain) && !!j.groupId;
@@ -236,14 +246,14 @@ function groupSummary(g: Group): string {
 }
 
 async function watch(client: AgentClient, v: Values, pos: string[]): Promise<number> {
-  const out = reporter(true);
+  const out = reporter(true); // a stream of changes: JSON lines even on a terminal
   client.on('job.changed', (j: Job) => out.job(j));
   await client.call('subscribe', { ...(v.job ? { jobIds: [v.job] } : {}), ...(pos[0] ? { domain: pos[0] } : {}) });
   await new Promise<void>((resolve) => { process.once('SIGINT', resolve); client.once('close', resolve); });
   return EXIT.ok;
 }
 
-export async function runClientCommand(command: string, argv: string[]): Promise<number> {
+export async function runClientCommand(command: ClientCommand, argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
@@ -260,7 +270,8 @@ export async function runClientCommand(command: string, argv: string[]): Promise
   try {
     // Check the words before connecting, so that usage errors never start anything.
     const plan = (): (() => Promise<number>) => {
-      const print = (r: unknown) => { process.stdout.write(JSON.stringify(r, null, v.json ? 0 : 2) + '\n'); return EXIT.ok; };
+      // One answer: indented for a person at a terminal, else one line.
+      const print = (r: unknown) => { process.stdout.write(JSON.stringify(r, null, jsonLines(v) ? 0 : 2) + '\n'); return EXIT.ok; };
       switch (command) {
         case 'copy': return () => copy(client!, v, pos);
         case 'info': { const ref = jobRef(v, pos); return async () => print(await client!.call('jobInfo', ref)); }
@@ -288,7 +299,7 @@ export async function runClientCommand(command: string, argv: string[]): Promise
           try { params = v.params ? JSON.parse(v.params) : {}; } catch { throw new UsageError('--params must be JSON'); }
           return async () => print(await client!.call(pos[0] as MethodName, params as never));
         }
-        default: throw new UsageError(`unknown command '${command}'`);
+        default: return command satisfies never;
       }
     };
     const run = plan();

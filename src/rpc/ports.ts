@@ -1,0 +1,38 @@
+// What the RPC layer needs from the layers below, as interfaces (ports): the RPC layer
+// imports no job or group module. Each call's shape comes from the generated method types;
+// the JobManager and GroupManager satisfy these structurally (checked where agent.ts wires them).
+import type { AgentConnectionParams, CapabilitiesResult, Job, MethodTypes } from '../generated/api.js';
+
+type Params<M extends keyof MethodTypes> = MethodTypes[M][0];
+type Result<M extends keyof MethodTypes> = MethodTypes[M][1];
+type Call<M extends keyof MethodTypes> = (params: Params<M>) => Promise<Result<M>>;
+/** A call that stops early when the caller's session closes. */
+type Abortable<M extends keyof MethodTypes> = (params: Params<M>, signal?: AbortSignal) => Promise<Result<M>>;
+
+export interface JobEvents {
+  'job.changed': (job: Job) => void;
+  'agent.connection': (params: AgentConnectionParams) => void;
+}
+
+export interface JobPort {
+  blockCopy: Abortable<'blockCopy'>;
+  jobInfo: Call<'jobInfo'>;
+  pivot: Call<'pivot'>;
+  finish: Call<'finish'>;
+  abort: Call<'abort'>;
+  setSpeed: Call<'setSpeed'>;
+  listJobs: Call<'listJobs'>;
+  wait: Abortable<'wait'>;
+  /** The method list is the RPC layer's to add. */
+  capabilities(): Promise<Omit<CapabilitiesResult, 'methods'>>;
+  on<E extends keyof JobEvents>(event: E, listener: JobEvents[E]): unknown;
+  off<E extends keyof JobEvents>(event: E, listener: JobEvents[E]): unknown;
+}
+
+export interface GroupPort {
+  blockCopyGroup: Abortable<'blockCopyGroup'>;
+  groupInfo: Call<'groupInfo'>;
+  pivotGroup: Call<'pivotGroup'>;
+  finishGroup: Call<'finishGroup'>;
+  abortGroup: Call<'abortGroup'>;
+}
