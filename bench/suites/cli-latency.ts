@@ -4,7 +4,7 @@
 // `--help`, and bare `node` as the floor. Ratios are to virsh.
 import { spawnSync } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { CLI, serveAgent } from '../../test/helpers/agent.js';
+import { CLI, serveAgent } from '../../harness/agent.js';
 import { BENCH_AGENT_CONFIG } from './common.js';
 import { Scope, median, now, round, type BenchContext, type SuiteResult } from '../lib.js';
 

@@ -4,7 +4,7 @@
 // and a well-behaved client's latency beside them, against the same client on a quiet agent.
 import { WebSocket } from 'ws';
 import { AgentClient } from '../../src/client/index.js';
-import { serveAgent } from '../../test/helpers/agent.js';
+import { serveAgent } from '../../harness/agent.js';
 import { Scope, now, percentile, round, usage, type BenchContext, type SuiteResult } from '../lib.js';
 
 const RSS_TARGET_MIB = 150;

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { WebSocket } from 'ws';
 import { AgentClient, RpcError } from '../../src/client/index.js';
-import { CLI, serveAgent, stateDir, untilState } from '../helpers/agent.js';
-import * as hv from '../helpers/hypervisor.js';
+import { CLI, serveAgent, stateDir, untilState } from '../../harness/agent.js';
+import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 

@@ -8,8 +8,8 @@ import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { dirname, join } from 'node:path';
 import t from 'tap';
-import { CLI, serveAgent, stateDir } from '../helpers/agent.js';
-import * as hv from '../helpers/hypervisor.js';
+import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 

@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { CLI, serveAgent, stateDir, type ServedAgent } from '../helpers/agent.js';
+import { CLI, serveAgent, stateDir, type ServedAgent } from '../../harness/agent.js';
 import { makePki } from '../helpers/pki.js';
 
 const BIG = '123456789012345678901234567890';

@@ -1,3 +1,0 @@
-// Moved to harness/hypervisor.ts (shared by tests, demo and bench). This re-export only keeps
-// branches written before the move compiling; delete it once they are merged.
-export * from '../../harness/hypervisor.js';
