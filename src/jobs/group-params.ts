@@ -4,13 +4,17 @@
 import { resolve as resolvePath } from 'node:path';
 import { destinationFromXml } from '../destination/xml.js';
 import { AgentError } from '../errors.js';
-import type { BlockCopyGroupParams, Group, Job } from '../generated/api.js';
+import type { BlockCopyGroupParams, FreezeMode, Group, Job } from '../generated/api.js';
 import { LibvirtError } from '../libvirt/index.js';
 import { groupState } from './group-state.js';
 import type { GroupRecord } from './journal.js';
 import { libvirtData } from './libvirt-errors.js';
 
 export type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
+export type Operation = 'pivot' | 'finish';
+export interface SwitchOptions { timeoutMs: number; freeze: FreezeMode; maxPauseMs: number }
+/** The state each disk of a group switch must reach. */
+export const GOAL = { pivot: 'pivoted', finish: 'finished' } as const;
 
 export function destPath(d: BlockCopyGroupParams['disks'][number]): string | undefined {
   // The same parser (and refusals) as a single blockCopy: a group names its destinations alike.

@@ -15,10 +15,11 @@ import type { Logger } from '../log.js';
 import type { Connection } from '../libvirt/index.js';
 import { LibvirtError } from '../libvirt/index.js';
 import type {
-  AbortGroupParams, AbortGroupResult, BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, FreezeMode,
+  AbortGroupParams, AbortGroupResult, BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams,
   Group, GroupChange, GroupInfoParams, GroupInfoResult, GroupState, Job, PivotGroupParams,
 } from '../generated/api.js';
-import { checkDistinct, groupMembers, groupView, sameGroup, switchError } from './group-params.js';
+import { checkDistinct, groupMembers, groupView, sameGroup, switchError,
+  GOAL, type Operation, type SwitchDisk, type SwitchOptions } from './group-params.js';
 import { groupState, isGroupEnded } from './group-state.js';
 import { GuestControl } from './guest.js';
 import { stateUnavailable, type GroupRecord, type Journal } from './journal.js';
@@ -35,9 +36,6 @@ export interface GroupManagerOptions {
   onSwitch?: (operation: 'pivot' | 'finish', pausedMs: number) => void;
 }
 
-type Operation = 'pivot' | 'finish';
-type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
-interface SwitchOptions { timeoutMs: number; freeze: FreezeMode; maxPauseMs: number }
 
 interface Entry {
   rec: GroupRecord;
@@ -50,8 +48,6 @@ interface Entry {
   /** blockCopyGroup is still starting the copies: the group must not act on its first members alone. */
   starting: boolean;
 }
-
-const GOAL = { pivot: 'pivoted', finish: 'finished' } as const;
 
 export class GroupManager {
   private readonly jobs: JobManager;
@@ -123,8 +119,6 @@ export class GroupManager {
   private conn(): Connection {
     return this.jobs.connection;
   }
-
-  // ---- methods ----------------------------------------------------------------------------
 
   async blockCopyGroup(params: BlockCopyGroupParams, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
     this.assertServing();
@@ -208,8 +202,6 @@ export class GroupManager {
     return { group: this.view(entry), changed };
   }
 
-  // ---- the switch -------------------------------------------------------------------------
-
   private switchOptions(p: PivotGroupParams): SwitchOptions {
     return { timeoutMs: (p.timeout ?? 30) * 1000, freeze: p.freeze ?? 'auto', maxPauseMs: (p.maxPause ?? 10) * 1000 };
   }
@@ -292,8 +284,6 @@ export class GroupManager {
     await this.save(entry);
   }
 
-  // ---- reacting to member changes ------------------------------------------------------------
-
   private readonly onJob = (job: Job): void => {
     if (!job.groupId) return;
     const entry = this.groups.get(job.groupId);
@@ -330,8 +320,6 @@ export class GroupManager {
     return running.length > 0;
   }
 
-  // ---- waiting ----------------------------------------------------------------------------
-
   private async awaitGoal(entry: Entry, params: BlockCopyGroupParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
     const wait = params.wait ?? 'none';
     if (wait !== 'none') {
@@ -363,8 +351,6 @@ export class GroupManager {
   private changed(entry: Entry): void {
     this.updates.emit('update', entry);
   }
-
-  // ---- views and lookups --------------------------------------------------------------------
 
   private members(entry: Entry): Job[] {
     return groupMembers(this.jobs.groupJobs(entry.rec.groupId), entry.rec);
