@@ -136,7 +136,9 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
         ...(tls ? { tls } : {}),
         authenticate: auth.authenticate,
       }, log);
-      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls, limits: { maxPayloadBytes: cfg.maxPayloadBytes, maxBatch: cfg.limits.maxBatch } , ...(unix ? { socket: unix.path } : {}) });
+      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls, limits: { maxPayloadBytes: cfg.maxPayloadBytes, maxBatch: cfg.limits.maxBatch }, ...(unix ? { socket: unix.path } : {}) });
+      // Said only once the lock names every way in: a client that reads it after this line finds them.
+      log.info('listening', { ...ws.address, tls: !!tls, ...(unix ? { socket: unix.path } : {}) });
     }
   } catch (e) {
     supervisor.stop();

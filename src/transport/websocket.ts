@@ -164,7 +164,6 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     });
   });
   const addr = http.address() as AddressInfo;
-  log.info('listening', { host: addr.address, port: addr.port, tls: !!opts.tls });
 
   return {
     address: { host: addr.address, port: addr.port },

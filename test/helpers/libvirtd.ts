@@ -18,7 +18,8 @@ async function answers(): Promise<boolean> {
   return run('virsh', ['-q', '-c', 'qemu:///system', 'version']).then(() => true, () => false);
 }
 
-async function running(): Promise<boolean> {
+/** Whether a libvirtd process exists (it may have exited on its own, e.g. crashed). */
+export async function libvirtdRunning(): Promise<boolean> {
   return run('pgrep', ['-x', 'libvirtd']).then(() => true, () => false);
 }
 
@@ -28,8 +29,8 @@ export async function restartLibvirtd(): Promise<{ upAt: number }> {
     await run('systemctl', ['restart', 'libvirtd.service']);
   } else {
     await run('pkill', ['-TERM', '-x', 'libvirtd']).catch(() => {});
-    for (let i = 0; i < 200 && (await running()); i++) await new Promise((r) => setTimeout(r, 50));
-    if (await running()) await run('pkill', ['-KILL', '-x', 'libvirtd']).catch(() => {});
+    for (let i = 0; i < 200 && (await libvirtdRunning()); i++) await new Promise((r) => setTimeout(r, 50));
+    if (await libvirtdRunning()) await run('pkill', ['-KILL', '-x', 'libvirtd']).catch(() => {});
     rmSync('/run/libvirtd.pid', { force: true });
     await run('libvirtd', ['-d']);
   }

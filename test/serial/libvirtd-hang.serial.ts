@@ -9,10 +9,25 @@ import { serveAgent, untilState } from '../../harness/agent.js';
 import { report } from '../helpers/faults.js';
 import * as hv from '../../harness/hypervisor.js';
 import { freezeLibvirtd } from '../helpers/libvirtd-hang.js';
+import { libvirtdRunning, restartLibvirtd } from '../helpers/libvirtd.js';
 
 const MiB = 1024 * 1024;
 const FROZEN_MS = 60_000;
 const RETRYABLE = ['libvirtTimeout', 'libvirtBusy', 'unavailable', 'recovering'];
+
+/** After the thaw the agent may still reconnect and reconcile: retryable answers are asked again. */
+async function retrying<T>(call: () => Promise<T>, timeoutMs = 180_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await call();
+    } catch (e) {
+      const data = (e as { data?: { retryable?: boolean } }).data;
+      if (!data?.retryable || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -90,12 +105,21 @@ t.test('libvirtd frozen for a minute under the agent', async (t) => {
     t.ok(m.ms < 30_000, `${m.method} answered within the bound (${m.ms} ms) instead of hanging`);
   }
 
-  // libvirtd continues: every job reconciles to the truth.
+  // libvirtd continues: every job reconciles to the truth. libvirt 9.0's daemon itself has been
+  // seen to segfault right after the thaw, while freeing the event callbacks of a client whose
+  // connection keepalive had dropped (a crash inside libvirtd, not the agent). That is recorded,
+  // libvirtd is started again (running QEMUs survive), and the agent must recover all the same.
+  await new Promise((r) => setTimeout(r, 3000));
+  const libvirtdCrashed = !(await libvirtdRunning());
+  if (libvirtdCrashed) {
+    t.comment('libvirtd exited after the thaw (its own crash, see the kernel log); starting it again');
+    await restartLibvirtd();
+  }
   t.comment(`the pivot call ${await pivot}`);
   let pivEnd = await untilState(client, pivJob.jobId, ['pivoted', 'ready', 'failed', 'cancelled'], 180_000);
   if (pivEnd.state === 'ready') {
     // The pivot request answered with a retryable error and never reached libvirt: ask again.
-    await client.call('pivot', { jobId: pivJob.jobId, timeout: 120 });
+    await retrying(() => client.call('pivot', { jobId: pivJob.jobId, timeout: 120 }));
     pivEnd = await untilState(client, pivJob.jobId, ['pivoted', 'failed', 'cancelled'], 180_000);
   }
   t.equal(pivEnd.state, 'pivoted', 'the job with the pivot in flight ended pivoted');
@@ -103,16 +127,16 @@ t.test('libvirtd frozen for a minute under the agent', async (t) => {
   const pivSame = await hv.compareImages(piv.disks[0]!.path, pivDest);
   t.equal(pivSame, 'identical', 'qemu-img compare: the pivoted copy equals the source');
 
-  const slowNow = (await client.call('jobInfo', { jobId: slowJob.jobId })).job;
+  const slowNow = (await retrying(() => client.call('jobInfo', { jobId: slowJob.jobId }))).job;
   t.ok(['copying', 'ready'].includes(slowNow.state), `the phase-1 copy goes on (${slowNow.state})`);
-  await client.call('setSpeed', { jobId: slowJob.jobId, bandwidth: 0 });
+  await retrying(() => client.call('setSpeed', { jobId: slowJob.jobId, bandwidth: 0 }));
   await untilState(client, slowJob.jobId, ['ready'], 180_000);
   await hv.guestWrite(slow, 'vda', { pattern: 0x83, offset: 80 * MiB, length: 4 * MiB });
-  const fin = await client.call('finish', { jobId: slowJob.jobId });
+  const fin = await retrying(() => client.call('finish', { jobId: slowJob.jobId }));
   t.equal(fin.job.state, 'finished', 'and finishes');
   const slowSame = await hv.compareImages(slow.disks[0]!.path, slowDest);
   t.equal(slowSame, 'identical', 'qemu-img compare: the finished copy holds the writes made after the thaw');
   t.equal(agent.process.exitCode, null, 'the agent never crashed');
-  report(t, { fault: 'libvirtd frozen (SIGSTOP) 60 s', at: `copying + pivot in flight; reads p99 ${pct(reads, 99)} ms; ${mutating.length} mutating calls named and retryable`,
+  report(t, { fault: 'libvirtd frozen (SIGSTOP) 60 s', at: `copying + pivot in flight${libvirtdCrashed ? '; libvirtd itself crashed after the thaw and was restarted' : ''}; reads p99 ${pct(reads, 99)} ms; ${mutating.length} mutating calls named and retryable`,
     recovered: pivEnd.state === 'pivoted' && fin.job.state === 'finished', mismatches: (pivSame === 'identical' ? 0 : 1) + (slowSame === 'identical' ? 0 : 1) });
 });
