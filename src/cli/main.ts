@@ -84,6 +84,16 @@ async function main(argv: string[]): Promise<void> {
     await new Promise<void>((r) => process.stdout.write('', () => r()));
     process.exit(code);
   }
+  if (argv[0] === 'stdio' && !argv.some((a) => a === '--help' || a === '-h')) {
+    // A running agent's socket first, before the option table (the schema set) or anything of
+    // the agent is loaded: only where to look is read from the arguments.
+    const { values } = parseArgs({ args: argv.slice(1), options: { 'state-dir': { type: 'string' }, config: { type: 'string' } }, strict: false, allowPositionals: true });
+    const local = (await import('./local-socket.js')).localSocket({ stateDir: values['state-dir'] as string | undefined, config: values.config as string | undefined });
+    if (local && !local.explicit && await (await import('./socket-relay.js')).relayToSocket(local.path)) {
+      await new Promise<void>((r) => process.stdout.write('', () => r()));
+      process.exit();
+    }
+  }
   const { configFlags, options, help: HELPS } = await agentOptions();
   let parsed;
   try {
@@ -97,14 +107,6 @@ async function main(argv: string[]): Promise<void> {
   if (!command || (v.help && !command)) return void console.log(HELPS.main);
   if (v.help) return void console.log(HELPS[command] ?? HELPS.main);
 
-  if (command === 'stdio') {
-    // A running agent's socket first: nothing of the agent (schemas, libvirt) is loaded then.
-    const local = (await import('./local-socket.js')).localSocket({ stateDir: v['state-dir'] as string | undefined, config: v.config as string | undefined });
-    if (local && !local.explicit && await (await import('./socket-relay.js')).relayToSocket(local.path)) {
-      await new Promise<void>((r) => process.stdout.write('', () => r()));
-      process.exit();
-    }
-  }
   const { ConfigError, envOverrides, loadConfig } = await import('../config.js');
 
   if (command === 'config') {
