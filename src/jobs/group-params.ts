@@ -1,12 +1,12 @@
 // What the group layer decides without state of its own: each disk once, each destination
 // once, which earlier group a call repeats, the group's public view from its record and jobs,
 // and an error as a group's per-disk outcome reports it.
-import { resolve as resolvePath } from 'node:path';
 import { destinationFromXml } from '../destination/xml.js';
 import { AgentError } from '../errors.js';
 import type { BlockCopyGroupParams, FreezeMode, Group, Job } from '../generated/api.js';
 import { LibvirtError } from '../libvirt/index.js';
 import { groupState } from './group-state.js';
+import { canonicalPath } from './job.js';
 import type { GroupRecord } from './journal.js';
 import { libvirtData } from './libvirt-errors.js';
 
@@ -19,7 +19,7 @@ export const GOAL = { pivot: 'pivoted', finish: 'finished' } as const;
 export function destPath(d: BlockCopyGroupParams['disks'][number]): string | undefined {
   // The same parser (and refusals) as a single blockCopy: a group names its destinations alike.
   const p = (d.destination ?? destinationFromXml(d.destinationXml ?? '')).path;
-  return p.startsWith('/') ? resolvePath(p) : p;
+  return canonicalPath(p);
 }
 
 export function checkDistinct(params: BlockCopyGroupParams): void {
@@ -65,7 +65,7 @@ export function groupView(rec: GroupRecord, jobs: Job[]): Group {
  */
 export function sameGroup(params: BlockCopyGroupParams, candidates: Array<{ rec: GroupRecord; members: Job[] }>): GroupRecord | undefined {
   const wanted = params.disks.map((d) => `${d.disk}=${destPath(d) ?? ''}`).join(',');
-  const signature = (members: Job[]) => members.map((j) => `${j.disk}=${j.destination.path.startsWith('/') ? resolvePath(j.destination.path) : j.destination.path}`).join(',');
+  const signature = (members: Job[]) => members.map((j) => `${j.disk}=${canonicalPath(j.destination.path)}`).join(',');
   const sameDomain = (rec: GroupRecord) => rec.domain.name === params.domain || rec.domain.uuid === params.domain;
   if (params.groupId) {
     const c = candidates[0];

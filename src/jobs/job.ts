@@ -40,8 +40,11 @@ export function track(rec: JobRecord): Tracked {
 }
 
 /** Same file or device, compared as normalized absolute paths. */
+/** A destination as compared: a file or device path normalized, a network URL as written. */
+export const canonicalPath = (p: string): string => (p.startsWith('/') ? resolve(p) : p);
+
 export function samePath(a: string | null | undefined, b: string | null | undefined): boolean {
-  return !!a && !!b && resolve(a) === resolve(b);
+  return !!a && !!b && canonicalPath(a) === canonicalPath(b);
 }
 
 /**

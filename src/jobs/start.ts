@@ -1,6 +1,5 @@
 // Starting a copy: idempotency (jobId is an exact key), validation with nothing changed,
 // admission, the journal record with every promise, then virDomainBlockCopy.
-import { resolve as resolvePath } from 'node:path';
 import { AgentError, ERRORS, type ErrorName } from '../errors.js';
 import type { DomainRef } from '../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
@@ -8,7 +7,7 @@ import type { BlockCopyParams, BlockCopyResult, Destination, JobState } from '..
 import type { CheckedDestination } from '../destination/policy.js';
 import { destinationFromXml } from '../destination/xml.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
-import { newJob, publicJob, samePath, track, type Tracked } from './job.js';
+import { canonicalPath, newJob, publicJob, samePath, track, type Tracked } from './job.js';
 import { isConnectionLost, libvirtData, toAgentError } from './libvirt-errors.js';
 import { fromByteCount } from './numbers.js';
 import { rawDeviceSizeMismatch } from './sizes.js';
@@ -163,7 +162,7 @@ export class Starter {
         if (inactive && !d.persistent) continue;
         const xml = await this.ctx.conn.getXml(d.uuid, { inactive }).catch(() => '');
         for (const disk of parseDisks(xml)) {
-          for (const p of [disk.sourcePath, disk.mirror?.path ?? null, ...disk.backingPaths]) if (p) paths.add(p.startsWith('/') ? resolvePath(p) : p);
+          for (const p of [disk.sourcePath, disk.mirror?.path ?? null, ...disk.backingPaths]) if (p) paths.add(canonicalPath(p));
         }
       }
     }
