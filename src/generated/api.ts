@@ -1132,6 +1132,10 @@ export interface ListJobsResult {
    * Jobs.
    */
   jobs: Job[];
+  /**
+   * Present when libvirtd did not answer the scan for copies started outside the agent within the read bound (1 s), or the agent is reconnecting to it: every job the agent knows is listed, but a copy started elsewhere (virsh blockcopy) may be missing until the scan, which goes on in the background, finds it.
+   */
+  incomplete?: true;
 }
 /**
  * A job and whether this call changed anything (false when the job was already where the call asked).

@@ -4,7 +4,7 @@ import { AgentError } from '../errors.js';
 import { LibvirtError } from '../libvirt/index.js';
 import type { AbortResult, PivotResult } from '../generated/api.js';
 import { diskKey, publicJob, type Tracked } from './job.js';
-import { isConnectionLost, isNoJob, isNotReady, libvirtData, toAgentError } from './libvirt-errors.js';
+import { isNoJob, isNotReady, isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
 import { sleep, type JobContext } from './context.js';
 
@@ -22,6 +22,8 @@ export class Completion {
     let delay = 200;
     // Only the call that sends the request reports changed: true; one joining it does not.
     let sentByUs = false;
+    // libvirtd left the request without an answer (timed out, connection dropped): named if the wait runs out.
+    let unanswered: unknown;
     for (;;) {
       const s = job.state;
       if (s === goal) return { job: publicJob(entry), changed: false };
@@ -48,10 +50,11 @@ export class Completion {
           this.ctx.recorder.afterSideEffect(entry);
           return 'sent';
         } catch (e) {
-          if (isConnectionLost(e) || this.ctx.conn.closed) {
+          if (isOutcomeUnknown(e) || this.ctx.conn.closed) {
             // Whether libvirt got the request is unknown: the job stays `${busy}` with its intent
-            // journaled, and the reconcile after the reconnect decides from the live XML.
-            this.ctx.log.warn(`${how}: the libvirt connection dropped during the request`, { jobId: job.jobId });
+            // journaled, and the poll (or the reconcile after a reconnect) decides from the live XML.
+            this.ctx.log.warn(`${how}: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
+            unanswered = e;
             return 'sent';
           }
           this.ctx.recorder.afterSideEffect(entry);
@@ -82,6 +85,7 @@ export class Completion {
     }
     // The end arrives as an event (or the poll notices); both are verified against the live XML.
     await this.ctx.registry.waitFor(entry, (s) => s !== busy, Math.max(deadline - this.ctx.realNow(), 0) + 60_000).catch(() => {
+      if (unanswered) throw outcomeUnknown(unanswered, `${how} request`, `job ${job.jobId} stays ${busy} until the agent sees from libvirtd how it ended`, { job: publicJob(entry) });
       throw new AgentError('timeout', `${how} of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
     });
     const end = entry.rec.job;
@@ -100,6 +104,7 @@ export class Completion {
     const job = entry.rec.job;
     const key = diskKey(job.domain.uuid, job.disk);
     if (isTerminal(job.state)) return { job: publicJob(entry), changed: false };
+    let unanswered: unknown;
     const ended = await this.ctx.locks.run(key, async () => {
       const s = job.state;
       if (isTerminal(s)) return true;
@@ -116,9 +121,10 @@ export class Completion {
         await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true });
         this.ctx.recorder.afterSideEffect(entry);
       } catch (e) {
-        if (isConnectionLost(e) || this.ctx.conn.closed) {
-          // Stays cancelling with its intent: the reconcile after the reconnect asks again if needed.
-          this.ctx.log.warn('abort: the libvirt connection dropped during the request', { jobId: job.jobId });
+        if (isOutcomeUnknown(e) || this.ctx.conn.closed) {
+          // Stays cancelling with its intent: the reconcile after a reconnect asks again if needed.
+          this.ctx.log.warn(`abort: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
+          unanswered = e;
           return false;
         }
         this.ctx.recorder.afterSideEffect(entry);
@@ -134,6 +140,7 @@ export class Completion {
     });
     if (ended) return { job: publicJob(entry), changed: false };
     await this.ctx.registry.waitFor(entry, isTerminal, ABORT_WAIT_MS).catch(() => {
+      if (unanswered) throw outcomeUnknown(unanswered, 'abort request', `job ${job.jobId} stays cancelling until the agent sees from libvirtd how it ended`, { job: publicJob(entry) });
       throw new AgentError('timeout', `abort of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
     });
     return { job: publicJob(entry), changed: true };

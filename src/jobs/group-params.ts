@@ -8,7 +8,7 @@ import { LibvirtError } from '../libvirt/index.js';
 import { groupState } from './group-state.js';
 import { canonicalPath } from './job.js';
 import type { GroupRecord } from './journal.js';
-import { libvirtData } from './libvirt-errors.js';
+import { errorNameOf, libvirtData } from './libvirt-errors.js';
 
 export type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
 export type Operation = 'pivot' | 'finish';
@@ -39,7 +39,7 @@ export function errorOf(e: unknown): SwitchDisk['error'] {
     const lv = e.data.libvirt as ReturnType<typeof libvirtData> | undefined;
     return { name: e.errorName, message: e.message, ...(lv ? { libvirt: lv } : {}) };
   }
-  if (e instanceof LibvirtError) return { name: 'libvirtError', message: e.message, libvirt: libvirtData(e) };
+  if (e instanceof LibvirtError) return { name: errorNameOf(e), message: e.message, libvirt: libvirtData(e) };
   return { name: 'libvirtError', message: e instanceof Error ? e.message : String(e) };
 }
 

@@ -6,7 +6,7 @@ import type { Connection } from '../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { Logger } from '../log.js';
 import { errorOf, type SwitchDisk } from './group-params.js';
-import { libvirtData } from './libvirt-errors.js';
+import { errorNameOf, isUnanswered, libvirtData, toAgentError } from './libvirt-errors.js';
 
 const GUEST_AGENT_CHANNEL = /<channel\b[^>]*>(?:(?!<\/channel>)[\s\S])*name=['"]org\.qemu\.guest_agent\.0['"]/;
 
@@ -17,7 +17,8 @@ export class GuestControl {
   async freeze(uuid: string, mode: FreezeMode): Promise<NonNullable<Group['lastSwitch']>['freeze']> {
     if (mode === 'never') return { mode, frozen: null };
     const conn = this.conn();
-    const xml = await conn.getXml(uuid).catch(() => '');
+    // A libvirtd that does not answer is named as such, not taken for a guest without an agent.
+    const xml = await conn.getXml(uuid).catch((e: unknown) => { if (isUnanswered(e)) throw toAgentError(e, 'cannot read the domain before freezing its filesystems'); return ''; });
     if (!GUEST_AGENT_CHANNEL.test(xml)) {
       const why = 'the domain has no QEMU guest agent channel';
       if (mode === 'always') throw new AgentError('unsupported', `cannot freeze the guest's filesystems: ${why}`);
@@ -26,7 +27,7 @@ export class GuestControl {
     try {
       return { mode, frozen: await conn.fsFreeze(uuid) };
     } catch (e) {
-      if (mode === 'always') throw new AgentError('libvirtError', `cannot freeze the guest's filesystems: ${(e as Error).message}`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
+      if (mode === 'always') throw new AgentError(e instanceof LibvirtError ? errorNameOf(e) : 'libvirtError', `cannot freeze the guest's filesystems: ${(e as Error).message}`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
       return { mode, frozen: null, error: (e as Error).message };
     }
   }

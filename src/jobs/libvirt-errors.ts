@@ -21,27 +21,66 @@ export function isNoJob(e: unknown): boolean {
  * closed): whether it reached libvirt is unknown, so only a reconcile can tell what happened.
  */
 export function isConnectionLost(e: unknown): boolean {
-  if (!(e instanceof LibvirtError)) return false;
-  // libvirtd did not answer in time: as unknown as a dropped connection (a busy refusal was never sent).
-  if (e instanceof LibvirtTimeout) return true;
-  if (e instanceof LibvirtBusy) return false;
+  if (!(e instanceof LibvirtError) || e instanceof LibvirtTimeout || e instanceof LibvirtBusy) return false;
   if (e.code === VirErrorCode.NO_CONNECT || e.code === VirErrorCode.INVALID_CONN || e.code === VirErrorCode.RPC) return true;
   return /end of file while reading data|client socket is closed|connection (reset|closed)|broken pipe/i.test(e.message);
+}
+
+/**
+ * Whether a request reached libvirt is unknown: libvirtd did not answer within the call bound
+ * (it may still act on it), or the connection dropped under it. (A busy refusal was never sent.)
+ */
+export function isOutcomeUnknown(e: unknown): boolean {
+  return e instanceof LibvirtTimeout || isConnectionLost(e);
+}
+
+/** libvirtd did not answer (timed out, too many calls waiting, connection gone), raw or as mapped by toAgentError. */
+export function isUnanswered(e: unknown): boolean {
+  if (e instanceof AgentError) return e.errorName === 'libvirtTimeout' || e.errorName === 'libvirtBusy' || e.errorName === 'unavailable';
+  return e instanceof LibvirtBusy || isOutcomeUnknown(e);
+}
+
+/** The domain is gone or stopped: nothing of it to read (not a failure to read it). */
+export function isDomainGone(e: unknown): boolean {
+  return e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)));
+}
+
+/**
+ * The answer to a request whose outcome is unknown (isOutcomeUnknown), named for what happened:
+ * `libvirtTimeout` when the call timed out, `unavailable` when the connection dropped; both
+ * retryable, with libvirt's own code and message in data.libvirt and what will settle it.
+ */
+export function outcomeUnknown(e: unknown, request: string, settles: string, data: Record<string, unknown> = {}): AgentError {
+  const lv = e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {};
+  if (e instanceof LibvirtTimeout) {
+    return new AgentError('libvirtTimeout', `libvirtd did not answer the ${request} in time (${e.message}); whether it took effect is unknown: ${settles}`, { ...data, ...lv });
+  }
+  const said = e instanceof Error ? ` (${e.message})` : '';
+  return new AgentError('unavailable', `the libvirt connection dropped during the ${request}${said}; whether it took effect is unknown: ${settles}`, { ...data, ...lv });
+}
+
+/** What went wrong, for logs: the two ways a request can be left without an answer. */
+export function unansweredWhy(e: unknown): string {
+  return e instanceof LibvirtTimeout ? 'libvirtd did not answer the request in time' : 'the libvirt connection dropped during the request';
+}
+
+/** The agent's stable name for a libvirt failure. */
+export function errorNameOf(e: LibvirtError): ErrorName {
+  if (e instanceof LibvirtTimeout) return 'libvirtTimeout';
+  if (e instanceof LibvirtBusy) return 'libvirtBusy';
+  if (e.code === VirErrorCode.NO_DOMAIN) return 'notFound';
+  if (e.code === VirErrorCode.INVALID_ARG && /not found/i.test(e.message)) return 'notFound';
+  if (isNotReady(e)) return 'notReady';
+  if (e.code === VirErrorCode.BLOCK_COPY_ACTIVE) return 'jobExists';
+  if (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)) return 'invalidState';
+  // libvirt 9 copies a persistent domain's disk only as a transient job.
+  if (e.code === VirErrorCode.OPERATION_INVALID && /not transient/i.test(e.message)) return 'unsupported';
+  if (isConnectionLost(e)) return 'unavailable';
+  return 'libvirtError';
 }
 
 /** Maps a libvirt failure to an AgentError; anything else is passed through unchanged. */
 export function toAgentError(e: unknown, what: string): unknown {
   if (!(e instanceof LibvirtError)) return e;
-  let name: ErrorName = 'libvirtError';
-  if (e instanceof LibvirtTimeout) name = 'libvirtTimeout';
-  else if (e instanceof LibvirtBusy) name = 'libvirtBusy';
-  else if (e.code === VirErrorCode.NO_DOMAIN) name = 'notFound';
-  else if (e.code === VirErrorCode.INVALID_ARG && /not found/i.test(e.message)) name = 'notFound';
-  else if (isNotReady(e)) name = 'notReady';
-  else if (e.code === VirErrorCode.BLOCK_COPY_ACTIVE) name = 'jobExists';
-  else if (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)) name = 'invalidState';
-  // libvirt 9 copies a persistent domain's disk only as a transient job.
-  else if (e.code === VirErrorCode.OPERATION_INVALID && /not transient/i.test(e.message)) name = 'unsupported';
-  else if (isConnectionLost(e)) name = 'unavailable';
-  return new AgentError(name, `${what}: ${e.message}`, { libvirt: libvirtData(e) });
+  return new AgentError(errorNameOf(e), `${what}: ${e.message}`, { libvirt: libvirtData(e) });
 }

@@ -25,6 +25,7 @@ import { toAgentError } from './libvirt-errors.js';
 import { faultPoint } from './fault-points.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { Reconciler } from './reconcile.js';
+import { READ_WAIT_MS } from './read-bound.js';
 import { Recorder } from './recorder.js';
 import { Registry } from './registry.js';
 import { Starter } from './start.js';
@@ -148,8 +149,9 @@ export class JobManager extends EventEmitter {
     return this.ctx.starter.awaitGoal(entry, params, changed, signal);
   }
 
+  /** A read: answers from what the agent knows when libvirtd is slow (registry.find). */
   async jobInfo(params: JobInfoParams): Promise<JobInfoResult> {
-    return { job: publicJob(await this.ctx.registry.find(params)) };
+    return { job: publicJob(await this.ctx.registry.find(params, READ_WAIT_MS)) };
   }
 
   async listJobs(params: ListJobsParams): Promise<ListJobsResult> {
@@ -157,17 +159,20 @@ export class JobManager extends EventEmitter {
     let uuid: string | undefined;
     if (params.domain) {
       const known = [...this.ctx.entries.values()].find((t) => t.rec.job.domain.name === params.domain || t.rec.job.domain.uuid === params.domain);
-      uuid = known?.rec.job.domain.uuid ?? (await this.ctx.starter.lookup(params.domain)).uuid;
+      uuid = known?.rec.job.domain.uuid ?? (await this.ctx.registry.lookupWithin(params.domain, READ_WAIT_MS))?.uuid;
+      // libvirtd has not said which domain that is, and the agent knows no job on it.
+      if (uuid === undefined) return { jobs: [], incomplete: true };
     }
-    // A copy started outside the agent is listed from its first moment, not from its READY.
-    if (!this.ctx.recovering) await this.ctx.reconciler.adoptionScan(uuid);
+    // A copy started outside the agent is listed from its first moment, not from its READY,
+    // when libvirtd answers the scan within the read bound; else the answer says it may miss one.
+    const complete = !this.ctx.recovering && (await this.ctx.reconciler.scanWithin(uuid, READ_WAIT_MS));
     const jobs = [...this.ctx.entries.values()]
       .filter((t) => (uuid === undefined || t.rec.job.domain.uuid === uuid) &&
         (includeEnded || !isTerminal(t.rec.job.state)) &&
         (!params.state || params.state.includes(t.rec.job.state)))
       .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt))
       .map(publicJob);
-    return { jobs };
+    return complete ? { jobs } : { jobs, incomplete: true };
   }
 
   async pivot(params: PivotParams): Promise<PivotResult> {
@@ -211,7 +216,7 @@ export class JobManager extends EventEmitter {
   }
 
   async wait(params: WaitParams, signal?: AbortSignal): Promise<WaitResult> {
-    const entry = await this.ctx.registry.find(params);
+    const entry = await this.ctx.registry.find(params, READ_WAIT_MS);
     const pred = params.until === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
     await this.ctx.registry.waitFor(entry, pred, params.timeout !== undefined ? params.timeout * 1000 : undefined, signal);
     return { job: publicJob(entry) };

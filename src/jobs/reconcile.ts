@@ -7,13 +7,18 @@ import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
 import { adoptedJob, diskKey, mirrorMismatch, track, type Tracked } from './job.js';
 import { toByteCount } from './numbers.js';
 import { canTransition, isTerminal, REQUEST_OF } from './state-machine.js';
+import { isDomainGone, isUnanswered, toAgentError } from './libvirt-errors.js';
+import { SingleFlight, within } from './read-bound.js';
 import type { JobContext } from './context.js';
 
 /** When a reconcile runs (goes into the evidence). */
 export type Moment = 'start-up' | 'reconnect';
 
 export class Reconciler {
-  private scanning: Promise<void> | null = null;
+  private scanning: { uuid: string | undefined; startedAt: number; done: Promise<boolean> } | null = null;
+  /** The last adoption scan failed because libvirtd did not answer. */
+  private stalled = false;
+  private readonly checks = new SingleFlight<Tracked | undefined>();
 
   constructor(private readonly ctx: JobContext) {}
 
@@ -63,7 +68,7 @@ export class Reconciler {
         // The agent stopped between journaling the copy and libvirt starting it (or libvirt refused).
         const disk = await this.ctx.verify.liveDisk(entry).catch(() => undefined);
         if (!disk?.mirror) {
-          this.ctx.recorder.fail(entry, 'libvirtError', `the copy was never started (${when === 'reconnect' ? 'the libvirt connection dropped' : 'the agent stopped'} while starting it)`, `journal intent blockCopy at ${intent.at}; no block job at ${when}`);
+          this.ctx.recorder.fail(entry, 'libvirtError', `the copy was never started (${when === 'reconnect' ? 'libvirtd did not answer the request: it timed out or the connection dropped' : 'the agent stopped while starting it'})`, `journal intent blockCopy at ${intent.at}; no block job at ${when}`);
           return;
         }
       }
@@ -103,30 +108,96 @@ export class Reconciler {
 
   /**
    * Copies started outside the agent while it runs are adopted when first seen, in any phase:
-   * this scan (poll, listJobs), an event, or a lookup by domain and disk. One scan at a time.
+   * this scan (poll, listJobs), an event, or a lookup by domain and disk. One scan at a time:
+   * a caller joins the one running when it covers what it asks, else runs its own after it.
+   * Resolves whether the scan saw every running domain's disks (never rejects).
    */
-  adoptionScan(uuid?: string): Promise<void> {
-    if (this.scanning) return this.scanning;
-    this.scanning = (async () => {
-      const doms = uuid ? [await this.ctx.conn.lookupDomain(uuid)] : await this.ctx.conn.listDomains({ activeOnly: true });
-      for (const dom of doms) {
-        if (this.ctx.stopped || this.ctx.recovering) return;
-        if (!dom.active) continue;
-        const xml = await this.ctx.conn.getXml(dom.uuid).catch(() => '');
-        for (const d of parseDisks(xml)) {
-          if (d.mirror?.job !== 'copy' || this.ctx.registry.activeFor(dom.uuid, d.target)) continue;
-          await this.ctx.locks.run(diskKey(dom.uuid, d.target), () => this.adoptIfMirrored(dom, d.target));
-        }
-      }
-    })().catch((err) => this.ctx.log.debug('adoption scan failed', { error: err })).finally(() => { this.scanning = null; });
-    return this.scanning;
+  adoptionScan(uuid?: string): Promise<boolean> {
+    const cur = this.scanning;
+    if (cur) return cur.uuid === undefined || cur.uuid === uuid ? cur.done : cur.done.then(() => this.adoptionScan(uuid));
+    const done = this.scan(uuid).then((complete) => {
+      this.stalled = false;
+      return complete;
+    }, (err: unknown) => {
+      // libvirtd did not answer: until a scan completes, reads stop waiting for one.
+      this.stalled = isUnanswered(err);
+      this.ctx.log.debug('adoption scan failed', { error: err });
+      return false;
+    }).finally(() => { this.scanning = null; });
+    this.scanning = { uuid, startedAt: this.ctx.realNow(), done };
+    return done;
   }
 
-  /** Runs under the disk's lock. */
+  /**
+   * A read's scan: runs (or joins) one and waits for it at most `ms` from when it started;
+   * not at all while libvirtd is known not to answer (the last scan stalled). Whether the scan
+   * completed in time; if not, it goes on in the background and adopts what it finds.
+   */
+  async scanWithin(uuid: string | undefined, ms: number): Promise<boolean> {
+    const done = this.adoptionScan(uuid);
+    const left = this.stalled ? 0 : (this.scanning?.startedAt ?? this.ctx.realNow()) + ms - this.ctx.realNow();
+    return (await within(done, left))?.value ?? false;
+  }
+
+  private async scan(uuid?: string): Promise<boolean> {
+    let doms: DomainRef[];
+    try {
+      doms = uuid ? [await this.ctx.conn.lookupDomain(uuid)] : await this.ctx.conn.listDomains({ activeOnly: true });
+    } catch (e) {
+      if (uuid && isDomainGone(e)) return true;
+      throw e;
+    }
+    let complete = true;
+    for (const dom of doms) {
+      if (this.ctx.stopped || this.ctx.recovering) return false;
+      if (!dom.active) continue;
+      let xml: string;
+      try {
+        xml = await this.ctx.conn.getXml(dom.uuid);
+      } catch (e) {
+        if (isUnanswered(e)) throw e;
+        if (!isDomainGone(e)) complete = false;
+        continue;
+      }
+      for (const d of parseDisks(xml)) {
+        if (d.mirror?.job !== 'copy' || this.ctx.registry.activeFor(dom.uuid, d.target)) continue;
+        try {
+          await this.ctx.locks.run(diskKey(dom.uuid, d.target), () => this.adoptIfMirrored(dom, d.target));
+        } catch (e) {
+          if (isUnanswered(e)) throw e;
+          complete = false;
+        }
+      }
+    }
+    return complete;
+  }
+
+  /**
+   * A lookup by domain and disk: `{ value }`, the disk's copy started outside the agent, adopted
+   * (under the disk's lock), or undefined when there is none; undefined itself when the check
+   * has not completed `readMs` after it started (it goes on). One check per disk at a time,
+   * shared by the callers meanwhile. Rejects with a named error when libvirtd could not tell.
+   */
+  checkDisk(uuid: string, target: string, dom?: DomainRef, readMs?: number): Promise<{ value: Tracked | undefined } | undefined> {
+    const key = diskKey(uuid, target);
+    return this.checks.run(key, async () => {
+      const d = dom ?? await this.ctx.conn.lookupDomain(uuid).catch((e: unknown) => {
+        if (isDomainGone(e)) return undefined;
+        throw toAgentError(e, 'cannot look up the domain');
+      });
+      if (!d?.active) return undefined;
+      return this.ctx.locks.run(key, () => this.adoptIfMirrored(d, target));
+    }, readMs);
+  }
+
+  /** Runs under the disk's lock. A domain that is gone or stopped has no copy. */
   async adoptIfMirrored(dom: DomainRef, target: string): Promise<Tracked | undefined> {
     const active = this.ctx.registry.activeFor(dom.uuid, target);
     if (active) return active;
-    const xml = await this.ctx.conn.getXml(dom.uuid).catch(() => '');
+    const xml = await this.ctx.conn.getXml(dom.uuid).catch((e: unknown) => {
+      if (isDomainGone(e)) return '';
+      throw toAgentError(e, 'cannot read the domain to look for a copy started outside the agent');
+    });
     const d = findDisk(xml, target);
     if (d?.mirror?.job !== 'copy') return undefined;
     return this.adopt(dom, d);

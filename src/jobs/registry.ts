@@ -2,15 +2,20 @@
 // waiting for a state, and the one retention rule for jobs and groups.
 import { AgentError } from '../errors.js';
 import type { BlockCopyParams, JobState } from '../generated/api.js';
-import { diskKey, publicJob, type Tracked } from './job.js';
+import { publicJob, type Tracked } from './job.js';
 import { until } from './until.js';
 import { isTerminal } from './state-machine.js';
 import type { JobContext } from './context.js';
+import type { DomainRef } from '../libvirt/index.js';
+import { SingleFlight } from './read-bound.js';
 
 /** How a caller names a job: by id, or by domain and disk. */
 export type JobRef = { jobId?: string; domain?: string; disk?: string };
 
 export class Registry {
+  /** Domain lookups of reads, one per name at a time. */
+  private readonly lookups = new SingleFlight<DomainRef>();
+
   constructor(private readonly ctx: JobContext) {}
 
   /**
@@ -50,8 +55,13 @@ export class Registry {
     return best;
   }
 
-  /** A job by id, or the disk's active job (else its most recent one). */
-  async find(ref: JobRef): Promise<Tracked> {
+  /**
+   * A job by id, or the disk's active job (else its most recent one). A disk with no active job
+   * is first checked for a copy started outside the agent. `readMs`: a read, which waits for
+   * libvirtd at most that long, then answers from what the agent knows (the check goes on);
+   * without it (mutating calls) the check must complete, or its named error is thrown.
+   */
+  async find(ref: JobRef, readMs?: number): Promise<Tracked> {
     if (ref.jobId) {
       const t = this.ctx.entries.get(ref.jobId);
       if (!t) throw new AgentError('noJob', `no job '${ref.jobId}'`);
@@ -59,17 +69,39 @@ export class Registry {
     }
     if (!ref.domain || !ref.disk) throw new AgentError('noJob', 'name the job by jobId, or by domain and disk');
     const known = [...this.ctx.entries.values()].find((t) => t.rec.job.domain.name === ref.domain || t.rec.job.domain.uuid === ref.domain);
-    const dom = known ? undefined : await this.ctx.starter.lookup(ref.domain);
+    let dom: DomainRef | undefined;
+    if (!known) {
+      dom = readMs === undefined ? await this.ctx.starter.lookup(ref.domain) : await this.lookupWithin(ref.domain, readMs);
+      if (!dom) throw this.notAnswered(`the lookup of domain '${ref.domain}'`, readMs!, 'the agent knows no job on it');
+    }
     const uuid = known?.rec.job.domain.uuid ?? dom!.uuid;
     const disk = ref.disk;
+    // Why the disk could not be checked for a copy started outside the agent (virsh blockcopy),
+    // which is otherwise a job from its first moment.
+    let unchecked: unknown;
     if (!this.activeFor(uuid, disk) && !this.ctx.recovering) {
-      // A copy libvirt runs on the disk (virsh blockcopy) is a job from its first moment.
-      const d = dom ?? await this.ctx.starter.lookup(uuid).catch(() => undefined);
-      if (d?.active) await this.ctx.locks.run(diskKey(uuid, disk), () => this.ctx.reconciler.adoptIfMirrored(d, disk));
+      try {
+        const done = await this.ctx.reconciler.checkDisk(uuid, disk, dom, readMs);
+        if (!done) unchecked = this.notAnswered(`whether disk ${disk} of '${ref.domain}' has a copy started outside the agent`, readMs!, 'the check goes on');
+      } catch (e) {
+        unchecked = e;
+      }
     }
-    const t = this.activeFor(uuid, ref.disk) ?? this.latestFor(uuid, ref.disk);
-    if (!t) throw new AgentError('noJob', `no copy job on disk ${ref.disk} of '${ref.domain}'`);
-    return t;
+    const active = this.activeFor(uuid, disk);
+    if (active) return active;
+    if (unchecked !== undefined && readMs === undefined) throw unchecked;
+    const t = this.latestFor(uuid, disk);
+    if (t) return t;
+    throw unchecked ?? new AgentError('noJob', `no copy job on disk ${disk} of '${ref.domain}'`);
+  }
+
+  /** The domain, or undefined when libvirtd has not answered within ms (the lookup goes on; a retry joins it). */
+  async lookupWithin(key: string, ms: number): Promise<DomainRef | undefined> {
+    return (await this.lookups.run(key, () => this.ctx.starter.lookup(key), ms))?.value;
+  }
+
+  private notAnswered(what: string, ms: number, after: string): AgentError {
+    return new AgentError('libvirtTimeout', `libvirtd did not answer ${what} within the read bound (${ms} ms); ${after}; retry`);
   }
 
   /**

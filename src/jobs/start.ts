@@ -8,7 +8,7 @@ import type { CheckedDestination } from '../destination/policy.js';
 import { destinationFromXml } from '../destination/xml.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
 import { canonicalPath, newJob, publicJob, samePath, track, type Tracked } from './job.js';
-import { isConnectionLost, libvirtData, toAgentError } from './libvirt-errors.js';
+import { isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { fromByteCount } from './numbers.js';
 import { rawDeviceSizeMismatch } from './sizes.js';
 import { isTerminal, reachedReady } from './state-machine.js';
@@ -56,10 +56,11 @@ export class Starter {
         bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
       });
     } catch (e) {
-      if (isConnectionLost(e) || this.ctx.conn.closed) {
-        // The copy may have started: keep the job (intent blockCopy) for the reconcile to decide.
-        this.ctx.log.warn('blockCopy: the libvirt connection dropped during the request', { jobId: job.jobId });
-        throw new AgentError('unavailable', `the libvirt connection dropped while starting the copy; job ${job.jobId} shows whether it started once the agent has reconnected`, { job: publicJob(entry) });
+      if (isOutcomeUnknown(e) || this.ctx.conn.closed) {
+        // The copy may have started: the job stays (intent blockCopy) until the poll, or the
+        // reconcile after a reconnect, finds out from libvirt whether it did.
+        this.ctx.log.warn(`blockCopy: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
+        throw outcomeUnknown(e, 'copy request', `job ${job.jobId} stays and shows whether the copy started once libvirtd answers the agent's poll (or its reconcile after a reconnect); the same call again returns that job`, { job: publicJob(entry) });
       }
       if (this.ctx.entries.get(job.jobId) === entry) this.ctx.entries.delete(job.jobId);
       await entry.writes.catch(() => {});

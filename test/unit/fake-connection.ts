@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  LibvirtError, VirErrorCode, type BlockCopyOptions, type BlockJobAbortOptions, type BlockJobInfo, type CloseReason,
+  LibvirtError, LibvirtTimeout, VirErrorCode, type BlockCopyOptions, type BlockJobAbortOptions, type BlockJobInfo, type CloseReason,
   type Connection, type DomainEvent, type DomainRef, type Versions,
 } from '../../src/libvirt/index.js';
 import type { JobRecord } from '../../src/jobs/journal.js';
@@ -75,6 +75,8 @@ export class FakeConnection implements Connection {
   duringBlockCopy?: () => Promise<void>;
   /** Errors to throw from the next call of a method. */
   failNext = new Map<string, Error>();
+  /** While set, every libvirt call (but versions(), which the real connection caches) waits, like a SIGSTOPped libvirtd. */
+  private frozen: { released: Promise<void>; release: () => void; timeoutMs?: number } | null = null;
 
   constructor(private readonly stateDir?: string) {}
 
@@ -135,6 +137,37 @@ export class FakeConnection implements Connection {
     d.job = { cur: ready ? 100n : 10n, end: 100n, bandwidth: 0n };
   }
 
+  /**
+   * libvirtd stops answering: calls are recorded but wait until thaw(), or, with `timeoutMs`
+   * (the binding's call bound), fail with LibvirtTimeout after it.
+   */
+  freeze(opts: { timeoutMs?: number } = {}): void {
+    if (this.frozen) return;
+    let release!: () => void;
+    const released = new Promise<void>((r) => { release = r; });
+    this.frozen = { released, release, ...opts };
+  }
+
+  thaw(): void {
+    this.frozen?.release();
+    this.frozen = null;
+  }
+
+  private async answer(method: string): Promise<void> {
+    const f = this.frozen;
+    if (!f) return;
+    if (f.timeoutMs === undefined) return f.released;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new LibvirtTimeout(`libvirtd did not answer ${method} within ${f.timeoutMs} ms; it may still take effect`)), f.timeoutMs);
+    });
+    try {
+      await Promise.race([f.released, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   sideEffects(): Call[] {
     return this.calls.filter((c) => SIDE_EFFECTS.has(c.method));
   }
@@ -176,17 +209,20 @@ export class FakeConnection implements Connection {
 
   async lookupDomain(key: string): Promise<DomainRef> {
     this.record('lookupDomain', [key]);
+    await this.answer('lookupDomain');
     return this.ref(this.find(key));
   }
 
   async listDomains(opts?: { activeOnly?: boolean }): Promise<DomainRef[]> {
     this.record('listDomains', [opts]);
+    await this.answer('listDomains');
     if (this.listDelayMs) await new Promise((r) => setTimeout(r, this.listDelayMs));
     return this.domains.filter((d) => !opts?.activeOnly || d.active).map((d) => this.ref(d));
   }
 
   async getXml(domain: string, opts?: { inactive?: boolean }): Promise<string> {
     this.record('getXml', [domain, opts]);
+    await this.answer('getXml');
     const d = this.find(domain);
     const inactive = !!opts?.inactive || !d.active;
     const disks = d.disks.map((k) => {
@@ -206,6 +242,7 @@ export class FakeConnection implements Connection {
 
   async blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void> {
     this.record('blockCopy', [domain, disk, destinationXml, opts]);
+    await this.answer('blockCopy');
     const d = this.running(domain);
     const k = d.disks.find((x) => x.target === disk);
     if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
@@ -221,6 +258,7 @@ export class FakeConnection implements Connection {
 
   async getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null> {
     this.record('getBlockJobInfo', [domain, disk]);
+    await this.answer('getBlockJobInfo');
     if (this.infoDelayMs) await new Promise((r) => setTimeout(r, this.infoDelayMs));
     const d = this.running(domain);
     const k = d.disks.find((x) => x.target === disk);
@@ -231,6 +269,7 @@ export class FakeConnection implements Connection {
 
   async blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void> {
     this.record('blockJobAbort', [domain, disk, opts]);
+    await this.answer('blockJobAbort');
     const d = this.running(domain);
     const k = d.disks.find((x) => x.target === disk);
     if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
@@ -262,6 +301,7 @@ export class FakeConnection implements Connection {
 
   async blockJobSetSpeed(domain: string, disk: string, bandwidth: bigint): Promise<void> {
     this.record('blockJobSetSpeed', [domain, disk, bandwidth]);
+    await this.answer('blockJobSetSpeed');
     const k = this.running(domain).disks.find((x) => x.target === disk);
     if (!k?.job) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk ${disk} does not have an active block job`);
     k.job.bandwidth = bandwidth;
@@ -272,12 +312,14 @@ export class FakeConnection implements Connection {
 
   async suspend(domain: string): Promise<number> {
     this.record('suspend', [domain]);
+    await this.answer('suspend');
     this.paused.add(this.running(domain).uuid);
     return 0;
   }
 
   async resume(domain: string): Promise<number> {
     this.record('resume', [domain]);
+    await this.answer('resume');
     const d = this.running(domain);
     if (!this.paused.delete(d.uuid)) throw lverr(VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: domain is not paused');
     return 0;
@@ -285,12 +327,14 @@ export class FakeConnection implements Connection {
 
   async fsFreeze(domain: string): Promise<number> {
     this.record('fsFreeze', [domain]);
+    await this.answer('fsFreeze');
     this.running(domain);
     throw lverr(VirErrorCode.ARGUMENT_UNSUPPORTED, 'argument unsupported: QEMU guest agent is not configured');
   }
 
   async fsThaw(domain: string): Promise<number> {
     this.record('fsThaw', [domain]);
+    await this.answer('fsThaw');
     return 0;
   }
 
