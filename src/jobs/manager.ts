@@ -21,7 +21,7 @@ import { Completion } from './completion.js';
 import { JobContext, type JobManagerOptions } from './context.js';
 import { diskKey, publicJob, track } from './job.js';
 import type { Journal } from './journal.js';
-import { toAgentError } from './libvirt-errors.js';
+import { isUnanswered, toAgentError } from './libvirt-errors.js';
 import { faultPoint } from './fault-points.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { Reconciler } from './reconcile.js';
@@ -159,8 +159,9 @@ export class JobManager extends EventEmitter {
     let uuid: string | undefined;
     if (params.domain) {
       const known = [...this.ctx.entries.values()].find((t) => t.rec.job.domain.name === params.domain || t.rec.job.domain.uuid === params.domain);
-      uuid = known?.rec.job.domain.uuid ?? (await this.ctx.registry.lookupWithin(params.domain, READ_WAIT_MS))?.uuid;
-      // libvirtd has not said which domain that is, and the agent knows no job on it.
+      // Unless libvirtd cannot say now which domain that is (the agent knows no job on it), notFound and the like are answered.
+      const lookup = () => this.ctx.registry.lookupWithin(params.domain!, READ_WAIT_MS).catch((e: unknown) => { if (isUnanswered(e)) return undefined; throw e; });
+      uuid = known?.rec.job.domain.uuid ?? (await lookup())?.uuid;
       if (uuid === undefined) return { jobs: [], incomplete: true };
     }
     // A copy started outside the agent is listed from its first moment, not from its READY,

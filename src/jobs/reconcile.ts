@@ -128,6 +128,11 @@ export class Reconciler {
     return done;
   }
 
+  /** The last adoption scan failed because libvirtd did not answer (reads then do not wait for it). */
+  get libvirtSilent(): boolean {
+    return this.stalled;
+  }
+
   /**
    * A read's scan: runs (or joins) one and waits for it at most `ms` from when it started;
    * not at all while libvirtd is known not to answer (the last scan stalled). Whether the scan

@@ -72,17 +72,21 @@ export class Registry {
     let dom: DomainRef | undefined;
     if (!known) {
       dom = readMs === undefined ? await this.ctx.starter.lookup(ref.domain) : await this.lookupWithin(ref.domain, readMs);
-      if (!dom) throw this.notAnswered(`the lookup of domain '${ref.domain}'`, readMs!, 'the agent knows no job on it');
+      if (!dom) throw this.notAnswered(`the lookup of domain '${ref.domain}'`, 'the agent knows no job on it');
     }
     const uuid = known?.rec.job.domain.uuid ?? dom!.uuid;
     const disk = ref.disk;
     // Why the disk could not be checked for a copy started outside the agent (virsh blockcopy),
     // which is otherwise a job from its first moment.
     let unchecked: unknown;
-    if (!this.activeFor(uuid, disk) && !this.ctx.recovering) {
+    if (this.activeFor(uuid, disk)) {
+      // The disk's job: nothing to check.
+    } else if (this.ctx.recovering) {
+      unchecked = new AgentError('unavailable', `the agent is reconnecting to libvirtd and cannot yet check disk ${disk} of '${ref.domain}' for a copy started outside it; retry`);
+    } else {
       try {
-        const done = await this.ctx.reconciler.checkDisk(uuid, disk, dom, readMs);
-        if (!done) unchecked = this.notAnswered(`whether disk ${disk} of '${ref.domain}' has a copy started outside the agent`, readMs!, 'the check goes on');
+        const done = await this.ctx.reconciler.checkDisk(uuid, disk, dom, readMs === undefined ? undefined : this.readWait(readMs));
+        if (!done) unchecked = this.notAnswered(`whether disk ${disk} of '${ref.domain}' has a copy started outside the agent`, 'the check goes on');
       } catch (e) {
         unchecked = e;
       }
@@ -97,11 +101,17 @@ export class Registry {
 
   /** The domain, or undefined when libvirtd has not answered within ms (the lookup goes on; a retry joins it). */
   async lookupWithin(key: string, ms: number): Promise<DomainRef | undefined> {
-    return (await this.lookups.run(key, () => this.ctx.starter.lookup(key), ms))?.value;
+    return (await this.lookups.run(key, () => this.ctx.starter.lookup(key), this.readWait(ms)))?.value;
   }
 
-  private notAnswered(what: string, ms: number, after: string): AgentError {
-    return new AgentError('libvirtTimeout', `libvirtd did not answer ${what} within the read bound (${ms} ms); ${after}; retry`);
+  /** A read waits for libvirtd up to its bound, and not at all while libvirtd is known not to answer. */
+  private readWait(ms: number): number {
+    return this.ctx.reconciler.libvirtSilent ? 0 : ms;
+  }
+
+  private notAnswered(what: string, after: string): AgentError {
+    const why = this.ctx.reconciler.libvirtSilent ? 'libvirtd does not answer (nor did it the last scan)' : 'within the read bound';
+    return new AgentError('libvirtTimeout', `libvirtd has not answered ${what} ${why}; ${after}; retry`);
   }
 
   /**

@@ -96,6 +96,16 @@ t.test('calls that time out (the binding bound): reads do not wait again while l
   t.pass('the copy is adopted once libvirtd answers again');
 });
 
+t.test('while the agent reconnects, reads say what they cannot know', async (t) => {
+  const s = await setup(t);
+  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } });
+  s.jobs.connectionLost('test: libvirtd went away');
+  t.match(await s.jobs.listJobs({}), { jobs: [{ jobId: job.jobId }], incomplete: true }, 'listJobs: the known jobs, incomplete');
+  t.equal((await s.jobs.jobInfo({ domain: 'vm1', disk: 'vda' })).job.jobId, job.jobId, 'jobInfo of a disk with a job');
+  const e = await failure(s.jobs.jobInfo({ domain: 'vm1', disk: 'vdb' }));
+  t.match({ name: e.errorName, retryable: e.retryable }, { name: 'unavailable', retryable: true }, `jobInfo of a disk it cannot check: ${e.message}`);
+});
+
 t.test('a mutating call mid-lookup of a disk that libvirtd cannot check gets the named error, not noJob', async (t) => {
   const s = await setup(t);
   s.conn.failNext.set('getXml', new LibvirtTimeout('libvirtd did not answer getXml within 10000 ms; it may still take effect'));
