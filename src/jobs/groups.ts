@@ -20,9 +20,6 @@ import { isTerminal } from './state-machine.js';
 
 export type { GroupManagerOptions } from './group-context.js';
 
-/** How long an automatic switch (whenReady) waits for every disk to be ready: they all are when it starts. */
-const AUTOMATIC_SWITCH_WAIT_MS = 30_000;
-
 export class GroupManager {
   private readonly ctx: GroupContext;
   private readonly switcher: GroupSwitch;
@@ -135,7 +132,9 @@ export class GroupManager {
     }
     const how = entry.rec.whenReady;
     if ((how === 'pivot' || how === 'finish') && members.every((j) => j.state === 'ready') && ctx.jobs.serving) {
-      void this.switcher.run(entry, how, { timeoutMs: AUTOMATIC_SWITCH_WAIT_MS, freeze: entry.rec.freeze, maxPauseMs: entry.rec.maxPause * 1000 })
+      // As if the caller had called pivotGroup/finishGroup with the group's own freeze and maxPause.
+      const options = switchOptions({ groupId: entry.rec.groupId, freeze: entry.rec.freeze, maxPause: entry.rec.maxPause });
+      void this.switcher.run(entry, how, options)
         .catch((e) => ctx.log.warn(`automatic group ${how} failed`, { groupId: entry.rec.groupId, error: e }));
     }
   }
