@@ -48,6 +48,40 @@ const methodNames = readdirSync(methodsDir).filter((f) => f.endsWith('.params.js
 ts += `\n/** Every method: [params, result]. */\nexport interface MethodTypes {\n${methodNames
   .map((m) => `  ${m}: [${titleOf(`${m}.params.json`)}, ${titleOf(`${m}.result.json`)}];`).join('\n')}\n}\n`;
 
+// Each titled schema's top-level defaults, following $ref (also into another file's JSON
+// pointer). Validation fills them in on the wire (src/schemas.ts hoists them beside each $ref);
+// code that builds or receives params without validation reads the same values from here.
+const byId = new Map(all.map((f) => { const s = JSON.parse(readFileSync(f, 'utf8')); return [s.$id, s]; }));
+function resolve(ref, baseId) {
+  const url = new URL(ref, baseId);
+  let node = byId.get(url.href.split('#')[0]);
+  if (!node) throw new Error(`unresolvable $ref ${ref} in ${baseId}`);
+  for (const part of (url.hash.slice(1) || '').split('/').filter(Boolean)) node = node[decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~')];
+  if (!node) throw new Error(`unresolvable $ref ${ref} in ${baseId}`);
+  return { node, baseId: url.href.split('#')[0] };
+}
+// An inline object's own defaults are merged into its default, as ajv fills them in.
+function defaultOf(prop, baseId) {
+  if (typeof prop.$ref === 'string' && !('default' in prop)) {
+    const target = resolve(prop.$ref, baseId);
+    return defaultOf(target.node, target.baseId);
+  }
+  const nested = defaultsOf(prop, baseId);
+  if (!('default' in prop)) return { found: false };
+  const value = structuredClone(prop.default);
+  return { found: true, value: nested && value && typeof value === 'object' && !Array.isArray(value) ? { ...nested, ...value } : value };
+}
+function defaultsOf(schema, baseId) {
+  const entries = Object.entries(schema.properties ?? {}).map(([k, p]) => [k, defaultOf(p, baseId)]).filter(([, d]) => d.found);
+  return entries.length > 0 ? Object.fromEntries(entries.map(([k, d]) => [k, d.value])) : undefined;
+}
+const defaults = {};
+for (const s of [...byId.values()].sort((a, b) => a.title.localeCompare(b.title))) {
+  const d = defaultsOf(s, s.$id);
+  if (d) defaults[s.title] = d;
+}
+ts += `\n/** Top-level defaults of each titled schema (see scripts/gen-types.mjs). */\nexport const DEFAULTS = ${JSON.stringify(defaults, null, 2)} as const;\n`;
+
 if (process.argv.includes('--check')) {
   const current = existsSync(out) ? readFileSync(out, 'utf8') : '';
   if (current !== ts) {

@@ -3,7 +3,7 @@
 // recursion: hostile nesting or size can neither overflow the stack nor bloat the trail.
 import { openSync, writeSync, closeSync, constants } from 'node:fs';
 import type { Logger } from './log.js';
-import type { AuditEntry } from './rpc/server.js';
+import type { AuditEntry } from './generated/api.js';
 
 const SECRET = /token|password|secret|passphrase|key$/i;
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
+import { DEFAULTS } from './generated/api.js';
 
 // ajv-formats is CommonJS with a default export.
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -34,7 +35,7 @@ export class SchemaSet {
       this.byId.set(schema.$id, schema);
     }
     for (const schema of this.byId.values()) {
-      hoistDefaults(schema, schema.$id, this.byId);
+      hoistDefaults(schema);
       this.ajv.addSchema(schema);
     }
   }
@@ -59,22 +60,15 @@ export class SchemaSet {
 
 export type ValidationErrors = ErrorObject[];
 
-/** ajv applies a `default` only where a property is declared, not inside the schema its
- *  $ref names; so a default written once on a def (defs/max-pause.json) is copied to each
- *  property that refers to it, and validation fills it in everywhere the def is used. */
-function hoistDefaults(node: unknown, baseId: string, byId: Map<string, JsonSchema>): void {
-  if (Array.isArray(node)) return node.forEach((n) => hoistDefaults(n, baseId, byId));
-  if (!node || typeof node !== 'object') return;
-  const n = node as Record<string, unknown>;
-  if (n.properties && typeof n.properties === 'object') {
-    for (const prop of Object.values(n.properties as Record<string, Record<string, unknown>>)) {
-      if (typeof prop.$ref !== 'string' || 'default' in prop || prop.$ref.includes('#')) continue;
-      const target = byId.get(new URL(prop.$ref, baseId).href);
-      if (target && 'default' in target) prop.default = structuredClone(target.default);
-    }
+/** ajv applies a `default` only where a property is declared, not inside the schema its $ref
+ *  names: so each property's default, resolved once by scripts/gen-types.mjs, is written beside
+ *  its $ref, and validation fills it in everywhere the def is used. */
+function hoistDefaults(schema: JsonSchema): void {
+  const defaults = (DEFAULTS as Record<string, Record<string, unknown>>)[schema.title ?? ''];
+  const props = schema.properties as Record<string, Record<string, unknown>> | undefined;
+  if (!defaults || !props) return;
+  for (const [key, value] of Object.entries(defaults)) {
+    const prop = props[key];
+    if (prop && !('default' in prop)) prop.default = structuredClone(value);
   }
-  // ajv ignores (and in strict mode refuses) defaults under these: leave them alone.
-  for (const [k, v] of Object.entries(n)) if (!NO_DEFAULTS.has(k)) hoistDefaults(v, baseId, byId);
 }
-
-const NO_DEFAULTS = new Set(['oneOf', 'anyOf', 'not', 'if', 'then', 'else']);

@@ -4,6 +4,7 @@
 import { promises as fs, type Stats } from 'node:fs';
 import { dirname } from 'node:path';
 import type { AgentConfig, Destination } from '../generated/api.js';
+import { DEFAULTS } from '../generated/api.js';
 import type { DiskXml } from '../libvirt/types.js';
 import type { DiskInfo } from '../jobs/disk-xml.js';
 import { checkParents, checkRoot, isNormalAbsolute, isUnder, resolveOwners, UntrustedPath } from './dirs.js';
@@ -39,7 +40,8 @@ export interface DestinationPolicy {
 
 type PolicyConfig = Pick<AgentConfig, 'allowedRoots' | 'allowedDevices' | 'allowAnyDestination' | 'trustedDirectoryOwners' | 'allowedNetworkDestinations'>;
 
-export const DEFAULT_ROOTS = ['/var/lib/libvirt/images'];
+/** The config schema's allowedRoots default. */
+export const DEFAULT_ROOTS: string[] = [...DEFAULTS.AgentConfig.allowedRoots];
 
 /**
  * The policy the config describes, after checking every root. Throws an Error naming the root
@@ -108,7 +110,7 @@ function checkNetwork(policy: DestinationPolicy, dest: Destination, ctx: Destina
 
 export function makeDestinationCheck(policy: DestinationPolicy): DestinationCheck {
   return async (dest, ctx) => {
-    const type = dest.type ?? 'file';
+    const type = dest.type ?? DEFAULTS.Destination.type;
     let checked: Destination;
     if (type === 'network') {
       checked = checkNetwork(policy, dest, ctx);

@@ -321,6 +321,68 @@ export type WaitParams = {
 export type TimeoutSeconds7 = number;
 
 /**
+ * One line of the audit trail (a JSON object per line): every mutating call is written as 'accepted' before it acts, then with its outcome. params are as the caller sent them, bounded and with secret-looking keys redacted.
+ */
+export interface AuditEntry {
+  /**
+   * When the entry was written (ISO 8601).
+   */
+  time: string;
+  /**
+   * The agent's id for the call (the same in both entries of one call).
+   */
+  requestId: string;
+  /**
+   * Who called: a token name, a certificate subject, or local for stdio and the unix socket.
+   */
+  principal: string;
+  /**
+   * Where the call came from (address:port, stdio or socket).
+   */
+  peer: string;
+  /**
+   * The JSON-RPC method called.
+   */
+  method: string;
+  /**
+   * The call's params as sent (bounded, redacted); {} when it sent none.
+   */
+  params: {} | unknown[];
+  /**
+   * accepted is written before the call acts; ok or error once it is done.
+   */
+  outcome: 'accepted' | 'ok' | 'error';
+  /**
+   * Why the call was refused or failed: the JSON-RPC error code, message and the agent's error name (see docs/errors.md).
+   */
+  error?: {
+    /**
+     * JSON-RPC error code.
+     */
+    code: number;
+    /**
+     * The message sent to the caller.
+     */
+    message: string;
+    /**
+     * The agent's error name (e.g. destinationRejected, unauthorized).
+     */
+    name?: string;
+  };
+  /**
+   * The job the call named or created.
+   */
+  jobId?: string;
+  /**
+   * The group the call named or created.
+   */
+  groupId?: string;
+  /**
+   * The call's changed flag (false: an idempotent repeat that did nothing).
+   */
+  changed?: boolean;
+}
+/**
  * The agent's configuration file (JSON). Flags and BLOCKCOPY_* environment variables override it.
  */
 export interface AgentConfig {
@@ -1277,3 +1339,95 @@ export interface MethodTypes {
   unsubscribe: [UnsubscribeParams, UnsubscribeResult];
   wait: [WaitParams, WaitResult];
 }
+
+/** Top-level defaults of each titled schema (see scripts/gen-types.mjs). */
+export const DEFAULTS = {
+  "AgentConfig": {
+    "uri": "qemu:///system",
+    "listen": {
+      "enabled": true,
+      "host": "127.0.0.1",
+      "port": 7879,
+      "allowedOrigins": []
+    },
+    "stateDir": "/var/lib/blockcopy-agent",
+    "logLevel": "info",
+    "pollIntervalMs": 2000,
+    "maxPayloadBytes": 1048576,
+    "heartbeatMs": 30000,
+    "maxConcurrentCopies": 32,
+    "allowedRoots": [
+      "/var/lib/libvirt/images"
+    ],
+    "allowAnyDestination": false,
+    "trustedDirectoryOwners": [],
+    "allowedDevices": [],
+    "allowedNetworkDestinations": [],
+    "auth": {
+      "readOnlyPrincipals": [],
+      "allowUnauthenticatedLoopback": false
+    },
+    "limits": {
+      "maxConnections": 256,
+      "requestsPerSecond": 200,
+      "burst": 400,
+      "maxBatch": 100,
+      "maxBufferedBytes": 262144,
+      "slowReaderMs": 10000,
+      "requestTimeoutMs": 10000
+    },
+    "audit": {},
+    "metrics": {
+      "enabled": false,
+      "host": "127.0.0.1",
+      "port": 9879,
+      "endedJobSeconds": 300
+    },
+    "socket": {
+      "enabled": true,
+      "path": "/run/blockcopy-agent/agent.sock"
+    }
+  },
+  "BlockCopyGroupParams": {
+    "synchronousWrites": false,
+    "whenReady": "none",
+    "wait": "none",
+    "freeze": "auto",
+    "maxPause": 10,
+    "queue": false
+  },
+  "BlockCopyParams": {
+    "shallow": false,
+    "reuseExternal": false,
+    "synchronousWrites": false,
+    "whenReady": "none",
+    "wait": "none",
+    "queue": false
+  },
+  "Destination": {
+    "type": "file"
+  },
+  "FinishGroupParams": {
+    "timeout": 30,
+    "freeze": "auto",
+    "maxPause": 10
+  },
+  "FinishParams": {
+    "timeout": 30
+  },
+  "GroupDisk": {
+    "shallow": false,
+    "reuseExternal": false
+  },
+  "ListJobsParams": {
+    "includeEnded": true
+  },
+  "PivotGroupParams": {
+    "timeout": 30,
+    "freeze": "auto",
+    "maxPause": 10
+  },
+  "PivotParams": {
+    "timeout": 30
+  }
+} as const;

@@ -2,6 +2,7 @@
 // journal, the jobs, the per-disk locks, the settings, the serving state, and each other.
 // The facade (manager.ts) builds it once; every module reads and changes state through it.
 import { EventEmitter } from 'node:events';
+import { DEFAULTS } from '../generated/api.js';
 import type { Logger } from '../log.js';
 import type { Connection, DomainEvent } from '../libvirt/index.js';
 import { STALE_MIRROR_MS } from './conclude.js';
@@ -75,11 +76,11 @@ export class JobContext {
     this.conn = opts.connection;
     this.log = opts.log;
     this.journal = new Journal(opts.stateDir);
-    this.pollMs = opts.pollIntervalMs ?? 2000;
+    this.pollMs = opts.pollIntervalMs ?? DEFAULTS.AgentConfig.pollIntervalMs;
     this.staleMirrorMs = opts.staleMirrorMs ?? STALE_MIRROR_MS;
     this.sampleMs = Math.min(1000, this.pollMs);
     this.clock = opts.now ?? Date.now;
-    this.maxCopies = opts.maxConcurrentCopies ?? 32;
+    this.maxCopies = opts.maxConcurrentCopies ?? DEFAULTS.AgentConfig.maxConcurrentCopies;
     this.keepEnded = opts.keepEnded ?? 1000;
     this.checkDest = opts.checkDestination ?? defaultDestinationCheck;
     this.updates.setMaxListeners(0);

@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import type { BlockCopyParams, Destination, Job } from '../generated/api.js';
+import { DEFAULTS } from '../generated/api.js';
 import type { BlockJobInfo, DomainRef } from '../libvirt/index.js';
 import type { DiskInfo, MirrorInfo } from './disk-xml.js';
 import type { JobRecord } from './journal.js';
@@ -71,21 +72,21 @@ export function newJob(params: BlockCopyParams, dom: DomainRef, disk: DiskInfo, 
     domain: { name: dom.name, uuid: dom.uuid },
     disk: params.disk,
     source: { path: disk.sourcePath, format: disk.format },
-    destination: { path: dest.path, format: dest.format ?? null, type: dest.type ?? 'file' },
+    destination: { path: dest.path, format: dest.format ?? null, type: dest.type ?? DEFAULTS.Destination.type },
     state: 'copying',
     progress: { cur: 0, end: 0, percent: null, rate: null, eta: null },
     bandwidth: toByteCount(fromByteCount(params.bandwidth) ?? 0n),
     options: {
-      shallow: !!params.shallow,
-      reuseExternal: !!params.reuseExternal,
+      shallow: params.shallow ?? DEFAULTS.BlockCopyParams.shallow,
+      reuseExternal: params.reuseExternal ?? DEFAULTS.BlockCopyParams.reuseExternal,
       // Persistent domains need (and get by default) a transient job: libvirt 9 refuses a
       // non-transient copy of a persistent domain ("domain is not transient").
       transientJob: params.transientJob ?? dom.persistent,
-      synchronousWrites: !!params.synchronousWrites,
+      synchronousWrites: params.synchronousWrites ?? DEFAULTS.BlockCopyParams.synchronousWrites,
       ...(params.granularity !== undefined ? { granularity: params.granularity } : {}),
       ...(params.bufSize !== undefined ? { bufSize: toByteCount(BigInt(params.bufSize)) } : {}),
     },
-    whenReady: params.whenReady ?? 'none',
+    whenReady: params.whenReady ?? DEFAULTS.BlockCopyParams.whenReady,
     owner: 'agent',
     createdAt: nowIso,
     updatedAt: nowIso,

@@ -17,6 +17,7 @@ import type {
   FinishResult, Job, JobInfoParams, JobInfoResult, JobState, ListJobsParams, ListJobsResult, PivotParams,
   PivotResult, SetSpeedParams, SetSpeedResult, WaitParams, WaitResult,
 } from '../generated/api.js';
+import { DEFAULTS } from '../generated/api.js';
 import { Completion } from './completion.js';
 import { JobContext, type JobManagerOptions } from './context.js';
 import { diskKey, publicJob, track } from './job.js';
@@ -172,12 +173,12 @@ export class JobManager extends EventEmitter {
 
   async pivot(params: PivotParams): Promise<PivotResult> {
     this.assertServing();
-    return this.ctx.completion.complete(await this.ctx.registry.find(params), 'pivot', (params.timeout ?? 30) * 1000);
+    return this.ctx.completion.complete(await this.ctx.registry.find(params), 'pivot', (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000);
   }
 
   async finish(params: FinishParams): Promise<FinishResult> {
     this.assertServing();
-    return this.ctx.completion.complete(await this.ctx.registry.find(params), 'finish', (params.timeout ?? 30) * 1000);
+    return this.ctx.completion.complete(await this.ctx.registry.find(params), 'finish', (params.timeout ?? DEFAULTS.FinishParams.timeout) * 1000);
   }
 
   async abort(params: AbortParams): Promise<AbortResult> {

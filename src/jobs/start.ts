@@ -4,6 +4,7 @@ import { AgentError, ERRORS, type ErrorName } from '../errors.js';
 import type { DomainRef } from '../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { BlockCopyParams, BlockCopyResult, Destination, JobState } from '../generated/api.js';
+import { DEFAULTS } from '../generated/api.js';
 import type { CheckedDestination } from '../destination/policy.js';
 import { destinationFromXml } from '../destination/xml.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
@@ -122,7 +123,7 @@ export class Starter {
 
   /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
   async awaitGoal(entry: Tracked, params: BlockCopyParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyResult> {
-    const wait = params.wait ?? 'none';
+    const wait = params.wait ?? DEFAULTS.BlockCopyParams.wait;
     if (wait !== 'none') {
       const pred = wait === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
       // A re-run's timeout only bounds its own wait; the first call's timer owns the copy.

@@ -1,5 +1,6 @@
 // Typed facade over the native libvirt binding: Promise-based calls with a bounded wait,
 // LibvirtError rejections, and one native event subscription shared by any number of listeners.
+import { DEFAULTS } from '../generated/api.js';
 import { native, type NativeConnection } from './binding.js';
 import { LibvirtBusy, LibvirtError, LibvirtTimeout } from './errors.js';
 import type { CloseReason, Connection, DiskXml, DomainEvent, OpenOptions, Versions } from './types.js';
@@ -7,7 +8,8 @@ import type { CloseReason, Connection, DiskXml, DomainEvent, OpenOptions, Versio
 export * from './types.js';
 export { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from './errors.js';
 
-export const DEFAULT_URI = 'qemu:///system';
+/** The config schema's uri default. */
+export const DEFAULT_URI: string = DEFAULTS.AgentConfig.uri;
 /** Below libvirt's keepalive drop (5 s × 3 probes by default), so a hung call is named as such. */
 export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 

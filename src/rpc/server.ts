@@ -5,7 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { JSONRPCErrorException, JSONRPCServer } from 'json-rpc-2.0';
 import { AgentError } from '../errors.js';
-import type { AgentConnectionParams, Job } from '../generated/api.js';
+import type { AgentConnectionParams, AuditEntry, Job } from '../generated/api.js';
+import { DEFAULTS } from '../generated/api.js';
 import type { Logger } from '../log.js';
 import type { RpcObserver } from '../metrics/observer.js';
 import { CODES, agentError, answerId, cachedResult, classify, errorResponse, frameLength, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Frame, type Response } from '../protocol/index.js';
@@ -16,20 +17,6 @@ import { SchemaSet } from '../schemas.js';
 import type { GroupPort, JobPort } from './ports.js';
 import type { Session } from './session.js';
 
-export interface AuditEntry {
-  time: string;
-  requestId: string;
-  principal: string;
-  peer: string;
-  method: string;
-  params: unknown;
-  /** 'accepted' is written before the call acts; 'ok' or 'error' once it is done. */
-  outcome: 'accepted' | 'ok' | 'error';
-  error?: { code: number; message: string; name?: string };
-  jobId?: string;
-  groupId?: string;
-  changed?: boolean;
-}
 
 export interface RpcServerOptions {
   service: JobPort;
@@ -87,7 +74,7 @@ export class RpcServer {
     for (const spec of methodList()) this.register(spec);
     // Serialized once: a flood of rpc.discover costs a string copy per call, not a JSON build.
     this.discoverJson = Buffer.from(JSON.stringify(openRpcDocument(this.schemas, opts.version)));
-    this.maxBatch = opts.maxBatch ?? 100;
+    this.maxBatch = opts.maxBatch ?? DEFAULTS.AgentConfig.limits.maxBatch;
     this.maxResponseBytes = opts.maxResponseBytes ?? 1024 * 1024;
     opts.service.on('job.changed', this.onJobChanged);
     opts.service.on('agent.connection', this.onConnection);
@@ -248,7 +235,7 @@ export class RpcServer {
       principal: ctx.session.principal.name,
       peer: ctx.session.peer,
       method,
-      params,
+      params: (params && typeof params === 'object' ? params : {}) as AuditEntry['params'],
       outcome: o.outcome,
       ...(o.error ? { error: { code: o.error.code, message: o.error.message, ...(nameOf(o.error.data) ? { name: nameOf(o.error.data) } : {}) } } : {}),
       ...(jobId ? { jobId } : {}),

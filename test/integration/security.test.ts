@@ -10,6 +10,7 @@ import { AgentClient, RpcError } from '../../src/client/index.js';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
 import { makePki } from '../helpers/pki.js';
+import { SchemaSet } from '../../src/schemas.js';
 
 const MiB = 1024 * 1024;
 
@@ -164,6 +165,8 @@ t.test('security table', async (t) => {
 
   await t.test('audit trail', async (t) => {
     const lines = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const valid = new SchemaSet().validator('audit-entry.schema.json');
+    t.same(lines.filter((l) => !valid(l)), [], 'every line matches schemas/audit-entry.schema.json');
     t.ok(lines.every((l) => l.principal && l.method && l.outcome && l.peer), 'every entry names principal, peer, method, outcome');
     t.ok(lines.some((l) => l.principal === 'viewer' && l.method === 'blockCopy' && l.error?.name === 'unauthorized'), 'the refused read-only call is audited');
     t.ok(lines.filter((l) => l.error?.name === 'destinationRejected').length >= 11, 'every refused destination is audited');

@@ -5,8 +5,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openAudit, redact } from '../../src/audit.js';
+import { SchemaSet } from '../../src/schemas.js';
 import { createLogger, silentLogger } from '../../src/log.js';
-import { RpcServer, type AuditEntry } from '../../src/rpc/server.js';
+import type { AuditEntry } from '../../src/generated/api.js';
+import { RpcServer } from '../../src/rpc/server.js';
 import { Session } from '../../src/rpc/session.js';
 import { Flow } from '../../src/transport/flow.js';
 import { frameText } from '../../src/protocol/index.js';
@@ -108,6 +110,8 @@ t.test('a mutating call with deeply nested params is refused and audited', async
   sink.close();
   const lines = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
   t.match(lines, [{ method: 'abort', outcome: 'error', error: { code: -32602 }, params: { jobId: 'j1' } }], 'and audited, with bounded params');
+  const valid = new SchemaSet().validator('audit-entry.schema.json');
+  for (const l of lines) t.ok(valid(l), `the entry matches schemas/audit-entry.schema.json ${JSON.stringify(valid.errors)}`);
   t.equal(svc.calls.length, 0);
 });
 

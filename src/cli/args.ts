@@ -1,0 +1,31 @@
+// The client verbs' command line: the option table, its parsed values, and the small checks
+// every verb shares (numbers, naming a job). A usage error is thrown before anything connects.
+import { parseArgs } from 'node:util';
+
+export const EXIT = { ok: 0, agentError: 1, usage: 2, connection: 3, timeout: 4, interrupted: 130 } as const;
+
+export const OPTIONS = {
+  url: { type: 'string' }, socket: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' }, 'state-dir': { type: 'string' },
+  json: { type: 'boolean' }, job: { type: 'string' }, params: { type: 'string' },
+  format: { type: 'string' }, type: { type: 'string' }, bandwidth: { type: 'string' }, granularity: { type: 'string' },
+  'buf-size': { type: 'string' }, 'job-id': { type: 'string' }, shallow: { type: 'boolean' }, 'reuse-external': { type: 'boolean' },
+  'transient-job': { type: 'boolean' }, 'synchronous-writes': { type: 'boolean' }, wait: { type: 'boolean' },
+  pivot: { type: 'boolean' }, finish: { type: 'boolean' }, timeout: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  'group-id': { type: 'string' }, 'max-pause': { type: 'string' },
+} as const;
+
+export class UsageError extends Error {}
+
+export type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true }>>['values'];
+
+export const num = (s: string | undefined, name: string): number | undefined => {
+  if (s === undefined) return undefined;
+  if (!/^\d+(\.\d+)?$/.test(s)) throw new UsageError(`--${name} must be a number, got '${s}'`);
+  return Number(s);
+};
+
+export function jobRef(v: Values, pos: string[]): { jobId: string } | { domain: string; disk: string } {
+  if (v.job) return { jobId: v.job };
+  if (pos.length !== 2) throw new UsageError('name the job: DOMAIN DISK, or --job ID');
+  return { domain: pos[0]!, disk: pos[1]! };
+}

@@ -1,0 +1,103 @@
+// The verbs that start copies and follow them: copy (like virsh blockcopy --wait --pivot) and
+// copy-group; Ctrl-C during phase 1 cancels the copy, later it leaves it running.
+import { AgentClient, RpcError } from '../client/index.js';
+import type { BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
+import { EXIT, num, UsageError, type Values } from './args.js';
+import { closeClient } from './connect.js';
+import { groupSummary, jsonLines, reporter } from './output.js';
+
+export async function copy(client: AgentClient, v: Values, pos: string[]): Promise<number> {
+  if (pos.length !== 3) throw new UsageError('copy needs DOMAIN DISK DEST');
+  if (v.pivot && v.finish) throw new UsageError('--pivot and --finish exclude each other');
+  const [domain, disk, path] = pos as [string, string, string];
+  const whenReady = v.pivot ? 'pivot' : v.finish ? 'finish' : 'none';
+  const wait = whenReady !== 'none' ? 'done' : v.wait ? 'ready' : 'none';
+  const params: BlockCopyParams = {
+    domain, disk, destination: { path, ...(v.format ? { format: v.format as 'raw' | 'qcow2' } : {}), ...(v.type ? { type: v.type as 'file' | 'block' } : {}) },
+    whenReady, wait: 'none',
+    ...(v.shallow ? { shallow: true } : {}), ...(v['reuse-external'] ? { reuseExternal: true } : {}),
+    ...(v['transient-job'] ? { transientJob: true } : {}), ...(v['synchronous-writes'] ? { synchronousWrites: true } : {}),
+    ...(v.bandwidth !== undefined ? { bandwidth: num(v.bandwidth, 'bandwidth')! } : {}),
+    // The agent's schema checks the value (a power of two in range); here it is only a number.
+    ...(v.granularity !== undefined ? { granularity: num(v.granularity, 'granularity') as BlockCopyParams['granularity'] } : {}),
+    ...(v['buf-size'] !== undefined ? { bufSize: num(v['buf-size'], 'buf-size')! } : {}),
+    ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
+    ...(v['job-id'] ? { jobId: v['job-id'] } : {}),
+  };
+  const out = reporter(jsonLines(v));
+  const { job } = await client.call('blockCopy', params);
+  if (wait === 'none') {
+    out.say(`copy started: job ${job.jobId} (${job.state})`, { event: 'started', job });
+    return EXIT.ok;
+  }
+  client.on('job.changed', (j: Job) => { if (j.jobId === job.jobId) out.job(j); });
+  await client.call('subscribe', { jobIds: [job.jobId] });
+  // Ctrl-C: a copy still in phase 1 is cancelled (nothing useful exists yet); later it stays.
+  let interrupted = false;
+  const onSigint = () => {
+    interrupted = true;
+    void client.call('jobInfo', { jobId: job.jobId }).then(async ({ job: now }) => {
+      if (now.state === 'copying') {
+        await client.call('abort', { jobId: job.jobId });
+        out.say(`interrupted: cancelled job ${job.jobId}, which was still copying (phase 1); the guest stays on its source`, { event: 'interrupted', action: 'cancelled', jobId: job.jobId });
+      } else {
+        out.say(`interrupted: job ${job.jobId} is ${now.state}; left as it is`, { event: 'interrupted', action: 'none', job: now });
+      }
+      await closeClient(client);
+      process.exit(EXIT.interrupted);
+    });
+  };
+  process.once('SIGINT', onSigint);
+  const final = (await client.call('wait', { jobId: job.jobId, until: wait })).job;
+  process.off('SIGINT', onSigint);
+  if (interrupted) return new Promise(() => {}); // the handler exits
+  if (final.error?.name === 'timeout') {
+    out.say(`timeout: ${final.error.message}`, { event: 'timeout', job: final });
+    return EXIT.timeout;
+  }
+  if (final.state === 'failed' || final.state === 'cancelled') {
+    out.say(`${final.state}: ${final.error?.message ?? final.evidence ?? ''}`, { event: final.state, job: final });
+    return EXIT.agentError;
+  }
+  const what = final.state === 'pivoted' ? `pivoted: ${domain}/${disk} now runs on ${final.destination.path}` :
+    final.state === 'finished' ? `finished: ${final.destination.path} holds a consistent copy` : `ready: mirroring to ${final.destination.path} (job ${final.jobId})`;
+  out.say(what, { event: final.state, job: final });
+  return EXIT.ok;
+}
+
+export async function copyGroup(client: AgentClient, v: Values, pos: string[]): Promise<number> {
+  if (pos.length < 2) throw new UsageError('copy-group needs DOMAIN DISK=DEST...');
+  if (v.pivot && v.finish) throw new UsageError('--pivot and --finish exclude each other');
+  const [domain, ...pairs] = pos as [string, ...string[]];
+  const disks = pairs.map((p) => {
+    const m = /^([^=]+)=(.+)$/.exec(p);
+    if (!m) throw new UsageError(`'${p}' is not DISK=DEST`);
+    return {
+      disk: m[1]!, destination: { path: m[2]!, ...(v.format ? { format: v.format as 'raw' | 'qcow2' } : {}) },
+      ...(v.bandwidth !== undefined ? { bandwidth: num(v.bandwidth, 'bandwidth')! } : {}),
+    };
+  });
+  const whenReady = v.pivot ? 'pivot' : v.finish ? 'finish' : 'none';
+  const params: BlockCopyGroupParams = {
+    domain, disks, whenReady, wait: whenReady !== 'none' ? 'done' : v.wait ? 'ready' : 'none',
+    ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
+    ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
+    ...(v['group-id'] ? { groupId: v['group-id'] } : {}),
+  };
+  const out = reporter(jsonLines(v));
+  const shown = new Map<string, Job>();
+  client.on('job.changed', (j: Job) => {
+    const ours = pairs.some((p) => p.startsWith(`${j.disk}=`)) && (j.domain.name === domain || j.domain.uuid === domain) && !!j.groupId;
+    if (!ours) return;
+    shown.set(j.disk, j);
+    out.jobs([...shown.values()]);
+  });
+  if (params.wait !== 'none') await client.call('subscribe', { domain });
+  const { group } = await client.call('blockCopyGroup', params).catch((e: unknown) => {
+    const g = e instanceof RpcError ? (e.data as { group?: Group } | undefined)?.group : undefined;
+    if (g) out.say(groupSummary(g), { event: 'group', group: g });
+    throw e;
+  });
+  out.say(groupSummary(group), { event: 'group', group });
+  return EXIT.ok;
+}

@@ -1,0 +1,50 @@
+// What the verbs print: a live progress bar for a person at a terminal, JSON lines otherwise.
+import type { Group, Job } from '../generated/api.js';
+import type { Values } from './args.js';
+
+const MiB = 1024 * 1024;
+
+function progressLine(job: Job): string {
+  const cur = Number(job.progress.cur);
+  const end = Number(job.progress.end);
+  const pct = job.progress.percent ?? 0;
+  const filled = Math.round((pct / 100) * 30);
+  const rate = job.progress.rate === null ? '' : ` ${(job.progress.rate / MiB).toFixed(1)} MiB/s`;
+  const eta = job.progress.eta === null ? '' : ` ETA ${job.progress.eta}s`;
+  return `${job.domain.name}/${job.disk} [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${pct.toFixed(0).padStart(3)}% ${(cur / MiB).toFixed(0)}/${(end / MiB).toFixed(0)} MiB${rate}${eta} ${job.state}`;
+}
+
+/** JSON lines (one document per line) with --json or whenever stdout is not a terminal. */
+export const jsonLines = (v: Values): boolean => !!v.json || !process.stdout.isTTY;
+
+/** Shows job changes: a live bar on a terminal, JSON lines otherwise. */
+export function reporter(json: boolean) {
+  const tty = !json;
+  let open = false;
+  return {
+    job(job: Job) {
+      if (!tty) return void process.stdout.write(JSON.stringify({ event: 'job.changed', job }) + '\n');
+      process.stdout.write(`\r${progressLine(job)}\x1b[K`);
+      open = true;
+    },
+    /** Several jobs at once (a group): one line on a terminal. */
+    jobs(jobs: Job[]) {
+      if (!tty) return void process.stdout.write(JSON.stringify({ event: 'jobs.changed', jobs }) + '\n');
+      process.stdout.write(`\r${jobs.map((j) => `${j.disk} ${(j.progress.percent ?? 0).toFixed(0).padStart(3)}% ${j.state}`).join(' | ')}\x1b[K`);
+      open = true;
+    },
+    say(msg: string, data: unknown) {
+      if (!tty) return void process.stdout.write(JSON.stringify(data) + '\n');
+      if (open) process.stdout.write('\n');
+      open = false;
+      process.stdout.write(msg + '\n');
+    },
+  };
+}
+
+export function groupSummary(g: Group): string {
+  const sw = g.lastSwitch;
+  const detail = sw ? `guest paused ${sw.pausedMs} ms to ${sw.operation}: ${sw.disks.map((d) => `${d.disk} ${d.outcome}`).join(', ')}`
+    : g.jobs.map((j) => `${j.disk} ${j.state}`).join(', ');
+  return `group ${g.groupId}: ${g.state} (${detail})${g.error ? `; ${g.error.message}` : ''}`;
+}

@@ -1,0 +1,117 @@
+// blockCopyGroup: every disk checked before any copy starts, the copies started all or nothing,
+// and the answer once the group reaches what the caller waits for.
+import { randomUUID } from 'node:crypto';
+import { AgentError, ERRORS, type ErrorName } from '../errors.js';
+import { LibvirtError } from '../libvirt/index.js';
+import type { BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, Group } from '../generated/api.js';
+import { DEFAULTS } from '../generated/api.js';
+import { checkDistinct } from './group-params.js';
+import { isGroupEnded } from './group-state.js';
+import { groupEntry, type GroupContext, type GroupEntry } from './group-context.js';
+import { libvirtData } from './libvirt-errors.js';
+
+/** One member's blockCopy params: the group's options, and no wait or whenReady of its own. */
+function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['disks'][number]): BlockCopyParams {
+  const g = DEFAULTS.BlockCopyGroupParams;
+  const disk = DEFAULTS.GroupDisk;
+  return {
+    domain: params.domain, disk: d.disk, ...(d.destination ? { destination: d.destination } : {}),
+    ...(d.destinationXml !== undefined ? { destinationXml: d.destinationXml } : {}),
+    shallow: d.shallow ?? disk.shallow, reuseExternal: d.reuseExternal ?? disk.reuseExternal,
+    synchronousWrites: params.synchronousWrites ?? g.synchronousWrites,
+    ...(params.transientJob !== undefined ? { transientJob: params.transientJob } : {}),
+    ...(d.bandwidth !== undefined ? { bandwidth: d.bandwidth } : {}),
+    ...(d.granularity !== undefined ? { granularity: d.granularity } : {}),
+    ...(d.bufSize !== undefined ? { bufSize: d.bufSize } : {}),
+    // A member not ready in time cancels itself (journaled, so a restart keeps the deadline);
+    // the group then cancels the others.
+    ...(params.timeout !== undefined ? { timeout: params.timeout } : {}),
+    queue: params.queue ?? g.queue, whenReady: 'none', wait: 'none',
+  };
+}
+
+export class GroupStart {
+  /** `started`: the group's copies all run; the group may now act on its own. */
+  constructor(private readonly ctx: GroupContext, private readonly started: (entry: GroupEntry) => void) {}
+
+  async blockCopyGroup(params: BlockCopyGroupParams, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
+    const { ctx } = this;
+    ctx.assertServing();
+    const members = params.disks.map((d) => memberParams(params, d));
+    checkDistinct(params);
+
+    const same = ctx.findSame(params);
+    if (same) return this.awaitGoal(same, params, false, signal);
+
+    // Every disk is checked before any copy starts: bad input changes nothing.
+    for (const m of members) {
+      const existing = await ctx.jobs.checkCopy(m);
+      if (existing) {
+        throw new AgentError('jobExists', `disk ${m.disk} already has a copy job (${existing.jobId}, ${existing.state}) outside this group`, { job: existing });
+      }
+    }
+    const dom = await this.domainOf(params.domain);
+    const now = ctx.jobs.now();
+    const g = DEFAULTS.BlockCopyGroupParams;
+    const entry = groupEntry({
+      groupId: params.groupId ?? randomUUID(), domain: dom, jobIds: [], whenReady: params.whenReady ?? g.whenReady,
+      freeze: params.freeze ?? g.freeze, maxPause: params.maxPause ?? g.maxPause, createdAt: now, updatedAt: now, lastSwitch: null,
+    }, true);
+    ctx.groups.set(entry.rec.groupId, entry);
+    await ctx.save(entry).catch((e: unknown) => {
+      ctx.groups.delete(entry.rec.groupId);
+      throw e;
+    });
+    for (const m of members) {
+      try {
+        const r = await ctx.jobs.blockCopy(m, signal, { groupId: entry.rec.groupId });
+        entry.rec.jobIds.push(r.job.jobId);
+        await ctx.save(entry);
+      } catch (e) {
+        entry.starting = false;
+        // All or nothing: the copies already started are cancelled.
+        entry.rec.error = { name: e instanceof AgentError ? e.errorName : 'libvirtError', message: `disk ${m.disk}: ${(e as Error).message}; the group's other copies were cancelled` };
+        entry.cancelledRest = true;
+        await ctx.cancelMembers(entry);
+        await ctx.save(entry);
+        throw e instanceof AgentError ? new AgentError(e.errorName, e.message, { ...e.data, group: ctx.view(entry) }) : e;
+      }
+    }
+    entry.starting = false;
+    ctx.log.info('group started', { groupId: entry.rec.groupId, domain: dom.name, disks: params.disks.map((d) => d.disk) });
+    this.started(entry);
+    return this.awaitGoal(entry, params, true, signal);
+  }
+
+  private async awaitGoal(entry: GroupEntry, params: BlockCopyGroupParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
+    const { ctx } = this;
+    const wait = params.wait ?? DEFAULTS.BlockCopyGroupParams.wait;
+    if (wait !== 'none') {
+      const automatic = entry.rec.whenReady !== 'none';
+      const done = (): boolean => {
+        const s = ctx.state(entry);
+        if (wait === 'ready') return s !== 'copying';
+        // With whenReady, a switch that failed on every disk leaves the group ready: that is its end too.
+        return !entry.switching && (isGroupEnded(s) || s === 'partial' || (automatic && !!entry.rec.lastSwitch && s === 'ready'));
+      };
+      // A re-run's timeout only bounds its own wait; the first call's members own the deadline.
+      const limit = !changed && params.timeout !== undefined ? params.timeout * 1000 : undefined;
+      if (!(await ctx.waitUntil(done, limit, signal))) {
+        throw new AgentError('timeout', `group ${entry.rec.groupId} is still ${ctx.state(entry)}`, { group: ctx.view(entry) });
+      }
+      const s = ctx.state(entry);
+      if (entry.rec.error && s !== 'pivoted' && s !== 'finished') {
+        const name = entry.rec.error.name in ERRORS ? entry.rec.error.name as ErrorName : 'libvirtError';
+        throw new AgentError(name, entry.rec.error.message, { group: ctx.view(entry) });
+      }
+    }
+    return { group: ctx.view(entry), changed };
+  }
+
+  private async domainOf(key: string): Promise<Group['domain']> {
+    const dom = await this.ctx.jobs.connection.lookupDomain(key).catch((e) => {
+      throw new AgentError('notFound', `no domain '${key}'`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
+    });
+    return { name: dom.name, uuid: dom.uuid };
+  }
+}
