@@ -1,28 +1,26 @@
 // Reconcile at start-up and after a reconnect, and adoption of copies this agent did not
 // start: every journaled job against libvirt's live state, every unowned <mirror job='copy'>.
 import type { DomainRef } from '../libvirt/index.js';
-import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
-import type { JobState } from '../generated/api.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
-import { adoptedJob, diskKey, mirrorMismatch, track, type Tracked } from './job.js';
-import { toByteCount } from './numbers.js';
-import { canTransition, isTerminal, REQUEST_OF } from './state-machine.js';
+import { adoptedJob, diskKey, track, type Tracked } from './job.js';
+import { Observer, type Recovery } from './observe.js';
+import { isTerminal } from './state-machine.js';
 import { isDomainGone, isUnanswered, toAgentError } from './libvirt-errors.js';
 import { SingleFlight, within } from './read-bound.js';
 import type { JobContext } from './context.js';
-
-/** When a reconcile runs (goes into the evidence). */
-export type Moment = 'start-up' | 'reconnect';
 
 export class Reconciler {
   private scanning: { uuid: string | undefined; startedAt: number; done: Promise<boolean> } | null = null;
   /** The last adoption scan failed because libvirtd did not answer. */
   private stalled = false;
   private readonly checks = new SingleFlight<Tracked | undefined>();
+  private readonly observer: Observer;
 
-  constructor(private readonly ctx: JobContext) {}
+  constructor(private readonly ctx: JobContext) {
+    this.observer = new Observer(ctx);
+  }
 
-  async reconcile(when: Moment): Promise<void> {
+  async reconcile(when: Recovery): Promise<void> {
     for (const entry of this.ctx.entries.values()) {
       if (isTerminal(entry.rec.job.state)) continue;
       await this.reconcileOne(entry, when).catch((err) => this.ctx.log.error('reconcile failed', { jobId: entry.rec.job.jobId, error: err }));
@@ -43,67 +41,9 @@ export class Reconciler {
     this.ctx.registry.pruneEnded();
   }
 
-  async reconcileOne(entry: Tracked, when: Moment): Promise<void> {
-    const job = entry.rec.job;
-    const intent = entry.rec.intent;
-    let info;
-    try {
-      info = await this.ctx.conn.getBlockJobInfo(job.domain.uuid, job.disk);
-    } catch (e) {
-      if (e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || e.code === VirErrorCode.OPERATION_INVALID)) {
-        // libvirt 9.0, restarted while it had a pivot to process, can fail to reload its own
-        // status of the domain and forget it while its QEMU runs on: worth saying to an operator.
-        const request = REQUEST_OF[job.state];
-        const lost = when === 'reconnect' && e.code === VirErrorCode.NO_DOMAIN && request
-          ? `; libvirt no longer knows the domain after its restart, although ${request === 'abort' ? 'an' : 'a'} ${request} was under way: if its QEMU process still runs, libvirtd lost track of it (libvirt 9.0 can, when restarted during a pivot; see libvirtd's log)`
-          : '';
-        this.ctx.recorder.fail(entry, 'invalidState', `the domain is gone or no longer running${lost}`, `found at ${when}: ${e.message}`);
-      } else {
-        this.ctx.log.error(`cannot read a journaled job at ${when}; the poll will retry`, { jobId: job.jobId, error: e });
-      }
-      return;
-    }
-    if (!info || info.type !== 'copy') {
-      if (intent?.op === 'blockCopy' && job.state === 'copying') {
-        // The agent stopped between journaling the copy and libvirt starting it (or libvirt refused).
-        const disk = await this.ctx.verify.liveDisk(entry).catch(() => undefined);
-        if (!disk?.mirror) {
-          this.ctx.recorder.fail(entry, 'libvirtError', `the copy was never started (${when === 'reconnect' ? 'libvirtd did not answer the request: it timed out or the connection dropped' : 'the agent stopped while starting it'})`, `journal intent blockCopy at ${intent.at}; no block job at ${when}`);
-          return;
-        }
-      }
-      await this.ctx.verify.settle(entry, `the block job ended while the agent was not running${intent ? ` (last request: ${intent.op})` : ''}`, { jobGone: true });
-      return;
-    }
-    const disk = await this.ctx.verify.liveDisk(entry);
-    const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
-    if (disk && other) {
-      await this.ctx.verify.supersede(entry, disk, other, `at ${when}`);
-      return;
-    }
-    job.progress.cur = toByteCount(info.cur);
-    job.progress.end = toByteCount(info.end);
-    const mirrorReady = disk?.mirror?.ready ?? null;
-    // libvirt's own view of the mirror decides; the journal only says what was asked.
-    let state: JobState;
-    if (mirrorReady === 'pivot') state = 'pivoting';
-    else if (mirrorReady === 'abort') state = job.state === 'finishing' ? 'finishing' : 'cancelling';
-    else if (job.state === 'cancelling') state = 'cancelling';
-    else state = mirrorReady === 'yes' ? 'ready' : 'copying';
-    if (job.state !== state) {
-      const evidence = `reconciled at ${when} from the live XML (mirror ready='${mirrorReady ?? 'no'}'${intent ? `; last request: ${intent.op}` : ''})`;
-      if (canTransition(job.state, state)) this.ctx.recorder.transition(entry, state, { evidence, ...(state === 'ready' && !job.readyAt ? { readyAt: this.ctx.iso() } : {}) });
-      else this.ctx.log.warn('journal and live XML disagree in a way the state table does not allow', { jobId: job.jobId, journal: job.state, live: state });
-    }
-    if (state === 'cancelling' && mirrorReady !== 'abort') {
-      // The abort may never have reached libvirt: ask again.
-      await this.ctx.recorder.beforeSideEffect(entry, { op: 'abort', at: this.ctx.iso() });
-      entry.requestedAt = this.ctx.realNow();
-      await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true }).catch((e) => this.ctx.log.warn('abort at start-up failed', { jobId: job.jobId, error: e }));
-      this.ctx.recorder.afterSideEffect(entry);
-    }
-    if (state === 'pivoting' || state === 'finishing' || state === 'cancelling') entry.requestedAt = this.ctx.realNow();
-    if (entry.rec.timeoutAt !== undefined && !isTerminal(entry.rec.job.state)) this.ctx.completion.armTimeout(entry, entry.rec.timeoutAt);
+  /** One journaled job against libvirt: the poll's observation, with recovery's policy (observe.ts). */
+  reconcileOne(entry: Tracked, when: Recovery): Promise<void> {
+    return this.observer.observe(entry, when);
   }
 
   /**

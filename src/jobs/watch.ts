@@ -1,21 +1,21 @@
 // What libvirt tells (BLOCK_JOB_2 and lifecycle events) and the safety-net poll: progress,
 // ready, ends, domains that go away, and copies started outside the agent.
 import type { DomainEvent } from '../libvirt/index.js';
-import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import { diagnoseCopyFailure, domainGoneReason } from './diagnose.js';
-import { diskKey, mirrorMismatch, type Tracked } from './job.js';
+import { diskKey, type Tracked } from './job.js';
 import { toByteCount } from './numbers.js';
+import { Observer } from './observe.js';
 import { isTerminal, REQUEST_OF } from './state-machine.js';
 import type { JobContext } from './context.js';
-
-/** At most one progress notification per job per this many ms (state changes are never held back). */
-const PROGRESS_EMIT_MS = 1000;
 
 export class Watch {
   private ticking = false;
   private lastScan = 0;
+  private readonly observer: Observer;
 
-  constructor(private readonly ctx: JobContext) {}
+  constructor(private readonly ctx: JobContext) {
+    this.observer = new Observer(ctx);
+  }
 
   onDomainEvent(e: DomainEvent): void {
     if (this.ctx.stopped) return;
@@ -74,9 +74,15 @@ export class Watch {
     }
   }
 
-  becomeReady(entry: Tracked, why: string): void {
-    this.ctx.log.info('job ready', { jobId: entry.rec.job.jobId, why });
-    this.ctx.recorder.transition(entry, 'ready', { readyAt: this.ctx.iso() });
+  /**
+   * The one way a copy becomes ready, from an event, the poll or a reconcile: readyAt keeps the
+   * first time (a request recovery found lost returns the job to ready), whenReady follows.
+   */
+  becomeReady(entry: Tracked, why: string, evidence?: string): void {
+    const job = entry.rec.job;
+    this.ctx.log.info('job ready', { jobId: job.jobId, why });
+    this.ctx.recorder.transition(entry, 'ready', { readyAt: job.readyAt ?? this.ctx.iso(), ...(evidence ? { evidence } : {}) });
+    // A no-op while recovering: the manager's serve() starts it for every ready job once serving.
     this.ctx.completion.completeWhenReady(entry);
   }
 
@@ -107,60 +113,8 @@ export class Watch {
     job.progress.end = toByteCount(info.end);
   }
 
-  async sample(entry: Tracked): Promise<void> {
-    if (entry.starting) return;
-    const job = entry.rec.job;
-    let info;
-    try {
-      info = await this.ctx.conn.getBlockJobInfo(job.domain.uuid, job.disk);
-    } catch (e) {
-      if (e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)))) {
-        // The lifecycle event (stopped/crashed) says why; give it one poll round to arrive.
-        const real = this.ctx.realNow();
-        entry.goneSince ??= real;
-        if (real - entry.goneSince >= this.ctx.sampleMs) {
-          this.ctx.recorder.fail(entry, 'invalidState', 'the domain is gone or no longer running', `no lifecycle event received; the poll got: ${e.message}`);
-        }
-      }
-      return;
-    }
-    delete entry.goneSince;
-    if (!info || info.type !== 'copy') {
-      // Give the event a moment: libvirt may still be delivering the end of a request.
-      const grace = Math.max(5000, 2 * this.ctx.pollMs);
-      if (!REQUEST_OF[job.state] || this.ctx.realNow() - entry.requestedAt > grace) {
-        // Not awaited: a verification may take seconds, and the other jobs' samples must not wait.
-        void this.ctx.verify.settle(entry, `the block job disappeared without an event (seen by the ${this.ctx.pollMs} ms poll)`, { jobGone: true });
-      }
-      return;
-    }
-    delete entry.mirrorWithoutJobSince;
-    const now = this.ctx.clock();
-    entry.sampler.add(now, Number(info.cur));
-    const moved = toByteCount(info.cur) !== job.progress.cur || toByteCount(info.end) !== job.progress.end;
-    job.progress.cur = toByteCount(info.cur);
-    job.progress.end = toByteCount(info.end);
-    job.bandwidth = toByteCount(info.bandwidth);
-    // Ready comes from the event; the XML cross-check only catches a missed one. cur == end
-    // alone proves nothing (0/1 means "not known yet"), so it only makes the check earlier.
-    const real = this.ctx.realNow();
-    if ((job.state === 'copying' && info.end > 1n && info.cur === info.end) || real - entry.lastXmlCheck >= this.ctx.pollMs) {
-      entry.lastXmlCheck = real;
-      const disk = await this.ctx.verify.liveDisk(entry);
-      // The block job libvirt reports may be another copy of the same disk (see supersede).
-      const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
-      if (disk && other) {
-        await this.ctx.locks.run(diskKey(job.domain.uuid, job.disk), async () => {
-          if (!isTerminal(job.state) && !entry.starting) await this.ctx.verify.supersede(entry, disk, other, `by the ${this.ctx.pollMs} ms poll`);
-        });
-        return;
-      }
-      if (disk?.mirror?.ready === 'yes' && entry.rec.job.state === 'copying') {
-        this.ctx.log.warn('ready seen in the live XML before any event', { jobId: job.jobId });
-        this.becomeReady(entry, "live XML shows <mirror ready='yes'>");
-        return;
-      }
-    }
-    if (moved && real - entry.lastEmit >= PROGRESS_EMIT_MS) this.ctx.recorder.emitChanged(entry);
+  /** One poll of a job: the same observation recovery makes, with the poll's policy (observe.ts). */
+  sample(entry: Tracked): Promise<void> {
+    return this.observer.observe(entry, 'poll');
   }
 }
