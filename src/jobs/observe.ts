@@ -35,8 +35,9 @@ interface Policy {
    * happened while the agent was away.
    */
   goneGrace: boolean;
-  /** No block job and a journaled blockCopy intent: tell "never started" from "ended" (recovery:
-   *  the agent stopped, or the connection dropped, between journaling the copy and libvirt's answer). */
+  /** No block job and a journaled blockCopy intent: tell "never started" from "ended". The intent
+   *  outlives the call only when libvirt's answer never came: the agent stopped, the connection
+   *  dropped, or the call timed out (then the poll, once libvirtd answers, finds it too). */
   neverStarted: boolean;
   /** No block job while a request of this agent is under way: wait for its end event a while
    *  (poll); recovery concludes at once, since missed events are never replayed. */
@@ -76,7 +77,7 @@ const RECOVERY: Policy = {
 
 export const POLICY: Readonly<Record<Moment, Policy>> = {
   poll: {
-    skipStarting: true, goneGrace: true, neverStarted: false, requestGrace: true, awaitSettle: false,
+    skipStarting: true, goneGrace: true, neverStarted: true, requestGrace: true, awaitSettle: false,
     xmlEveryTime: false, lockSupersede: true, follow: 'ready', resume: false, emitProgress: true,
   },
   'start-up': RECOVERY,
@@ -172,7 +173,7 @@ export class Observer {
       const disk = await this.ctx.verify.liveDisk(entry).catch(() => undefined);
       // A disk on the destination was copied (and pivoted by someone): settle says so.
       if (!disk?.mirror && !samePath(disk?.sourcePath, job.destination.path)) {
-        this.ctx.recorder.fail(entry, 'libvirtError', `the copy was never started (${moment === 'reconnect' ? 'libvirtd did not answer the request: it timed out or the connection dropped' : 'the agent stopped while starting it'})`, `journal intent blockCopy at ${intent.at}; no block job at ${moment}`);
+        this.ctx.recorder.fail(entry, 'libvirtError', `the copy was never started (${moment === 'start-up' ? 'the agent stopped while starting it' : 'libvirtd did not answer the request: it timed out or the connection dropped'})`, `journal intent blockCopy at ${intent.at}; no block job at ${moment}`);
         return;
       }
     }

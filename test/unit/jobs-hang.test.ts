@@ -127,6 +127,11 @@ t.test('a libvirt timeout during blockCopy is a timeout: the job stays, libvirt\
   const jobId = (e.data.job as { jobId: string }).jobId;
   t.match(await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest }), { changed: false, job: { jobId } }, 'the same call again returns that job');
 
+  // libvirtd never started that copy: the poll, finding no block job behind the unanswered
+  // request, says so (not "cancelled", which would claim somebody cancelled a running copy).
+  await until(async () => (await s.jobs.jobInfo({ jobId })).job.state !== 'copying');
+  t.match((await s.jobs.jobInfo({ jobId })).job, { state: 'failed', error: { name: 'libvirtError', message: /never started \(libvirtd did not answer the request/ } }, 'the poll: never started');
+
   s.conn.failNext.set('blockCopy', new LibvirtError(VirErrorCode.RPC, 7, 'End of file while reading data: Input/output error'));
   const dropped = await failure(s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } }));
   t.equal(dropped.errorName, 'unavailable', 'a dropped connection is still named unavailable');
@@ -134,7 +139,8 @@ t.test('a libvirt timeout during blockCopy is a timeout: the job stays, libvirt\
   t.match(dropped.data, { libvirt: { code: VirErrorCode.RPC } });
 
   s.conn.failNext.set('blockJobSetSpeed', new LibvirtTimeout('libvirtd did not answer blockJobSetSpeed within 10000 ms; it may still take effect'));
-  const speed = await failure(s.jobs.setSpeed({ jobId, bandwidth: 1024 }));
+  const running = (await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } })).job.jobId;
+  const speed = await failure(s.jobs.setSpeed({ jobId: running, bandwidth: 1024 }));
   t.equal(speed.errorName, 'libvirtTimeout', `setSpeed: ${speed.message}`);
 });
 
