@@ -3,7 +3,8 @@
 import { AgentError } from '../errors.js';
 import { LibvirtError } from '../libvirt/index.js';
 import type { AbortResult, PivotResult } from '../generated/api.js';
-import { diskKey, publicJob, type Tracked } from './job.js';
+import { DEFAULTS } from '../generated/api.js';
+import { diskKey, publicJob, type JobEntry } from './job.js';
 import { isNoJob, isNotReady, isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
 import { sleep, type JobContext } from './context.js';
@@ -14,7 +15,7 @@ const ABORT_WAIT_MS = 120_000;
 export class Completion {
   constructor(private readonly ctx: JobContext) {}
 
-  async complete(entry: Tracked, how: 'pivot' | 'finish', budgetMs: number): Promise<PivotResult> {
+  async complete(entry: JobEntry, how: 'pivot' | 'finish', budgetMs: number): Promise<PivotResult> {
     const { busy, goal } = COMPLETION[how];
     const job = entry.rec.job;
     const key = diskKey(job.domain.uuid, job.disk);
@@ -100,7 +101,7 @@ export class Completion {
   }
 
   /** `reason` (the caller's timeout) is recorded only if this call is the one that starts the cancel. */
-  async cancel(entry: Tracked, reason?: { name: string; message: string }): Promise<AbortResult> {
+  async cancel(entry: JobEntry, reason?: { name: string; message: string }): Promise<AbortResult> {
     const job = entry.rec.job;
     const key = diskKey(job.domain.uuid, job.disk);
     if (isTerminal(job.state)) return { job: publicJob(entry), changed: false };
@@ -147,18 +148,20 @@ export class Completion {
   }
 
   /** whenReady: pivot|finish, once the job is ready. */
-  completeWhenReady(entry: Tracked): void {
+  completeWhenReady(entry: JobEntry): void {
     const how = entry.rec.job.whenReady;
     if (this.ctx.recovering || (how !== 'pivot' && how !== 'finish')) return;
     const id = entry.rec.job.jobId;
-    void this.complete(entry, how, 30_000).catch((err) => this.ctx.log.warn(`automatic ${how} failed`, { jobId: id, error: err }));
+    // As if the caller had called pivot/finish without a timeout: the schema's default.
+    const timeoutMs = (how === 'pivot' ? DEFAULTS.PivotParams.timeout : DEFAULTS.FinishParams.timeout) * 1000;
+    void this.complete(entry, how, timeoutMs).catch((err) => this.ctx.log.warn(`automatic ${how} failed`, { jobId: id, error: err }));
   }
 
   /**
    * Like virsh --timeout: at `at` (ms since the epoch), cancel the copy if it has not got where
    * it was asked to go (ready, or the end with whenReady pivot|finish). Journaled, so a restart re-arms it.
    */
-  armTimeout(entry: Tracked, at: number): void {
+  armTimeout(entry: JobEntry, at: number): void {
     const job = entry.rec.job;
     if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
     if (entry.rec.timeoutAt !== at) {
@@ -179,7 +182,7 @@ export class Completion {
 }
 
 
-function percentText(entry: Tracked): string {
+function percentText(entry: JobEntry): string {
   const p = publicJob(entry).progress.percent;
   return p === null ? 'unknown' : `${p}%`;
 }

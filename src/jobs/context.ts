@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { Connection, DomainEvent } from '../libvirt/index.js';
 import { STALE_MIRROR_MS } from './conclude.js';
 import { defaultDestinationCheck, type DestinationCheck } from '../destination/policy.js';
-import type { Tracked } from './job.js';
+import type { JobEntry } from './job.js';
 import { Journal } from './journal.js';
 import { KeyedMutex } from './lock.js';
 import type { Completion } from './completion.js';
@@ -51,7 +51,7 @@ export class JobContext {
   readonly maxCopies: number;
   readonly keepEnded: number;
   readonly checkDest: DestinationCheck;
-  readonly entries = new Map<string, Tracked>();
+  readonly entries = new Map<string, JobEntry>();
   /** Serializes creation and every side effect per (domain, disk). */
   readonly locks = new KeyedMutex();
   /** Internal: fires on every job update, for waiters. */

@@ -11,8 +11,8 @@ import { fromByteCount, toByteCount } from './numbers.js';
 import { RateSampler } from './sampler.js';
 import { isTerminal } from './state-machine.js';
 
-/** A job as the manager tracks it: the journaled record plus in-memory bookkeeping. */
-export interface Tracked {
+/** One job in memory (an entry): its journaled record (`rec`) plus in-memory bookkeeping. */
+export interface JobEntry {
   rec: JobRecord;
   sampler: RateSampler;
   /** Journal writes of this job, chained so they land in order. */
@@ -36,7 +36,7 @@ export interface Tracked {
   timeoutTimer?: NodeJS.Timeout;
 }
 
-export function track(rec: JobRecord): Tracked {
+export function track(rec: JobRecord): JobEntry {
   return { rec, sampler: new RateSampler(), writes: Promise.resolve(), lastEmit: 0, lastXmlCheck: 0, requestedAt: 0, starting: false, sawEnd: false, settling: null };
 }
 
@@ -121,7 +121,7 @@ export function adoptedJob(dom: { name: string; uuid: string }, disk: DiskInfo, 
 }
 
 /** The job as callers see it: a deep copy with percent, rate and ETA computed from the samples. */
-export function publicJob(t: Tracked): Job {
+export function publicJob(t: JobEntry): Job {
   const job = t.rec.job;
   const cur = Number(job.progress.cur);
   const end = Number(job.progress.end);

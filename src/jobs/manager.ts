@@ -156,7 +156,7 @@ export class JobManager extends EventEmitter {
   }
 
   async listJobs(params: ListJobsParams): Promise<ListJobsResult> {
-    const includeEnded = params.includeEnded ?? true;
+    const includeEnded = params.includeEnded ?? DEFAULTS.ListJobsParams.includeEnded;
     let uuid: string | undefined;
     if (params.domain) {
       const known = [...this.ctx.entries.values()].find((t) => t.rec.job.domain.name === params.domain || t.rec.job.domain.uuid === params.domain);

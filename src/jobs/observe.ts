@@ -4,7 +4,7 @@
 import { LibvirtError, VirErrorCode, type BlockJobInfo } from '../libvirt/index.js';
 import type { JobState } from '../generated/api.js';
 import type { DiskInfo } from './disk-xml.js';
-import { diskKey, mirrorMismatch, samePath, type Tracked } from './job.js';
+import { diskKey, mirrorMismatch, samePath, type JobEntry } from './job.js';
 import { toByteCount } from './numbers.js';
 import { canTransition, isTerminal, REQUEST_OF } from './state-machine.js';
 import type { JobContext } from './context.js';
@@ -95,7 +95,7 @@ function domainGone(e: unknown): e is LibvirtError {
 export class Observer {
   constructor(private readonly ctx: JobContext) {}
 
-  async observe(entry: Tracked, moment: Moment): Promise<void> {
+  async observe(entry: JobEntry, moment: Moment): Promise<void> {
     const p = POLICY[moment];
     if (p.skipStarting && entry.starting) return;
     try {
@@ -107,7 +107,7 @@ export class Observer {
     }
   }
 
-  private async look(entry: Tracked, moment: Moment, p: Policy): Promise<void> {
+  private async look(entry: JobEntry, moment: Moment, p: Policy): Promise<void> {
     const job = entry.rec.job;
     let info: BlockJobInfo | null;
     try {
@@ -143,7 +143,7 @@ export class Observer {
     if (p.emitProgress && moved && real - entry.lastEmit >= PROGRESS_EMIT_MS) this.ctx.recorder.emitChanged(entry);
   }
 
-  private unreadable(entry: Tracked, e: unknown, moment: Moment, p: Policy): void {
+  private unreadable(entry: JobEntry, e: unknown, moment: Moment, p: Policy): void {
     const job = entry.rec.job;
     if (!domainGone(e)) {
       if (!p.goneGrace) this.ctx.log.error(`cannot read a journaled job at ${moment}; the poll will retry`, { jobId: job.jobId, error: e });
@@ -166,7 +166,7 @@ export class Observer {
     this.ctx.recorder.fail(entry, 'invalidState', `the domain is gone or no longer running${lost}`, `found at ${moment}: ${e.message}`);
   }
 
-  private async noBlockJob(entry: Tracked, moment: Moment, p: Policy): Promise<void> {
+  private async noBlockJob(entry: JobEntry, moment: Moment, p: Policy): Promise<void> {
     const job = entry.rec.job;
     const intent = entry.rec.intent;
     if (p.neverStarted && intent?.op === 'blockCopy' && job.state === 'copying') {
@@ -188,7 +188,7 @@ export class Observer {
   }
 
   /** Feeds the rate sampler and the job's counters; whether they moved. */
-  private progress(entry: Tracked, info: BlockJobInfo): boolean {
+  private progress(entry: JobEntry, info: BlockJobInfo): boolean {
     const job = entry.rec.job;
     entry.sampler.add(this.ctx.clock(), Number(info.cur));
     const moved = toByteCount(info.cur) !== job.progress.cur || toByteCount(info.end) !== job.progress.end;
@@ -199,7 +199,7 @@ export class Observer {
   }
 
   /** The block job libvirt reports may be another copy of the same disk (see verify.supersede). */
-  private async supersededBy(entry: Tracked, disk: DiskInfo | undefined, moment: Moment, p: Policy): Promise<boolean> {
+  private async supersededBy(entry: JobEntry, disk: DiskInfo | undefined, moment: Moment, p: Policy): Promise<boolean> {
     const job = entry.rec.job;
     const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
     if (!disk || !other) return false;
@@ -214,7 +214,7 @@ export class Observer {
   }
 
   /** Moves the job to the state libvirt shows, as far as the moment's policy follows; whether it changed. */
-  private follow(entry: Tracked, shown: JobState, mirrorReady: string | null, moment: Moment, p: Policy): boolean {
+  private follow(entry: JobEntry, shown: JobState, mirrorReady: string | null, moment: Moment, p: Policy): boolean {
     const job = entry.rec.job;
     if (shown === job.state) return false;
     const missedReady = job.state === 'copying' && shown === 'ready';
@@ -238,7 +238,7 @@ export class Observer {
   }
 
   /** Recovery only: what was under way goes on (see Policy.resume). */
-  private async resume(entry: Tracked, shown: JobState, mirrorReady: string | null): Promise<void> {
+  private async resume(entry: JobEntry, shown: JobState, mirrorReady: string | null): Promise<void> {
     const job = entry.rec.job;
     if (shown === 'cancelling' && mirrorReady !== 'abort') {
       // The abort may never have reached libvirt: ask again.

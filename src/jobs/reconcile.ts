@@ -2,7 +2,7 @@
 // start: every journaled job against libvirt's live state, every unowned <mirror job='copy'>.
 import type { DomainRef } from '../libvirt/index.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
-import { adoptedJob, diskKey, track, type Tracked } from './job.js';
+import { adoptedJob, diskKey, track, type JobEntry } from './job.js';
 import { Observer, type Recovery } from './observe.js';
 import { isTerminal } from './state-machine.js';
 import { isDomainGone, isUnanswered, toAgentError } from './libvirt-errors.js';
@@ -13,7 +13,7 @@ export class Reconciler {
   private scanning: { uuid: string | undefined; startedAt: number; done: Promise<boolean> } | null = null;
   /** The last adoption scan failed because libvirtd did not answer. */
   private stalled = false;
-  private readonly checks = new SingleFlight<Tracked | undefined>();
+  private readonly checks = new SingleFlight<JobEntry | undefined>();
   private readonly observer: Observer;
 
   constructor(private readonly ctx: JobContext) {
@@ -42,7 +42,7 @@ export class Reconciler {
   }
 
   /** One journaled job against libvirt: the poll's observation, with recovery's policy (observe.ts). */
-  reconcileOne(entry: Tracked, when: Recovery): Promise<void> {
+  reconcileOne(entry: JobEntry, when: Recovery): Promise<void> {
     return this.observer.observe(entry, when);
   }
 
@@ -123,7 +123,7 @@ export class Reconciler {
    * has not completed `readMs` after it started (it goes on). One check per disk at a time,
    * shared by the callers meanwhile. Rejects with a named error when libvirtd could not tell.
    */
-  checkDisk(uuid: string, target: string, dom?: DomainRef, readMs?: number): Promise<{ value: Tracked | undefined } | undefined> {
+  checkDisk(uuid: string, target: string, dom?: DomainRef, readMs?: number): Promise<{ value: JobEntry | undefined } | undefined> {
     const key = diskKey(uuid, target);
     return this.checks.run(key, async () => {
       const d = dom ?? await this.ctx.conn.lookupDomain(uuid).catch((e: unknown) => {
@@ -136,7 +136,7 @@ export class Reconciler {
   }
 
   /** Runs under the disk's lock. A domain that is gone or stopped has no copy. */
-  async adoptIfMirrored(dom: DomainRef, target: string): Promise<Tracked | undefined> {
+  async adoptIfMirrored(dom: DomainRef, target: string): Promise<JobEntry | undefined> {
     const active = this.ctx.registry.activeFor(dom.uuid, target);
     if (active) return active;
     const xml = await this.ctx.conn.getXml(dom.uuid).catch((e: unknown) => {
@@ -148,7 +148,7 @@ export class Reconciler {
     return this.adopt(dom, d);
   }
 
-  async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<Tracked | undefined> {
+  async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<JobEntry | undefined> {
     const info = await this.ctx.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
     // After stop() the directory may be the next agent's: nothing more is recorded.
     if (this.ctx.stopped) return undefined;

@@ -2,7 +2,7 @@
 // transition goes through the state table, every side effect is preceded by a durable record.
 import { AgentError } from '../errors.js';
 import type { Job, JobState } from '../generated/api.js';
-import { publicJob, type Tracked } from './job.js';
+import { publicJob, type JobEntry } from './job.js';
 import { stateUnavailable, type Intent, type JobRecord } from './journal.js';
 import { faultPoint } from './fault-points.js';
 import { canTransition, isTerminal } from './state-machine.js';
@@ -12,7 +12,7 @@ export class Recorder {
   constructor(private readonly ctx: JobContext) {}
 
   /** The only way a job's state changes. `persist: false` when the caller writes the journal itself (before a side effect). */
-  transition(entry: Tracked, to: JobState, patch: Partial<Job> = {}, opts: { persist?: boolean } = {}): void {
+  transition(entry: JobEntry, to: JobState, patch: Partial<Job> = {}, opts: { persist?: boolean } = {}): void {
     const job = entry.rec.job;
     if (job.state === to) return;
     if (!canTransition(job.state, to)) {
@@ -30,13 +30,13 @@ export class Recorder {
     this.touch(entry, opts.persist ?? true);
   }
 
-  fail(entry: Tracked, name: string, message: string, evidence: string, libvirt?: { code: number; domain: number; message: string }): void {
+  fail(entry: JobEntry, name: string, message: string, evidence: string, libvirt?: { code: number; domain: number; message: string }): void {
     if (isTerminal(entry.rec.job.state)) return;
     this.transition(entry, 'failed', { error: { name, message, ...(libvirt ? { libvirt } : {}) }, evidence, outcome: 'observed' });
   }
 
   /** Records a change: journal (in order, in the background) and notify. */
-  touch(entry: Tracked, persist = true): void {
+  touch(entry: JobEntry, persist = true): void {
     entry.rec.job.updatedAt = this.ctx.iso();
     if (persist) this.persistLater(entry);
     this.emitChanged(entry);
@@ -46,7 +46,7 @@ export class Recorder {
    * The journal write that must land before a libvirt side effect: the record with its intent,
    * durably. If it cannot be written, the side effect is not attempted (state restored to `revertTo`).
    */
-  async beforeSideEffect(entry: Tracked, intent: Intent, revertTo?: JobState): Promise<void> {
+  async beforeSideEffect(entry: JobEntry, intent: Intent, revertTo?: JobState): Promise<void> {
     entry.rec.intent = intent;
     try {
       await this.persist(entry);
@@ -59,7 +59,7 @@ export class Recorder {
     }
   }
 
-  afterSideEffect(entry: Tracked): void {
+  afterSideEffect(entry: JobEntry): void {
     if (!entry.rec.intent) return;
     faultPoint(`${entry.rec.intent.op}:sent`);
     delete entry.rec.intent;
@@ -67,13 +67,13 @@ export class Recorder {
   }
 
   /** A journal write nobody waits for (in order with the job's other writes). */
-  persistLater(entry: Tracked): void {
+  persistLater(entry: JobEntry): void {
     void this.persist(entry).catch((err) => {
       if (!this.ctx.stopped) this.ctx.log.error('journal write failed', { jobId: entry.rec.job.jobId, error: err });
     });
   }
 
-  persist(entry: Tracked): Promise<void> {
+  persist(entry: JobEntry): Promise<void> {
     // After stop() the state directory may already belong to the next agent: nothing more is
     // written, and so (journal first) no libvirt call is made either.
     if (this.ctx.stopped) return Promise.reject(new AgentError('unavailable', 'the agent is stopping; nothing was journaled or sent to libvirt'));
@@ -84,7 +84,7 @@ export class Recorder {
     return write;
   }
 
-  emitChanged(entry: Tracked): void {
+  emitChanged(entry: JobEntry): void {
     entry.lastEmit = this.ctx.realNow();
     this.ctx.updates.emit('update', entry);
     this.ctx.events.emit('job.changed', publicJob(entry));

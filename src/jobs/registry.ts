@@ -2,7 +2,7 @@
 // waiting for a state, and the one retention rule for jobs and groups.
 import { AgentError } from '../errors.js';
 import type { BlockCopyParams, JobState } from '../generated/api.js';
-import { publicJob, type Tracked } from './job.js';
+import { publicJob, type JobEntry } from './job.js';
 import { until } from './until.js';
 import { isTerminal } from './state-machine.js';
 import type { JobContext } from './context.js';
@@ -40,15 +40,15 @@ export class Registry {
     }
   }
 
-  activeFor(uuid: string, disk: string): Tracked | undefined {
+  activeFor(uuid: string, disk: string): JobEntry | undefined {
     for (const t of this.ctx.entries.values()) {
       if (t.rec.job.domain.uuid === uuid && t.rec.job.disk === disk && !isTerminal(t.rec.job.state)) return t;
     }
     return undefined;
   }
 
-  latestFor(uuid: string, disk: string): Tracked | undefined {
-    let best: Tracked | undefined;
+  latestFor(uuid: string, disk: string): JobEntry | undefined {
+    let best: JobEntry | undefined;
     for (const t of this.ctx.entries.values()) {
       if (t.rec.job.domain.uuid === uuid && t.rec.job.disk === disk && (!best || t.rec.job.createdAt >= best.rec.job.createdAt)) best = t;
     }
@@ -61,7 +61,7 @@ export class Registry {
    * libvirtd at most that long, then answers from what the agent knows (the check goes on);
    * without it (mutating calls) the check must complete, or its named error is thrown.
    */
-  async find(ref: JobRef, readMs?: number): Promise<Tracked> {
+  async find(ref: JobRef, readMs?: number): Promise<JobEntry> {
     if (ref.jobId) {
       const t = this.ctx.entries.get(ref.jobId);
       if (!t) throw new AgentError('noJob', `no job '${ref.jobId}'`);
@@ -120,12 +120,12 @@ export class Registry {
    * every one has ended, so a group never outlives its members nor loses some of them).
    */
   pruneEnded(): void {
-    const units = new Map<string, Tracked[]>();
+    const units = new Map<string, JobEntry[]>();
     for (const t of this.ctx.entries.values()) {
       const key = t.rec.job.groupId !== undefined ? `group:${t.rec.job.groupId}` : `job:${t.rec.job.jobId}`;
       units.set(key, [...(units.get(key) ?? []), t]);
     }
-    const newest = (ts: Tracked[]) => ts.map((t) => t.rec.job.createdAt).sort().at(-1)!;
+    const newest = (ts: JobEntry[]) => ts.map((t) => t.rec.job.createdAt).sort().at(-1)!;
     const ended = [...units.entries()].filter(([, ts]) => ts.every((t) => isTerminal(t.rec.job.state)))
       .sort((a, b) => newest(a[1]).localeCompare(newest(b[1])));
     let count = ended.reduce((n, [, ts]) => n + ts.length, 0);
@@ -141,7 +141,7 @@ export class Registry {
   }
 
   /** Resolves when pred(state) holds; rejects with `timeout` or when the signal aborts. */
-  async waitFor(entry: Tracked, pred: (s: JobState) => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<void> {
+  async waitFor(entry: JobEntry, pred: (s: JobState) => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<void> {
     if (!(await until(this.ctx.updates, 'update', () => pred(entry.rec.job.state), timeoutMs, signal))) {
       throw new AgentError('timeout', `job ${entry.rec.job.jobId} is still ${entry.rec.job.state}`, { job: publicJob(entry) });
     }

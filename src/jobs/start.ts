@@ -8,7 +8,7 @@ import { DEFAULTS } from '../generated/api.js';
 import type { CheckedDestination } from '../destination/policy.js';
 import { destinationFromXml } from '../destination/xml.js';
 import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
-import { canonicalPath, newJob, publicJob, samePath, track, type Tracked } from './job.js';
+import { canonicalPath, newJob, publicJob, samePath, track, type JobEntry } from './job.js';
 import { isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { fromByteCount } from './numbers.js';
 import { rawDeviceSizeMismatch } from './sizes.js';
@@ -19,7 +19,7 @@ export class Starter {
   constructor(private readonly ctx: JobContext) {}
 
   /** Runs under the disk's lock: idempotency, validation, journal, then libvirt. */
-  async startCopy(params: BlockCopyParams, dom: DomainRef, dest: Destination, signal?: AbortSignal, groupId?: string): Promise<{ entry: Tracked; changed: boolean }> {
+  async startCopy(params: BlockCopyParams, dom: DomainRef, dest: Destination, signal?: AbortSignal, groupId?: string): Promise<{ entry: JobEntry; changed: boolean }> {
     const existing = this.existingFor(params, dom, dest);
     if (existing) return { entry: existing, changed: false };
     const adopted = dom.active ? await this.ctx.reconciler.adoptIfMirrored(dom, params.disk) : undefined;
@@ -82,7 +82,7 @@ export class Starter {
    * exactly the job of that id (a new jobId never returns another job); without one, the disk's
    * job to the same destination. Throws jobExists when the key or the disk is taken by another copy.
    */
-  existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination): Tracked | undefined {
+  existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination): JobEntry | undefined {
     const byId = params.jobId ? this.ctx.entries.get(params.jobId) : undefined;
     if (byId && (byId.rec.job.domain.uuid !== dom.uuid || byId.rec.job.disk !== params.disk)) {
       throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, { job: publicJob(byId) });
@@ -123,7 +123,7 @@ export class Starter {
   }
 
   /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
-  async awaitGoal(entry: Tracked, params: BlockCopyParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyResult> {
+  async awaitGoal(entry: JobEntry, params: BlockCopyParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyResult> {
     const wait = params.wait ?? DEFAULTS.BlockCopyParams.wait;
     if (wait !== 'none') {
       const pred = wait === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;

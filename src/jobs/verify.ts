@@ -5,7 +5,7 @@ import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { Job } from '../generated/api.js';
 import { conclude, type Decision } from './conclude.js';
 import { findDisk, type DiskInfo } from './disk-xml.js';
-import { diskKey, mirrorMismatch, publicJob, samePath, type Tracked } from './job.js';
+import { diskKey, mirrorMismatch, publicJob, samePath, type JobEntry } from './job.js';
 import { toAgentError } from './libvirt-errors.js';
 import { isTerminal, REQUEST_OF } from './state-machine.js';
 import { sleep, type JobContext } from './context.js';
@@ -13,7 +13,7 @@ import { sleep, type JobContext } from './context.js';
 export class Verify {
   constructor(private readonly ctx: JobContext) {}
 
-  async liveDisk(entry: Tracked): Promise<DiskInfo | undefined> {
+  async liveDisk(entry: JobEntry): Promise<DiskInfo | undefined> {
     const xml = await this.ctx.conn.getXml(entry.rec.job.domain.uuid);
     return findDisk(xml, entry.rec.job.disk);
   }
@@ -23,7 +23,7 @@ export class Verify {
    * event), for up to 5 s, while an end is under way: an end event arrived or the mirror is in
    * its pivot/abort phase. A mirror simply still copying is returned at once.
    */
-  async settledDisk(entry: Tracked): Promise<DiskInfo | undefined> {
+  async settledDisk(entry: JobEntry): Promise<DiskInfo | undefined> {
     let disk: DiskInfo | undefined;
     for (let i = 0; i < 25; i++) {
       disk = await this.liveDisk(entry);
@@ -37,7 +37,7 @@ export class Verify {
 
   /** Concludes how the copy ended from the live XML (one verification at a time per job). */
   /** `jobGone`: the caller found no block job (so a <mirror> still shown may be one libvirt dropped). */
-  settle(entry: Tracked, why: string, opts: { jobGone?: boolean } = {}): Promise<void> {
+  settle(entry: JobEntry, why: string, opts: { jobGone?: boolean } = {}): Promise<void> {
     if (isTerminal(entry.rec.job.state)) return Promise.resolve();
     if (entry.settling) return entry.settling;
     entry.settling = (async () => {
@@ -72,7 +72,7 @@ export class Verify {
     return entry.settling;
   }
 
-  apply(entry: Tracked, d: Decision, patch: Partial<Job> = {}): void {
+  apply(entry: JobEntry, d: Decision, patch: Partial<Job> = {}): void {
     if (d.state === null) return;
     if (d.state === 'failed') {
       this.ctx.recorder.fail(entry, d.error.name, d.error.message, d.evidence);
@@ -81,7 +81,7 @@ export class Verify {
     this.ctx.recorder.transition(entry, d.state, { ...patch, outcome: d.outcome, evidence: d.evidence });
   }
 
-  async persistentView(entry: Tracked): Promise<Job['persistent']> {
+  async persistentView(entry: JobEntry): Promise<Job['persistent']> {
     const job = entry.rec.job;
     try {
       const dom = await this.ctx.conn.lookupDomain(job.domain.uuid);
@@ -103,7 +103,7 @@ export class Verify {
    * XML shows (inferred, with the evidence) and the other copy is adopted as a new job. Nothing
    * is ever sent to libvirt for the old job from here on.
    */
-  async supersede(entry: Tracked, disk: DiskInfo, why: string, when: string): Promise<Tracked | undefined> {
+  async supersede(entry: JobEntry, disk: DiskInfo, why: string, when: string): Promise<JobEntry | undefined> {
     const job = entry.rec.job;
     if (isTerminal(job.state)) return undefined;
     const evidence = `found ${when}: ${why}; live XML shows source ${disk.sourcePath ?? 'none'} and a <mirror ready='${disk.mirror?.ready ?? 'no'}'> to ${disk.mirror?.path ?? '?'}`;
@@ -129,7 +129,7 @@ export class Verify {
    * this job's, else the job is superseded and the call refused with nothing sent. (libvirt's
    * calls name a disk, not a copy: this read-compare-send is as close as its API allows.)
    */
-  async assertOwnCopy(entry: Tracked, what: string): Promise<void> {
+  async assertOwnCopy(entry: JobEntry, what: string): Promise<void> {
     const job = entry.rec.job;
     const disk = await this.liveDisk(entry).catch((e) => { throw toAgentError(e, `cannot read the domain before ${what}`); });
     // No <mirror> at all: libvirt answers "no block job" and the job is concluded from the XML.
@@ -142,7 +142,7 @@ export class Verify {
   }
 
   /** Whether the live <mirror> of the job's disk is the job's own; supersedes the job when not. */
-  async ownsMirror(entry: Tracked, when: string): Promise<boolean> {
+  async ownsMirror(entry: JobEntry, when: string): Promise<boolean> {
     const disk = await this.liveDisk(entry);
     const other = disk?.mirror ? mirrorMismatch(entry.rec.job, disk.mirror) : null;
     if (!disk || !other) return true;

@@ -2,7 +2,7 @@
 // ready, ends, domains that go away, and copies started outside the agent.
 import type { DomainEvent } from '../libvirt/index.js';
 import { diagnoseCopyFailure, domainGoneReason } from './diagnose.js';
-import { diskKey, type Tracked } from './job.js';
+import { diskKey, type JobEntry } from './job.js';
 import { toByteCount } from './numbers.js';
 import { Observer } from './observe.js';
 import { isTerminal, REQUEST_OF } from './state-machine.js';
@@ -78,7 +78,7 @@ export class Watch {
    * The one way a copy becomes ready, from an event, the poll or a reconcile: readyAt keeps the
    * first time (a request recovery found lost returns the job to ready), whenReady follows.
    */
-  becomeReady(entry: Tracked, why: string, evidence?: string): void {
+  becomeReady(entry: JobEntry, why: string, evidence?: string): void {
     const job = entry.rec.job;
     this.ctx.log.info('job ready', { jobId: job.jobId, why });
     this.ctx.recorder.transition(entry, 'ready', { readyAt: job.readyAt ?? this.ctx.iso(), ...(evidence ? { evidence } : {}) });
@@ -104,7 +104,7 @@ export class Watch {
   }
 
   /** One progress sample without side effects on the state (used right before announcing ready). */
-  async refreshProgress(entry: Tracked): Promise<void> {
+  async refreshProgress(entry: JobEntry): Promise<void> {
     const job = entry.rec.job;
     const info = await this.ctx.conn.getBlockJobInfo(job.domain.uuid, job.disk).catch(() => null);
     if (!info || info.type !== 'copy') return;
@@ -114,7 +114,7 @@ export class Watch {
   }
 
   /** One poll of a job: the same observation recovery makes, with the poll's policy (observe.ts). */
-  sample(entry: Tracked): Promise<void> {
+  sample(entry: JobEntry): Promise<void> {
     return this.observer.observe(entry, 'poll');
   }
 }
