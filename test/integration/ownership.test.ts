@@ -144,19 +144,24 @@ t.test('a full state directory: mutations refused as stateUnavailable, reads ser
   const first = await serveAgent(t, { dir });
   const c1 = await first.connect();
   const filler = join(dir, 'filler');
-  const fd = openSync(filler, 'w');
-  try {
-    // Down to the last byte: big chunks, then smaller ones.
-    for (const size of [64 * 1024, 4096, 1]) {
-      try {
-        for (;;) writeSync(fd, Buffer.alloc(size, 1));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  // Down to the last byte: big chunks, then smaller ones. The agent, like any agent on this
+  // shared host, adopts and drops other tests' copies meanwhile, and a journal write that
+  // failed frees its pages: the directory is topped up again right before each refused call.
+  const fill = () => {
+    const fd = openSync(filler, 'a');
+    try {
+      for (const size of [64 * 1024, 4096, 1]) {
+        try {
+          for (;;) writeSync(fd, Buffer.alloc(size, 1));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+        }
       }
+    } finally {
+      closeSync(fd);
     }
-  } finally {
-    closeSync(fd);
-  }
+  };
+  fill();
   const refused = await failure(c1.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: join(dom.dir, 'x.qcow2') } }));
   t.match({ code: refused.code, data: refused.data }, { code: -32017, data: { name: 'stateUnavailable', retryable: true, errno: 'ENOSPC' } }, `blockCopy refused by name: ${refused.message}`);
   t.equal(await mirrorPath(dom), null, 'virsh: nothing was started');
@@ -169,6 +174,7 @@ t.test('a full state directory: mutations refused as stateUnavailable, reads ser
   const second = await serveAgent(t, { dir });
   const c2 = await second.connect();
   t.match(await jobsOf(c2, dom), [{ owner: 'adopted', destination: { path: theirs } }], 'the restarted agent serves and knows the copy');
+  fill();
   const abort = await failure(c2.call('abort', { domain: dom.name, disk: 'vda' }));
   t.equal(abort.errorName, 'stateUnavailable', 'abort refused while full');
   t.equal(await mirrorPath(dom), theirs, 'virsh: the copy was not touched');
