@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-host.sh
 if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
-# Lint first: a style or correctness finding fails fast, before the long run.
+# Lint and format first: a style or correctness finding fails fast, before the long run.
 npx eslint .
+npx prettier --check . >/dev/null || { npx prettier --list-different .; echo 'not formatted: run npm run format' >&2; exit 1; }
 bash scripts/build.sh
 node -e "import('./dist/harness/hypervisor.js').then(m => m.cleanupStale())"
 # Test files that need the Debian package build it once per run (test/helpers/debroot.ts).
