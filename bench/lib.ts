@@ -10,7 +10,10 @@ export class Scope implements TeardownHost {
     this.fns.push(fn);
   }
   async close(): Promise<void> {
-    for (const fn of this.fns.reverse()) await Promise.resolve().then(fn).catch(() => {});
+    for (const fn of this.fns.reverse())
+      await Promise.resolve()
+        .then(fn)
+        .catch(() => {});
     this.fns = [];
   }
 }

@@ -19,24 +19,55 @@ import { latency } from './suites/latency.js';
 import { scale } from './suites/scale.js';
 import { throughput } from './suites/throughput.js';
 
-const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = { throughput, latency, controlPlane, scale, convergence, groupPause, libvirtdHang, bindingChurn, hostileClients, cliLatency };
+const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = {
+  throughput,
+  latency,
+  controlPlane,
+  scale,
+  convergence,
+  groupPause,
+  libvirtdHang,
+  bindingChurn,
+  hostileClients,
+  cliLatency,
+};
 
 function machine() {
-  const v = (cmd: string, args: string[]) => { try { return execFileSync(cmd, args).toString().trim(); } catch { return 'unknown'; } };
+  const v = (cmd: string, args: string[]) => {
+    try {
+      return execFileSync(cmd, args).toString().trim();
+    } catch {
+      return 'unknown';
+    }
+  };
   return {
-    cpu: cpus()[0]?.model ?? 'unknown', cores: cpus().length, memoryGiB: round(totalmem() / 2 ** 30, 1),
-    accel: domainType() === 'kvm' ? 'KVM' : 'TCG', node: process.version,
-    libvirt: v('virsh', ['-q', 'version', '--daemon']).split('\n').find((l) => /library/i.test(l))?.replace(/.*libvirt /, '') ?? 'unknown',
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    memoryGiB: round(totalmem() / 2 ** 30, 1),
+    accel: domainType() === 'kvm' ? 'KVM' : 'TCG',
+    node: process.version,
+    libvirt:
+      v('virsh', ['-q', 'version', '--daemon'])
+        .split('\n')
+        .find((l) => /library/i.test(l))
+        ?.replace(/.*libvirt /, '') ?? 'unknown',
     qemu: v('qemu-system-x86_64', ['--version']).split('\n')[0],
   };
 }
 
 function markdown(when: string, quick: boolean, m: ReturnType<typeof machine>, results: SuiteResult[]): string {
-  const lines = [`# Benchmarks ${when}${quick ? ' (quick smoke run)' : ''}`, '',
-    `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.accel}; libvirt ${m.libvirt}; ${m.qemu}; Node ${m.node}.`, ''];
+  const lines = [
+    `# Benchmarks ${when}${quick ? ' (quick smoke run)' : ''}`,
+    '',
+    `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.accel}; libvirt ${m.libvirt}; ${m.qemu}; Node ${m.node}.`,
+    '',
+  ];
   for (const r of results) {
     lines.push(`## ${r.name}`, '', '| measurement | result | target | met |', '| --- | --- | --- | --- |');
-    for (const row of r.rows) lines.push(`| ${row.metric} | ${row.value} | ${row.target ?? ''} | ${row.met === undefined || row.met === null ? '' : row.met ? 'yes' : '**no**'} |`);
+    for (const row of r.rows)
+      lines.push(
+        `| ${row.metric} | ${row.value} | ${row.target ?? ''} | ${row.met === undefined || row.met === null ? '' : row.met ? 'yes' : '**no**'} |`,
+      );
     for (const n of r.notes ?? []) lines.push('', `- ${n}`);
     lines.push('');
   }

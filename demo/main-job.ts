@@ -42,7 +42,13 @@ async function main(): Promise<void> {
   const cap = 96 * MiB;
   console.log(`blockCopy ${disk.target} → ${dest}, bandwidth ${cap / MiB} MiB/s, wait: ready`);
   // A bandwidth cap keeps phase 1 long enough to watch, and to write into while it runs.
-  const { job } = await client.call('blockCopy', { domain: dom.name, disk: disk.target, destination: { path: dest, format: 'qcow2' }, bandwidth: cap, wait: 'ready' });
+  const { job } = await client.call('blockCopy', {
+    domain: dom.name,
+    disk: disk.target,
+    destination: { path: dest, format: 'qcow2' },
+    bandwidth: cap,
+    wait: 'ready',
+  });
   await wroteDuringCopy;
   if (wroteDuringCopy) console.log('the guest wrote 64 MiB (pattern 0xb2) during phase 1');
 
@@ -54,13 +60,16 @@ async function main(): Promise<void> {
   const onDest = xml.includes(`<source file='${dest}'`) && !xml.includes('<mirror');
   console.log(`virsh dumpxml: ${onDest ? 'the guest now runs on ' + dest : 'NOT on the destination'}`);
   const okBefore = await hv.readPattern(dest, 'qcow2', { pattern: 0xa1, offset: 0, length: 384 * MiB });
-  const okDuring = !wroteDuringCopy || await hv.readPattern(dest, 'qcow2', { pattern: 0xb2, offset: 512 * MiB, length: 64 * MiB });
+  const okDuring = !wroteDuringCopy || (await hv.readPattern(dest, 'qcow2', { pattern: 0xb2, offset: 512 * MiB, length: 64 * MiB }));
   console.log(`qemu-io on the copy: before-copy data ${okBefore ? 'ok' : 'MISSING'}, during-copy data ${okDuring ? 'ok' : 'MISSING'}`);
   if (pivoted.job.state !== 'pivoted' || !onDest || !okBefore || !okDuring) process.exitCode = 1;
 }
 
 async function cleanup(): Promise<void> {
-  for (const fn of cleanups.reverse()) await Promise.resolve().then(fn).catch(() => {});
+  for (const fn of cleanups.reverse())
+    await Promise.resolve()
+      .then(fn)
+      .catch(() => {});
   console.log('cleaned up: agent stopped, VM destroyed, files removed');
 }
 

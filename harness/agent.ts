@@ -67,9 +67,34 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
   const configFile = join(dir, 'config.json');
   const { auth, ...rest } = opts.config ?? {};
   // Each agent its own unix socket (the default path is one per host).
-  writeFileSync(configFile, JSON.stringify({ auth: { tokensFile, ...(auth as object) }, listen: { host: '127.0.0.1', port: opts.port ?? 0 }, socket: { path: join(dir, 'run', 'agent.sock') }, allowedRoots: [TEST_ROOT], ...rest }));
-  const child = spawn(process.execPath, [...NODE_FLAGS, CLI, 'serve', '--config', configFile, '--state-dir', dir, '--poll-interval-ms', '500', '--log-level', 'info', ...(opts.args ?? [])],
-    { stdio: ['ignore', 'inherit', 'pipe'], env: { ...ENV, ...opts.env } });
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      auth: { tokensFile, ...(auth as object) },
+      listen: { host: '127.0.0.1', port: opts.port ?? 0 },
+      socket: { path: join(dir, 'run', 'agent.sock') },
+      allowedRoots: [TEST_ROOT],
+      ...rest,
+    }),
+  );
+  const child = spawn(
+    process.execPath,
+    [
+      ...NODE_FLAGS,
+      CLI,
+      'serve',
+      '--config',
+      configFile,
+      '--state-dir',
+      dir,
+      '--poll-interval-ms',
+      '500',
+      '--log-level',
+      'info',
+      ...(opts.args ?? []),
+    ],
+    { stdio: ['ignore', 'inherit', 'pipe'], env: { ...ENV, ...opts.env } },
+  );
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
@@ -96,7 +121,12 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
   const url = `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}`;
   const headers = { authorization: `Bearer ${token}` };
   return {
-    process: child, url, stateDir: dir, token, headers, stop,
+    process: child,
+    url,
+    stateDir: dir,
+    token,
+    headers,
+    stop,
     connect: async () => {
       const client = await AgentClient.connect(url, { headers });
       host.teardown(() => client.close());
@@ -109,7 +139,9 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
 export async function agentClient(host: TeardownHost, transport: Transport): Promise<AgentClient> {
   if (transport === 'ws') return (await serveAgent(host)).connect();
   const dir = stateDir(host);
-  const client = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir, '--poll-interval-ms', '500'], { env: { ...ENV, ...TEST_AGENT_ENV } });
+  const client = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir, '--poll-interval-ms', '500'], {
+    env: { ...ENV, ...TEST_AGENT_ENV },
+  });
   host.teardown(async () => {
     client.close();
     await new Promise((r) => (client.process.exitCode !== null ? r(null) : client.process.once('exit', r)));

@@ -2,7 +2,18 @@
 // qemu-img as independent tools (the product itself never does). Everything created is
 // registered for teardown, which runs even when the test fails, plus a process-exit net.
 import { execFile, execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, writeSync, readdirSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  writeSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  chmodSync,
+} from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -69,7 +80,9 @@ export function domainType(): 'kvm' | 'qemu' {
   if (accel) return accel;
   accel = 'qemu';
   try {
-    const caps = execFileSync('virsh', ['-c', URI, 'domcapabilities', '--virttype', 'kvm'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+    const caps = execFileSync('virsh', ['-c', URI, 'domcapabilities', '--virttype', 'kvm'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    }).toString();
     if (existsSync('/dev/kvm') && /<domain>kvm<\/domain>/.test(caps)) accel = 'kvm';
   } catch {
     accel = 'qemu';
@@ -77,8 +90,12 @@ export function domainType(): 'kvm' | 'qemu' {
   return accel;
 }
 
-export async function createImage(path: string, format: ImageFormat, sizeMiB: number,
-  opts: { backingPath?: string; backingFormat?: ImageFormat } = {}): Promise<void> {
+export async function createImage(
+  path: string,
+  format: ImageFormat,
+  sizeMiB: number,
+  opts: { backingPath?: string; backingFormat?: ImageFormat } = {},
+): Promise<void> {
   const args = ['create', '-q', '-f', format];
   if (opts.backingPath) args.push('-b', opts.backingPath, '-F', opts.backingFormat ?? 'qcow2');
   args.push(path, `${sizeMiB}M`);
@@ -111,11 +128,15 @@ const targetOf = (i: number) => `vd${String.fromCharCode(97 + i)}`;
 
 function diskXml(d: TestDisk): string {
   if (d.device === 'cdrom') {
-    return `<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='${d.path}'/>` +
-      `<target dev='hdc' bus='ide'/><readonly/></disk>`;
+    return (
+      `<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='${d.path}'/>` +
+      `<target dev='hdc' bus='ide'/><readonly/></disk>`
+    );
   }
-  return `<disk type='file' device='disk'><driver name='qemu' type='${d.format}'/><source file='${d.path}'/>` +
-    `<target dev='${d.target}' bus='virtio'/>${d.bootOrder ? `<boot order='${d.bootOrder}'/>` : ''}</disk>`;
+  return (
+    `<disk type='file' device='disk'><driver name='qemu' type='${d.format}'/><source file='${d.path}'/>` +
+    `<target dev='${d.target}' bus='virtio'/>${d.bootOrder ? `<boot order='${d.bootOrder}'/>` : ''}</disk>`
+  );
 }
 
 /** Creates and starts a domain with the given disks; it is destroyed at `host`'s teardown. */
@@ -127,7 +148,13 @@ export async function createDomain(host: TeardownHost, spec: DomainSpec): Promis
   for (const [i, s] of spec.disks.entries()) {
     const device = s.device ?? 'disk';
     const path = join(dir, `disk${i}.${s.format === 'raw' ? 'raw' : 'qcow2'}`);
-    const d: TestDisk = { target: device === 'cdrom' ? 'hdc' : targetOf(virtio++), path, format: s.format, device, ...(s.bootOrder ? { bootOrder: s.bootOrder } : {}) };
+    const d: TestDisk = {
+      target: device === 'cdrom' ? 'hdc' : targetOf(virtio++),
+      path,
+      format: s.format,
+      device,
+      ...(s.bootOrder ? { bootOrder: s.bootOrder } : {}),
+    };
     if (s.backing) {
       if (s.format !== 'qcow2') throw new Error('a backing file needs a qcow2 disk');
       d.backingPath = join(dir, `base${i}.qcow2`);
@@ -141,11 +168,16 @@ export async function createDomain(host: TeardownHost, spec: DomainSpec): Promis
     if (s.bootSector) {
       if (s.format !== 'raw') throw new Error('a boot sector needs a raw disk');
       const fd = openSync(path, 'r+');
-      try { writeSync(fd, s.bootSector, 0, s.bootSector.length, 0); } finally { closeSync(fd); }
+      try {
+        writeSync(fd, s.bootSector, 0, s.bootSector.length, 0);
+      } finally {
+        closeSync(fd);
+      }
     }
     disks.push(d);
   }
-  const xml = `<domain type='${domainType()}'><name>${name}</name><memory unit='MiB'>${spec.memoryMiB ?? 64}</memory>` +
+  const xml =
+    `<domain type='${domainType()}'><name>${name}</name><memory unit='MiB'>${spec.memoryMiB ?? 64}</memory>` +
     `<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><on_crash>destroy</on_crash>` +
     `<devices>${disks.map(diskXml).join('')}</devices></domain>`;
   const xmlPath = join(dir, 'domain.xml');
@@ -193,7 +225,9 @@ function killOrphan(name: string): void {
   try {
     const pid = Number(readFileSync(join(STATUS_DIR, `${name}.pid`), 'utf8'));
     if (pid > 1 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(name)) process.kill(pid, 'SIGKILL');
-  } catch { /* no such process */ }
+  } catch {
+    /* no such process */
+  }
   for (const f of [`${name}.pid`, `${name}.xml`]) rmSync(join(STATUS_DIR, f), { force: true });
 }
 
@@ -201,7 +235,9 @@ function killOrphan(name: string): void {
 export async function destroy(dom: TestDomain): Promise<void> {
   if (!live.has(dom)) return;
   live.delete(dom);
-  await run('virsh', ['-q', '-c', URI, 'destroy', dom.name]).catch(() => { if (forgottenByLibvirt(dom)) killOrphan(dom.name); });
+  await run('virsh', ['-q', '-c', URI, 'destroy', dom.name]).catch(() => {
+    if (forgottenByLibvirt(dom)) killOrphan(dom.name);
+  });
   if (dom.persistent) await run('virsh', ['-q', '-c', URI, 'undefine', dom.name]).catch(() => {});
   rmSync(dom.dir, { recursive: true, force: true });
 }
@@ -264,7 +300,10 @@ export function cleanupStale(): void {
   let names: string[] = [];
   try {
     names = execFileSync('virsh', ['-q', '-c', URI, 'list', '--all', '--name'], { stdio: ['ignore', 'pipe', 'ignore'] })
-      .toString().split('\n').map((s) => s.trim()).filter((s) => s.startsWith(PREFIX));
+      .toString()
+      .split('\n')
+      .map((s) => s.trim())
+      .filter((s) => s.startsWith(PREFIX));
   } catch {
     return;
   }
@@ -272,12 +311,20 @@ export function cleanupStale(): void {
     const pid = Number(/^bctest-(\d+)-/.exec(n)?.[1]);
     if (pid && alive(pid)) continue;
     for (const cmd of ['destroy', 'undefine']) {
-      try { execFileSync('virsh', ['-q', '-c', URI, cmd, n], { stdio: 'ignore' }); } catch { /* already gone */ }
+      try {
+        execFileSync('virsh', ['-q', '-c', URI, cmd, n], { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
     }
   }
   // QEMUs that libvirtd forgot (see forgottenByLibvirt) and whose test is gone.
   let status: string[] = [];
-  try { status = readdirSync(STATUS_DIR); } catch { /* no libvirt state */ }
+  try {
+    status = readdirSync(STATUS_DIR);
+  } catch {
+    /* no libvirt state */
+  }
   for (const f of status) {
     const m = /^(bctest-(\d+)-[0-9a-f]+)\.xml$/.exec(f);
     if (!m || alive(Number(m[2])) || names.includes(m[1]!)) continue;
@@ -287,7 +334,11 @@ export function cleanupStale(): void {
   for (const entry of readdirSync(TEST_ROOT)) {
     const dir = join(TEST_ROOT, entry);
     let owner = 0;
-    try { owner = Number(readFileSync(join(dir, OWNER), 'utf8')); } catch { /* no owner file */ }
+    try {
+      owner = Number(readFileSync(join(dir, OWNER), 'utf8'));
+    } catch {
+      /* no owner file */
+    }
     if (owner && alive(owner)) continue;
     unmountUnder(dir);
     rmSync(dir, { recursive: true, force: true });
@@ -310,18 +361,36 @@ export function smallFilesystem(host: TeardownHost, sizeMiB: number): string {
 /** Lazily unmounts whatever is mounted below `dir` (a test's small filesystems). */
 function unmountUnder(dir: string): void {
   let mounts: string[] = [];
-  try { mounts = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')[1] ?? ''); } catch { return; }
+  try {
+    mounts = readFileSync('/proc/mounts', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' ')[1] ?? '');
+  } catch {
+    return;
+  }
   for (const m of mounts.filter((m) => m.startsWith(dir + '/')).reverse()) {
-    try { execFileSync('umount', ['-l', m], { stdio: 'ignore' }); } catch { /* already gone */ }
+    try {
+      execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+    } catch {
+      /* already gone */
+    }
   }
 }
 
 // Last-resort net for a crash between creation and teardown.
 process.on('exit', () => {
   for (const dom of live) {
-    try { execFileSync('virsh', ['-q', '-c', URI, 'destroy', dom.name], { stdio: 'ignore' }); } catch { /* gone */ }
+    try {
+      execFileSync('virsh', ['-q', '-c', URI, 'destroy', dom.name], { stdio: 'ignore' });
+    } catch {
+      /* gone */
+    }
     if (dom.persistent) {
-      try { execFileSync('virsh', ['-q', '-c', URI, 'undefine', dom.name], { stdio: 'ignore' }); } catch { /* gone */ }
+      try {
+        execFileSync('virsh', ['-q', '-c', URI, 'undefine', dom.name], { stdio: 'ignore' });
+      } catch {
+        /* gone */
+      }
     }
     rmSync(dom.dir, { recursive: true, force: true });
   }

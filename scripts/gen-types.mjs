@@ -12,7 +12,8 @@ const out = join(root, 'src/generated/api.ts');
 
 function files(dir) {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith('.json') ? [join(dir, e.name)] : []);
+    e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith('.json') ? [join(dir, e.name)] : [],
+  );
 }
 
 // One synthetic root referencing every schema, so each titled schema is declared exactly once.
@@ -44,19 +45,29 @@ ts = ts.replace(/ & \{\n {2}\[k: string\]: unknown;\n\}/g, '');
 // Method name → [params, result], from the schemas/methods/ file pairs: the typed client's map.
 const methodsDir = join(schemasDir, 'methods');
 const titleOf = (f) => JSON.parse(readFileSync(join(methodsDir, f), 'utf8')).title;
-const methodNames = readdirSync(methodsDir).filter((f) => f.endsWith('.params.json')).map((f) => f.slice(0, -'.params.json'.length)).sort();
+const methodNames = readdirSync(methodsDir)
+  .filter((f) => f.endsWith('.params.json'))
+  .map((f) => f.slice(0, -'.params.json'.length))
+  .sort();
 ts += `\n/** Every method: [params, result]. */\nexport interface MethodTypes {\n${methodNames
-  .map((m) => `  ${m}: [${titleOf(`${m}.params.json`)}, ${titleOf(`${m}.result.json`)}];`).join('\n')}\n}\n`;
+  .map((m) => `  ${m}: [${titleOf(`${m}.params.json`)}, ${titleOf(`${m}.result.json`)}];`)
+  .join('\n')}\n}\n`;
 
 // Each titled schema's top-level defaults, following $ref (also into another file's JSON
 // pointer). Validation fills them in on the wire (src/schemas.ts hoists them beside each $ref);
 // code that builds or receives params without validation reads the same values from here.
-const byId = new Map(all.map((f) => { const s = JSON.parse(readFileSync(f, 'utf8')); return [s.$id, s]; }));
+const byId = new Map(
+  all.map((f) => {
+    const s = JSON.parse(readFileSync(f, 'utf8'));
+    return [s.$id, s];
+  }),
+);
 function resolve(ref, baseId) {
   const url = new URL(ref, baseId);
   let node = byId.get(url.href.split('#')[0]);
   if (!node) throw new Error(`unresolvable $ref ${ref} in ${baseId}`);
-  for (const part of (url.hash.slice(1) || '').split('/').filter(Boolean)) node = node[decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~')];
+  for (const part of (url.hash.slice(1) || '').split('/').filter(Boolean))
+    node = node[decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~')];
   if (!node) throw new Error(`unresolvable $ref ${ref} in ${baseId}`);
   return { node, baseId: url.href.split('#')[0] };
 }
@@ -72,7 +83,9 @@ function defaultOf(prop, baseId) {
   return { found: true, value: nested && value && typeof value === 'object' && !Array.isArray(value) ? { ...nested, ...value } : value };
 }
 function defaultsOf(schema, baseId) {
-  const entries = Object.entries(schema.properties ?? {}).map(([k, p]) => [k, defaultOf(p, baseId)]).filter(([, d]) => d.found);
+  const entries = Object.entries(schema.properties ?? {})
+    .map(([k, p]) => [k, defaultOf(p, baseId)])
+    .filter(([, d]) => d.found);
   return entries.length > 0 ? Object.fromEntries(entries.map(([k, d]) => [k, d.value])) : undefined;
 }
 const defaults = {};

@@ -14,20 +14,27 @@ function watch(parser) {
   parser.on('child', (child) => {
     const state = { failures: 0 };
     children.set(child.name, state);
-    watch(child).onFail = () => { state.failures++; };
+    watch(child).onFail = () => {
+      state.failures++;
+    };
   });
   const api = { onFail: () => {} };
   parser.on('assert', (res) => {
     const child = children.get(res.name);
     if (child) {
       children.delete(res.name);
-      if (!res.ok && child.failures === 0 && !res.todo && !res.skip) { failed++; api.onFail(); }
-      else if (child.failures > 0) api.onFail();
+      if (!res.ok && child.failures === 0 && !res.todo && !res.skip) {
+        failed++;
+        api.onFail();
+      } else if (child.failures > 0) api.onFail();
       return;
     }
     if (res.todo || res.skip) return;
     if (res.ok) passed++;
-    else { failed++; api.onFail(); }
+    else {
+      failed++;
+      api.onFail();
+    }
   });
   return api;
 }
@@ -36,7 +43,11 @@ const faults = new Map(); // fault → { tried, recovered, mismatches }
 function collect(text) {
   for (const m of text.matchAll(/^\s*# reliability: (\{.*\})\s*$/gm)) {
     let row;
-    try { row = JSON.parse(m[1]); } catch { continue; }
+    try {
+      row = JSON.parse(m[1]);
+    } catch {
+      continue;
+    }
     const n = row.count ?? 1;
     const agg = faults.get(row.fault) ?? { tried: 0, recovered: 0, mismatches: null };
     agg.tried += n;
@@ -48,8 +59,10 @@ function collect(text) {
 
 function faultTable() {
   if (faults.size === 0) return;
-  const rows = [['fault', 'tried', 'recovered', 'data mismatches'],
-    ...[...faults].map(([f, a]) => [f, String(a.tried), String(a.recovered), a.mismatches === null ? 'n/a' : String(a.mismatches)])];
+  const rows = [
+    ['fault', 'tried', 'recovered', 'data mismatches'],
+    ...[...faults].map(([f, a]) => [f, String(a.tried), String(a.recovered), a.mismatches === null ? 'n/a' : String(a.mismatches)]),
+  ];
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   console.log('\nReliability (fault-injection suite):');
   for (const [i, r] of rows.entries()) {
@@ -82,6 +95,14 @@ if (files.length > 0) {
   const root = new Parser();
   watch(root);
   const chunks = [];
-  process.stdin.on('data', (d) => { process.stdout.write(d); root.write(d); chunks.push(d); });
-  process.stdin.on('end', () => { root.end(); collect(Buffer.concat(chunks).toString('utf8')); finish(); });
+  process.stdin.on('data', (d) => {
+    process.stdout.write(d);
+    root.write(d);
+    chunks.push(d);
+  });
+  process.stdin.on('end', () => {
+    root.end();
+    collect(Buffer.concat(chunks).toString('utf8'));
+    finish();
+  });
 }

@@ -59,8 +59,11 @@ export class StateDirBusy extends Error {
 
 function readTls(tls: NonNullable<ResolvedConfig['tls']>) {
   return {
-    cert: readFileSync(tls.cert), key: readFileSync(tls.key), ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
-    requestCert: !!tls.ca, rejectUnauthorized: !!tls.ca && !!tls.requireClientCert,
+    cert: readFileSync(tls.cert),
+    key: readFileSync(tls.key),
+    ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
+    requestCert: !!tls.ca,
+    rejectUnauthorized: !!tls.ca && !!tls.requireClientCert,
   };
 }
 
@@ -72,7 +75,9 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       throw new Error(`cannot resolve the listen host ${cfg.listen.host}: ${e.message}`);
     });
     if (!loopback) {
-      throw new Error(`refusing to listen on ${cfg.listen.host} (${addresses.join(', ')}) without TLS: configure tls (cert, key) or bind to a loopback address`);
+      throw new Error(
+        `refusing to listen on ${cfg.listen.host} (${addresses.join(', ')}) without TLS: configure tls (cert, key) or bind to a loopback address`,
+      );
     }
   }
   const schemas = new SchemaSet();
@@ -80,7 +85,11 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   const readTokens = () => (cfg.listen.enabled && cfg.auth.tokensFile ? loadTokens(cfg.auth.tokensFile, schemas) : []);
   const tokens = readTokens();
   const tls = cfg.listen.enabled && cfg.tls ? readTls(cfg.tls) : null;
-  const flow: FlowLimits = { maxBufferedBytes: cfg.limits.maxBufferedBytes, slowReaderMs: cfg.limits.slowReaderMs, maxPendingCalls: cfg.limits.maxBatch };
+  const flow: FlowLimits = {
+    maxBufferedBytes: cfg.limits.maxBufferedBytes,
+    slowReaderMs: cfg.limits.slowReaderMs,
+    maxPendingCalls: cfg.limits.maxBatch,
+  };
   // Refuse to start on an untrustworthy allowed root, before anything is opened.
   const destinationPolicy = await loadDestinationPolicy(cfg, (msg, data) => log.warn(msg, data as Record<string, unknown>));
   const audit = openAudit(cfg.audit.file, log);
@@ -99,13 +108,19 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   let unix: UnixSocketTransport | null = null;
   // Loaded only when enabled: prom-client stays out of agents that do not serve metrics.
   const metrics: AgentMetrics | null = cfg.metrics.enabled
-    ? new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds }) : null;
+    ? new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds })
+    : null;
   const onRefusal = metrics ? { onRefusal: metrics.refused.bind(metrics) } : {};
   try {
     conn = await supervisor.connect();
     jobs = new JobManager({
-      connection: conn, stateDir: cfg.stateDir, log, pollIntervalMs: cfg.pollIntervalMs,
-      maxConcurrentCopies: cfg.maxConcurrentCopies, agentVersion: VERSION, agentMode: opts.mode ?? 'daemon',
+      connection: conn,
+      stateDir: cfg.stateDir,
+      log,
+      pollIntervalMs: cfg.pollIntervalMs,
+      maxConcurrentCopies: cfg.maxConcurrentCopies,
+      agentVersion: VERSION,
+      agentMode: opts.mode ?? 'daemon',
       checkDestination: makeDestinationCheck(destinationPolicy),
     });
     metrics?.observeJobs(jobs);
@@ -114,8 +129,15 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     groups = new GroupManager({ jobs, log, ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}) });
     await groups.start();
     rpc = new RpcServer({
-      service: jobs, groups, log, version: VERSION, schemas, validateResults: opts.validateResults, audit: opts.audit ?? audit.write,
-      maxBatch: cfg.limits.maxBatch, maxResponseBytes: cfg.limits.maxBufferedBytes,
+      service: jobs,
+      groups,
+      log,
+      version: VERSION,
+      schemas,
+      validateResults: opts.validateResults,
+      audit: opts.audit ?? audit.write,
+      maxBatch: cfg.limits.maxBatch,
+      maxResponseBytes: cfg.limits.maxBufferedBytes,
       ...(metrics ? { observer: metrics } : {}),
     });
     if (metrics) {
@@ -129,15 +151,38 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     if (cfg.listen.enabled) {
       // The local stdio relay proves it runs as root by reading this from the state directory.
       const relayToken = randomBytes(32).toString('hex');
-      auth = new Authenticator({ tokens, readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [], allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback, relayToken });
-      ws = await startWebSocket(rpc, {
-        host: cfg.listen.host, port: cfg.listen.port, maxPayload: cfg.maxPayloadBytes, heartbeatMs: cfg.heartbeatMs,
-        maxConnections: cfg.limits.maxConnections, rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst }, ...onRefusal,
-        flow, allowedOrigins: cfg.listen.allowedOrigins, requestTimeoutMs: cfg.limits.requestTimeoutMs,
-        ...(tls ? { tls } : {}),
-        authenticate: auth.authenticate,
-      }, log);
-      lock.update({ pid: process.pid, listen: ws.address, relayToken, tls: !!tls, limits: { maxPayloadBytes: cfg.maxPayloadBytes, maxBatch: cfg.limits.maxBatch }, ...(unix ? { socket: unix.path } : {}) });
+      auth = new Authenticator({
+        tokens,
+        readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [],
+        allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback,
+        relayToken,
+      });
+      ws = await startWebSocket(
+        rpc,
+        {
+          host: cfg.listen.host,
+          port: cfg.listen.port,
+          maxPayload: cfg.maxPayloadBytes,
+          heartbeatMs: cfg.heartbeatMs,
+          maxConnections: cfg.limits.maxConnections,
+          rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst },
+          ...onRefusal,
+          flow,
+          allowedOrigins: cfg.listen.allowedOrigins,
+          requestTimeoutMs: cfg.limits.requestTimeoutMs,
+          ...(tls ? { tls } : {}),
+          authenticate: auth.authenticate,
+        },
+        log,
+      );
+      lock.update({
+        pid: process.pid,
+        listen: ws.address,
+        relayToken,
+        tls: !!tls,
+        limits: { maxPayloadBytes: cfg.maxPayloadBytes, maxBatch: cfg.limits.maxBatch },
+        ...(unix ? { socket: unix.path } : {}),
+      });
       // Said only once the lock names every way in: a client that reads it after this line finds them.
       log.info('listening', { ...ws.address, tls: !!tls, ...(unix ? { socket: unix.path } : {}) });
     }
@@ -155,7 +200,9 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     audit.close();
     throw e;
   }
-  const stdioEnded = opts.stdio ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow, ...onRefusal }, log) : new Promise<StdioEnd>(() => {});
+  const stdioEnded = opts.stdio
+    ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow, ...onRefusal }, log)
+    : new Promise<StdioEnd>(() => {});
   let closing: Promise<void> | null = null;
   return {
     ws,
@@ -191,4 +238,3 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     },
   };
 }
-

@@ -18,12 +18,29 @@ export function redact(v: unknown, limits: { depth: number; keys: number; string
   let budget = limits.keys;
   const cut = (s: string) => (s.length > limits.string ? `${s.slice(0, limits.string)}…[${s.length - limits.string} more]` : s);
   const root: { value?: unknown } = {};
-  const stack: Array<{ src: unknown; set: (x: unknown) => void; depth: number }> = [{ src: v, set: (x) => { root.value = x; }, depth: 0 }];
+  const stack: Array<{ src: unknown; set: (x: unknown) => void; depth: number }> = [
+    {
+      src: v,
+      set: (x) => {
+        root.value = x;
+      },
+      depth: 0,
+    },
+  ];
   while (stack.length > 0) {
     const { src, set, depth } = stack.pop()!;
-    if (typeof src === 'string') { set(cut(src)); continue; }
-    if (src === null || typeof src !== 'object') { set(typeof src === 'bigint' ? String(src) : src); continue; }
-    if (depth >= limits.depth) { set('[too deep]'); continue; }
+    if (typeof src === 'string') {
+      set(cut(src));
+      continue;
+    }
+    if (src === null || typeof src !== 'object') {
+      set(typeof src === 'bigint' ? String(src) : src);
+      continue;
+    }
+    if (depth >= limits.depth) {
+      set('[too deep]');
+      continue;
+    }
     const arr = Array.isArray(src);
     const out: Record<string, unknown> | unknown[] = arr ? [] : {};
     set(out);
@@ -34,7 +51,9 @@ export function redact(v: unknown, limits: { depth: number; keys: number; string
       budget--;
       taken++;
       const x = (src as Record<string, unknown>)[k];
-      const put = (y: unknown) => { (out as Record<string, unknown>)[k] = y; };
+      const put = (y: unknown) => {
+        (out as Record<string, unknown>)[k] = y;
+      };
       if (!arr && SECRET.test(k)) put('[redacted]');
       else stack.push({ src: x, set: put, depth: depth + 1 });
     }

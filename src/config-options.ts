@@ -56,7 +56,9 @@ export function configOptions(schemas = new SchemaSet()): ConfigOption[] {
       const kind = kindOf(n);
       const negated = kind === 'boolean' && n.default === true;
       out.push({
-        path, kind, negated,
+        path,
+        kind,
+        negated,
         flag: path.map(kebab).join('-'),
         env: `BLOCKCOPY_${path.map(snake).join('_')}`,
         placeholder: placeholderOf(n, kind),
@@ -71,7 +73,11 @@ export function configOptions(schemas = new SchemaSet()): ConfigOption[] {
 
 /** Flags that are not one schema key: --listen HOST:PORT sets host, port and enabled. */
 export const SHORTHANDS = {
-  listen: { env: 'BLOCKCOPY_LISTEN', placeholder: 'HOST:PORT', description: 'Serve WebSocket on HOST:PORT (sets listen.host, listen.port, listen.enabled).' },
+  listen: {
+    env: 'BLOCKCOPY_LISTEN',
+    placeholder: 'HOST:PORT',
+    description: 'Serve WebSocket on HOST:PORT (sets listen.host, listen.port, listen.enabled).',
+  },
   'no-listen': { env: undefined, placeholder: '', description: 'Do not serve WebSocket (listen.enabled false).' },
 } as const;
 
@@ -80,15 +86,22 @@ export const SHORTHANDS = {
 export function convert(o: ConfigOption, raw: string | boolean, schemas = new SchemaSet()): unknown {
   if (typeof raw === 'boolean') return o.negated ? !raw : raw;
   switch (o.kind) {
-    case 'number': return /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw;
-    case 'boolean': return /^(1|true|yes)$/i.test(raw) ? true : /^(0|false|no)$/i.test(raw) ? false : raw;
-    case 'string': return raw;
+    case 'number':
+      return /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : raw;
+    case 'boolean':
+      return /^(1|true|yes)$/i.test(raw) ? true : /^(0|false|no)$/i.test(raw) ? false : raw;
+    case 'string':
+      return raw;
     case 'list': {
       if (raw.trimStart().startsWith('[')) return parseJson(o, raw);
       const node = o.path.reduce<Node | undefined>((n, k) => n?.properties?.[k], schemas.schema('config.schema.json') as Node);
-      return raw.split(node && pathList(node) ? ':' : ',').map((s) => s.trim()).filter(Boolean);
+      return raw
+        .split(node && pathList(node) ? ':' : ',')
+        .map((s) => s.trim())
+        .filter(Boolean);
     }
-    case 'json': return parseJson(o, raw);
+    case 'json':
+      return parseJson(o, raw);
   }
 }
 
@@ -108,6 +121,8 @@ export function optionsHelp(options = configOptions()): string {
     `  ${flag}${env ? `  (${env})` : ''}\n      ${description}${dflt !== undefined && !(Array.isArray(dflt) && dflt.length === 0) && !(typeof dflt === 'object' && !Array.isArray(dflt)) ? ` Default: ${JSON.stringify(dflt)}.` : ''}`;
   return [
     ...Object.entries(SHORTHANDS).map(([f, s]) => line(`--${f}${s.placeholder ? ` ${s.placeholder}` : ''}`, s.env, s.description)),
-    ...options.map((o) => line(o.negated ? `--no-${o.flag}` : `--${o.flag}${o.kind === 'boolean' ? '' : ` ${o.placeholder}`}`, o.env, o.description, o.default)),
+    ...options.map((o) =>
+      line(o.negated ? `--no-${o.flag}` : `--${o.flag}${o.kind === 'boolean' ? '' : ` ${o.placeholder}`}`, o.env, o.description, o.default),
+    ),
   ].join('\n');
 }

@@ -8,12 +8,13 @@ import { SchemaSet } from './schemas.js';
 
 export { ConfigError } from './config-options.js';
 
-export type ResolvedConfig = Required<Omit<AgentConfig, 'tls'>> & Pick<AgentConfig, 'tls'> & {
-  listen: Required<NonNullable<AgentConfig['listen']>>;
-  limits: Required<NonNullable<AgentConfig['limits']>>;
-  metrics: Required<NonNullable<AgentConfig['metrics']>>;
-  socket: Required<NonNullable<AgentConfig['socket']>>;
-};
+export type ResolvedConfig = Required<Omit<AgentConfig, 'tls'>> &
+  Pick<AgentConfig, 'tls'> & {
+    listen: Required<NonNullable<AgentConfig['listen']>>;
+    limits: Required<NonNullable<AgentConfig['limits']>>;
+    metrics: Required<NonNullable<AgentConfig['metrics']>>;
+    socket: Required<NonNullable<AgentConfig['socket']>>;
+  };
 
 /** One layer of overrides, keyed by flag name (e.g. 'state-dir', 'no-listen', 'listen'):
  *  text from the environment or a flag, true for a boolean flag given. */
@@ -76,7 +77,10 @@ function apply(cfg: Record<string, unknown>, o: Overrides, byFlag: Map<string, C
 export function configProblems(cfg: unknown, schemas = new SchemaSet()): string[] {
   const v = schemas.validator('config.schema.json');
   if (v(cfg)) return [];
-  return (v.errors ?? []).map((e) => `${e.instancePath || '(top level)'} ${e.message}${e.params && 'additionalProperty' in e.params ? `: '${e.params.additionalProperty}'` : ''}`);
+  return (v.errors ?? []).map(
+    (e) =>
+      `${e.instancePath || '(top level)'} ${e.message}${e.params && 'additionalProperty' in e.params ? `: '${e.params.additionalProperty}'` : ''}`,
+  );
 }
 
 export function loadConfig(file: string | undefined, ...layers: Overrides[]): ResolvedConfig {
@@ -84,7 +88,12 @@ export function loadConfig(file: string | undefined, ...layers: Overrides[]): Re
 }
 
 /** Applies the layers in order over `base` and validates the result (defaults filled in). */
-export function resolveConfig(base: Record<string, unknown>, layers: Overrides[], file?: string, schemas = new SchemaSet()): ResolvedConfig {
+export function resolveConfig(
+  base: Record<string, unknown>,
+  layers: Overrides[],
+  file?: string,
+  schemas = new SchemaSet(),
+): ResolvedConfig {
   const byFlag = new Map(configOptions(schemas).map((o) => [o.flag, o]));
   const cfg = structuredClone(base);
   for (const o of layers) apply(cfg, o, byFlag, schemas);

@@ -4,11 +4,23 @@
 
 /** The JSON-RPC 2.0 codes the agent answers before (or instead of) running a method. */
 export const PROTOCOL_ERRORS = {
-  parseError: { code: -32700, description: 'The frame (or stdio line) is not JSON, or a stdio line is longer than maxPayloadBytes; `id` is null.' },
-  invalidRequest: { code: -32600, description: 'Not a JSON-RPC 2.0 request: not an object, wrong `jsonrpc`, no method, a bad `id`, primitive `params`, an empty batch.' },
+  parseError: {
+    code: -32700,
+    description: 'The frame (or stdio line) is not JSON, or a stdio line is longer than maxPayloadBytes; `id` is null.',
+  },
+  invalidRequest: {
+    code: -32600,
+    description: 'Not a JSON-RPC 2.0 request: not an object, wrong `jsonrpc`, no method, a bad `id`, primitive `params`, an empty batch.',
+  },
   methodNotFound: { code: -32601, description: 'No method of that name.' },
-  invalidParams: { code: -32602, description: "The params break the method's schema; data.errors holds ajv's errors, each naming the field (instancePath)." },
-  internalError: { code: -32603, description: 'An unexpected failure (a defect): logged with its request id and stack, no detail is sent.' },
+  invalidParams: {
+    code: -32602,
+    description: "The params break the method's schema; data.errors holds ajv's errors, each naming the field (instancePath).",
+  },
+  internalError: {
+    code: -32603,
+    description: 'An unexpected failure (a defect): logged with its request id and stack, no detail is sent.',
+  },
 } as const;
 
 export const ERRORS = {
@@ -16,22 +28,62 @@ export const ERRORS = {
   jobExists: { code: -32001, retryable: false, description: 'A different copy job already runs on this disk.' },
   noJob: { code: -32002, retryable: false, description: 'There is no copy job on this disk (or with this id), or no group with this id.' },
   notReady: { code: -32003, retryable: true, description: 'The job has not reached (or has dropped out of) the ready phase.' },
-  pivotFailed: { code: -32004, retryable: false, description: 'libvirt could not switch the guest onto the copy, or the switch could not be verified.' },
+  pivotFailed: {
+    code: -32004,
+    retryable: false,
+    description: 'libvirt could not switch the guest onto the copy, or the switch could not be verified.',
+  },
   destinationRejected: { code: -32005, retryable: false, description: 'The destination breaks the destination policy.' },
-  libvirtError: { code: -32006, retryable: false, description: 'libvirt refused or failed the operation; data.libvirt holds its code, domain and message.' },
+  libvirtError: {
+    code: -32006,
+    retryable: false,
+    description: 'libvirt refused or failed the operation; data.libvirt holds its code, domain and message.',
+  },
   recovering: { code: -32007, retryable: true, description: 'The agent is reconciling jobs after a start or reconnect.' },
   unauthorized: { code: -32008, retryable: false, description: 'The caller is not allowed to call this method.' },
   timeout: { code: -32009, retryable: true, description: 'The wait or timeout given by the caller expired.' },
-  unsupported: { code: -32010, retryable: false, description: 'The disk or option is not supported for block copy (e.g. a cdrom, a network disk, a flag this libvirt lacks).' },
-  invalidState: { code: -32011, retryable: false, description: 'The job is in a state that does not allow this operation (e.g. finish after pivot).' },
+  unsupported: {
+    code: -32010,
+    retryable: false,
+    description: 'The disk or option is not supported for block copy (e.g. a cdrom, a network disk, a flag this libvirt lacks).',
+  },
+  invalidState: {
+    code: -32011,
+    retryable: false,
+    description: 'The job is in a state that does not allow this operation (e.g. finish after pivot).',
+  },
   tooManyJobs: { code: -32012, retryable: true, description: 'The host already runs its maximum number of concurrent copies.' },
-  unavailable: { code: -32013, retryable: true, description: 'No connection to libvirtd right now, or it dropped during the request; a mutating request may have taken effect: its job (data.job) shows it after the reconnect.' },
+  unavailable: {
+    code: -32013,
+    retryable: true,
+    description:
+      'No connection to libvirtd right now, or it dropped during the request; a mutating request may have taken effect: its job (data.job) shows it after the reconnect.',
+  },
   rateLimited: { code: -32014, retryable: true, description: 'This connection sent requests faster than its configured rate.' },
-  libvirtTimeout: { code: -32015, retryable: true, description: 'libvirtd did not answer in time (hung or overloaded): a call exceeded its bound (10 s; data.libvirt), or a read its 1 s bound. A mutating request may still take effect: its job (data.job) shows it once libvirtd answers.' },
+  libvirtTimeout: {
+    code: -32015,
+    retryable: true,
+    description:
+      'libvirtd did not answer in time (hung or overloaded): a call exceeded its bound (10 s; data.libvirt), or a read its 1 s bound. A mutating request may still take effect: its job (data.job) shows it once libvirtd answers.',
+  },
   libvirtBusy: { code: -32016, retryable: true, description: 'Too many libvirt calls already wait for libvirtd; this one was not sent.' },
-  stateUnavailable: { code: -32017, retryable: true, description: 'The state directory cannot be written (full, read-only, failing; data.errno says why): nothing was changed; reads still work.' },
-  responseTooLarge: { code: -32018, retryable: true, description: 'The answers of this batch together exceed the connection\'s output bound: this read-only call\'s answer was dropped; send fewer calls per batch.' },
-  auditFailed: { code: -32019, retryable: true, description: 'The audit record of this mutating call could not be written, so the call was refused before it acted.' },
+  stateUnavailable: {
+    code: -32017,
+    retryable: true,
+    description:
+      'The state directory cannot be written (full, read-only, failing; data.errno says why): nothing was changed; reads still work.',
+  },
+  responseTooLarge: {
+    code: -32018,
+    retryable: true,
+    description:
+      "The answers of this batch together exceed the connection's output bound: this read-only call's answer was dropped; send fewer calls per batch.",
+  },
+  auditFailed: {
+    code: -32019,
+    retryable: true,
+    description: 'The audit record of this mutating call could not be written, so the call was refused before it acted.',
+  },
 } as const;
 
 export type ErrorName = keyof typeof ERRORS;

@@ -44,7 +44,9 @@ function acquired(path: string, write: (info: LockInfo) => void): LockResult {
       try {
         const cur = JSON.parse(readFileSync(path, 'utf8')) as LockInfo;
         if (cur.pid === process.pid) rmSync(path, { force: true });
-      } catch { /* already gone */ }
+      } catch {
+        /* already gone */
+      }
     },
   };
 }
@@ -66,7 +68,9 @@ export function acquireStateLock(stateDir: string): LockResult {
       let holder: LockInfo | null = null;
       try {
         holder = JSON.parse(readFileSync(path, 'utf8')) as LockInfo;
-      } catch { /* torn or empty: treat as stale */ }
+      } catch {
+        /* torn or empty: treat as stale */
+      }
       if (holder && holder.pid !== process.pid && alive(holder.pid)) return { acquired: false, holder };
       // Stale: its owner is gone. Taken over by moving it aside (one taker wins the rename),
       // rewriting it and linking it back (fails if another agent made a new lock meanwhile).

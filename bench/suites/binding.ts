@@ -27,10 +27,13 @@ async function phase(conn: Awaited<ReturnType<typeof openConnection>>, ms: numbe
   const callers = Array.from({ length: 4 }, async (_, k) => {
     while (Date.now() < end) {
       const p = k === 0 ? conn.listDomains() : k === 1 ? conn.getXml('test') : k === 2 ? conn.lookupDomain('test') : conn.versions();
-      await p.then(() => calls++, (e: unknown) => {
-        const name = e instanceof LibvirtError ? e.name : 'other';
-        failures.set(name, (failures.get(name) ?? 0) + 1);
-      });
+      await p.then(
+        () => calls++,
+        (e: unknown) => {
+          const name = e instanceof LibvirtError ? e.name : 'other';
+          failures.set(name, (failures.get(name) ?? 0) + 1);
+        },
+      );
       await sleep(20);
     }
   });
@@ -49,8 +52,13 @@ async function phase(conn: Awaited<ReturnType<typeof openConnection>>, ms: numbe
   await Promise.all(callers);
   h.disable();
   return {
-    lagP50: h.percentile(50) / 1e6, lagP99: h.percentile(99) / 1e6, lagMax: h.max / 1e6,
-    writeP50: percentile(writes, 50), writeP99: percentile(writes, 99), writes: writes.length, calls,
+    lagP50: h.percentile(50) / 1e6,
+    lagP99: h.percentile(99) / 1e6,
+    lagMax: h.max / 1e6,
+    writeP50: percentile(writes, 50),
+    writeP99: percentile(writes, 99),
+    writes: writes.length,
+    calls,
     failures: Object.fromEntries(failures),
   };
 }
@@ -78,15 +86,30 @@ export async function libvirtdHang(ctx: BenchContext): Promise<SuiteResult> {
       name: `libvirt binding: libvirtd frozen (SIGSTOP) ${frozenMs / 1000} s under agent-shaped load`,
       rows: [
         { metric: 'event-loop lag p50 / p99 / max, libvirtd running', value: `${r(base.lagP50)} / ${r(base.lagP99)} / ${r(base.lagMax)}` },
-        { metric: 'event-loop lag p50 / p99 / max, libvirtd frozen', value: `${r(hung.lagP50)} / ${r(hung.lagP99)} / ${r(hung.lagMax)}`, target: 'p99 < 50 ms', met: hung.lagP99 < 50 },
+        {
+          metric: 'event-loop lag p50 / p99 / max, libvirtd frozen',
+          value: `${r(hung.lagP50)} / ${r(hung.lagP99)} / ${r(hung.lagMax)}`,
+          target: 'p99 < 50 ms',
+          met: hung.lagP99 < 50,
+        },
         { metric: 'lag p99 ratio frozen / running', value: `${round(hung.lagP99 / base.lagP99, 2)}` },
         { metric: 'journal write (write+fsync+rename) p50 / p99, running', value: `${r(base.writeP50)} / ${r(base.writeP99)}` },
-        { metric: 'journal write p50 / p99, frozen', value: `${r(hung.writeP50)} / ${r(hung.writeP99)}`, target: 'p50 within 2× running (p99 is disk noise on a shared host)', met: hung.writeP50 <= 2 * Math.max(base.writeP50, 1) },
+        {
+          metric: 'journal write p50 / p99, frozen',
+          value: `${r(hung.writeP50)} / ${r(hung.writeP99)}`,
+          target: 'p50 within 2× running (p99 is disk noise on a shared host)',
+          met: hung.writeP50 <= 2 * Math.max(base.writeP50, 1),
+        },
         { metric: 'journal write p50 ratio frozen / running', value: `${round(hung.writeP50 / base.writeP50, 2)}` },
-        { metric: 'libvirt calls answered / failed named while frozen (versions() answers from the connection\'s first reply)', value: `${hung.calls} / ${JSON.stringify(hung.failures)}` },
+        {
+          metric: "libvirt calls answered / failed named while frozen (versions() answers from the connection's first reply)",
+          value: `${hung.calls} / ${JSON.stringify(hung.failures)}`,
+        },
       ],
       data: { base, hung, frozenMs },
-      notes: ['Private libvirtd (test driver) so the shared daemon is never frozen; the serial test test/serial/libvirtd-hang.serial.ts does the same to the system libvirtd with real copies.'],
+      notes: [
+        'Private libvirtd (test driver) so the shared daemon is never frozen; the serial test test/serial/libvirtd-hang.serial.ts does the same to the system libvirtd with real copies.',
+      ],
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -96,8 +119,12 @@ export async function libvirtdHang(ctx: BenchContext): Promise<SuiteResult> {
 
 function runNode(script: string, args: string[] = []): Promise<{ code: number | null; signal: string | null; out: string }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [...args, '--input-type=module', '-e', script], { timeout: 600_000, maxBuffer: 16 << 20 },
-      (_e, out) => resolve({ code: child.exitCode, signal: child.signalCode, out }));
+    const child = execFile(
+      process.execPath,
+      [...args, '--input-type=module', '-e', script],
+      { timeout: 600_000, maxBuffer: 16 << 20 },
+      (_e, out) => resolve({ code: child.exitCode, signal: child.signalCode, out }),
+    );
   });
 }
 
@@ -105,7 +132,8 @@ export async function bindingChurn(ctx: BenchContext): Promise<SuiteResult> {
   const facade = new URL('../../src/libvirt/index.js', import.meta.url).href;
   const cycles = ctx.quick ? 1_000 : 10_000;
   const runs = ctx.quick ? 10 : 100;
-  const churn = await runNode(`
+  const churn = await runNode(
+    `
     const { openConnection } = await import(${JSON.stringify(facade)});
     const rss = () => process.memoryUsage().rss / 1048576;
     const marks = [];
@@ -117,7 +145,9 @@ export async function bindingChurn(ctx: BenchContext): Promise<SuiteResult> {
       await c.close();
       if (i % ${cycles / 10} === 0) { gc(); marks.push(rss()); }
     }
-    console.log(JSON.stringify(marks));`, ['--expose-gc']);
+    console.log(JSON.stringify(marks));`,
+    ['--expose-gc'],
+  );
   const marks = JSON.parse(churn.out.trim() || '[]') as number[];
   const load = `
     const { openConnection } = await import(${JSON.stringify(facade)});
@@ -145,9 +175,22 @@ export async function bindingChurn(ctx: BenchContext): Promise<SuiteResult> {
   return {
     name: 'libvirt binding: churn and teardown',
     rows: [
-      { metric: `RSS after each tenth of ${cycles} open/subscribe/events/unsubscribe/close cycles (MiB)`, value: marks.map((m) => round(m, 0)).join(', ') },
-      { metric: 'RSS growth from the first tenth to the last', value: `${round(growth, 1)} MiB`, target: '< 10 MiB (flat)', met: growth < 10 },
-      { metric: `worker environments torn down under event load`, value: workerCrash ? `crashed (${workers.signal ?? workers.out.trim()})` : `${runs}, 0 crashes`, target: '0 crashes', met: !workerCrash },
+      {
+        metric: `RSS after each tenth of ${cycles} open/subscribe/events/unsubscribe/close cycles (MiB)`,
+        value: marks.map((m) => round(m, 0)).join(', '),
+      },
+      {
+        metric: 'RSS growth from the first tenth to the last',
+        value: `${round(growth, 1)} MiB`,
+        target: '< 10 MiB (flat)',
+        met: growth < 10,
+      },
+      {
+        metric: `worker environments torn down under event load`,
+        value: workerCrash ? `crashed (${workers.signal ?? workers.out.trim()})` : `${runs}, 0 crashes`,
+        target: '0 crashes',
+        met: !workerCrash,
+      },
       { metric: `process exits under event load`, value: `${runs}, ${exitCrashes} crashes`, target: '0 crashes', met: exitCrashes === 0 },
     ],
     data: { marks, runs, exitCrashes, workerCrash },

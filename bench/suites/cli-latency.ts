@@ -8,7 +8,15 @@ import { CLI, serveAgent } from '../../harness/agent.js';
 import { BENCH_AGENT_CONFIG } from './common.js';
 import { Scope, median, now, round, type BenchContext, type SuiteResult } from '../lib.js';
 
-interface Stats { meanMs: number; sdMs: number; minMs: number; medianMs: number; maxMs: number; cpuMs: number; runs: number }
+interface Stats {
+  meanMs: number;
+  sdMs: number;
+  minMs: number;
+  medianMs: number;
+  maxMs: number;
+  cpuMs: number;
+  runs: number;
+}
 
 /** GNU time reports the child's CPU seconds (user, system), which a loaded host inflates far less than wall time. */
 const TIME = '/usr/bin/time';
@@ -18,7 +26,11 @@ function measure(cmd: string, args: string[], runs: number, warmup: number, inpu
   const cpu: number[] = [];
   const once = () => {
     const t0 = now();
-    const r = spawnSync(TIME, ['-f', 'cpu %U %S', cmd, ...args], { stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'], encoding: 'utf8', ...(input === undefined ? {} : { input }) });
+    const r = spawnSync(TIME, ['-f', 'cpu %U %S', cmd, ...args], {
+      stdio: [input === undefined ? 'ignore' : 'pipe', 'ignore', 'pipe'],
+      encoding: 'utf8',
+      ...(input === undefined ? {} : { input }),
+    });
     const ms = now() - t0;
     if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
     const m = /cpu ([\d.]+) ([\d.]+)\s*$/.exec(r.stderr);
@@ -30,7 +42,15 @@ function measure(cmd: string, args: string[], runs: number, warmup: number, inpu
   const xs = Array.from({ length: runs }, once);
   const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
   const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
-  return { meanMs: round(mean, 1), sdMs: round(sd, 1), minMs: round(Math.min(...xs), 1), medianMs: round(median(xs), 1), maxMs: round(Math.max(...xs), 1), cpuMs: round(cpu.reduce((a, b) => a + b, 0) / Math.max(1, cpu.length), 1), runs };
+  return {
+    meanMs: round(mean, 1),
+    sdMs: round(sd, 1),
+    minMs: round(Math.min(...xs), 1),
+    medianMs: round(median(xs), 1),
+    maxMs: round(Math.max(...xs), 1),
+    cpuMs: round(cpu.reduce((a, b) => a + b, 0) / Math.max(1, cpu.length), 1),
+    runs,
+  };
 }
 
 export async function cliLatency(ctx: BenchContext): Promise<SuiteResult> {
@@ -48,7 +68,12 @@ export async function cliLatency(ctx: BenchContext): Promise<SuiteResult> {
       ['blockcopy-agent jobs (unix socket)', node, [CLI, 'jobs', '--json', '--state-dir', withSocket.stateDir]],
       ['blockcopy-agent jobs (stdio relay, no socket)', node, [CLI, 'jobs', '--json', '--state-dir', withoutSocket.stateDir]],
       ['blockcopy-agent stdio, one request (unix socket)', node, [CLI, 'stdio', '--state-dir', withSocket.stateDir], request],
-      ['blockcopy-agent stdio, one request (WebSocket relay, no socket)', node, [CLI, 'stdio', '--state-dir', withoutSocket.stateDir], request],
+      [
+        'blockcopy-agent stdio, one request (WebSocket relay, no socket)',
+        node,
+        [CLI, 'stdio', '--state-dir', withoutSocket.stateDir],
+        request,
+      ],
       ['blockcopy-agent --help', node, [CLI, '--help']],
       ['node -e 0 (the floor)', node, ['-e', '0']],
     ];
@@ -67,10 +92,17 @@ export async function cliLatency(ctx: BenchContext): Promise<SuiteResult> {
     return {
       name: 'CLI latency: a short verb against a running agent, side by side with virsh',
       rows,
-      data: { runs, warmup, results, ratiosToVirsh: Object.fromEntries(Object.entries(results).map(([k, s]) => [k, round(s.meanMs / virsh, 2)])) },
+      data: {
+        runs,
+        warmup,
+        results,
+        ratiosToVirsh: Object.fromEntries(Object.entries(results).map(([k, s]) => [k, round(s.meanMs / virsh, 2)])),
+      },
       notes: [
         'Each command is spawned and waited for as a script would (spawnSync, under GNU time for its CPU time), after warm-up runs; wall time mean ± standard deviation over the runs, and mean CPU (user + system). On a shared, loaded host compare the CPU column and the ratios to bare node; the target is judged on the median wall time.',
-        `Load average at the end: ${loadavg().map((x) => round(x, 1)).join(', ')}.`,
+        `Load average at the end: ${loadavg()
+          .map((x) => round(x, 1))
+          .join(', ')}.`,
         'The socket verb loads only the CLI client (no ajv, no libvirt binding, no ws); the relay path starts a second Node process that loads the agent and relays over the WebSocket.',
       ],
     };

@@ -33,16 +33,32 @@ export async function convergence(ctx: BenchContext): Promise<SuiteResult> {
       const samples: string[] = [];
       const t0 = now();
       const call = client.call('blockCopy', {
-        domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/conv.qcow2`, format: 'qcow2' },
-        bandwidth: limit, synchronousWrites: mode === 'synchronousWrites', wait: 'ready', timeout: timeoutS, jobId: `conv-${mode}`,
+        domain: dom.name,
+        disk: 'vda',
+        destination: { path: `${dom.dir}/conv.qcow2`, format: 'qcow2' },
+        bandwidth: limit,
+        synchronousWrites: mode === 'synchronousWrites',
+        wait: 'ready',
+        timeout: timeoutS,
+        jobId: `conv-${mode}`,
       });
       const sampler = setInterval(() => {
-        void client.call('jobInfo', { jobId: `conv-${mode}` }).then(({ job }) => {
-          samples.push(`${round((now() - t0) / 1000, 1)} s: ${job.state} ${round(Number(job.progress.cur) / MiB, 0)}/${round(Number(job.progress.end) / MiB, 0)} MiB, rate ${job.progress.rate === null ? '-' : round(job.progress.rate / MiB, 1) + ' MiB/s'}`);
-        }, () => {});
+        void client.call('jobInfo', { jobId: `conv-${mode}` }).then(
+          ({ job }) => {
+            samples.push(
+              `${round((now() - t0) / 1000, 1)} s: ${job.state} ${round(Number(job.progress.cur) / MiB, 0)}/${round(Number(job.progress.end) / MiB, 0)} MiB, rate ${job.progress.rate === null ? '-' : round(job.progress.rate / MiB, 1) + ' MiB/s'}`,
+            );
+          },
+          () => {},
+        );
       }, 2000);
-      const outcome = await call.then(() => `ready after ${round((now() - t0) / 1000, 1)} s`, (e) =>
-        e instanceof RpcError && e.errorName === 'timeout' ? `no convergence within ${timeoutS} s (cancelled)` : `failed: ${(e as Error).message}`);
+      const outcome = await call.then(
+        () => `ready after ${round((now() - t0) / 1000, 1)} s`,
+        (e) =>
+          e instanceof RpcError && e.errorName === 'timeout'
+            ? `no convergence within ${timeoutS} s (cancelled)`
+            : `failed: ${(e as Error).message}`,
+      );
       clearInterval(sampler);
       writing = false;
       await writer;
@@ -54,9 +70,13 @@ export async function convergence(ctx: BenchContext): Promise<SuiteResult> {
     }
     const trail = (data.default as { samples: string[] }).samples;
     return {
-      name: 'Convergence under guest writes', rows, data,
-      notes: ['What jobInfo showed while the default mode did not converge: ' + (trail.length ? trail.slice(-3).join('; ') : 'no sample'),
-        'synchronousWrites mirrors each guest write to the destination before completing it; a guest that rewrites its whole disk therefore also copies it, which is why that mode can be ready sooner than the bandwidth limit alone allows.'],
+      name: 'Convergence under guest writes',
+      rows,
+      data,
+      notes: [
+        'What jobInfo showed while the default mode did not converge: ' + (trail.length ? trail.slice(-3).join('; ') : 'no sample'),
+        'synchronousWrites mirrors each guest write to the destination before completing it; a guest that rewrites its whole disk therefore also copies it, which is why that mode can be ready sooner than the bandwidth limit alone allows.',
+      ],
     };
   } finally {
     await scope.close();

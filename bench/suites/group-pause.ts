@@ -23,7 +23,10 @@ export async function groupPause(ctx: BenchContext): Promise<SuiteResult> {
       for (let r = 0; r < runs; r++) {
         const dom = await createWriterDomain(scope, { dataDisks: n, sizeMiB: 32 });
         await waitUntilWriting(dom);
-        const disks = Array.from({ length: n }, (_, i) => ({ disk: target(i), destination: { path: `${dom.dir}/g-${target(i)}.raw`, format: 'raw' as const } }));
+        const disks = Array.from({ length: n }, (_, i) => ({
+          disk: target(i),
+          destination: { path: `${dom.dir}/g-${target(i)}.raw`, format: 'raw' as const },
+        }));
         const { group } = await client.call('blockCopyGroup', { domain: dom.name, disks, wait: 'ready' });
         const piv = await client.call('pivotGroup', { groupId: group.groupId });
         agentMs.push(piv.group.lastSwitch!.pausedMs);
@@ -32,7 +35,17 @@ export async function groupPause(ctx: BenchContext): Promise<SuiteResult> {
 
         const twin = await createWriterDomain(scope, { dataDisks: n, sizeMiB: 32 });
         await waitUntilWriting(twin);
-        for (let i = 0; i < n; i++) await hv.virsh('blockcopy', twin.name, target(i), `${twin.dir}/v-${target(i)}.raw`, '--format', 'raw', '--transient-job', '--wait');
+        for (let i = 0; i < n; i++)
+          await hv.virsh(
+            'blockcopy',
+            twin.name,
+            target(i),
+            `${twin.dir}/v-${target(i)}.raw`,
+            '--format',
+            'raw',
+            '--transient-job',
+            '--wait',
+          );
         const t0 = now();
         await hv.virsh('suspend', twin.name);
         for (let i = 0; i < n; i++) await hv.virsh('blockjob', twin.name, target(i), '--pivot');
@@ -43,12 +56,17 @@ export async function groupPause(ctx: BenchContext): Promise<SuiteResult> {
       data[n] = { agentMs, virshMs };
       const a = median(agentMs);
       const v = median(virshMs);
-      rows.push({ metric: `${n} disk${n > 1 ? 's' : ''}: guest paused, agent pivotGroup (median of ${runs})`, value: `${round(a, 1)} ms (virsh script ${round(v, 1)} ms, ratio ${round(a / v)})` });
+      rows.push({
+        metric: `${n} disk${n > 1 ? 's' : ''}: guest paused, agent pivotGroup (median of ${runs})`,
+        value: `${round(a, 1)} ms (virsh script ${round(v, 1)} ms, ratio ${round(a / v)})`,
+      });
     }
     return {
       name: 'Group pivot pause',
       rows,
-      notes: ['The agent measures from its suspend request to the end of its resume; the virsh script from `virsh suspend` to the end of `virsh resume` (each virsh call also starts a process). The guest writes to every disk throughout.'],
+      notes: [
+        'The agent measures from its suspend request to the end of its resume; the virsh script from `virsh suspend` to the end of `virsh resume` (each virsh call also starts a process). The guest writes to every disk throughout.',
+      ],
       data,
     };
   } finally {

@@ -20,8 +20,13 @@ function hostile(url: string, headers: Record<string, string>): Promise<Hostile>
     const ws = new WebSocket(url, { headers, perMessageDeflate: false });
     const h: Hostile = { ws, closedWith: null };
     ws.on('error', () => {});
-    ws.on('close', (code) => { h.closedWith = code; });
-    ws.on('unexpected-response', (_q, res) => { res.destroy(); resolve(h); });
+    ws.on('close', (code) => {
+      h.closedWith = code;
+    });
+    ws.on('unexpected-response', (_q, res) => {
+      res.destroy();
+      resolve(h);
+    });
     ws.on('open', () => {
       ws.pause();
       const one = { jsonrpc: '2.0', method: 'rpc.discover', id: 1 };
@@ -57,7 +62,13 @@ async function scenario(ctx: BenchContext, hostiles: number, rateLifted: boolean
     const before = await quietLatency(good, ctx.quick ? 1 : 3);
     const rssBefore = usage(pid).rssMiB;
     let peak = rssBefore;
-    const sampler = setInterval(() => { try { peak = Math.max(peak, usage(pid).rssMiB); } catch { /* exited */ } }, 50);
+    const sampler = setInterval(() => {
+      try {
+        peak = Math.max(peak, usage(pid).rssMiB);
+      } catch {
+        /* exited */
+      }
+    }, 50);
     const t0 = now();
     const attackers = await Promise.all(Array.from({ length: hostiles }, () => hostile(agent.url, agent.headers)));
     const during = await quietLatency(good, (slowReaderMs + 3000) / 1000);
@@ -70,10 +81,18 @@ async function scenario(ctx: BenchContext, hostiles: number, rateLifted: boolean
     for (const a of attackers) a.ws.terminate();
     const alive = agent.process.exitCode === null;
     return {
-      hostiles, rateLifted, rssBeforeMiB: rssBefore, peakRssMiB: peak, seconds: round((now() - t0) / 1000, 1),
-      closedByAgent: closed, agentAlive: alive,
-      p50BeforeMs: percentile(before, 50), p99BeforeMs: percentile(before, 99),
-      p50DuringMs: percentile(during, 50), p99DuringMs: percentile(during, 99), callsDuring: during.length,
+      hostiles,
+      rateLifted,
+      rssBeforeMiB: rssBefore,
+      peakRssMiB: peak,
+      seconds: round((now() - t0) / 1000, 1),
+      closedByAgent: closed,
+      agentAlive: alive,
+      p50BeforeMs: percentile(before, 50),
+      p99BeforeMs: percentile(before, 99),
+      p50DuringMs: percentile(during, 50),
+      p99DuringMs: percentile(during, 99),
+      callsDuring: during.length,
     };
   } finally {
     await scope.close();
@@ -89,14 +108,24 @@ export async function hostileClients(ctx: BenchContext): Promise<SuiteResult> {
       const r = await scenario(ctx, n, rateLifted);
       const label = `${n} non-reading client${n > 1 ? 's' : ''}${rateLifted ? ', rate limit lifted' : ''}`;
       data[`${n}${rateLifted ? '-norate' : ''}`] = r;
-      rows.push({ metric: `${label}: agent peak RSS (quiet ${r.rssBeforeMiB} MiB)`, value: `${r.peakRssMiB} MiB`, target: `≤ ${RSS_TARGET_MIB} MiB`, met: r.peakRssMiB <= RSS_TARGET_MIB && r.agentAlive });
-      rows.push({ metric: `${label}: other client p50 / p99 (quiet: ${round(r.p50BeforeMs)} / ${round(r.p99BeforeMs)} ms)`, value: `${round(r.p50DuringMs)} / ${round(r.p99DuringMs)} ms, ${r.callsDuring} calls, ×${round(r.p50DuringMs / Math.max(r.p50BeforeMs, 0.001), 1)} p50` });
+      rows.push({
+        metric: `${label}: agent peak RSS (quiet ${r.rssBeforeMiB} MiB)`,
+        value: `${r.peakRssMiB} MiB`,
+        target: `≤ ${RSS_TARGET_MIB} MiB`,
+        met: r.peakRssMiB <= RSS_TARGET_MIB && r.agentAlive,
+      });
+      rows.push({
+        metric: `${label}: other client p50 / p99 (quiet: ${round(r.p50BeforeMs)} / ${round(r.p99BeforeMs)} ms)`,
+        value: `${round(r.p50DuringMs)} / ${round(r.p99DuringMs)} ms, ${r.callsDuring} calls, ×${round(r.p50DuringMs / Math.max(r.p50BeforeMs, 0.001), 1)} p50`,
+      });
       rows.push({ metric: `${label}: closed by the agent within ${r.seconds} s`, value: `${r.closedByAgent} of ${n}` });
       ctx.log(`hostile: ${label}: peak ${r.peakRssMiB} MiB, other client p99 ${round(r.p99DuringMs)} ms, ${r.closedByAgent}/${n} closed`);
     }
   }
   return {
-    name: 'Hostile clients (non-reading floods of rpc.discover)', rows, data,
+    name: 'Hostile clients (non-reading floods of rpc.discover)',
+    rows,
+    data,
     notes: [
       'Each hostile client sends 500 single rpc.discover calls, 20 batches of 100 and one 188 KiB batch (over maxBatch), and never reads: ~200 MiB of answers if all were produced.',
       'Defaults: limits.maxBufferedBytes 256 KiB, slowReaderMs 10 s (2 s in the quick run), maxBatch 100; the clients run in the benchmark process on the same cores.',

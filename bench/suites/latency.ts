@@ -15,7 +15,10 @@ const run = promisify(execFile);
 function waitFor<T>(register: (resolve: (v: T) => void) => void, ms = 60_000): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('timed out')), ms);
-    register((v) => { clearTimeout(timer); resolve(v); });
+    register((v) => {
+      clearTimeout(timer);
+      resolve(v);
+    });
   });
 }
 
@@ -46,10 +49,20 @@ export async function latency(ctx: BenchContext): Promise<SuiteResult> {
       readyEvents.clear();
       let tNotify = 0;
       const notified = waitFor<void>((resolve) => {
-        const on = (job: Job) => { if (job.domain.uuid === dom.uuid && job.state === 'ready') { tNotify = now(); client.off('job.changed', on); resolve(); } };
+        const on = (job: Job) => {
+          if (job.domain.uuid === dom.uuid && job.state === 'ready') {
+            tNotify = now();
+            client.off('job.changed', on);
+            resolve();
+          }
+        };
         client.on('job.changed', on);
       });
-      const { job } = await client.call('blockCopy', { domain: dom.uuid, disk: 'vda', destination: { path: `${dom.dir}/lat-${i}.qcow2`, format: 'qcow2' } });
+      const { job } = await client.call('blockCopy', {
+        domain: dom.uuid,
+        disk: 'vda',
+        destination: { path: `${dom.dir}/lat-${i}.qcow2`, format: 'qcow2' },
+      });
       await notified;
       if (!readyEvents.has('vda')) await waitFor<void>((resolve) => eventWaiters.push(resolve));
       notify.push(tNotify - readyEvents.get('vda')!);
@@ -83,8 +96,10 @@ export async function latency(ctx: BenchContext): Promise<SuiteResult> {
         { metric: '… of which starting virsh (`virsh version`), p50', value: `${round(median(spawnOnly))} ms` },
       ],
       data: { notifyMs: notify, pivotMs: pivots, virshPivotMs: virshPivots, virshSpawnMs: spawnOnly },
-      notes: ['The agent reads the job once more before announcing ready (so the notification carries final progress): that libvirt round trip is part of the latency.',
-        'The agent\'s pivot includes verifying the live XML (and the persistent definition); virsh only waits for libvirt.'],
+      notes: [
+        'The agent reads the job once more before announcing ready (so the notification carries final progress): that libvirt round trip is part of the latency.',
+        "The agent's pivot includes verifying the live XML (and the persistent definition); virsh only waits for libvirt.",
+      ],
     };
   } finally {
     await scope.close();

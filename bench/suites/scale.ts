@@ -15,22 +15,41 @@ export async function scale(ctx: BenchContext): Promise<SuiteResult> {
     const client = await agent.connect();
     const doms: hv.TestDomain[] = [];
     for (let v = 0; v < vms; v++) {
-      const dom = await hv.createDomain(scope, { disks: Array.from({ length: disksPerVm }, () => ({ format: 'qcow2' as const, sizeMiB })), memoryMiB: 32 });
+      const dom = await hv.createDomain(scope, {
+        disks: Array.from({ length: disksPerVm }, () => ({ format: 'qcow2' as const, sizeMiB })),
+        memoryMiB: 32,
+      });
       for (const d of dom.disks) await fill(dom, d.target, sizeMiB, 0x66);
       doms.push(dom);
     }
     const single = await hv.createDomain(scope, { disks: [{ format: 'qcow2', sizeMiB }] });
     await fill(single, 'vda', sizeMiB, 0x66);
     let t0 = now();
-    await client.call('blockCopy', { domain: single.name, disk: 'vda', destination: { path: `${single.dir}/single.qcow2`, format: 'qcow2' }, whenReady: 'pivot', wait: 'done' });
+    await client.call('blockCopy', {
+      domain: single.name,
+      disk: 'vda',
+      destination: { path: `${single.dir}/single.qcow2`, format: 'qcow2' },
+      whenReady: 'pivot',
+      wait: 'done',
+    });
     const singleS = (now() - t0) / 1000;
 
     const n = vms * disksPerVm;
     ctx.log(`scale: ${n} copies across ${vms} VMs`);
     t0 = now();
-    const results = await Promise.all(doms.flatMap((dom) => dom.disks.map((d) => client.call('blockCopy', {
-      domain: dom.name, disk: d.target, destination: { path: `${d.path}.moved`, format: 'qcow2' }, whenReady: 'pivot', wait: 'done',
-    }))));
+    const results = await Promise.all(
+      doms.flatMap((dom) =>
+        dom.disks.map((d) =>
+          client.call('blockCopy', {
+            domain: dom.name,
+            disk: d.target,
+            destination: { path: `${d.path}.moved`, format: 'qcow2' },
+            whenReady: 'pivot',
+            wait: 'done',
+          }),
+        ),
+      ),
+    );
     const allS = (now() - t0) / 1000;
     const pivoted = results.filter((r) => r.job.state === 'pivoted').length;
     const rss = usage(agent.process.pid!);
@@ -39,7 +58,10 @@ export async function scale(ctx: BenchContext): Promise<SuiteResult> {
       name: `Scale (${n} copies, ${vms} VMs)`,
       rows: [
         { metric: `copies that reached ready and pivoted`, value: `${pivoted} / ${n}`, target: `${n} / ${n}`, met: pivoted === n },
-        { metric: `all ${n} copies of ${sizeMiB} MiB, start to last pivot`, value: `${round(allS)} s (${round(aggregate, 0)} MiB/s aggregate)` },
+        {
+          metric: `all ${n} copies of ${sizeMiB} MiB, start to last pivot`,
+          value: `${round(allS)} s (${round(aggregate, 0)} MiB/s aggregate)`,
+        },
         { metric: 'one copy of the same size', value: `${round(singleS)} s (${round(sizeMiB / singleS, 0)} MiB/s)` },
         { metric: 'aggregate / single throughput', value: `${round(aggregate / (sizeMiB / singleS))}` },
         { metric: 'agent RSS after (peak)', value: `${rss.rssMiB} MiB (${rss.peakRssMiB} MiB)` },

@@ -37,7 +37,13 @@ export async function throughput(ctx: BenchContext): Promise<SuiteResult> {
       const dest = `${viaAgent.dir}/agent-${i}.raw`;
       await settle();
       const t0 = now();
-      await client.call('blockCopy', { domain: viaAgent.name, disk: 'vda', destination: { path: dest, format: 'raw' }, whenReady: 'pivot', wait: 'done' });
+      await client.call('blockCopy', {
+        domain: viaAgent.name,
+        disk: 'vda',
+        destination: { path: dest, format: 'raw' },
+        whenReady: 'pivot',
+        wait: 'done',
+      });
       agentTimes.push((now() - t0) / 1000);
       rmSync(srcA);
       srcA = dest;
@@ -53,7 +59,13 @@ export async function throughput(ctx: BenchContext): Promise<SuiteResult> {
     };
     for (let i = 0; i < runs; i++) {
       // Alternate who goes first, so neither always meets the other's leftovers.
-      if (i % 2 === 0) { await viaAgentRun(i); await viaVirshRun(i); } else { await viaVirshRun(i); await viaAgentRun(i); }
+      if (i % 2 === 0) {
+        await viaAgentRun(i);
+        await viaVirshRun(i);
+      } else {
+        await viaVirshRun(i);
+        await viaAgentRun(i);
+      }
       const copy = `${viaAgent.dir}/cp-${i}.raw`;
       await settle();
       const t0 = now();
@@ -61,7 +73,9 @@ export async function throughput(ctx: BenchContext): Promise<SuiteResult> {
       await run('sync');
       cpTimes.push((now() - t0) / 1000);
       rmSync(copy);
-      ctx.log(`throughput run ${i + 1}/${runs}: agent ${agentTimes[i]!.toFixed(2)} s, virsh ${virshTimes[i]!.toFixed(2)} s, cp ${cpTimes[i]!.toFixed(2)} s`);
+      ctx.log(
+        `throughput run ${i + 1}/${runs}: agent ${agentTimes[i]!.toFixed(2)} s, virsh ${virshTimes[i]!.toFixed(2)} s, cp ${cpTimes[i]!.toFixed(2)} s`,
+      );
     }
     const [a, v, c] = [median(agentTimes), median(virshTimes), median(cpTimes)];
     const mibps = (s: number) => `${round(sizeMiB / s, 0)} MiB/s`;
@@ -74,10 +88,20 @@ export async function throughput(ctx: BenchContext): Promise<SuiteResult> {
         { metric: 'ratio agent / virsh (time)', value: `${round(a / v, 3)}`, target: '≤ 1.02', met: a / v <= 1.02 },
         { metric: 'ratio agent / cp (time)', value: `${round(a / c, 3)}` },
       ],
-      data: { sizeMiB, runs, agentSeconds: agentTimes, virshSeconds: virshTimes, cpSeconds: cpTimes, ratioAgentVirsh: a / v, ratioAgentCp: a / c },
-      notes: ['Before every timed run dirty data is written back and the page cache dropped (sync; drop_caches), and agent and virsh alternate who goes first: without that, whichever ran first after filling the disks paid for writing the fill back (seen: 5.3 s against 1.0 s).',
-        'The agent\'s own part is small: about 30 ms to validate and start the copy and 11–16 ms from the READY event to a verified pivot (timeline from its logs); virsh --wait polls every 500 ms.',
-        'cp is timed to the end of a sync, so it includes writing the copy to disk; the mirror leaves it in the page cache at pivot.'],
+      data: {
+        sizeMiB,
+        runs,
+        agentSeconds: agentTimes,
+        virshSeconds: virshTimes,
+        cpSeconds: cpTimes,
+        ratioAgentVirsh: a / v,
+        ratioAgentCp: a / c,
+      },
+      notes: [
+        'Before every timed run dirty data is written back and the page cache dropped (sync; drop_caches), and agent and virsh alternate who goes first: without that, whichever ran first after filling the disks paid for writing the fill back (seen: 5.3 s against 1.0 s).',
+        "The agent's own part is small: about 30 ms to validate and start the copy and 11–16 ms from the READY event to a verified pivot (timeline from its logs); virsh --wait polls every 500 ms.",
+        'cp is timed to the end of a sync, so it includes writing the copy to disk; the mirror leaves it in the page cache at pivot.',
+      ],
     };
   } finally {
     await scope.close();

@@ -5,13 +5,31 @@ import { parseArgs } from 'node:util';
 export const EXIT = { ok: 0, agentError: 1, usage: 2, connection: 3, timeout: 4, interrupted: 130 } as const;
 
 export const OPTIONS = {
-  url: { type: 'string' }, socket: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' }, 'state-dir': { type: 'string' },
-  json: { type: 'boolean' }, job: { type: 'string' }, params: { type: 'string' },
-  format: { type: 'string' }, type: { type: 'string' }, bandwidth: { type: 'string' }, granularity: { type: 'string' },
-  'buf-size': { type: 'string' }, 'job-id': { type: 'string' }, shallow: { type: 'boolean' }, 'reuse-external': { type: 'boolean' },
-  'transient-job': { type: 'boolean' }, 'synchronous-writes': { type: 'boolean' }, wait: { type: 'boolean' },
-  pivot: { type: 'boolean' }, finish: { type: 'boolean' }, timeout: { type: 'string' }, help: { type: 'boolean', short: 'h' },
-  'group-id': { type: 'string' }, 'max-pause': { type: 'string' },
+  url: { type: 'string' },
+  socket: { type: 'string' },
+  token: { type: 'string' },
+  ca: { type: 'string' },
+  'state-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  job: { type: 'string' },
+  params: { type: 'string' },
+  format: { type: 'string' },
+  type: { type: 'string' },
+  bandwidth: { type: 'string' },
+  granularity: { type: 'string' },
+  'buf-size': { type: 'string' },
+  'job-id': { type: 'string' },
+  shallow: { type: 'boolean' },
+  'reuse-external': { type: 'boolean' },
+  'transient-job': { type: 'boolean' },
+  'synchronous-writes': { type: 'boolean' },
+  wait: { type: 'boolean' },
+  pivot: { type: 'boolean' },
+  finish: { type: 'boolean' },
+  timeout: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+  'group-id': { type: 'string' },
+  'max-pause': { type: 'string' },
 } as const;
 
 export class UsageError extends Error {}

@@ -10,7 +10,10 @@ import { localSocket } from './local-socket.js';
 export async function connect(v: Values): Promise<AgentClient> {
   if (v.url) {
     const token = v.token ?? process.env.BLOCKCOPY_TOKEN;
-    return AgentClient.connect(v.url, { headers: token ? { authorization: `Bearer ${token}` } : {}, ...(v.ca ? { ca: readFileSync(v.ca) } : {}) });
+    return AgentClient.connect(v.url, {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+      ...(v.ca ? { ca: readFileSync(v.ca) } : {}),
+    });
   }
   const local = localSocket({ socket: v.socket, stateDir: v['state-dir'] });
   if (local) {
@@ -24,7 +27,11 @@ export async function connect(v: Values): Promise<AgentClient> {
     }
   }
   const cli = fileURLToPath(new URL('./main.js', import.meta.url));
-  return AgentClient.spawn(process.execPath, [cli, 'stdio', ...(v['state-dir'] ? ['--state-dir', v['state-dir']] : []), '--log-level', 'error'], { stderr: 'inherit' });
+  return AgentClient.spawn(
+    process.execPath,
+    [cli, 'stdio', ...(v['state-dir'] ? ['--state-dir', v['state-dir']] : []), '--log-level', 'error'],
+    { stderr: 'inherit' },
+  );
 }
 
 /** Closes the client; a spawned local agent is given a few seconds to finish and exit, so that
@@ -35,7 +42,13 @@ export async function closeClient(client: AgentClient | null | undefined): Promi
   const child = 'process' in client ? (client as unknown as { process: ChildProcess }).process : undefined;
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   await new Promise<void>((resolve) => {
-    const timer = setTimeout(() => { child.kill('SIGTERM'); resolve(); }, 10_000);
-    child.once('exit', () => { clearTimeout(timer); resolve(); });
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      resolve();
+    }, 10_000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
   });
 }

@@ -13,10 +13,19 @@ export async function copy(client: AgentClient, v: Values, pos: string[]): Promi
   const whenReady = v.pivot ? 'pivot' : v.finish ? 'finish' : 'none';
   const wait = whenReady !== 'none' ? 'done' : v.wait ? 'ready' : 'none';
   const params: BlockCopyParams = {
-    domain, disk, destination: { path, ...(v.format ? { format: v.format as 'raw' | 'qcow2' } : {}), ...(v.type ? { type: v.type as 'file' | 'block' } : {}) },
-    whenReady, wait: 'none',
-    ...(v.shallow ? { shallow: true } : {}), ...(v['reuse-external'] ? { reuseExternal: true } : {}),
-    ...(v['transient-job'] ? { transientJob: true } : {}), ...(v['synchronous-writes'] ? { synchronousWrites: true } : {}),
+    domain,
+    disk,
+    destination: {
+      path,
+      ...(v.format ? { format: v.format as 'raw' | 'qcow2' } : {}),
+      ...(v.type ? { type: v.type as 'file' | 'block' } : {}),
+    },
+    whenReady,
+    wait: 'none',
+    ...(v.shallow ? { shallow: true } : {}),
+    ...(v['reuse-external'] ? { reuseExternal: true } : {}),
+    ...(v['transient-job'] ? { transientJob: true } : {}),
+    ...(v['synchronous-writes'] ? { synchronousWrites: true } : {}),
     ...(v.bandwidth !== undefined ? { bandwidth: num(v.bandwidth, 'bandwidth')! } : {}),
     // The agent's schema checks the value (a power of two in range); here it is only a number.
     ...(v.granularity !== undefined ? { granularity: num(v.granularity, 'granularity') as BlockCopyParams['granularity'] } : {}),
@@ -30,7 +39,9 @@ export async function copy(client: AgentClient, v: Values, pos: string[]): Promi
     out.say(`copy started: job ${job.jobId} (${job.state})`, { event: 'started', job });
     return EXIT.ok;
   }
-  client.on('job.changed', (j: Job) => { if (j.jobId === job.jobId) out.job(j); });
+  client.on('job.changed', (j: Job) => {
+    if (j.jobId === job.jobId) out.job(j);
+  });
   await client.call('subscribe', { jobIds: [job.jobId] });
   // Ctrl-C: a copy still in phase 1 is cancelled (nothing useful exists yet); later it stays.
   let interrupted = false;
@@ -39,7 +50,11 @@ export async function copy(client: AgentClient, v: Values, pos: string[]): Promi
     void client.call('jobInfo', { jobId: job.jobId }).then(async ({ job: now }) => {
       if (now.state === 'copying') {
         await client.call('abort', { jobId: job.jobId });
-        out.say(`interrupted: cancelled job ${job.jobId}, which was still copying (phase 1); the guest stays on its source`, { event: 'interrupted', action: 'cancelled', jobId: job.jobId });
+        out.say(`interrupted: cancelled job ${job.jobId}, which was still copying (phase 1); the guest stays on its source`, {
+          event: 'interrupted',
+          action: 'cancelled',
+          jobId: job.jobId,
+        });
       } else {
         out.say(`interrupted: job ${job.jobId} is ${now.state}; left as it is`, { event: 'interrupted', action: 'none', job: now });
       }
@@ -59,8 +74,12 @@ export async function copy(client: AgentClient, v: Values, pos: string[]): Promi
     out.say(`${final.state}: ${final.error?.message ?? final.evidence ?? ''}`, { event: final.state, job: final });
     return EXIT.agentError;
   }
-  const what = final.state === 'pivoted' ? `pivoted: ${domain}/${disk} now runs on ${final.destination.path}` :
-    final.state === 'finished' ? `finished: ${final.destination.path} holds a consistent copy` : `ready: mirroring to ${final.destination.path} (job ${final.jobId})`;
+  const what =
+    final.state === 'pivoted'
+      ? `pivoted: ${domain}/${disk} now runs on ${final.destination.path}`
+      : final.state === 'finished'
+        ? `finished: ${final.destination.path} holds a consistent copy`
+        : `ready: mirroring to ${final.destination.path} (job ${final.jobId})`;
   out.say(what, { event: final.state, job: final });
   return EXIT.ok;
 }
@@ -73,13 +92,17 @@ export async function copyGroup(client: AgentClient, v: Values, pos: string[]): 
     const m = /^([^=]+)=(.+)$/.exec(p);
     if (!m) throw new UsageError(`'${p}' is not DISK=DEST`);
     return {
-      disk: m[1]!, destination: { path: m[2]!, ...(v.format ? { format: v.format as 'raw' | 'qcow2' } : {}) },
+      disk: m[1]!,
+      destination: { path: m[2]!, ...(v.format ? { format: v.format as 'raw' | 'qcow2' } : {}) },
       ...(v.bandwidth !== undefined ? { bandwidth: num(v.bandwidth, 'bandwidth')! } : {}),
     };
   });
   const whenReady = v.pivot ? 'pivot' : v.finish ? 'finish' : 'none';
   const params: BlockCopyGroupParams = {
-    domain, disks, whenReady, wait: whenReady !== 'none' ? 'done' : v.wait ? 'ready' : 'none',
+    domain,
+    disks,
+    whenReady,
+    wait: whenReady !== 'none' ? 'done' : v.wait ? 'ready' : 'none',
     ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
     ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
     ...(v['group-id'] ? { groupId: v['group-id'] } : {}),

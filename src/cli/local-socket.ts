@@ -27,7 +27,10 @@ function stateDir(flag: string | undefined, config: string | undefined, env: Nod
 }
 
 /** The socket to try, and whether the caller named it (then there is no fallback). */
-export function localSocket(flag: { socket?: string; stateDir?: string; config?: string }, env: NodeJS.ProcessEnv = process.env): { path: string; explicit: boolean } | null {
+export function localSocket(
+  flag: { socket?: string; stateDir?: string; config?: string },
+  env: NodeJS.ProcessEnv = process.env,
+): { path: string; explicit: boolean } | null {
   const named = flag.socket ?? env.BLOCKCOPY_SOCKET;
   if (named) return { path: named, explicit: true };
   const dir = stateDir(flag.stateDir, flag.config, env);

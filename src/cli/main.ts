@@ -52,11 +52,18 @@ type OptionSpec = { type: 'string' | 'boolean'; short?: string };
  * Fixed options, then one per configuration option of the schema (config-options.ts). Loaded
  * only by the agent's own commands: the schema set costs a client verb most of its time.
  */
-async function agentOptions(): Promise<{ configFlags: Record<string, OptionSpec>; options: Record<string, OptionSpec>; help: Record<string, string> }> {
+async function agentOptions(): Promise<{
+  configFlags: Record<string, OptionSpec>;
+  options: Record<string, OptionSpec>;
+  help: Record<string, string>;
+}> {
   const { configOptions, optionsHelp, SHORTHANDS } = await import('../config-options.js');
   const configFlags: Record<string, OptionSpec> = Object.fromEntries([
     ...Object.entries(SHORTHANDS).map(([f, s]): [string, OptionSpec] => [f, { type: s.placeholder ? 'string' : 'boolean' }]),
-    ...configOptions().map((o): [string, OptionSpec] => [o.negated ? `no-${o.flag}` : o.flag, { type: o.kind === 'boolean' ? 'boolean' : 'string' }]),
+    ...configOptions().map((o): [string, OptionSpec] => [
+      o.negated ? `no-${o.flag}` : o.flag,
+      { type: o.kind === 'boolean' ? 'boolean' : 'string' },
+    ]),
   ]);
   const options: Record<string, OptionSpec> = {
     config: { type: 'string' },
@@ -87,9 +94,17 @@ async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'stdio' && !argv.some((a) => a === '--help' || a === '-h')) {
     // A running agent's socket first, before the option table (the schema set) or anything of
     // the agent is loaded: only where to look is read from the arguments.
-    const { values } = parseArgs({ args: argv.slice(1), options: { 'state-dir': { type: 'string' }, config: { type: 'string' } }, strict: false, allowPositionals: true });
-    const local = (await import('./local-socket.js')).localSocket({ stateDir: values['state-dir'] as string | undefined, config: values.config as string | undefined });
-    if (local && !local.explicit && await (await import('./socket-relay.js')).relayToSocket(local.path)) {
+    const { values } = parseArgs({
+      args: argv.slice(1),
+      options: { 'state-dir': { type: 'string' }, config: { type: 'string' } },
+      strict: false,
+      allowPositionals: true,
+    });
+    const local = (await import('./local-socket.js')).localSocket({
+      stateDir: values['state-dir'] as string | undefined,
+      config: values.config as string | undefined,
+    });
+    if (local && !local.explicit && (await (await import('./socket-relay.js')).relayToSocket(local.path))) {
       await new Promise<void>((r) => process.stdout.write('', () => r()));
       process.exit();
     }
@@ -134,11 +149,22 @@ async function main(argv: string[]): Promise<void> {
   const stdio = command === 'stdio' || !!v.stdio;
   let agent;
   try {
-    agent = await startAgent(cfg, { stdio, mode: command === 'stdio' ? 'stdio' : 'daemon', socket: command === 'serve', log, validateResults: process.env.BLOCKCOPY_VALIDATE_RESULTS === '1' });
+    agent = await startAgent(cfg, {
+      stdio,
+      mode: command === 'stdio' ? 'stdio' : 'daemon',
+      socket: command === 'serve',
+      log,
+      validateResults: process.env.BLOCKCOPY_VALIDATE_RESULTS === '1',
+    });
   } catch (e) {
     if (e instanceof StateDirBusy && command === 'stdio' && e.holder.listen) {
       log.debug('relaying to the running agent', { pid: e.holder.pid, listen: e.holder.listen });
-      await (await import('./relay.js')).relayStdio(e.holder, { maxLine: e.holder.limits?.maxPayloadBytes ?? cfg.maxPayloadBytes, maxBatch: e.holder.limits?.maxBatch ?? cfg.limits.maxBatch });
+      await (
+        await import('./relay.js')
+      ).relayStdio(e.holder, {
+        maxLine: e.holder.limits?.maxPayloadBytes ?? cfg.maxPayloadBytes,
+        maxBatch: e.holder.limits?.maxBatch ?? cfg.limits.maxBatch,
+      });
       return;
     }
     fail((e as Error).message, 1);

@@ -30,7 +30,9 @@ export function reporter(json: boolean) {
     /** Several jobs at once (a group): one line on a terminal. */
     jobs(jobs: Job[]) {
       if (!tty) return void process.stdout.write(JSON.stringify({ event: 'jobs.changed', jobs }) + '\n');
-      process.stdout.write(`\r${jobs.map((j) => `${j.disk} ${(j.progress.percent ?? 0).toFixed(0).padStart(3)}% ${j.state}`).join(' | ')}\x1b[K`);
+      process.stdout.write(
+        `\r${jobs.map((j) => `${j.disk} ${(j.progress.percent ?? 0).toFixed(0).padStart(3)}% ${j.state}`).join(' | ')}\x1b[K`,
+      );
       open = true;
     },
     say(msg: string, data: unknown) {
@@ -44,7 +46,8 @@ export function reporter(json: boolean) {
 
 export function groupSummary(g: Group): string {
   const sw = g.lastSwitch;
-  const detail = sw ? `guest paused ${sw.pausedMs} ms to ${sw.operation}: ${sw.disks.map((d) => `${d.disk} ${d.outcome}`).join(', ')}`
+  const detail = sw
+    ? `guest paused ${sw.pausedMs} ms to ${sw.operation}: ${sw.disks.map((d) => `${d.disk} ${d.outcome}`).join(', ')}`
     : g.jobs.map((j) => `${j.disk} ${j.state}`).join(', ');
   return `group ${g.groupId}: ${g.state} (${detail})${g.error ? `; ${g.error.message}` : ''}`;
 }

@@ -44,7 +44,9 @@ export function relayStdio(holder: LockInfo, opts: RelayOptions): Promise<void> 
       if (err) reject(err);
       else resolve();
     };
-    const maybeDone = () => { if (inputEnded && owed === 0) finish(); };
+    const maybeDone = () => {
+      if (inputEnded && owed === 0) finish();
+    };
     const out = (frame: string) => {
       // The reader of stdout sets the pace: stop reading the daemon while stdout is full.
       if (!output.write(frame + '\n')) {
@@ -56,7 +58,9 @@ export function relayStdio(holder: LockInfo, opts: RelayOptions): Promise<void> 
       const p = parseFrame(line);
       if (p.ok && p.batch && p.items.length > opts.maxBatch) owed++;
       else if (answerOwed(p.ok ? p.items : null, p.ok && p.batch)) owed++;
-      ws.send(line, () => { if (ws.bufferedAmount < opts.maxLine) input.resume(); });
+      ws.send(line, () => {
+        if (ws.bufferedAmount < opts.maxLine) input.resume();
+      });
       if (ws.bufferedAmount >= opts.maxLine) input.pause();
     };
     const lines = new LineReader({ maxLine: opts.maxLine, onLine: forward, onOversize: () => out(serialize(parseError('line too long'))) });

@@ -13,10 +13,24 @@ import { jsonLines, reporter } from './output.js';
 
 /** The client verbs: main.ts dispatches these here, and the switch below must handle each
  *  (a verb added here without a case, or a case for no verb, does not compile). */
-export const CLIENT_COMMANDS = ['copy', 'info', 'pivot', 'finish', 'abort', 'jobs', 'watch', 'call', 'copy-group', 'group', 'pivot-group', 'finish-group', 'abort-group'] as const;
+export const CLIENT_COMMANDS = [
+  'copy',
+  'info',
+  'pivot',
+  'finish',
+  'abort',
+  'jobs',
+  'watch',
+  'call',
+  'copy-group',
+  'group',
+  'pivot-group',
+  'finish-group',
+  'abort-group',
+] as const;
 export type ClientCommand = (typeof CLIENT_COMMANDS)[number];
-export const isClientCommand = (word: string | undefined): word is ClientCommand => (CLIENT_COMMANDS as readonly string[]).includes(word ?? '');
-
+export const isClientCommand = (word: string | undefined): word is ClientCommand =>
+  (CLIENT_COMMANDS as readonly string[]).includes(word ?? '');
 
 export const CLIENT_HELP = `Client commands (talk to the agent on this host, or --url a remote one):
   blockcopy-agent copy DOMAIN DISK DEST [--format raw|qcow2] [--type file|block] [--bandwidth BYTES/S]
@@ -46,7 +60,10 @@ async function watch(client: AgentClient, v: Values, pos: string[]): Promise<num
   const out = reporter(true); // a stream of changes: JSON lines even on a terminal
   client.on('job.changed', (j: Job) => out.job(j));
   await client.call('subscribe', { ...(v.job ? { jobIds: [v.job] } : {}), ...(pos[0] ? { domain: pos[0] } : {}) });
-  await new Promise<void>((resolve) => { process.once('SIGINT', resolve); client.once('close', resolve); });
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    client.once('close', resolve);
+  });
   return EXIT.ok;
 }
 
@@ -68,35 +85,61 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
     // Check the words before connecting, so that usage errors never start anything.
     const plan = (): (() => Promise<number>) => {
       // One answer: indented for a person at a terminal, else one line.
-      const print = (r: unknown) => { process.stdout.write(JSON.stringify(r, null, jsonLines(v) ? 0 : 2) + '\n'); return EXIT.ok; };
+      const print = (r: unknown) => {
+        process.stdout.write(JSON.stringify(r, null, jsonLines(v) ? 0 : 2) + '\n');
+        return EXIT.ok;
+      };
       switch (command) {
-        case 'copy': return () => copy(client!, v, pos);
-        case 'info': { const ref = jobRef(v, pos); return async () => print(await client!.call('jobInfo', ref)); }
-        case 'pivot': case 'finish': case 'abort': {
+        case 'copy':
+          return () => copy(client!, v, pos);
+        case 'info': {
           const ref = jobRef(v, pos);
-          return async () => print(await client!.call(command, { ...ref, ...(command !== 'abort' && v.timeout ? { timeout: num(v.timeout, 'timeout')! } : {}) }));
+          return async () => print(await client!.call('jobInfo', ref));
         }
-        case 'jobs': return async () => print(await client!.call('listJobs', pos[0] ? { domain: pos[0] } : {}));
-        case 'watch': return () => watch(client!, v, pos);
-        case 'copy-group': return () => copyGroup(client!, v, pos);
-        case 'group': case 'pivot-group': case 'finish-group': case 'abort-group': {
+        case 'pivot':
+        case 'finish':
+        case 'abort': {
+          const ref = jobRef(v, pos);
+          return async () =>
+            print(
+              await client!.call(command, { ...ref, ...(command !== 'abort' && v.timeout ? { timeout: num(v.timeout, 'timeout')! } : {}) }),
+            );
+        }
+        case 'jobs':
+          return async () => print(await client!.call('listJobs', pos[0] ? { domain: pos[0] } : {}));
+        case 'watch':
+          return () => watch(client!, v, pos);
+        case 'copy-group':
+          return () => copyGroup(client!, v, pos);
+        case 'group':
+        case 'pivot-group':
+        case 'finish-group':
+        case 'abort-group': {
           if (pos.length !== 1) throw new UsageError(`${command} needs a group ID`);
           const groupId = pos[0]!;
           const pause = v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {};
           return async () => {
-            const r = command === 'group' ? await client!.call('groupInfo', { groupId })
-              : command === 'abort-group' ? await client!.call('abortGroup', { groupId })
-                : await client!.call(command === 'pivot-group' ? 'pivotGroup' : 'finishGroup', { groupId, ...pause });
+            const r =
+              command === 'group'
+                ? await client!.call('groupInfo', { groupId })
+                : command === 'abort-group'
+                  ? await client!.call('abortGroup', { groupId })
+                  : await client!.call(command === 'pivot-group' ? 'pivotGroup' : 'finishGroup', { groupId, ...pause });
             return print(r);
           };
         }
         case 'call': {
           if (pos.length !== 1) throw new UsageError('call needs METHOD');
           let params: unknown = {};
-          try { params = v.params ? JSON.parse(v.params) : {}; } catch { throw new UsageError('--params must be JSON'); }
+          try {
+            params = v.params ? JSON.parse(v.params) : {};
+          } catch {
+            throw new UsageError('--params must be JSON');
+          }
           return async () => print(await client!.call(pos[0] as MethodName, params as never));
         }
-        default: return command satisfies never;
+        default:
+          return command satisfies never;
       }
     };
     const run = plan();
@@ -113,7 +156,9 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
       return EXIT.usage;
     }
     if (e instanceof RpcError) {
-      process.stderr.write(JSON.stringify({ error: e.errorName ?? e.code, message: e.message, ...(e.data ? { data: e.data } : {}) }) + '\n');
+      process.stderr.write(
+        JSON.stringify({ error: e.errorName ?? e.code, message: e.message, ...(e.data ? { data: e.data } : {}) }) + '\n',
+      );
       return e.errorName === 'timeout' ? EXIT.timeout : EXIT.agentError;
     }
     process.stderr.write(`blockcopy-agent: ${(e as Error).message}\n`);

@@ -14,7 +14,11 @@ export type { MethodName, Methods } from './methods.js';
 /** An error answer from the agent; `name` is the agent's stable error name when it has one. */
 export class RpcError extends Error {
   override readonly name = 'RpcError';
-  constructor(readonly code: number, message: string, readonly data?: Partial<AgentErrorData> & Record<string, unknown>) {
+  constructor(
+    readonly code: number,
+    message: string,
+    readonly data?: Partial<AgentErrorData> & Record<string, unknown>,
+  ) {
     super(message);
   }
   get errorName(): string | undefined {
@@ -75,7 +79,10 @@ export class AgentClient extends EventEmitter {
       const sock = createConnection(path);
       const client = new AgentClient({ send: (f) => sock.write(f + '\n'), close: () => sock.end() });
       sock.once('connect', () => resolve(client));
-      sock.on('error', (e) => { reject(e); client.shutdown(e); });
+      sock.on('error', (e) => {
+        reject(e);
+        client.shutdown(e);
+      });
       sock.on('close', () => client.shutdown(new Error('the agent closed the connection')));
       client.readLines(sock);
     });
@@ -91,7 +98,9 @@ export class AgentClient extends EventEmitter {
         this.transport = { send: (f) => ws.send(f), close: () => ws.close() };
         resolve();
       });
-      ws.on('error', (e) => { if (!opened) reject(e); });
+      ws.on('error', (e) => {
+        if (!opened) reject(e);
+      });
       ws.on('message', (data) => this.receive(data.toString()));
       ws.on('close', (code, reason) => {
         if (!opened) return;
@@ -106,7 +115,12 @@ export class AgentClient extends EventEmitter {
 
   private async reconnect(url: string, opts: ConnectOptions): Promise<void> {
     const max = (typeof opts.reconnect === 'object' ? opts.reconnect.maxDelayMs : undefined) ?? 5000;
-    this.transport = { send: () => { throw new Error('reconnecting'); }, close: () => {} };
+    this.transport = {
+      send: () => {
+        throw new Error('reconnecting');
+      },
+      close: () => {},
+    };
     for (let delay = 100; !this.closed; delay = Math.min(delay * 2, max)) {
       await new Promise((r) => setTimeout(r, delay));
       if (this.closed) return;
@@ -122,10 +136,16 @@ export class AgentClient extends EventEmitter {
   }
 
   /** Runs `command args…` (e.g. ['blockcopy-agent','stdio'] or ['ssh', host, 'blockcopy-agent', 'stdio']). */
-  static spawn(command: string, args: string[] = [], opts: { env?: NodeJS.ProcessEnv; stderr?: 'inherit' | 'ignore' | 'pipe' } = {}): AgentClient & { process: ChildProcess } {
+  static spawn(
+    command: string,
+    args: string[] = [],
+    opts: { env?: NodeJS.ProcessEnv; stderr?: 'inherit' | 'ignore' | 'pipe' } = {},
+  ): AgentClient & { process: ChildProcess } {
     const { spawn } = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
     const child = spawn(command, args, { stdio: ['pipe', 'pipe', opts.stderr ?? 'inherit'], env: opts.env ?? process.env });
-    const client = new AgentClient({ send: (f) => child.stdin!.write(f + '\n'), close: () => child.stdin!.end() }) as AgentClient & { process: ChildProcess };
+    const client = new AgentClient({ send: (f) => child.stdin!.write(f + '\n'), close: () => child.stdin!.end() }) as AgentClient & {
+      process: ChildProcess;
+    };
     client.process = child;
     client.readLines(child.stdout!);
     child.on('exit', (code, signal) => client.shutdown(new Error(`agent exited (${signal ?? code})`)));
@@ -146,8 +166,20 @@ export class AgentClient extends EventEmitter {
       }
     });
     // Remembered so that a reconnect can subscribe again.
-    if (method === 'subscribe') void result.then(() => { this.subscription = params as Methods['subscribe'][0]; }, () => {});
-    if (method === 'unsubscribe') void result.then(() => { this.subscription = null; }, () => {});
+    if (method === 'subscribe')
+      void result.then(
+        () => {
+          this.subscription = params as Methods['subscribe'][0];
+        },
+        () => {},
+      );
+    if (method === 'unsubscribe')
+      void result.then(
+        () => {
+          this.subscription = null;
+        },
+        () => {},
+      );
     return result;
   }
 
@@ -164,7 +196,11 @@ export class AgentClient extends EventEmitter {
 
   /** The agent's lines are bounded by what it answers; this bound only stops a runaway peer. */
   private readLines(input: NodeJS.ReadableStream): void {
-    const lines = new LineReader({ maxLine: MAX_ANSWER_LINE, onLine: (l) => this.receive(l), onOversize: () => this.shutdown(new Error(`the agent sent a line over ${MAX_ANSWER_LINE} bytes`)) });
+    const lines = new LineReader({
+      maxLine: MAX_ANSWER_LINE,
+      onLine: (l) => this.receive(l),
+      onOversize: () => this.shutdown(new Error(`the agent sent a line over ${MAX_ANSWER_LINE} bytes`)),
+    });
     input.on('data', (chunk: Buffer | string) => lines.push(chunk));
     input.on('end', () => lines.end());
   }

@@ -48,7 +48,8 @@ export async function checkRoot(root: string, trusted: Set<number>): Promise<voi
   for (const d of dirs.slice(0, -1)) {
     const st = await lstatDir(d);
     if (st.uid !== 0) throw new UntrustedPath(`ancestor '${d}' is owned by uid ${st.uid}, not root`);
-    if ((st.mode & GROUP_OTHER_WRITE) && !(st.mode & STICKY)) throw new UntrustedPath(`ancestor '${d}' is writable by group or others (mode ${octal(st.mode)}) and not sticky`);
+    if (st.mode & GROUP_OTHER_WRITE && !(st.mode & STICKY))
+      throw new UntrustedPath(`ancestor '${d}' is writable by group or others (mode ${octal(st.mode)}) and not sticky`);
   }
   await checkTrusted(root, trusted);
   const real = await fs.realpath(root);
@@ -57,7 +58,8 @@ export async function checkRoot(root: string, trusted: Set<number>): Promise<voi
 
 async function checkTrusted(d: string, trusted: Set<number>): Promise<void> {
   const st = await lstatDir(d);
-  if (st.uid !== 0 && !trusted.has(st.uid)) throw new UntrustedPath(`'${d}' is owned by uid ${st.uid}, not root${trusted.size ? ' or a trusted owner' : ''}`);
+  if (st.uid !== 0 && !trusted.has(st.uid))
+    throw new UntrustedPath(`'${d}' is owned by uid ${st.uid}, not root${trusted.size ? ' or a trusted owner' : ''}`);
   if (st.mode & GROUP_OTHER_WRITE) throw new UntrustedPath(`'${d}' is writable by group or others (mode ${octal(st.mode)})`);
 }
 
@@ -83,7 +85,13 @@ export function resolveOwners(owners: string[], passwd = '/etc/passwd'): Set<num
       out.add(Number(o));
       continue;
     }
-    table ??= new Map(readFileSync(passwd, 'utf8').split('\n').map((l) => l.split(':')).filter((f) => f.length > 3).map((f) => [f[0]!, Number(f[2])]));
+    table ??= new Map(
+      readFileSync(passwd, 'utf8')
+        .split('\n')
+        .map((l) => l.split(':'))
+        .filter((f) => f.length > 3)
+        .map((f) => [f[0]!, Number(f[2])]),
+    );
     const uid = table.get(o);
     if (uid === undefined) throw new UntrustedPath(`trusted directory owner '${o}' is not a user of this host`);
     out.add(uid);

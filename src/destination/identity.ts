@@ -18,7 +18,8 @@ export interface DiskIdentities {
 }
 
 export const fileKey = (st: Stats) => `${st.dev}:${st.ino}`;
-export const deviceKey = (st: Stats) => `${Math.floor(Number(st.rdev) / 256) & 0xfff}:${(Number(st.rdev) & 0xff) | ((Number(st.rdev) >> 12) & 0xfff00)}`;
+export const deviceKey = (st: Stats) =>
+  `${Math.floor(Number(st.rdev) / 256) & 0xfff}:${(Number(st.rdev) & 0xff) | ((Number(st.rdev) >> 12) & 0xfff00)}`;
 
 /** realpath of the parent + the last component: where a file of that name is or would be. */
 export async function canonicalOf(p: string): Promise<string> {
@@ -36,20 +37,22 @@ export async function canonicalOf(p: string): Promise<string> {
 /** Identities of every path in `paths` (sources, backing files, mirrors of every domain). */
 export async function identitiesOf(paths: Iterable<string>): Promise<DiskIdentities> {
   const ids: DiskIdentities = { files: new Map(), devices: new Map(), paths: new Map(), urls: new Set(), hosts: new Map() };
-  await Promise.all([...new Set(paths)].map(async (p) => {
-    if (!p.startsWith('/')) {
-      ids.urls.add(p);
-      return;
-    }
-    ids.paths.set(await canonicalOf(p), p);
-    // stat follows symlinks, as QEMU's open does.
-    const st = await fs.stat(p).catch(() => null);
-    if (st?.isBlockDevice()) ids.devices.set(deviceKey(st), p);
-    else if (st) {
-      ids.files.set(fileKey(st), p);
-      ids.hosts.set(Number(st.dev), p);
-    }
-  }));
+  await Promise.all(
+    [...new Set(paths)].map(async (p) => {
+      if (!p.startsWith('/')) {
+        ids.urls.add(p);
+        return;
+      }
+      ids.paths.set(await canonicalOf(p), p);
+      // stat follows symlinks, as QEMU's open does.
+      const st = await fs.stat(p).catch(() => null);
+      if (st?.isBlockDevice()) ids.devices.set(deviceKey(st), p);
+      else if (st) {
+        ids.files.set(fileKey(st), p);
+        ids.hosts.set(Number(st.dev), p);
+      }
+    }),
+  );
   return ids;
 }
 

@@ -4,7 +4,12 @@
 import type { AgentConfig } from '../generated/api.js';
 
 export type NetworkRule = NonNullable<AgentConfig['allowedNetworkDestinations']>[number];
-export interface NetworkTarget { protocol: 'nbd' | 'rbd' | 'iscsi'; host: string; port: number; name: string }
+export interface NetworkTarget {
+  protocol: 'nbd' | 'rbd' | 'iscsi';
+  host: string;
+  port: number;
+  name: string;
+}
 
 const PROTOCOLS = ['nbd', 'rbd', 'iscsi'] as const;
 // A DNS name or IPv4 address, or a bracketed IPv6 address: nothing that could carry a path,
@@ -16,10 +21,12 @@ const NAME = /^[^\u0000-\u001f\u007f-\u009f]{1,1024}$/;
 export class NetworkError extends Error {}
 
 function target(protocol: string, host: string, port: string, name: string): NetworkTarget {
-  if (!(PROTOCOLS as readonly string[]).includes(protocol)) throw new NetworkError(`network protocol '${protocol}' is not supported (${PROTOCOLS.join(', ')})`);
+  if (!(PROTOCOLS as readonly string[]).includes(protocol))
+    throw new NetworkError(`network protocol '${protocol}' is not supported (${PROTOCOLS.join(', ')})`);
   if (!HOST.test(host)) throw new NetworkError(`host '${host}' is not a host name or address`);
   if (!/^[1-9][0-9]{0,4}$/.test(port) || Number(port) > 65535) throw new NetworkError(`port '${port}' is not a TCP port`);
-  if (!NAME.test(name)) throw new NetworkError('the network destination needs a name (export, pool/image or target/lun) without control characters');
+  if (!NAME.test(name))
+    throw new NetworkError('the network destination needs a name (export, pool/image or target/lun) without control characters');
   return { protocol: protocol as NetworkTarget['protocol'], host: host.toLowerCase(), port: Number(port), name };
 }
 
@@ -38,6 +45,11 @@ export function parseNetworkUrl(url: string): NetworkTarget {
 
 /** The rule that allows `t`, if any. Hosts compare as written (no DNS: the rule names what libvirt gets). */
 export function allowingRule(t: NetworkTarget, rules: NetworkRule[]): NetworkRule | undefined {
-  return rules.find((r) => r.protocol === t.protocol && r.host.toLowerCase() === t.host && r.port === t.port &&
-    new RegExp(`^(?:${r.namePattern})$`, 'u').test(t.name));
+  return rules.find(
+    (r) =>
+      r.protocol === t.protocol &&
+      r.host.toLowerCase() === t.host &&
+      r.port === t.port &&
+      new RegExp(`^(?:${r.namePattern})$`, 'u').test(t.name),
+  );
 }

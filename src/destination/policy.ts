@@ -38,7 +38,10 @@ export interface DestinationPolicy {
   network: NetworkRule[];
 }
 
-type PolicyConfig = Pick<AgentConfig, 'allowedRoots' | 'allowedDevices' | 'allowAnyDestination' | 'trustedDirectoryOwners' | 'allowedNetworkDestinations'>;
+type PolicyConfig = Pick<
+  AgentConfig,
+  'allowedRoots' | 'allowedDevices' | 'allowAnyDestination' | 'trustedDirectoryOwners' | 'allowedNetworkDestinations'
+>;
 
 /** The config schema's allowedRoots default. */
 export const DEFAULT_ROOTS: string[] = [...DEFAULTS.AgentConfig.allowedRoots];
@@ -56,7 +59,10 @@ export async function loadDestinationPolicy(cfg: PolicyConfig, warn: (msg: strin
   }
   const roots = cfg.allowAnyDestination ? ['/'] : (cfg.allowedRoots ?? DEFAULT_ROOTS);
   if (cfg.allowAnyDestination) {
-    warn('allowAnyDestination is set: file destinations may be created in any directory that passes the ownership checks, not only under allowedRoots', { allowedRoots: cfg.allowedRoots ?? DEFAULT_ROOTS });
+    warn(
+      'allowAnyDestination is set: file destinations may be created in any directory that passes the ownership checks, not only under allowedRoots',
+      { allowedRoots: cfg.allowedRoots ?? DEFAULT_ROOTS },
+    );
   }
   for (const r of roots) {
     try {
@@ -70,7 +76,9 @@ export async function loadDestinationPolicy(cfg: PolicyConfig, warn: (msg: strin
     try {
       new RegExp(rule.namePattern, 'u');
     } catch (e) {
-      throw new Error(`allowedNetworkDestinations: namePattern '${rule.namePattern}' is not a regular expression (${(e as Error).message})`);
+      throw new Error(
+        `allowedNetworkDestinations: namePattern '${rule.namePattern}' is not a regular expression (${(e as Error).message})`,
+      );
     }
   }
   return { roots, devices: cfg.allowedDevices ?? [], trustedOwners, network: cfg.allowedNetworkDestinations ?? [] };
@@ -127,9 +135,11 @@ export function makeDestinationCheck(policy: DestinationPolicy): DestinationChec
       const ids = await identitiesOf([...ctx.domainDisks, ...(ctx.disk.sourcePath ? [ctx.disk.sourcePath] : []), ...ctx.disk.backingPaths]);
       const hit = clash(ids, path, st);
       if (hit) {
-        reject(st?.isBlockDevice() && ids.hosts.get(Number(st.rdev)) === hit
-          ? `block device '${path}' holds the file system of '${hit}', a disk, backing file or mirror of a domain`
-          : `'${path}' is the same ${st?.isBlockDevice() ? 'device' : 'file'} as '${hit}', a disk, backing file or mirror of a domain`);
+        reject(
+          st?.isBlockDevice() && ids.hosts.get(Number(st.rdev)) === hit
+            ? `block device '${path}' holds the file system of '${hit}', a disk, backing file or mirror of a domain`
+            : `'${path}' is the same ${st?.isBlockDevice() ? 'device' : 'file'} as '${hit}', a disk, backing file or mirror of a domain`,
+        );
       }
       // A second name of any other file (one outside the roots, say) is not this destination's to overwrite.
       if (st?.isFile() && st.nlink > 1) reject(`'${path}' has ${st.nlink} hard links; a reused file must have one name`);
@@ -154,11 +164,22 @@ async function checkBlock(policy: DestinationPolicy, path: string): Promise<void
   if (!st) reject(`'${path}' does not exist`);
   if (st!.isSymbolicLink()) reject(`'${path}' is a symbolic link; name the device itself`);
   if (!st!.isBlockDevice()) reject(`'${path}' is not a block device`);
-  const allowed = await Promise.all(policy.devices.map((d) => fs.stat(d).then((s) => (s.isBlockDevice() ? deviceKey(s) : null), () => null)));
+  const allowed = await Promise.all(
+    policy.devices.map((d) =>
+      fs.stat(d).then(
+        (s) => (s.isBlockDevice() ? deviceKey(s) : null),
+        () => null,
+      ),
+    ),
+  );
   if (!allowed.includes(deviceKey(st!))) reject(`block device '${path}' (${deviceKey(st!)}) is not in allowedDevices`);
   await untrusted(() => checkParents('/', path, new Set()));
 }
 
-
 /** The default roots, no devices, no network; roots not checked (the agent checks them at start-up). */
-export const defaultDestinationCheck: DestinationCheck = makeDestinationCheck({ roots: DEFAULT_ROOTS, devices: [], trustedOwners: new Set(), network: [] });
+export const defaultDestinationCheck: DestinationCheck = makeDestinationCheck({
+  roots: DEFAULT_ROOTS,
+  devices: [],
+  trustedOwners: new Set(),
+  network: [],
+});

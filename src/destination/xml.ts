@@ -10,8 +10,11 @@ import { networkUrl, parseNetworkUrl } from './network.js';
 
 const NODE = { ELEMENT: 1, ATTRIBUTE: 2, TEXT: 3, CDATA: 4, ENTITY_REF: 5, PI: 7, COMMENT: 8, DOCTYPE: 10 } as const;
 const NODE_NAMES: Record<number, string> = {
-  [NODE.CDATA]: 'a CDATA section', [NODE.ENTITY_REF]: 'an entity reference', [NODE.PI]: 'a processing instruction',
-  [NODE.COMMENT]: 'a comment', [NODE.DOCTYPE]: 'a DOCTYPE',
+  [NODE.CDATA]: 'a CDATA section',
+  [NODE.ENTITY_REF]: 'an entity reference',
+  [NODE.PI]: 'a processing instruction',
+  [NODE.COMMENT]: 'a comment',
+  [NODE.DOCTYPE]: 'a DOCTYPE',
 };
 /** Longest destinationXml looked at (the schema bounds it too; this keeps the parser's work bounded). */
 const MAX_XML = 16 * 1024;
@@ -21,9 +24,23 @@ export const rejectDestination = (reason: string): never => {
 };
 
 // Minimal views of xmldom's nodes: only what the walk reads.
-interface XAttr { name: string; value: string; prefix?: string | null; namespaceURI?: string | null }
-interface XNode { nodeType: number; nodeName: string; nodeValue?: string | null; childNodes: ArrayLike<XNode> }
-interface XElement extends XNode { prefix?: string | null; namespaceURI?: string | null; attributes: ArrayLike<XAttr> }
+interface XAttr {
+  name: string;
+  value: string;
+  prefix?: string | null;
+  namespaceURI?: string | null;
+}
+interface XNode {
+  nodeType: number;
+  nodeName: string;
+  nodeValue?: string | null;
+  childNodes: ArrayLike<XNode>;
+}
+interface XElement extends XNode {
+  prefix?: string | null;
+  namespaceURI?: string | null;
+  attributes: ArrayLike<XAttr>;
+}
 
 const children = (n: XNode) => Array.from(n.childNodes);
 /** Control characters (C0, DEL, C1) never belong in a path, a host or an export name. */
@@ -34,8 +51,10 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 function attrsOf(el: XElement, allowed: string[]): Record<string, string> {
   const out: Record<string, string> = {};
   for (const a of Array.from(el.attributes)) {
-    if (a.prefix || a.namespaceURI || a.name === 'xmlns' || a.name.includes(':')) rejectDestination(`namespace attribute '${a.name}' on <${el.nodeName}>`);
-    if (!allowed.includes(a.name)) rejectDestination(`attribute '${a.name}' on <${el.nodeName}> is not allowed (allowed: ${allowed.join(', ') || 'none'})`);
+    if (a.prefix || a.namespaceURI || a.name === 'xmlns' || a.name.includes(':'))
+      rejectDestination(`namespace attribute '${a.name}' on <${el.nodeName}>`);
+    if (!allowed.includes(a.name))
+      rejectDestination(`attribute '${a.name}' on <${el.nodeName}> is not allowed (allowed: ${allowed.join(', ') || 'none'})`);
     if (CONTROL.test(a.value)) rejectDestination(`attribute '${a.name}' on <${el.nodeName}> contains a control character`);
     out[a.name] = a.value;
   }
@@ -63,7 +82,10 @@ function elementsOf(n: XNode): XElement[] {
 function pick(parent: XNode, allowed: string[]): Record<string, XElement | undefined> {
   const out: Record<string, XElement | undefined> = {};
   for (const el of elementsOf(parent)) {
-    if (!allowed.includes(el.nodeName)) rejectDestination(`element <${el.nodeName}> in <${parent.nodeName}> is not allowed (allowed: ${allowed.map((a) => `<${a}>`).join(', ')})`);
+    if (!allowed.includes(el.nodeName))
+      rejectDestination(
+        `element <${el.nodeName}> in <${parent.nodeName}> is not allowed (allowed: ${allowed.map((a) => `<${a}>`).join(', ')})`,
+      );
     if (out[el.nodeName]) rejectDestination(`more than one <${el.nodeName}> in <${parent.nodeName}>`);
     out[el.nodeName] = el;
   }
@@ -75,7 +97,12 @@ function parseDocument(xml: string): XNode {
   let first: string | undefined;
   try {
     // Every warning and error stops the parse: malformed input is refused, not repaired.
-    return new DOMParser({ onError: (level, msg) => { first ??= `${level}: ${msg}`; throw new Error(msg); } }).parseFromString(xml, 'text/xml') as unknown as XNode;
+    return new DOMParser({
+      onError: (level, msg) => {
+        first ??= `${level}: ${msg}`;
+        throw new Error(msg);
+      },
+    }).parseFromString(xml, 'text/xml') as unknown as XNode;
   } catch (e) {
     return rejectDestination(`destinationXml is not well-formed XML (${(first ?? (e as Error).message).split('\n')[0]})`);
   }
@@ -100,7 +127,8 @@ export function destinationFromXml(xml: string): Destination {
   if (disk.prefix || disk.namespaceURI) rejectDestination(`namespaced root element <${disk.nodeName}> (${disk.namespaceURI})`);
   if (disk.nodeName !== 'disk') rejectDestination(`the root element is <${disk.nodeName}>, not <disk>`);
   const { type } = attrsOf(disk, ['type']);
-  if (type !== 'file' && type !== 'block' && type !== 'network') rejectDestination(`disk type '${type ?? '(none)'}' is not supported (file, block or network)`);
+  if (type !== 'file' && type !== 'block' && type !== 'network')
+    rejectDestination(`disk type '${type ?? '(none)'}' is not supported (file, block or network)`);
   const { source, driver } = pick(disk, ['source', 'driver']);
   if (!source) rejectDestination('<disk> has no <source>');
 
@@ -109,7 +137,8 @@ export function destinationFromXml(xml: string): Destination {
     if (elementsOf(driver).length > 0) rejectDestination('<driver> must be empty');
     const d = attrsOf(driver, ['type', 'name']);
     if (d.name !== undefined && d.name !== 'qemu') rejectDestination(`driver name '${d.name}' is not supported (qemu)`);
-    if (d.type !== undefined && d.type !== 'raw' && d.type !== 'qcow2') rejectDestination(`destination format '${d.type}' is not supported (raw or qcow2)`);
+    if (d.type !== undefined && d.type !== 'raw' && d.type !== 'qcow2')
+      rejectDestination(`destination format '${d.type}' is not supported (raw or qcow2)`);
     format = d.type as typeof format;
   }
   const fmt = format ? { format } : {};

@@ -32,8 +32,16 @@ export class Completion {
       if (s === 'copying') {
         // Not ready yet: wait for it until the deadline (without holding the disk's lock).
         const left = deadline - this.ctx.realNow();
-        const ok = left > 0 && (await this.ctx.registry.waitFor(entry, (x) => x !== 'copying', left).then(() => true, () => false));
-        if (!ok) throw new AgentError('notReady', `job ${job.jobId} is not ready yet (${percentText(entry)} copied)`, { job: publicJob(entry) });
+        const ok =
+          left > 0 &&
+          (await this.ctx.registry
+            .waitFor(entry, (x) => x !== 'copying', left)
+            .then(
+              () => true,
+              () => false,
+            ));
+        if (!ok)
+          throw new AgentError('notReady', `job ${job.jobId} is not ready yet (${percentText(entry)} copied)`, { job: publicJob(entry) });
         continue;
       }
       if (s !== 'ready') {
@@ -78,24 +86,38 @@ export class Completion {
       if (sent === 'recheck') continue;
       // QEMU is not (or no longer) ready, e.g. under heavy guest writes: back off and retry.
       if (this.ctx.realNow() + delay > deadline) {
-        throw new AgentError('notReady', `QEMU reports job ${job.jobId} not ready for ${how}`, { job: publicJob(entry), libvirt: libvirtData(sent) });
+        throw new AgentError('notReady', `QEMU reports job ${job.jobId} not ready for ${how}`, {
+          job: publicJob(entry),
+          libvirt: libvirtData(sent),
+        });
       }
       this.ctx.log.debug(`${how}: not ready yet, retrying`, { jobId: job.jobId, delayMs: delay });
       await sleep(delay);
       delay = Math.min(delay * 2, 2000);
     }
     // The end arrives as an event (or the poll notices); both are verified against the live XML.
-    await this.ctx.registry.waitFor(entry, (s) => s !== busy, Math.max(deadline - this.ctx.realNow(), 0) + 60_000).catch(() => {
-      if (unanswered) throw outcomeUnknown(unanswered, `${how} request`, `job ${job.jobId} stays ${busy} until the agent sees from libvirtd how it ended`, { job: publicJob(entry) });
-      throw new AgentError('timeout', `${how} of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
-    });
+    await this.ctx.registry
+      .waitFor(entry, (s) => s !== busy, Math.max(deadline - this.ctx.realNow(), 0) + 60_000)
+      .catch(() => {
+        if (unanswered)
+          throw outcomeUnknown(
+            unanswered,
+            `${how} request`,
+            `job ${job.jobId} stays ${busy} until the agent sees from libvirtd how it ended`,
+            { job: publicJob(entry) },
+          );
+        throw new AgentError('timeout', `${how} of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
+      });
     const end = entry.rec.job;
     if (end.state === goal) return { job: publicJob(entry), changed: sentByUs };
     // Back to ready: the request was lost (a reconnect's reconcile found it never took effect). Again, within the budget.
     if (end.state === 'ready' && this.ctx.realNow() < deadline) return this.complete(entry, how, deadline - this.ctx.realNow());
     if (end.state === 'failed') {
-      throw new AgentError(how === 'pivot' ? 'pivotFailed' : 'libvirtError', end.error?.message ?? `${how} failed`,
-        { job: publicJob(entry), ...(end.evidence ? { evidence: end.evidence } : {}), ...(end.error?.libvirt ? { libvirt: end.error.libvirt } : {}) });
+      throw new AgentError(how === 'pivot' ? 'pivotFailed' : 'libvirtError', end.error?.message ?? `${how} failed`, {
+        job: publicJob(entry),
+        ...(end.evidence ? { evidence: end.evidence } : {}),
+        ...(end.error?.libvirt ? { libvirt: end.error.libvirt } : {}),
+      });
     }
     throw new AgentError('invalidState', `job ${job.jobId} ended as ${end.state} instead of ${goal}`, { job: publicJob(entry) });
   }
@@ -113,7 +135,7 @@ export class Completion {
         throw new AgentError('invalidState', `job ${job.jobId} is ${s}; it cannot be aborted now`, { job: publicJob(entry) });
       }
       if (s === 'cancelling') return false;
-      await this.ctx.verify.assertOwnCopy(entry, reason ? 'the deadline\'s abort' : 'abort');
+      await this.ctx.verify.assertOwnCopy(entry, reason ? "the deadline's abort" : 'abort');
       this.ctx.recorder.transition(entry, 'cancelling', reason ? { error: reason } : {}, { persist: false });
       await this.ctx.recorder.beforeSideEffect(entry, { op: 'abort', at: this.ctx.iso() }, s);
       entry.requestedAt = this.ctx.realNow();
@@ -141,7 +163,13 @@ export class Completion {
     });
     if (ended) return { job: publicJob(entry), changed: false };
     await this.ctx.registry.waitFor(entry, isTerminal, ABORT_WAIT_MS).catch(() => {
-      if (unanswered) throw outcomeUnknown(unanswered, 'abort request', `job ${job.jobId} stays cancelling until the agent sees from libvirtd how it ended`, { job: publicJob(entry) });
+      if (unanswered)
+        throw outcomeUnknown(
+          unanswered,
+          'abort request',
+          `job ${job.jobId} stays cancelling until the agent sees from libvirtd how it ended`,
+          { job: publicJob(entry) },
+        );
       throw new AgentError('timeout', `abort of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
     });
     return { job: publicJob(entry), changed: true };
@@ -169,18 +197,23 @@ export class Completion {
       this.ctx.recorder.persistLater(entry);
     }
     const goalReached = () => isTerminal(job.state) || (job.whenReady === 'none' && reachedReady(job.state));
-    entry.timeoutTimer = setTimeout(() => {
-      // A pivot or finish under way is about to reach the goal: let it.
-      if (goalReached() || this.ctx.stopped || job.state === 'pivoting' || job.state === 'finishing') return;
-      const seconds = Math.round((at - Date.parse(job.createdAt)) / 1000);
-      this.ctx.log.warn('copy timed out: cancelling', { jobId: job.jobId, seconds });
-      const reason = { name: 'timeout', message: `the copy did not get ${job.whenReady === 'none' ? 'ready' : 'done'} within its timeout (${seconds} s) and was cancelled` };
-      void this.cancel(entry, reason).catch((err) => this.ctx.log.error('cancel on timeout failed', { jobId: job.jobId, error: err }));
-    }, Math.max(0, at - this.ctx.realNow()));
+    entry.timeoutTimer = setTimeout(
+      () => {
+        // A pivot or finish under way is about to reach the goal: let it.
+        if (goalReached() || this.ctx.stopped || job.state === 'pivoting' || job.state === 'finishing') return;
+        const seconds = Math.round((at - Date.parse(job.createdAt)) / 1000);
+        this.ctx.log.warn('copy timed out: cancelling', { jobId: job.jobId, seconds });
+        const reason = {
+          name: 'timeout',
+          message: `the copy did not get ${job.whenReady === 'none' ? 'ready' : 'done'} within its timeout (${seconds} s) and was cancelled`,
+        };
+        void this.cancel(entry, reason).catch((err) => this.ctx.log.error('cancel on timeout failed', { jobId: job.jobId, error: err }));
+      },
+      Math.max(0, at - this.ctx.realNow()),
+    );
     // Deliberately not unref'd: the cancel must happen even if nothing else keeps the process up; stop() clears it.
   }
 }
-
 
 function percentText(entry: JobEntry): string {
   const p = publicJob(entry).progress.percent;

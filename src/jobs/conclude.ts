@@ -50,8 +50,10 @@ export function conclude(job: Job, f: Facts, staleMirrorMs = STALE_MIRROR_MS): D
       if (ms < staleMirrorMs) return { state: null, evidence };
       // Never a success: QEMU may have switched the guest while libvirt's XML says otherwise.
       const stale = `libvirt still shows <mirror ready='${disk.mirror.ready ?? 'no'}'> ${Math.round(ms / 1000)} s after the block job ended in QEMU: libvirt dropped the job (as it does across some libvirtd restarts) and its view of this disk is no longer reliable`;
-      if (state === 'pivoting') return failed('pivotFailed', `libvirt lost track of the pivot: ${stale}; the guest may be running on either disk`);
-      if (state === 'finishing' || state === 'cancelling') return failed('libvirtError', `libvirt lost track of the ${REQUEST_OF[state]}: ${stale}`);
+      if (state === 'pivoting')
+        return failed('pivotFailed', `libvirt lost track of the pivot: ${stale}; the guest may be running on either disk`);
+      if (state === 'finishing' || state === 'cancelling')
+        return failed('libvirtError', `libvirt lost track of the ${REQUEST_OF[state]}: ${stale}`);
       return failed('libvirtError', `libvirt lost track of the copy: ${stale}`);
     }
     if (state === 'pivoting') return failed('pivotFailed', 'the pivot could not be verified: the mirror is still present');
@@ -67,19 +69,28 @@ export function conclude(job: Job, f: Facts, staleMirrorMs = STALE_MIRROR_MS): D
   switch (state) {
     case 'pivoting':
       if (onDest) return { state: 'pivoted', outcome, evidence };
-      return failed('pivotFailed', onSource
-        ? 'the pivot did not happen: the guest still runs on the source'
-        : 'the pivot could not be verified: the disk is on neither the source nor the destination');
+      return failed(
+        'pivotFailed',
+        onSource
+          ? 'the pivot did not happen: the guest still runs on the source'
+          : 'the pivot could not be verified: the disk is on neither the source nor the destination',
+      );
     case 'finishing':
       if (onSource) return { state: 'finished', outcome, evidence };
-      return failed('libvirtError', onDest
-        ? 'the finish could not be verified: the guest was switched onto the destination instead'
-        : 'the finish could not be verified: the disk is on neither the source nor the destination');
+      return failed(
+        'libvirtError',
+        onDest
+          ? 'the finish could not be verified: the guest was switched onto the destination instead'
+          : 'the finish could not be verified: the disk is on neither the source nor the destination',
+      );
     case 'cancelling':
       if (onSource) return { state: 'cancelled', outcome, evidence };
-      return failed('libvirtError', onDest
-        ? 'the abort could not be verified: the guest was switched onto the destination instead'
-        : 'the abort could not be verified: the disk is on neither the source nor the destination');
+      return failed(
+        'libvirtError',
+        onDest
+          ? 'the abort could not be verified: the guest was switched onto the destination instead'
+          : 'the abort could not be verified: the disk is on neither the source nor the destination',
+      );
     default:
       // Ended without a request from this agent: say what the XML shows, never more.
       if (onDest) return { state: 'pivoted', outcome: 'inferred', evidence };

@@ -72,7 +72,10 @@ export class JobContext {
   reconciler!: Reconciler;
 
   /** `events`: the facade, which callers subscribe to (job.changed, agent.connection, group.pruned). */
-  constructor(readonly opts: JobManagerOptions, readonly events: EventEmitter) {
+  constructor(
+    readonly opts: JobManagerOptions,
+    readonly events: EventEmitter,
+  ) {
     this.conn = opts.connection;
     this.log = opts.log;
     this.journal = new Journal(opts.stateDir);

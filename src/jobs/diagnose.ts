@@ -32,7 +32,10 @@ export async function diagnoseCopyFailure(dest: Job['destination'], state: strin
     const total = fs.blocks * fs.bsize;
     const evidence = `BLOCK_JOB_2 failed event; statfs(${dir}): ${free} bytes free of ${total}`;
     if (free < FULL_BELOW_BYTES) {
-      return { message: `the copy failed: the destination filesystem is full (${free} bytes free of ${total} at ${dir}); the guest stays on its source`, evidence };
+      return {
+        message: `the copy failed: the destination filesystem is full (${free} bytes free of ${total} at ${dir}); the guest stays on its source`,
+        evidence,
+      };
     }
     return { ...generic, evidence };
   } catch (e) {
@@ -41,11 +44,19 @@ export async function diagnoseCopyFailure(dest: Job['destination'], state: strin
 }
 
 /** virDomainEventStoppedDetailType, in words. */
-const STOPPED_DETAIL = ['shut down', 'destroyed', 'crashed', 'migrated away', 'saved', 'QEMU exited unexpectedly', 'restored from a snapshot'];
+const STOPPED_DETAIL = [
+  'shut down',
+  'destroyed',
+  'crashed',
+  'migrated away',
+  'saved',
+  'QEMU exited unexpectedly',
+  'restored from a snapshot',
+];
 
 /** Why a copy ended with its domain: from the lifecycle event libvirt sent. */
 export function domainGoneReason(event: 'stopped' | 'crashed', detail: number): Diagnosis {
-  const how = event === 'crashed' ? 'the guest crashed' : STOPPED_DETAIL[detail] ?? `detail ${detail}`;
+  const how = event === 'crashed' ? 'the guest crashed' : (STOPPED_DETAIL[detail] ?? `detail ${detail}`);
   return {
     message: `the domain ${event} during the copy (${how}); the copy is lost, the source disk is as the guest left it`,
     evidence: `lifecycle event ${event} (detail ${detail}: ${how})`,

@@ -28,7 +28,12 @@ export interface DiskInfo {
 }
 
 const unescape = (s: string) =>
-  s.replace(/&apos;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+  s
+    .replace(/&apos;/g, "'")
+    .replace(/&quot;/g, '"')
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&amp;/g, '&');
 
 function attr(tag: string, name: string): string | null {
   const m = new RegExp(`\\s${name}=(?:'([^']*)'|"([^"]*)")`).exec(tag);
@@ -53,7 +58,12 @@ function sourcePathOf(sourceTag: string | null, inner = ''): string | null {
   const end = inner.indexOf('</source>');
   const host = openTag(end >= 0 ? inner.slice(0, end) : '', 'host');
   try {
-    return networkUrl({ protocol, host: host ? attr(host, 'name') ?? '' : '', port: host ? attr(host, 'port') ?? '' : '', name: attr(sourceTag, 'name') ?? '' });
+    return networkUrl({
+      protocol,
+      host: host ? (attr(host, 'name') ?? '') : '',
+      port: host ? (attr(host, 'port') ?? '') : '',
+      name: attr(sourceTag, 'name') ?? '',
+    });
   } catch {
     return `${protocol}:${attr(sourceTag, 'name') ?? ''}`;
   }
@@ -118,7 +128,7 @@ export function parseDisk(diskXml: string): DiskInfo {
     }
   }
   return {
-    target: target ? attr(target, 'dev') ?? '' : '',
+    target: target ? (attr(target, 'dev') ?? '') : '',
     device: attr(tag, 'device') ?? 'disk',
     type: attr(tag, 'type') ?? 'file',
     sourcePath: firstSourcePath(own),

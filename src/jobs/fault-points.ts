@@ -7,10 +7,7 @@ import type { Intent } from './journal.js';
 /** `<op>:journaled`: the intent is durable, the libvirt call not made. `<op>:sent`: libvirt
  *  accepted the call, the journal still holds the intent. `journaled:<state>`: the record of that
  *  state is durable. `decided:<state>`: the end is known in memory, not yet journaled. */
-export type FaultPoint =
-  | `${Intent['op']}:${'journaled' | 'sent'}`
-  | `journaled:${string}`
-  | `decided:${string}`;
+export type FaultPoint = `${Intent['op']}:${'journaled' | 'sent'}` | `journaled:${string}` | `decided:${string}`;
 
 const target = process.env.BLOCKCOPY_FAULT_KILL_AT;
 

@@ -88,7 +88,10 @@ export class GroupContext {
   findSame(params: BlockCopyGroupParams): GroupEntry | undefined {
     const byId = params.groupId ? this.groups.get(params.groupId) : undefined;
     const candidates = params.groupId ? (byId ? [byId] : []) : [...this.groups.values()];
-    const same = sameGroup(params, candidates.map((e) => ({ rec: e.rec, members: this.members(e) })));
+    const same = sameGroup(
+      params,
+      candidates.map((e) => ({ rec: e.rec, members: this.members(e) })),
+    );
     return same ? this.groups.get(same.groupId) : undefined;
   }
 
@@ -111,7 +114,9 @@ export class GroupContext {
     const snapshot = structuredClone(entry.rec);
     entry.writes = entry.writes.catch(() => {}).then(() => this.journal.saveGroup(snapshot));
     // A record that cannot be written refuses the group call by name (before any pause or copy).
-    return entry.writes.catch((e: unknown) => { throw stateUnavailable(e, 'the group call'); });
+    return entry.writes.catch((e: unknown) => {
+      throw stateUnavailable(e, 'the group call');
+    });
   }
 
   /** A write after the fact (the group already acted): a failure is logged, the next write retries it. */

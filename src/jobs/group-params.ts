@@ -12,7 +12,11 @@ import { errorNameOf, libvirtData } from './libvirt-errors.js';
 
 export type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
 export type Operation = 'pivot' | 'finish';
-export interface SwitchOptions { timeoutMs: number; freeze: FreezeMode; maxPauseMs: number }
+export interface SwitchOptions {
+  timeoutMs: number;
+  freeze: FreezeMode;
+  maxPauseMs: number;
+}
 /** The state each disk of a group switch must reach. */
 export const GOAL = { pivot: 'pivoted', finish: 'finished' } as const;
 
@@ -27,8 +31,12 @@ export function checkDistinct(params: BlockCopyGroupParams): void {
   const dests = new Set<string>();
   for (const d of params.disks) {
     const path = destPath(d);
-    if (disks.has(d.disk)) throw new AgentError('destinationRejected', `disk ${d.disk} is listed twice`, { reason: `disk ${d.disk} is listed twice` });
-    if (path && dests.has(path)) throw new AgentError('destinationRejected', `two disks would be copied to ${path}`, { reason: `two disks would be copied to ${path}` });
+    if (disks.has(d.disk))
+      throw new AgentError('destinationRejected', `disk ${d.disk} is listed twice`, { reason: `disk ${d.disk} is listed twice` });
+    if (path && dests.has(path))
+      throw new AgentError('destinationRejected', `two disks would be copied to ${path}`, {
+        reason: `two disks would be copied to ${path}`,
+      });
     disks.add(d.disk);
     if (path) dests.add(path);
   }
@@ -52,8 +60,13 @@ export function groupMembers(jobs: Job[], rec: GroupRecord): Job[] {
 export function groupView(rec: GroupRecord, jobs: Job[]): Group {
   const updatedAt = [rec.updatedAt, ...jobs.map((j) => j.updatedAt)].sort().at(-1)!;
   return {
-    groupId: rec.groupId, domain: { ...rec.domain }, state: groupState(jobs.map((j) => j.state)),
-    whenReady: rec.whenReady, jobs, createdAt: rec.createdAt, updatedAt,
+    groupId: rec.groupId,
+    domain: { ...rec.domain },
+    state: groupState(jobs.map((j) => j.state)),
+    whenReady: rec.whenReady,
+    jobs,
+    createdAt: rec.createdAt,
+    updatedAt,
     ...(rec.error ? { error: { ...rec.error } } : {}),
     lastSwitch: rec.lastSwitch ? structuredClone(rec.lastSwitch) : null,
   };
@@ -71,13 +84,16 @@ export function sameGroup(params: BlockCopyGroupParams, candidates: Array<{ rec:
     const c = candidates[0];
     if (!c) return undefined;
     if (!sameDomain(c.rec) || signature(c.members) !== wanted) {
-      throw new AgentError('jobExists', `groupId '${params.groupId}' already names a group of other disks or destinations`, { group: groupView(c.rec, c.members) });
+      throw new AgentError('jobExists', `groupId '${params.groupId}' already names a group of other disks or destinations`, {
+        group: groupView(c.rec, c.members),
+      });
     }
     return c.rec;
   }
   const ended = (members: Job[]) => ['cancelled', 'failed'].includes(groupState(members.map((j) => j.state)));
-  return candidates.find((c) => sameDomain(c.rec) && c.rec.jobIds.length === params.disks.length &&
-    signature(c.members) === wanted && !ended(c.members))?.rec;
+  return candidates.find(
+    (c) => sameDomain(c.rec) && c.rec.jobIds.length === params.disks.length && signature(c.members) === wanted && !ended(c.members),
+  )?.rec;
 }
 
 /** The group's error after a switch that failed on `disks` (the others switched). */
@@ -85,8 +101,9 @@ export function switchError(how: 'pivot' | 'finish', disks: string[]): NonNullab
   const names = disks.join(', ');
   return {
     name: how === 'pivot' ? 'pivotFailed' : 'libvirtError',
-    message: how === 'pivot'
-      ? `disk(s) ${names} could not be pivoted and stay on their sources, still mirroring (consistent with the rest at the pause); pivotGroup again to retry them`
-      : `disk(s) ${names} could not be finished; the finished destinations are not a consistent set with them`,
+    message:
+      how === 'pivot'
+        ? `disk(s) ${names} could not be pivoted and stay on their sources, still mirroring (consistent with the rest at the pause); pivotGroup again to retry them`
+        : `disk(s) ${names} could not be finished; the finished destinations are not a consistent set with them`,
   };
 }

@@ -15,9 +15,12 @@ function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['dis
   const g = DEFAULTS.BlockCopyGroupParams;
   const disk = DEFAULTS.GroupDisk;
   return {
-    domain: params.domain, disk: d.disk, ...(d.destination ? { destination: d.destination } : {}),
+    domain: params.domain,
+    disk: d.disk,
+    ...(d.destination ? { destination: d.destination } : {}),
     ...(d.destinationXml !== undefined ? { destinationXml: d.destinationXml } : {}),
-    shallow: d.shallow ?? disk.shallow, reuseExternal: d.reuseExternal ?? disk.reuseExternal,
+    shallow: d.shallow ?? disk.shallow,
+    reuseExternal: d.reuseExternal ?? disk.reuseExternal,
     synchronousWrites: params.synchronousWrites ?? g.synchronousWrites,
     ...(params.transientJob !== undefined ? { transientJob: params.transientJob } : {}),
     ...(d.bandwidth !== undefined ? { bandwidth: d.bandwidth } : {}),
@@ -26,13 +29,18 @@ function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['dis
     // A member not ready in time cancels itself (journaled, so a restart keeps the deadline);
     // the group then cancels the others.
     ...(params.timeout !== undefined ? { timeout: params.timeout } : {}),
-    queue: params.queue ?? g.queue, whenReady: 'none', wait: 'none',
+    queue: params.queue ?? g.queue,
+    whenReady: 'none',
+    wait: 'none',
   };
 }
 
 export class GroupStart {
   /** `started`: the group's copies all run; the group may now act on its own. */
-  constructor(private readonly ctx: GroupContext, private readonly started: (entry: GroupEntry) => void) {}
+  constructor(
+    private readonly ctx: GroupContext,
+    private readonly started: (entry: GroupEntry) => void,
+  ) {}
 
   async blockCopyGroup(params: BlockCopyGroupParams, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
     const { ctx } = this;
@@ -47,16 +55,30 @@ export class GroupStart {
     for (const m of members) {
       const existing = await ctx.jobs.checkCopy(m);
       if (existing) {
-        throw new AgentError('jobExists', `disk ${m.disk} already has a copy job (${existing.jobId}, ${existing.state}) outside this group`, { job: existing });
+        throw new AgentError(
+          'jobExists',
+          `disk ${m.disk} already has a copy job (${existing.jobId}, ${existing.state}) outside this group`,
+          { job: existing },
+        );
       }
     }
     const dom = await this.domainOf(params.domain);
     const now = ctx.jobs.now();
     const g = DEFAULTS.BlockCopyGroupParams;
-    const entry = groupEntry({
-      groupId: params.groupId ?? randomUUID(), domain: dom, jobIds: [], whenReady: params.whenReady ?? g.whenReady,
-      freeze: params.freeze ?? g.freeze, maxPause: params.maxPause ?? g.maxPause, createdAt: now, updatedAt: now, lastSwitch: null,
-    }, true);
+    const entry = groupEntry(
+      {
+        groupId: params.groupId ?? randomUUID(),
+        domain: dom,
+        jobIds: [],
+        whenReady: params.whenReady ?? g.whenReady,
+        freeze: params.freeze ?? g.freeze,
+        maxPause: params.maxPause ?? g.maxPause,
+        createdAt: now,
+        updatedAt: now,
+        lastSwitch: null,
+      },
+      true,
+    );
     ctx.groups.set(entry.rec.groupId, entry);
     await ctx.save(entry).catch((e: unknown) => {
       ctx.groups.delete(entry.rec.groupId);
@@ -70,7 +92,10 @@ export class GroupStart {
       } catch (e) {
         entry.starting = false;
         // All or nothing: the copies already started are cancelled.
-        entry.rec.error = { name: e instanceof AgentError ? e.errorName : 'libvirtError', message: `disk ${m.disk}: ${(e as Error).message}; the group's other copies were cancelled` };
+        entry.rec.error = {
+          name: e instanceof AgentError ? e.errorName : 'libvirtError',
+          message: `disk ${m.disk}: ${(e as Error).message}; the group's other copies were cancelled`,
+        };
         entry.cancelledRest = true;
         await ctx.cancelMembers(entry);
         await ctx.save(entry);
@@ -83,7 +108,12 @@ export class GroupStart {
     return this.awaitGoal(entry, params, true, signal);
   }
 
-  private async awaitGoal(entry: GroupEntry, params: BlockCopyGroupParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
+  private async awaitGoal(
+    entry: GroupEntry,
+    params: BlockCopyGroupParams,
+    changed: boolean,
+    signal?: AbortSignal,
+  ): Promise<BlockCopyGroupResult> {
     const { ctx } = this;
     const wait = params.wait ?? DEFAULTS.BlockCopyGroupParams.wait;
     if (wait !== 'none') {
@@ -101,7 +131,7 @@ export class GroupStart {
       }
       const s = ctx.state(entry);
       if (entry.rec.error && s !== 'pivoted' && s !== 'finished') {
-        const name = entry.rec.error.name in ERRORS ? entry.rec.error.name as ErrorName : 'libvirtError';
+        const name = entry.rec.error.name in ERRORS ? (entry.rec.error.name as ErrorName) : 'libvirtError';
         throw new AgentError(name, entry.rec.error.message, { group: ctx.view(entry) });
       }
     }

@@ -2,7 +2,11 @@
 // no state of its own that could disagree with them.
 import type { GroupState, JobState } from '../generated/api.js';
 
-const BUSY: ReadonlyArray<[JobState, GroupState]> = [['pivoting', 'pivoting'], ['finishing', 'finishing'], ['cancelling', 'cancelling']];
+const BUSY: ReadonlyArray<[JobState, GroupState]> = [
+  ['pivoting', 'pivoting'],
+  ['finishing', 'finishing'],
+  ['cancelling', 'cancelling'],
+];
 
 export function groupState(states: readonly JobState[]): GroupState {
   if (states.length === 0) return 'copying';

@@ -28,13 +28,17 @@ export class GroupSwitch {
     const pending = () => ctx.members(entry).filter((j) => j.state !== goal);
     if (pending().length === 0) return { group: ctx.view(entry), changed: false };
     const stuck = () => pending().find((j) => isTerminal(j.state));
-    const refuse = (j: Job) => new AgentError('invalidState', `disk ${j.disk} of the group is ${j.state}; the group cannot be ${goal}`, { group: ctx.view(entry) });
+    const refuse = (j: Job) =>
+      new AgentError('invalidState', `disk ${j.disk} of the group is ${j.state}; the group cannot be ${goal}`, { group: ctx.view(entry) });
     let bad = stuck();
     if (bad) throw refuse(bad);
     // Nothing is paused until every disk is ready.
     const allReady = () => pending().every((j) => j.state === 'ready') || !!stuck();
     if (!(await ctx.waitUntil(allReady, o.timeoutMs))) {
-      const late = pending().filter((j) => j.state !== 'ready').map((j) => `${j.disk} (${j.state})`).join(', ');
+      const late = pending()
+        .filter((j) => j.state !== 'ready')
+        .map((j) => `${j.disk} (${j.state})`)
+        .join(', ');
       throw new AgentError('notReady', `not every disk of group ${entry.rec.groupId} is ready: ${late}`, { group: ctx.view(entry) });
     }
     bad = stuck();
@@ -63,8 +67,9 @@ export class GroupSwitch {
       await guest.thaw(dom.uuid, freeze.frozen);
       throw e;
     }
-    const { outcomes, pausedMs, resumed } = await guest.whilePaused(dom.uuid, targets, o.maxPauseMs, GOAL[how],
-      (j, budget) => (how === 'pivot' ? jobs.pivot({ jobId: j.jobId, timeout: budget }) : jobs.finish({ jobId: j.jobId, timeout: budget })));
+    const { outcomes, pausedMs, resumed } = await guest.whilePaused(dom.uuid, targets, o.maxPauseMs, GOAL[how], (j, budget) =>
+      how === 'pivot' ? jobs.pivot({ jobId: j.jobId, timeout: budget }) : jobs.finish({ jobId: j.jobId, timeout: budget }),
+    );
     // If it could not be resumed (libvirtd gone), pausedAt stays: the reconnect or a restart resumes it.
     if (resumed) delete entry.rec.pausedAt;
     await guest.thaw(dom.uuid, freeze.frozen);
@@ -76,7 +81,11 @@ export class GroupSwitch {
     });
     entry.rec.lastSwitch = { operation: how, startedAt, pausedMs, freeze, disks };
     const failed = disks.filter((d) => d.outcome === 'failed');
-    if (failed.length > 0) entry.rec.error = switchError(how, failed.map((d) => d.disk));
+    if (failed.length > 0)
+      entry.rec.error = switchError(
+        how,
+        failed.map((d) => d.disk),
+      );
     else delete entry.rec.error;
     await this.ctx.saveOrLog(entry);
     this.ctx.log.info(`group ${how}`, { groupId: entry.rec.groupId, pausedMs, failed: failed.length });
@@ -84,16 +93,25 @@ export class GroupSwitch {
     const group = this.ctx.view(entry);
     if (failed.length > 0) {
       const first = failed[0]!.error;
-      throw new AgentError(entry.rec.error!.name as ErrorName, entry.rec.error!.message, { group, ...(first?.libvirt ? { libvirt: first.libvirt } : {}) });
+      throw new AgentError(entry.rec.error!.name as ErrorName, entry.rec.error!.message, {
+        group,
+        ...(first?.libvirt ? { libvirt: first.libvirt } : {}),
+      });
     }
     return { group, changed: true };
   }
 
   /** A switch was interrupted with the guest paused (crash, or libvirtd lost): resume it and say so. */
   async resumeAfterCrash(entry: GroupEntry): Promise<void> {
-    this.ctx.log.warn('a group switch was interrupted with the guest paused: resuming it', { groupId: entry.rec.groupId, pausedAt: entry.rec.pausedAt });
+    this.ctx.log.warn('a group switch was interrupted with the guest paused: resuming it', {
+      groupId: entry.rec.groupId,
+      pausedAt: entry.rec.pausedAt,
+    });
     if (!(await this.ctx.guest.resume(entry.rec.domain.uuid))) return;
-    entry.rec.error = { name: 'interrupted', message: `a group switch was interrupted (the agent stopped or lost libvirtd) with the guest paused at ${entry.rec.pausedAt}; the guest was resumed later, each disk's job shows where it ended` };
+    entry.rec.error = {
+      name: 'interrupted',
+      message: `a group switch was interrupted (the agent stopped or lost libvirtd) with the guest paused at ${entry.rec.pausedAt}; the guest was resumed later, each disk's job shows where it ended`,
+    };
     delete entry.rec.pausedAt;
     await this.ctx.save(entry);
   }

@@ -10,8 +10,15 @@
 // a later moment, so a partial finish is reported as not a consistent set.
 import { AgentError } from '../errors.js';
 import type {
-  AbortGroupParams, AbortGroupResult, BlockCopyGroupParams, BlockCopyGroupResult, GroupChange, GroupInfoParams,
-  GroupInfoResult, Job, PivotGroupParams,
+  AbortGroupParams,
+  AbortGroupResult,
+  BlockCopyGroupParams,
+  BlockCopyGroupResult,
+  GroupChange,
+  GroupInfoParams,
+  GroupInfoResult,
+  Job,
+  PivotGroupParams,
 } from '../generated/api.js';
 import { GroupContext, groupEntry, type GroupEntry, type GroupManagerOptions } from './group-context.js';
 import { GroupStart } from './group-start.js';
@@ -43,7 +50,9 @@ export class GroupManager {
         // Its jobs were pruned (the job manager drops a group's jobs together): so is the group.
         // (One left paused is resumed first, below; one with no job yet says it was interrupted.)
         ctx.log.info('group record without any job removed', { groupId: rec.groupId });
-        await ctx.journal.removeGroup(rec.groupId).catch((e) => ctx.log.error('cannot remove a group record', { groupId: rec.groupId, error: e }));
+        await ctx.journal
+          .removeGroup(rec.groupId)
+          .catch((e) => ctx.log.error('cannot remove a group record', { groupId: rec.groupId, error: e }));
         continue;
       }
       const entry = groupEntry(rec, false);
@@ -83,7 +92,10 @@ export class GroupManager {
     const { ctx } = this;
     ctx.assertServing();
     const entry = ctx.find(params.groupId);
-    if (entry.switching) throw new AgentError('invalidState', `group ${entry.rec.groupId} is being switched; it cannot be aborted now`, { group: ctx.view(entry) });
+    if (entry.switching)
+      throw new AgentError('invalidState', `group ${entry.rec.groupId} is being switched; it cannot be aborted now`, {
+        group: ctx.view(entry),
+      });
     const changed = await ctx.cancelMembers(entry);
     return { group: ctx.view(entry), changed };
   }
@@ -94,7 +106,9 @@ export class GroupManager {
     const entry = ctx.groups.get(groupId);
     if (!entry || entry.switching || entry.starting) return;
     ctx.groups.delete(groupId);
-    void entry.writes.catch(() => {}).then(() => ctx.journal.removeGroup(groupId))
+    void entry.writes
+      .catch(() => {})
+      .then(() => ctx.journal.removeGroup(groupId))
       .catch((e) => ctx.log.error('cannot remove a group record', { groupId, error: e }));
   };
 
@@ -103,7 +117,8 @@ export class GroupManager {
     if (e.state !== 'restored') return;
     for (const entry of this.ctx.groups.values()) {
       if (entry.rec.pausedAt && !entry.switching) {
-        void this.switcher.resumeAfterCrash(entry)
+        void this.switcher
+          .resumeAfterCrash(entry)
           .catch((err) => this.ctx.log.error('cannot resume a guest after the reconnect', { groupId: entry.rec.groupId, error: err }));
       }
     }
@@ -125,16 +140,22 @@ export class GroupManager {
     const lost = members.find((j) => j.state === 'failed' || j.state === 'cancelled');
     if (lost && !entry.cancelledRest && members.some((j) => !isTerminal(j.state))) {
       entry.cancelledRest = true;
-      entry.rec.error = { name: lost.error?.name ?? 'libvirtError', message: `disk ${lost.disk} ${lost.state}${lost.error ? `: ${lost.error.message}` : ''}; the group's other copies were cancelled` };
+      entry.rec.error = {
+        name: lost.error?.name ?? 'libvirtError',
+        message: `disk ${lost.disk} ${lost.state}${lost.error ? `: ${lost.error.message}` : ''}; the group's other copies were cancelled`,
+      };
       void ctx.saveOrLog(entry);
-      void ctx.cancelMembers(entry).catch((e) => ctx.log.error('cannot cancel the rest of a group', { groupId: entry.rec.groupId, error: e }));
+      void ctx
+        .cancelMembers(entry)
+        .catch((e) => ctx.log.error('cannot cancel the rest of a group', { groupId: entry.rec.groupId, error: e }));
       return;
     }
     const how = entry.rec.whenReady;
     if ((how === 'pivot' || how === 'finish') && members.every((j) => j.state === 'ready') && ctx.jobs.serving) {
       // As if the caller had called pivotGroup/finishGroup with the group's own freeze and maxPause.
       const options = switchOptions({ groupId: entry.rec.groupId, freeze: entry.rec.freeze, maxPause: entry.rec.maxPause });
-      void this.switcher.run(entry, how, options)
+      void this.switcher
+        .run(entry, how, options)
         .catch((e) => ctx.log.warn(`automatic group ${how} failed`, { groupId: entry.rec.groupId, error: e }));
     }
   }

@@ -37,7 +37,17 @@ export interface JobEntry {
 }
 
 export function track(rec: JobRecord): JobEntry {
-  return { rec, sampler: new RateSampler(), writes: Promise.resolve(), lastEmit: 0, lastXmlCheck: 0, requestedAt: 0, starting: false, sawEnd: false, settling: null };
+  return {
+    rec,
+    sampler: new RateSampler(),
+    writes: Promise.resolve(),
+    lastEmit: 0,
+    lastXmlCheck: 0,
+    requestedAt: 0,
+    starting: false,
+    sawEnd: false,
+    settling: null,
+  };
 }
 
 /** Same file or device, compared as normalized absolute paths. */
@@ -56,9 +66,12 @@ export function samePath(a: string | null | undefined, b: string | null | undefi
 export function mirrorMismatch(job: Job, m: MirrorInfo): string | null {
   // libvirt 9.0 shows job='' while it processes the end of a copy (pivot, finish): the same copy.
   if (m.job !== 'copy' && m.job !== '') return `libvirt runs a ${m.job} job on disk ${job.disk}, not a copy`;
-  if (!samePath(m.path, job.destination.path)) return `libvirt's copy of disk ${job.disk} goes to ${m.path ?? 'an unknown destination'}, not to this job's destination ${job.destination.path}`;
-  if ((m.type === 'block') !== (job.destination.type === 'block')) return `libvirt's copy of disk ${job.disk} writes a ${m.type} destination, this job a ${job.destination.type}`;
-  if (job.destination.format && m.format && m.format !== job.destination.format) return `libvirt's copy of disk ${job.disk} writes ${m.format}, this job ${job.destination.format}`;
+  if (!samePath(m.path, job.destination.path))
+    return `libvirt's copy of disk ${job.disk} goes to ${m.path ?? 'an unknown destination'}, not to this job's destination ${job.destination.path}`;
+  if ((m.type === 'block') !== (job.destination.type === 'block'))
+    return `libvirt's copy of disk ${job.disk} writes a ${m.type} destination, this job a ${job.destination.type}`;
+  if (job.destination.format && m.format && m.format !== job.destination.format)
+    return `libvirt's copy of disk ${job.disk} writes ${m.format}, this job ${job.destination.format}`;
   return null;
 }
 

@@ -16,9 +16,7 @@ import type { FreezeMode, Group, Job } from '../generated/api.js';
 
 /** The libvirt call the manager is about to make for a job. */
 export type Intent =
-  | { op: 'blockCopy'; at: string }
-  | { op: 'pivot' | 'finish' | 'abort'; at: string }
-  | { op: 'setSpeed'; at: string; bandwidth: string };
+  { op: 'blockCopy'; at: string } | { op: 'pivot' | 'finish' | 'abort'; at: string } | { op: 'setSpeed'; at: string; bandwidth: string };
 
 export interface JobRecord {
   job: Job;
@@ -85,11 +83,15 @@ export class Journal {
   }
 
   async loadGroups(onBadFile: (file: string, err: unknown) => void): Promise<GroupRecord[]> {
-    return this.loadAll(GROUP_FILE, (x) => {
-      const rec = x as GroupRecord;
-      if (!rec?.groupId || !Array.isArray(rec.jobIds)) throw new Error('not a group record');
-      return rec;
-    }, onBadFile);
+    return this.loadAll(
+      GROUP_FILE,
+      (x) => {
+        const rec = x as GroupRecord;
+        if (!rec?.groupId || !Array.isArray(rec.jobIds)) throw new Error('not a group record');
+        return rec;
+      },
+      onBadFile,
+    );
   }
 
   async removeGroup(groupId: string): Promise<void> {
@@ -135,11 +137,15 @@ export class Journal {
 
   /** Every readable job record; unreadable files are reported, never fatal. */
   async load(onBadFile: (file: string, err: unknown) => void): Promise<JobRecord[]> {
-    return this.loadAll(FILE, (x) => {
-      const rec = x as JobRecord;
-      if (!rec?.job?.jobId || typeof rec.destinationXml !== 'string') throw new Error('not a job record');
-      return rec;
-    }, onBadFile);
+    return this.loadAll(
+      FILE,
+      (x) => {
+        const rec = x as JobRecord;
+        if (!rec?.job?.jobId || typeof rec.destinationXml !== 'string') throw new Error('not a job record');
+        return rec;
+      },
+      onBadFile,
+    );
   }
 
   private async loadAll<T>(pattern: RegExp, check: (x: unknown) => T, onBadFile: (file: string, err: unknown) => void): Promise<T[]> {
@@ -165,6 +171,17 @@ export class Journal {
 export function stateUnavailable(e: unknown, what: string): AgentError {
   if (e instanceof AgentError) return e;
   const errno = (e as NodeJS.ErrnoException)?.code ?? 'EIO';
-  const reason = errno === 'ENOSPC' ? 'it is full' : errno === 'EROFS' ? 'it is read-only' : errno === 'EDQUOT' ? 'its quota is used up' : `the write failed (${errno})`;
-  return new AgentError('stateUnavailable', `the state directory cannot be written (${reason}): ${what} was refused and nothing was changed; reads still work, retry once it is writable`, { errno });
+  const reason =
+    errno === 'ENOSPC'
+      ? 'it is full'
+      : errno === 'EROFS'
+        ? 'it is read-only'
+        : errno === 'EDQUOT'
+          ? 'its quota is used up'
+          : `the write failed (${errno})`;
+  return new AgentError(
+    'stateUnavailable',
+    `the state directory cannot be written (${reason}): ${what} was refused and nothing was changed; reads still work, retry once it is writable`,
+    { errno },
+  );
 }

@@ -12,8 +12,11 @@ export function isNotReady(e: unknown): boolean {
 }
 
 export function isNoJob(e: unknown): boolean {
-  return e instanceof LibvirtError && (e.code === VirErrorCode.INVALID_ARG || e.code === VirErrorCode.OPERATION_INVALID) &&
-    /no(t have an)? active block job|no active block job/i.test(e.message);
+  return (
+    e instanceof LibvirtError &&
+    (e.code === VirErrorCode.INVALID_ARG || e.code === VirErrorCode.OPERATION_INVALID) &&
+    /no(t have an)? active block job|no active block job/i.test(e.message)
+  );
 }
 
 /**
@@ -42,7 +45,10 @@ export function isUnanswered(e: unknown): boolean {
 
 /** The domain is gone or stopped: nothing of it to read (not a failure to read it). */
 export function isDomainGone(e: unknown): boolean {
-  return e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)));
+  return (
+    e instanceof LibvirtError &&
+    (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)))
+  );
 }
 
 /**
@@ -53,10 +59,18 @@ export function isDomainGone(e: unknown): boolean {
 export function outcomeUnknown(e: unknown, request: string, settles: string, data: Record<string, unknown> = {}): AgentError {
   const lv = e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {};
   if (e instanceof LibvirtTimeout) {
-    return new AgentError('libvirtTimeout', `libvirtd did not answer the ${request} in time (${e.message}); whether it took effect is unknown: ${settles}`, { ...data, ...lv });
+    return new AgentError(
+      'libvirtTimeout',
+      `libvirtd did not answer the ${request} in time (${e.message}); whether it took effect is unknown: ${settles}`,
+      { ...data, ...lv },
+    );
   }
   const said = e instanceof Error ? ` (${e.message})` : '';
-  return new AgentError('unavailable', `the libvirt connection dropped during the ${request}${said}; whether it took effect is unknown: ${settles}`, { ...data, ...lv });
+  return new AgentError(
+    'unavailable',
+    `the libvirt connection dropped during the ${request}${said}; whether it took effect is unknown: ${settles}`,
+    { ...data, ...lv },
+  );
 }
 
 /** What went wrong, for logs: the two ways a request can be left without an answer. */

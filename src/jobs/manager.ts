@@ -13,9 +13,25 @@ import { EventEmitter } from 'node:events';
 import { AgentError } from '../errors.js';
 import type { Connection } from '../libvirt/index.js';
 import type {
-  AbortParams, AbortResult, BlockCopyParams, BlockCopyResult, CapabilitiesResult, FinishParams,
-  FinishResult, Job, JobInfoParams, JobInfoResult, JobState, ListJobsParams, ListJobsResult, PivotParams,
-  PivotResult, SetSpeedParams, SetSpeedResult, WaitParams, WaitResult,
+  AbortParams,
+  AbortResult,
+  BlockCopyParams,
+  BlockCopyResult,
+  CapabilitiesResult,
+  FinishParams,
+  FinishResult,
+  Job,
+  JobInfoParams,
+  JobInfoResult,
+  JobState,
+  ListJobsParams,
+  ListJobsResult,
+  PivotParams,
+  PivotResult,
+  SetSpeedParams,
+  SetSpeedResult,
+  WaitParams,
+  WaitResult,
 } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import { Completion } from './completion.js';
@@ -145,7 +161,9 @@ export class JobManager extends EventEmitter {
     this.assertServing();
     const dom = await this.ctx.starter.lookup(params.domain);
     const dest = this.ctx.starter.destinationOf(params);
-    const { entry, changed } = await this.ctx.locks.run(diskKey(dom.uuid, params.disk), () => this.ctx.starter.startCopy(params, dom, dest, signal, member?.groupId));
+    const { entry, changed } = await this.ctx.locks.run(diskKey(dom.uuid, params.disk), () =>
+      this.ctx.starter.startCopy(params, dom, dest, signal, member?.groupId),
+    );
     if (changed && entry.rec.timeoutAt !== undefined) this.ctx.completion.armTimeout(entry, entry.rec.timeoutAt);
     return this.ctx.starter.awaitGoal(entry, params, changed, signal);
   }
@@ -159,9 +177,15 @@ export class JobManager extends EventEmitter {
     const includeEnded = params.includeEnded ?? DEFAULTS.ListJobsParams.includeEnded;
     let uuid: string | undefined;
     if (params.domain) {
-      const known = [...this.ctx.entries.values()].find((t) => t.rec.job.domain.name === params.domain || t.rec.job.domain.uuid === params.domain);
+      const known = [...this.ctx.entries.values()].find(
+        (t) => t.rec.job.domain.name === params.domain || t.rec.job.domain.uuid === params.domain,
+      );
       // Unless libvirtd cannot say now which domain that is (the agent knows no job on it), notFound and the like are answered.
-      const lookup = () => this.ctx.registry.lookupWithin(params.domain!, READ_WAIT_MS).catch((e: unknown) => { if (isUnanswered(e)) return undefined; throw e; });
+      const lookup = () =>
+        this.ctx.registry.lookupWithin(params.domain!, READ_WAIT_MS).catch((e: unknown) => {
+          if (isUnanswered(e)) return undefined;
+          throw e;
+        });
       uuid = known?.rec.job.domain.uuid ?? (await lookup())?.uuid;
       if (uuid === undefined) return { jobs: [], incomplete: true };
     }
@@ -169,9 +193,12 @@ export class JobManager extends EventEmitter {
     // when libvirtd answers the scan within the read bound; else the answer says it may miss one.
     const complete = !this.ctx.recovering && (await this.ctx.reconciler.scanWithin(uuid, READ_WAIT_MS));
     const jobs = [...this.ctx.entries.values()]
-      .filter((t) => (uuid === undefined || t.rec.job.domain.uuid === uuid) &&
-        (includeEnded || !isTerminal(t.rec.job.state)) &&
-        (!params.state || params.state.includes(t.rec.job.state)))
+      .filter(
+        (t) =>
+          (uuid === undefined || t.rec.job.domain.uuid === uuid) &&
+          (includeEnded || !isTerminal(t.rec.job.state)) &&
+          (!params.state || params.state.includes(t.rec.job.state)),
+      )
       .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt))
       .map(publicJob);
     return complete ? { jobs } : { jobs, incomplete: true };
@@ -179,12 +206,20 @@ export class JobManager extends EventEmitter {
 
   async pivot(params: PivotParams): Promise<PivotResult> {
     this.assertServing();
-    return this.ctx.completion.complete(await this.ctx.registry.find(params), 'pivot', (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000);
+    return this.ctx.completion.complete(
+      await this.ctx.registry.find(params),
+      'pivot',
+      (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000,
+    );
   }
 
   async finish(params: FinishParams): Promise<FinishResult> {
     this.assertServing();
-    return this.ctx.completion.complete(await this.ctx.registry.find(params), 'finish', (params.timeout ?? DEFAULTS.FinishParams.timeout) * 1000);
+    return this.ctx.completion.complete(
+      await this.ctx.registry.find(params),
+      'finish',
+      (params.timeout ?? DEFAULTS.FinishParams.timeout) * 1000,
+    );
   }
 
   async abort(params: AbortParams): Promise<AbortResult> {
@@ -197,7 +232,8 @@ export class JobManager extends EventEmitter {
     const entry = await this.ctx.registry.find(params);
     const job = entry.rec.job;
     return this.ctx.locks.run(diskKey(job.domain.uuid, job.disk), async () => {
-      if (isTerminal(job.state)) throw new AgentError('invalidState', `job ${job.jobId} has ended (${job.state})`, { job: publicJob(entry) });
+      if (isTerminal(job.state))
+        throw new AgentError('invalidState', `job ${job.jobId} has ended (${job.state})`, { job: publicJob(entry) });
       const bw = fromByteCount(params.bandwidth)!;
       await this.ctx.verify.assertOwnCopy(entry, 'setSpeed');
       await this.ctx.recorder.beforeSideEffect(entry, { op: 'setSpeed', at: this.ctx.iso(), bandwidth: bw.toString() });
@@ -211,7 +247,9 @@ export class JobManager extends EventEmitter {
       faultPoint('setSpeed:sent');
       delete entry.rec.intent;
       // The answer promises this bandwidth: journaled before it is sent.
-      await this.ctx.recorder.persist(entry).catch((e) => this.ctx.log.error('journal write failed after setSpeed', { jobId: job.jobId, error: e }));
+      await this.ctx.recorder
+        .persist(entry)
+        .catch((e) => this.ctx.log.error('journal write failed after setSpeed', { jobId: job.jobId, error: e }));
       this.ctx.recorder.touch(entry, false);
       return { job: publicJob(entry) };
     });
@@ -226,7 +264,9 @@ export class JobManager extends EventEmitter {
 
   /** Everything but `methods`, which the RPC layer knows. */
   async capabilities(): Promise<Omit<CapabilitiesResult, 'methods'>> {
-    const v = await this.ctx.conn.versions().catch((e) => { throw toAgentError(e, 'cannot read versions'); });
+    const v = await this.ctx.conn.versions().catch((e) => {
+      throw toAgentError(e, 'cannot read versions');
+    });
     const [maj = 0, min = 0] = v.libvirt.split('.').map(Number);
     const atLeast = (a: number, b: number) => maj > a || (maj === a && min >= b);
     return {
@@ -258,8 +298,10 @@ export class JobManager extends EventEmitter {
 
   /** The jobs of a group, in creation order. */
   groupJobs(groupId: string): Job[] {
-    return [...this.ctx.entries.values()].filter((t) => t.rec.job.groupId === groupId)
-      .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt)).map(publicJob);
+    return [...this.ctx.entries.values()]
+      .filter((t) => t.rec.job.groupId === groupId)
+      .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt))
+      .map(publicJob);
   }
 
   get serving(): boolean {

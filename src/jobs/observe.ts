@@ -71,14 +71,30 @@ interface Policy {
 }
 
 const RECOVERY: Policy = {
-  skipStarting: false, goneGrace: false, neverStarted: true, requestGrace: false, awaitSettle: true,
-  xmlEveryTime: true, lockSupersede: false, follow: 'all', resume: true, emitProgress: false,
+  skipStarting: false,
+  goneGrace: false,
+  neverStarted: true,
+  requestGrace: false,
+  awaitSettle: true,
+  xmlEveryTime: true,
+  lockSupersede: false,
+  follow: 'all',
+  resume: true,
+  emitProgress: false,
 };
 
 export const POLICY: Readonly<Record<Moment, Policy>> = {
   poll: {
-    skipStarting: true, goneGrace: true, neverStarted: true, requestGrace: true, awaitSettle: false,
-    xmlEveryTime: false, lockSupersede: true, follow: 'ready', resume: false, emitProgress: true,
+    skipStarting: true,
+    goneGrace: true,
+    neverStarted: true,
+    requestGrace: true,
+    awaitSettle: false,
+    xmlEveryTime: false,
+    lockSupersede: true,
+    follow: 'ready',
+    resume: false,
+    emitProgress: true,
   },
   'start-up': RECOVERY,
   reconnect: RECOVERY,
@@ -89,7 +105,10 @@ const PROGRESS_EMIT_MS = 1000;
 
 /** getBlockJobInfo's answer for a domain that is gone or not running. */
 function domainGone(e: unknown): e is LibvirtError {
-  return e instanceof LibvirtError && (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)));
+  return (
+    e instanceof LibvirtError &&
+    (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)))
+  );
 }
 
 export class Observer {
@@ -123,7 +142,8 @@ export class Observer {
     const real = this.ctx.realNow();
     // Ready comes from the event; the poll's XML cross-check only catches a missed one. cur == end
     // alone proves nothing (0/1 means "not known yet"), so it only makes the check earlier.
-    const due = p.xmlEveryTime || (job.state === 'copying' && info.end > 1n && info.cur === info.end) || real - entry.lastXmlCheck >= this.ctx.pollMs;
+    const due =
+      p.xmlEveryTime || (job.state === 'copying' && info.end > 1n && info.cur === info.end) || real - entry.lastXmlCheck >= this.ctx.pollMs;
     if (due) {
       entry.lastXmlCheck = real;
       const disk = await this.ctx.verify.liveDisk(entry);
@@ -153,16 +173,22 @@ export class Observer {
       const real = this.ctx.realNow();
       entry.goneSince ??= real;
       if (real - entry.goneSince >= this.ctx.sampleMs) {
-        this.ctx.recorder.fail(entry, 'invalidState', 'the domain is gone or no longer running', `no lifecycle event received; the poll got: ${e.message}`);
+        this.ctx.recorder.fail(
+          entry,
+          'invalidState',
+          'the domain is gone or no longer running',
+          `no lifecycle event received; the poll got: ${e.message}`,
+        );
       }
       return;
     }
     // libvirt 9.0, restarted while it had a pivot to process, can fail to reload its own
     // status of the domain and forget it while its QEMU runs on: worth saying to an operator.
     const request = REQUEST_OF[job.state];
-    const lost = moment === 'reconnect' && e.code === VirErrorCode.NO_DOMAIN && request
-      ? `; libvirt no longer knows the domain after its restart, although ${request === 'abort' ? 'an' : 'a'} ${request} was under way: if its QEMU process still runs, libvirtd lost track of it (libvirt 9.0 can, when restarted during a pivot; see libvirtd's log)`
-      : '';
+    const lost =
+      moment === 'reconnect' && e.code === VirErrorCode.NO_DOMAIN && request
+        ? `; libvirt no longer knows the domain after its restart, although ${request === 'abort' ? 'an' : 'a'} ${request} was under way: if its QEMU process still runs, libvirtd lost track of it (libvirt 9.0 can, when restarted during a pivot; see libvirtd's log)`
+        : '';
     this.ctx.recorder.fail(entry, 'invalidState', `the domain is gone or no longer running${lost}`, `found at ${moment}: ${e.message}`);
   }
 
@@ -173,18 +199,27 @@ export class Observer {
       const disk = await this.ctx.verify.liveDisk(entry).catch(() => undefined);
       // A disk on the destination was copied (and pivoted by someone): settle says so.
       if (!disk?.mirror && !samePath(disk?.sourcePath, job.destination.path)) {
-        this.ctx.recorder.fail(entry, 'libvirtError', `the copy was never started (${moment === 'start-up' ? 'the agent stopped while starting it' : 'libvirtd did not answer the request: it timed out or the connection dropped'})`, `journal intent blockCopy at ${intent.at}; no block job at ${moment}`);
+        this.ctx.recorder.fail(
+          entry,
+          'libvirtError',
+          `the copy was never started (${moment === 'start-up' ? 'the agent stopped while starting it' : 'libvirtd did not answer the request: it timed out or the connection dropped'})`,
+          `journal intent blockCopy at ${intent.at}; no block job at ${moment}`,
+        );
         return;
       }
     }
     // Give the event a moment: libvirt may still be delivering the end of a request.
     if (p.requestGrace && REQUEST_OF[job.state] && this.ctx.realNow() - entry.requestedAt <= Math.max(5000, 2 * this.ctx.pollMs)) return;
-    const why = moment === 'poll'
-      ? `the block job disappeared without an event (seen by the ${this.ctx.pollMs} ms poll)`
-      : `the block job ended while the agent was not running${intent ? ` (last request: ${intent.op})` : ''}`;
+    const why =
+      moment === 'poll'
+        ? `the block job disappeared without an event (seen by the ${this.ctx.pollMs} ms poll)`
+        : `the block job ended while the agent was not running${intent ? ` (last request: ${intent.op})` : ''}`;
     const settling = this.ctx.verify.settle(entry, why, { jobGone: true });
     if (p.awaitSettle) await settling;
-    else void settling.catch((err) => this.ctx.log.warn('cannot conclude a vanished block job; the poll will retry', { jobId: job.jobId, error: err }));
+    else
+      void settling.catch((err) =>
+        this.ctx.log.warn('cannot conclude a vanished block job; the poll will retry', { jobId: job.jobId, error: err }),
+      );
   }
 
   /** Feeds the rate sampler and the job's counters; whether they moved. */
@@ -220,12 +255,18 @@ export class Observer {
     const missedReady = job.state === 'copying' && shown === 'ready';
     if (p.follow === 'ready' && !missedReady) return false;
     if (!canTransition(job.state, shown)) {
-      this.ctx.log.warn('journal and live XML disagree in a way the state table does not allow', { jobId: job.jobId, journal: job.state, live: shown });
+      this.ctx.log.warn('journal and live XML disagree in a way the state table does not allow', {
+        jobId: job.jobId,
+        journal: job.state,
+        live: shown,
+      });
       return false;
     }
     const intent = entry.rec.intent;
-    const evidence = moment === 'poll' ? undefined
-      : `reconciled at ${moment} from the live XML (mirror ready='${mirrorReady ?? 'no'}'${intent ? `; last request: ${intent.op}` : ''})`;
+    const evidence =
+      moment === 'poll'
+        ? undefined
+        : `reconciled at ${moment} from the live XML (mirror ready='${mirrorReady ?? 'no'}'${intent ? `; last request: ${intent.op}` : ''})`;
     // Ready by the same routine as a READY event: whenReady pivot|finish follows (once serving;
     // after recovery, the manager's serve() starts it for every ready job).
     if (shown === 'ready') {
@@ -244,7 +285,9 @@ export class Observer {
       // The abort may never have reached libvirt: ask again.
       await this.ctx.recorder.beforeSideEffect(entry, { op: 'abort', at: this.ctx.iso() });
       entry.requestedAt = this.ctx.realNow();
-      await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true }).catch((e) => this.ctx.log.warn('abort at start-up failed', { jobId: job.jobId, error: e }));
+      await this.ctx.conn
+        .blockJobAbort(job.domain.uuid, job.disk, { async: true })
+        .catch((e) => this.ctx.log.warn('abort at start-up failed', { jobId: job.jobId, error: e }));
       this.ctx.recorder.afterSideEffect(entry);
     }
     if (shown === 'pivoting' || shown === 'finishing' || shown === 'cancelling') entry.requestedAt = this.ctx.realNow();

@@ -17,7 +17,16 @@ export function within<T>(p: Promise<T>, ms: number): Promise<{ value: T } | und
   p.catch(() => {});
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => resolve(undefined), Math.max(0, ms));
-    p.then((value) => { clearTimeout(timer); resolve({ value }); }, (e: unknown) => { clearTimeout(timer); reject(e); });
+    p.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve({ value });
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
   });
 }
 

@@ -23,7 +23,9 @@ export class Reconciler {
   async reconcile(when: Recovery): Promise<void> {
     for (const entry of this.ctx.entries.values()) {
       if (isTerminal(entry.rec.job.state)) continue;
-      await this.reconcileOne(entry, when).catch((err) => this.ctx.log.error('reconcile failed', { jobId: entry.rec.job.jobId, error: err }));
+      await this.reconcileOne(entry, when).catch((err) =>
+        this.ctx.log.error('reconcile failed', { jobId: entry.rec.job.jobId, error: err }),
+      );
     }
     // Copies started elsewhere (virsh, another tool, an earlier agent that lost its journal).
     let domains: DomainRef[] = [];
@@ -55,15 +57,22 @@ export class Reconciler {
   adoptionScan(uuid?: string): Promise<boolean> {
     const cur = this.scanning;
     if (cur) return cur.uuid === undefined || cur.uuid === uuid ? cur.done : cur.done.then(() => this.adoptionScan(uuid));
-    const done = this.scan(uuid).then((complete) => {
-      this.stalled = false;
-      return complete;
-    }, (err: unknown) => {
-      // libvirtd did not answer: until a scan completes, reads stop waiting for one.
-      this.stalled = isUnanswered(err);
-      this.ctx.log.debug('adoption scan failed', { error: err });
-      return false;
-    }).finally(() => { this.scanning = null; });
+    const done = this.scan(uuid)
+      .then(
+        (complete) => {
+          this.stalled = false;
+          return complete;
+        },
+        (err: unknown) => {
+          // libvirtd did not answer: until a scan completes, reads stop waiting for one.
+          this.stalled = isUnanswered(err);
+          this.ctx.log.debug('adoption scan failed', { error: err });
+          return false;
+        },
+      )
+      .finally(() => {
+        this.scanning = null;
+      });
     this.scanning = { uuid, startedAt: this.ctx.realNow(), done };
     return done;
   }
@@ -125,14 +134,20 @@ export class Reconciler {
    */
   checkDisk(uuid: string, target: string, dom?: DomainRef, readMs?: number): Promise<{ value: JobEntry | undefined } | undefined> {
     const key = diskKey(uuid, target);
-    return this.checks.run(key, async () => {
-      const d = dom ?? await this.ctx.conn.lookupDomain(uuid).catch((e: unknown) => {
-        if (isDomainGone(e)) return undefined;
-        throw toAgentError(e, 'cannot look up the domain');
-      });
-      if (!d?.active) return undefined;
-      return this.ctx.locks.run(key, () => this.adoptIfMirrored(d, target));
-    }, readMs);
+    return this.checks.run(
+      key,
+      async () => {
+        const d =
+          dom ??
+          (await this.ctx.conn.lookupDomain(uuid).catch((e: unknown) => {
+            if (isDomainGone(e)) return undefined;
+            throw toAgentError(e, 'cannot look up the domain');
+          }));
+        if (!d?.active) return undefined;
+        return this.ctx.locks.run(key, () => this.adoptIfMirrored(d, target));
+      },
+      readMs,
+    );
   }
 
   /** Runs under the disk's lock. A domain that is gone or stopped has no copy. */
@@ -157,7 +172,9 @@ export class Reconciler {
     this.ctx.entries.set(job.jobId, entry);
     // A record that cannot be written (full state directory) leaves the job known in memory,
     // served to readers; the agent never stops over it. The next change writes it again.
-    await this.ctx.recorder.persist(entry).catch((e) => this.ctx.log.error('cannot journal an adopted copy; it is tracked in memory', { jobId: job.jobId, error: e }));
+    await this.ctx.recorder
+      .persist(entry)
+      .catch((e) => this.ctx.log.error('cannot journal an adopted copy; it is tracked in memory', { jobId: job.jobId, error: e }));
     this.ctx.log.info('adopted a running copy', { jobId: job.jobId, domain: dom.name, disk: d.target, destination: job.destination.path });
     this.ctx.recorder.emitChanged(entry);
     return entry;

@@ -30,7 +30,13 @@ export class Recorder {
     this.touch(entry, opts.persist ?? true);
   }
 
-  fail(entry: JobEntry, name: string, message: string, evidence: string, libvirt?: { code: number; domain: number; message: string }): void {
+  fail(
+    entry: JobEntry,
+    name: string,
+    message: string,
+    evidence: string,
+    libvirt?: { code: number; domain: number; message: string },
+  ): void {
     if (isTerminal(entry.rec.job.state)) return;
     this.transition(entry, 'failed', { error: { name, message, ...(libvirt ? { libvirt } : {}) }, evidence, outcome: 'observed' });
   }
@@ -76,9 +82,12 @@ export class Recorder {
   persist(entry: JobEntry): Promise<void> {
     // After stop() the state directory may already belong to the next agent: nothing more is
     // written, and so (journal first) no libvirt call is made either.
-    if (this.ctx.stopped) return Promise.reject(new AgentError('unavailable', 'the agent is stopping; nothing was journaled or sent to libvirt'));
+    if (this.ctx.stopped)
+      return Promise.reject(new AgentError('unavailable', 'the agent is stopping; nothing was journaled or sent to libvirt'));
     const snapshot: JobRecord = structuredClone(entry.rec);
-    const write = entry.writes.catch(() => {}).then(() => this.ctx.journal.save(snapshot))
+    const write = entry.writes
+      .catch(() => {})
+      .then(() => this.ctx.journal.save(snapshot))
       .then(() => faultPoint(`journaled:${snapshot.job.state}`));
     entry.writes = write;
     return write;

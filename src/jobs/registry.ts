@@ -82,11 +82,15 @@ export class Registry {
     if (this.activeFor(uuid, disk)) {
       // The disk's job: nothing to check.
     } else if (this.ctx.recovering) {
-      unchecked = new AgentError('unavailable', `the agent is reconnecting to libvirtd and cannot yet check disk ${disk} of '${ref.domain}' for a copy started outside it; retry`);
+      unchecked = new AgentError(
+        'unavailable',
+        `the agent is reconnecting to libvirtd and cannot yet check disk ${disk} of '${ref.domain}' for a copy started outside it; retry`,
+      );
     } else {
       try {
         const done = await this.ctx.reconciler.checkDisk(uuid, disk, dom, readMs === undefined ? undefined : this.readWait(readMs));
-        if (!done) unchecked = this.notAnswered(`whether disk ${disk} of '${ref.domain}' has a copy started outside the agent`, 'the check goes on');
+        if (!done)
+          unchecked = this.notAnswered(`whether disk ${disk} of '${ref.domain}' has a copy started outside the agent`, 'the check goes on');
       } catch (e) {
         unchecked = e;
       }
@@ -125,8 +129,13 @@ export class Registry {
       const key = t.rec.job.groupId !== undefined ? `group:${t.rec.job.groupId}` : `job:${t.rec.job.jobId}`;
       units.set(key, [...(units.get(key) ?? []), t]);
     }
-    const newest = (ts: JobEntry[]) => ts.map((t) => t.rec.job.createdAt).sort().at(-1)!;
-    const ended = [...units.entries()].filter(([, ts]) => ts.every((t) => isTerminal(t.rec.job.state)))
+    const newest = (ts: JobEntry[]) =>
+      ts
+        .map((t) => t.rec.job.createdAt)
+        .sort()
+        .at(-1)!;
+    const ended = [...units.entries()]
+      .filter(([, ts]) => ts.every((t) => isTerminal(t.rec.job.state)))
       .sort((a, b) => newest(a[1]).localeCompare(newest(b[1])));
     let count = ended.reduce((n, [, ts]) => n + ts.length, 0);
     for (const [key, ts] of ended) {
@@ -134,7 +143,10 @@ export class Registry {
       count -= ts.length;
       for (const t of ts) {
         this.ctx.entries.delete(t.rec.job.jobId);
-        void t.writes.catch(() => {}).then(() => this.ctx.journal.remove(t.rec.job.jobId)).catch(() => {});
+        void t.writes
+          .catch(() => {})
+          .then(() => this.ctx.journal.remove(t.rec.job.jobId))
+          .catch(() => {});
       }
       if (key.startsWith('group:')) this.ctx.events.emit('group.pruned', key.slice('group:'.length));
     }

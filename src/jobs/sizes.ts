@@ -55,7 +55,10 @@ export async function virtualBytes(path: string, format: string | null): Promise
  * Why a raw copy of the disk onto this block device cannot work (its size differs from the
  * disk's), or null when it can or the sizes cannot be known.
  */
-export async function rawDeviceSizeMismatch(source: { path: string | null; format: string | null }, dest: { path: string; format: string | null }): Promise<string | null> {
+export async function rawDeviceSizeMismatch(
+  source: { path: string | null; format: string | null },
+  dest: { path: string; format: string | null },
+): Promise<string | null> {
   if ((dest.format ?? source.format) !== 'raw' || !source.path) return null;
   const devBytes = await blockDeviceBytes(dest.path);
   if (devBytes === null) return null;

@@ -19,13 +19,23 @@ export class Starter {
   constructor(private readonly ctx: JobContext) {}
 
   /** Runs under the disk's lock: idempotency, validation, journal, then libvirt. */
-  async startCopy(params: BlockCopyParams, dom: DomainRef, dest: Destination, signal?: AbortSignal, groupId?: string): Promise<{ entry: JobEntry; changed: boolean }> {
+  async startCopy(
+    params: BlockCopyParams,
+    dom: DomainRef,
+    dest: Destination,
+    signal?: AbortSignal,
+    groupId?: string,
+  ): Promise<{ entry: JobEntry; changed: boolean }> {
     const existing = this.existingFor(params, dom, dest);
     if (existing) return { entry: existing, changed: false };
     const adopted = dom.active ? await this.ctx.reconciler.adoptIfMirrored(dom, params.disk) : undefined;
     if (adopted) {
       if (!params.jobId && samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
-      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`, { job: publicJob(adopted) });
+      throw new AgentError(
+        'jobExists',
+        `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`,
+        { job: publicJob(adopted) },
+      );
     }
     let { disk, checked } = await this.validateNew(params, dom, dest);
     const queued = this.ctx.registry.activeCount() >= this.ctx.maxCopies;
@@ -37,12 +47,15 @@ export class Starter {
     const job = newJob(params, dom, disk, checked.destination, this.ctx.iso(), groupId);
     if (this.ctx.entries.has(job.jobId)) {
       // The same key raced in on another disk while this call was validating.
-      throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, { job: publicJob(this.ctx.entries.get(job.jobId)!) });
+      throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, {
+        job: publicJob(this.ctx.entries.get(job.jobId)!),
+      });
     }
     // Everything the answer promises (deadline, whenReady, bandwidth) is in the record written
     // before libvirt is called: a crash right after the answer must still keep the promise.
     const entry = track({
-      job, destinationXml: checked.xml,
+      job,
+      destinationXml: checked.xml,
       ...(params.timeout !== undefined ? { timeoutAt: this.ctx.realNow() + params.timeout * 1000 } : {}),
     });
     // Until libvirt has answered there is nothing of this copy to see (poll, events).
@@ -52,16 +65,25 @@ export class Starter {
       // Journal first: a crash right after libvirt starts the copy must still find the job.
       await this.ctx.recorder.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
       await this.ctx.conn.blockCopy(dom.uuid, params.disk, checked.xml, {
-        shallow: job.options.shallow, reuseExternal: job.options.reuseExternal, transientJob: job.options.transientJob,
+        shallow: job.options.shallow,
+        reuseExternal: job.options.reuseExternal,
+        transientJob: job.options.transientJob,
         synchronousWrites: job.options.synchronousWrites,
-        bandwidth: fromByteCount(params.bandwidth), granularity: params.granularity, bufSize: fromByteCount(params.bufSize),
+        bandwidth: fromByteCount(params.bandwidth),
+        granularity: params.granularity,
+        bufSize: fromByteCount(params.bufSize),
       });
     } catch (e) {
       if (isOutcomeUnknown(e) || this.ctx.conn.closed) {
         // The copy may have started: the job stays (intent blockCopy) until the poll, or the
         // reconcile after a reconnect, finds out from libvirt whether it did.
         this.ctx.log.warn(`blockCopy: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
-        throw outcomeUnknown(e, 'copy request', `job ${job.jobId} stays and shows whether the copy started once libvirtd answers the agent's poll (or its reconcile after a reconnect); the same call again returns that job`, { job: publicJob(entry) });
+        throw outcomeUnknown(
+          e,
+          'copy request',
+          `job ${job.jobId} stays and shows whether the copy started once libvirtd answers the agent's poll (or its reconcile after a reconnect); the same call again returns that job`,
+          { job: publicJob(entry) },
+        );
       }
       if (this.ctx.entries.get(job.jobId) === entry) this.ctx.entries.delete(job.jobId);
       await entry.writes.catch(() => {});
@@ -85,19 +107,29 @@ export class Starter {
   existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination): JobEntry | undefined {
     const byId = params.jobId ? this.ctx.entries.get(params.jobId) : undefined;
     if (byId && (byId.rec.job.domain.uuid !== dom.uuid || byId.rec.job.disk !== params.disk)) {
-      throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, { job: publicJob(byId) });
+      throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, {
+        job: publicJob(byId),
+      });
     }
     const active = this.ctx.registry.activeFor(dom.uuid, params.disk);
     if (active) {
       if (active === byId || (!params.jobId && samePath(active.rec.job.destination.path, dest.path))) return active;
-      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a copy job to ${active.rec.job.destination.path}`, { job: publicJob(active) });
+      throw new AgentError(
+        'jobExists',
+        `disk ${params.disk} of '${dom.name}' already has a copy job to ${active.rec.job.destination.path}`,
+        { job: publicJob(active) },
+      );
     }
     // A re-run of a call that already completed: the same key, or the same destination the
     // disk was already pivoted or finished to.
     if (byId) return byId;
     if (params.jobId) return undefined;
     const last = this.ctx.registry.latestFor(dom.uuid, params.disk);
-    if (last && samePath(last.rec.job.destination.path, dest.path) && (last.rec.job.state === 'pivoted' || last.rec.job.state === 'finished')) {
+    if (
+      last &&
+      samePath(last.rec.job.destination.path, dest.path) &&
+      (last.rec.job.state === 'pivoted' || last.rec.job.state === 'finished')
+    ) {
       return last;
     }
     return undefined;
@@ -106,18 +138,30 @@ export class Starter {
   /** The checks of a new copy; nothing here changes anything. Returns the disk as the live XML shows it. */
   async validateNew(params: BlockCopyParams, dom: DomainRef, dest: Destination): Promise<{ disk: DiskInfo; checked: CheckedDestination }> {
     if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
-    const xml = await this.ctx.conn.getXml(dom.uuid).catch((e) => { throw toAgentError(e, 'cannot read the domain'); });
+    const xml = await this.ctx.conn.getXml(dom.uuid).catch((e) => {
+      throw toAgentError(e, 'cannot read the domain');
+    });
     const disk = findDisk(xml, params.disk);
     if (!disk) throw new AgentError('notFound', `domain '${dom.name}' has no disk '${params.disk}'`);
     if (disk.device !== 'disk' || (disk.type !== 'file' && disk.type !== 'block') || !disk.sourcePath) {
-      throw new AgentError('unsupported', `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`);
+      throw new AgentError(
+        'unsupported',
+        `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`,
+      );
     }
     if (disk.mirror) {
       throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
     }
-    const checked = await this.ctx.checkDest(dest, { reuseExternal: !!params.reuseExternal, disk, domainDisks: await this.allDefinedDiskPaths() });
+    const checked = await this.ctx.checkDest(dest, {
+      reuseExternal: !!params.reuseExternal,
+      disk,
+      domainDisks: await this.allDefinedDiskPaths(),
+    });
     // Known before starting, so said before starting (QEMU would fail it as "an I/O error").
-    const size = await rawDeviceSizeMismatch({ path: disk.sourcePath, format: disk.format }, { path: checked.destination.path, format: checked.destination.format ?? null });
+    const size = await rawDeviceSizeMismatch(
+      { path: disk.sourcePath, format: disk.format },
+      { path: checked.destination.path, format: checked.destination.format ?? null },
+    );
     if (size) throw new AgentError('destinationRejected', `destination rejected: ${size}`, { reason: size });
     return { disk, checked };
   }
@@ -133,9 +177,12 @@ export class Starter {
       const job = entry.rec.job;
       if (job.error?.name === 'timeout') throw new AgentError('timeout', job.error.message, { job: publicJob(entry) });
       if (job.state === 'failed') {
-        const name: ErrorName = job.error?.name && job.error.name in ERRORS ? job.error.name as ErrorName : 'libvirtError';
-        throw new AgentError(name, job.error?.message ?? 'the copy failed',
-          { job: publicJob(entry), ...(job.evidence ? { evidence: job.evidence } : {}), ...(job.error?.libvirt ? { libvirt: job.error.libvirt } : {}) });
+        const name: ErrorName = job.error?.name && job.error.name in ERRORS ? (job.error.name as ErrorName) : 'libvirtError';
+        throw new AgentError(name, job.error?.message ?? 'the copy failed', {
+          job: publicJob(entry),
+          ...(job.evidence ? { evidence: job.evidence } : {}),
+          ...(job.error?.libvirt ? { libvirt: job.error.libvirt } : {}),
+        });
       }
     }
     return { job: publicJob(entry), changed };
@@ -145,7 +192,8 @@ export class Starter {
     try {
       return await this.ctx.conn.lookupDomain(key);
     } catch (e) {
-      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN) throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
+      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN)
+        throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
       throw toAgentError(e, 'cannot look up the domain');
     }
   }

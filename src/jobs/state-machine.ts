@@ -47,4 +47,8 @@ export const COMPLETION = {
 } as const satisfies Record<string, { busy: JobState; goal: JobState }>;
 
 /** The request a job is busy carrying out, by its busy state. */
-export const REQUEST_OF: Partial<Record<JobState, 'pivot' | 'finish' | 'abort'>> = { pivoting: 'pivot', finishing: 'finish', cancelling: 'abort' };
+export const REQUEST_OF: Partial<Record<JobState, 'pivot' | 'finish' | 'abort'>> = {
+  pivoting: 'pivot',
+  finishing: 'finish',
+  cancelling: 'abort',
+};

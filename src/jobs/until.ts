@@ -5,7 +5,13 @@ import type { EventEmitter } from 'node:events';
  * Resolves true once `pred()` holds (checked now and on every `event`), false when `timeoutMs`
  * passes first; rejects when `signal` aborts (the caller went away).
  */
-export function until(emitter: EventEmitter, event: string, pred: () => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<boolean> {
+export function until(
+  emitter: EventEmitter,
+  event: string,
+  pred: () => boolean,
+  timeoutMs?: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
   if (pred()) return Promise.resolve(true);
   if (signal?.aborted) return Promise.reject(new Error('the caller went away'));
   return new Promise((resolve, reject) => {
@@ -15,10 +21,22 @@ export function until(emitter: EventEmitter, event: string, pred: () => boolean,
       signal?.removeEventListener('abort', onAbort);
       if (timer) clearTimeout(timer);
     };
-    const check = () => { if (pred()) { done(); resolve(true); } };
-    const onAbort = () => { done(); reject(new Error('the caller went away')); };
+    const check = () => {
+      if (pred()) {
+        done();
+        resolve(true);
+      }
+    };
+    const onAbort = () => {
+      done();
+      reject(new Error('the caller went away'));
+    };
     emitter.on(event, check);
     signal?.addEventListener('abort', onAbort, { once: true });
-    if (timeoutMs !== undefined) timer = setTimeout(() => { done(); resolve(false); }, timeoutMs);
+    if (timeoutMs !== undefined)
+      timer = setTimeout(() => {
+        done();
+        resolve(false);
+      }, timeoutMs);
   });
 }

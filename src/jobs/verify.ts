@@ -63,12 +63,18 @@ export class Verify {
         entry.mirrorWithoutJobSince ??= this.ctx.realNow();
         mirrorWithoutJobMs = this.ctx.realNow() - entry.mirrorWithoutJobSince;
       }
-      const decision = conclude(entry.rec.job, { disk, sawEnd: entry.sawEnd, why, ...(mirrorWithoutJobMs !== undefined ? { mirrorWithoutJobMs } : {}) }, this.ctx.staleMirrorMs);
+      const decision = conclude(
+        entry.rec.job,
+        { disk, sawEnd: entry.sawEnd, why, ...(mirrorWithoutJobMs !== undefined ? { mirrorWithoutJobMs } : {}) },
+        this.ctx.staleMirrorMs,
+      );
       // After a pivot, what the next cold boot will use (the persistent definition) is part of the answer.
       const persistent = decision.state === 'pivoted' ? await this.persistentView(entry) : undefined;
       if (isTerminal(entry.rec.job.state)) return;
       this.apply(entry, decision, persistent ? { persistent } : {});
-    })().finally(() => { entry.settling = null; });
+    })().finally(() => {
+      entry.settling = null;
+    });
     return entry.settling;
   }
 
@@ -109,16 +115,25 @@ export class Verify {
     const evidence = `found ${when}: ${why}; live XML shows source ${disk.sourcePath ?? 'none'} and a <mirror ready='${disk.mirror?.ready ?? 'no'}'> to ${disk.mirror?.path ?? '?'}`;
     const onDest = samePath(disk.sourcePath, job.destination.path);
     const onSource = samePath(disk.sourcePath, job.source.path);
-    this.ctx.log.warn("the copy on a job's disk is not the job's own: ending the job and adopting the other copy", { jobId: job.jobId, why });
+    this.ctx.log.warn("the copy on a job's disk is not the job's own: ending the job and adopting the other copy", {
+      jobId: job.jobId,
+      why,
+    });
     const s = job.state;
     if (onDest && (s === 'copying' || s === 'ready' || s === 'pivoting')) {
       this.ctx.recorder.transition(entry, 'pivoted', { outcome: 'inferred', evidence });
     } else if (onSource && (s === 'copying' || s === 'ready' || s === 'cancelling')) {
       this.ctx.recorder.transition(entry, 'cancelled', { outcome: 'inferred', evidence });
     } else {
-      const message = s === 'pivoting' ? 'the pivot did not happen: another copy replaced this one'
-        : `this job's copy was replaced by another${REQUEST_OF[s] ? ` before its ${REQUEST_OF[s]} could be verified` : ''} (${why})`;
-      this.ctx.recorder.transition(entry, 'failed', { error: { name: s === 'pivoting' ? 'pivotFailed' : 'invalidState', message }, evidence, outcome: 'inferred' });
+      const message =
+        s === 'pivoting'
+          ? 'the pivot did not happen: another copy replaced this one'
+          : `this job's copy was replaced by another${REQUEST_OF[s] ? ` before its ${REQUEST_OF[s]} could be verified` : ''} (${why})`;
+      this.ctx.recorder.transition(entry, 'failed', {
+        error: { name: s === 'pivoting' ? 'pivotFailed' : 'invalidState', message },
+        evidence,
+        outcome: 'inferred',
+      });
     }
     if (disk.mirror?.job !== 'copy' || this.ctx.registry.activeFor(job.domain.uuid, job.disk)) return undefined;
     return this.ctx.reconciler.adopt(job.domain, disk);
@@ -131,14 +146,18 @@ export class Verify {
    */
   async assertOwnCopy(entry: JobEntry, what: string): Promise<void> {
     const job = entry.rec.job;
-    const disk = await this.liveDisk(entry).catch((e) => { throw toAgentError(e, `cannot read the domain before ${what}`); });
+    const disk = await this.liveDisk(entry).catch((e) => {
+      throw toAgentError(e, `cannot read the domain before ${what}`);
+    });
     // No <mirror> at all: libvirt answers "no block job" and the job is concluded from the XML.
     const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
     if (!disk || !other) return;
     const adopted = await this.supersede(entry, disk, other, `before ${what}`);
-    throw new AgentError('invalidState',
+    throw new AgentError(
+      'invalidState',
       `${what} refused: job ${job.jobId} no longer owns the copy of disk ${job.disk}: ${other}; nothing was sent to libvirt${adopted ? ` (that copy is now job ${adopted.rec.job.jobId})` : ''}`,
-      { job: publicJob(entry), ...(job.evidence ? { evidence: job.evidence } : {}) });
+      { job: publicJob(entry), ...(job.evidence ? { evidence: job.evidence } : {}) },
+    );
   }
 
   /** Whether the live <mirror> of the job's disk is the job's own; supersedes the job when not. */

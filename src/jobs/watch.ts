@@ -39,18 +39,34 @@ export class Watch {
     if (!entry) {
       if (e.status === 'ready') {
         // (A copy announces nothing when it starts: the poll and lookups adopt it before this.)
-        void this.ctx.locks.run(diskKey(e.domain.uuid, e.disk), () =>
-          this.ctx.reconciler.adoptIfMirrored({ name: e.domain.name, uuid: e.domain.uuid, id: 0, active: true, persistent: false }, e.disk))
-          .catch((err) => this.ctx.log.warn('cannot adopt a copy announced by an event', { domain: e.domain.name, disk: e.disk, error: err }));
+        void this.ctx.locks
+          .run(diskKey(e.domain.uuid, e.disk), () =>
+            this.ctx.reconciler.adoptIfMirrored(
+              { name: e.domain.name, uuid: e.domain.uuid, id: 0, active: true, persistent: false },
+              e.disk,
+            ),
+          )
+          .catch((err) =>
+            this.ctx.log.warn('cannot adopt a copy announced by an event', { domain: e.domain.name, disk: e.disk, error: err }),
+          );
       }
       return;
     }
     switch (e.status) {
       case 'ready':
         if (entry.rec.job.state === 'copying') {
-          void this.refreshProgress(entry).then(() => this.ctx.verify.ownsMirror(entry, 'at a READY event')).then((own) => {
-            if (own && entry.rec.job.state === 'copying') this.becomeReady(entry, 'BLOCK_JOB_2 ready event');
-          }, (err) => this.ctx.log.warn('cannot check a READY event against the live XML; the poll will', { jobId: entry.rec.job.jobId, error: err }));
+          void this.refreshProgress(entry)
+            .then(() => this.ctx.verify.ownsMirror(entry, 'at a READY event'))
+            .then(
+              (own) => {
+                if (own && entry.rec.job.state === 'copying') this.becomeReady(entry, 'BLOCK_JOB_2 ready event');
+              },
+              (err) =>
+                this.ctx.log.warn('cannot check a READY event against the live XML; the poll will', {
+                  jobId: entry.rec.job.jobId,
+                  error: err,
+                }),
+            );
         }
         break;
       case 'completed':
@@ -63,12 +79,17 @@ export class Watch {
           break;
         }
         entry.sawEnd = true;
-        void this.ctx.verify.settle(entry, `BLOCK_JOB_2 ${e.status} event${REQUEST_OF[entry.rec.job.state] ? '' : ' without a request from this agent'}`);
+        void this.ctx.verify.settle(
+          entry,
+          `BLOCK_JOB_2 ${e.status} event${REQUEST_OF[entry.rec.job.state] ? '' : ' without a request from this agent'}`,
+        );
         break;
       case 'failed': {
         const job = entry.rec.job;
         const name = job.state === 'pivoting' ? 'pivotFailed' : 'libvirtError';
-        void diagnoseCopyFailure(job.destination, job.state, job.source).then((d) => this.ctx.recorder.fail(entry, name, d.message, d.evidence));
+        void diagnoseCopyFailure(job.destination, job.state, job.source).then((d) =>
+          this.ctx.recorder.fail(entry, name, d.message, d.evidence),
+        );
         break;
       }
     }

@@ -37,7 +37,12 @@ function bounded<T>(p: Promise<T>, ms: number, what: string, onLate?: (v: T) => 
     }, ms);
     p.then(
       (v) => (late ? onLate?.(v) : (clearTimeout(timer), resolve(v))),
-      (e: unknown) => { if (!late) { clearTimeout(timer); reject(e); } },
+      (e: unknown) => {
+        if (!late) {
+          clearTimeout(timer);
+          reject(e);
+        }
+      },
     );
   });
 }
@@ -54,9 +59,16 @@ class LibvirtConnection implements Connection {
   /** A connection's versions never change (a libvirtd restart means a new connection). */
   private versionsKnown: Versions | null = null;
 
-  private constructor(readonly uri: string, private readonly n: NativeConnection, private readonly timeoutMs: number) {
+  private constructor(
+    readonly uri: string,
+    private readonly n: NativeConnection,
+    private readonly timeoutMs: number,
+  ) {
     // The native object holds these as its own properties: nothing here roots the connection.
-    n.setHandlers((e) => this.dispatch(e), (reason) => this.handleClose(reason));
+    n.setHandlers(
+      (e) => this.dispatch(e),
+      (reason) => this.handleClose(reason),
+    );
   }
 
   static async open(uri: string, opts: OpenOptions): Promise<LibvirtConnection> {
@@ -79,13 +91,21 @@ class LibvirtConnection implements Connection {
     return bounded(fn(), this.timeoutMs, what).catch(rewrap);
   }
 
-  lookupDomain(key: string) { return this.call('lookupDomain', () => this.n.lookupDomain(key)); }
-  listDomains(opts?: { activeOnly?: boolean }) { return this.call('listDomains', () => this.n.listDomains(opts)); }
-  getXml(domain: string, opts?: { inactive?: boolean }) { return this.call('getXml', () => this.n.getXml(domain, opts)); }
+  lookupDomain(key: string) {
+    return this.call('lookupDomain', () => this.n.lookupDomain(key));
+  }
+  listDomains(opts?: { activeOnly?: boolean }) {
+    return this.call('listDomains', () => this.n.listDomains(opts));
+  }
+  getXml(domain: string, opts?: { inactive?: boolean }) {
+    return this.call('getXml', () => this.n.getXml(domain, opts));
+  }
   blockCopy(domain: string, disk: string, xml: DiskXml, opts?: Parameters<Connection['blockCopy']>[3]) {
     return this.call('blockCopy', () => this.n.blockCopy(domain, disk, xml, opts));
   }
-  getBlockJobInfo(domain: string, disk: string) { return this.call('getBlockJobInfo', () => this.n.getBlockJobInfo(domain, disk)); }
+  getBlockJobInfo(domain: string, disk: string) {
+    return this.call('getBlockJobInfo', () => this.n.getBlockJobInfo(domain, disk));
+  }
   blockJobAbort(domain: string, disk: string, opts?: Parameters<Connection['blockJobAbort']>[2]) {
     return this.call('blockJobAbort', () => this.n.blockJobAbort(domain, disk, opts));
   }
@@ -98,10 +118,18 @@ class LibvirtConnection implements Connection {
     this.versionsKnown = v;
     return { ...v };
   }
-  suspend(domain: string) { return this.call('suspend', () => this.n.suspend(domain)); }
-  resume(domain: string) { return this.call('resume', () => this.n.resume(domain)); }
-  fsFreeze(domain: string) { return this.call('fsFreeze', () => this.n.fsFreeze(domain)); }
-  fsThaw(domain: string) { return this.call('fsThaw', () => this.n.fsThaw(domain)); }
+  suspend(domain: string) {
+    return this.call('suspend', () => this.n.suspend(domain));
+  }
+  resume(domain: string) {
+    return this.call('resume', () => this.n.resume(domain));
+  }
+  fsFreeze(domain: string) {
+    return this.call('fsFreeze', () => this.n.fsFreeze(domain));
+  }
+  fsThaw(domain: string) {
+    return this.call('fsThaw', () => this.n.fsThaw(domain));
+  }
 
   /** Calls queued or running on this connection's threads (including ones whose caller gave up). */
   pendingCalls(): number {

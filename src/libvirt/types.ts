@@ -55,8 +55,7 @@ export interface BlockJobEvent {
 }
 
 export type LifecycleEventName =
-  | 'defined' | 'undefined' | 'started' | 'suspended' | 'resumed'
-  | 'stopped' | 'shutdown' | 'pmsuspended' | 'crashed' | 'unknown';
+  'defined' | 'undefined' | 'started' | 'suspended' | 'resumed' | 'stopped' | 'shutdown' | 'pmsuspended' | 'crashed' | 'unknown';
 
 export interface LifecycleEvent {
   kind: 'lifecycle';

@@ -25,7 +25,9 @@ export const isLoopbackHost = (host: string) => /^127\./.test(host) || host === 
 
 export async function startMetricsServer(metrics: AgentMetrics, opts: MetricsServerOptions, log: Logger): Promise<MetricsServer> {
   if (!isLoopbackHost(opts.host)) {
-    throw new Error(`refusing to serve metrics on ${opts.host}: metrics.host must be a loopback address (scrape remotely through a TLS reverse proxy)`);
+    throw new Error(
+      `refusing to serve metrics on ${opts.host}: metrics.host must be a loopback address (scrape remotely through a TLS reverse proxy)`,
+    );
   }
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
@@ -45,7 +47,10 @@ export async function startMetricsServer(metrics: AgentMetrics, opts: MetricsSer
   server.on('clientError', (_e, socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port, opts.host, () => { server.off('error', reject); resolve(); });
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   const addr = server.address() as AddressInfo;
   // Decided on the address really bound, not on the name given.
@@ -56,6 +61,10 @@ export async function startMetricsServer(metrics: AgentMetrics, opts: MetricsSer
   log.info('metrics listening', { host: addr.address, port: addr.port });
   return {
     address: { host: addr.address, port: addr.port },
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
   };
 }

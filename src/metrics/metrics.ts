@@ -42,29 +42,116 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   private jobs: JobSource | null = null;
 
   private readonly r = this.registry;
-  private readonly jobsByState = new Gauge({ name: 'blockcopy_jobs', help: 'Jobs the agent knows, by state (ended jobs until they are pruned from the job list).', labelNames: ['state'], registers: [this.r] });
-  private readonly jobState = new Gauge({ name: 'blockcopy_job_state', help: 'Current state of a running or recently ended job (always 1; the state is the label).', labelNames: [...PER_JOB, 'state'], registers: [this.r] });
-  private readonly copied = new Gauge({ name: 'blockcopy_job_bytes_copied', help: 'Bytes copied so far (libvirt cur).', labelNames: PER_JOB, registers: [this.r] });
-  private readonly remaining = new Gauge({ name: 'blockcopy_job_bytes_remaining', help: 'Bytes still to copy (libvirt end - cur); grows again in the ready phase while the guest writes.', labelNames: PER_JOB, registers: [this.r] });
-  private readonly total = new Gauge({ name: 'blockcopy_job_size_bytes', help: 'Bytes of the copy (libvirt end; 0 while unknown).', labelNames: PER_JOB, registers: [this.r] });
-  private readonly rate = new Gauge({ name: 'blockcopy_job_copy_rate_bytes_per_second', help: 'Copy rate measured by the agent over its recent samples (absent until two samples exist).', labelNames: PER_JOB, registers: [this.r] });
-  private readonly timeToReady = new Histogram({ name: 'blockcopy_job_time_to_ready_seconds', help: 'From the start of a copy this agent saw start to its ready phase.', buckets: [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600], registers: [this.r] });
-  private readonly switchDuration = new Histogram({ name: 'blockcopy_job_switch_duration_seconds', help: 'From a pivot (or finish) request taking effect to the verified end (pivoting → pivoted, finishing → finished).', labelNames: ['operation'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], registers: [this.r] });
-  private readonly groupPause = new Histogram({ name: 'blockcopy_group_pause_seconds', help: 'How long a group switch kept the guest paused.', labelNames: ['operation'], buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [this.r] });
-  private readonly failures = new Counter({ name: 'blockcopy_job_failures_total', help: 'Jobs that ended failed, by the error name.', labelNames: ['reason'], registers: [this.r] });
-  private readonly ends = new Counter({ name: 'blockcopy_job_ends_total', help: 'Jobs that reached a terminal state while this agent ran, by state.', labelNames: ['state'], registers: [this.r] });
-  private readonly connected = new Gauge({ name: 'blockcopy_libvirt_connected', help: '1 while the agent is connected to libvirtd, 0 while it reconnects.', registers: [this.r] });
-  private readonly losses = new Counter({ name: 'blockcopy_libvirt_connection_losses_total', help: 'Times the libvirt connection was lost.', registers: [this.r] });
-  private readonly calls = new Counter({ name: 'blockcopy_rpc_calls_total', help: 'JSON-RPC method calls, by method.', labelNames: ['method'], registers: [this.r] });
-  private readonly errors = new Counter({ name: 'blockcopy_rpc_errors_total', help: 'JSON-RPC method calls answered with an error, by method and error name.', labelNames: ['method', 'error'], registers: [this.r] });
-  private readonly callSeconds = new Histogram({ name: 'blockcopy_rpc_duration_seconds', help: 'Time to answer a method call (wait and blockCopy with a wait include the wait).', labelNames: ['method'], buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300], registers: [this.r] });
-  private readonly refusals = new Counter({ name: 'blockcopy_refusals_total', help: 'Connections and requests refused, by kind (see docs/metrics.md).', labelNames: ['kind'], registers: [this.r] });
+  private readonly jobsByState = new Gauge({
+    name: 'blockcopy_jobs',
+    help: 'Jobs the agent knows, by state (ended jobs until they are pruned from the job list).',
+    labelNames: ['state'],
+    registers: [this.r],
+  });
+  private readonly jobState = new Gauge({
+    name: 'blockcopy_job_state',
+    help: 'Current state of a running or recently ended job (always 1; the state is the label).',
+    labelNames: [...PER_JOB, 'state'],
+    registers: [this.r],
+  });
+  private readonly copied = new Gauge({
+    name: 'blockcopy_job_bytes_copied',
+    help: 'Bytes copied so far (libvirt cur).',
+    labelNames: PER_JOB,
+    registers: [this.r],
+  });
+  private readonly remaining = new Gauge({
+    name: 'blockcopy_job_bytes_remaining',
+    help: 'Bytes still to copy (libvirt end - cur); grows again in the ready phase while the guest writes.',
+    labelNames: PER_JOB,
+    registers: [this.r],
+  });
+  private readonly total = new Gauge({
+    name: 'blockcopy_job_size_bytes',
+    help: 'Bytes of the copy (libvirt end; 0 while unknown).',
+    labelNames: PER_JOB,
+    registers: [this.r],
+  });
+  private readonly rate = new Gauge({
+    name: 'blockcopy_job_copy_rate_bytes_per_second',
+    help: 'Copy rate measured by the agent over its recent samples (absent until two samples exist).',
+    labelNames: PER_JOB,
+    registers: [this.r],
+  });
+  private readonly timeToReady = new Histogram({
+    name: 'blockcopy_job_time_to_ready_seconds',
+    help: 'From the start of a copy this agent saw start to its ready phase.',
+    buckets: [1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600],
+    registers: [this.r],
+  });
+  private readonly switchDuration = new Histogram({
+    name: 'blockcopy_job_switch_duration_seconds',
+    help: 'From a pivot (or finish) request taking effect to the verified end (pivoting → pivoted, finishing → finished).',
+    labelNames: ['operation'],
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.r],
+  });
+  private readonly groupPause = new Histogram({
+    name: 'blockcopy_group_pause_seconds',
+    help: 'How long a group switch kept the guest paused.',
+    labelNames: ['operation'],
+    buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.r],
+  });
+  private readonly failures = new Counter({
+    name: 'blockcopy_job_failures_total',
+    help: 'Jobs that ended failed, by the error name.',
+    labelNames: ['reason'],
+    registers: [this.r],
+  });
+  private readonly ends = new Counter({
+    name: 'blockcopy_job_ends_total',
+    help: 'Jobs that reached a terminal state while this agent ran, by state.',
+    labelNames: ['state'],
+    registers: [this.r],
+  });
+  private readonly connected = new Gauge({
+    name: 'blockcopy_libvirt_connected',
+    help: '1 while the agent is connected to libvirtd, 0 while it reconnects.',
+    registers: [this.r],
+  });
+  private readonly losses = new Counter({
+    name: 'blockcopy_libvirt_connection_losses_total',
+    help: 'Times the libvirt connection was lost.',
+    registers: [this.r],
+  });
+  private readonly calls = new Counter({
+    name: 'blockcopy_rpc_calls_total',
+    help: 'JSON-RPC method calls, by method.',
+    labelNames: ['method'],
+    registers: [this.r],
+  });
+  private readonly errors = new Counter({
+    name: 'blockcopy_rpc_errors_total',
+    help: 'JSON-RPC method calls answered with an error, by method and error name.',
+    labelNames: ['method', 'error'],
+    registers: [this.r],
+  });
+  private readonly callSeconds = new Histogram({
+    name: 'blockcopy_rpc_duration_seconds',
+    help: 'Time to answer a method call (wait and blockCopy with a wait include the wait).',
+    labelNames: ['method'],
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
+    registers: [this.r],
+  });
+  private readonly refusals = new Counter({
+    name: 'blockcopy_refusals_total',
+    help: 'Connections and requests refused, by kind (see docs/metrics.md).',
+    labelNames: ['kind'],
+    registers: [this.r],
+  });
 
   constructor(private readonly opts: MetricsOptions) {
     this.now = opts.now ?? Date.now;
     collectDefaultMetrics({ register: this.registry });
     // Gauges named like counters: promtool's lint (and Prometheus' naming rules) reject them.
-    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.registry.removeSingleMetric(name);
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'])
+      this.registry.removeSingleMetric(name);
     // Series that exist from the start read 0 instead of being absent.
     for (const kind of REFUSAL_KINDS) this.refusals.inc({ kind }, 0);
     for (const state of STATES) this.jobsByState.set({ state }, 0);
@@ -81,7 +168,10 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     };
     jobs.on('job.changed', onJob);
     jobs.on('agent.connection', onConnection);
-    this.detach.push(() => { jobs.off('job.changed', onJob); jobs.off('agent.connection', onConnection); });
+    this.detach.push(() => {
+      jobs.off('job.changed', onJob);
+      jobs.off('agent.connection', onConnection);
+    });
   }
 
   /** A group switch paused the guest this long. */

@@ -15,7 +15,10 @@ export function isLoopbackAddress(addr: string | undefined): boolean {
  * Every address a listen host stands for (a name may resolve to several, or to 0.0.0.0), and
  * whether all of them are loopback: only then may the agent listen without TLS.
  */
-export async function resolvesToLoopbackOnly(host: string, resolve = (h: string) => lookup(h, { all: true })): Promise<{ loopback: boolean; addresses: string[] }> {
+export async function resolvesToLoopbackOnly(
+  host: string,
+  resolve = (h: string) => lookup(h, { all: true }),
+): Promise<{ loopback: boolean; addresses: string[] }> {
   const bare = host.replace(/^\[|\]$/g, '');
   const addresses = isIP(bare) ? [bare] : (await resolve(bare)).map((a) => a.address);
   return { loopback: addresses.length > 0 && addresses.every(isLoopbackAddress), addresses };

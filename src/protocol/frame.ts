@@ -4,9 +4,7 @@
 // source-text access, so a small scanner finds the `id` member's raw text, and only for frames
 // where a numeric id is not a safe integer (the common case costs nothing).
 
-export type Parsed =
-  | { ok: false }
-  | { ok: true; batch: boolean; items: unknown[]; rawIds: Array<string | undefined> };
+export type Parsed = { ok: false } | { ok: true; batch: boolean; items: unknown[]; rawIds: Array<string | undefined> };
 
 const needsRaw = (m: unknown) => {
   const id = typeof m === 'object' && m !== null ? (m as { id?: unknown }).id : undefined;
@@ -25,7 +23,9 @@ export function parseFrame(text: string): Parsed {
   const rawIds: Array<string | undefined> = new Array(items.length);
   if (items.some(needsRaw)) {
     const raw = scanIds(text, batch);
-    items.forEach((m, i) => { if (needsRaw(m)) rawIds[i] = raw[i]; });
+    items.forEach((m, i) => {
+      if (needsRaw(m)) rawIds[i] = raw[i];
+    });
   }
   return { ok: true, batch, items, rawIds };
 }
@@ -33,7 +33,10 @@ export function parseFrame(text: string): Parsed {
 // --- a scanner for text JSON.parse already accepted (so it may assume valid JSON) ---
 
 const WS = new Set([' ', '\t', '\n', '\r']);
-const skipWs = (s: string, i: number) => { while (WS.has(s[i]!)) i++; return i; };
+const skipWs = (s: string, i: number) => {
+  while (WS.has(s[i]!)) i++;
+  return i;
+};
 
 function skipString(s: string, i: number): number {
   for (i++; s[i] !== '"'; i++) if (s[i] === '\\') i++;

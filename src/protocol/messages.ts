@@ -20,7 +20,7 @@ export function classify(m: unknown): Kind {
     if ('params' in m && (typeof m.params !== 'object' || m.params === null)) return 'invalid';
     return hasId ? 'request' : 'notification';
   }
-  return hasId && m.jsonrpc === '2.0' && ('result' in m) !== ('error' in m) ? 'response' : 'invalid';
+  return hasId && m.jsonrpc === '2.0' && 'result' in m !== 'error' in m ? 'response' : 'invalid';
 }
 
 /** The id an answer to this message carries: its own when it has a valid one, else null. */

@@ -3,7 +3,13 @@
 import { ERRORS, type ErrorName } from '../errors.js';
 import type { Id } from './messages.js';
 
-export const CODES = { parseError: -32700, invalidRequest: -32600, methodNotFound: -32601, invalidParams: -32602, internalError: -32603 } as const;
+export const CODES = {
+  parseError: -32700,
+  invalidRequest: -32600,
+  methodNotFound: -32601,
+  invalidParams: -32602,
+  internalError: -32603,
+} as const;
 
 export interface ErrorObject {
   code: number;
@@ -16,14 +22,21 @@ export type Response = { jsonrpc: '2.0'; id: Id; result: unknown } | { jsonrpc: 
 export const errorResponse = (id: Id, error: ErrorObject): Response => ({ jsonrpc: '2.0', id, error });
 
 /** An error from the agent's table (src/errors.ts): its code, name and retryability. */
-export const agentError = (name: ErrorName, message: string, data: Record<string, unknown> = {}): ErrorObject =>
-  ({ code: ERRORS[name].code, message, data: { name, retryable: ERRORS[name].retryable, ...data } });
+export const agentError = (name: ErrorName, message: string, data: Record<string, unknown> = {}): ErrorObject => ({
+  code: ERRORS[name].code,
+  message,
+  data: { name, retryable: ERRORS[name].retryable, ...data },
+});
 
 export const parseError = (detail?: string): Response =>
   errorResponse(null, { code: CODES.parseError, message: detail ? `Parse error: ${detail}` : 'Parse error' });
 
 export const invalidRequest = (id: Id = null, detail?: string, data?: unknown): Response =>
-  errorResponse(id, { code: CODES.invalidRequest, message: detail ? `Invalid Request: ${detail}` : 'Invalid Request', ...(data !== undefined ? { data } : {}) });
+  errorResponse(id, {
+    code: CODES.invalidRequest,
+    message: detail ? `Invalid Request: ${detail}` : 'Invalid Request',
+    ...(data !== undefined ? { data } : {}),
+  });
 
 export const rateLimited = (id: Id): Response => errorResponse(id, agentError('rateLimited', 'rate limit exceeded'));
 
@@ -33,13 +46,17 @@ export const rateLimited = (id: Id): Response => errorResponse(id, agentError('r
  */
 export function serialize(r: Response, rawId?: string, resultJson?: string): string {
   const id = rawId ?? JSON.stringify(r.id);
-  const body = resultJson !== undefined ? `"result":${resultJson}` : JSON.stringify('error' in r ? { error: r.error } : { result: r.result }).slice(1, -1);
+  const body =
+    resultJson !== undefined
+      ? `"result":${resultJson}`
+      : JSON.stringify('error' in r ? { error: r.error } : { result: r.result }).slice(1, -1);
   return `{"jsonrpc":"2.0","id":${id},${body}}`;
 }
 
 /** A notification (server → client) or a request (client → server) as text. */
 export const notificationFrame = (method: string, params: unknown): string => JSON.stringify({ jsonrpc: '2.0', method, params });
-export const requestFrame = (id: number | string, method: string, params: unknown): string => JSON.stringify({ jsonrpc: '2.0', id, method, params });
+export const requestFrame = (id: number | string, method: string, params: unknown): string =>
+  JSON.stringify({ jsonrpc: '2.0', id, method, params });
 
 /**
  * An outgoing frame: text, or pieces sent back to back as one message (WebSocket fragments, or
@@ -47,14 +64,16 @@ export const requestFrame = (id: number | string, method: string, params: unknow
  */
 export type Frame = string | Array<string | Buffer>;
 
-export const frameLength = (f: Frame): number =>
-  typeof f === 'string' ? f.length : f.reduce((n, p) => n + p.length, 0);
+export const frameLength = (f: Frame): number => (typeof f === 'string' ? f.length : f.reduce((n, p) => n + p.length, 0));
 
 export const frameText = (f: Frame): string => (typeof f === 'string' ? f : f.map((p) => p.toString()).join(''));
 
 /** A result spliced in from its cached serialization (one shared Buffer). */
-export const cachedResult = (id: Id, rawId: string | undefined, result: Buffer): Frame =>
-  [`{"jsonrpc":"2.0","id":${rawId ?? JSON.stringify(id)},"result":`, result, '}'];
+export const cachedResult = (id: Id, rawId: string | undefined, result: Buffer): Frame => [
+  `{"jsonrpc":"2.0","id":${rawId ?? JSON.stringify(id)},"result":`,
+  result,
+  '}',
+];
 
 /** A batch's answers as one frame (null when every message was a notification). */
 export function serializeBatch(answers: Frame[]): Frame | null {

@@ -7,7 +7,11 @@ type Key = (id: string) => string;
 
 export function openRpcDocument(schemas: SchemaSet, version: string): Record<string, unknown> {
   // Every schema under components, keyed by its path, with $refs rewritten to point there.
-  const key: Key = (id) => id.slice(SCHEMA_BASE.length).replace(/\.json$/, '').replace(/[^A-Za-z0-9.]/g, '_');
+  const key: Key = (id) =>
+    id
+      .slice(SCHEMA_BASE.length)
+      .replace(/\.json$/, '')
+      .replace(/[^A-Za-z0-9.]/g, '_');
   const components: Record<string, unknown> = {};
   for (const [id, schema] of schemas.byId) components[key(id)] = rewriteRefs(schema, id, key);
   const ref = (path: string) => ({ $ref: `#/components/schemas/${key(SCHEMA_BASE + path)}` });
@@ -32,10 +36,23 @@ export function openRpcDocument(schemas: SchemaSet, version: string): Record<str
     }),
     components: {
       schemas: components,
-      errors: Object.fromEntries(Object.entries(ERRORS).map(([name, e]) => [name, { code: e.code, message: name, data: { description: e.description, retryable: e.retryable } }])),
+      errors: Object.fromEntries(
+        Object.entries(ERRORS).map(([name, e]) => [
+          name,
+          { code: e.code, message: name, data: { description: e.description, retryable: e.retryable } },
+        ]),
+      ),
       contentDescriptors: {
-        'job.changed': { name: 'job.changed', summary: 'Notification sent to subscribed sessions', schema: ref('notifications/job.changed.json') },
-        'agent.connection': { name: 'agent.connection', summary: 'Notification sent to subscribed sessions when the libvirt connection is lost and restored', schema: ref('notifications/agent.connection.json') },
+        'job.changed': {
+          name: 'job.changed',
+          summary: 'Notification sent to subscribed sessions',
+          schema: ref('notifications/job.changed.json'),
+        },
+        'agent.connection': {
+          name: 'agent.connection',
+          summary: 'Notification sent to subscribed sessions when the libvirt connection is lost and restored',
+          schema: ref('notifications/agent.connection.json'),
+        },
       },
     },
   };
@@ -65,8 +82,7 @@ function rewriteRefs(node: unknown, baseId: string, key: Key): unknown {
         // A JSON pointer into another file (file.json#/properties/x) stays a pointer into its component.
         const url = new URL(v, baseId);
         out[k] = `#/components/schemas/${key(url.origin + url.pathname)}${url.hash.slice(1)}`;
-      }
-      else if (k !== '$id') out[k] = rewriteRefs(v, baseId, key);
+      } else if (k !== '$id') out[k] = rewriteRefs(v, baseId, key);
     }
     return out;
   }

@@ -25,46 +25,67 @@ export type MethodTable = { [M in MethodName]: MethodSpec<M> };
 
 export const METHODS: MethodTable = {
   blockCopy: {
-    summary: 'Start a live copy of a disk (virsh blockcopy); optionally wait, pivot or finish.', mutating: true,
+    summary: 'Start a live copy of a disk (virsh blockcopy); optionally wait, pivot or finish.',
+    mutating: true,
     handle: (p, ctx) => ctx.jobs.blockCopy(p, ctx.session.signal),
   },
   jobInfo: { summary: 'Read one job.', mutating: false, handle: (p, ctx) => ctx.jobs.jobInfo(p) },
-  pivot: { summary: 'Switch the guest onto the copy once ready (virsh blockjob --pivot).', mutating: true, handle: (p, ctx) => ctx.jobs.pivot(p) },
+  pivot: {
+    summary: 'Switch the guest onto the copy once ready (virsh blockjob --pivot).',
+    mutating: true,
+    handle: (p, ctx) => ctx.jobs.pivot(p),
+  },
   finish: {
-    summary: 'Stop mirroring and keep the copy as a point-in-time image (virsh blockjob --abort on a ready copy).', mutating: true,
+    summary: 'Stop mirroring and keep the copy as a point-in-time image (virsh blockjob --abort on a ready copy).',
+    mutating: true,
     handle: (p, ctx) => ctx.jobs.finish(p),
   },
-  abort: { summary: 'Cancel a copy; the guest stays on its source (virsh blockjob --abort).', mutating: true, handle: (p, ctx) => ctx.jobs.abort(p) },
-  setSpeed: { summary: 'Change the bandwidth limit (virsh blockjob --bandwidth).', mutating: true, handle: (p, ctx) => ctx.jobs.setSpeed(p) },
+  abort: {
+    summary: 'Cancel a copy; the guest stays on its source (virsh blockjob --abort).',
+    mutating: true,
+    handle: (p, ctx) => ctx.jobs.abort(p),
+  },
+  setSpeed: {
+    summary: 'Change the bandwidth limit (virsh blockjob --bandwidth).',
+    mutating: true,
+    handle: (p, ctx) => ctx.jobs.setSpeed(p),
+  },
   listJobs: { summary: 'List known jobs.', mutating: false, handle: (p, ctx) => ctx.jobs.listJobs(p) },
   wait: { summary: 'Wait until a job is ready or has ended.', mutating: false, handle: (p, ctx) => ctx.jobs.wait(p, ctx.session.signal) },
   blockCopyGroup: {
-    summary: 'Copy several disks of one domain as a group: ready together, pivoted or finished at one point in time (guest paused for a moment).', mutating: true,
+    summary:
+      'Copy several disks of one domain as a group: ready together, pivoted or finished at one point in time (guest paused for a moment).',
+    mutating: true,
     handle: (p, ctx) => ctx.groups.blockCopyGroup(p, ctx.session.signal),
   },
   groupInfo: { summary: 'Read one group.', mutating: false, handle: (p, ctx) => ctx.groups.groupInfo(p) },
   pivotGroup: {
-    summary: 'Pause the guest, pivot every disk of the group, resume; reports the pause and each disk.', mutating: true,
+    summary: 'Pause the guest, pivot every disk of the group, resume; reports the pause and each disk.',
+    mutating: true,
     handle: (p, ctx) => ctx.groups.pivotGroup(p),
   },
   finishGroup: {
-    summary: 'Pause the guest, finish every disk of the group (copies of one moment), resume.', mutating: true,
+    summary: 'Pause the guest, finish every disk of the group (copies of one moment), resume.',
+    mutating: true,
     handle: (p, ctx) => ctx.groups.finishGroup(p),
   },
   abortGroup: { summary: 'Cancel every copy of the group.', mutating: true, handle: (p, ctx) => ctx.groups.abortGroup(p) },
   capabilities: {
-    summary: 'Agent, libvirt and QEMU versions, supported flags and methods.', mutating: false,
+    summary: 'Agent, libvirt and QEMU versions, supported flags and methods.',
+    mutating: false,
     handle: async (_p, ctx) => ({ ...(await ctx.jobs.capabilities()), methods: METHOD_NAMES }),
   },
   subscribe: {
-    summary: 'Receive job.changed notifications on this session.', mutating: false,
+    summary: 'Receive job.changed notifications on this session.',
+    mutating: false,
     handle: async (p, ctx) => {
       ctx.session.subscribe(p);
       return { subscribed: true };
     },
   },
   unsubscribe: {
-    summary: 'Stop receiving notifications on this session.', mutating: false,
+    summary: 'Stop receiving notifications on this session.',
+    mutating: false,
     handle: async (_p, ctx) => {
       ctx.session.unsubscribe();
       return { subscribed: false };

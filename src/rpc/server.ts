@@ -9,14 +9,29 @@ import type { AgentConnectionParams, AuditEntry, Job } from '../generated/api.js
 import { DEFAULTS } from '../generated/api.js';
 import type { Logger } from '../log.js';
 import type { RpcObserver } from '../metrics/observer.js';
-import { CODES, agentError, answerId, cachedResult, classify, errorResponse, frameLength, invalidRequest, parseError, parseFrame, rateLimited, serialize, serializeBatch, type Frame, type Response } from '../protocol/index.js';
+import {
+  CODES,
+  agentError,
+  answerId,
+  cachedResult,
+  classify,
+  errorResponse,
+  frameLength,
+  invalidRequest,
+  parseError,
+  parseFrame,
+  rateLimited,
+  serialize,
+  serializeBatch,
+  type Frame,
+  type Response,
+} from '../protocol/index.js';
 import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { methodList, type MethodName, type MethodSpec } from './methods.js';
 import { SchemaSet } from '../schemas.js';
 import type { GroupPort, JobPort } from './ports.js';
 import type { Session } from './session.js';
-
 
 export interface RpcServerOptions {
   service: JobPort;
@@ -50,7 +65,11 @@ interface CallContext {
   requestId: string;
 }
 
-const MUTATING = new Set<string>(methodList().filter((m) => m.mutating).map((m) => m.name));
+const MUTATING = new Set<string>(
+  methodList()
+    .filter((m) => m.mutating)
+    .map((m) => m.name),
+);
 
 export class RpcServer {
   readonly schemas: SchemaSet;
@@ -114,7 +133,9 @@ export class RpcServer {
     const { items, rawIds, batch } = parsed;
     if (batch && items.length === 0) return serialize(invalidRequest());
     if (batch && items.length > this.maxBatch) {
-      return serialize(invalidRequest(null, `a batch of ${items.length} messages exceeds the limit of ${this.maxBatch}`, { maxBatch: this.maxBatch }));
+      return serialize(
+        invalidRequest(null, `a batch of ${items.length} messages exceeds the limit of ${this.maxBatch}`, { maxBatch: this.maxBatch }),
+      );
     }
     const answers = await Promise.all(items.map((m, i) => this.single(m, rawIds[i], session)));
     if (!batch) return answers[0] ?? null;
@@ -133,7 +154,14 @@ export class RpcServer {
       if (a === null || a === undefined) continue;
       const readOnlyRequest = classify(items[i]) === 'request' && !MUTATING.has((items[i] as { method: string }).method);
       if (total > this.maxResponseBytes && readOnlyRequest && (typeof a !== 'string' || a.includes('"result":'))) {
-        const r = serialize(errorResponse(answerId(items[i]), agentError('responseTooLarge', `the answers of this batch exceed ${this.maxResponseBytes} bytes; ask for fewer at once`, { maxResponseBytes: this.maxResponseBytes })));
+        const r = serialize(
+          errorResponse(
+            answerId(items[i]),
+            agentError('responseTooLarge', `the answers of this batch exceed ${this.maxResponseBytes} bytes; ask for fewer at once`, {
+              maxResponseBytes: this.maxResponseBytes,
+            }),
+          ),
+        );
         total += r.length - frameLength(a);
         out.push(r);
       } else out.push(a);
@@ -176,11 +204,27 @@ export class RpcServer {
       try {
         // Before anything recursive (clone, validation) runs over it.
         if (deeperThan(raw, MAX_DEPTH)) {
-          throw new InvalidParams([{ instancePath: '', schemaPath: '', keyword: 'maxDepth', params: { limit: MAX_DEPTH }, message: `params must not nest deeper than ${MAX_DEPTH} levels` }]);
+          throw new InvalidParams([
+            {
+              instancePath: '',
+              schemaPath: '',
+              keyword: 'maxDepth',
+              params: { limit: MAX_DEPTH },
+              message: `params must not nest deeper than ${MAX_DEPTH} levels`,
+            },
+          ]);
         }
         const params: unknown = raw === undefined ? {} : structuredClone(raw);
         if (Array.isArray(params)) {
-          throw new InvalidParams([{ instancePath: '', schemaPath: '', keyword: 'type', params: { type: 'object' }, message: 'params must be an object (named parameters)' }]);
+          throw new InvalidParams([
+            {
+              instancePath: '',
+              schemaPath: '',
+              keyword: 'type',
+              params: { type: 'object' },
+              message: 'params must be an object (named parameters)',
+            },
+          ]);
         }
         if (!validate(params)) throw new InvalidParams(validate.errors ?? []);
         if (spec.mutating && ctx.session.principal.readOnly) {
@@ -191,7 +235,11 @@ export class RpcServer {
           try {
             this.audit(ctx, spec.name, raw, { outcome: 'accepted' });
           } catch (e) {
-            this.log.error('audit write failed: call refused', { method: spec.name, requestId: ctx.requestId, error: (e as Error).message });
+            this.log.error('audit write failed: call refused', {
+              method: spec.name,
+              requestId: ctx.requestId,
+              error: (e as Error).message,
+            });
             throw new AgentError('auditFailed', `the audit record of this ${spec.name} call could not be written; nothing was done`);
           }
         }
@@ -207,7 +255,11 @@ export class RpcServer {
       } catch (e) {
         const err = toErrorObject(e, log);
         log.info('call failed', { ms: Date.now() - started, code: err.code, error: err.message });
-        this.opts.observer?.call(spec.name, (Date.now() - started) / 1000, nameOf(err.data) ?? (err.code === CODES.invalidParams ? 'invalidParams' : 'internal'));
+        this.opts.observer?.call(
+          spec.name,
+          (Date.now() - started) / 1000,
+          nameOf(err.data) ?? (err.code === CODES.invalidParams ? 'invalidParams' : 'internal'),
+        );
         if (spec.mutating && nameOf(err.data) !== 'auditFailed') this.auditOutcome(ctx, spec.name, raw, { outcome: 'error', error: err });
         throw new JSONRPCErrorException(err.message, err.code, err.data);
       }
@@ -237,7 +289,9 @@ export class RpcServer {
       method,
       params: (params && typeof params === 'object' ? params : {}) as AuditEntry['params'],
       outcome: o.outcome,
-      ...(o.error ? { error: { code: o.error.code, message: o.error.message, ...(nameOf(o.error.data) ? { name: nameOf(o.error.data) } : {}) } } : {}),
+      ...(o.error
+        ? { error: { code: o.error.code, message: o.error.message, ...(nameOf(o.error.data) ? { name: nameOf(o.error.data) } : {}) } }
+        : {}),
       ...(jobId ? { jobId } : {}),
       ...(groupId ? { groupId } : {}),
       ...(typeof result?.changed === 'boolean' ? { changed: result.changed } : {}),
@@ -261,5 +315,7 @@ function deeperThan(value: unknown, limit: number): boolean {
 }
 
 function nameOf(data: unknown): string | undefined {
-  return data && typeof data === 'object' && typeof (data as { name?: unknown }).name === 'string' ? (data as { name: string }).name : undefined;
+  return data && typeof data === 'object' && typeof (data as { name?: unknown }).name === 'string'
+    ? (data as { name: string }).name
+    : undefined;
 }

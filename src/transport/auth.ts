@@ -28,7 +28,9 @@ export function loadTokens(path: string, schemas: SchemaSet): TokenEntry[] {
     throw new AuthConfigError(`cannot read the tokens file ${path}: ${(e as Error).message}`);
   }
   if (st.uid !== process.getuid!() || (st.mode & 0o077) !== 0) {
-    throw new AuthConfigError(`the tokens file ${path} must be owned by uid ${process.getuid!()} and not accessible to group or others (mode 0600), it is ${(st.mode & 0o777).toString(8)} uid ${st.uid}`);
+    throw new AuthConfigError(
+      `the tokens file ${path} must be owned by uid ${process.getuid!()} and not accessible to group or others (mode 0600), it is ${(st.mode & 0o777).toString(8)} uid ${st.uid}`,
+    );
   }
   let doc: unknown;
   const text = readFileSync(path, 'utf8');
@@ -37,17 +39,24 @@ export function loadTokens(path: string, schemas: SchemaSet): TokenEntry[] {
   } catch (e) {
     // V8's message may quote the text around the fault (a token): say only where it is.
     const pos = Number(/position (\d+)/.exec((e as Error).message)?.[1] ?? NaN);
-    const where = Number.isFinite(pos) ? ` (line ${text.slice(0, pos).split('\n').length}, column ${pos - text.lastIndexOf('\n', pos - 1)})` : '';
+    const where = Number.isFinite(pos)
+      ? ` (line ${text.slice(0, pos).split('\n').length}, column ${pos - text.lastIndexOf('\n', pos - 1)})`
+      : '';
     throw new AuthConfigError(`the tokens file ${path} is not valid JSON${where}`);
   }
   const validate = schemas.validator('tokens.schema.json');
   if (!validate(doc)) {
     // Never echo the file's content: it holds secrets.
-    throw new AuthConfigError(`the tokens file ${path} is invalid: ${(validate.errors ?? []).map((e) => `${e.instancePath || '(top level)'} ${e.message}`).join('; ')}`);
+    throw new AuthConfigError(
+      `the tokens file ${path} is invalid: ${(validate.errors ?? []).map((e) => `${e.instancePath || '(top level)'} ${e.message}`).join('; ')}`,
+    );
   }
   const names = new Set<string>();
   return (doc as TokensFile).tokens.map((t) => {
-    if (names.has(t.name)) throw new AuthConfigError(`the tokens file ${path} names one principal twice (entries ${[...names].indexOf(t.name) + 1} and ${names.size + 1})`);
+    if (names.has(t.name))
+      throw new AuthConfigError(
+        `the tokens file ${path} names one principal twice (entries ${[...names].indexOf(t.name) + 1} and ${names.size + 1})`,
+      );
     names.add(t.name);
     return { name: t.name, digest: digest(t.token), readOnly: !!t.readOnly };
   });
@@ -84,7 +93,11 @@ export class Authenticator {
 
   stillValid(p: Principal): boolean {
     const used = this.via.get(p);
-    return !used || this.entries.includes(used) || this.entries.some((e) => e.name === used.name && e.readOnly === used.readOnly && e.digest.equals(used.digest));
+    return (
+      !used ||
+      this.entries.includes(used) ||
+      this.entries.some((e) => e.name === used.name && e.readOnly === used.readOnly && e.digest.equals(used.digest))
+    );
   }
 
   readonly authenticate = (req: IncomingMessage): Principal | null => {
@@ -93,7 +106,11 @@ export class Authenticator {
     const sock = req.socket as TLSSocket;
     if (sock.encrypted && sock.authorized) {
       const cert = sock.getPeerCertificate();
-      const subject = cert?.subject ? Object.entries(cert.subject).map(([k, v]) => `${k}=${v}`).join(',') : '';
+      const subject = cert?.subject
+        ? Object.entries(cert.subject)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(',')
+        : '';
       if (subject) return { name: subject, readOnly: this.readOnly.has(subject) };
     }
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');

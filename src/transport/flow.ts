@@ -94,7 +94,8 @@ export class Flow {
   private pump(): void {
     if (this.closed) return;
     const buffered = this.io.buffered();
-    if (buffered > HARD * this.limits.maxBufferedBytes) return this.kill(`more than ${HARD * this.limits.maxBufferedBytes} bytes of output unread`);
+    if (buffered > HARD * this.limits.maxBufferedBytes)
+      return this.kill(`more than ${HARD * this.limits.maxBufferedBytes} bytes of output unread`);
     this.watchSlowReader(buffered);
     if (this.queue.length > 0 && !this.blocked() && !this.scheduled) {
       this.scheduled = setImmediate(() => {
@@ -115,14 +116,18 @@ export class Flow {
       const frame = this.queue.shift()!;
       this.queuedBytes -= frame.length;
       this.running++;
-      void this.handle(frame).then(
-        (reply) => { if (reply !== null) this.send(reply); },
-        () => {},
-      ).finally(() => {
-        this.running--;
-        this.pump();
-        if (this.queue.length === 0 && this.running === 0) this.wakeIdle();
-      });
+      void this.handle(frame)
+        .then(
+          (reply) => {
+            if (reply !== null) this.send(reply);
+          },
+          () => {},
+        )
+        .finally(() => {
+          this.running--;
+          this.pump();
+          if (this.queue.length === 0 && this.running === 0) this.wakeIdle();
+        });
     }
     this.pump();
   }
@@ -134,7 +139,8 @@ export class Flow {
     } else {
       this.slowTimer ??= setTimeout(() => {
         this.slowTimer = null;
-        if (this.io.buffered() >= this.limits.maxBufferedBytes) this.kill(`output above ${this.limits.maxBufferedBytes} bytes unread for ${this.limits.slowReaderMs} ms`);
+        if (this.io.buffered() >= this.limits.maxBufferedBytes)
+          this.kill(`output above ${this.limits.maxBufferedBytes} bytes unread for ${this.limits.slowReaderMs} ms`);
       }, this.limits.slowReaderMs);
       this.slowTimer.unref?.();
     }

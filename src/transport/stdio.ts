@@ -38,21 +38,26 @@ export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Pro
       rpc.detach(session);
       resolve(how);
     };
-    const flow: Flow = new Flow({
-      write: (frame, cb) => {
-        if (typeof frame === 'string') return void output.write(frame + '\n', () => cb());
-        for (const part of frame) output.write(part);
-        output.write('\n', () => cb());
+    const flow: Flow = new Flow(
+      {
+        write: (frame, cb) => {
+          if (typeof frame === 'string') return void output.write(frame + '\n', () => cb());
+          for (const part of frame) output.write(part);
+          output.write('\n', () => cb());
+        },
+        buffered: () => output.writableLength,
+        pause: () => input.pause(),
+        resume: () => input.resume(),
+        close: (reason) => {
+          log.error('stdio: the caller does not read its answers; stopping', { reason });
+          input.destroy();
+          finish('notReading');
+        },
       },
-      buffered: () => output.writableLength,
-      pause: () => input.pause(),
-      resume: () => input.resume(),
-      close: (reason) => {
-        log.error('stdio: the caller does not read its answers; stopping', { reason });
-        input.destroy();
-        finish('notReading');
-      },
-    }, opts.flow, (line) => rpc.handle(line, session), () => session.pendingCalls);
+      opts.flow,
+      (line) => rpc.handle(line, session),
+      () => session.pendingCalls,
+    );
     const session = new Session({ name: opts.principal ?? 'local', readOnly: false }, opts.peer ?? 'stdio', (frame) => flow.send(frame));
     rpc.attach(session);
     const lines = new LineReader({

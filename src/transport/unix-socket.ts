@@ -38,7 +38,8 @@ function prepareDirectory(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const st = lstatSync(dir);
   if (!st.isDirectory()) throw new SocketSetupError(`${dir} is not a directory`);
-  if (st.uid !== uid()) throw new SocketSetupError(`the socket directory ${dir} is owned by uid ${st.uid}, not by the agent (uid ${uid()})`);
+  if (st.uid !== uid())
+    throw new SocketSetupError(`the socket directory ${dir} is owned by uid ${st.uid}, not by the agent (uid ${uid()})`);
   if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
 }
 
@@ -53,7 +54,10 @@ async function clearStale(path: string): Promise<void> {
   if (!st.isSocket()) throw new SocketSetupError(`${path} exists and is not a socket; not replacing it`);
   const live = await new Promise<boolean>((resolve) => {
     const c = createConnection(path);
-    c.once('connect', () => { c.destroy(); resolve(true); });
+    c.once('connect', () => {
+      c.destroy();
+      resolve(true);
+    });
     c.once('error', () => resolve(false));
   });
   if (live) throw new SocketSetupError(`another agent serves ${path} (set socket.path, or stop it)`);
@@ -74,14 +78,29 @@ export async function serveUnixSocket(rpc: RpcServer, opts: UnixSocketOptions, l
     clients.add(sock);
     sock.once('close', () => clients.delete(sock));
     // The same framing, flow control and answers as stdio: a client is a stdio caller on a socket.
-    void serveStdio(rpc, { input: sock, output: sock, maxLine: opts.maxLine, flow: opts.flow, principal: 'local-socket', peer: 'unix', ...(opts.onRefusal ? { onRefusal: opts.onRefusal } : {}) }, log)
+    void serveStdio(
+      rpc,
+      {
+        input: sock,
+        output: sock,
+        maxLine: opts.maxLine,
+        flow: opts.flow,
+        principal: 'local-socket',
+        peer: 'unix',
+        ...(opts.onRefusal ? { onRefusal: opts.onRefusal } : {}),
+      },
+      log,
+    )
       // Half-close: the client sent all it will; once every answer is written, the end.
       .then((how) => (how === 'eof' ? sock.end() : sock.destroy()));
   });
   server.on('error', (e) => log.error('unix socket server error', { error: e.message }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.path, () => { server.off('error', reject); resolve(); });
+    server.listen(opts.path, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
   // The directory (0700) already keeps others out; the mode is the second lock.
   chmodSync(opts.path, 0o600);
@@ -93,7 +112,9 @@ export async function serveUnixSocket(rpc: RpcServer, opts: UnixSocketOptions, l
       await new Promise<void>((r) => server.close(() => r()));
       try {
         unlinkSync(opts.path);
-      } catch { /* already gone */ }
+      } catch {
+        /* already gone */
+      }
     },
   };
 }

@@ -53,8 +53,14 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     res.writeHead(426, { 'content-type': 'text/plain' }).end('blockcopy-agent speaks JSON-RPC over WebSocket\n');
   };
   // Half-sent requests (slowloris) are dropped: Node checks these timeouts every second here.
-  const httpOpts = { headersTimeout: opts.requestTimeoutMs, requestTimeout: opts.requestTimeoutMs, connectionsCheckingInterval: Math.min(1000, opts.requestTimeoutMs) };
-  const http: Server | HttpsServer = opts.tls ? createHttpsServer({ ...opts.tls, ...httpOpts }, answer426) : createServer(httpOpts, answer426);
+  const httpOpts = {
+    headersTimeout: opts.requestTimeoutMs,
+    requestTimeout: opts.requestTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, opts.requestTimeoutMs),
+  };
+  const http: Server | HttpsServer = opts.tls
+    ? createHttpsServer({ ...opts.tls, ...httpOpts }, answer426)
+    : createServer(httpOpts, answer426);
   // A connection that sends nothing, or a TLS handshake that never completes, is dropped too.
   http.setTimeout(opts.requestTimeoutMs, (s: Socket) => s.destroy());
   const wss = new WebSocketServer({ noServer: true, maxPayload: opts.maxPayload, perMessageDeflate: false });
@@ -110,21 +116,28 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     const peer = `${req.socket.remoteAddress}:${req.socket.remotePort}`;
     const principal = principals.get(req)!;
     const bucket = opts.rate ? new TokenBucket(opts.rate.perSecond, opts.rate.burst) : null;
-    const flow: Flow = new Flow({
-      write: (frame, done) => {
-        if (ws.readyState !== ws.OPEN) return;
-        if (typeof frame === 'string') return ws.send(frame, done);
-        // One text message in fragments: a shared cached piece is sent without a copy.
-        frame.forEach((part, i) => ws.send(part, { binary: false, fin: i === frame.length - 1 }, i === frame.length - 1 ? done : undefined));
+    const flow: Flow = new Flow(
+      {
+        write: (frame, done) => {
+          if (ws.readyState !== ws.OPEN) return;
+          if (typeof frame === 'string') return ws.send(frame, done);
+          // One text message in fragments: a shared cached piece is sent without a copy.
+          frame.forEach((part, i) =>
+            ws.send(part, { binary: false, fin: i === frame.length - 1 }, i === frame.length - 1 ? done : undefined),
+          );
+        },
+        buffered: () => ws.bufferedAmount,
+        pause: () => ws.pause(),
+        resume: () => ws.resume(),
+        close: (reason) => {
+          log.warn('connection closed: the peer does not read its answers', { session: session.id, peer, reason });
+          closeWs(ws, `output not read: ${reason}`);
+        },
       },
-      buffered: () => ws.bufferedAmount,
-      pause: () => ws.pause(),
-      resume: () => ws.resume(),
-      close: (reason) => {
-        log.warn('connection closed: the peer does not read its answers', { session: session.id, peer, reason });
-        closeWs(ws, `output not read: ${reason}`);
-      },
-    }, opts.flow, (frame) => rpc.handle(frame, session), () => session.pendingCalls);
+      opts.flow,
+      (frame) => rpc.handle(frame, session),
+      () => session.pendingCalls,
+    );
     const session = new Session(principal, peer, (frame) => flow.send(frame), bucket);
     rpc.attach(session);
     conns.set(ws, { session, flow });

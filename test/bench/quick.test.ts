@@ -20,7 +20,15 @@ t.test('npm run bench -- --quick works', async (t) => {
   t.ok(json, 'a JSON result file');
   const doc = JSON.parse(readFileSync(join(out, json!), 'utf8'));
   t.match(doc, { quick: true, machine: { cores: Number, accel: /KVM|TCG/ } }, 'with the machine facts');
-  t.same(doc.results.map((s: { name: string }) => s.name.split(' ')[0]), ['Copy', 'Readiness', 'Control', 'Scale', 'Convergence', 'Group', 'libvirt', 'libvirt', 'Hostile', 'CLI'], 'every suite ran');
-  for (const s of doc.results) t.ok(s.rows.length > 0 && s.rows.every((row: { value: string }) => row.value && !/NaN|undefined/.test(row.value)), `${s.name}: measurements reported`);
+  t.same(
+    doc.results.map((s: { name: string }) => s.name.split(' ')[0]),
+    ['Copy', 'Readiness', 'Control', 'Scale', 'Convergence', 'Group', 'libvirt', 'libvirt', 'Hostile', 'CLI'],
+    'every suite ran',
+  );
+  for (const s of doc.results)
+    t.ok(
+      s.rows.length > 0 && s.rows.every((row: { value: string }) => row.value && !/NaN|undefined/.test(row.value)),
+      `${s.name}: measurements reported`,
+    );
   t.match(r.stdout, /# Benchmarks .* \(quick smoke run\)/, 'and a Markdown report');
 });

@@ -28,14 +28,28 @@ for (const [how, { kill, reason }] of Object.entries(HOW)) {
     await ref.write(dom, 'vda', { pattern: 0x3c, offset: 0, length: 32 * MiB });
     const agent = await serveAgent(t);
     const client = await agent.connect();
-    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/copy.qcow2` }, bandwidth: 2 * MiB });
+    const { job } = await client.call('blockCopy', {
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: `${dom.dir}/copy.qcow2` },
+      bandwidth: 2 * MiB,
+    });
     await ref.write(dom, 'vda', { pattern: 0x4d, offset: 40 * MiB, length: 1 * MiB });
     await kill(dom);
     const end = await untilState(client, job.jobId, ['failed', 'cancelled', 'pivoted', 'finished'], 30_000);
-    t.match(end, { state: 'failed', error: { name: 'invalidState', message: reason }, evidence: /lifecycle event stopped/ }, `the reason: ${end.error?.message}`);
+    t.match(
+      end,
+      { state: 'failed', error: { name: 'invalidState', message: reason }, evidence: /lifecycle event stopped/ },
+      `the reason: ${end.error?.message}`,
+    );
     t.equal((await client.call('capabilities', {})).agent.version.length > 0, true, 'the agent serves on');
     const same = await ref.compare(src, 'qcow2');
     t.equal(same, 'identical', 'qemu-img compare: the source holds every guest write');
-    report(t, { fault: 'domain gone mid-copy', at: how, recovered: end.state === 'failed' && reason.test(end.error?.message ?? ''), mismatches: same === 'identical' ? 0 : 1 });
+    report(t, {
+      fault: 'domain gone mid-copy',
+      at: how,
+      recovered: end.state === 'failed' && reason.test(end.error?.message ?? ''),
+      mismatches: same === 'identical' ? 0 : 1,
+    });
   });
 }

@@ -21,7 +21,12 @@ for (const format of ['qcow2', 'raw'] as const) {
 
     const agent = await serveAgent(t);
     const client = await agent.connect();
-    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format }, bandwidth: 16 * MiB });
+    const { job } = await client.call('blockCopy', {
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: dest, format },
+      bandwidth: 16 * MiB,
+    });
     // The guest goes on writing while the destination fills.
     await ref.write(dom, 'vda', { pattern: 0x6b, offset: 44 * MiB, length: 2 * MiB });
     const end = await untilState(client, job.jobId, ['failed', 'ready', 'cancelled', 'pivoted', 'finished'], 60_000);
@@ -29,7 +34,11 @@ for (const format of ['qcow2', 'raw'] as const) {
     t.match(end.error, { name: 'libvirtError', message: /destination filesystem is full/ }, `the reason: ${end.error?.message}`);
     t.match(end.evidence, /statfs\(.*\): \d+ bytes free/, 'with what the agent saw');
     const waited = (await client.call('wait', { jobId: job.jobId, until: 'done', timeout: 5 })).job;
-    t.match(waited, { state: 'failed', error: { message: /destination filesystem is full/ } }, 'wait until done answers with the failed job and its reason');
+    t.match(
+      waited,
+      { state: 'failed', error: { message: /destination filesystem is full/ } },
+      'wait until done answers with the failed job and its reason',
+    );
 
     t.equal((await hv.virsh('domstate', dom.name)).trim(), 'running', 'the guest keeps running');
     const xml = await hv.liveXml(dom);
@@ -38,10 +47,21 @@ for (const format of ['qcow2', 'raw'] as const) {
     await ref.write(dom, 'vda', { pattern: 0x7c, offset: 50 * MiB, length: 1 * MiB });
     const same = await ref.compare(src, 'qcow2');
     t.equal(same, 'identical', 'qemu-img compare: the source holds every guest write');
-    report(t, { fault: 'destination full (ENOSPC)', at: `${format} destination on an 8 MiB tmpfs`, recovered: end.state === 'failed' && same === 'identical', mismatches: same === 'identical' ? 0 : 1 });
+    report(t, {
+      fault: 'destination full (ENOSPC)',
+      at: `${format} destination on an 8 MiB tmpfs`,
+      recovered: end.state === 'failed' && same === 'identical',
+      mismatches: same === 'identical' ? 0 : 1,
+    });
 
     // The agent still works after the failure: the same disk copies fine to roomy storage.
-    const again = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/retry.qcow2` }, whenReady: 'finish', wait: 'done' });
+    const again = await client.call('blockCopy', {
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: `${dom.dir}/retry.qcow2` },
+      whenReady: 'finish',
+      wait: 'done',
+    });
     t.equal(again.job.state, 'finished', 'a new copy of the disk succeeds after the failure');
   });
 }

@@ -52,7 +52,10 @@ async function killed(agent: ServedAgent, timeoutMs = 60_000): Promise<NodeJS.Si
   if (p.exitCode === null && p.signalCode === null) {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error('the agent did not die at the fault point')), timeoutMs);
-      p.once('exit', () => { clearTimeout(timer); resolve(); });
+      p.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
     });
   }
   return p.signalCode;
@@ -79,16 +82,24 @@ for (const c of CASES) {
     if (c.at === 'outside:pivoting') {
       // The automatic pivot: killed from outside the moment the agent announces it.
       await client.call('subscribe', {});
-      client.on('job.changed', (j: Job) => { if (j.state === 'pivoting') first.process.kill('SIGKILL'); });
+      client.on('job.changed', (j: Job) => {
+        if (j.state === 'pivoting') first.process.kill('SIGKILL');
+      });
     }
     const slow = c.at === 'outside:copying';
     const copy = client.call('blockCopy', {
-      domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' },
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: dest, format: 'qcow2' },
       // journaled:ready: phase 1 must outlast the answer, or the agent dies (at ready) before answering.
-      ...(slow ? { bandwidth: 2 * MiB } : c.at === 'journaled:ready' ? { bandwidth: 16 * MiB } : {}), ...(c.whenReady ? { whenReady: c.whenReady } : {}),
+      ...(slow ? { bandwidth: 2 * MiB } : c.at === 'journaled:ready' ? { bandwidth: 16 * MiB } : {}),
+      ...(c.whenReady ? { whenReady: c.whenReady } : {}),
     });
     if (c.at.startsWith('blockCopy:')) {
-      await copy.then(() => t.fail('blockCopy answered although the agent was to die in it'), () => {});
+      await copy.then(
+        () => t.fail('blockCopy answered although the agent was to die in it'),
+        () => {},
+      );
     } else {
       const { job } = await copy;
       await ref.write(dom, 'vda', { pattern: 0x22, offset: 8 * MiB, length: 4 * MiB });
@@ -105,7 +116,8 @@ for (const c of CASES) {
       } else {
         await untilState(client, job.jobId, ['ready', 'pivoting', 'pivoted']).catch(() => {});
         if (c.at === 'outside:ready') first.process.kill('SIGKILL');
-        else if (first.process.exitCode === null && first.process.signalCode === null) await client.call(c.end, { jobId: job.jobId }).catch(() => {}); // the agent dies under it
+        else if (first.process.exitCode === null && first.process.signalCode === null)
+          await client.call(c.end, { jobId: job.jobId }).catch(() => {}); // the agent dies under it
       }
     }
     t.equal(await killed(first), 'SIGKILL', `the agent died by SIGKILL at ${c.at}`);
@@ -151,8 +163,11 @@ for (const c of CASES) {
       t.match(xml, `<source file='${src}'`, 'the guest runs on its source');
       await check(src, 'the source');
       if (c.end === 'finish') {
-        await check(dest, endedBeforeRestart ? 'the finished copy (finished before the kill)' : 'the finished copy',
-          endedBeforeRestart ? atKill : ref);
+        await check(
+          dest,
+          endedBeforeRestart ? 'the finished copy (finished before the kill)' : 'the finished copy',
+          endedBeforeRestart ? atKill : ref,
+        );
       }
     }
     report(t, { fault: 'agent SIGKILL', at: c.at, recovered: job.state === GOAL[c.end], mismatches });

@@ -33,7 +33,11 @@ function writer(dom: hv.TestDomain, ref: Reference, seed: number) {
     }
   })();
   return {
-    stop: async () => { running = false; await done; return count; },
+    stop: async () => {
+      running = false;
+      await done;
+      return count;
+    },
   };
 }
 
@@ -55,8 +59,14 @@ t.test(`${CYCLES} copy-and-pivot cycles under continuous guest writes: 0 mismatc
     // Let the guest write for a moment before the copy starts, then through the copy and pivot.
     await new Promise((r) => setTimeout(r, 200));
     const { job } = await client.call('blockCopy', {
-      domain: dom.name, disk: 'vda', destination: { path: dest, format },
-      whenReady: 'pivot', wait: 'done', timeout: 120, bandwidth: 32 * MiB, ...(i % 4 === 3 ? { synchronousWrites: true } : {}),
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: dest, format },
+      whenReady: 'pivot',
+      wait: 'done',
+      timeout: 120,
+      bandwidth: 32 * MiB,
+      ...(i % 4 === 3 ? { synchronousWrites: true } : {}),
     });
     writes += await w.stop();
     if (job.state === 'pivoted') pivots++;
@@ -67,7 +77,12 @@ t.test(`${CYCLES} copy-and-pivot cycles under continuous guest writes: 0 mismatc
     const same = await ref.compare(dest, format);
     if (same !== 'identical') mismatches++;
     t.equal(same, 'identical', `cycle ${i + 1}: qemu-img compare against what the guest wrote`);
-    report(t, { fault: 'copy + pivot under continuous guest writes', at: `cycle ${i + 1}`, recovered: job.state === 'pivoted', mismatches: same === 'identical' ? 0 : 1 });
+    report(t, {
+      fault: 'copy + pivot under continuous guest writes',
+      at: `cycle ${i + 1}`,
+      recovered: job.state === 'pivoted',
+      mismatches: same === 'identical' ? 0 : 1,
+    });
     // The disk the guest left is no longer used by anything.
     if (current !== dom.disks[0]!.path) await rm(current, { force: true });
     current = dest;

@@ -12,8 +12,20 @@ const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
 export const TARGETS = join(repo, 'ansible/ansible_collections/blockcopy/agent/tests/integration/targets');
 
-export interface TaskResult { changed?: boolean; failed?: boolean; skipped?: boolean; msg?: string; error?: string; diff?: unknown; job?: { state: string } & Record<string, unknown> }
-export interface PlaybookRun { stats: { changed: number; failures: number; ok: number }; tasks: Record<string, TaskResult>; stderr: string }
+export interface TaskResult {
+  changed?: boolean;
+  failed?: boolean;
+  skipped?: boolean;
+  msg?: string;
+  error?: string;
+  diff?: unknown;
+  job?: { state: string } & Record<string, unknown>;
+}
+export interface PlaybookRun {
+  stats: { changed: number; failures: number; ok: number };
+  tasks: Record<string, TaskResult>;
+  stderr: string;
+}
 
 export interface PlaybookOptions {
   check?: boolean;
@@ -27,18 +39,34 @@ export async function playbook(name: string, vars: Record<string, unknown>, opts
   const varsFile = join(String(vars.dir), `vars-${name}.json`);
   writeFileSync(varsFile, JSON.stringify({ ansible_python_interpreter: '/usr/bin/python3', ...vars }));
   const play = join(String(vars.dir), `target-${name}.yml`);
-  writeFileSync(play, JSON.stringify([{ name: `Integration target ${name}`, hosts: 'all', gather_facts: !!opts.facts,
-    tasks: [{ name: `Target ${name}`, 'ansible.builtin.import_tasks': join(TARGETS, name, 'tasks/main.yml') }] }]));
+  writeFileSync(
+    play,
+    JSON.stringify([
+      {
+        name: `Integration target ${name}`,
+        hosts: 'all',
+        gather_facts: !!opts.facts,
+        tasks: [{ name: `Target ${name}`, 'ansible.builtin.import_tasks': join(TARGETS, name, 'tasks/main.yml') }],
+      },
+    ]),
+  );
   const args = ['-i', 'localhost,', '-c', 'local', '-e', `@${varsFile}`, play, ...(opts.check ? ['--check', '--diff'] : [])];
   const env = {
     // Agents the modules start (stdio) allow destinations under the test root.
-    ...process.env, ...TEST_AGENT_ENV, ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'), ANSIBLE_STDOUT_CALLBACK: 'results_json',
-    ANSIBLE_CALLBACK_PLUGINS: join(repo, 'test/ansible/callback_plugins'), ANSIBLE_NOCOLOR: '1',
-    ANSIBLE_LOCALHOST_WARNING: 'False', ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False', ANSIBLE_RETRY_FILES_ENABLED: 'False',
+    ...process.env,
+    ...TEST_AGENT_ENV,
+    ANSIBLE_COLLECTIONS_PATH: join(repo, 'ansible'),
+    ANSIBLE_STDOUT_CALLBACK: 'results_json',
+    ANSIBLE_CALLBACK_PLUGINS: join(repo, 'test/ansible/callback_plugins'),
+    ANSIBLE_NOCOLOR: '1',
+    ANSIBLE_LOCALHOST_WARNING: 'False',
+    ANSIBLE_INVENTORY_UNPARSED_WARNING: 'False',
+    ANSIBLE_RETRY_FILES_ENABLED: 'False',
     ...opts.env,
   };
-  const { stdout: out, stderr } = await run('ansible-playbook', args, { env, maxBuffer: 64 * 1024 * 1024 })
-    .catch((e: { stdout: string; stderr: string }) => ({ stdout: e.stdout, stderr: e.stderr }));
+  const { stdout: out, stderr } = await run('ansible-playbook', args, { env, maxBuffer: 64 * 1024 * 1024 }).catch(
+    (e: { stdout: string; stderr: string }) => ({ stdout: e.stdout, stderr: e.stderr }),
+  );
   if (!out.includes('{')) throw new Error(`ansible-playbook printed no results: ${stderr.trim() || out.trim()}`);
   const doc = JSON.parse(out.slice(out.indexOf('{')));
   const tasks: Record<string, TaskResult> = {};

@@ -16,7 +16,11 @@ const ROOTS = '/var/tmp/blockcopy-roots';
 const APT_CACHE = '/var/cache/blockcopy-test/apt';
 const OWNER = '.owner-pid';
 
-export interface Result { code: number; stdout: string; stderr: string }
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** The .deb of this tree: built (with its lintian check) by the first caller of a test run. */
 export async function ensurePackage(): Promise<{ deb: string; build: Result | null }> {
@@ -30,14 +34,20 @@ export async function ensurePackage(): Promise<{ deb: string; build: Result | nu
   const since = Number(process.env.BLOCKCOPY_TEST_STARTED ?? Date.now() - process.uptime() * 1000);
   const script = `[ -s ${deb} ] && [ $(stat -c %Y ${deb}) -ge ${Math.floor(since / 1000)} ] && exit 0; exec bash scripts/package.sh`;
   const build = await sh(['flock', join(out, '.lock'), 'bash', '-c', script], { cwd: REPO });
-  if (build.code !== 0) throw new Error(`npm run package failed (${build.code}):\n${(build.stdout + build.stderr).split('\n').slice(-30).join('\n')}`);
+  if (build.code !== 0)
+    throw new Error(`npm run package failed (${build.code}):\n${(build.stdout + build.stderr).split('\n').slice(-30).join('\n')}`);
   return { deb, build: build.stdout.includes('package:') ? build : null };
 }
 
 async function sh(cmd: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Result> {
-  return run(cmd[0]!, cmd.slice(1), { maxBuffer: 64 * 1024 * 1024, ...opts })
-    .then((r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-      (e: { code?: number; stdout?: string; stderr?: string }) => ({ code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }));
+  return run(cmd[0]!, cmd.slice(1), { maxBuffer: 64 * 1024 * 1024, ...opts }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code?: number; stdout?: string; stderr?: string }) => ({
+      code: typeof e.code === 'number' ? e.code : 1,
+      stdout: e.stdout ?? '',
+      stderr: e.stderr ?? '',
+    }),
+  );
 }
 
 export interface DebRoot {
@@ -60,7 +70,11 @@ function sweep(): void {
   for (const name of readdirSync(ROOTS)) {
     const dir = join(ROOTS, name);
     let pid = 0;
-    try { pid = Number(readFileSync(join(dir, OWNER), 'utf8')); } catch { /* no owner file yet */ }
+    try {
+      pid = Number(readFileSync(join(dir, OWNER), 'utf8'));
+    } catch {
+      /* no owner file yet */
+    }
     if (pid && alive(pid)) continue;
     if (!pid && Date.now() - statSync(dir).mtimeMs < 60_000) continue;
     rmSync(dir, { recursive: true, force: true });
@@ -68,7 +82,12 @@ function sweep(): void {
 }
 
 function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** A fresh root from the cached debootstrap tarball, removed at `host`'s teardown. */
@@ -87,28 +106,46 @@ export async function debianRoot(host: TeardownHost): Promise<DebRoot> {
   mkdirSync(join(dir, TEST_ROOT), { recursive: true });
   // Binds, in the command's own namespace: the host's libvirtd socket, the test disks at the
   // same path, and apt's downloads (so that reruns fetch nothing twice).
-  const binds: Array<[string, string]> = [['/dev', '/dev'], ['/run/libvirt', '/run/libvirt'], [TEST_ROOT, TEST_ROOT],
-    [`${APT_CACHE}/lists`, '/var/lib/apt/lists'], [`${APT_CACHE}/archives`, '/var/cache/apt/archives']];
-  const script = (extra: Array<[string, string]>) => [
-    'set -e',
-    // The test runner's loader hooks (tap puts them in NODE_OPTIONS) do not exist in the root.
-    'unset NODE_OPTIONS',
-    ...[...binds, ...extra].map(([from, to]) => `mkdir -p "$R${to}" && mount --bind ${from} "$R${to}"`),
-    'mount -t proc proc "$R/proc"',
-    'exec chroot "$R" "$@"',
-  ].join('\n');
+  const binds: Array<[string, string]> = [
+    ['/dev', '/dev'],
+    ['/run/libvirt', '/run/libvirt'],
+    [TEST_ROOT, TEST_ROOT],
+    [`${APT_CACHE}/lists`, '/var/lib/apt/lists'],
+    [`${APT_CACHE}/archives`, '/var/cache/apt/archives'],
+  ];
+  const script = (extra: Array<[string, string]>) =>
+    [
+      'set -e',
+      // The test runner's loader hooks (tap puts them in NODE_OPTIONS) do not exist in the root.
+      'unset NODE_OPTIONS',
+      ...[...binds, ...extra].map(([from, to]) => `mkdir -p "$R${to}" && mount --bind ${from} "$R${to}"`),
+      'mount -t proc proc "$R/proc"',
+      'exec chroot "$R" "$@"',
+    ].join('\n');
   const argvOf = (argv: string[]) => ['--mount', '--propagation', 'private', '--', 'sh', '-c', script([]), 'sh', ...argv];
   const envOf = (env: Record<string, string> = {}) => ({
-    R: dir, PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8',
-    DEBIAN_FRONTEND: 'noninteractive', HOME: '/root', ...env,
+    R: dir,
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    LANG: 'C.UTF-8',
+    DEBIAN_FRONTEND: 'noninteractive',
+    HOME: '/root',
+    ...env,
   });
   return {
     dir,
     exec: (argv, env) => sh(['unshare', ...argvOf(argv)], { env: envOf(env) }),
-    apt: (args) => sh(['flock', join(APT_CACHE, '.lock'), 'unshare', ...argvOf(['apt-get', '-q', '-y', '-o', 'APT::Install-Recommends=false', ...args])], { env: envOf() }),
+    apt: (args) =>
+      sh(
+        ['flock', join(APT_CACHE, '.lock'), 'unshare', ...argvOf(['apt-get', '-q', '-y', '-o', 'APT::Install-Recommends=false', ...args])],
+        { env: envOf() },
+      ),
     python: (shared) => {
       const path = join(dir, '.python-in-root');
-      writeFileSync(path, `#!/bin/sh\nR=${dir}\nexport R\nexec unshare --mount --propagation private -- sh -c '${script([[shared, shared]])}' sh /usr/bin/python3 "$@"\n`, { mode: 0o755 });
+      writeFileSync(
+        path,
+        `#!/bin/sh\nR=${dir}\nexport R\nexec unshare --mount --propagation private -- sh -c '${script([[shared, shared]])}' sh /usr/bin/python3 "$@"\n`,
+        { mode: 0o755 },
+      );
       return path;
     },
     spawn: (argv, env) => spawn('unshare', argvOf(argv), { env: envOf(env), stdio: ['ignore', 'pipe', 'pipe'] }),

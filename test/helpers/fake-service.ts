@@ -8,19 +8,35 @@ import type { GroupPort, JobPort } from '../../src/rpc/ports.js';
 export function sampleJob(over: Partial<Job> = {}): Job {
   const now = new Date(0).toISOString();
   return {
-    jobId: 'j1', domain: { name: 'vm1', uuid: '00000000-0000-0000-0000-000000000001' }, disk: 'vda',
-    source: { path: '/a.qcow2', format: 'qcow2' }, destination: { path: '/b.qcow2', format: 'qcow2', type: 'file' },
-    state: 'copying', progress: { cur: 0, end: 0, percent: null, rate: null, eta: null }, bandwidth: 0,
+    jobId: 'j1',
+    domain: { name: 'vm1', uuid: '00000000-0000-0000-0000-000000000001' },
+    disk: 'vda',
+    source: { path: '/a.qcow2', format: 'qcow2' },
+    destination: { path: '/b.qcow2', format: 'qcow2', type: 'file' },
+    state: 'copying',
+    progress: { cur: 0, end: 0, percent: null, rate: null, eta: null },
+    bandwidth: 0,
     options: { shallow: false, reuseExternal: false, transientJob: false, synchronousWrites: false },
-    whenReady: 'none', owner: 'agent', createdAt: now, updatedAt: now, ...over,
+    whenReady: 'none',
+    owner: 'agent',
+    createdAt: now,
+    updatedAt: now,
+    ...over,
   };
 }
 
 export function sampleGroup(over: Partial<Group> = {}): Group {
   const job = sampleJob({ groupId: 'g1' });
   return {
-    groupId: 'g1', domain: job.domain, state: 'copying', whenReady: 'none', jobs: [job],
-    createdAt: job.createdAt, updatedAt: job.updatedAt, lastSwitch: null, ...over,
+    groupId: 'g1',
+    domain: job.domain,
+    state: 'copying',
+    whenReady: 'none',
+    jobs: [job],
+    createdAt: job.createdAt,
+    updatedAt: job.updatedAt,
+    lastSwitch: null,
+    ...over,
   };
 }
 
@@ -39,10 +55,17 @@ export class FakeService extends EventEmitter {
   setSpeed = (p: unknown) => this.record('setSpeed', p, { job: sampleJob() });
   listJobs = (p: unknown) => this.record('listJobs', p, { jobs: [sampleJob()] });
   wait = (p: unknown) => this.record('wait', p, { job: sampleJob({ state: 'ready' }) });
-  capabilities = () => this.record('capabilities', {}, {
-    agent: { name: 'blockcopy-agent', version: 'test', mode: 'daemon' }, libvirt: { version: '9.0.0' }, hypervisor: { type: 'QEMU', version: '7.2.0' },
-    flags: { shallow: true, reuseExternal: true, transientJob: true, synchronousWrites: true },
-  });
+  capabilities = () =>
+    this.record(
+      'capabilities',
+      {},
+      {
+        agent: { name: 'blockcopy-agent', version: 'test', mode: 'daemon' },
+        libvirt: { version: '9.0.0' },
+        hypervisor: { type: 'QEMU', version: '7.2.0' },
+        flags: { shallow: true, reuseExternal: true, transientJob: true, synchronousWrites: true },
+      },
+    );
   blockCopyGroup = (p: unknown) => this.record('blockCopyGroup', p, { group: sampleGroup(), changed: true });
   groupInfo = (p: unknown) => this.record('groupInfo', p, { group: sampleGroup() });
   pivotGroup = (p: unknown) => this.record('pivotGroup', p, { group: sampleGroup({ state: 'pivoted' }), changed: true });

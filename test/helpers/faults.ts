@@ -17,7 +17,11 @@ export class Reference {
   static create(dom: hv.TestDomain, sizeMiB: number): Reference {
     const path = join(dom.dir, `reference-${Math.random().toString(16).slice(2, 8)}.raw`);
     const fd = openSync(path, 'w');
-    try { ftruncateSync(fd, sizeMiB * 1024 * 1024); } finally { closeSync(fd); }
+    try {
+      ftruncateSync(fd, sizeMiB * 1024 * 1024);
+    } finally {
+      closeSync(fd);
+    }
     return new Reference(path);
   }
 
@@ -32,7 +36,11 @@ export class Reference {
   async write(dom: hv.TestDomain, target: string, w: hv.WriteSpec): Promise<void> {
     await hv.guestWrite(dom, target, w);
     const fd = openSync(this.path, 'r+');
-    try { writeSync(fd, Buffer.alloc(w.length, w.pattern), 0, w.length, w.offset); } finally { closeSync(fd); }
+    try {
+      writeSync(fd, Buffer.alloc(w.length, w.pattern), 0, w.length, w.offset);
+    } finally {
+      closeSync(fd);
+    }
   }
 
   /** 'identical', or qemu-img's account of the first difference. */

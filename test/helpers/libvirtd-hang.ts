@@ -5,9 +5,15 @@ import { execFileSync } from 'node:child_process';
 
 function libvirtdPid(): number {
   try {
-    const main = execFileSync('systemctl', ['show', '-p', 'MainPID', '--value', 'libvirtd.service'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    const main = execFileSync('systemctl', ['show', '-p', 'MainPID', '--value', 'libvirtd.service'], {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+      .toString()
+      .trim();
     if (main && main !== '0') return Number(main);
-  } catch { /* not under systemd */ }
+  } catch {
+    /* not under systemd */
+  }
   const pids = execFileSync('pgrep', ['-x', 'libvirtd']).toString().trim().split('\n').map(Number);
   if (pids.length !== 1 || !pids[0]) throw new Error(`expected one libvirtd, found ${pids.join(', ')}`);
   return pids[0];
@@ -21,14 +27,21 @@ export interface Frozen {
 export function freezeLibvirtd(): Frozen {
   const pid = libvirtdPid();
   let thawed = false;
-  const onSignal = (sig: NodeJS.Signals) => { thaw(); process.kill(process.pid, sig); };
+  const onSignal = (sig: NodeJS.Signals) => {
+    thaw();
+    process.kill(process.pid, sig);
+  };
   const thaw = () => {
     if (thawed) return;
     thawed = true;
     process.off('exit', thaw);
     process.off('SIGTERM', onSignal);
     process.off('SIGINT', onSignal);
-    try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ }
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* gone */
+    }
   };
   process.on('exit', thaw);
   process.once('SIGTERM', onSignal);

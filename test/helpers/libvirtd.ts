@@ -8,19 +8,29 @@ const run = promisify(execFile);
 
 function underSystemd(): boolean {
   try {
-    return execFileSync('systemctl', ['is-active', 'libvirtd.service'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim() === 'active';
+    return (
+      execFileSync('systemctl', ['is-active', 'libvirtd.service'], { stdio: ['ignore', 'pipe', 'ignore'] })
+        .toString()
+        .trim() === 'active'
+    );
   } catch {
     return false;
   }
 }
 
 async function answers(): Promise<boolean> {
-  return run('virsh', ['-q', '-c', 'qemu:///system', 'version']).then(() => true, () => false);
+  return run('virsh', ['-q', '-c', 'qemu:///system', 'version']).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Whether a libvirtd process exists (it may have exited on its own, e.g. crashed). */
 export async function libvirtdRunning(): Promise<boolean> {
-  return run('pgrep', ['-x', 'libvirtd']).then(() => true, () => false);
+  return run('pgrep', ['-x', 'libvirtd']).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Stops and starts libvirtd; resolves when it answers again, with that moment (ms since the epoch). */

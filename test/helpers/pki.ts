@@ -22,7 +22,8 @@ async function openssl(dir: string, ...args: string[]): Promise<void> {
   await run('openssl', args, { cwd: dir });
 }
 
-const newKey = (dir: string, name: string) => openssl(dir, 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`);
+const newKey = (dir: string, name: string) =>
+  openssl(dir, 'genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`);
 
 async function selfSignedCa(dir: string, name: string, cn: string) {
   await newKey(dir, name);
@@ -33,7 +34,24 @@ async function signed(dir: string, name: string, cn: string, ca: string, ext: st
   await newKey(dir, name);
   await openssl(dir, 'req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
   writeFileSync(join(dir, `${name}.ext`), ext);
-  await openssl(dir, 'x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', `${name}.ext`);
+  await openssl(
+    dir,
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${ca}.pem`,
+    '-CAkey',
+    `${ca}.key`,
+    '-CAcreateserial',
+    '-out',
+    `${name}.pem`,
+    '-days',
+    '2',
+    '-extfile',
+    `${name}.ext`,
+  );
 }
 
 export async function makePki(host: TeardownHost): Promise<Pki> {
@@ -47,17 +65,51 @@ export async function makePki(host: TeardownHost): Promise<Pki> {
   // An expired certificate from the right CA: `openssl ca` is the tool that takes explicit dates.
   writeFileSync(join(dir, 'index.txt'), '');
   writeFileSync(join(dir, 'serial'), '1000\n');
-  writeFileSync(join(dir, 'ca.cnf'), [
-    '[ca]', 'default_ca = test', '[test]', 'dir = .', 'database = index.txt', 'new_certs_dir = .', 'certificate = ca.pem',
-    'private_key = ca.key', 'serial = serial', 'default_md = sha256', 'policy = any', 'unique_subject = no', 'copy_extensions = none',
-    '[any]', 'commonName = supplied', '',
-  ].join('\n'));
+  writeFileSync(
+    join(dir, 'ca.cnf'),
+    [
+      '[ca]',
+      'default_ca = test',
+      '[test]',
+      'dir = .',
+      'database = index.txt',
+      'new_certs_dir = .',
+      'certificate = ca.pem',
+      'private_key = ca.key',
+      'serial = serial',
+      'default_md = sha256',
+      'policy = any',
+      'unique_subject = no',
+      'copy_extensions = none',
+      '[any]',
+      'commonName = supplied',
+      '',
+    ].join('\n'),
+  );
   await newKey(dir, 'expired');
   await openssl(dir, 'req', '-new', '-key', 'expired.key', '-out', 'expired.csr', '-subj', '/CN=ops-admin');
-  await openssl(dir, 'ca', '-batch', '-config', 'ca.cnf', '-startdate', '20200101000000Z', '-enddate', '20200102000000Z', '-in', 'expired.csr', '-out', 'expired.pem', '-notext');
+  await openssl(
+    dir,
+    'ca',
+    '-batch',
+    '-config',
+    'ca.cnf',
+    '-startdate',
+    '20200101000000Z',
+    '-enddate',
+    '20200102000000Z',
+    '-in',
+    'expired.csr',
+    '-out',
+    'expired.pem',
+    '-notext',
+  );
   const p = (f: string) => join(dir, f);
   return {
-    dir, ca: p('ca.pem'), serverCert: p('server.pem'), serverKey: p('server.key'),
+    dir,
+    ca: p('ca.pem'),
+    serverCert: p('server.pem'),
+    serverKey: p('server.key'),
     client: { cert: p('client.pem'), key: p('client.key'), subject: 'CN=ops-admin' },
     rogueClient: { cert: p('rogue.pem'), key: p('rogue.key') },
     expiredClient: { cert: p('expired.pem'), key: p('expired.key') },

@@ -25,7 +25,9 @@ export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
   mkdirSync(run, { mode: 0o700 });
   for (const d of [base, home, run]) chownSync(d, NOBODY, NOBODY);
   const child: ChildProcess = spawn('libvirtd', [], {
-    uid: NOBODY, gid: NOBODY, stdio: 'ignore',
+    uid: NOBODY,
+    gid: NOBODY,
+    stdio: 'ignore',
     env: { HOME: home, XDG_RUNTIME_DIR: run, PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
   });
   const socket = join(run, 'libvirt', 'libvirt-sock');
@@ -52,7 +54,9 @@ export async function startPrivateLibvirtd(): Promise<PrivateLibvirtd> {
       try {
         process.kill(pid, 'SIGCONT');
         process.kill(pid, 'SIGKILL');
-      } catch { /* already gone */ }
+      } catch {
+        /* already gone */
+      }
       if (child.exitCode === null && child.signalCode === null) await exited;
       rmSync(base, { recursive: true, force: true });
     },

@@ -15,7 +15,11 @@ const FROZEN_MS = 25_000;
 const READ_BOUND_MS = 2000;
 
 /** The error name a call failed with ('ok' when it answered). */
-const errorName = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof RpcError ? e.errorName ?? e.message : String(e)));
+const errorName = (p: Promise<unknown>) =>
+  p.then(
+    () => 'ok',
+    (e: unknown) => (e instanceof RpcError ? (e.errorName ?? e.message) : String(e)),
+  );
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -31,7 +35,7 @@ t.test('reads while a private libvirtd is frozen answer within the read bound', 
   client.on('agent.connection', (e: { state: string }) => connection.push(e.state));
   await client.call('subscribe', {});
   t.same(await client.call('listJobs', {}), { jobs: [] }, 'healthy: a complete, empty list');
-  t.equal(await errorName(client.call('jobInfo', { domain: 'test', disk: 'vda' })), 'noJob', 'healthy: the test domain\'s disk has no job');
+  t.equal(await errorName(client.call('jobInfo', { domain: 'test', disk: 'vda' })), 'noJob', "healthy: the test domain's disk has no job");
 
   const ms: Record<string, number[]> = { listJobs: [], 'listJobs(domain)': [], 'jobInfo(domain, disk)': [], capabilities: [] };
   const answers: Record<string, Record<string, number>> = {};
@@ -51,7 +55,7 @@ t.test('reads while a private libvirtd is frozen answer within the read bound', 
           const r = await (call as () => Promise<{ incomplete?: boolean }>)();
           answer = r.incomplete ? 'incomplete' : 'ok';
         } catch (e) {
-          answer = e instanceof RpcError ? e.errorName ?? e.message : String(e);
+          answer = e instanceof RpcError ? (e.errorName ?? e.message) : String(e);
         }
         ms[method]!.push(Date.now() - t0);
         (answers[method] ??= {})[answer] = (answers[method]![answer] ?? 0) + 1;
@@ -63,13 +67,22 @@ t.test('reads while a private libvirtd is frozen answer within the read bound', 
     d.cont();
   }
   for (const [method, xs] of Object.entries(ms)) {
-    t.comment(`${method} while frozen: n=${xs.length} p50 ${pct(xs, 50)} ms, p99 ${pct(xs, 99)} ms, max ${Math.max(...xs)} ms; answers ${JSON.stringify(answers[method])}`);
+    t.comment(
+      `${method} while frozen: n=${xs.length} p50 ${pct(xs, 50)} ms, p99 ${pct(xs, 99)} ms, max ${Math.max(...xs)} ms; answers ${JSON.stringify(answers[method])}`,
+    );
     t.ok(Math.max(...xs) < READ_BOUND_MS, `${method} always answered well under the 10 s libvirt call bound (max ${Math.max(...xs)} ms)`);
   }
-  t.same(Object.keys(answers.listJobs!).filter((a) => a !== 'ok' && a !== 'incomplete'), [], 'listJobs always answered a list');
+  t.same(
+    Object.keys(answers.listJobs!).filter((a) => a !== 'ok' && a !== 'incomplete'),
+    [],
+    'listJobs always answered a list',
+  );
   t.ok((answers.listJobs!.incomplete ?? 0) > 0, 'and said it may be incomplete while libvirtd did not answer');
-  t.same(Object.keys(answers['jobInfo(domain, disk)']!).filter((a) => !['libvirtTimeout', 'unavailable', 'noJob'].includes(a)), [],
-    'jobInfo by domain and disk: noJob, or a named retryable error when libvirtd could not tell');
+  t.same(
+    Object.keys(answers['jobInfo(domain, disk)']!).filter((a) => !['libvirtTimeout', 'unavailable', 'noJob'].includes(a)),
+    [],
+    'jobInfo by domain and disk: noJob, or a named retryable error when libvirtd could not tell',
+  );
   t.same(Object.keys(answers.capabilities!), ['ok'], 'capabilities answered throughout');
 
   // libvirtd continues: the agent (reconnected if keepalive dropped it) lists completely again.

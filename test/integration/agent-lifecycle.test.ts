@@ -18,7 +18,12 @@ for (const transport of ['ws', 'stdio'] as Transport[]) {
       const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
       await hv.guestWrite(dom, 'vda', { pattern: 0x61, offset: 0, length: 16 * MiB });
       const dest = `${dom.dir}/pivot.qcow2`;
-      const started = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, wait: 'ready' });
+      const started = await client.call('blockCopy', {
+        domain: dom.name,
+        disk: 'vda',
+        destination: { path: dest, format: 'qcow2' },
+        wait: 'ready',
+      });
       t.equal(started.changed, true, 'a new job');
       t.equal(started.job.state, 'ready', 'wait: ready answers once ready');
       t.equal(started.job.source.path, dom.disks[0]!.path, 'source recorded');
@@ -38,21 +43,34 @@ for (const transport of ['ws', 'stdio'] as Transport[]) {
       const dom = await hv.createDomain(t, { disks: [{ format: 'raw', sizeMiB: 96 }] });
       await hv.guestWrite(dom, 'vda', { pattern: 0x62, offset: 0, length: 32 * MiB });
       const dest = `${dom.dir}/finish.raw`;
-      const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'raw' }, bandwidth: 16 * MiB });
+      const { job } = await client.call('blockCopy', {
+        domain: dom.name,
+        disk: 'vda',
+        destination: { path: dest, format: 'raw' },
+        bandwidth: 16 * MiB,
+      });
       await hv.guestWrite(dom, 'vda', { pattern: 0x63, offset: 64 * MiB, length: 8 * MiB });
       await untilState(client, job.jobId, ['ready']);
       const fin = await client.call('finish', { jobId: job.jobId });
       t.same([fin.changed, fin.job.state], [true, 'finished']);
       t.match(await hv.liveXml(dom), `<source file='${dom.disks[0]!.path}'`, 'the guest stays on its source');
       t.equal(await hv.compareImages(dom.disks[0]!.path, dest), 'identical', 'qemu-img compare: the copy equals the source');
-      t.ok(await hv.readPattern(dest, 'raw', { pattern: 0x63, offset: 64 * MiB, length: 8 * MiB }), 'writes made during the copy are in it');
+      t.ok(
+        await hv.readPattern(dest, 'raw', { pattern: 0x63, offset: 64 * MiB, length: 8 * MiB }),
+        'writes made during the copy are in it',
+      );
       t.same(watch.states(job.jobId), ['copying', 'ready', 'finishing', 'finished'], 'notifications in order');
     });
 
     t.test('abort in phase 1', async (t) => {
       const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
       await hv.guestWrite(dom, 'vda', { pattern: 0x64, offset: 0, length: 96 * MiB });
-      const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/abort.qcow2` }, bandwidth: MiB });
+      const { job } = await client.call('blockCopy', {
+        domain: dom.name,
+        disk: 'vda',
+        destination: { path: `${dom.dir}/abort.qcow2` },
+        bandwidth: MiB,
+      });
       const aborted = await client.call('abort', { jobId: job.jobId });
       t.same([aborted.changed, aborted.job.state], [true, 'cancelled']);
       t.match(await hv.liveXml(dom), `<source file='${dom.disks[0]!.path}'`, 'the guest stays on its source');
@@ -63,8 +81,19 @@ for (const transport of ['ws', 'stdio'] as Transport[]) {
     t.test('whenReady: pivot with wait: done in one call', async (t) => {
       const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }], persistent: true });
       const dest = `${dom.dir}/auto.qcow2`;
-      const r = await client.call('blockCopy', { domain: dom.uuid, disk: 'vda', destination: { path: dest, format: 'qcow2' }, whenReady: 'pivot', wait: 'done', jobId: `auto-${transport}` });
-      t.same([r.job.state, r.job.jobId, r.job.options.transientJob], ['pivoted', `auto-${transport}`, true], 'pivoted in one call; persistent domains get a transient job');
+      const r = await client.call('blockCopy', {
+        domain: dom.uuid,
+        disk: 'vda',
+        destination: { path: dest, format: 'qcow2' },
+        whenReady: 'pivot',
+        wait: 'done',
+        jobId: `auto-${transport}`,
+      });
+      t.same(
+        [r.job.state, r.job.jobId, r.job.options.transientJob],
+        ['pivoted', `auto-${transport}`, true],
+        'pivoted in one call; persistent domains get a transient job',
+      );
       t.match(r.job.persistent, { defined: true }, 'the persistent definition was checked');
       t.match(await hv.liveXml(dom), `<source file='${dest}'`);
     });
@@ -72,8 +101,19 @@ for (const transport of ['ws', 'stdio'] as Transport[]) {
     t.test('timeout cancels a copy that does not get ready in time', async (t) => {
       const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
       await hv.guestWrite(dom, 'vda', { pattern: 0x65, offset: 0, length: 96 * MiB });
-      const err = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/slow.qcow2` }, bandwidth: MiB, wait: 'ready', timeout: 1 })
-        .then(() => null, (e: unknown) => e);
+      const err = await client
+        .call('blockCopy', {
+          domain: dom.name,
+          disk: 'vda',
+          destination: { path: `${dom.dir}/slow.qcow2` },
+          bandwidth: MiB,
+          wait: 'ready',
+          timeout: 1,
+        })
+        .then(
+          () => null,
+          (e: unknown) => e,
+        );
       t.ok(err instanceof RpcError, 'the call fails');
       t.equal((err as RpcError).errorName, 'timeout');
       t.equal((err as RpcError).retryable, true);
@@ -85,7 +125,12 @@ for (const transport of ['ws', 'stdio'] as Transport[]) {
     t.test('setSpeed changes the limit libvirt applies', async (t) => {
       const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
       await hv.guestWrite(dom, 'vda', { pattern: 0x66, offset: 0, length: 96 * MiB });
-      const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/speed.qcow2` }, bandwidth: MiB });
+      const { job } = await client.call('blockCopy', {
+        domain: dom.name,
+        disk: 'vda',
+        destination: { path: `${dom.dir}/speed.qcow2` },
+        bandwidth: MiB,
+      });
       const witness = async () => /Bandwidth limit:\s*(\d+)/.exec(await hv.virsh('blockjob', dom.name, 'vda', '--info', '--bytes'))?.[1];
       t.equal(await witness(), String(MiB), 'virsh sees 1 MiB/s');
       const r = await client.call('setSpeed', { jobId: job.jobId, bandwidth: 64 * MiB });

@@ -16,10 +16,19 @@ import { startPrivateLibvirtd } from '../helpers/private-libvirtd.js';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const facade = new URL('../../src/libvirt/index.js', import.meta.url).href;
 
-function runNode(args: string[], script: string, timeoutMs = 120_000): Promise<{ code: number | null; signal: string | null; out: string; err: string }> {
+function runNode(
+  args: string[],
+  script: string,
+  timeoutMs = 120_000,
+): Promise<{ code: number | null; signal: string | null; out: string; err: string }> {
   return new Promise((resolve) => {
-    const child = execFile(process.execPath, [...args, '--input-type=module', '-e', script], { timeout: timeoutMs, maxBuffer: 16 << 20 },
-      (e, out, err) => resolve({ code: child.exitCode, signal: child.signalCode ?? (e as { signal?: string } | null)?.signal ?? null, out, err }));
+    const child = execFile(
+      process.execPath,
+      [...args, '--input-type=module', '-e', script],
+      { timeout: timeoutMs, maxBuffer: 16 << 20 },
+      (e, out, err) =>
+        resolve({ code: child.exitCode, signal: child.signalCode ?? (e as { signal?: string } | null)?.signal ?? null, out, err }),
+    );
   });
 }
 
@@ -58,9 +67,16 @@ t.test('hung libvirtd: bounded, named errors; JS thread and fs pool stay free; k
     const t0 = Date.now();
     const first = await Promise.allSettled([conn.getXml('test'), conn.listDomains(), conn.suspend('test')]);
     const waited = Date.now() - t0;
-    for (const r of first) t.ok(r.status === 'rejected' && r.reason instanceof LibvirtTimeout, `rejected with LibvirtTimeout: ${r.status === 'rejected' ? r.reason.message : 'resolved'}`);
+    for (const r of first)
+      t.ok(
+        r.status === 'rejected' && r.reason instanceof LibvirtTimeout,
+        `rejected with LibvirtTimeout: ${r.status === 'rejected' ? r.reason.message : 'resolved'}`,
+      );
     t.ok(waited < timeoutMs + 3000, `answered within the bound (${waited} ms for a ${timeoutMs} ms bound), libvirtd still stopped`);
-    t.ok(first.every((r) => r.status === 'rejected' && r.reason instanceof LibvirtError), 'still LibvirtErrors for callers that branch on that');
+    t.ok(
+      first.every((r) => r.status === 'rejected' && r.reason instanceof LibvirtError),
+      'still LibvirtErrors for callers that branch on that',
+    );
     t.equal((await conn.versions()).hypervisorType, 'TEST', "versions() answers from the connection's first reply");
 
     // More calls than the cap: the excess is refused at once, never queued.
@@ -85,11 +101,17 @@ t.test('hung libvirtd: bounded, named errors; JS thread and fs pool stay free; k
     // Opening, closing and unsubscribing never wait on libvirtd from the JS thread.
     let ticks = 0;
     const ticker = setInterval(() => ticks++, 5);
-    const opened = await openConnection(d.uri, { callTimeoutMs: timeoutMs }).then(() => null, (e: unknown) => e);
+    const opened = await openConnection(d.uri, { callTimeoutMs: timeoutMs }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     t.ok(opened instanceof LibvirtTimeout, 'an open to the stopped daemon fails with LibvirtTimeout');
     await other.close();
     t.ok(other.closed, 'close() of a connection to the stopped daemon returns');
-    const unsub = await unsubscribe().then(() => null, (e: unknown) => e);
+    const unsub = await unsubscribe().then(
+      () => null,
+      (e: unknown) => e,
+    );
     t.ok(unsub === null || unsub instanceof LibvirtTimeout, 'unsubscribe returns (or is named as timed out)');
     for (let i = 0; i < 20 && finalized === 0; i++) {
       gc();
@@ -123,7 +145,12 @@ t.test('a close before anyone listens is kept and replayed; none after close()',
   await d1.close();
   await sleep(500);
   let replayed: string | null = null;
-  n.setHandlers(() => {}, (r) => { replayed = r; });
+  n.setHandlers(
+    () => {},
+    (r) => {
+      replayed = r;
+    },
+  );
   t.equal(replayed, 'eof', 'the close that came first is delivered when the handler is installed');
   t.throws(() => new (Object.getPrototypeOf(n).constructor)({}), TypeError, 'the constructor refuses anything but what open() made');
   // The raw binding never keeps the process alive by itself (the facade's call timers do).
@@ -189,7 +216,9 @@ const LOAD = `
   }`;
 
 t.test('teardown under event load: worker environments and process exits, no crash (100 of each: bench teardown)', async (t) => {
-  const workers = await runNode([], `
+  const workers = await runNode(
+    [],
+    `
     import { Worker } from 'node:worker_threads';
     const body = ${JSON.stringify(`${LOAD}
       const { parentPort, workerData } = await import('node:worker_threads');
@@ -203,15 +232,24 @@ t.test('teardown under event load: worker environments and process exits, no cra
         w.on('exit', resolve);
       });
     }
-    console.log('workers done');`);
+    console.log('workers done');`,
+  );
   t.equal(workers.signal, null, `no signal (${workers.signal ?? 'none'}): ${workers.err.slice(-500)}`);
   t.equal(workers.out.trim(), 'workers done', '30 worker environments torn down (terminate and process.exit in the worker) mid-load');
 
   let crashes = 0;
   const details: string[] = [];
   for (let batch = 0; batch < 6; batch++) {
-    const runs = await Promise.all(Array.from({ length: 4 }, () => runNode([], `${LOAD}
-      await load(); process.exit(7);`, 30_000)));
+    const runs = await Promise.all(
+      Array.from({ length: 4 }, () =>
+        runNode(
+          [],
+          `${LOAD}
+      await load(); process.exit(7);`,
+          30_000,
+        ),
+      ),
+    );
     for (const r of runs) {
       if (r.code !== 7) {
         crashes++;
@@ -223,7 +261,9 @@ t.test('teardown under event load: worker environments and process exits, no cra
 });
 
 t.test('churn: open/close and subscribe/unsubscribe keep RSS flat; dropped connections are finalized', async (t) => {
-  const r = await runNode(['--expose-gc'], `
+  const r = await runNode(
+    ['--expose-gc'],
+    `
     const { openConnection } = await import(${JSON.stringify(facade)});
     const { readdirSync } = await import('node:fs');
     const threads = () => readdirSync('/proc/self/task').length;
@@ -254,7 +294,9 @@ t.test('churn: open/close and subscribe/unsubscribe keep RSS flat; dropped conne
     await new Promise((r) => setTimeout(r, 10));
     for (let i = 0; i < 50 && finalized.length < 20; i++) { gc(); await new Promise((r) => setTimeout(r, 20)); }
     for (let i = 0; i < 100 && threads() > before; i++) await new Promise((r) => setTimeout(r, 20));
-    console.log(JSON.stringify({ grown, finalized: finalized.length, before, during, after: threads() }));`, 240_000);
+    console.log(JSON.stringify({ grown, finalized: finalized.length, before, during, after: threads() }));`,
+    240_000,
+  );
   t.equal(r.signal, null, `no crash: ${r.err.slice(-300)}`);
   const m = JSON.parse(r.out.trim()) as { grown: number; finalized: number; before: number; during: number; after: number };
   t.ok(m.grown < 16, `2,000 open/subscribe/close cycles after warm-up grew RSS by ${m.grown.toFixed(1)} MiB`);

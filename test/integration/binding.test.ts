@@ -29,7 +29,13 @@ function eventRecorder(conn: Connection) {
       if (already) return Promise.resolve(already);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('event did not arrive in time')), ms);
-        waiters.push({ pred, resolve: (e) => { clearTimeout(timer); resolve(e); } });
+        waiters.push({
+          pred,
+          resolve: (e) => {
+            clearTimeout(timer);
+            resolve(e);
+          },
+        });
       });
     },
   };
@@ -61,7 +67,11 @@ t.test('connection basics', async (t) => {
   await rejectsWith(t, conn.lookupDomain('00000000-0000-0000-0000-000000000000'), VirErrorCode.NO_DOMAIN, 'unknown UUID');
   t.throws(() => conn.getXml(42 as unknown as string), TypeError, 'a non-string domain throws a TypeError at once');
   t.throws(() => conn.blockCopy('x', 'vda', toDiskXml({ path: '/x' }), { bandwidth: -1n }), TypeError, 'negative bandwidth throws');
-  t.throws(() => conn.blockCopy('x', 'vda', toDiskXml({ path: '/x' }), { granularity: 2 ** 40 }), TypeError, 'granularity above 32 bits throws');
+  t.throws(
+    () => conn.blockCopy('x', 'vda', toDiskXml({ path: '/x' }), { granularity: 2 ** 40 }),
+    TypeError,
+    'granularity above 32 bits throws',
+  );
   t.throws(() => conn.getXml('a\0b'), TypeError, 'embedded NUL throws');
   await conn.close();
   await conn.close();
@@ -90,8 +100,10 @@ t.test('copy reaches READY by event, then pivots; guest writes during the copy l
 
   const dest = `${dom.dir}/pivot-dest.qcow2`;
   // Slow enough that phase 1 is observable and the guest can write into it.
-  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'qcow2' }),
-    { transientJob: true, bandwidth: 20n * MiB });
+  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'qcow2' }), {
+    transientJob: true,
+    bandwidth: 20n * MiB,
+  });
   const info = await conn.getBlockJobInfo(dom.name, disk.target);
   t.ok(info, 'a job exists');
   t.equal(info!.type, 'copy');
@@ -102,8 +114,12 @@ t.test('copy reaches READY by event, then pivots; guest writes during the copy l
   await hv.guestWrite(dom, disk.target, { pattern: 0x22, offset: 64 * 1024 * 1024, length: 8 * 1024 * 1024 });
 
   await rejectsWith(t, conn.blockJobAbort(dom.name, disk.target, { pivot: true }), VirErrorCode.BLOCK_COPY_ACTIVE, 'pivot before ready');
-  await rejectsWith(t, conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dom.dir}/second.qcow2` }), {}),
-    VirErrorCode.BLOCK_COPY_ACTIVE, 'second copy on a busy disk');
+  await rejectsWith(
+    t,
+    conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dom.dir}/second.qcow2` }), {}),
+    VirErrorCode.BLOCK_COPY_ACTIVE,
+    'second copy on a busy disk',
+  );
 
   await conn.blockJobSetSpeed(dom.name, disk.target, 0n);
   t.equal((await conn.getBlockJobInfo(dom.name, disk.target))!.bandwidth, 0n, 'set speed to unlimited');
@@ -118,8 +134,16 @@ t.test('copy reaches READY by event, then pivots; guest writes during the copy l
   t.match(xml, new RegExp(`<source file='${dest}'`), 'guest now runs on the destination');
   t.notMatch(xml, /<mirror/, 'no mirror left');
   t.equal(await conn.getBlockJobInfo(dom.name, disk.target), null, 'no job left');
-  t.equal(await hv.readPattern(dest, 'qcow2', { pattern: 0x11, offset: 0, length: 32 * 1024 * 1024 }), true, 'data written before the copy is on the copy');
-  t.equal(await hv.readPattern(dest, 'qcow2', { pattern: 0x22, offset: 64 * 1024 * 1024, length: 8 * 1024 * 1024 }), true, 'data written during the copy is on the copy');
+  t.equal(
+    await hv.readPattern(dest, 'qcow2', { pattern: 0x11, offset: 0, length: 32 * 1024 * 1024 }),
+    true,
+    'data written before the copy is on the copy',
+  );
+  t.equal(
+    await hv.readPattern(dest, 'qcow2', { pattern: 0x22, offset: 64 * 1024 * 1024, length: 8 * 1024 * 1024 }),
+    true,
+    'data written during the copy is on the copy',
+  );
 });
 
 t.test('finish: abort on ready leaves an identical point-in-time copy; raw source', async (t) => {
@@ -131,8 +155,11 @@ t.test('finish: abort on ready leaves an identical point-in-time copy; raw sourc
   const rec = eventRecorder(conn);
   await rec.ready;
   const dest = `${dom.dir}/finish-dest.raw`;
-  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'raw' }),
-    { transientJob: true, granularity: 65536, bufSize: 4n * MiB });
+  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'raw' }), {
+    transientJob: true,
+    granularity: 65536,
+    bufSize: 4n * MiB,
+  });
   await hv.guestWrite(dom, disk.target, { pattern: 0x44, offset: 40 * 1024 * 1024, length: 4 * 1024 * 1024 });
   await rec.next(blockJob(dom.name, 'ready'));
   await conn.blockJobAbort(dom.name, disk.target);
@@ -149,8 +176,10 @@ t.test('cancel in phase 1', async (t) => {
   await hv.guestWrite(dom, disk.target, { pattern: 0x55, offset: 0, length: 128 * 1024 * 1024 });
   const rec = eventRecorder(conn);
   await rec.ready;
-  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dom.dir}/cancel.qcow2`, format: 'qcow2' }),
-    { transientJob: true, bandwidth: 1n * MiB });
+  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dom.dir}/cancel.qcow2`, format: 'qcow2' }), {
+    transientJob: true,
+    bandwidth: 1n * MiB,
+  });
   await conn.blockJobAbort(dom.name, disk.target, { async: true });
   await rec.next(blockJob(dom.name, 'canceled'));
   t.equal(await conn.getBlockJobInfo(dom.name, disk.target), null, 'no job after cancel');
@@ -168,8 +197,11 @@ t.test('shallow copy of a disk with a backing file onto a pre-created destinatio
   await hv.createImage(dest, 'qcow2', 64, { backingPath: disk.backingPath!, backingFormat: 'qcow2' });
   const rec = eventRecorder(conn);
   await rec.ready;
-  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'qcow2' }),
-    { transientJob: true, shallow: true, reuseExternal: true });
+  await conn.blockCopy(dom.name, disk.target, toDiskXml({ path: `${dest}`, format: 'qcow2' }), {
+    transientJob: true,
+    shallow: true,
+    reuseExternal: true,
+  });
   await rec.next(blockJob(dom.name, 'ready'));
   await conn.blockJobAbort(dom.name, disk.target, { pivot: true });
   const xml = await conn.getXml(dom.name);
@@ -182,8 +214,12 @@ t.test('errors on a running domain: unknown disk', async (t) => {
   t.teardown(() => conn.close());
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }] });
   await rejectsWith(t, conn.getBlockJobInfo(dom.name, 'vdz'), VirErrorCode.INVALID_ARG, 'unknown disk');
-  await rejectsWith(t, conn.blockCopy(dom.name, 'vdz', toDiskXml({ path: `${dom.dir}/x.qcow2` }), {}),
-    VirErrorCode.INVALID_ARG, 'copy of an unknown disk');
+  await rejectsWith(
+    t,
+    conn.blockCopy(dom.name, 'vdz', toDiskXml({ path: `${dom.dir}/x.qcow2` }), {}),
+    VirErrorCode.INVALID_ARG,
+    'copy of an unknown disk',
+  );
   await rejectsWith(t, conn.blockJobAbort(dom.name, dom.disks[0]!.target), VirErrorCode.INVALID_ARG, 'abort with no job');
 });
 
@@ -206,7 +242,12 @@ t.test('subscribing, unsubscribing and closing repeatedly neither leaks nor cras
   const rssBefore = process.memoryUsage().rss;
   for (let i = 0; i < 50; i++) {
     const conn = await openConnection();
-    const unsubs = await Promise.all([conn.onEvent(() => {}), conn.onEvent(() => { throw new Error('listener bug'); })]);
+    const unsubs = await Promise.all([
+      conn.onEvent(() => {}),
+      conn.onEvent(() => {
+        throw new Error('listener bug');
+      }),
+    ]);
     if (i % 2 === 0) for (const u of unsubs) await u();
     // Odd rounds close with subscriptions still registered: close must drop them itself.
     await conn.close();
@@ -228,7 +269,8 @@ t.test('libvirt never prints to stderr, even when every call fails', async (t) =
     await c.versions().catch(() => {});
     console.log('done');`;
   const r = await new Promise<{ out: string; err: string }>((resolve) =>
-    execFile(process.execPath, ['--input-type=module', '-e', script], (_e, out, err) => resolve({ out, err })));
+    execFile(process.execPath, ['--input-type=module', '-e', script], (_e, out, err) => resolve({ out, err })),
+  );
   t.equal(r.out.trim(), 'done');
   t.equal(r.err, '', 'nothing on stderr');
 });

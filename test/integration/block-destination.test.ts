@@ -15,9 +15,19 @@ const MiB = 1024 * 1024;
 function loopDevice(t: Test, dir: string, sizeMiB: number): string {
   const file = join(dir, `loop-${sizeMiB}.img`);
   const fd = openSync(file, 'w');
-  try { ftruncateSync(fd, sizeMiB * MiB); } finally { closeSync(fd); }
+  try {
+    ftruncateSync(fd, sizeMiB * MiB);
+  } finally {
+    closeSync(fd);
+  }
   const dev = execFileSync('losetup', ['--find', '--show', file], { encoding: 'utf8' }).trim();
-  t.teardown(() => { try { execFileSync('losetup', ['-d', dev]); } catch { /* already detached */ } });
+  t.teardown(() => {
+    try {
+      execFileSync('losetup', ['-d', dev]);
+    } catch {
+      /* already detached */
+    }
+  });
   return dev;
 }
 
@@ -29,13 +39,26 @@ t.test('a raw block device of another size than the disk is refused before the c
   const agent = await serveAgent(t, { config: { allowedDevices: [wrong, right] } });
   const c = await agent.connect();
 
-  const e = await c.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: wrong, type: 'block', format: 'raw' } }).then(() => undefined, (x: unknown) => x);
+  const e = await c.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: wrong, type: 'block', format: 'raw' } }).then(
+    () => undefined,
+    (x: unknown) => x,
+  );
   t.ok(e instanceof RpcError && e.errorName === 'destinationRejected', `refused: ${(e as Error)?.message}`);
-  t.match((e as RpcError).data?.reason, new RegExp(`${wrong} holds ${24 * MiB} bytes but the disk is ${16 * MiB} bytes`), 'the reason names both sizes');
+  t.match(
+    (e as RpcError).data?.reason,
+    new RegExp(`${wrong} holds ${24 * MiB} bytes but the disk is ${16 * MiB} bytes`),
+    'the reason names both sizes',
+  );
   t.notMatch(await hv.liveXml(dom), /<mirror/, 'virsh: nothing started');
   t.same((await c.call('listJobs', { domain: dom.name })).jobs, [], 'no job');
 
-  const ok = await c.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: right, type: 'block', format: 'raw' }, whenReady: 'finish', wait: 'done' });
+  const ok = await c.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: right, type: 'block', format: 'raw' },
+    whenReady: 'finish',
+    wait: 'done',
+  });
   t.equal(ok.job.state, 'finished', 'a device of the same size copies');
-  t.ok(await hv.readPattern(right, 'raw', { pattern: 0x5e, offset: 0, length: 2 * MiB }), 'qemu-io: the device holds the guest\'s data');
+  t.ok(await hv.readPattern(right, 'raw', { pattern: 0x5e, offset: 0, length: 2 * MiB }), "qemu-io: the device holds the guest's data");
 });

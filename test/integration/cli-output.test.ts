@@ -5,7 +5,12 @@ import { spawn } from 'node:child_process';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent } from '../../harness/agent.js';
 
-interface Run { code: number | null; lines: unknown[]; raw: string; stderr: string }
+interface Run {
+  code: number | null;
+  lines: unknown[];
+  raw: string;
+  stderr: string;
+}
 
 function cli(args: string[], onLine?: (doc: unknown, kill: () => void) => void): Promise<Run> {
   return new Promise((resolve) => {
@@ -21,12 +26,18 @@ function cli(args: string[], onLine?: (doc: unknown, kill: () => void) => void):
       for (let nl; (nl = buf.indexOf('\n')) >= 0; buf = buf.slice(nl + 1)) {
         const line = buf.slice(0, nl);
         let doc: unknown;
-        try { doc = JSON.parse(line); } catch { doc = { notJson: line }; }
+        try {
+          doc = JSON.parse(line);
+        } catch {
+          doc = { notJson: line };
+        }
         lines.push(doc);
         onLine?.(doc, () => child.kill('SIGINT'));
       }
     });
-    child.stderr.on('data', (d) => { stderr += d; });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
     child.once('exit', (code) => resolve({ code, lines, raw, stderr }));
   });
 }
@@ -49,16 +60,19 @@ t.test('every verb prints JSON lines when stdout is not a terminal', async (t) =
 
   // watch: a stream of changes, started first so that it sees the copies below.
   let seen = 0;
-  const watching = cli(['watch', dom.name, ...conn], (_doc, kill) => { if (++seen === 3) kill(); });
+  const watching = cli(['watch', dom.name, ...conn], (_doc, kill) => {
+    if (++seen === 3) kill();
+  });
   await new Promise((r) => setTimeout(r, 1500));
 
-  const [started] = await verb(['copy', dom.name, 'vda', d('a')], 1) as Array<{ event: string; job: { jobId: string } }>;
+  const [started] = (await verb(['copy', dom.name, 'vda', d('a')], 1)) as Array<{ event: string; job: { jobId: string } }>;
   t.equal(started!.event, 'started', 'copy: started');
   const jobId = started!.job.jobId;
   t.match((await verb(['info', dom.name, 'vda'], 1))[0], { job: { jobId } }, 'info DOMAIN DISK');
   t.match((await verb(['info', '--job', jobId], 1))[0], { job: { jobId } }, 'info --job');
   // Other tests' copies on this host are adopted too: look for ours among them.
-  const listed = async (args: string[]) => ((await verb(args, 1))[0] as { jobs: Array<{ jobId: string }> }).jobs.some((j) => j.jobId === jobId);
+  const listed = async (args: string[]) =>
+    ((await verb(args, 1))[0] as { jobs: Array<{ jobId: string }> }).jobs.some((j) => j.jobId === jobId);
   t.ok(await listed(['jobs']), 'jobs');
   t.ok(await listed(['jobs', dom.name]), 'jobs DOMAIN');
   t.match((await verb(['call', 'setSpeed', '--params', JSON.stringify({ jobId, bandwidth: 1048576 })], 1))[0], { job: { jobId } }, 'call');
@@ -70,7 +84,11 @@ t.test('every verb prints JSON lines when stdout is not a terminal', async (t) =
   t.match((await verb(['finish', '--job', ready.job.jobId], 1))[0], { job: { state: 'finished' } }, 'finish');
 
   const group = async (id: string, n: string) => {
-    t.match((await verb(['copy-group', dom.name, `vdd=${d(n)}`, '--group-id', id, '--wait'])).at(-1), { event: 'group', group: { groupId: id, state: 'ready' } }, `copy-group ${id}`);
+    t.match(
+      (await verb(['copy-group', dom.name, `vdd=${d(n)}`, '--group-id', id, '--wait'])).at(-1),
+      { event: 'group', group: { groupId: id, state: 'ready' } },
+      `copy-group ${id}`,
+    );
     t.match((await verb(['group', id], 1))[0], { group: { groupId: id } }, 'group');
   };
   await group('out-1', 'd1');
@@ -81,7 +99,10 @@ t.test('every verb prints JSON lines when stdout is not a terminal', async (t) =
   t.match((await verb(['abort-group', 'out-3'], 1))[0], { group: { state: 'cancelled' } }, 'abort-group');
 
   const w = await watching;
-  t.ok(w.lines.length >= 3 && w.lines.every((l) => (l as { event?: string }).event === 'job.changed'), `watch: ${w.lines.length} job.changed lines`);
+  t.ok(
+    w.lines.length >= 3 && w.lines.every((l) => (l as { event?: string }).event === 'job.changed'),
+    `watch: ${w.lines.length} job.changed lines`,
+  );
 
   const refused = await cli(['info', '--job', 'no-such', ...conn]);
   t.equal(refused.code, 1, 'an agent error: exit 1');

@@ -7,11 +7,21 @@ import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.j
 
 const MiB = 1024 * 1024;
 
-interface Run { code: number | null; stdout: string; stderr: string }
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 
-function cli(args: string[], opts: { onLine?: (line: string, child: ReturnType<typeof spawn>) => void; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+function cli(
+  args: string[],
+  opts: { onLine?: (line: string, child: ReturnType<typeof spawn>) => void; env?: NodeJS.ProcessEnv } = {},
+): Promise<Run> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...TEST_AGENT_ENV, ...opts.env } });
+    const child = spawn(process.execPath, [CLI, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...TEST_AGENT_ENV, ...opts.env },
+    });
     let stdout = '';
     let stderr = '';
     let buf = '';
@@ -25,7 +35,9 @@ function cli(args: string[], opts: { onLine?: (line: string, child: ReturnType<t
         buf = buf.slice(nl + 1);
       }
     });
-    child.stderr.on('data', (d) => { stderr += d; });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
     child.once('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -34,26 +46,92 @@ t.test('copy --wait --pivot --json: exits 0, every line is JSON, the guest moved
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0xf1, offset: 0, length: 48 * MiB });
   const dest = `${dom.dir}/cli.qcow2`;
-  const r = await cli(['copy', dom.name, 'vda', dest, '--format', 'qcow2', '--bandwidth', String(32 * MiB), '--wait', '--pivot', '--json', '--state-dir', stateDir(t)]);
+  const r = await cli([
+    'copy',
+    dom.name,
+    'vda',
+    dest,
+    '--format',
+    'qcow2',
+    '--bandwidth',
+    String(32 * MiB),
+    '--wait',
+    '--pivot',
+    '--json',
+    '--state-dir',
+    stateDir(t),
+  ]);
   t.equal(r.code, 0, `exit 0 ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-  t.ok(lines.some((l) => l.event === 'job.changed' && l.job.state === 'copying'), 'progress lines');
-  t.match(lines[lines.length - 1], { event: 'pivoted', job: { state: 'pivoted', destination: { path: dest } } }, 'the last line says pivoted');
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  t.ok(
+    lines.some((l) => l.event === 'job.changed' && l.job.state === 'copying'),
+    'progress lines',
+  );
+  t.match(
+    lines[lines.length - 1],
+    { event: 'pivoted', job: { state: 'pivoted', destination: { path: dest } } },
+    'the last line says pivoted',
+  );
   t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the copy');
 });
 
 t.test('copy-group --finish --json, then group: one pause, every disk finished', async (t) => {
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }, { format: 'raw', sizeMiB: 32 }] });
+  const dom = await hv.createDomain(t, {
+    disks: [
+      { format: 'qcow2', sizeMiB: 32 },
+      { format: 'raw', sizeMiB: 32 },
+    ],
+  });
   for (const d of ['vda', 'vdb']) await hv.guestWrite(dom, d, { pattern: 0xf4, offset: 0, length: 8 * MiB });
   const sd = stateDir(t);
-  const r = await cli(['copy-group', dom.name, `vda=${dom.dir}/g-a.qcow2`, `vdb=${dom.dir}/g-b.raw`, '--finish', '--group-id', `cli-${dom.name}`, '--json', '--state-dir', sd]);
+  const r = await cli([
+    'copy-group',
+    dom.name,
+    `vda=${dom.dir}/g-a.qcow2`,
+    `vdb=${dom.dir}/g-b.raw`,
+    '--finish',
+    '--group-id',
+    `cli-${dom.name}`,
+    '--json',
+    '--state-dir',
+    sd,
+  ]);
   t.equal(r.code, 0, `exit 0 ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-  t.ok(lines.some((l) => l.event === 'jobs.changed' && l.jobs.length >= 1), 'progress lines for the group');
-  t.match(lines.at(-1), { event: 'group', group: { groupId: `cli-${dom.name}`, state: 'finished', lastSwitch: { operation: 'finish' } } }, 'the last line: finished in one pause');
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  t.ok(
+    lines.some((l) => l.event === 'jobs.changed' && l.jobs.length >= 1),
+    'progress lines for the group',
+  );
+  t.match(
+    lines.at(-1),
+    { event: 'group', group: { groupId: `cli-${dom.name}`, state: 'finished', lastSwitch: { operation: 'finish' } } },
+    'the last line: finished in one pause',
+  );
   const info = await cli(['group', `cli-${dom.name}`, '--json', '--state-dir', sd]);
-  t.match(JSON.parse(info.stdout), { group: { state: 'finished', jobs: [{ disk: 'vda', state: 'finished' }, { disk: 'vdb', state: 'finished' }] } }, 'group ID shows it');
-  t.equal(await hv.compareImages(dom.disks[1]!.path, `${dom.dir}/g-b.raw`), 'identical', 'qemu-img compare: the copy equals the source (nothing wrote since)');
+  t.match(
+    JSON.parse(info.stdout),
+    {
+      group: {
+        state: 'finished',
+        jobs: [
+          { disk: 'vda', state: 'finished' },
+          { disk: 'vdb', state: 'finished' },
+        ],
+      },
+    },
+    'group ID shows it',
+  );
+  t.equal(
+    await hv.compareImages(dom.disks[1]!.path, `${dom.dir}/g-b.raw`),
+    'identical',
+    'qemu-img compare: the copy equals the source (nothing wrote since)',
+  );
   const bad = await cli(['copy-group', dom.name, 'vda', '--state-dir', sd]);
   t.equal(bad.code, 2, 'DISK without =DEST: usage error');
 });
@@ -62,14 +140,17 @@ t.test('Ctrl-C during phase 1 cancels the copy and says so', async (t) => {
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0xf2, offset: 0, length: 96 * MiB });
   let sent = false;
-  const r = await cli(['copy', dom.name, 'vda', `${dom.dir}/ctrlc.qcow2`, '--bandwidth', String(MiB), '--wait', '--json', '--state-dir', stateDir(t)], {
-    onLine: (line, child) => {
-      if (!sent && JSON.parse(line).event === 'job.changed') {
-        sent = true;
-        child.kill('SIGINT');
-      }
+  const r = await cli(
+    ['copy', dom.name, 'vda', `${dom.dir}/ctrlc.qcow2`, '--bandwidth', String(MiB), '--wait', '--json', '--state-dir', stateDir(t)],
+    {
+      onLine: (line, child) => {
+        if (!sent && JSON.parse(line).event === 'job.changed') {
+          sent = true;
+          child.kill('SIGINT');
+        }
+      },
     },
-  });
+  );
   t.equal(r.code, 130, 'exit 130');
   const last = JSON.parse(r.stdout.trim().split('\n').pop()!);
   t.match(last, { event: 'interrupted', action: 'cancelled' }, 'says it cancelled the copy');
@@ -82,7 +163,20 @@ t.test('exit codes: timeout, agent error, usage, connection', async (t) => {
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0xf3, offset: 0, length: 96 * MiB });
   const dir = stateDir(t);
-  const timeout = await cli(['copy', dom.name, 'vda', `${dom.dir}/slow.qcow2`, '--bandwidth', String(MiB), '--wait', '--timeout', '1', '--json', '--state-dir', dir]);
+  const timeout = await cli([
+    'copy',
+    dom.name,
+    'vda',
+    `${dom.dir}/slow.qcow2`,
+    '--bandwidth',
+    String(MiB),
+    '--wait',
+    '--timeout',
+    '1',
+    '--json',
+    '--state-dir',
+    dir,
+  ]);
   t.equal(timeout.code, 4, 'timeout: exit 4');
   t.match(JSON.parse(timeout.stdout.trim().split('\n').pop()!), { event: 'timeout', job: { state: 'cancelled' } });
   const unknown = await cli(['copy', 'bctest-no-such', 'vda', `${dom.dir}/x.qcow2`, '--state-dir', dir]);

@@ -12,7 +12,13 @@ import { expectsAnswer, generator, isNotification, problem, rng } from '../helpe
 
 const TOTAL = Number(process.env.BLOCKCOPY_FUZZ_MESSAGES ?? 100_000);
 
-function summarize(t: { comment: (...a: unknown[]) => void }, transport: string, sent: Map<string, number>, answers: number, problems: string[]) {
+function summarize(
+  t: { comment: (...a: unknown[]) => void },
+  transport: string,
+  sent: Map<string, number>,
+  answers: number,
+  problems: string[],
+) {
   const kinds = [...sent.entries()].map(([k, n]) => `${k} ${n}`).join(', ');
   const total = [...sent.values()].reduce((a, b) => a + b, 0);
   t.comment(`${transport}: sent ${total} (${kinds}); answers ${answers}; problems ${problems.length}`);
@@ -27,7 +33,10 @@ t.test(`WebSocket: ${TOTAL / 2} generated frames`, async (t) => {
   let expected = 0;
   let answers = 0;
   const ws = new WebSocket(agent.url, { headers: agent.headers });
-  await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
+  await new Promise((r, j) => {
+    ws.once('open', r);
+    ws.once('error', j);
+  });
   const allAnswered = new Promise<void>((resolve) => {
     ws.on('message', (d) => {
       const text = d.toString();
@@ -60,8 +69,13 @@ t.test(`WebSocket: ${TOTAL / 2} generated frames`, async (t) => {
 });
 
 t.test(`stdio: ${TOTAL / 2} generated lines, split at random points`, async (t) => {
-  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', stateDir(t), '--log-level', 'error'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...TEST_AGENT_ENV } });
-  t.teardown(() => { child.kill(); });
+  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', stateDir(t), '--log-level', 'error'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...TEST_AGENT_ENV },
+  });
+  t.teardown(() => {
+    child.kill();
+  });
   child.stderr.resume();
   const next = generator(2);
   const r = rng(3);
@@ -106,7 +120,10 @@ t.test(`stdio: ${TOTAL / 2} generated lines, split at random points`, async (t) 
   t.equal(code, 0, 'the agent exits cleanly at the end of its input');
   t.same(problems, [], 'every answer is a well-formed JSON-RPC response, none an internal error');
   t.equal(answers, expected, `every request answered, and nothing else (${answers} answers for ${expected} requests)`);
-  const again = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', stateDir(t)], { stderr: 'ignore', env: { ...process.env, ...TEST_AGENT_ENV } });
+  const again = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', stateDir(t)], {
+    stderr: 'ignore',
+    env: { ...process.env, ...TEST_AGENT_ENV },
+  });
   t.teardown(() => again.close());
   t.match(await again.call('capabilities', {}), { agent: {} }, 'and serves normally afterwards');
 });

@@ -36,7 +36,14 @@ function stateDirFor(t: Test): string {
 
 async function manager(t: Test, stateDir = stateDirFor(t)): Promise<Agentish> {
   const conn = await openConnection('qemu:///system');
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 500, agentVersion: 'test', checkDestination: testDestinationCheck() });
+  const jobs = new JobManager({
+    connection: conn,
+    stateDir,
+    log: silentLogger,
+    pollIntervalMs: 500,
+    agentVersion: 'test',
+    checkDestination: testDestinationCheck(),
+  });
   const changes: Job[] = [];
   jobs.on('job.changed', (j: Job) => changes.push(j));
   await jobs.start();
@@ -49,33 +56,70 @@ async function manager(t: Test, stateDir = stateDirFor(t)): Promise<Agentish> {
   };
   t.teardown(stop);
   return {
-    jobs, conn, stateDir, changes, stop,
-    states: (id) => changes.filter((c) => c.jobId === id).map((c) => c.state).filter((s, i, a) => a[i - 1] !== s),
+    jobs,
+    conn,
+    stateDir,
+    changes,
+    stop,
+    states: (id) =>
+      changes
+        .filter((c) => c.jobId === id)
+        .map((c) => c.state)
+        .filter((s, i, a) => a[i - 1] !== s),
   };
 }
 
 async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<AgentError | undefined> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
-  t.ok(e instanceof AgentError && e.errorName === name, `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`);
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  t.ok(
+    e instanceof AgentError && e.errorName === name,
+    `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`,
+  );
   return e as AgentError | undefined;
 }
 
 // Other test files run in parallel on the same libvirtd, and a manager adopts every copy it
 // finds: everything below looks only at its own domains' jobs.
-const journal = (dir: string, uuid: string) => readdirSync(dir).filter((f) => f.endsWith('.json'))
-  .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as { job: Job }).filter((r) => r.job.domain.uuid === uuid);
+const journal = (dir: string, uuid: string) =>
+  readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as { job: Job })
+    .filter((r) => r.job.domain.uuid === uuid);
 const of = (changes: Job[], uuid: string) => changes.filter((c) => c.domain.uuid === uuid);
 
 t.test('validation against real libvirt: nothing is created on a rejected call', async (t) => {
   const a = await manager(t);
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }, { format: 'raw', sizeMiB: 1, device: 'cdrom' }] });
+  const dom = await hv.createDomain(t, {
+    disks: [
+      { format: 'qcow2', sizeMiB: 16 },
+      { format: 'raw', sizeMiB: 1, device: 'cdrom' },
+    ],
+  });
   const dest = join(dom.dir, 'never.qcow2');
-  await rejects(t, a.jobs.blockCopy({ domain: `${dom.name}-nope`, disk: 'vda', destination: { path: dest } }), 'notFound', 'unknown domain');
+  await rejects(
+    t,
+    a.jobs.blockCopy({ domain: `${dom.name}-nope`, disk: 'vda', destination: { path: dest } }),
+    'notFound',
+    'unknown domain',
+  );
   await rejects(t, a.jobs.blockCopy({ domain: dom.name, disk: 'vdz', destination: { path: dest } }), 'notFound', 'unknown disk');
   await rejects(t, a.jobs.blockCopy({ domain: dom.name, disk: 'hdc', destination: { path: dest } }), 'unsupported', 'a cdrom');
-  await rejects(t, a.jobs.blockCopy({ domain: dom.name, disk: 'vda', destination: { path: dom.disks[0]!.path } }), 'destinationRejected', 'the source itself');
+  await rejects(
+    t,
+    a.jobs.blockCopy({ domain: dom.name, disk: 'vda', destination: { path: dom.disks[0]!.path } }),
+    'destinationRejected',
+    'the source itself',
+  );
   await hv.virsh('destroy', dom.name);
-  await rejects(t, a.jobs.blockCopy({ domain: dom.uuid, disk: 'vda', destination: { path: dest } }), 'notFound', 'a transient domain once destroyed is gone');
+  await rejects(
+    t,
+    a.jobs.blockCopy({ domain: dom.uuid, disk: 'vda', destination: { path: dest } }),
+    'notFound',
+    'a transient domain once destroyed is gone',
+  );
   t.notOk(existsSync(dest), 'no destination file');
   t.same(journal(a.stateDir, dom.uuid), [], 'no journal record');
   t.same(of(a.changes, dom.uuid), [], 'no notification');
@@ -86,9 +130,23 @@ t.test('copy → ready → pivot on a persistent domain, with guest writes durin
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 96 }], persistent: true });
   await hv.guestWrite(dom, 'vda', { pattern: 0x41, offset: 0, length: 32 * MiB });
   const dest = join(dom.dir, 'pivot.qcow2');
-  const { job, changed } = await a.jobs.blockCopy({ domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, bandwidth: 32 * MiB, jobId: 'it-pivot' });
-  t.same([changed, job.state, job.options.transientJob], [true, 'copying', true], 'started; transient job by default on a persistent domain');
-  t.match(journal(a.stateDir, dom.uuid), [{ job: { jobId: 'it-pivot' }, destinationXml: `<disk type='file'><source file='${dest}'/><driver type='qcow2'/></disk>` }], 'journaled');
+  const { job, changed } = await a.jobs.blockCopy({
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: dest, format: 'qcow2' },
+    bandwidth: 32 * MiB,
+    jobId: 'it-pivot',
+  });
+  t.same(
+    [changed, job.state, job.options.transientJob],
+    [true, 'copying', true],
+    'started; transient job by default on a persistent domain',
+  );
+  t.match(
+    journal(a.stateDir, dom.uuid),
+    [{ job: { jobId: 'it-pivot' }, destinationXml: `<disk type='file'><source file='${dest}'/><driver type='qcow2'/></disk>` }],
+    'journaled',
+  );
   await hv.guestWrite(dom, 'vda', { pattern: 0x42, offset: 48 * MiB, length: 8 * MiB });
   const ready = (await a.jobs.wait({ jobId: job.jobId, until: 'ready', timeout: 60 })).job;
   t.equal(ready.state, 'ready');
@@ -103,10 +161,21 @@ t.test('copy → ready → pivot on a persistent domain, with guest writes durin
   const xml = await hv.liveXml(dom);
   t.match(xml, `<source file='${dest}'`, 'virsh dumpxml: the guest runs on the destination');
   t.notMatch(xml, /<mirror/, 'no mirror left');
-  t.same(p.job.persistent, { defined: true, source: dest, matchesLive: true }, 'the persistent definition follows the pivot (libvirt 9, transient job)');
+  t.same(
+    p.job.persistent,
+    { defined: true, source: dest, matchesLive: true },
+    'the persistent definition follows the pivot (libvirt 9, transient job)',
+  );
   t.match(await hv.virsh('dumpxml', '--inactive', dom.name), `<source file='${dest}'`, 'virsh dumpxml --inactive agrees');
-  for (const w of [{ pattern: 0x41, offset: 0, length: 32 * MiB }, { pattern: 0x42, offset: 48 * MiB, length: 8 * MiB }, { pattern: 0x43, offset: 64 * MiB, length: 4 * MiB }]) {
-    t.ok(await hv.readPattern(dest, 'qcow2', w), `guest data 0x${w.pattern.toString(16)} (written ${w.pattern === 0x41 ? 'before' : w.pattern === 0x42 ? 'during phase 1' : 'while ready'}) is on the copy`);
+  for (const w of [
+    { pattern: 0x41, offset: 0, length: 32 * MiB },
+    { pattern: 0x42, offset: 48 * MiB, length: 8 * MiB },
+    { pattern: 0x43, offset: 64 * MiB, length: 4 * MiB },
+  ]) {
+    t.ok(
+      await hv.readPattern(dest, 'qcow2', w),
+      `guest data 0x${w.pattern.toString(16)} (written ${w.pattern === 0x41 ? 'before' : w.pattern === 0x42 ? 'during phase 1' : 'while ready'}) is on the copy`,
+    );
   }
   t.same((await a.jobs.pivot({ domain: dom.name, disk: 'vda' })).changed, false, 'pivot again: changed=false');
   t.same(a.states(job.jobId), ['copying', 'ready', 'pivoting', 'pivoted'], 'job.changed on every state, in order');
@@ -118,7 +187,12 @@ t.test('copy → ready → finish: qemu-img compare after guest writes during th
   const dom = await hv.createDomain(t, { disks: [{ format: 'raw', sizeMiB: 96 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x51, offset: 0, length: 32 * MiB });
   const dest = join(dom.dir, 'finish.raw');
-  const { job } = await a.jobs.blockCopy({ domain: dom.name, disk: 'vda', destination: { path: dest, format: 'raw' }, bandwidth: 16 * MiB });
+  const { job } = await a.jobs.blockCopy({
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: dest, format: 'raw' },
+    bandwidth: 16 * MiB,
+  });
   await hv.guestWrite(dom, 'vda', { pattern: 0x52, offset: 40 * MiB, length: 8 * MiB });
   await a.jobs.wait({ jobId: job.jobId, until: 'ready', timeout: 60 });
   await hv.guestWrite(dom, 'vda', { pattern: 0x53, offset: 80 * MiB, length: 4 * MiB });
@@ -143,7 +217,10 @@ t.test('abort in phase 1, and pivot before ready', async (t) => {
   t.equal(e?.retryable, true, 'retryable');
   t.equal((await a.jobs.jobInfo({ jobId: job.jobId })).job.state, 'copying', 'the copy goes on');
   // libvirt's own answer to a pivot before ready, which the manager retries on.
-  const raw = await a.conn.blockJobAbort(dom.uuid, 'vda', { async: true, pivot: true }).then(() => null, (x: unknown) => x);
+  const raw = await a.conn.blockJobAbort(dom.uuid, 'vda', { async: true, pivot: true }).then(
+    () => null,
+    (x: unknown) => x,
+  );
   t.ok(isNotReady(raw), `libvirt 9 says: ${(raw as Error).message}`);
   const ab = await a.jobs.abort({ domain: dom.name, disk: 'vda' });
   t.same([ab.changed, ab.job.state, ab.job.outcome], [true, 'cancelled', 'observed']);
@@ -172,7 +249,12 @@ t.test('the domain is destroyed mid-copy → failed with the reason', async (t) 
   const a = await manager(t);
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x72, offset: 0, length: 48 * MiB });
-  const { job } = await a.jobs.blockCopy({ domain: dom.name, disk: 'vda', destination: { path: join(dom.dir, 'dies.qcow2') }, bandwidth: MiB });
+  const { job } = await a.jobs.blockCopy({
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: join(dom.dir, 'dies.qcow2') },
+    bandwidth: MiB,
+  });
   await hv.virsh('destroy', dom.name);
   const end = (await a.jobs.wait({ jobId: job.jobId, until: 'done', timeout: 10 })).job;
   t.match(end, { state: 'failed', error: { name: 'invalidState', message: /stopped/ }, evidence: /lifecycle event stopped/ });
@@ -184,7 +266,13 @@ t.test('restart: the copy keeps running, the next manager reconciles and pivots 
   await hv.guestWrite(dom, 'vda', { pattern: 0x73, offset: 0, length: 24 * MiB });
   const dest = join(dom.dir, 'restart.qcow2');
   const first = await manager(t, stateDir);
-  const { job } = await first.jobs.blockCopy({ domain: dom.name, disk: 'vda', destination: { path: dest }, bandwidth: 8 * MiB, whenReady: 'pivot' });
+  const { job } = await first.jobs.blockCopy({
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: dest },
+    bandwidth: 8 * MiB,
+    whenReady: 'pivot',
+  });
   await first.stop();
   t.match(await hv.liveXml(dom), /<mirror /, 'stop() left the copy running in QEMU');
   const second = await manager(t, stateDir);
@@ -198,16 +286,31 @@ t.test('restart: the copy keeps running, the next manager reconciles and pivots 
 
 t.test('a copy started with virsh is adopted; one ended outside the agent is inferred', async (t) => {
   const stateDir = stateDirFor(t);
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }, { format: 'qcow2', sizeMiB: 32 }] });
+  const dom = await hv.createDomain(t, {
+    disks: [
+      { format: 'qcow2', sizeMiB: 32 },
+      { format: 'qcow2', sizeMiB: 32 },
+    ],
+  });
   const destA = join(dom.dir, 'virsh-a.qcow2');
   await hv.virsh('blockcopy', dom.name, 'vda', destA, '--wait', '--format', 'qcow2', '--transient-job');
   const a = await manager(t, stateDir);
   const [adopted] = (await a.jobs.listJobs({ domain: dom.name })).jobs;
-  t.match(adopted, { owner: 'adopted', state: 'ready', disk: 'vda', destination: { path: destA, format: 'qcow2', type: 'file' }, source: { path: dom.disks[0]!.path } });
+  t.match(adopted, {
+    owner: 'adopted',
+    state: 'ready',
+    disk: 'vda',
+    destination: { path: destA, format: 'qcow2', type: 'file' },
+    source: { path: dom.disks[0]!.path },
+  });
   // virsh pivots it while the agent watches: the event comes, but the agent did not ask.
   await hv.virsh('blockjob', dom.name, 'vda', '--pivot');
   const endA = (await a.jobs.wait({ jobId: adopted!.jobId, until: 'done', timeout: 15 })).job;
-  t.match(endA, { state: 'pivoted', outcome: 'inferred', evidence: /without a request from this agent.*source .*virsh-a\.qcow2 and no <mirror>/ });
+  t.match(endA, {
+    state: 'pivoted',
+    outcome: 'inferred',
+    evidence: /without a request from this agent.*source .*virsh-a\.qcow2 and no <mirror>/,
+  });
 
   // A copy through the agent, cancelled with virsh while the agent is stopped.
   const { job } = await a.jobs.blockCopy({ domain: dom.name, disk: 'vdb', destination: { path: join(dom.dir, 'b.qcow2') } });
@@ -216,6 +319,9 @@ t.test('a copy started with virsh is adopted; one ended outside the agent is inf
   await hv.virsh('blockjob', dom.name, 'vdb', '--abort');
   const b = await manager(t, stateDir);
   const endB = (await b.jobs.jobInfo({ jobId: job.jobId })).job;
-  t.match(endB, { state: 'cancelled', outcome: 'inferred', evidence: /ended while the agent was not running.*source .*disk1\.qcow2 and no <mirror>/ },
-    'back on its source: reported cancelled (inferred), never claimed finished');
+  t.match(
+    endB,
+    { state: 'cancelled', outcome: 'inferred', evidence: /ended while the agent was not running.*source .*disk1\.qcow2 and no <mirror>/ },
+    'back on its source: reported cancelled (inferred), never claimed finished',
+  );
 });

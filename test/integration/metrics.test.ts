@@ -42,7 +42,11 @@ function value(text: string, name: string, labels: Record<string, string> = {}):
 }
 
 /** The agent's error name a call was refused with. */
-const errorName = (p: Promise<unknown>) => p.then(() => 'ok', (e: unknown) => (e instanceof RpcError ? e.errorName : String(e)));
+const errorName = (p: Promise<unknown>) =>
+  p.then(
+    () => 'ok',
+    (e: unknown) => (e instanceof RpcError ? e.errorName : String(e)),
+  );
 
 /** Jobs by state, as the agent lists them. */
 async function counts(client: AgentClient): Promise<Record<string, number>> {
@@ -58,7 +62,7 @@ function promtool(text: string): { code: number | null; out: string } {
   return { code: r.status, out: `${r.stdout}${r.stderr}`.trim() };
 }
 
-t.test('scraped during a real copy: the job\'s progress, then durations and calls after the pivot', async (t) => {
+t.test("scraped during a real copy: the job's progress, then durations and calls after the pivot", async (t) => {
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x5a, offset: 0, length: 40 * MiB });
   const port = await freePort();
@@ -69,7 +73,12 @@ t.test('scraped during a real copy: the job\'s progress, then durations and call
   t.equal(value(before, 'blockcopy_libvirt_connected'), 1, 'connected to libvirtd');
   t.equal(value(before, 'blockcopy_refusals_total', { kind: 'authFailed' }), 0, 'refusal series exist from the start, at 0');
 
-  const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: join(dom.dir, 'm.qcow2'), format: 'qcow2' }, bandwidth: 8 * MiB });
+  const { job } = await client.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: join(dom.dir, 'm.qcow2'), format: 'qcow2' },
+    bandwidth: 8 * MiB,
+  });
   const labels = { domain: dom.name, disk: 'vda', job: job.jobId };
   // Two scrapes while it copies (8 MiB/s over 40 MiB of data: several seconds).
   const first = await scrape(port);
@@ -83,37 +92,60 @@ t.test('scraped during a real copy: the job\'s progress, then durations and call
   t.equal(check.code, 0, `promtool check metrics accepts the exposition during the copy${check.out ? `: ${check.out}` : ''}`);
   for (const state of ['copying', 'ready', 'pivoted']) {
     const v = value(during, 'blockcopy_jobs', { state });
-    t.ok(v !== undefined && between(v, listedBefore[state] ?? 0, listedAfter[state] ?? 0), `blockcopy_jobs{state="${state}"} ${v}: as listJobs says (${listedBefore[state] ?? 0}…${listedAfter[state] ?? 0})`);
+    t.ok(
+      v !== undefined && between(v, listedBefore[state] ?? 0, listedAfter[state] ?? 0),
+      `blockcopy_jobs{state="${state}"} ${v}: as listJobs says (${listedBefore[state] ?? 0}…${listedAfter[state] ?? 0})`,
+    );
   }
-  t.equal(value(during, 'blockcopy_job_state', { ...labels, state: 'copying' }), 1, 'the job\'s state series');
+  t.equal(value(during, 'blockcopy_job_state', { ...labels, state: 'copying' }), 1, "the job's state series");
   const c1 = value(first, 'blockcopy_job_bytes_copied', labels);
   const c2 = value(during, 'blockcopy_job_bytes_copied', labels);
   const total = value(during, 'blockcopy_job_size_bytes', labels);
   const remaining = value(during, 'blockcopy_job_bytes_remaining', labels);
-  t.comment(`copied ${c1} → ${c2} of ${total}, remaining ${remaining}, rate ${value(during, 'blockcopy_job_copy_rate_bytes_per_second', labels)}`);
+  t.comment(
+    `copied ${c1} → ${c2} of ${total}, remaining ${remaining}, rate ${value(during, 'blockcopy_job_copy_rate_bytes_per_second', labels)}`,
+  );
   t.ok(c1 !== undefined && c2 !== undefined && c2 > c1, 'bytes copied appear per job and grow between scrapes');
   t.ok(total !== undefined && total >= 64 * MiB && remaining === total - c2!, 'total and remaining agree with copied');
   t.ok(Number(info.progress.cur) >= c2!, 'the scrape matches what jobInfo says (it can only be behind)');
 
-  t.equal(await errorName(client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: join(dom.dir, 'other.qcow2') } })), 'jobExists', 'a second copy of the disk is refused');
+  t.equal(
+    await errorName(client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: join(dom.dir, 'other.qcow2') } })),
+    'jobExists',
+    'a second copy of the disk is refused',
+  );
 
   await untilState(client, job.jobId, ['ready']);
   t.equal((await client.call('pivot', { jobId: job.jobId })).job.state, 'pivoted', 'pivoted');
   const [pivotedBefore, after, pivotedAfter] = [await counts(client), await scrape(port), await counts(client)];
   t.equal(promtool(after).code, 0, 'promtool accepts it after the pivot');
   const pivoted = value(after, 'blockcopy_jobs', { state: 'pivoted' });
-  t.ok(pivoted !== undefined && pivoted >= 1 && between(pivoted, pivotedBefore.pivoted ?? 0, pivotedAfter.pivoted ?? 0), `blockcopy_jobs{state="pivoted"} ${pivoted}: as listJobs says`);
-  t.equal(value(after, 'blockcopy_job_state', { ...labels, state: 'pivoted' }), 1, 'the ended job\'s state series says pivoted (within endedJobSeconds)');
+  t.ok(
+    pivoted !== undefined && pivoted >= 1 && between(pivoted, pivotedBefore.pivoted ?? 0, pivotedAfter.pivoted ?? 0),
+    `blockcopy_jobs{state="pivoted"} ${pivoted}: as listJobs says`,
+  );
+  t.equal(
+    value(after, 'blockcopy_job_state', { ...labels, state: 'pivoted' }),
+    1,
+    "the ended job's state series says pivoted (within endedJobSeconds)",
+  );
   t.equal(value(after, 'blockcopy_job_time_to_ready_seconds_count'), 1, 'time to ready observed once');
   t.equal(value(after, 'blockcopy_job_switch_duration_seconds_count', { operation: 'pivot' }), 1, 'pivot duration observed once');
   // Every pivoted job this fresh agent knows ended while it ran (adoption finds running copies only).
-  t.ok(between(value(after, 'blockcopy_job_ends_total', { state: 'pivoted' }) ?? -1, pivotedBefore.pivoted ?? 0, pivotedAfter.pivoted ?? 0), 'ends by state match the pivoted jobs listed');
+  t.ok(
+    between(value(after, 'blockcopy_job_ends_total', { state: 'pivoted' }) ?? -1, pivotedBefore.pivoted ?? 0, pivotedAfter.pivoted ?? 0),
+    'ends by state match the pivoted jobs listed',
+  );
   t.equal(value(after, 'blockcopy_rpc_calls_total', { method: 'pivot' }), 1, 'the pivot call is counted');
   t.ok((value(after, 'blockcopy_rpc_calls_total', { method: 'jobInfo' }) ?? 0) >= 1, 'jobInfo calls are counted');
-  t.equal(value(after, 'blockcopy_rpc_errors_total', { method: 'blockCopy', error: 'jobExists' }), 1, 'the refused blockCopy is counted with its error name');
+  t.equal(
+    value(after, 'blockcopy_rpc_errors_total', { method: 'blockCopy', error: 'jobExists' }),
+    1,
+    'the refused blockCopy is counted with its error name',
+  );
   await new Promise((r) => setTimeout(r, 4500)); // endedJobSeconds: 4
   const later = await scrape(port);
-  t.equal(value(later, 'blockcopy_job_bytes_copied', labels), undefined, 'the ended job\'s per-job series are gone after endedJobSeconds');
+  t.equal(value(later, 'blockcopy_job_bytes_copied', labels), undefined, "the ended job's per-job series are gone after endedJobSeconds");
   t.equal(value(later, 'blockcopy_job_state', { ...labels, state: 'pivoted' }), undefined, 'its state series too');
 });
 
@@ -122,10 +154,16 @@ t.test('refusals by kind: bad credentials, rate limit, oversized frame, read-onl
   const port = await freePort();
   const agent = await serveAgent(t, {
     tokens: [{ name: 'reader', token: 'r'.repeat(40), readOnly: true }],
-    config: { metrics: { enabled: true, port }, allowedRoots: [dom.dir], maxPayloadBytes: 4096, limits: { requestsPerSecond: 1, burst: 3 } },
+    config: {
+      metrics: { enabled: true, port },
+      allowedRoots: [dom.dir],
+      maxPayloadBytes: 4096,
+      limits: { requestsPerSecond: 1, burst: 3 },
+    },
   });
   // Bad credentials, twice.
-  for (let i = 0; i < 2; i++) await t.rejects(AgentClient.connect(agent.url, { headers: { authorization: 'Bearer wrong' } }), 'a wrong token is refused');
+  for (let i = 0; i < 2; i++)
+    await t.rejects(AgentClient.connect(agent.url, { headers: { authorization: 'Bearer wrong' } }), 'a wrong token is refused');
   // Rate limit: a burst of 3 allowed, the rest refused.
   const client = await agent.connect();
   const answers = await Promise.allSettled(Array.from({ length: 6 }, () => client.call('capabilities', {})));
@@ -133,7 +171,13 @@ t.test('refusals by kind: bad credentials, rate limit, oversized frame, read-onl
   t.ok(limited >= 2, `${limited} of 6 calls rate-limited`);
   // A destination outside the allowed roots (after the bucket refilled).
   await new Promise((r) => setTimeout(r, 3000));
-  t.equal(await errorName(client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: '/var/tmp/bc-metrics-outside.qcow2' } })), 'destinationRejected', 'destination outside the allowed roots');
+  t.equal(
+    await errorName(
+      client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: '/var/tmp/bc-metrics-outside.qcow2' } }),
+    ),
+    'destinationRejected',
+    'destination outside the allowed roots',
+  );
   // A read-only principal calling a mutating method.
   const reader = await AgentClient.connect(agent.url, { headers: { authorization: `Bearer ${'r'.repeat(40)}` } });
   t.teardown(() => reader.close());
@@ -163,8 +207,14 @@ t.test('the listener: GET /metrics only, loopback only', async (t) => {
   t.equal((await fetch(`http://127.0.0.1:${port}/metrics?x=1`, { method: 'HEAD' })).status, 200, 'HEAD with a query: 200');
 
   const dir = stateDir(t);
-  writeFileSync(join(dir, 'c.json'), JSON.stringify({ metrics: { enabled: true, host: '0.0.0.0', port: 0 }, socket: { path: join(dir, 'run', 'agent.sock') } }));
-  const r = spawnSync(process.execPath, [CLI, 'serve', '--state-dir', dir, '--no-listen', '--config', join(dir, 'c.json')], { encoding: 'utf8', timeout: 60_000 });
+  writeFileSync(
+    join(dir, 'c.json'),
+    JSON.stringify({ metrics: { enabled: true, host: '0.0.0.0', port: 0 }, socket: { path: join(dir, 'run', 'agent.sock') } }),
+  );
+  const r = spawnSync(process.execPath, [CLI, 'serve', '--state-dir', dir, '--no-listen', '--config', join(dir, 'c.json')], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   t.equal(r.status, 1, 'metrics on 0.0.0.0: the agent refuses to start');
   t.match(r.stderr, /metrics\.host must be a loopback address/, 'and says why');
 });

@@ -13,12 +13,19 @@ const hook = fileURLToPath(new URL('../../../examples/migration-hook.sh', import
 const MiB = 1024 * 1024;
 
 t.test('to-shared moves the disks and pivots; pre-migrate leaves no copy job', async (t) => {
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }, { format: 'qcow2', sizeMiB: 128 }] });
+  const dom = await hv.createDomain(t, {
+    disks: [
+      { format: 'qcow2', sizeMiB: 32 },
+      { format: 'qcow2', sizeMiB: 128 },
+    ],
+  });
   await hv.guestWrite(dom, 'vdb', { pattern: 0xa9, offset: 0, length: 96 * MiB });
   // `blockcopy-agent` as installed: a wrapper on PATH around this checkout's CLI.
   const bin = join(dom.dir, 'bin');
   mkdirSync(bin);
-  writeFileSync(join(bin, 'blockcopy-agent'), `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@" --state-dir ${stateDir(t)}\n`, { mode: 0o755 });
+  writeFileSync(join(bin, 'blockcopy-agent'), `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@" --state-dir ${stateDir(t)}\n`, {
+    mode: 0o755,
+  });
   const env = { ...process.env, ...TEST_AGENT_ENV, PATH: `${bin}:${process.env.PATH}` };
   const shared = join(dom.dir, 'shared');
   mkdirSync(shared);

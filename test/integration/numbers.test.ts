@@ -33,23 +33,45 @@ const BAD: Array<[unknown, string]> = [
 ];
 
 async function refusal(p: Promise<unknown>): Promise<RpcError | null> {
-  return p.then(() => null, (e: unknown) => (e instanceof RpcError ? e : null));
+  return p.then(
+    () => null,
+    (e: unknown) => (e instanceof RpcError ? e : null),
+  );
 }
 
-const names = (e: RpcError | null) => ((e?.data as { errors?: Array<{ instancePath: string }> } | undefined)?.errors ?? []).map((x) => x.instancePath);
+const names = (e: RpcError | null) =>
+  ((e?.data as { errors?: Array<{ instancePath: string }> } | undefined)?.errors ?? []).map((x) => x.instancePath);
 
 t.test('out-of-range byte counts', async (t) => {
   const agent = await serveAgent(t);
   const client = await agent.connect();
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }, { format: 'raw', sizeMiB: 16 }] });
+  const dom = await hv.createDomain(t, {
+    disks: [
+      { format: 'qcow2', sizeMiB: 64 },
+      { format: 'raw', sizeMiB: 16 },
+    ],
+  });
   await hv.guestWrite(dom, 'vda', { pattern: 0x3c, offset: 0, length: 48 * MiB });
-  const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/n.qcow2` }, bandwidth: MiB });
+  const { job } = await client.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: `${dom.dir}/n.qcow2` },
+    bandwidth: MiB,
+  });
   t.teardown(() => client.call('abort', { jobId: job.jobId }).catch(() => {}));
 
   for (const [value, what] of BAD) {
     const calls: Array<[string, string, Promise<unknown>]> = [
-      ['blockCopy', '/bandwidth', client.call('blockCopy', { domain: dom.name, disk: 'vdb', destination: { path: `${dom.dir}/x.qcow2` }, bandwidth: value } as never)],
-      ['blockCopy', '/bufSize', client.call('blockCopy', { domain: dom.name, disk: 'vdb', destination: { path: `${dom.dir}/x.qcow2` }, bufSize: value } as never)],
+      [
+        'blockCopy',
+        '/bandwidth',
+        client.call('blockCopy', { domain: dom.name, disk: 'vdb', destination: { path: `${dom.dir}/x.qcow2` }, bandwidth: value } as never),
+      ],
+      [
+        'blockCopy',
+        '/bufSize',
+        client.call('blockCopy', { domain: dom.name, disk: 'vdb', destination: { path: `${dom.dir}/x.qcow2` }, bufSize: value } as never),
+      ],
       ['setSpeed', '/bandwidth', client.call('setSpeed', { jobId: job.jobId, bandwidth: value } as never)],
     ];
     for (const [method, field, p] of calls) {
@@ -59,14 +81,21 @@ t.test('out-of-range byte counts', async (t) => {
     }
   }
   const { jobs } = await client.call('listJobs', { domain: dom.name });
-  t.same(jobs.map((j) => j.disk), ['vda'], 'no copy of vdb was started')
-  t.equal((await hv.liveXml(dom)).match(/<mirror/g)?.length, 1, 'libvirt: one mirror (vda\'s)');
+  t.same(
+    jobs.map((j) => j.disk),
+    ['vda'],
+    'no copy of vdb was started',
+  );
+  t.equal((await hv.liveXml(dom)).match(/<mirror/g)?.length, 1, "libvirt: one mirror (vda's)");
   const { job: now } = await client.call('jobInfo', { jobId: job.jobId });
   t.equal(now.bandwidth, MiB, 'the refused setSpeed calls changed nothing');
 
   for (const value of [MAX, 2 ** 53 - 1, '9007199254740992']) {
     const e = await refusal(client.call('setSpeed', { jobId: job.jobId, bandwidth: value }));
-    t.ok(e === null || (e.code <= -32000 && e.code >= -32099), `setSpeed ${value}: accepted or refused by name, never -32602/-32603 (${e?.code} ${e?.message})`);
+    t.ok(
+      e === null || (e.code <= -32000 && e.code >= -32099),
+      `setSpeed ${value}: accepted or refused by name, never -32602/-32603 (${e?.code} ${e?.message})`,
+    );
   }
   t.notOk(existsSync(`${dom.dir}/x.qcow2`), 'no refused blockCopy created a destination');
 });

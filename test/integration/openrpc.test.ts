@@ -10,14 +10,29 @@ import { serveAgent } from '../../harness/agent.js';
 
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
 
-interface Descriptor { name: string; required?: boolean; schema: unknown }
-interface MethodObject { name: string; paramStructure?: string; params: Descriptor[] }
+interface Descriptor {
+  name: string;
+  required?: boolean;
+  schema: unknown;
+}
+interface MethodObject {
+  name: string;
+  paramStructure?: string;
+  params: Descriptor[];
+}
 
 const none = 'bctest-openrpc-no-such';
 const path = '/var/lib/libvirt/images/bctest-openrpc-never.qcow2';
 /** One well-formed call per method, in the words a caller would use. */
 const CALLS: Record<string, Record<string, unknown>> = {
-  blockCopy: { domain: none, disk: 'vda', destination: { path, format: 'qcow2' }, bandwidth: '18446744073709551615', wait: 'none', whenReady: 'none' },
+  blockCopy: {
+    domain: none,
+    disk: 'vda',
+    destination: { path, format: 'qcow2' },
+    bandwidth: '18446744073709551615',
+    wait: 'none',
+    whenReady: 'none',
+  },
   jobInfo: { jobId: 'openrpc-none' },
   pivot: { domain: none, disk: 'vda', timeout: 5 },
   finish: { jobId: 'openrpc-none', timeout: 5 },
@@ -38,7 +53,7 @@ const CALLS: Record<string, Record<string, unknown>> = {
 t.test('calls generated from rpc.discover are accepted by the agent', async (t) => {
   const agent = await serveAgent(t);
   const client = await agent.connect();
-  const doc = await client.call('rpc.discover', {}) as { methods: MethodObject[] };
+  const doc = (await client.call('rpc.discover', {})) as { methods: MethodObject[] };
   const ajv = new Ajv({ strict: false, allErrors: true });
   addFormats(ajv);
   ajv.addSchema(doc as object, 'https://openrpc.invalid/doc');
@@ -48,8 +63,16 @@ t.test('calls generated from rpc.discover are accepted by the agent', async (t) 
     const args = CALLS[m.name]!;
     t.equal(m.paramStructure, 'by-name', `${m.name}: by-name params`);
     const names = new Set(m.params.map((d) => d.name));
-    t.same(Object.keys(args).filter((k) => !names.has(k)), [], `${m.name}: every argument is a declared content descriptor`);
-    t.same(m.params.filter((d) => d.required && !(d.name in args)).map((d) => d.name), [], `${m.name}: every required descriptor is given`);
+    t.same(
+      Object.keys(args).filter((k) => !names.has(k)),
+      [],
+      `${m.name}: every argument is a declared content descriptor`,
+    );
+    t.same(
+      m.params.filter((d) => d.required && !(d.name in args)).map((d) => d.name),
+      [],
+      `${m.name}: every required descriptor is given`,
+    );
     // The generated client's own check of each value against its descriptor's schema.
     for (const [j, d] of m.params.entries()) {
       if (!(d.name in args)) continue;
@@ -58,11 +81,17 @@ t.test('calls generated from rpc.discover are accepted by the agent', async (t) 
     }
     // by-name: the params object has one member per descriptor given.
     const params = Object.fromEntries(m.params.filter((d) => d.name in args).map((d) => [d.name, args[d.name]]));
-    const answer = await client.call(m.name as never, params as never).then(() => 'result', (e: unknown) => e);
+    const answer = await client.call(m.name as never, params as never).then(
+      () => 'result',
+      (e: unknown) => e,
+    );
     if (answer === 'result') t.pass(`${m.name}: answered with a result`);
     else {
       const code = answer instanceof RpcError ? answer.code : NaN;
-      t.ok(code <= -32000 && code >= -32099, `${m.name}: answered with an agent error, not a protocol one (${code} ${(answer as Error).message} ${JSON.stringify((answer as RpcError).data ?? {})})`);
+      t.ok(
+        code <= -32000 && code >= -32099,
+        `${m.name}: answered with an agent error, not a protocol one (${code} ${(answer as Error).message} ${JSON.stringify((answer as RpcError).data ?? {})})`,
+      );
     }
   }
 });
@@ -70,14 +99,27 @@ t.test('calls generated from rpc.discover are accepted by the agent', async (t) 
 t.test('descriptors mirror the params schemas: names, required, and nothing else', async (t) => {
   const agent = await serveAgent(t);
   const client = await agent.connect();
-  const doc = await client.call('rpc.discover', {}) as { methods: Array<MethodObject & { 'x-params-schema': { $ref: string } }>; components: { schemas: Record<string, { properties?: object; required?: string[] }> } };
+  const doc = (await client.call('rpc.discover', {})) as {
+    methods: Array<MethodObject & { 'x-params-schema': { $ref: string } }>;
+    components: { schemas: Record<string, { properties?: object; required?: string[] }> };
+  };
   for (const m of doc.methods) {
     const key = m['x-params-schema'].$ref.split('/').pop()!;
     const schema = doc.components.schemas[key]!;
     t.same(m.params.map((d) => d.name).sort(), Object.keys(schema.properties ?? {}).sort(), `${m.name}: one descriptor per top-level key`);
-    t.same(m.params.filter((d) => d.required).map((d) => d.name).sort(), [...(schema.required ?? [])].sort(), `${m.name}: required as in the schema`);
+    t.same(
+      m.params
+        .filter((d) => d.required)
+        .map((d) => d.name)
+        .sort(),
+      [...(schema.required ?? [])].sort(),
+      `${m.name}: required as in the schema`,
+    );
   }
   // What the old document made clients send: one descriptor called "params", wrapped.
-  const wrapped = await client.call('jobInfo', { params: { jobId: 'x' } } as never).then(() => null, (e: unknown) => e as RpcError);
+  const wrapped = await client.call('jobInfo', { params: { jobId: 'x' } } as never).then(
+    () => null,
+    (e: unknown) => e as RpcError,
+  );
   t.equal(wrapped?.code, -32602, 'a {"params": {...}} wrapper is refused (strict named params)');
 });

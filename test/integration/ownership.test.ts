@@ -14,7 +14,10 @@ import * as hv from '../../harness/hypervisor.js';
 const MiB = 1024 * 1024;
 
 async function failure(p: Promise<unknown>): Promise<RpcError> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
   if (!(e instanceof RpcError)) throw new Error(`expected an RPC error, got ${e === undefined ? 'a result' : String(e)}`);
   return e;
 }
@@ -52,7 +55,15 @@ t.test('a copy swapped while the agent was down: the old job ends, the other cop
   const c1 = await first.connect();
   const started = Date.now();
   // The deadline (12 s) falls while the operator's copy runs: it must not cancel that copy.
-  await c1.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: mine }, bandwidth: MiB, timeout: 12, whenReady: 'pivot', jobId: 'own-swap' });
+  await c1.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: mine },
+    bandwidth: MiB,
+    timeout: 12,
+    whenReady: 'pivot',
+    jobId: 'own-swap',
+  });
   first.process.kill('SIGKILL');
   await exited(first);
   await hv.virsh('blockjob', dom.name, 'vda', '--abort');
@@ -74,7 +85,12 @@ t.test('a copy swapped while the agent was down: the old job ends, the other cop
   t.equal(await mirrorPath(dom), theirs, "virsh, after the old deadline: the operator's copy still runs");
   t.match(await hv.liveXml(dom), `<source file='${dom.disks[0]!.path}'`, 'the guest is still on its source');
   t.equal((await c2.call('jobInfo', { jobId: adopted!.jobId })).job.state, 'copying', 'and the adopted job says so');
-  report(t, { fault: 'copy swapped behind the agent', at: 'agent down: virsh abort + blockcopy elsewhere', recovered: old.state === 'cancelled' && (await mirrorPath(dom)) === theirs, mismatches: null });
+  report(t, {
+    fault: 'copy swapped behind the agent',
+    at: 'agent down: virsh abort + blockcopy elsewhere',
+    recovered: old.state === 'cancelled' && (await mirrorPath(dom)) === theirs,
+    mismatches: null,
+  });
 });
 
 t.test('a copy swapped while the agent runs: no pivot, abort or deadline reaches the other copy', async (t) => {
@@ -87,9 +103,14 @@ t.test('a copy swapped while the agent runs: no pivot, abort or deadline reaches
   // The operator aborts the agent's copy and starts one elsewhere, faster than the poll.
   await hv.virsh('blockjob', dom.name, 'vda', '--abort');
   await hv.virsh('blockcopy', dom.name, 'vda', theirs, '--bandwidth', '1');
-  const abort = await c.call('abort', { jobId: job.jobId }).then((r) => r, (e: unknown) => e);
-  t.ok(abort instanceof RpcError ? abort.errorName === 'invalidState' : (abort as { changed: boolean }).changed === false,
-    `abort of the old job sends nothing: ${abort instanceof RpcError ? abort.message : JSON.stringify(abort)}`);
+  const abort = await c.call('abort', { jobId: job.jobId }).then(
+    (r) => r,
+    (e: unknown) => e,
+  );
+  t.ok(
+    abort instanceof RpcError ? abort.errorName === 'invalidState' : (abort as { changed: boolean }).changed === false,
+    `abort of the old job sends nothing: ${abort instanceof RpcError ? abort.message : JSON.stringify(abort)}`,
+  );
   t.equal(await mirrorPath(dom), theirs, "virsh: the operator's copy still runs after the agent's abort");
   const old = await untilState(c, job.jobId, ['cancelled', 'failed', 'pivoted'], 10_000);
   t.match(old, { state: 'cancelled', outcome: 'inferred' }, 'the old job ended as inferred');
@@ -124,7 +145,16 @@ t.test('the deadline of blockCopy --timeout survives a crash right after libvirt
   const first = await serveAgent(t, { dir, env: { BLOCKCOPY_FAULT_KILL_AT: 'blockCopy:sent' } });
   const c1 = await first.connect();
   const started = Date.now();
-  await c1.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: join(dom.dir, 'copy.qcow2') }, bandwidth: MiB, timeout: 6, jobId: 'own-deadline' }).catch(() => {});
+  await c1
+    .call('blockCopy', {
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: join(dom.dir, 'copy.qcow2') },
+      bandwidth: MiB,
+      timeout: 6,
+      jobId: 'own-deadline',
+    })
+    .catch(() => {});
   await exited(first);
   t.ok(await mirrorPath(dom), 'virsh: the copy runs while the agent is down');
   const second = await serveAgent(t, { dir });
@@ -133,7 +163,12 @@ t.test('the deadline of blockCopy --timeout survives a crash right after libvirt
   t.match(end, { state: 'cancelled', error: { name: 'timeout' } }, `cancelled at its deadline after the restart (${end.state})`);
   t.ok(Date.now() - started < 25_000, 'within the deadline plus the restart');
   t.equal(await mirrorPath(dom), null, 'virsh: no copy left');
-  report(t, { fault: 'SIGKILL right after blockCopy', at: 'blockCopy:sent, with timeout', recovered: end.state === 'cancelled', mismatches: null });
+  report(t, {
+    fault: 'SIGKILL right after blockCopy',
+    at: 'blockCopy:sent, with timeout',
+    recovered: end.state === 'cancelled',
+    mismatches: null,
+  });
 });
 
 t.test('a full state directory: mutations refused as stateUnavailable, reads served, a restart serves on', async (t) => {
@@ -163,7 +198,11 @@ t.test('a full state directory: mutations refused as stateUnavailable, reads ser
   };
   fill();
   const refused = await failure(c1.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: join(dom.dir, 'x.qcow2') } }));
-  t.match({ code: refused.code, data: refused.data }, { code: -32017, data: { name: 'stateUnavailable', retryable: true, errno: 'ENOSPC' } }, `blockCopy refused by name: ${refused.message}`);
+  t.match(
+    { code: refused.code, data: refused.data },
+    { code: -32017, data: { name: 'stateUnavailable', retryable: true, errno: 'ENOSPC' } },
+    `blockCopy refused by name: ${refused.message}`,
+  );
   t.equal(await mirrorPath(dom), null, 'virsh: nothing was started');
   t.same(await jobsOf(c1, dom), [], 'reads are served');
 
@@ -183,7 +222,12 @@ t.test('a full state directory: mutations refused as stateUnavailable, reads ser
   const ok = await c2.call('abort', { domain: dom.name, disk: 'vda' });
   t.equal(ok.job.state, 'cancelled', 'once there is room again, the same call works');
   t.equal(second.process.exitCode, null, 'the agent never exited');
-  report(t, { fault: 'state directory full (ENOSPC)', at: '1 MiB tmpfs: calls and a restart', recovered: ok.job.state === 'cancelled', mismatches: null });
+  report(t, {
+    fault: 'state directory full (ENOSPC)',
+    at: '1 MiB tmpfs: calls and a restart',
+    recovered: ok.job.state === 'cancelled',
+    mismatches: null,
+  });
 });
 
 t.test('jobId is an exact idempotency key: a new jobId to an earlier destination starts a new copy', async (t) => {
@@ -192,12 +236,37 @@ t.test('jobId is an exact idempotency key: a new jobId to an earlier destination
   const agent = await serveAgent(t);
   const c = await agent.connect();
   await hv.guestWrite(dom, 'vda', { pattern: 0x21, offset: 0, length: 4 * MiB });
-  const a = await c.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, whenReady: 'finish', wait: 'done', jobId: 'own-a' });
+  const a = await c.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: dest, format: 'qcow2' },
+    whenReady: 'finish',
+    wait: 'done',
+    jobId: 'own-a',
+  });
   t.match(a, { changed: true, job: { jobId: 'own-a', state: 'finished' } });
   await hv.guestWrite(dom, 'vda', { pattern: 0x22, offset: 8 * MiB, length: 4 * MiB });
-  const b = await c.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, reuseExternal: true, whenReady: 'finish', wait: 'done', jobId: 'own-b' });
+  const b = await c.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: dest, format: 'qcow2' },
+    reuseExternal: true,
+    whenReady: 'finish',
+    wait: 'done',
+    jobId: 'own-b',
+  });
   t.match(b, { changed: true, job: { jobId: 'own-b', state: 'finished' } }, 'a new job, not the earlier one');
-  t.ok(await hv.readPattern(dest, 'qcow2', { pattern: 0x22, offset: 8 * MiB, length: 4 * MiB }), 'qemu-io: the copy holds the write made after the first one');
-  const again = await c.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, reuseExternal: true, whenReady: 'finish', jobId: 'own-b' });
+  t.ok(
+    await hv.readPattern(dest, 'qcow2', { pattern: 0x22, offset: 8 * MiB, length: 4 * MiB }),
+    'qemu-io: the copy holds the write made after the first one',
+  );
+  const again = await c.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: dest, format: 'qcow2' },
+    reuseExternal: true,
+    whenReady: 'finish',
+    jobId: 'own-b',
+  });
   t.match(again, { changed: false, job: { jobId: 'own-b' } }, 'the same jobId again: that job, unchanged');
 });

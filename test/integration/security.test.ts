@@ -14,7 +14,12 @@ import { SchemaSet } from '../../src/schemas.js';
 
 const MiB = 1024 * 1024;
 
-interface Attempt { headers?: Record<string, string>; cert?: string; key?: string; path?: string }
+interface Attempt {
+  headers?: Record<string, string>;
+  cert?: string;
+  key?: string;
+  path?: string;
+}
 
 t.test('security table', async (t) => {
   const pki = await makePki(t);
@@ -28,7 +33,8 @@ t.test('security table', async (t) => {
     tokens: [{ name: 'viewer', token: viewerToken, readOnly: true }],
     config: {
       tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca },
-      allowedRoots: [root], allowedDevices: [],
+      allowedRoots: [root],
+      allowedDevices: [],
       audit: { file: auditFile },
     },
   });
@@ -40,15 +46,25 @@ t.test('security table', async (t) => {
   };
 
   /** Opens a WebSocket as described; says what the agent answered. */
-  const attempt = (a: Attempt) => new Promise<string>((resolve) => {
-    const ws = new WebSocket(agent.url + (a.path ?? ''), {
-      ca, headers: a.headers, ...(a.cert ? { cert: readFileSync(a.cert), key: readFileSync(a.key!) } : {}),
+  const attempt = (a: Attempt) =>
+    new Promise<string>((resolve) => {
+      const ws = new WebSocket(agent.url + (a.path ?? ''), {
+        ca,
+        headers: a.headers,
+        ...(a.cert ? { cert: readFileSync(a.cert), key: readFileSync(a.key!) } : {}),
+      });
+      ws.on('open', () => {
+        ws.close();
+        resolve('accepted');
+      });
+      ws.on('unexpected-response', (_req, res) => {
+        resolve(`HTTP ${res.statusCode}`);
+        res.destroy();
+      });
+      ws.on('error', (e) => resolve(`error: ${e.message}`));
     });
-    ws.on('open', () => { ws.close(); resolve('accepted'); });
-    ws.on('unexpected-response', (_req, res) => { resolve(`HTTP ${res.statusCode}`); res.destroy(); });
-    ws.on('error', (e) => resolve(`error: ${e.message}`));
-  });
-  const connect = (headers: Record<string, string>, extra: { cert?: Buffer; key?: Buffer } = {}) => AgentClient.connect(agent.url, { headers, ca, ...extra });
+  const connect = (headers: Record<string, string>, extra: { cert?: Buffer; key?: Buffer } = {}) =>
+    AgentClient.connect(agent.url, { headers, ca, ...extra });
   const admin = await connect(agent.headers);
   t.teardown(() => admin.close());
 
@@ -69,7 +85,10 @@ t.test('security table', async (t) => {
     }
     const plain = await new Promise<string>((resolve) => {
       const ws = new WebSocket(agent.url.replace('wss:', 'ws:'), { headers: agent.headers });
-      ws.on('open', () => { ws.close(); resolve('accepted'); });
+      ws.on('open', () => {
+        ws.close();
+        resolve('accepted');
+      });
       ws.on('error', (e) => resolve(`error: ${e.message}`));
       ws.on('unexpected-response', (_q, res) => resolve(`HTTP ${res.statusCode}`));
     });
@@ -79,11 +98,21 @@ t.test('security table', async (t) => {
 
   await t.test('the certificate subject is the principal', async (t) => {
     const byCert = await connect({}, { cert: readFileSync(pki.client.cert), key: readFileSync(pki.client.key) });
-    const err = await byCert.call('abort', { jobId: 'no-such-job' }).then(() => null, (e) => e as RpcError);
+    const err = await byCert.call('abort', { jobId: 'no-such-job' }).then(
+      () => null,
+      (e) => e as RpcError,
+    );
     t.equal(err?.errorName, 'noJob');
     byCert.close();
-    const audit = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    t.match(audit[audit.length - 1], { principal: pki.client.subject, method: 'abort', outcome: 'error' }, 'audited under the certificate subject');
+    const audit = readFileSync(auditFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    t.match(
+      audit[audit.length - 1],
+      { principal: pki.client.subject, method: 'abort', outcome: 'error' },
+      'audited under the certificate subject',
+    );
   });
 
   const victim = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64, backing: true }] });
@@ -92,7 +121,10 @@ t.test('security table', async (t) => {
 
   await t.test('what callers may do', async (t) => {
     const viewer = await connect({ authorization: `Bearer ${viewerToken}` });
-    const e = await viewer.call('blockCopy', { domain: victim.name, disk: 'vda', destination: { path: `${root}/by-viewer.qcow2` } }).then(() => null, (x) => x as RpcError);
+    const e = await viewer.call('blockCopy', { domain: victim.name, disk: 'vda', destination: { path: `${root}/by-viewer.qcow2` } }).then(
+      () => null,
+      (x) => x as RpcError,
+    );
     row('read-only principal calls blockCopy', `${e?.code} ${e?.errorName}`);
     t.equal(e?.errorName, 'unauthorized');
     t.match(await viewer.call('listJobs', {}), { jobs: Array }, 'but may read');
@@ -107,7 +139,10 @@ t.test('security table', async (t) => {
       ['destination ../ outside the root', { destination: { path: `${root}/sub/../../outside.qcow2` } }],
       ['destination outside any allowed root', { destination: { path: `${hv.TEST_ROOT}/outside.qcow2` } }],
       ['a directory symlink pointing to /etc', { destination: { path: `${root}/etc-link/evil.qcow2` } }],
-      ['a file symlink (reuseExternal) pointing to /etc/hostname', { destination: { path: `${root}/hostname-link`, format: 'raw' }, reuseExternal: true }],
+      [
+        'a file symlink (reuseExternal) pointing to /etc/hostname',
+        { destination: { path: `${root}/hostname-link`, format: 'raw' }, reuseExternal: true },
+      ],
       ['an existing file without reuseExternal', { destination: { path: `${root}/exists.qcow2` } }],
       ['reuseExternal without format', { destination: { path: `${root}/exists.qcow2` }, reuseExternal: true }],
       ['the source itself', { destination: { path: victim.disks[0]!.path } }],
@@ -117,26 +152,41 @@ t.test('security table', async (t) => {
       ['destinationXml outside the root', { destinationXml: `<disk type='file'><source file='/etc/evil.qcow2'/></disk>` }],
     ];
     for (const [tried, extra] of refused) {
-      const err = await admin.call('blockCopy', { domain: victim.name, disk: 'vda', ...extra } as never).then(() => null, (x) => x as RpcError);
+      const err = await admin.call('blockCopy', { domain: victim.name, disk: 'vda', ...extra } as never).then(
+        () => null,
+        (x) => x as RpcError,
+      );
       row(tried, `${err?.code} ${err?.errorName}: ${String(err?.data?.reason ?? err?.message)}`);
       t.equal(err?.errorName, 'destinationRejected', tried);
     }
     t.equal(readFileSync(join(root, 'exists.qcow2'), 'utf8'), 'precious', 'the existing file is untouched');
-    t.notOk(existsSync(`${hv.TEST_ROOT}/outside.qcow2`) || existsSync('/etc/evil.qcow2') || existsSync(`${root}/etc-link/evil.qcow2`), 'nothing written anywhere');
+    t.notOk(
+      existsSync(`${hv.TEST_ROOT}/outside.qcow2`) || existsSync('/etc/evil.qcow2') || existsSync(`${root}/etc-link/evil.qcow2`),
+      'nothing written anywhere',
+    );
     t.notMatch(await hv.liveXml(victim), /<mirror/, 'no copy started');
   });
 
   await t.test('limits', async (t) => {
     // A second agent with small limits, so that they bite here and nowhere else.
-    const limited = await serveAgent(t, { config: { limits: { requestsPerSecond: 5, burst: 10, maxConnections: 4 }, maxPayloadBytes: 65536 } });
+    const limited = await serveAgent(t, {
+      config: { limits: { requestsPerSecond: 5, burst: 10, maxConnections: 4 }, maxPayloadBytes: 65536 },
+    });
     const open: WebSocket[] = [];
     // Connections that succeed stay open, so that they count against the limit.
-    const attemptLimited = () => new Promise<string>((resolve) => {
-      const ws = new WebSocket(limited.url, { headers: limited.headers });
-      ws.on('open', () => { open.push(ws); resolve('accepted'); });
-      ws.on('unexpected-response', (_req, res) => { resolve(`HTTP ${res.statusCode}`); res.destroy(); });
-      ws.on('error', (e) => resolve(`error: ${e.message}`));
-    });
+    const attemptLimited = () =>
+      new Promise<string>((resolve) => {
+        const ws = new WebSocket(limited.url, { headers: limited.headers });
+        ws.on('open', () => {
+          open.push(ws);
+          resolve('accepted');
+        });
+        ws.on('unexpected-response', (_req, res) => {
+          resolve(`HTTP ${res.statusCode}`);
+          res.destroy();
+        });
+        ws.on('error', (e) => resolve(`error: ${e.message}`));
+      });
     const big = await new Promise<string>((resolve) => {
       const ws = new WebSocket(limited.url, { headers: limited.headers });
       ws.on('open', () => ws.send('x'.repeat(128 * 1024)));
@@ -147,7 +197,14 @@ t.test('security table', async (t) => {
     t.equal(big, 'closed 1009');
 
     const flood = await AgentClient.connect(limited.url, { headers: limited.headers });
-    const answers = await Promise.all(Array.from({ length: 40 }, () => flood.call('capabilities', {}).then(() => 'ok', (e) => (e as RpcError).errorName)));
+    const answers = await Promise.all(
+      Array.from({ length: 40 }, () =>
+        flood.call('capabilities', {}).then(
+          () => 'ok',
+          (e) => (e as RpcError).errorName,
+        ),
+      ),
+    );
     const refused = answers.filter((a) => a === 'rateLimited').length;
     row('40 requests at once (rate 5/s, burst 10)', `${answers.length - refused} served, ${refused} rateLimited (retryable)`);
     t.ok(refused >= 25, 'requests beyond the rate are refused');
@@ -164,11 +221,24 @@ t.test('security table', async (t) => {
   });
 
   await t.test('audit trail', async (t) => {
-    const lines = readFileSync(auditFile, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(auditFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const valid = new SchemaSet().validator('audit-entry.schema.json');
-    t.same(lines.filter((l) => !valid(l)), [], 'every line matches schemas/audit-entry.schema.json');
-    t.ok(lines.every((l) => l.principal && l.method && l.outcome && l.peer), 'every entry names principal, peer, method, outcome');
-    t.ok(lines.some((l) => l.principal === 'viewer' && l.method === 'blockCopy' && l.error?.name === 'unauthorized'), 'the refused read-only call is audited');
+    t.same(
+      lines.filter((l) => !valid(l)),
+      [],
+      'every line matches schemas/audit-entry.schema.json',
+    );
+    t.ok(
+      lines.every((l) => l.principal && l.method && l.outcome && l.peer),
+      'every entry names principal, peer, method, outcome',
+    );
+    t.ok(
+      lines.some((l) => l.principal === 'viewer' && l.method === 'blockCopy' && l.error?.name === 'unauthorized'),
+      'the refused read-only call is audited',
+    );
     t.ok(lines.filter((l) => l.error?.name === 'destinationRejected').length >= 11, 'every refused destination is audited');
     const text = readFileSync(auditFile, 'utf8');
     t.notOk(text.includes(agent.token) || text.includes(viewerToken), 'no token in the audit log');
@@ -180,19 +250,24 @@ t.test('security table', async (t) => {
 t.test('the agent refuses to start insecurely', async (t) => {
   const cases: Array<[string, (dir: string) => string[]]> = [
     ['listen on 0.0.0.0 without TLS', () => ['--listen', '0.0.0.0:0']],
-    ['a tokens file others can read', (dir) => {
-      const f = join(dir, 'tokens.json');
-      writeFileSync(f, JSON.stringify({ tokens: [{ name: 'a', token: 'x'.repeat(32) }] }), { mode: 0o644 });
-      chmodSync(f, 0o644);
-      writeFileSync(join(dir, 'c.json'), JSON.stringify({ auth: { tokensFile: f } }));
-      return ['--config', join(dir, 'c.json'), '--listen', '127.0.0.1:0'];
-    }],
+    [
+      'a tokens file others can read',
+      (dir) => {
+        const f = join(dir, 'tokens.json');
+        writeFileSync(f, JSON.stringify({ tokens: [{ name: 'a', token: 'x'.repeat(32) }] }), { mode: 0o644 });
+        chmodSync(f, 0o644);
+        writeFileSync(join(dir, 'c.json'), JSON.stringify({ auth: { tokensFile: f } }));
+        return ['--config', join(dir, 'c.json'), '--listen', '127.0.0.1:0'];
+      },
+    ],
   ];
   for (const [tried, args] of cases) {
     const dir = stateDir(t);
     const child = spawn(process.execPath, [CLI, 'serve', '--state-dir', dir, ...args(dir)], { stdio: ['ignore', 'ignore', 'pipe'] });
     let err = '';
-    child.stderr.on('data', (d) => { err += d; });
+    child.stderr.on('data', (d) => {
+      err += d;
+    });
     const code = await new Promise<number | null>((r) => child.once('exit', r));
     t.comment(`${tried} → exit ${code}: ${err.trim().split('\n').pop()}`);
     t.equal(code, 1, `${tried}: refuses to start`);

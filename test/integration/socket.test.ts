@@ -13,15 +13,23 @@ import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
 
-interface Run { code: number | null; stdout: string; stderr: string }
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
 
 function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => { stdout += d; });
-    child.stderr.on('data', (d) => { stderr += d; });
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
     child.once('exit', (code) => resolve({ code, stdout, stderr }));
   });
 }
@@ -32,7 +40,9 @@ function exchange(path: string, payload: string): Promise<string[]> {
     const c = createConnection(path);
     let out = '';
     c.setEncoding('utf8');
-    c.on('data', (d) => { out += d; });
+    c.on('data', (d) => {
+      out += d;
+    });
     c.on('error', reject);
     c.on('end', () => resolve(out.split('\n').filter(Boolean)));
     c.end(payload);
@@ -54,20 +64,44 @@ t.test('the CLI drives a real copy over the socket it finds through the state di
   const dest = join(dom.dir, 'sock.qcow2');
   const r = await cli(['copy', dom.name, 'vda', dest, '--wait', '--pivot', '--json', '--state-dir', dir]);
   t.equal(r.code, 0, `copy --wait --pivot exits 0 ${r.stderr}`);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-  t.ok(lines.some((l) => l.event === 'job.changed'), 'progress notifications arrive over the socket');
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  t.ok(
+    lines.some((l) => l.event === 'job.changed'),
+    'progress notifications arrive over the socket',
+  );
   t.match(lines.at(-1), { event: 'pivoted', job: { state: 'pivoted' } }, 'pivoted');
   t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the copy');
-  const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  t.match(audit.find((a) => a.method === 'blockCopy' && a.outcome !== 'accepted'), { principal: 'local-socket', peer: 'unix', outcome: 'ok' }, 'the audit: the call came over the unix socket, not the stdio relay');
+  const audit = readFileSync(join(dir, 'audit.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  t.match(
+    audit.find((a) => a.method === 'blockCopy' && a.outcome !== 'accepted'),
+    { principal: 'local-socket', peer: 'unix', outcome: 'ok' },
+    'the audit: the call came over the unix socket, not the stdio relay',
+  );
 
   // `stdio` (what Ansible and scripts start) relays through the socket too.
   const jobId = lines.at(-1).job.jobId;
-  const relay = spawnSync(process.execPath, [CLI, 'stdio', '--state-dir', dir], { input: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'abort', params: { jobId } }) + '\n', encoding: 'utf8', timeout: 60_000 });
+  const relay = spawnSync(process.execPath, [CLI, 'stdio', '--state-dir', dir], {
+    input: JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'abort', params: { jobId } }) + '\n',
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   t.equal(relay.status, 0, `stdio exits 0 ${relay.stderr}`);
   const answer = JSON.parse(relay.stdout);
-  t.ok(answer.id === 7 && ('result' in answer || 'error' in answer), `stdio answers the abort of the pivoted job: ${relay.stdout.trim().slice(0, 120)}`);
-  const relayed = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((a) => a.method === 'abort' && a.outcome !== 'accepted');
+  t.ok(
+    answer.id === 7 && ('result' in answer || 'error' in answer),
+    `stdio answers the abort of the pivoted job: ${relay.stdout.trim().slice(0, 120)}`,
+  );
+  const relayed = readFileSync(join(dir, 'audit.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l))
+    .filter((a) => a.method === 'abort' && a.outcome !== 'accepted');
   t.match(relayed, [{ principal: 'local-socket', peer: 'unix' }], 'the audit: stdio relayed over the unix socket');
 
   const jobs = await cli(['jobs', dom.name, '--json', '--socket', socketOf(dir)]);
@@ -86,11 +120,26 @@ t.test('root only: nobody cannot connect, even with the directory opened up', as
   // A clean environment (env -i): tap adds NODE_OPTIONS hooks to its children that write where nobody may not.
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
   const clean = ['env', '-i', `PATH=${env.PATH}`];
-  const tryAs = (user: string) => spawnSync('runuser', ['-u', user, '--', ...clean, process.execPath, '-e',
-    `require('net').createConnection(${JSON.stringify(path)}).on('connect', () => { console.log('CONNECTED'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(0); })`], { encoding: 'utf8', env });
+  const tryAs = (user: string) =>
+    spawnSync(
+      'runuser',
+      [
+        '-u',
+        user,
+        '--',
+        ...clean,
+        process.execPath,
+        '-e',
+        `require('net').createConnection(${JSON.stringify(path)}).on('connect', () => { console.log('CONNECTED'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(0); })`,
+      ],
+      { encoding: 'utf8', env },
+    );
   t.equal(tryAs('root').stdout.trim(), 'CONNECTED', 'root connects (the check itself works)');
   t.equal(tryAs('nobody').stdout.trim(), 'EACCES', 'nobody: EACCES (directory 0700)');
-  const cliAsNobody = spawnSync('runuser', ['-u', 'nobody', '--', ...clean, process.execPath, CLI, 'jobs', '--socket', path], { encoding: 'utf8', env });
+  const cliAsNobody = spawnSync('runuser', ['-u', 'nobody', '--', ...clean, process.execPath, CLI, 'jobs', '--socket', path], {
+    encoding: 'utf8',
+    env,
+  });
   t.equal(cliAsNobody.status, 3, `the CLI as nobody: exit 3 ${cliAsNobody.stderr}`);
   t.match(cliAsNobody.stderr, /EACCES|permission denied/i, 'permission denied');
   // Someone opened the directory: the socket's own mode still keeps nobody out.
@@ -103,17 +152,28 @@ t.test('bad lines are answered and the connection goes on; an oversized line is 
   const dir = stateDir(t);
   writeFileSync(join(dir, 'small.json'), '{}');
   await serveAgent(t, { dir, config: { maxPayloadBytes: 2048 } });
-  const answers = await exchange(socketOf(dir), [
-    '{not json',
-    `{"jsonrpc":"2.0","id":1,"method":"listJobs","params":{"x":"${'a'.repeat(4096)}"}}`,
-    '{"jsonrpc":"2.0","id":2,"method":"nope"}',
-    '{"jsonrpc":"2.0","id":3,"method":"listJobs","params":{}}',
-  ].join('\n') + '\n');
+  const answers = await exchange(
+    socketOf(dir),
+    [
+      '{not json',
+      `{"jsonrpc":"2.0","id":1,"method":"listJobs","params":{"x":"${'a'.repeat(4096)}"}}`,
+      '{"jsonrpc":"2.0","id":2,"method":"nope"}',
+      '{"jsonrpc":"2.0","id":3,"method":"listJobs","params":{}}',
+    ].join('\n') + '\n',
+  );
   const parsed = answers.map((a) => JSON.parse(a));
   t.equal(parsed.length, 4, 'one answer per line');
   t.equal(parsed.filter((p) => p.error?.code === -32700).length, 2, 'junk and the oversized line: parse errors');
-  t.match(parsed.find((p) => p.id === 2), { error: { code: -32601 } }, 'unknown method: -32601');
-  t.match(parsed.find((p) => p.id === 3), { result: { jobs: Array } }, 'the next request is served');
+  t.match(
+    parsed.find((p) => p.id === 2),
+    { error: { code: -32601 } },
+    'unknown method: -32601',
+  );
+  t.match(
+    parsed.find((p) => p.id === 3),
+    { result: { jobs: Array } },
+    'the next request is served',
+  );
 });
 
 t.test('a stale socket: the CLI falls back, the next agent replaces it; a live one is never taken over', async (t) => {
@@ -131,7 +191,10 @@ t.test('a stale socket: the CLI falls back, the next agent replaces it; a live o
   // Another agent (its own state directory) pointed at this live socket refuses to start.
   const other = stateDir(t);
   writeFileSync(join(other, 'c.json'), JSON.stringify({ socket: { path: socketOf(dir) } }));
-  const second = spawnSync(process.execPath, [CLI, 'serve', '--state-dir', other, '--no-listen', '--config', join(other, 'c.json')], { encoding: 'utf8', timeout: 60_000 });
+  const second = spawnSync(process.execPath, [CLI, 'serve', '--state-dir', other, '--no-listen', '--config', join(other, 'c.json')], {
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   t.equal(second.status, 1, 'a second agent on a live socket does not start');
   t.match(second.stderr, /another agent serves/, 'and says why');
   t.equal((await cli(['jobs', '--socket', socketOf(dir)])).code, 0, 'the first one still serves');
@@ -142,9 +205,16 @@ t.test('an agent without the socket: stdio relays over the WebSocket, the CLI sp
   const dir = stateDir(t);
   await serveAgent(t, { dir, config: { socket: { enabled: false }, audit: { file: join(dir, 'audit.log') } } });
   t.notOk('socket' in JSON.parse(readFileSync(join(dir, 'agent.lock'), 'utf8')), 'the lock file names no socket');
-  const relay = spawnSync(process.execPath, [CLI, 'stdio', '--state-dir', dir], { input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'abort', params: { jobId: 'none' } }) + '\n', encoding: 'utf8', timeout: 60_000 });
+  const relay = spawnSync(process.execPath, [CLI, 'stdio', '--state-dir', dir], {
+    input: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'abort', params: { jobId: 'none' } }) + '\n',
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   t.match(JSON.parse(relay.stdout), { id: 1, error: { data: { name: 'noJob' } } }, 'stdio answers');
-  const audit = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const audit = readFileSync(join(dir, 'audit.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   t.match(audit, [{ method: 'abort', principal: 'local-stdio' }], 'over the WebSocket relay (principal local-stdio)');
   const r = await cli(['jobs', '--json', '--state-dir', dir]);
   t.equal(r.code, 0, 'the CLI works by the old path');

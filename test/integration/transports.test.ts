@@ -28,7 +28,11 @@ t.test('WebSocket: binary, oversized and unmasked frames', async (t) => {
   ws.send(Buffer.from([0xff, 0x00, 0x13]), { binary: true });
   t.match(JSON.parse(await nextMessage(ws)), { error: { code: -32700 } }, 'a binary junk frame gets a parse error');
   ws.send(Buffer.from(JSON.stringify({ jsonrpc: '2.0', method: 'capabilities', params: {}, id: 1 })), { binary: true });
-  t.match(JSON.parse(await nextMessage(ws)), { id: 1, result: { agent: { name: 'blockcopy-agent' } } }, 'a binary frame holding JSON is served');
+  t.match(
+    JSON.parse(await nextMessage(ws)),
+    { id: 1, result: { agent: { name: 'blockcopy-agent' } } },
+    'a binary frame holding JSON is served',
+  );
 
   const big = await rawWs(agent.url, agent.headers);
   const closed = new Promise<number>((r) => big.once('close', (code) => r(code)));
@@ -40,12 +44,17 @@ t.test('WebSocket: binary, oversized and unmasked frames', async (t) => {
   const { port } = new URL(agent.url);
   await new Promise<void>((resolve) => {
     const sock = connect(Number(port), '127.0.0.1', () => {
-      sock.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${agent.token}\r\n\r\n`);
+      sock.write(
+        `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${agent.token}\r\n\r\n`,
+      );
       setTimeout(() => sock.write(Buffer.from([0x81, 0x02, 0x7b, 0x7d])), 100);
     });
     sock.on('error', () => resolve());
     sock.on('close', () => resolve());
-    setTimeout(() => { sock.destroy(); resolve(); }, 2000);
+    setTimeout(() => {
+      sock.destroy();
+      resolve();
+    }, 2000);
   });
   const client = await agent.connect();
   t.match(await client.call('capabilities', {}), { agent: { name: 'blockcopy-agent' } }, 'the agent still answers afterwards');
@@ -58,11 +67,16 @@ t.test('WebSocket: a peer that never answers pings is dropped', async (t) => {
   // A raw socket completes the handshake and then stays silent: no pong will ever come.
   const closed = await new Promise<boolean>((resolve) => {
     const sock = connect(Number(port), '127.0.0.1', () => {
-      sock.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${agent.token}\r\n\r\n`);
+      sock.write(
+        `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${agent.token}\r\n\r\n`,
+      );
     });
     sock.on('data', () => {});
     sock.on('close', () => resolve(true));
-    setTimeout(() => { sock.destroy(); resolve(false); }, 30_000);
+    setTimeout(() => {
+      sock.destroy();
+      resolve(false);
+    }, 30_000);
   });
   t.ok(closed, 'the agent closed the silent connection');
   const client = await agent.connect();
@@ -72,10 +86,15 @@ t.test('WebSocket: a peer that never answers pings is dropped', async (t) => {
 
 t.test('stdio: partial lines, an oversized line, EOF', async (t) => {
   const dir = stateDir(t);
-  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...TEST_AGENT_ENV } });
+  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...TEST_AGENT_ENV },
+  });
   let out = '';
   child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d: string) => { out += d; });
+  child.stdout.on('data', (d: string) => {
+    out += d;
+  });
   child.stderr.resume();
   const call = JSON.stringify({ jsonrpc: '2.0', method: 'capabilities', params: {}, id: 1 });
   child.stdin.write(call.slice(0, 10));
@@ -86,10 +105,25 @@ t.test('stdio: partial lines, an oversized line, EOF', async (t) => {
   child.stdin.end();
   const code = await new Promise<number | null>((r) => child.once('exit', r));
   t.equal(code, 0, 'exits cleanly on EOF');
-  const lines = out.trim().split('\n').map((l) => JSON.parse(l));
-  t.match(lines.find((l) => l.id === 1), { result: { agent: {} } }, 'a request split across writes is served');
-  t.match(lines.find((l) => l.error?.code === -32700), { id: null }, 'the oversized line gets a parse error');
-  t.match(lines.find((l) => l.id === 2), { result: { jobs: [] } }, 'the next line is served');
+  const lines = out
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  t.match(
+    lines.find((l) => l.id === 1),
+    { result: { agent: {} } },
+    'a request split across writes is served',
+  );
+  t.match(
+    lines.find((l) => l.error?.code === -32700),
+    { id: null },
+    'the oversized line gets a parse error',
+  );
+  t.match(
+    lines.find((l) => l.id === 2),
+    { result: { jobs: [] } },
+    'the next line is served',
+  );
   t.notMatch(out, /"level"/, 'no log line on stdout');
 });
 
@@ -100,7 +134,13 @@ t.test('SIGTERM leaves a running copy alone; the next agent adopts and finishes 
   const first = await serveAgent(t, { dir });
   const c1 = await first.connect();
   const dest = `${dom.dir}/survivor.qcow2`;
-  const { job } = await c1.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, bandwidth: 4 * MiB, jobId: 'survivor' });
+  const { job } = await c1.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: dest, format: 'qcow2' },
+    bandwidth: 4 * MiB,
+    jobId: 'survivor',
+  });
   c1.close();
   t.equal(await first.stop('SIGTERM'), 0, 'the agent exits 0 on SIGTERM');
   t.match(await hv.liveXml(dom), /<mirror [^>]*job='copy'/, 'the copy still runs inside QEMU');
@@ -123,9 +163,15 @@ t.test('stdio relays to the daemon that owns the state directory', async (t) => 
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }] });
   const relay = AgentClient.spawn(process.execPath, [CLI, 'stdio', '--state-dir', daemon.stateDir], { stderr: 'pipe' });
   t.teardown(() => relay.close());
-  const { job } = await relay.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/relayed.qcow2` }, jobId: 'relayed', wait: 'ready' });
+  const { job } = await relay.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: `${dom.dir}/relayed.qcow2` },
+    jobId: 'relayed',
+    wait: 'ready',
+  });
   t.equal(job.state, 'ready', 'a copy started through stdio');
-  t.match((await viaDaemon.call('jobInfo', { jobId: 'relayed' })).job, { state: 'ready' }, 'is the daemon\'s job: one agent owns the jobs');
+  t.match((await viaDaemon.call('jobInfo', { jobId: 'relayed' })).job, { state: 'ready' }, "is the daemon's job: one agent owns the jobs");
   await relay.call('finish', { jobId: 'relayed' });
 });
 
@@ -145,7 +191,12 @@ t.test('a copy started by virsh is adopted', async (t) => {
 
 t.test('the typed client reconnects after an agent restart and subscribes again', async (t) => {
   const { createServer } = await import('node:net');
-  const port = await new Promise<number>((r) => { const s = createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => r(p)); }); });
+  const port = await new Promise<number>((r) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => r(p));
+    });
+  });
   const dir = stateDir(t);
   const first = await serveAgent(t, { dir, port });
   const client = await AgentClient.connect(first.url, { headers: first.headers, reconnect: { maxDelayMs: 500 } });
@@ -159,6 +210,12 @@ t.test('the typed client reconnects after an agent restart and subscribes again'
   const seen = new Promise<string>((r) => client.on('job.changed', (j: { state: string }) => r(j.state)));
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }] });
   const other = await second.connect();
-  await other.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: `${dom.dir}/after-reconnect.qcow2` }, whenReady: 'finish', wait: 'done' });
+  await other.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: `${dom.dir}/after-reconnect.qcow2` },
+    whenReady: 'finish',
+    wait: 'done',
+  });
   t.ok(await seen, 'notifications arrive again: the subscription was renewed');
 });

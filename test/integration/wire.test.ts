@@ -26,14 +26,26 @@ function open(url: string, headers: Record<string, string>): Promise<WebSocket> 
 function attempt(url: string, headers: Record<string, string>): Promise<string> {
   return new Promise((resolve) => {
     const ws = new WebSocket(url, { headers });
-    ws.on('open', () => { resolve('open'); ws.close(); });
-    ws.on('unexpected-response', (_req, res) => { resolve(`HTTP ${res.statusCode}`); res.destroy(); });
+    ws.on('open', () => {
+      resolve('open');
+      ws.close();
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(`HTTP ${res.statusCode}`);
+      res.destroy();
+    });
     ws.on('error', (e) => resolve(`error: ${e.message}`));
   });
 }
 
-const closeOf = (ws: WebSocket) => new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: reason.toString() })));
-const answer = (ws: WebSocket, frame: string) => new Promise<any>((r) => { ws.once('message', (d) => r(JSON.parse(d.toString()))); ws.send(frame); }); // eslint-disable-line @typescript-eslint/no-explicit-any
+const closeOf = (ws: WebSocket) =>
+  new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: reason.toString() })));
+const answer = (ws: WebSocket, frame: string) =>
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- answers of many shapes, matched by t.match
+  new Promise<any>((r) => {
+    ws.once('message', (d) => r(JSON.parse(d.toString())));
+    ws.send(frame);
+  });
 
 /** Resolves when the agent logs a line matching re. */
 function logged(agent: ServedAgent, re: RegExp): Promise<string> {
@@ -42,14 +54,19 @@ function logged(agent: ServedAgent, re: RegExp): Promise<string> {
     const on = (d: Buffer) => {
       buf += d.toString();
       const line = buf.split('\n').find((l) => re.test(l));
-      if (line) { agent.process.stderr!.off('data', on); resolve(line); }
+      if (line) {
+        agent.process.stderr!.off('data', on);
+        resolve(line);
+      }
     };
     agent.process.stderr!.on('data', on);
   });
 }
 
 t.test('a client that does not read is stopped and closed (1008); another is served meanwhile', async (t) => {
-  const agent = await serveAgent(t, { config: { limits: { maxBufferedBytes: 65536, slowReaderMs: 2000, requestsPerSecond: 100000, burst: 100000 } } });
+  const agent = await serveAgent(t, {
+    config: { limits: { maxBufferedBytes: 65536, slowReaderMs: 2000, requestsPerSecond: 100000, burst: 100000 } },
+  });
   const hostile = await open(agent.url, agent.headers);
   hostile.on('error', () => {});
   const closed = closeOf(hostile);
@@ -58,7 +75,11 @@ t.test('a client that does not read is stopped and closed (1008); another is ser
   // ~80 KiB per answer: 3,000 answers would be ~240 MiB if the agent kept producing them.
   for (let i = 0; i < 3000; i++) hostile.send(discover);
   const good = await agent.connect();
-  t.match(await good.call('capabilities', {}), { agent: { name: 'blockcopy-agent' } }, 'another client is served while the hostile one floods');
+  t.match(
+    await good.call('capabilities', {}),
+    { agent: { name: 'blockcopy-agent' } },
+    'another client is served while the hostile one floods',
+  );
   const line = await logged(agent, /the peer does not read its answers/);
   t.match(line, /unread for 2000 ms/, 'the agent logs why');
   hostile.resume();
@@ -75,16 +96,25 @@ t.test('batch size limit and a rate limit that counts calls', async (t) => {
   t.teardown(() => ws.close());
   const call = (id: number) => ({ jsonrpc: '2.0', method: 'listJobs', params: {}, id });
   const tooBig = await answer(ws, JSON.stringify(Array.from({ length: 21 }, (_, i) => call(i))));
-  t.match(tooBig, { id: null, error: { code: -32600, message: /batch of 21 messages exceeds the limit of 20/, data: { maxBatch: 20 } } }, 'a batch over maxBatch is refused whole');
+  t.match(
+    tooBig,
+    { id: null, error: { code: -32600, message: /batch of 21 messages exceeds the limit of 20/, data: { maxBatch: 20 } } },
+    'a batch over maxBatch is refused whole',
+  );
   const first = await answer(ws, JSON.stringify(Array.from({ length: 20 }, (_, i) => call(i))));
   t.equal(first.filter((a: { result?: unknown }) => a.result).length, 20, 'a batch of 20 takes 20 of the 30 tokens');
   const second = await answer(ws, JSON.stringify(Array.from({ length: 20 }, (_, i) => call(i))));
   const limited = second.filter((a: { error?: { data?: { name?: string } } }) => a.error?.data?.name === 'rateLimited').length;
-  t.ok(limited >= 9 && limited <= 11, `the next batch of 20 is mostly refused (${limited} rateLimited; one frame would have passed whole before)`);
+  t.ok(
+    limited >= 9 && limited <= 11,
+    `the next batch of 20 is mostly refused (${limited} rateLimited; one frame would have passed whole before)`,
+  );
 });
 
 t.test('HTTP hygiene: foreign Origin refused, half-sent requests dropped', async (t) => {
-  const agent = await serveAgent(t, { config: { listen: { host: '127.0.0.1', port: 0, allowedOrigins: ['https://console.example'] }, limits: { requestTimeoutMs: 1000 } } });
+  const agent = await serveAgent(t, {
+    config: { listen: { host: '127.0.0.1', port: 0, allowedOrigins: ['https://console.example'] }, limits: { requestTimeoutMs: 1000 } },
+  });
   t.equal(await attempt(agent.url, { ...agent.headers, origin: 'https://evil.example' }), 'HTTP 403', 'a foreign Origin is refused');
   t.equal(await attempt(agent.url, { ...agent.headers, origin: 'https://console.example' }), 'open', 'a configured Origin is accepted');
   t.equal(await attempt(agent.url, agent.headers), 'open', 'no Origin (not a browser) is accepted');
@@ -94,14 +124,20 @@ t.test('HTTP hygiene: foreign Origin refused, half-sent requests dropped', async
     sock.on('data', () => {});
     sock.on('close', () => resolve('closed by the agent'));
     sock.on('error', () => {});
-    setTimeout(() => { sock.destroy(); resolve('still open after 20 s'); }, 20_000);
+    setTimeout(() => {
+      sock.destroy();
+      resolve('still open after 20 s');
+    }, 20_000);
   });
   t.equal(dropped, 'closed by the agent', 'a request whose headers never end is dropped');
   const silent = await new Promise<string>((resolve) => {
     const sock = connect(Number(port), '127.0.0.1');
     sock.on('close', () => resolve('closed by the agent'));
     sock.on('error', () => {});
-    setTimeout(() => { sock.destroy(); resolve('still open after 20 s'); }, 20_000);
+    setTimeout(() => {
+      sock.destroy();
+      resolve('still open after 20 s');
+    }, 20_000);
   });
   t.equal(silent, 'closed by the agent', 'a connection that sends nothing is dropped');
 });
@@ -114,7 +150,9 @@ t.test('a listen host is judged by what it resolves to', async (t) => {
 t.test('a malformed tokens file is refused without echoing it', async (t) => {
   const secret = 'SUPERSECRET-0123456789abcdef';
   for (const text of [
-    `{"tokens": [{"name": "a", "token": "${secret}" oops`, `{"tokens": [{"name": "a", "token": "${secret}"}]} ${secret}`, secret,
+    `{"tokens": [{"name": "a", "token": "${secret}" oops`,
+    `{"tokens": [{"name": "a", "token": "${secret}"}]} ${secret}`,
+    secret,
     `{"tokens": [{"name": "a", "token": "${secret}", "x": "${secret}"}]}`,
     `{"tokens": [{"name": "${secret}", "token": "${'t'.repeat(32)}"}, {"name": "${secret}", "token": "${'u'.repeat(32)}"}]}`,
   ]) {
@@ -123,10 +161,16 @@ t.test('a malformed tokens file is refused without echoing it', async (t) => {
     writeFileSync(f, text, { mode: 0o600 });
     chmodSync(f, 0o600);
     writeFileSync(join(dir, 'c.json'), JSON.stringify({ auth: { tokensFile: f } }));
-    const child = spawn(process.execPath, [CLI, 'serve', '--state-dir', dir, '--config', join(dir, 'c.json'), '--listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, 'serve', '--state-dir', dir, '--config', join(dir, 'c.json'), '--listen', '127.0.0.1:0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
-    child.stderr.on('data', (d) => { out += d; });
-    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => {
+      out += d;
+    });
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
     const code = await new Promise<number | null>((r) => child.once('exit', r));
     t.equal(code, 1, 'refuses to start');
     t.match(out, /tokens file/, `says which file: ${out.trim().split('\n').pop()}`);
@@ -143,7 +187,16 @@ t.test('SIGHUP reloads the tokens: a revoked token is refused and its connection
   const admin = await agent.connect();
   const tokensFile = join(agent.stateDir, 'tokens.json');
   const fresh = 'f'.repeat(40);
-  writeFileSync(tokensFile, JSON.stringify({ tokens: [{ name: 'test-admin', token: agent.token }, { name: 'fresh', token: fresh }] }), { mode: 0o600 });
+  writeFileSync(
+    tokensFile,
+    JSON.stringify({
+      tokens: [
+        { name: 'test-admin', token: agent.token },
+        { name: 'fresh', token: fresh },
+      ],
+    }),
+    { mode: 0o600 },
+  );
   const reloaded = logged(agent, /credentials reloaded/);
   agent.process.kill('SIGHUP');
   t.match(await reloaded, /"closedConnections":1/, 'the agent reloads and closes one connection');
@@ -165,14 +218,22 @@ t.test('SIGHUP reloads the TLS material', async (t) => {
   const [a, b] = [await makePki(t), await makePki(t)];
   const dir = stateDir(t);
   const tls = { cert: join(dir, 'server.pem'), key: join(dir, 'server.key'), ca: join(dir, 'ca.pem') };
-  const install = (p: typeof a) => { copyFileSync(p.serverCert, tls.cert); copyFileSync(p.serverKey, tls.key); copyFileSync(p.ca, tls.ca); };
+  const install = (p: typeof a) => {
+    copyFileSync(p.serverCert, tls.cert);
+    copyFileSync(p.serverKey, tls.key);
+    copyFileSync(p.ca, tls.ca);
+  };
   install(a);
   const agent = await serveAgent(t, { dir, config: { tls } });
   const { port } = new URL(agent.url);
-  const served = () => new Promise<string>((resolve, reject) => {
-    const s = tlsConnect({ host: '127.0.0.1', port: Number(port), rejectUnauthorized: false }, () => { resolve(s.getPeerCertificate().fingerprint256); s.destroy(); });
-    s.on('error', reject);
-  });
+  const served = () =>
+    new Promise<string>((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port: Number(port), rejectUnauthorized: false }, () => {
+        resolve(s.getPeerCertificate().fingerprint256);
+        s.destroy();
+      });
+      s.on('error', reject);
+    });
   const fingerprint = async (file: string) => {
     const { X509Certificate } = await import('node:crypto');
     const { readFileSync } = await import('node:fs');
@@ -191,7 +252,9 @@ function relay(dir: string, input: string): Promise<{ code: number | null; lines
   const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d: string) => { out += d; });
+  child.stdout.on('data', (d: string) => {
+    out += d;
+  });
   child.stderr.resume();
   child.stdin.end(input);
   return new Promise((r) => child.once('exit', (code) => r({ code, lines: out.split('\n').filter(Boolean) })));
@@ -207,26 +270,41 @@ t.test('the stdio relay answers everything it owes, ids exact', async (t) => {
   }
   t.equal(answered, 20, 'an invalid request without id, then end of input: answered in 20 of 20 runs');
 
-  const { lines } = await relay(daemon.stateDir, [
-    `{"jsonrpc":"2.0","method":"capabilities","params":{},"id":${BIG}}`,
-    '{"jsonrpc":"2.0","method":"listJobs","params":{}}', // a notification: no answer
-    `[{"jsonrpc":"2.0","method":"listJobs","params":{},"id":-${BIG}},{"jsonrpc":"2.0","method":"listJobs","params":{}}]`,
-    '[]',
-    'junk',
-  ].join('\n'));
+  const { lines } = await relay(
+    daemon.stateDir,
+    [
+      `{"jsonrpc":"2.0","method":"capabilities","params":{},"id":${BIG}}`,
+      '{"jsonrpc":"2.0","method":"listJobs","params":{}}', // a notification: no answer
+      `[{"jsonrpc":"2.0","method":"listJobs","params":{},"id":-${BIG}},{"jsonrpc":"2.0","method":"listJobs","params":{}}]`,
+      '[]',
+      'junk',
+    ].join('\n'),
+  );
   t.equal(lines.length, 4, 'one answer per line that is owed one');
-  t.ok(lines.some((l) => l.startsWith(`{"jsonrpc":"2.0","id":${BIG},"result":`)), 'a big id comes back digit for digit');
-  t.ok(lines.some((l) => l.startsWith(`[{"jsonrpc":"2.0","id":-${BIG},"result":`)), 'also in a batch');
+  t.ok(
+    lines.some((l) => l.startsWith(`{"jsonrpc":"2.0","id":${BIG},"result":`)),
+    'a big id comes back digit for digit',
+  );
+  t.ok(
+    lines.some((l) => l.startsWith(`[{"jsonrpc":"2.0","id":-${BIG},"result":`)),
+    'also in a batch',
+  );
 });
 
 t.test('stdio: a caller that does not read stdout is stopped, the agent exits', async (t) => {
   const dir = stateDir(t);
   writeFileSync(join(dir, 'c.json'), JSON.stringify({ limits: { maxBufferedBytes: 65536, slowReaderMs: 1000 } }));
-  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir, '--config', join(dir, 'c.json')], { stdio: ['pipe', 'pipe', 'pipe'] });
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  const child = spawn(process.execPath, [CLI, 'stdio', '--state-dir', dir, '--config', join(dir, 'c.json')], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
   child.stdout.pause(); // never read
   let err = '';
-  child.stderr.on('data', (d) => { err += d; });
+  child.stderr.on('data', (d) => {
+    err += d;
+  });
   child.stdin.on('error', () => {});
   const line = JSON.stringify({ jsonrpc: '2.0', method: 'rpc.discover', id: 1 }) + '\n';
   child.stdin.write(line.repeat(2000));

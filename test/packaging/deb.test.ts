@@ -42,10 +42,13 @@ t.test('the .deb installs on a clean Debian 12 root and moves a running disk', a
   t.equal(check.code, 0, 'the packaged config passes config check');
   t.equal(statSync(join(root.dir, 'var/lib/blockcopy-agent')).mode & 0o777, 0o700, 'state directory 0700');
   const unitText = readFileSync(join(root.dir, 'lib/systemd/system/blockcopy-agent.service'), 'utf8');
-  t.equal(unitText, readFileSync(join(REPO, 'systemd/blockcopy-agent.service'), 'utf8'), 'the unit is the repository\'s');
-  t.ok(statSync(join(root.dir, 'etc/systemd/system/multi-user.target.wants/blockcopy-agent.service'), { throwIfNoEntry: false }) !== undefined ||
-    readFileSync(join(root.dir, 'var/lib/systemd/deb-systemd-helper-enabled/blockcopy-agent.service.dsh-also'), 'utf8').length > 0,
-  'postinst enabled the service (deb-systemd-helper) without systemd running');
+  t.equal(unitText, readFileSync(join(REPO, 'systemd/blockcopy-agent.service'), 'utf8'), "the unit is the repository's");
+  t.ok(
+    statSync(join(root.dir, 'etc/systemd/system/multi-user.target.wants/blockcopy-agent.service'), { throwIfNoEntry: false }) !==
+      undefined ||
+      readFileSync(join(root.dir, 'var/lib/systemd/deb-systemd-helper-enabled/blockcopy-agent.service.dsh-also'), 'utf8').length > 0,
+    'postinst enabled the service (deb-systemd-helper) without systemd running',
+  );
 
   // The daemon exactly as systemd would start it (ExecStart), on a free port; the destination
   // directory is allowed through the environment, as /etc/default/blockcopy-agent would.
@@ -58,18 +61,29 @@ t.test('the .deb installs on a clean Debian 12 root and moves a running disk', a
   let log = '';
   const listening = new Promise<void>((resolve, reject) => {
     // The agent logs JSON lines on stderr (journald takes them under systemd).
-    const onData = (d: Buffer) => { log += d; if (log.includes('"listening"')) resolve(); };
+    const onData = (d: Buffer) => {
+      log += d;
+      if (log.includes('"listening"')) resolve();
+    };
     daemon.stdout!.on('data', onData);
     daemon.stderr!.on('data', onData);
     daemon.on('exit', (code) => reject(new Error(`the agent exited (${code}): ${log.slice(-500)}`)));
   });
   const exited = new Promise<number | null>((r) => daemon.on('exit', (code) => r(code)));
-  t.teardown(async () => { if (daemon.exitCode === null) { daemon.kill('SIGTERM'); await exited; } });
+  t.teardown(async () => {
+    if (daemon.exitCode === null) {
+      daemon.kill('SIGTERM');
+      await exited;
+    }
+  });
   await listening;
-  t.pass('the unit\'s ExecStart serves inside the root');
+  t.pass("the unit's ExecStart serves inside the root");
 
   const dest = join(dom.dir, 'moved.qcow2');
-  const copy = await root.exec(['blockcopy-agent', 'copy', dom.name, 'vda', dest, '--format', 'qcow2', '--wait', '--pivot', '--timeout', '120', '--json'], env);
+  const copy = await root.exec(
+    ['blockcopy-agent', 'copy', dom.name, 'vda', dest, '--format', 'qcow2', '--wait', '--pivot', '--timeout', '120', '--json'],
+    env,
+  );
   t.equal(copy.code, 0, `blockcopy-agent copy --pivot: ${copy.stderr.slice(-300)}`);
   t.match(copy.stdout, '"state":"pivoted"', 'the CLI reports the job pivoted');
   const xml = await hv.liveXml(dom);
@@ -83,6 +97,10 @@ t.test('the .deb installs on a clean Debian 12 root and moves a running disk', a
 
   const purge = await root.exec(['dpkg', '--purge', 'blockcopy-agent']);
   t.equal(purge.code, 0, `dpkg --purge ${purge.stderr}`);
-  const left = await root.exec(['sh', '-c', 'ls -d /usr/lib/blockcopy-agent /var/lib/blockcopy-agent /etc/blockcopy-agent /usr/bin/blockcopy-agent 2>/dev/null; true']);
+  const left = await root.exec([
+    'sh',
+    '-c',
+    'ls -d /usr/lib/blockcopy-agent /var/lib/blockcopy-agent /etc/blockcopy-agent /usr/bin/blockcopy-agent 2>/dev/null; true',
+  ]);
   t.equal(left.stdout.trim(), '', 'purge leaves nothing behind');
 });

@@ -43,11 +43,21 @@ t.test('libvirtd frozen for a minute under the agent', async (t) => {
   const slow = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
   await hv.guestWrite(slow, 'vda', { pattern: 0x81, offset: 0, length: 64 * MiB });
   const slowDest = `${slow.dir}/hang-slow.qcow2`;
-  const { job: slowJob } = await client.call('blockCopy', { domain: slow.name, disk: 'vda', destination: { path: slowDest, format: 'qcow2' }, bandwidth: 2 * MiB });
+  const { job: slowJob } = await client.call('blockCopy', {
+    domain: slow.name,
+    disk: 'vda',
+    destination: { path: slowDest, format: 'qcow2' },
+    bandwidth: 2 * MiB,
+  });
   const piv = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
   await hv.guestWrite(piv, 'vda', { pattern: 0x82, offset: 0, length: 32 * MiB });
   const pivDest = `${piv.dir}/hang-pivot.qcow2`;
-  const { job: pivJob } = await client.call('blockCopy', { domain: piv.name, disk: 'vda', destination: { path: pivDest, format: 'qcow2' }, wait: 'ready' });
+  const { job: pivJob } = await client.call('blockCopy', {
+    domain: piv.name,
+    disk: 'vda',
+    destination: { path: pivDest, format: 'qcow2' },
+    wait: 'ready',
+  });
   const other = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }] });
 
   const reads: number[] = [];
@@ -57,7 +67,10 @@ t.test('libvirtd frozen for a minute under the agent', async (t) => {
   const frozen = freezeLibvirtd();
   const frozenAt = Date.now();
   // The pivot request is in flight when libvirtd freezes (the case that used to crash the agent).
-  const pivot = client.call('pivot', { jobId: pivJob.jobId, timeout: 300 }).then((x) => `answered: ${x.job.state}`, (e: Error) => `failed: ${e.message}`);
+  const pivot = client.call('pivot', { jobId: pivJob.jobId, timeout: 300 }).then(
+    (x) => `answered: ${x.job.state}`,
+    (e: Error) => `failed: ${e.message}`,
+  );
   try {
     // Clients keep calling while libvirtd is frozen.
     let round = 0;
@@ -79,7 +92,15 @@ t.test('libvirtd frozen for a minute under the agent', async (t) => {
       if (round++ % 10 === 0) {
         for (const [method, call] of [
           ['setSpeed', () => client.call('setSpeed', { jobId: slowJob.jobId, bandwidth: 3 * MiB })],
-          ['blockCopy', () => client.call('blockCopy', { domain: other.name, disk: 'vda', destination: { path: `${other.dir}/never.qcow2`, format: 'qcow2' } })],
+          [
+            'blockCopy',
+            () =>
+              client.call('blockCopy', {
+                domain: other.name,
+                disk: 'vda',
+                destination: { path: `${other.dir}/never.qcow2`, format: 'qcow2' },
+              }),
+          ],
         ] as const) {
           const t0 = Date.now();
           try {
@@ -99,9 +120,14 @@ t.test('libvirtd frozen for a minute under the agent', async (t) => {
   }
   t.same(readFailures, [], 'jobInfo, listJobs and capabilities answered throughout');
   t.comment(`reads while frozen: ${reads.length}, p50 ${pct(reads, 50)} ms, p99 ${pct(reads, 99)} ms, max ${Math.max(...reads)} ms`);
-  t.comment(`listJobs while frozen: ${listJobsMs.length}, p50 ${pct(listJobsMs, 50)} ms, p99 ${pct(listJobsMs, 99)} ms, max ${Math.max(...listJobsMs)} ms`);
+  t.comment(
+    `listJobs while frozen: ${listJobsMs.length}, p50 ${pct(listJobsMs, 50)} ms, p99 ${pct(listJobsMs, 99)} ms, max ${Math.max(...listJobsMs)} ms`,
+  );
   // Generous for a loaded host: the point is the read bound (1 s), not the 10 s libvirt call bound.
-  t.ok(Math.max(...listJobsMs) < 2000, `listJobs answered from memory within the read bound, never the libvirt call bound (max ${Math.max(...listJobsMs)} ms)`);
+  t.ok(
+    Math.max(...listJobsMs) < 2000,
+    `listJobs answered from memory within the read bound, never the libvirt call bound (max ${Math.max(...listJobsMs)} ms)`,
+  );
   t.ok(mutating.length > 0, 'mutating calls were made while frozen');
   for (const m of mutating) {
     if (m.name === 'ok') continue;
@@ -142,6 +168,10 @@ t.test('libvirtd frozen for a minute under the agent', async (t) => {
   const slowSame = await hv.compareImages(slow.disks[0]!.path, slowDest);
   t.equal(slowSame, 'identical', 'qemu-img compare: the finished copy holds the writes made after the thaw');
   t.equal(agent.process.exitCode, null, 'the agent never crashed');
-  report(t, { fault: 'libvirtd frozen (SIGSTOP) 60 s', at: `copying + pivot in flight${libvirtdCrashed ? '; libvirtd itself crashed after the thaw and was restarted' : ''}; reads p99 ${pct(reads, 99)} ms; listJobs max ${Math.max(...listJobsMs)} ms; ${mutating.length} mutating calls named and retryable`,
-    recovered: pivEnd.state === 'pivoted' && fin.job.state === 'finished', mismatches: (pivSame === 'identical' ? 0 : 1) + (slowSame === 'identical' ? 0 : 1) });
+  report(t, {
+    fault: 'libvirtd frozen (SIGSTOP) 60 s',
+    at: `copying + pivot in flight${libvirtdCrashed ? '; libvirtd itself crashed after the thaw and was restarted' : ''}; reads p99 ${pct(reads, 99)} ms; listJobs max ${Math.max(...listJobsMs)} ms; ${mutating.length} mutating calls named and retryable`,
+    recovered: pivEnd.state === 'pivoted' && fin.job.state === 'finished',
+    mismatches: (pivSame === 'identical' ? 0 : 1) + (slowSame === 'identical' ? 0 : 1),
+  });
 });

@@ -14,7 +14,9 @@ import { report } from '../helpers/faults.js';
 const MiB = 1024 * 1024;
 
 /** Restarts libvirtd and resolves once the agent says it has reconnected and reconciled. */
-async function restartUnder(client: AgentClient): Promise<{ lost: AgentConnectionParams; restored: AgentConnectionParams; recoveredMs: number }> {
+async function restartUnder(
+  client: AgentClient,
+): Promise<{ lost: AgentConnectionParams; restored: AgentConnectionParams; recoveredMs: number }> {
   const seen: AgentConnectionParams[] = [];
   const onConn = (p: AgentConnectionParams) => seen.push(p);
   client.on('agent.connection', onConn);
@@ -26,7 +28,11 @@ async function restartUnder(client: AgentClient): Promise<{ lost: AgentConnectio
       await new Promise((r) => setTimeout(r, 20));
     }
     const restoredSeenAt = Date.now();
-    return { lost: seen.find((p) => p.state === 'lost')!, restored: seen.find((p) => p.state === 'restored')!, recoveredMs: restoredSeenAt - upAt };
+    return {
+      lost: seen.find((p) => p.state === 'lost')!,
+      restored: seen.find((p) => p.state === 'restored')!,
+      recoveredMs: restoredSeenAt - upAt,
+    };
   } finally {
     client.off('agent.connection', onConn);
   }
@@ -41,7 +47,12 @@ t.test('libvirtd restarts under the agent', async (t) => {
     const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 128 }] });
     await hv.guestWrite(dom, 'vda', { pattern: 0x71, offset: 0, length: 64 * MiB });
     const dest = `${dom.dir}/p1.qcow2`;
-    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, bandwidth: 2 * MiB });
+    const { job } = await client.call('blockCopy', {
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: dest, format: 'qcow2' },
+      bandwidth: 2 * MiB,
+    });
     const r = await restartUnder(client);
     t.match(r.lost, { state: 'lost' }, 'clients are told the connection was lost');
     t.match(r.restored, { state: 'restored' }, '… and restored');
@@ -55,14 +66,24 @@ t.test('libvirtd restarts under the agent', async (t) => {
     t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'virsh: the guest runs on the copy');
     const same = await hv.compareImages(dom.disks[0]!.path, dest);
     t.equal(same, 'identical', 'qemu-img compare: nothing lost');
-    report(t, { fault: 'libvirtd restart', at: `phase 1: serving again ${r.recoveredMs} ms after libvirtd answered`, recovered: piv.job.state === 'pivoted', mismatches: same === 'identical' ? 0 : 1 });
+    report(t, {
+      fault: 'libvirtd restart',
+      at: `phase 1: serving again ${r.recoveredMs} ms after libvirtd answered`,
+      recovered: piv.job.state === 'pivoted',
+      mismatches: same === 'identical' ? 0 : 1,
+    });
   });
 
   t.test('at ready: the job is still ready and finishes', async (t) => {
     const dom = await hv.createDomain(t, { disks: [{ format: 'raw', sizeMiB: 64 }] });
     await hv.guestWrite(dom, 'vda', { pattern: 0x72, offset: 0, length: 32 * MiB });
     const dest = `${dom.dir}/ready.raw`;
-    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'raw' }, wait: 'ready' });
+    const { job } = await client.call('blockCopy', {
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: dest, format: 'raw' },
+      wait: 'ready',
+    });
     const r = await restartUnder(client);
     t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
     t.equal((await client.call('jobInfo', { jobId: job.jobId })).job.state, 'ready', 'still ready after the reconcile');
@@ -72,15 +93,28 @@ t.test('libvirtd restarts under the agent', async (t) => {
     t.match(await hv.liveXml(dom), `<source file='${dom.disks[0]!.path}'`, 'the guest stays on its source');
     const same = await hv.compareImages(dom.disks[0]!.path, dest);
     t.equal(same, 'identical', 'qemu-img compare: the copy holds the writes made after the restart');
-    report(t, { fault: 'libvirtd restart', at: `at ready: serving again ${r.recoveredMs} ms after libvirtd answered`, recovered: fin.job.state === 'finished', mismatches: same === 'identical' ? 0 : 1 });
+    report(t, {
+      fault: 'libvirtd restart',
+      at: `at ready: serving again ${r.recoveredMs} ms after libvirtd answered`,
+      recovered: fin.job.state === 'finished',
+      mismatches: same === 'identical' ? 0 : 1,
+    });
   });
 
   t.test('right after a pivot request: the job ends pivoted, verified', async (t) => {
     const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 64 }] });
     await hv.guestWrite(dom, 'vda', { pattern: 0x74, offset: 0, length: 32 * MiB });
     const dest = `${dom.dir}/pivot.qcow2`;
-    const { job } = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, wait: 'ready' });
-    const pivot = client.call('pivot', { jobId: job.jobId, timeout: 120 }).then((x) => ({ ok: x }), (e: unknown) => ({ error: e as Error }));
+    const { job } = await client.call('blockCopy', {
+      domain: dom.name,
+      disk: 'vda',
+      destination: { path: dest, format: 'qcow2' },
+      wait: 'ready',
+    });
+    const pivot = client.call('pivot', { jobId: job.jobId, timeout: 120 }).then(
+      (x) => ({ ok: x }),
+      (e: unknown) => ({ error: e as Error }),
+    );
     const r = await restartUnder(client);
     t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
     const answer = await pivot;
@@ -93,10 +127,18 @@ t.test('libvirtd restarts under the agent', async (t) => {
       // unmanaged). All the agent can do is say what libvirt says.
       t.comment(`libvirtd forgot the domain on restart (status XML: ${orphan}); the agent reports what libvirt says`);
       const end = await untilState(client, job.jobId, ['failed', 'pivoted', 'cancelled']);
-      t.match(end, { state: 'failed', error: { message: /domain is gone.*libvirtd lost track of it/ }, evidence: /Domain not found/ },
-        'the job: failed, the domain is gone, with libvirt\'s words and what may have happened');
+      t.match(
+        end,
+        { state: 'failed', error: { message: /domain is gone.*libvirtd lost track of it/ }, evidence: /Domain not found/ },
+        "the job: failed, the domain is gone, with libvirt's words and what may have happened",
+      );
       t.equal((await client.call('capabilities', {})).agent.version.length > 0, true, 'the agent serves on');
-      report(t, { fault: 'libvirtd restart', at: `right after a pivot request: serving again ${r.recoveredMs} ms after libvirtd answered; libvirt lost the domain`, recovered: false, mismatches: null });
+      report(t, {
+        fault: 'libvirtd restart',
+        at: `right after a pivot request: serving again ${r.recoveredMs} ms after libvirtd answered; libvirt lost the domain`,
+        recovered: false,
+        mismatches: null,
+      });
       return;
     }
     if ('error' in answer && /libvirt lost track of the pivot/.test(answer.error.message)) {
@@ -106,10 +148,18 @@ t.test('libvirtd restarts under the agent', async (t) => {
       const xml = await hv.liveXml(dom);
       t.match(xml, /<mirror [^>]*ready='pivot'/, "virsh: libvirt still shows <mirror ready='pivot'>");
       t.match(await hv.virsh('blockjob', dom.name, 'vda', '--info'), /No current block job/, 'virsh: with no block job behind it');
-      t.match((await client.call('jobInfo', { jobId: job.jobId })).job, { state: 'failed', error: { name: 'pivotFailed', message: /the guest may be running on either disk/ } },
-        'the job: failed as lost by libvirt, never pivoted');
+      t.match(
+        (await client.call('jobInfo', { jobId: job.jobId })).job,
+        { state: 'failed', error: { name: 'pivotFailed', message: /the guest may be running on either disk/ } },
+        'the job: failed as lost by libvirt, never pivoted',
+      );
       t.comment('libvirtd dropped the finished pivot on restart and keeps a stale <mirror>; the agent reports it lost');
-      report(t, { fault: 'libvirtd restart', at: `right after a pivot request: serving again ${r.recoveredMs} ms after libvirtd answered; libvirt dropped the pivot`, recovered: false, mismatches: null });
+      report(t, {
+        fault: 'libvirtd restart',
+        at: `right after a pivot request: serving again ${r.recoveredMs} ms after libvirtd answered; libvirt dropped the pivot`,
+        recovered: false,
+        mismatches: null,
+      });
       return;
     }
     if ('error' in answer) {
@@ -123,7 +173,11 @@ t.test('libvirtd restarts under the agent', async (t) => {
     t.notMatch(await hv.liveXml(dom), /<mirror/, 'no mirror left');
     const same = await hv.compareImages(dom.disks[0]!.path, dest);
     t.equal(same, 'identical', 'qemu-img compare: nothing lost');
-    report(t, { fault: 'libvirtd restart', at: `right after a pivot request: serving again ${r.recoveredMs} ms after libvirtd answered`, recovered: end.state === 'pivoted', mismatches: same === 'identical' ? 0 : 1 });
+    report(t, {
+      fault: 'libvirtd restart',
+      at: `right after a pivot request: serving again ${r.recoveredMs} ms after libvirtd answered`,
+      recovered: end.state === 'pivoted',
+      mismatches: same === 'identical' ? 0 : 1,
+    });
   });
-
 });

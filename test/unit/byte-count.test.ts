@@ -13,7 +13,7 @@ t.test('ByteCount accepts exactly the unsigned 64-bit values', async (t) => {
   for (let k = 0n; k <= 66n; k++) for (const d of [-1n, 0n, 1n]) samples.add(((1n << k) + d).toString());
   // Random strings around the boundary: prefixes of MAX with random tails, lengths 1…22.
   let seed = 42;
-  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
   for (let i = 0; i < 20000; i++) {
     let s = MAX.toString().slice(0, rnd(21));
     const len = 1 + rnd(22);
@@ -21,7 +21,11 @@ t.test('ByteCount accepts exactly the unsigned 64-bit values', async (t) => {
     samples.add(s);
   }
   let wrong = 0;
-  for (const s of samples) if (v(s) !== expect(s)) { wrong++; if (wrong < 5) t.fail(`'${s}': schema says ${v(s)}`); }
+  for (const s of samples)
+    if (v(s) !== expect(s)) {
+      wrong++;
+      if (wrong < 5) t.fail(`'${s}': schema says ${v(s)}`);
+    }
   t.equal(wrong, 0, `${samples.size} strings judged as BigInt does`);
   for (const n of [0, 1, 2 ** 53 - 1]) t.ok(v(n), `${n} as a number`);
   for (const n of [-1, 1.5, 2 ** 53, 1e300]) t.notOk(v(n), `${n} as a number is refused`);

@@ -4,8 +4,17 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  LibvirtError, LibvirtTimeout, VirErrorCode, type BlockCopyOptions, type BlockJobAbortOptions, type BlockJobInfo, type CloseReason,
-  type Connection, type DomainEvent, type DomainRef, type Versions,
+  LibvirtError,
+  LibvirtTimeout,
+  VirErrorCode,
+  type BlockCopyOptions,
+  type BlockJobAbortOptions,
+  type BlockJobInfo,
+  type CloseReason,
+  type Connection,
+  type DomainEvent,
+  type DomainRef,
+  type Versions,
 } from '../../src/libvirt/index.js';
 import type { JobRecord } from '../../src/jobs/journal.js';
 import { makeDestinationCheck } from '../../src/destination/policy.js';
@@ -83,9 +92,18 @@ export class FakeConnection implements Connection {
   addDomain(d: Partial<Omit<FakeDomain, 'disks'>> & { name: string; disks?: Array<Partial<FakeDisk> & { target: string }> }): FakeDomain {
     const n = this.domains.length + 1;
     const dom: FakeDomain = {
-      uuid: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`, active: true, persistent: false, ...d,
+      uuid: `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`,
+      active: true,
+      persistent: false,
+      ...d,
       disks: (d.disks ?? [{ target: 'vda' }]).map((x) => ({
-        device: 'disk', type: 'file', source: `/images/${d.name}-${x.target}.qcow2`, format: 'qcow2', mirror: null, job: null, ...x,
+        device: 'disk',
+        type: 'file',
+        source: `/images/${d.name}-${x.target}.qcow2`,
+        format: 'qcow2',
+        mirror: null,
+        job: null,
+        ...x,
       })),
     };
     for (const disk of dom.disks) if (dom.persistent && disk.configSource === undefined) disk.configSource = disk.source;
@@ -126,7 +144,10 @@ export class FakeConnection implements Connection {
   /** The domain stops (destroy): jobs vanish, a lifecycle event follows. */
   stopDomain(dom: FakeDomain): void {
     dom.active = false;
-    for (const d of dom.disks) { d.mirror = null; d.job = null; }
+    for (const d of dom.disks) {
+      d.mirror = null;
+      d.job = null;
+    }
     this.emit({ kind: 'lifecycle', domain: { name: dom.name, uuid: dom.uuid }, event: 'stopped', detail: 1 });
   }
 
@@ -144,7 +165,9 @@ export class FakeConnection implements Connection {
   freeze(opts: { timeoutMs?: number } = {}): void {
     if (this.frozen) return;
     let release!: () => void;
-    const released = new Promise<void>((r) => { release = r; });
+    const released = new Promise<void>((r) => {
+      release = r;
+    });
     this.frozen = { released, release, ...opts };
   }
 
@@ -159,7 +182,10 @@ export class FakeConnection implements Connection {
     if (f.timeoutMs === undefined) return f.released;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new LibvirtTimeout(`libvirtd did not answer ${method} within ${f.timeoutMs} ms; it may still take effect`)), f.timeoutMs);
+      timer = setTimeout(
+        () => reject(new LibvirtTimeout(`libvirtd did not answer ${method} within ${f.timeoutMs} ms; it may still take effect`)),
+        f.timeoutMs,
+      );
     });
     try {
       await Promise.race([f.released, late]);
@@ -184,7 +210,8 @@ export class FakeConnection implements Connection {
   readJournal(): JobRecord[] {
     if (!this.stateDir) return [];
     try {
-      return readdirSync(this.stateDir).filter((f) => /^job-.*\.json$/.test(f))
+      return readdirSync(this.stateDir)
+        .filter((f) => /^job-.*\.json$/.test(f))
         .map((f) => JSON.parse(readFileSync(join(this.stateDir!, f), 'utf8')) as JobRecord);
     } catch {
       return [];
@@ -225,18 +252,29 @@ export class FakeConnection implements Connection {
     await this.answer('getXml');
     const d = this.find(domain);
     const inactive = !!opts?.inactive || !d.active;
-    const disks = d.disks.map((k) => {
-      const source = inactive && d.persistent ? k.configSource ?? null : k.source;
-      const srcXml = source === null ? '' : k.type === 'block' ? `<source dev='${esc(source)}' index='1'/>` : k.type === 'network'
-        ? `<source protocol='nbd' name='${esc(source)}'><host name='nbd.example' port='10809'/></source>` : `<source file='${esc(source)}' index='1'/>`;
-      const m = !inactive && k.mirror
-        ? `<mirror type='${k.mirror.type}' job='copy'${k.mirror.ready ? ` ready='${k.mirror.ready}'` : ''}>` +
-          `${k.mirror.format ? `<format type='${k.mirror.format}'/>` : ''}` +
-          `<source ${k.mirror.type === 'block' ? 'dev' : 'file'}='${esc(k.mirror.path)}' index='5'/><backingStore/></mirror>`
-        : '';
-      return `    <disk type='${k.type}' device='${k.device}'>\n      <driver name='qemu' type='${k.format}'/>\n      ${srcXml}\n` +
-        `      <backingStore/>\n      ${m}\n      <target dev='${k.target}' bus='virtio'/>\n    </disk>`;
-    }).join('\n');
+    const disks = d.disks
+      .map((k) => {
+        const source = inactive && d.persistent ? (k.configSource ?? null) : k.source;
+        const srcXml =
+          source === null
+            ? ''
+            : k.type === 'block'
+              ? `<source dev='${esc(source)}' index='1'/>`
+              : k.type === 'network'
+                ? `<source protocol='nbd' name='${esc(source)}'><host name='nbd.example' port='10809'/></source>`
+                : `<source file='${esc(source)}' index='1'/>`;
+        const m =
+          !inactive && k.mirror
+            ? `<mirror type='${k.mirror.type}' job='copy'${k.mirror.ready ? ` ready='${k.mirror.ready}'` : ''}>` +
+              `${k.mirror.format ? `<format type='${k.mirror.format}'/>` : ''}` +
+              `<source ${k.mirror.type === 'block' ? 'dev' : 'file'}='${esc(k.mirror.path)}' index='5'/><backingStore/></mirror>`
+            : '';
+        return (
+          `    <disk type='${k.type}' device='${k.device}'>\n      <driver name='qemu' type='${k.format}'/>\n      ${srcXml}\n` +
+          `      <backingStore/>\n      ${m}\n      <target dev='${k.target}' bus='virtio'/>\n    </disk>`
+        );
+      })
+      .join('\n');
     return `<domain type='kvm'${d.active && !inactive ? " id='1'" : ''}>\n  <name>${d.name}</name>\n  <uuid>${d.uuid}</uuid>\n  <devices>\n${disks}\n  </devices>\n</domain>\n`;
   }
 
@@ -247,12 +285,21 @@ export class FakeConnection implements Connection {
     const k = d.disks.find((x) => x.target === disk);
     if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
     if (k.job) throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, `block copy still active: disk '${disk}' already in active block job`);
-    if (d.persistent && !opts?.transientJob) throw lverr(VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: domain is not transient');
+    if (d.persistent && !opts?.transientJob)
+      throw lverr(VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: domain is not transient');
     await this.duringBlockCopy?.();
     const path = /(?:file|dev)='([^']*)'/.exec(destinationXml)?.[1] ?? '';
     const type = /<disk type='block'/.test(destinationXml) ? 'block' : 'file';
     const format = /<driver type='([^']*)'/.exec(destinationXml)?.[1] ?? null;
-    k.mirror = { path: path.replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&amp;/g, '&'), format, type, ready: null };
+    k.mirror = {
+      path: path
+        .replace(/&apos;/g, "'")
+        .replace(/&lt;/g, '<')
+        .replace(/&amp;/g, '&'),
+      format,
+      type,
+      ready: null,
+    };
     k.job = { cur: 0n, end: 1n, bandwidth: opts?.bandwidth ?? 0n };
   }
 
@@ -344,7 +391,9 @@ export class FakeConnection implements Connection {
 
   async onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>> {
     this.listeners.add(listener);
-    return async () => { this.listeners.delete(listener); };
+    return async () => {
+      this.listeners.delete(listener);
+    };
   }
 
   onClose(_listener: (reason: CloseReason) => void): void {}
@@ -355,4 +404,5 @@ export class FakeConnection implements Connection {
 }
 
 /** A destination policy whose one root is a test's own directory (owned by whoever runs the tests). */
-export const ownRoot = (dir: string) => makeDestinationCheck({ roots: [dir], devices: [], trustedOwners: new Set([process.getuid!()]), network: [] });
+export const ownRoot = (dir: string) =>
+  makeDestinationCheck({ roots: [dir], devices: [], trustedOwners: new Set([process.getuid!()]), network: [] });

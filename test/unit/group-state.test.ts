@@ -18,5 +18,8 @@ t.test('group state from job states', async (t) => {
     [['failed', 'ready'], 'failed'],
   ];
   for (const [states, want] of cases) t.equal(groupState(states as never), want, `${states.join(', ')} → ${want}`);
-  t.ok(isGroupEnded('cancelled') && !isGroupEnded('partial') && !isGroupEnded('ready'), 'partial is not an end: its other disks may still mirror');
+  t.ok(
+    isGroupEnded('cancelled') && !isGroupEnded('partial') && !isGroupEnded('ready'),
+    'partial is not an end: its other disks may still mirror',
+  );
 });

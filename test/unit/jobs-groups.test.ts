@@ -20,12 +20,20 @@ interface Setup {
   dom: FakeDomain;
 }
 
-async function start(conn: FakeConnection, stateDir: string, opts: Partial<JobManagerOptions>, t: Test): Promise<{ jobs: JobManager; groups: GroupManager }> {
+async function start(
+  conn: FakeConnection,
+  stateDir: string,
+  opts: Partial<JobManagerOptions>,
+  t: Test,
+): Promise<{ jobs: JobManager; groups: GroupManager }> {
   const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, ...opts });
   await jobs.start();
   const groups = new GroupManager({ jobs, log: silentLogger });
   await groups.start();
-  t.teardown(async () => { groups.stop(); await jobs.stop(); });
+  t.teardown(async () => {
+    groups.stop();
+    await jobs.stop();
+  });
   return { jobs, groups };
 }
 
@@ -41,15 +49,25 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Se
 }
 
 async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<void> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
-  t.ok(e instanceof AgentError && e.errorName === name, `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`);
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  t.ok(
+    e instanceof AgentError && e.errorName === name,
+    `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`,
+  );
 }
 
 /** A two-disk group (vda, vdb) that has reached ready. */
 async function readyGroup(s: Setup, groupId: string): Promise<void> {
   await s.groups.blockCopyGroup({
-    domain: 'vm1', groupId,
-    disks: [{ disk: 'vda', destination: { path: join(s.destDir, `${groupId}-a.qcow2`) } }, { disk: 'vdb', destination: { path: join(s.destDir, `${groupId}-b.qcow2`) } }],
+    domain: 'vm1',
+    groupId,
+    disks: [
+      { disk: 'vda', destination: { path: join(s.destDir, `${groupId}-a.qcow2`) } },
+      { disk: 'vdb', destination: { path: join(s.destDir, `${groupId}-b.qcow2`) } },
+    ],
   });
   s.conn.makeReady(s.dom, 'vda');
   s.conn.makeReady(s.dom, 'vdb');
@@ -60,14 +78,20 @@ async function readyGroup(s: Setup, groupId: string): Promise<void> {
   }
 }
 
-const files = (dir: string, prefix: string) => readdirSync(dir).filter((f) => f.startsWith(prefix)).sort();
+const files = (dir: string, prefix: string) =>
+  readdirSync(dir)
+    .filter((f) => f.startsWith(prefix))
+    .sort();
 
 t.test('a group pivots every disk inside one pause', async (t) => {
   const s = await setup(t);
   await readyGroup(s, 'g1');
   const r = await s.groups.pivotGroup({ groupId: 'g1' });
   t.match(r, { changed: true, group: { state: 'pivoted' } });
-  const order = s.conn.sideEffects().map((c) => c.method).filter((m) => m !== 'blockCopy');
+  const order = s.conn
+    .sideEffects()
+    .map((c) => c.method)
+    .filter((m) => m !== 'blockCopy');
   t.same(order, ['suspend', 'blockJobAbort', 'blockJobAbort', 'resume'], 'pause, both pivots, resume');
   t.equal(s.conn.paused.size, 0, 'the guest runs');
   t.match(await s.groups.pivotGroup({ groupId: 'g1' }), { changed: false }, 'again: unchanged');
@@ -75,15 +99,28 @@ t.test('a group pivots every disk inside one pause', async (t) => {
 
 t.test('all or nothing: a member that cannot start cancels the others', async (t) => {
   const s = await setup(t);
-  await rejects(t, s.groups.blockCopyGroup({
-    domain: 'vm1', groupId: 'g2',
-    disks: [{ disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } }, { disk: 'vdz', destination: { path: join(s.destDir, 'z.qcow2') } }],
-  }), 'notFound', 'an unknown disk');
+  await rejects(
+    t,
+    s.groups.blockCopyGroup({
+      domain: 'vm1',
+      groupId: 'g2',
+      disks: [
+        { disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } },
+        { disk: 'vdz', destination: { path: join(s.destDir, 'z.qcow2') } },
+      ],
+    }),
+    'notFound',
+    'an unknown disk',
+  );
   t.same(s.conn.sideEffects(), [], 'checked before any copy started');
   s.conn.failNext.set('blockCopy', new AgentError('libvirtError', 'refused'));
   const second = s.groups.blockCopyGroup({
-    domain: 'vm1', groupId: 'g3',
-    disks: [{ disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } }, { disk: 'vdc', destination: { path: join(s.destDir, 'c.qcow2') } }],
+    domain: 'vm1',
+    groupId: 'g3',
+    disks: [
+      { disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } },
+      { disk: 'vdc', destination: { path: join(s.destDir, 'c.qcow2') } },
+    ],
   });
   await t.rejects(second, 'the first member refused by libvirt fails the group');
   t.equal(s.conn.disk(s.dom, 'vdc').job, null, 'the other disk was never left copying');
@@ -145,10 +182,19 @@ t.test('a group record that cannot be written: stateUnavailable, no copy started
   const s = await setup(t);
   rmSync(s.stateDir, { recursive: true });
   writeFileSync(s.stateDir, 'not a directory');
-  await rejects(t, s.groups.blockCopyGroup({
-    domain: 'vm1', groupId: 'nospace',
-    disks: [{ disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } }, { disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } }],
-  }), 'stateUnavailable', 'blockCopyGroup');
+  await rejects(
+    t,
+    s.groups.blockCopyGroup({
+      domain: 'vm1',
+      groupId: 'nospace',
+      disks: [
+        { disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } },
+        { disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } },
+      ],
+    }),
+    'stateUnavailable',
+    'blockCopyGroup',
+  );
   t.same(s.conn.sideEffects(), [], 'nothing sent to libvirt');
   await rejects(t, s.groups.groupInfo({ groupId: 'nospace' }), 'noJob', 'no group left behind');
 });

@@ -25,7 +25,13 @@ async function setup(t: Test) {
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
   conn.addDomain({ name: 'vm2' });
   // The poll's own scan stays out of the way: what adopts here is the reads' scan.
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 60_000, checkDestination: ownRoot(destDir) });
+  const jobs = new JobManager({
+    connection: conn,
+    stateDir,
+    log: silentLogger,
+    pollIntervalMs: 60_000,
+    checkDestination: ownRoot(destDir),
+  });
   await jobs.start();
   t.teardown(async () => {
     conn.thaw();
@@ -35,7 +41,10 @@ async function setup(t: Test) {
 }
 
 async function failure(p: Promise<unknown>): Promise<AgentError> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
   if (!(e instanceof AgentError)) throw new Error(`expected an AgentError, got ${String(e)}`);
   return e;
 }
@@ -55,7 +64,11 @@ t.test('while every libvirt call hangs, reads answer from memory; the outside co
   s.conn.startOutside(s.dom, 'vdb', '/elsewhere/b.qcow2');
 
   const all = await s.jobs.listJobs({});
-  t.same(all.jobs.map((j) => j.jobId), [job.jobId], 'listJobs answers with the jobs the agent knows');
+  t.same(
+    all.jobs.map((j) => j.jobId),
+    [job.jobId],
+    'listJobs answers with the jobs the agent knows',
+  );
   t.equal(all.incomplete, true, '... and says it may miss a copy started outside the agent');
   t.match(await s.jobs.listJobs({ domain: 'vm1' }), { jobs: [{ jobId: job.jobId }], incomplete: true }, 'listJobs of a known domain');
   t.same(await s.jobs.listJobs({ domain: 'vm2' }), { jobs: [], incomplete: true }, 'listJobs of a domain the agent knows no job on');
@@ -67,9 +80,20 @@ t.test('while every libvirt call hangs, reads answer from memory; the outside co
     t.equal(e.errorName, 'libvirtTimeout', `jobInfo of a disk libvirtd has not said anything about: ${e.message}`);
     t.equal(e.retryable, true, 'retryable');
   }
-  t.ok(s.conn.calls.length <= calls + 1, `repeated reads share one check of the disk (${s.conn.calls.length - calls} libvirt calls for 5 reads)`);
-  t.equal((await failure(s.jobs.jobInfo({ domain: 'vm2', disk: 'vda' }))).errorName, 'libvirtTimeout', 'jobInfo on a domain the agent knows no job on');
-  t.equal((await failure(s.jobs.wait({ domain: 'vm1', disk: 'vda', until: 'done', timeout: 0.05 }))).errorName, 'timeout', 'wait finds the job and waits only its own timeout');
+  t.ok(
+    s.conn.calls.length <= calls + 1,
+    `repeated reads share one check of the disk (${s.conn.calls.length - calls} libvirt calls for 5 reads)`,
+  );
+  t.equal(
+    (await failure(s.jobs.jobInfo({ domain: 'vm2', disk: 'vda' }))).errorName,
+    'libvirtTimeout',
+    'jobInfo on a domain the agent knows no job on',
+  );
+  t.equal(
+    (await failure(s.jobs.wait({ domain: 'vm1', disk: 'vda', until: 'done', timeout: 0.05 }))).errorName,
+    'timeout',
+    'wait finds the job and waits only its own timeout',
+  );
   t.match(await s.jobs.capabilities(), { libvirt: { version: '9.0.0' } }, 'capabilities');
 
   s.conn.thaw();
@@ -78,7 +102,11 @@ t.test('while every libvirt call hangs, reads answer from memory; the outside co
     return !r.incomplete && r.jobs.some((j) => j.disk === 'vdb' && j.owner === 'adopted');
   });
   t.pass('once libvirtd answers, the outside copy is listed and the list is complete again');
-  t.match((await s.jobs.jobInfo({ domain: 'vm1', disk: 'vdb' })).job, { owner: 'adopted', state: 'copying', destination: { path: '/elsewhere/b.qcow2' } }, 'and found by disk');
+  t.match(
+    (await s.jobs.jobInfo({ domain: 'vm1', disk: 'vdb' })).job,
+    { owner: 'adopted', state: 'copying', destination: { path: '/elsewhere/b.qcow2' } },
+    'and found by disk',
+  );
 });
 
 t.test('calls that time out (the binding bound): reads do not wait again while libvirtd stays silent', async (t) => {
@@ -103,7 +131,11 @@ t.test('while the agent reconnects, reads say what they cannot know', async (t) 
   t.match(await s.jobs.listJobs({}), { jobs: [{ jobId: job.jobId }], incomplete: true }, 'listJobs: the known jobs, incomplete');
   t.equal((await s.jobs.jobInfo({ domain: 'vm1', disk: 'vda' })).job.jobId, job.jobId, 'jobInfo of a disk with a job');
   const e = await failure(s.jobs.jobInfo({ domain: 'vm1', disk: 'vdb' }));
-  t.match({ name: e.errorName, retryable: e.retryable }, { name: 'unavailable', retryable: true }, `jobInfo of a disk it cannot check: ${e.message}`);
+  t.match(
+    { name: e.errorName, retryable: e.retryable },
+    { name: 'unavailable', retryable: true },
+    `jobInfo of a disk it cannot check: ${e.message}`,
+  );
 });
 
 t.test('a mutating call mid-lookup of a disk that libvirtd cannot check gets the named error, not noJob', async (t) => {
@@ -114,7 +146,7 @@ t.test('a mutating call mid-lookup of a disk that libvirtd cannot check gets the
   t.equal((await failure(s.jobs.abort({ domain: 'vm1', disk: 'vda' }))).errorName, 'noJob', 'once libvirtd answers: noJob');
 });
 
-t.test('a libvirt timeout during blockCopy is a timeout: the job stays, libvirt\'s words are carried, retrying returns it', async (t) => {
+t.test("a libvirt timeout during blockCopy is a timeout: the job stays, libvirt's words are carried, retrying returns it", async (t) => {
   const s = await setup(t);
   const dest = { path: join(s.destDir, 'a.qcow2') };
   s.conn.failNext.set('blockCopy', new LibvirtTimeout('libvirtd did not answer blockCopy within 10000 ms; it may still take effect'));
@@ -123,14 +155,26 @@ t.test('a libvirt timeout during blockCopy is a timeout: the job stays, libvirt\
   t.equal(e.retryable, true, 'retryable');
   t.match(e.message, /did not answer the copy request in time/, e.message);
   t.notMatch(e.message, /connection dropped/, 'not a dropped connection');
-  t.match(e.data, { libvirt: { code: VirErrorCode.OPERATION_TIMEOUT, message: /did not answer blockCopy/ }, job: { state: 'copying' } }, 'libvirt\'s code and message, and the job');
+  t.match(
+    e.data,
+    { libvirt: { code: VirErrorCode.OPERATION_TIMEOUT, message: /did not answer blockCopy/ }, job: { state: 'copying' } },
+    "libvirt's code and message, and the job",
+  );
   const jobId = (e.data.job as { jobId: string }).jobId;
-  t.match(await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest }), { changed: false, job: { jobId } }, 'the same call again returns that job');
+  t.match(
+    await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest }),
+    { changed: false, job: { jobId } },
+    'the same call again returns that job',
+  );
 
   // libvirtd never started that copy: the poll, finding no block job behind the unanswered
   // request, says so (not "cancelled", which would claim somebody cancelled a running copy).
   await until(async () => (await s.jobs.jobInfo({ jobId })).job.state !== 'copying');
-  t.match((await s.jobs.jobInfo({ jobId })).job, { state: 'failed', error: { name: 'libvirtError', message: /never started \(libvirtd did not answer the request/ } }, 'the poll: never started');
+  t.match(
+    (await s.jobs.jobInfo({ jobId })).job,
+    { state: 'failed', error: { name: 'libvirtError', message: /never started \(libvirtd did not answer the request/ } },
+    'the poll: never started',
+  );
 
   s.conn.failNext.set('blockCopy', new LibvirtError(VirErrorCode.RPC, 7, 'End of file while reading data: Input/output error'));
   const dropped = await failure(s.jobs.blockCopy({ domain: 'vm1', disk: 'vdb', destination: { path: join(s.destDir, 'b.qcow2') } }));
@@ -138,7 +182,10 @@ t.test('a libvirt timeout during blockCopy is a timeout: the job stays, libvirt\
   t.match(dropped.message, /connection dropped during the copy request/);
   t.match(dropped.data, { libvirt: { code: VirErrorCode.RPC } });
 
-  s.conn.failNext.set('blockJobSetSpeed', new LibvirtTimeout('libvirtd did not answer blockJobSetSpeed within 10000 ms; it may still take effect'));
+  s.conn.failNext.set(
+    'blockJobSetSpeed',
+    new LibvirtTimeout('libvirtd did not answer blockJobSetSpeed within 10000 ms; it may still take effect'),
+  );
   const running = (await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } })).job.jobId;
   const speed = await failure(s.jobs.setSpeed({ jobId: running, bandwidth: 1024 }));
   t.equal(speed.errorName, 'libvirtTimeout', `setSpeed: ${speed.message}`);
@@ -148,8 +195,20 @@ t.test('the shared naming: every request left without an answer, group disks inc
   const timeout = new LibvirtTimeout('libvirtd did not answer blockJobAbort within 10000 ms; it may still take effect');
   const dropped = new LibvirtError(VirErrorCode.NO_CONNECT, 7, 'no connection driver available');
   for (const request of ['pivot request', 'finish request', 'abort request']) {
-    t.match(outcomeUnknown(timeout, request, 'job x stays'), { errorName: 'libvirtTimeout', data: { libvirt: { code: VirErrorCode.OPERATION_TIMEOUT } } }, `${request}: timeout`);
-    t.match(outcomeUnknown(dropped, request, 'job x stays'), { errorName: 'unavailable', message: /connection dropped/ }, `${request}: dropped`);
+    t.match(
+      outcomeUnknown(timeout, request, 'job x stays'),
+      { errorName: 'libvirtTimeout', data: { libvirt: { code: VirErrorCode.OPERATION_TIMEOUT } } },
+      `${request}: timeout`,
+    );
+    t.match(
+      outcomeUnknown(dropped, request, 'job x stays'),
+      { errorName: 'unavailable', message: /connection dropped/ },
+      `${request}: dropped`,
+    );
   }
-  t.match(errorOf(timeout), { name: 'libvirtTimeout', libvirt: { code: VirErrorCode.OPERATION_TIMEOUT } }, 'a group disk whose switch timed out');
+  t.match(
+    errorOf(timeout),
+    { name: 'libvirtTimeout', libvirt: { code: VirErrorCode.OPERATION_TIMEOUT } },
+    'a group disk whose switch timed out',
+  );
 });

@@ -88,7 +88,8 @@ t.test('stateFromMirror: libvirt decides, the journal only says what was asked',
     finishing: { none: 'copying', yes: 'ready', pivot: 'pivoting', abort: 'finishing' },
     cancelling: { none: 'cancelling', yes: 'cancelling', pivot: 'pivoting', abort: 'cancelling' },
   };
-  for (const s of LIVE) for (const m of READY) t.equal(stateFromMirror(s, m), want[s]![m ?? 'none'], `${s} + <mirror ready='${m ?? 'no'}'>`);
+  for (const s of LIVE)
+    for (const m of READY) t.equal(stateFromMirror(s, m), want[s]![m ?? 'none'], `${s} + <mirror ready='${m ?? 'no'}'>`);
   t.equal(stateFromMirror('copying', 'no'), 'copying', "ready='no' (older libvirt) is copying");
 });
 
@@ -122,10 +123,18 @@ for (const s of LIVE) {
         await agent.start();
         const job = (await agent.jobInfo({ jobId: w.jobId })).job;
         t.equal(job.state, RECONCILED[s]![m ?? 'none'], 'the state libvirt shows, as far as the state table allows');
-        if (job.state !== s) t.match(job.evidence, new RegExp(`reconciled at start-up from the live XML \\(mirror ready='${m ?? 'no'}'`), 'with evidence');
+        if (job.state !== s)
+          t.match(job.evidence, new RegExp(`reconciled at start-up from the live XML \\(mirror ready='${m ?? 'no'}'`), 'with evidence');
         if (job.state === 'ready' && s !== 'copying') t.equal(job.readyAt, '2020-01-01T00:00:00.000Z', 'readyAt keeps the first time');
-        const resent = w.conn.sideEffects().slice(sent).filter((c) => c.method === 'blockJobAbort');
-        t.equal(resent.length, s === 'cancelling' && m !== 'abort' && m !== 'pivot' ? 1 : 0, 'an abort libvirt does not show is sent again, nothing else is');
+        const resent = w.conn
+          .sideEffects()
+          .slice(sent)
+          .filter((c) => c.method === 'blockJobAbort');
+        t.equal(
+          resent.length,
+          s === 'cancelling' && m !== 'abort' && m !== 'pivot' ? 1 : 0,
+          'an abort libvirt does not show is sent again, nothing else is',
+        );
       });
       await t.test(`${cell}: the poll`, async (t) => {
         const w = await world(t);
@@ -195,44 +204,59 @@ t.test('the deadline is armed at start-up even when the job cannot be read then'
   t.match(job, { state: 'cancelled', error: { name: 'timeout' } }, 'the journaled deadline cancelled it');
 });
 
-t.test("a start whose answer was lost: once the copy is seen running the intent is resolved, never read as 'never started' later", async (t) => {
-  const w = await world(t);
-  w.patch((r) => { r.intent = { op: 'blockCopy', at: '2020-01-01T00:00:00.000Z' }; });
-  const second = w.manager();
-  await second.start();
-  t.equal((await second.jobInfo({ jobId: w.jobId })).job.state, 'copying');
-  await until(() => w.record().intent === undefined);
-  await second.stop();
-  // While no agent runs, an operator pivots the copy with virsh.
-  w.conn.makeReady(w.dom, 'vda', { event: false });
-  w.conn.sendEndEvents = false;
-  w.conn.endDelayMs = 0;
-  await w.conn.blockJobAbort(w.dom.uuid, 'vda', { pivot: true });
-  const third = w.manager();
-  await third.start();
-  const job = (await third.jobInfo({ jobId: w.jobId })).job;
-  t.match(job, { state: 'pivoted', outcome: 'inferred', evidence: /ended while the agent was not running/ });
-  t.notMatch(job.evidence, /last request/, 'no request pending in the record');
-});
+t.test(
+  "a start whose answer was lost: once the copy is seen running the intent is resolved, never read as 'never started' later",
+  async (t) => {
+    const w = await world(t);
+    w.patch((r) => {
+      r.intent = { op: 'blockCopy', at: '2020-01-01T00:00:00.000Z' };
+    });
+    const second = w.manager();
+    await second.start();
+    t.equal((await second.jobInfo({ jobId: w.jobId })).job.state, 'copying');
+    await until(() => w.record().intent === undefined);
+    await second.stop();
+    // While no agent runs, an operator pivots the copy with virsh.
+    w.conn.makeReady(w.dom, 'vda', { event: false });
+    w.conn.sendEndEvents = false;
+    w.conn.endDelayMs = 0;
+    await w.conn.blockJobAbort(w.dom.uuid, 'vda', { pivot: true });
+    const third = w.manager();
+    await third.start();
+    const job = (await third.jobInfo({ jobId: w.jobId })).job;
+    t.match(job, { state: 'pivoted', outcome: 'inferred', evidence: /ended while the agent was not running/ });
+    t.notMatch(job.evidence, /last request/, 'no request pending in the record');
+  },
+);
 
-t.test("a journaled blockCopy intent with the disk found on the destination is a copy that happened, not one 'never started'", async (t) => {
-  const w = await world(t);
-  w.patch((r) => { r.intent = { op: 'blockCopy', at: '2020-01-01T00:00:00.000Z' }; });
-  w.conn.makeReady(w.dom, 'vda', { event: false });
-  w.conn.sendEndEvents = false;
-  w.conn.endDelayMs = 0;
-  await w.conn.blockJobAbort(w.dom.uuid, 'vda', { pivot: true });
-  const agent = w.manager();
-  await agent.start();
-  t.match((await agent.jobInfo({ jobId: w.jobId })).job, { state: 'pivoted', outcome: 'inferred', evidence: /last request: blockCopy/ });
-});
+t.test(
+  "a journaled blockCopy intent with the disk found on the destination is a copy that happened, not one 'never started'",
+  async (t) => {
+    const w = await world(t);
+    w.patch((r) => {
+      r.intent = { op: 'blockCopy', at: '2020-01-01T00:00:00.000Z' };
+    });
+    w.conn.makeReady(w.dom, 'vda', { event: false });
+    w.conn.sendEndEvents = false;
+    w.conn.endDelayMs = 0;
+    await w.conn.blockJobAbort(w.dom.uuid, 'vda', { pivot: true });
+    const agent = w.manager();
+    await agent.start();
+    t.match((await agent.jobInfo({ jobId: w.jobId })).job, { state: 'pivoted', outcome: 'inferred', evidence: /last request: blockCopy/ });
+  },
+);
 
 t.test("with no copy and the disk on its source, a journaled blockCopy is still 'never started'", async (t) => {
   const w = await world(t);
-  w.patch((r) => { r.intent = { op: 'blockCopy', at: '2020-01-01T00:00:00.000Z' }; });
+  w.patch((r) => {
+    r.intent = { op: 'blockCopy', at: '2020-01-01T00:00:00.000Z' };
+  });
   w.conn.disk(w.dom).mirror = null;
   w.conn.disk(w.dom).job = null;
   const agent = w.manager();
   await agent.start();
-  t.match((await agent.jobInfo({ jobId: w.jobId })).job, { state: 'failed', error: { name: 'libvirtError', message: /never started \(the agent stopped while starting it\)/ } });
+  t.match((await agent.jobInfo({ jobId: w.jobId })).job, {
+    state: 'failed',
+    error: { name: 'libvirtError', message: /never started \(the agent stopped while starting it\)/ },
+  });
 });

@@ -29,7 +29,14 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Se
   mkdirSync(destDir);
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination: ownRoot(destDir), ...opts });
+  const jobs = new JobManager({
+    connection: conn,
+    stateDir,
+    log: silentLogger,
+    pollIntervalMs: 50,
+    checkDestination: ownRoot(destDir),
+    ...opts,
+  });
   const changes: Job[] = [];
   jobs.on('job.changed', (j: Job) => changes.push(j));
   await jobs.start();
@@ -38,8 +45,14 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Se
 }
 
 async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<AgentError | undefined> {
-  const e = await p.then(() => undefined, (x: unknown) => x);
-  t.ok(e instanceof AgentError && e.errorName === name, `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`);
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  t.ok(
+    e instanceof AgentError && e.errorName === name,
+    `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`,
+  );
   return e instanceof AgentError ? e : undefined;
 }
 
@@ -67,7 +80,13 @@ t.test('reconcile matches a journaled job to the <mirror> by identity, not by "a
   const dom = conn.addDomain({ name: 'vm1' });
   const first = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination: ownRoot(root) });
   await first.start();
-  const { job } = await first.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(root, 'mine.qcow2') }, timeout: 1, whenReady: 'pivot' });
+  const { job } = await first.blockCopy({
+    domain: 'vm1',
+    disk: 'vda',
+    destination: { path: join(root, 'mine.qcow2') },
+    timeout: 1,
+    whenReady: 'pivot',
+  });
   await first.stop();
   swap(conn, dom, 'vda', '/elsewhere/theirs.qcow2');
   conn.makeReady(dom, 'vda', { event: false });
@@ -100,7 +119,10 @@ for (const op of ['pivot', 'finish', 'abort', 'setSpeed'] as const) {
     t.match(e?.message, /no longer owns the copy.*nothing was sent to libvirt/);
     t.equal(s.conn.sideEffects().length, sent, 'nothing sent to libvirt');
     t.match((await s.jobs.jobInfo({ jobId: job.jobId })).job, { state: 'cancelled', outcome: 'inferred' });
-    t.match((await s.jobs.jobInfo({ domain: 'vm1', disk: 'vda' })).job, { owner: 'adopted', destination: { path: '/elsewhere/theirs.qcow2' } });
+    t.match((await s.jobs.jobInfo({ domain: 'vm1', disk: 'vda' })).job, {
+      owner: 'adopted',
+      destination: { path: '/elsewhere/theirs.qcow2' },
+    });
   });
 }
 
@@ -138,21 +160,45 @@ t.test('a copy started outside is a job from its first moment (poll, listJobs, l
 
 t.test('everything the answer promises is journaled before it is sent', async (t) => {
   const s = await setup(t);
-  const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') }, timeout: 60, whenReady: 'finish', bandwidth: 2048 });
+  const { job } = await s.jobs.blockCopy({
+    domain: 'vm1',
+    disk: 'vda',
+    destination: { path: join(s.destDir, 'a.qcow2') },
+    timeout: 60,
+    whenReady: 'finish',
+    bandwidth: 2048,
+  });
   const atCall = s.conn.calls.find((c) => c.method === 'blockCopy')!.journal.find((r) => r.job.jobId === job.jobId);
   t.ok(atCall?.timeoutAt, 'the deadline is in the record libvirt was called after');
   t.match(atCall?.job, { whenReady: 'finish', bandwidth: 2048 });
   await s.jobs.setSpeed({ jobId: job.jobId, bandwidth: 8192 });
-  t.equal(s.conn.readJournal().find((r) => r.job.jobId === job.jobId)?.job.bandwidth, 8192, 'setSpeed: the bandwidth is journaled when it answers');
+  t.equal(
+    s.conn.readJournal().find((r) => r.job.jobId === job.jobId)?.job.bandwidth,
+    8192,
+    'setSpeed: the bandwidth is journaled when it answers',
+  );
 });
 
 t.test('jobId is an exact idempotency key', async (t) => {
   const s = await setup(t);
   const dest = { path: join(s.destDir, 'a.qcow2'), format: 'qcow2' as const };
   const a = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest, jobId: 'a' });
-  await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest, jobId: 'b' }), 'jobExists', 'a new jobId while a copy to the same destination runs');
-  t.match(await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest, jobId: 'a' }), { changed: false, job: { jobId: 'a' } }, 'the same jobId: that job');
-  t.match(await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest }), { changed: false, job: { jobId: a.job.jobId } }, 'no jobId: the disk\'s job to that destination');
+  await rejects(
+    t,
+    s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest, jobId: 'b' }),
+    'jobExists',
+    'a new jobId while a copy to the same destination runs',
+  );
+  t.match(
+    await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest, jobId: 'a' }),
+    { changed: false, job: { jobId: 'a' } },
+    'the same jobId: that job',
+  );
+  t.match(
+    await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest }),
+    { changed: false, job: { jobId: a.job.jobId } },
+    "no jobId: the disk's job to that destination",
+  );
   s.conn.makeReady(s.dom);
   await s.jobs.wait({ jobId: 'a', until: 'ready' });
   await s.jobs.finish({ jobId: 'a' });
@@ -165,17 +211,26 @@ t.test('a journal that cannot be written: stateUnavailable with the errno, reads
   const s = await setup(t);
   rmSync(s.stateDir, { recursive: true });
   writeFileSync(s.stateDir, 'not a directory');
-  const e = await rejects(t, s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } }), 'stateUnavailable', 'blockCopy');
+  const e = await rejects(
+    t,
+    s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } }),
+    'stateUnavailable',
+    'blockCopy',
+  );
   t.match(e?.data, { errno: 'ENOTDIR' });
   t.equal(e?.retryable, true, 'retryable');
   t.same(s.conn.sideEffects(), [], 'nothing sent to libvirt');
   t.same((await s.jobs.listJobs({})).jobs, [], 'reads are served, no job left behind');
   rmSync(s.stateDir);
   mkdirSync(s.stateDir);
-  t.match(await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } }), { changed: true }, 'works again once writable');
+  t.match(
+    await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') } }),
+    { changed: true },
+    'works again once writable',
+  );
 });
 
-t.test('mirrorMismatch: identity fields, and libvirt 9.0\'s job=\'\' while an end is processed', async (t) => {
+t.test("mirrorMismatch: identity fields, and libvirt 9.0's job='' while an end is processed", async (t) => {
   const { mirrorMismatch } = await import('../../src/jobs/job.js');
   const job = { disk: 'vda', destination: { path: '/d/a.qcow2', format: 'qcow2', type: 'file' } } as unknown as Job;
   const m = { job: 'copy', ready: 'yes', type: 'file', path: '/d/a.qcow2', format: 'qcow2' };
@@ -186,5 +241,9 @@ t.test('mirrorMismatch: identity fields, and libvirt 9.0\'s job=\'\' while an en
   t.match(mirrorMismatch(job, { ...m, path: '/d/b.qcow2' }), /goes to \/d\/b\.qcow2/);
   t.match(mirrorMismatch(job, { ...m, type: 'block' }), /block destination/);
   t.match(mirrorMismatch(job, { ...m, format: 'raw' }), /writes raw/);
-  t.equal(mirrorMismatch({ ...job, destination: { ...job.destination, format: null } } as Job, { ...m, format: 'raw' }), null, 'a format the job left open matches any');
+  t.equal(
+    mirrorMismatch({ ...job, destination: { ...job.destination, format: null } } as Job, { ...m, format: 'raw' }),
+    null,
+    'a format the job left open matches any',
+  );
 });

@@ -20,7 +20,14 @@ const fixture = readFixture('domain-mirror.xml');
 
 t.test('disk XML from libvirt', async (t) => {
   const disks = parseDisks(fixture);
-  t.same(disks.map((d) => [d.target, d.device]), [['vda', 'disk'], ['vdb', 'disk'], ['hdc', 'cdrom']]);
+  t.same(
+    disks.map((d) => [d.target, d.device]),
+    [
+      ['vda', 'disk'],
+      ['vdb', 'disk'],
+      ['hdc', 'cdrom'],
+    ],
+  );
   const vda = findDisk(fixture, 'vda')!;
   t.match(vda, { type: 'file', sourcePath: '/var/tmp/bcfx/top.qcow2', format: 'qcow2', backingPaths: ['/var/tmp/bcfx/base.qcow2'] });
   t.match(vda.mirror, { job: 'copy', ready: null, type: 'file', path: '/var/tmp/bcfx/copy.qcow2', format: 'qcow2' }, 'phase-1 mirror');
@@ -33,14 +40,17 @@ t.test('disk XML from libvirt', async (t) => {
   t.equal(findDisk(escaped, 'vda')!.sourcePath, "/a/it's & x.img", 'entities decoded');
 });
 
-t.test('state table: exactly the design\'s edges plus the named refused/reconcile/outside ones', async (t) => {
+t.test("state table: exactly the design's edges plus the named refused/reconcile/outside ones", async (t) => {
   const expected: Record<string, string[]> = {
     copying: ['ready', 'cancelling', 'failed', 'cancelled', 'pivoted'],
     ready: ['pivoting', 'finishing', 'cancelling', 'failed', 'cancelled', 'pivoted'],
     pivoting: ['pivoted', 'failed', 'ready', 'copying'],
     finishing: ['finished', 'failed', 'ready', 'copying'],
     cancelling: ['cancelled', 'failed', 'copying', 'ready'],
-    pivoted: [], finished: [], cancelled: [], failed: [],
+    pivoted: [],
+    finished: [],
+    cancelled: [],
+    failed: [],
   };
   const actual: Record<string, string[]> = {};
   for (const from of STATES) actual[from] = STATES.filter((to) => canTransition(from, to));
@@ -83,20 +93,31 @@ t.test('journal writes whole records atomically and reads them back', async (t) 
   writeFileSync(join(dir, 'job-b.json.123.tmp'), 'partial');
   const j = new Journal(dir);
   await j.open();
-  t.notOk(readdirSync(dir).some((f) => f.endsWith('.tmp')), 'leftover temp files are removed at open');
+  t.notOk(
+    readdirSync(dir).some((f) => f.endsWith('.tmp')),
+    'leftover temp files are removed at open',
+  );
   await j.save({ job: sampleJob({ jobId: 'a' }), destinationXml: '<disk/>' });
   await j.save({ job: sampleJob({ jobId: 'a', state: 'ready' }), destinationXml: '<disk/>' });
   writeFileSync(join(dir, 'job-broken.json'), '{"job":');
   const bad: string[] = [];
   const recs = await j.load((f) => bad.push(f));
-  t.same(recs.map((r) => [r.job.jobId, r.job.state]), [['a', 'ready']], 'the latest record');
+  t.same(
+    recs.map((r) => [r.job.jobId, r.job.state]),
+    [['a', 'ready']],
+    'the latest record',
+  );
   t.same(bad, ['job-broken.json'], 'a torn file is reported, not fatal');
   // Loads never touch temp files: one may be a write in flight (the group records are loaded
   // after the jobs are already being written).
   writeFileSync(join(dir, `job-a.json.${process.pid}.tmp`), 'in flight');
   await j.loadGroups(() => {});
   await j.load(() => {});
-  t.same(readdirSync(dir).filter((f) => f.endsWith('.tmp')), [`job-a.json.${process.pid}.tmp`], 'a write in flight is left alone');
+  t.same(
+    readdirSync(dir).filter((f) => f.endsWith('.tmp')),
+    [`job-a.json.${process.pid}.tmp`],
+    'a write in flight is left alone',
+  );
 });
 
 // Captured from libvirt 9.0 / QEMU 7.2: `virsh blockcopy --transient-job --wait` of a persistent
@@ -106,9 +127,19 @@ t.test('disk XML from libvirt: a ready mirror, then after the pivot', async (t) 
   const ready = readFixture('jobs-mirror-ready.xml');
   const vda = findDisk(ready, 'vda')!;
   t.match(vda, { device: 'disk', type: 'file', format: 'qcow2', sourcePath: /\/disk0\.qcow2$/, backingPaths: [/\/base0\.qcow2$/] });
-  t.match(vda.mirror, { job: 'copy', ready: 'yes', type: 'file', format: 'qcow2', path: /\/copy'a&b\.qcow2$/ }, "ready='yes', entities decoded");
-  t.same(parseDisks(ready).map((d) => [d.target, d.device, d.format, !!d.mirror]),
-    [['vda', 'disk', 'qcow2', true], ['vdb', 'disk', 'raw', false], ['hdc', 'cdrom', 'raw', false]]);
+  t.match(
+    vda.mirror,
+    { job: 'copy', ready: 'yes', type: 'file', format: 'qcow2', path: /\/copy'a&b\.qcow2$/ },
+    "ready='yes', entities decoded",
+  );
+  t.same(
+    parseDisks(ready).map((d) => [d.target, d.device, d.format, !!d.mirror]),
+    [
+      ['vda', 'disk', 'qcow2', true],
+      ['vdb', 'disk', 'raw', false],
+      ['hdc', 'cdrom', 'raw', false],
+    ],
+  );
   const live = findDisk(readFixture('jobs-pivoted-live.xml'), 'vda')!;
   t.match(live, { sourcePath: /\/copy'a&b\.qcow2$/, mirror: null, backingPaths: [] }, 'live: the copy is the source, no mirror');
   const inactive = findDisk(readFixture('jobs-pivoted-inactive.xml'), 'vda')!;
@@ -116,30 +147,59 @@ t.test('disk XML from libvirt: a ready mirror, then after the pivot', async (t) 
 });
 
 t.test('conclude: how a copy ended, from the live XML', async (t) => {
-  const job = sampleJob({ source: { path: '/src.qcow2', format: 'qcow2' }, destination: { path: '/dst.qcow2', format: 'qcow2', type: 'file' } });
+  const job = sampleJob({
+    source: { path: '/src.qcow2', format: 'qcow2' },
+    destination: { path: '/dst.qcow2', format: 'qcow2', type: 'file' },
+  });
   const disk = (sourcePath: string, mirror: 'yes' | 'pivot' | 'abort' | null = null) => ({
-    target: 'vda', device: 'disk', type: 'file', sourcePath, format: 'qcow2', backingPaths: [],
+    target: 'vda',
+    device: 'disk',
+    type: 'file',
+    sourcePath,
+    format: 'qcow2',
+    backingPaths: [],
     mirror: mirror ? { job: 'copy', ready: mirror, type: 'file', path: '/dst.qcow2', format: 'qcow2' } : null,
   });
   const c = (state: JobState, d: ReturnType<typeof disk> | undefined, sawEnd: boolean) =>
     conclude({ ...job, state }, { disk: d, sawEnd, why: 'test' });
   t.match(c('pivoting', disk('/dst.qcow2'), true), { state: 'pivoted', outcome: 'observed' });
   t.match(c('pivoting', disk('/dst.qcow2'), false), { state: 'pivoted', outcome: 'inferred' });
-  t.match(c('pivoting', disk('/src.qcow2'), true), { state: 'failed', error: { name: 'pivotFailed' }, evidence: /source \/src\.qcow2 and no <mirror>/ });
-  t.match(c('pivoting', disk('/src.qcow2', 'yes'), true), { state: 'failed', error: { name: 'pivotFailed', message: /mirror is still present/ } });
+  t.match(c('pivoting', disk('/src.qcow2'), true), {
+    state: 'failed',
+    error: { name: 'pivotFailed' },
+    evidence: /source \/src\.qcow2 and no <mirror>/,
+  });
+  t.match(c('pivoting', disk('/src.qcow2', 'yes'), true), {
+    state: 'failed',
+    error: { name: 'pivotFailed', message: /mirror is still present/ },
+  });
   t.match(c('pivoting', disk('/src.qcow2', 'pivot'), false), { state: null }, 'still pivoting, no event yet: nothing to conclude');
   const stale = (state: JobState, ready: 'yes' | 'pivot' | 'abort', ms: number) =>
     conclude({ ...job, state }, { disk: disk('/src.qcow2', ready), sawEnd: false, why: 'test', mirrorWithoutJobMs: ms });
-  t.match(stale('pivoting', 'pivot', STALE_MIRROR_MS - 1), { state: null }, 'a <mirror> briefly outliving its job: libvirt is still concluding it');
-  t.match(stale('pivoting', 'pivot', STALE_MIRROR_MS), { state: 'failed', error: { name: 'pivotFailed', message: /libvirt lost track of the pivot.*either disk/ } },
-    'a <mirror> long outliving its job: lost by libvirt, never a success');
-  t.match(stale('finishing', 'abort', STALE_MIRROR_MS), { state: 'failed', error: { name: 'libvirtError', message: /lost track of the finish/ } });
+  t.match(
+    stale('pivoting', 'pivot', STALE_MIRROR_MS - 1),
+    { state: null },
+    'a <mirror> briefly outliving its job: libvirt is still concluding it',
+  );
+  t.match(
+    stale('pivoting', 'pivot', STALE_MIRROR_MS),
+    { state: 'failed', error: { name: 'pivotFailed', message: /libvirt lost track of the pivot.*either disk/ } },
+    'a <mirror> long outliving its job: lost by libvirt, never a success',
+  );
+  t.match(stale('finishing', 'abort', STALE_MIRROR_MS), {
+    state: 'failed',
+    error: { name: 'libvirtError', message: /lost track of the finish/ },
+  });
   t.match(stale('ready', 'yes', STALE_MIRROR_MS), { state: 'failed', error: { name: 'libvirtError', message: /lost track of the copy/ } });
   t.match(c('finishing', disk('/src.qcow2'), true), { state: 'finished', outcome: 'observed' });
   t.match(c('finishing', disk('/dst.qcow2'), true), { state: 'failed' }, 'a finish that switched the guest is not a finish');
   t.match(c('cancelling', disk('/src.qcow2'), true), { state: 'cancelled', outcome: 'observed' });
   t.match(c('ready', disk('/dst.qcow2'), false), { state: 'pivoted', outcome: 'inferred' }, 'pivoted by another tool');
-  t.match(c('ready', disk('/src.qcow2'), true), { state: 'cancelled', outcome: 'inferred' }, 'ended outside on the source: never claimed finished');
+  t.match(
+    c('ready', disk('/src.qcow2'), true),
+    { state: 'cancelled', outcome: 'inferred' },
+    'ended outside on the source: never claimed finished',
+  );
   t.match(c('copying', disk('/other.qcow2'), false), { state: 'failed', error: { name: 'invalidState' } });
   t.match(c('copying', undefined, false), { state: 'failed', evidence: /not in the live XML/ });
   t.match(c('copying', disk('/src.qcow2', 'yes'), false), { state: null });
@@ -148,15 +208,19 @@ t.test('conclude: how a copy ended, from the live XML', async (t) => {
 t.test('keyed mutex: serial per key, concurrent across keys, failures do not block', async (t) => {
   const m = new KeyedMutex();
   const log: string[] = [];
-  const step = (k: string, tag: string, ms: number, fail = false) => m.run(k, async () => {
-    log.push(`${tag}+`);
-    await new Promise((r) => setTimeout(r, ms));
-    log.push(`${tag}-`);
-    if (fail) throw new Error(tag);
-    return tag;
-  });
+  const step = (k: string, tag: string, ms: number, fail = false) =>
+    m.run(k, async () => {
+      log.push(`${tag}+`);
+      await new Promise((r) => setTimeout(r, ms));
+      log.push(`${tag}-`);
+      if (fail) throw new Error(tag);
+      return tag;
+    });
   const results = await Promise.allSettled([step('a', 'a1', 30, true), step('a', 'a2', 1), step('b', 'b1', 10)]);
-  t.same(results.map((r) => r.status), ['rejected', 'fulfilled', 'fulfilled']);
+  t.same(
+    results.map((r) => r.status),
+    ['rejected', 'fulfilled', 'fulfilled'],
+  );
   t.ok(log.indexOf('a1-') < log.indexOf('a2+'), 'a2 waited for a1');
   t.ok(log.indexOf('b1+') < log.indexOf('a1-'), 'b ran while a1 held a');
   await new Promise((r) => setImmediate(r));

@@ -9,11 +9,20 @@ let clock = Date.parse('2026-01-01T00:00:00Z');
 
 function job(id: string, state: JobState, extra: Partial<Job> = {}): Job {
   return {
-    jobId: id, domain: { name: 'vm1', uuid: '00000000-0000-0000-0000-000000000001' }, disk: 'vda',
-    source: { path: '/a', format: 'qcow2' }, destination: { path: '/b', format: 'qcow2', type: 'file' }, state,
-    progress: { cur: 10, end: 30, percent: 33, rate: 5, eta: 4 }, bandwidth: 0,
+    jobId: id,
+    domain: { name: 'vm1', uuid: '00000000-0000-0000-0000-000000000001' },
+    disk: 'vda',
+    source: { path: '/a', format: 'qcow2' },
+    destination: { path: '/b', format: 'qcow2', type: 'file' },
+    state,
+    progress: { cur: 10, end: 30, percent: 33, rate: 5, eta: 4 },
+    bandwidth: 0,
     options: { shallow: false, reuseExternal: false, transientJob: true, synchronousWrites: false },
-    whenReady: 'none', owner: 'agent', createdAt: new Date(clock).toISOString(), updatedAt: new Date(clock).toISOString(), ...extra,
+    whenReady: 'none',
+    owner: 'agent',
+    createdAt: new Date(clock).toISOString(),
+    updatedAt: new Date(clock).toISOString(),
+    ...extra,
   } as Job;
 }
 
@@ -39,8 +48,16 @@ t.test('failures and ends are counted once per job, with bounded reason labels',
   src.change(job('a', 'failed', { error: { name: 'libvirtError', message: 'x' }, endedAt: new Date(clock).toISOString() }));
   src.change(job('b', 'failed', { error: { name: 'made-up name from an old journal', message: 'x' } }));
   const text = await m.render();
-  t.equal(line(text, 'blockcopy_job_failures_total{reason="libvirtError"}'), 'blockcopy_job_failures_total{reason="libvirtError"} 1', 'one failure for a repeated notification');
-  t.equal(line(text, 'blockcopy_job_failures_total{reason="other"}'), 'blockcopy_job_failures_total{reason="other"} 1', 'an unknown reason is "other"');
+  t.equal(
+    line(text, 'blockcopy_job_failures_total{reason="libvirtError"}'),
+    'blockcopy_job_failures_total{reason="libvirtError"} 1',
+    'one failure for a repeated notification',
+  );
+  t.equal(
+    line(text, 'blockcopy_job_failures_total{reason="other"}'),
+    'blockcopy_job_failures_total{reason="other"} 1',
+    'an unknown reason is "other"',
+  );
   t.equal(line(text, 'blockcopy_job_ends_total{state="failed"}'), 'blockcopy_job_ends_total{state="failed"} 2', 'two ends');
   m.close();
   t.equal(src.listenerCount('job.changed'), 0, 'close() detaches');
@@ -61,7 +78,11 @@ t.test('durations only from transitions this agent saw; per-job series dropped a
   let text = await m.render();
   t.equal(line(text, 'blockcopy_job_time_to_ready_seconds_count'), 'blockcopy_job_time_to_ready_seconds_count 1', 'one time to ready');
   t.equal(line(text, 'blockcopy_job_time_to_ready_seconds_sum'), 'blockcopy_job_time_to_ready_seconds_sum 42', 'of 42 s');
-  t.equal(line(text, 'blockcopy_job_switch_duration_seconds_sum{operation="pivot"}'), 'blockcopy_job_switch_duration_seconds_sum{operation="pivot"} 1.5', 'pivot took 1.5 s');
+  t.equal(
+    line(text, 'blockcopy_job_switch_duration_seconds_sum{operation="pivot"}'),
+    'blockcopy_job_switch_duration_seconds_sum{operation="pivot"} 1.5',
+    'pivot took 1.5 s',
+  );
   t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="n"}'), 'the ended job still has its series');
   t.equal(line(text, 'blockcopy_jobs{state="pivoted"}'), 'blockcopy_jobs{state="pivoted"} 1');
   clock += 61_000;
@@ -86,7 +107,11 @@ t.test('rpc calls, errors, refusals and the connection', async (t) => {
   t.equal(line(text, 'blockcopy_libvirt_connection_losses_total'), 'blockcopy_libvirt_connection_losses_total 1');
   t.equal(line(text, 'blockcopy_refusals_total{kind="destinationRejected"}'), 'blockcopy_refusals_total{kind="destinationRejected"} 1');
   t.equal(line(text, 'blockcopy_refusals_total{kind="unauthorized"}'), 'blockcopy_refusals_total{kind="unauthorized"} 1');
-  t.equal(line(text, 'blockcopy_rpc_errors_total{method="jobInfo",error="other"}'), 'blockcopy_rpc_errors_total{method="jobInfo",error="other"} 1', 'an unexpected error name is "other"');
+  t.equal(
+    line(text, 'blockcopy_rpc_errors_total{method="jobInfo",error="other"}'),
+    'blockcopy_rpc_errors_total{method="jobInfo",error="other"} 1',
+    'an unexpected error name is "other"',
+  );
   t.equal(line(text, 'blockcopy_group_pause_seconds_sum{operation="pivot"}'), 'blockcopy_group_pause_seconds_sum{operation="pivot"} 0.035');
   src.emit('agent.connection', { state: 'restored', at: '', downMs: 5 });
   text = await m.render();
@@ -102,7 +127,9 @@ t.test('docs/grafana-dashboard.json: every query parses (promtool) and names onl
   const exprs: string[] = dash.panels.flatMap((p: { targets?: Array<{ expr: string }> }) => (p.targets ?? []).map((x) => x.expr));
   t.ok(exprs.length >= 15, `${exprs.length} queries`);
   // Grafana's variables, as Grafana would substitute them.
-  const concrete = exprs.map((e) => e.replaceAll('$__rate_interval', '1m').replaceAll('$__range', '1h').replaceAll('$instance', '.*').replaceAll('$domain', '.*'));
+  const concrete = exprs.map((e) =>
+    e.replaceAll('$__rate_interval', '1m').replaceAll('$__range', '1h').replaceAll('$instance', '.*').replaceAll('$domain', '.*'),
+  );
   const dir = mkdtempSync(join(tmpdir(), 'bc-dash-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const rules = { groups: [{ name: 'dashboard', rules: concrete.map((expr, i) => ({ record: `dashboard:q${i}`, expr })) }] };
@@ -111,10 +138,15 @@ t.test('docs/grafana-dashboard.json: every query parses (promtool) and names onl
   t.equal(r.status, 0, `promtool check rules: ${(r.stdout + r.stderr).trim().split('\n').pop()}`);
 
   const m = new AgentMetrics({ endedJobSeconds: 60 });
-  const exposed = new Set((await m.render()).split('\n').filter((l) => l.startsWith('# TYPE ')).flatMap((l) => {
-    const [, , name, type] = l.split(' ');
-    return type === 'histogram' ? [`${name}_bucket`, `${name}_sum`, `${name}_count`] : [name!];
-  }));
+  const exposed = new Set(
+    (await m.render())
+      .split('\n')
+      .filter((l) => l.startsWith('# TYPE '))
+      .flatMap((l) => {
+        const [, , name, type] = l.split(' ');
+        return type === 'histogram' ? [`${name}_bucket`, `${name}_sum`, `${name}_count`] : [name!];
+      }),
+  );
   const used = new Set(concrete.flatMap((e) => [...e.matchAll(/\b((?:blockcopy|process|nodejs)_[a-z0-9_]+)/g)].map((x) => x[1]!)));
   for (const name of used) t.ok(exposed.has(name), `${name} is exposed`);
 });

@@ -16,14 +16,24 @@ function setup(opts: { maxBatch?: number; maxResponseBytes?: number; budget?: { 
   const rpc = new RpcServer({ service: asService(svc), groups: asGroups(svc), log: silentLogger, version: 'test', ...opts });
   const session = new Session({ name: 'admin', readOnly: false }, 'test', () => {}, opts.budget ?? null);
   rpc.attach(session);
-  return { svc, rpc, session, send: async (frame: string) => { const f = await rpc.handle(frame, session); return f === null ? null : frameText(f); } };
+  return {
+    svc,
+    rpc,
+    session,
+    send: async (frame: string) => {
+      const f = await rpc.handle(frame, session);
+      return f === null ? null : frameText(f);
+    },
+  };
 }
 
 t.test('ids beyond 2^53 come back exactly as sent', async (t) => {
   const { send } = setup();
   const single = await send(`{"jsonrpc":"2.0","method":"capabilities","params":{},"id":${BIG}}`);
   t.match(single, new RegExp(`^\\{"jsonrpc":"2.0","id":${BIG},"result":`), 'a single request');
-  const batch = await send(`[{"jsonrpc":"2.0","method":"capabilities","id":${BIG}1}, {"id": -1.5e300, "jsonrpc":"2.0","method":"nope"}, {"jsonrpc":"2.0","method":"capabilities","id":7}]`);
+  const batch = await send(
+    `[{"jsonrpc":"2.0","method":"capabilities","id":${BIG}1}, {"id": -1.5e300, "jsonrpc":"2.0","method":"nope"}, {"jsonrpc":"2.0","method":"capabilities","id":7}]`,
+  );
   t.match(batch, new RegExp(`"id":${BIG}1,"result"`), 'in a batch');
   t.match(batch, /"id":-1\.5e300,"error":\{"code":-32601/, 'an exponent form is echoed as written');
   t.match(batch, /"id":7,"result"/, 'plain ids as usual');
@@ -67,8 +77,13 @@ t.test('LineReader: chunks, UTF-8 split inside a character, oversize, CRLF, last
 
 t.test('a batch larger than maxBatch is refused whole with a clear error', async (t) => {
   const { send, svc } = setup({ maxBatch: 5 });
-  const batch = JSON.stringify(Array.from({ length: 6 }, (_, i) => ({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: i })));
-  t.match(JSON.parse((await send(batch))!), { id: null, error: { code: -32600, message: /batch of 6 messages exceeds the limit of 5/, data: { maxBatch: 5 } } });
+  const batch = JSON.stringify(
+    Array.from({ length: 6 }, (_, i) => ({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: i })),
+  );
+  t.match(JSON.parse((await send(batch))!), {
+    id: null,
+    error: { code: -32600, message: /batch of 6 messages exceeds the limit of 5/, data: { maxBatch: 5 } },
+  });
   t.equal(svc.calls.length, 0, 'no call of it ran');
   const ok = JSON.parse((await send(JSON.stringify(JSON.parse(batch).slice(0, 5))))!);
   t.equal(ok.length, 5, 'a batch at the limit is served');
@@ -77,11 +92,17 @@ t.test('a batch larger than maxBatch is refused whole with a clear error', async
 t.test('the rate limit counts calls, not frames', async (t) => {
   const bucket = new TokenBucket(1, 5, () => 0); // a frozen clock: 5 tokens, never more
   const { send, svc } = setup({ budget: bucket });
-  const batch = JSON.stringify(Array.from({ length: 10 }, (_, i) => ({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: i })));
+  const batch = JSON.stringify(
+    Array.from({ length: 10 }, (_, i) => ({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: i })),
+  );
   const answers = JSON.parse((await send(batch))!) as Array<{ id: number; error?: { data: { name: string } } }>;
   t.equal(answers.filter((a) => a.error?.data.name === 'rateLimited').length, 5, 'half of a 10-call batch is refused with burst 5');
   t.equal(svc.calls.length, 5, 'five calls ran');
-  t.match(JSON.parse((await send(JSON.stringify({ jsonrpc: '2.0', method: 'rpc.discover', id: 'x' })))!), { id: 'x', error: { data: { name: 'rateLimited', retryable: true } } }, 'single frames too');
+  t.match(
+    JSON.parse((await send(JSON.stringify({ jsonrpc: '2.0', method: 'rpc.discover', id: 'x' })))!),
+    { id: 'x', error: { data: { name: 'rateLimited', retryable: true } } },
+    'single frames too',
+  );
 });
 
 t.test('rpc.discover is one cached serialization; a batch of them is bounded', async (t) => {
@@ -99,22 +120,50 @@ t.test('rpc.discover is one cached serialization; a batch of them is bounded', a
   const answers = JSON.parse(out!) as Array<{ id: unknown; result?: unknown; error?: { data?: { name: string } } }>;
   t.equal(answers.length, 21, 'every call is answered');
   t.match(answers[0], { id: 'mutating', result: { changed: true } }, 'a mutating answer is never dropped');
-  t.ok(answers.some((x) => x.error?.data?.name === 'responseTooLarge'), 'answers past the bound say responseTooLarge');
-  t.ok(answers.some((x) => x.result), 'answers within the bound are kept');
+  t.ok(
+    answers.some((x) => x.error?.data?.name === 'responseTooLarge'),
+    'answers past the bound say responseTooLarge',
+  );
+  t.ok(
+    answers.some((x) => x.result),
+    'answers within the bound are kept',
+  );
 });
 
 t.test('loopback is decided on addresses, once', async (t) => {
   const { isLoopbackAddress, resolvesToLoopbackOnly } = await import('../../src/net/addresses.js');
-  for (const a of ['127.0.0.1', '127.1.2.3', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '[::1]']) t.ok(isLoopbackAddress(a), `${a} is loopback`);
-  for (const a of ['0.0.0.0', '::', '10.0.0.1', '::ffff:10.0.0.1', '128.0.0.1', 'localhost', '127.example.com', undefined]) t.notOk(isLoopbackAddress(a), `${a} is not`);
-  t.same(await resolvesToLoopbackOnly('localhost', async () => [{ address: '127.0.0.1', family: 4 }, { address: '::1', family: 6 }]), { loopback: true, addresses: ['127.0.0.1', '::1'] });
-  t.same(await resolvesToLoopbackOnly('sneaky', async () => [{ address: '127.0.0.1', family: 4 }, { address: '0.0.0.0', family: 4 }]), { loopback: false, addresses: ['127.0.0.1', '0.0.0.0'] }, 'one wildcard address among loopback ones is enough to refuse');
+  for (const a of ['127.0.0.1', '127.1.2.3', '::1', '0:0:0:0:0:0:0:1', '::ffff:127.0.0.1', '[::1]'])
+    t.ok(isLoopbackAddress(a), `${a} is loopback`);
+  for (const a of ['0.0.0.0', '::', '10.0.0.1', '::ffff:10.0.0.1', '128.0.0.1', 'localhost', '127.example.com', undefined])
+    t.notOk(isLoopbackAddress(a), `${a} is not`);
+  t.same(
+    await resolvesToLoopbackOnly('localhost', async () => [
+      { address: '127.0.0.1', family: 4 },
+      { address: '::1', family: 6 },
+    ]),
+    { loopback: true, addresses: ['127.0.0.1', '::1'] },
+  );
+  t.same(
+    await resolvesToLoopbackOnly('sneaky', async () => [
+      { address: '127.0.0.1', family: 4 },
+      { address: '0.0.0.0', family: 4 },
+    ]),
+    { loopback: false, addresses: ['127.0.0.1', '0.0.0.0'] },
+    'one wildcard address among loopback ones is enough to refuse',
+  );
   t.same((await resolvesToLoopbackOnly('localhost')).loopback, true, 'the real resolver on localhost');
 });
 
 t.test('a batch of junk and calls is answered element by element (found by the fuzz test)', async (t) => {
   const { send } = setup({ maxResponseBytes: 1000 });
-  const out = JSON.parse((await send('[null, 1, {"jsonrpc":"2.0","method":"rpc.discover","id":1}, [], {"jsonrpc":"2.0","method":"listJobs"}]'))!);
+  const out = JSON.parse(
+    (await send('[null, 1, {"jsonrpc":"2.0","method":"rpc.discover","id":1}, [], {"jsonrpc":"2.0","method":"listJobs"}]'))!,
+  );
   t.equal(out.length, 4, 'four answers, none for the notification');
-  t.match(out, [{ id: null, error: { code: -32600 } }, { id: null, error: { code: -32600 } }, { id: 1, error: { data: { name: 'responseTooLarge' } } }, { id: null, error: { code: -32600 } }]);
+  t.match(out, [
+    { id: null, error: { code: -32600 } },
+    { id: null, error: { code: -32600 } },
+    { id: 1, error: { data: { name: 'responseTooLarge' } } },
+    { id: null, error: { code: -32600 } },
+  ]);
 });

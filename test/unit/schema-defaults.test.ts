@@ -28,8 +28,11 @@ t.test('generated DEFAULTS match what validation fills in', async (t) => {
   const minimal: Record<string, Record<string, unknown>> = {
     BlockCopyParams: { domain: 'd', disk: 'vda', destination: { path: '/var/lib/libvirt/images/x.img' } },
     BlockCopyGroupParams: { domain: 'd', disks: [{ disk: 'vda', destination: { path: '/var/lib/libvirt/images/x.img' } }] },
-    PivotParams: { jobId: 'j' }, FinishParams: { jobId: 'j' }, ListJobsParams: {},
-    PivotGroupParams: { groupId: 'g' }, FinishGroupParams: { groupId: 'g' },
+    PivotParams: { jobId: 'j' },
+    FinishParams: { jobId: 'j' },
+    ListJobsParams: {},
+    PivotGroupParams: { groupId: 'g' },
+    FinishGroupParams: { groupId: 'g' },
   };
   const pathOf = new Map([...schemas.byId.values()].map((s) => [s.title, s.$id.slice(SCHEMA_BASE.length)]));
   for (const [title, defaults] of Object.entries(DEFAULTS) as Array<[string, Record<string, unknown>]>) {

@@ -15,7 +15,10 @@ const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
 t.test('generated types are fresh', async (t) => {
-  const r = await run(process.execPath, [join(root, 'scripts/gen-types.mjs'), '--check']).then(() => 0, (e) => e.code);
+  const r = await run(process.execPath, [join(root, 'scripts/gen-types.mjs'), '--check']).then(
+    () => 0,
+    (e) => e.code,
+  );
   t.equal(r, 0, 'scripts/gen-types.mjs --check: src/generated/api.ts matches schemas/');
 });
 
@@ -30,7 +33,8 @@ t.test('every schema is strict and documented', async (t) => {
     if (n.properties) {
       for (const [k, v] of Object.entries(n.properties as Record<string, Record<string, unknown>>)) {
         // A bare $ref inherits the referenced schema's description (and default, copied by SchemaSet).
-        const described = typeof v.description === 'string' || (typeof v.$ref === 'string' && Object.keys(v).every((k) => k === '$ref' || k === 'default'));
+        const described =
+          typeof v.description === 'string' || (typeof v.$ref === 'string' && Object.keys(v).every((k) => k === '$ref' || k === 'default'));
         if (!described) undocumented.push(`${where}.${k}`);
         walk(v, `${where}.${k}`);
       }
@@ -55,7 +59,13 @@ t.test('config: defaults, precedence, problems', async (t) => {
   const file = join(dir, 'agent.json');
   writeFileSync(file, JSON.stringify({ logLevel: 'debug', listen: { port: 9000 }, stateDir: '/var/lib/x' }));
   const cfg = loadConfig(file, envOverrides({ BLOCKCOPY_STATE_DIR: '/var/lib/from-env' }), { uri: 'test:///default' });
-  t.match(cfg, { logLevel: 'debug', stateDir: '/var/lib/from-env', uri: 'test:///default', listen: { host: '127.0.0.1', port: 9000, enabled: true }, pollIntervalMs: 2000 });
+  t.match(cfg, {
+    logLevel: 'debug',
+    stateDir: '/var/lib/from-env',
+    uri: 'test:///default',
+    listen: { host: '127.0.0.1', port: 9000, enabled: true },
+    pollIntervalMs: 2000,
+  });
   t.match(configProblems({ listen: { port: 'x' }, bogus: 1 }).sort(), [/bogus/, /port must be integer/]);
   t.throws(() => loadConfig(undefined, { listen: 'nonsense' }), /HOST:PORT/);
 });
@@ -68,7 +78,10 @@ t.test('blockcopy-agent config check FILE', async (t) => {
   writeFileSync(bad, '{"pollIntervalMs": 5, "listen": {"hots": "x"}}');
   const ok = await run(process.execPath, [CLI, 'config', 'check', good]);
   t.match(JSON.parse(ok.stdout), { allowedRoots: ['/var/lib/libvirt/images'], listen: { port: 7879 } }, 'prints the effective config');
-  const err = await run(process.execPath, [CLI, 'config', 'check', bad]).then(() => null, (e) => e);
+  const err = await run(process.execPath, [CLI, 'config', 'check', bad]).then(
+    () => null,
+    (e) => e,
+  );
   t.equal(err?.code, 1, 'exits 1 on a bad file');
   t.match(err?.stderr, /pollIntervalMs must be >= 100/);
   t.match(err?.stderr, /hots/);

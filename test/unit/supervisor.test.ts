@@ -41,7 +41,9 @@ t.test('lost → reconciling → serving; a failed reopen is retried; stop ends 
     return c;
   };
   const sup = new ConnectionSupervisor({
-    log: silentLogger, reopenMinMs: 5, reopenMaxMs: 20,
+    log: silentLogger,
+    reopenMinMs: 5,
+    reopenMaxMs: 20,
     open: async () => {
       if (failOpens > 0) {
         failOpens--;

@@ -17,21 +17,42 @@ t.test('systemd-analyze verify passes', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'unit-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const copy = join(dir, 'blockcopy-agent.service');
-  writeFileSync(copy, readFileSync(unit, 'utf8').replace(/^ExecStart=\/usr\/lib\/blockcopy-agent\/node /m, `ExecStart=${process.execPath} `));
-  const r = await promisify(execFile)('systemd-analyze', ['verify', copy]).then((x) => ({ code: 0, out: x.stderr }), (e) => ({ code: e.code, out: String(e.stderr) }));
+  writeFileSync(
+    copy,
+    readFileSync(unit, 'utf8').replace(/^ExecStart=\/usr\/lib\/blockcopy-agent\/node /m, `ExecStart=${process.execPath} `),
+  );
+  const r = await promisify(execFile)('systemd-analyze', ['verify', copy]).then(
+    (x) => ({ code: 0, out: x.stderr }),
+    (e) => ({ code: e.code, out: String(e.stderr) }),
+  );
   t.equal(r.code, 0, `systemd-analyze verify: ${r.out.trim() || 'clean'}`);
   t.notMatch(r.out, /blockcopy-agent\.service:/, 'no complaint about the unit');
 });
 
 t.test('hardening directives', async (t) => {
   const text = readFileSync(unit, 'utf8');
-  for (const d of ['NoNewPrivileges=yes', 'ProtectSystem=strict', 'ProtectHome=yes', 'PrivateTmp=yes', 'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
-    'Restart=on-failure', 'StateDirectory=blockcopy-agent', 'After=network.target libvirtd.service', 'SystemCallFilter=@system-service']) {
+  for (const d of [
+    'NoNewPrivileges=yes',
+    'ProtectSystem=strict',
+    'ProtectHome=yes',
+    'PrivateTmp=yes',
+    'RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6',
+    'Restart=on-failure',
+    'StateDirectory=blockcopy-agent',
+    'After=network.target libvirtd.service',
+    'SystemCallFilter=@system-service',
+  ]) {
     t.match(text, d, d);
   }
 });
 
 t.test('the agent runs with the V8 flags it is measured with', async (t) => {
   const exec = /^ExecStart=(.*)$/m.exec(readFileSync(unit, 'utf8'))?.[1] ?? '';
-  t.match(exec, new RegExp(`^/usr/lib/blockcopy-agent/node ${NODE_FLAGS.join(' ')} /usr/lib/blockcopy-agent/dist/src/cli/main\\.js serve --config /etc/blockcopy-agent/config\\.json$`), `ExecStart: ${exec}`);
+  t.match(
+    exec,
+    new RegExp(
+      `^/usr/lib/blockcopy-agent/node ${NODE_FLAGS.join(' ')} /usr/lib/blockcopy-agent/dist/src/cli/main\\.js serve --config /etc/blockcopy-agent/config\\.json$`,
+    ),
+    `ExecStart: ${exec}`,
+  );
 });

@@ -18,12 +18,24 @@ const tick = () => new Promise((r) => setImmediate(r));
 
 function fakeIo() {
   const io = {
-    bufferedBytes: 0, paused: false, closedWith: null as string | null, written: [] as string[],
-    write(frame: string, _done: () => void) { io.written.push(frame); io.bufferedBytes += frame.length; },
+    bufferedBytes: 0,
+    paused: false,
+    closedWith: null as string | null,
+    written: [] as string[],
+    write(frame: string, _done: () => void) {
+      io.written.push(frame);
+      io.bufferedBytes += frame.length;
+    },
     buffered: () => io.bufferedBytes,
-    pause() { io.paused = true; },
-    resume() { io.paused = false; },
-    close(reason: string) { io.closedWith = reason; },
+    pause() {
+      io.paused = true;
+    },
+    resume() {
+      io.paused = false;
+    },
+    close(reason: string) {
+      io.closedWith = reason;
+    },
   };
   return io;
 }
@@ -31,7 +43,15 @@ function fakeIo() {
 t.test('flow: a peer that does not read stops being read, then is closed', async (t) => {
   const io = fakeIo();
   let handled = 0;
-  const flow = new Flow(io, { maxBufferedBytes: 1000, slowReaderMs: 200, maxPendingCalls: 10 }, async () => { handled++; return 'x'.repeat(400); }, () => 0);
+  const flow = new Flow(
+    io,
+    { maxBufferedBytes: 1000, slowReaderMs: 200, maxPendingCalls: 10 },
+    async () => {
+      handled++;
+      return 'x'.repeat(400);
+    },
+    () => 0,
+  );
   for (let i = 0; i < 50; i++) flow.receive('frame');
   for (let i = 0; i < 20; i++) await tick();
   t.equal(handled, 3, 'frames start only while the unread output is under the bound (400 + 400 + 400 ≥ 1000)');
@@ -49,11 +69,21 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
   let pending = 0;
   const started: string[] = [];
   const release: Array<() => void> = [];
-  const flow = new Flow(io, { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 2 }, (f) => {
-    started.push(f);
-    pending++;
-    return new Promise((r) => release.push(() => { pending--; r(null); }));
-  }, () => pending);
+  const flow = new Flow(
+    io,
+    { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 2 },
+    (f) => {
+      started.push(f);
+      pending++;
+      return new Promise((r) =>
+        release.push(() => {
+          pending--;
+          r(null);
+        }),
+      );
+    },
+    () => pending,
+  );
   for (const f of ['a', 'b', 'c', 'd']) flow.receive(f);
   for (let i = 0; i < 10; i++) await tick();
   t.same(started, ['a', 'b'], 'two calls at most');
@@ -61,7 +91,10 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
   release.shift()!();
   for (let i = 0; i < 10; i++) await tick();
   t.same(started, ['a', 'b', 'c'], 'one more once one finished');
-  while (release.length) { release.shift()!(); for (let i = 0; i < 10; i++) await tick(); }
+  while (release.length) {
+    release.shift()!();
+    for (let i = 0; i < 10; i++) await tick();
+  }
   await flow.drained();
   t.same(started, ['a', 'b', 'c', 'd']);
   t.notOk(io.paused, 'reading again');
@@ -70,7 +103,12 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
 
 t.test('flow: output far above the bound closes at once', async (t) => {
   const io = fakeIo();
-  const flow = new Flow(io, { maxBufferedBytes: 100, slowReaderMs: 60_000, maxPendingCalls: 10 }, async () => null, () => 0);
+  const flow = new Flow(
+    io,
+    { maxBufferedBytes: 100, slowReaderMs: 60_000, maxPendingCalls: 10 },
+    async () => null,
+    () => 0,
+  );
   flow.send('n'.repeat(1700));
   t.match(io.closedWith, /more than 1600 bytes/);
   flow.dispose();
@@ -82,11 +120,18 @@ t.test('redaction is bounded and iterative', async (t) => {
   const out = JSON.stringify(redact({ params: deep }));
   t.ok(out.length < 200, `200,000 levels become a short record (${out.length} bytes)`);
   t.match(out, /\[too deep\]/);
-  const wide = redact({ ...Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`k${i}`, i])), apiKey: 'k' }) as Record<string, unknown>;
+  const wide = redact({ ...Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`k${i}`, i])), apiKey: 'k' }) as Record<
+    string,
+    unknown
+  >;
   t.ok(Object.keys(wide).length <= 202, 'at most the key budget (plus a summary)');
   t.match(wide['…'], /more omitted/);
   t.match(redact({ s: 'x'.repeat(5000) }), { s: /^x{1024}…\[3976 more\]$/ }, 'long strings cut');
-  t.same(redact({ token: 's', nested: [{ password: 'p', ok: 1 }] }), { token: '[redacted]', nested: [{ password: '[redacted]', ok: 1 }] }, 'secrets redacted at any depth');
+  t.same(
+    redact({ token: 's', nested: [{ password: 'p', ok: 1 }] }),
+    { token: '[redacted]', nested: [{ password: '[redacted]', ok: 1 }] },
+    'secrets redacted at any depth',
+  );
 });
 
 function server(audit: (e: AuditEntry) => void, log = silentLogger) {
@@ -105,11 +150,21 @@ t.test('a mutating call with deeply nested params is refused and audited', async
   // Built as text: JSON.stringify would overflow the stack on this itself.
   const depth = 100_000;
   const params = `{"jobId":"j1","x":${'['.repeat(depth)}${']'.repeat(depth)}}`;
-  const sent = (await rpc.handle(`{"jsonrpc":"2.0","method":"abort","id":1,"params":${params}}`, new Session({ name: 'admin', readOnly: false }, 'peer', () => {})))!;
+  const sent = (await rpc.handle(
+    `{"jsonrpc":"2.0","method":"abort","id":1,"params":${params}}`,
+    new Session({ name: 'admin', readOnly: false }, 'peer', () => {}),
+  ))!;
   t.match(JSON.parse(frameText(sent)), { id: 1, error: { code: -32602 } }, 'refused as invalid params');
   sink.close();
-  const lines = readFileSync(join(dir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-  t.match(lines, [{ method: 'abort', outcome: 'error', error: { code: -32602 }, params: { jobId: 'j1' } }], 'and audited, with bounded params');
+  const lines = readFileSync(join(dir, 'audit.log'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  t.match(
+    lines,
+    [{ method: 'abort', outcome: 'error', error: { code: -32602 }, params: { jobId: 'j1' } }],
+    'and audited, with bounded params',
+  );
   const valid = new SchemaSet().validator('audit-entry.schema.json');
   for (const l of lines) t.ok(valid(l), `the entry matches schemas/audit-entry.schema.json ${JSON.stringify(valid.errors)}`);
   t.equal(svc.calls.length, 0);
@@ -118,10 +173,15 @@ t.test('a mutating call with deeply nested params is refused and audited', async
 t.test('a mutating call whose audit record cannot be written is refused before it acts', async (t) => {
   const logged: string[] = [];
   const log = createLogger({ write: (l) => logged.push(l) });
-  const { send, svc } = server(() => { throw new Error('EIO: disk gone'); }, log);
+  const { send, svc } = server(() => {
+    throw new Error('EIO: disk gone');
+  }, log);
   const r = await send({ jsonrpc: '2.0', method: 'abort', params: { jobId: 'j1' }, id: 3 });
   t.match(r, { id: 3, error: { code: -32019, data: { name: 'auditFailed', retryable: true } } }, 'refused with auditFailed');
   t.equal(svc.calls.length, 0, 'the service was never called');
-  t.ok(logged.some((l) => /audit write failed: call refused/.test(l) && /EIO: disk gone/.test(l)), 'the failure is logged');
+  t.ok(
+    logged.some((l) => /audit write failed: call refused/.test(l) && /EIO: disk gone/.test(l)),
+    'the failure is logged',
+  );
   t.match(await send({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: 4 }), { id: 4, result: {} }, 'reads go on');
 });
