@@ -6,10 +6,10 @@ import { dirname } from 'node:path';
 import type { AgentConfig, Destination } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import type { DiskXml } from '../libvirt/types.js';
-import type { DiskInfo } from '../jobs/disk-xml.js';
+import type { DiskInfo } from '../libvirt/disk-xml.js';
 import { checkParents, checkRoot, isNormalAbsolute, isUnder, resolveOwners, UntrustedPath } from './dirs.js';
 import { clash, deviceKey, identitiesOf } from './identity.js';
-import { allowingRule, NetworkError, parseNetworkUrl, type NetworkRule } from './network.js';
+import { NetworkError, parseNetworkUrl, type NetworkTarget } from '../net/network-url.js';
 import { rejectDestination as reject, toDiskXml } from './xml.js';
 
 export interface DestinationContext {
@@ -82,6 +82,19 @@ export async function loadDestinationPolicy(cfg: PolicyConfig, warn: (msg: strin
     }
   }
   return { roots, devices: cfg.allowedDevices ?? [], trustedOwners, network: cfg.allowedNetworkDestinations ?? [] };
+}
+
+type NetworkRule = NonNullable<AgentConfig['allowedNetworkDestinations']>[number];
+
+/** The rule that allows `t`, if any. Hosts compare as written (no DNS: the rule names what libvirt gets). */
+function allowingRule(t: NetworkTarget, rules: NetworkRule[]): NetworkRule | undefined {
+  return rules.find(
+    (r) =>
+      r.protocol === t.protocol &&
+      r.host.toLowerCase() === t.host &&
+      r.port === t.port &&
+      new RegExp(`^(?:${r.namePattern})$`, 'u').test(t.name),
+  );
 }
 
 async function lstatOrNull(p: string): Promise<Stats | null> {

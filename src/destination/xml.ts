@@ -6,7 +6,7 @@ import { DOMParser } from '@xmldom/xmldom';
 import { AgentError } from '../errors.js';
 import type { Destination } from '../generated/api.js';
 import type { DiskXml } from '../libvirt/types.js';
-import { networkUrl, parseNetworkUrl } from './network.js';
+import { networkUrl, parseNetworkUrl } from '../net/network-url.js';
 
 const NODE = { ELEMENT: 1, ATTRIBUTE: 2, TEXT: 3, CDATA: 4, ENTITY_REF: 5, PI: 7, COMMENT: 8, DOCTYPE: 10 } as const;
 const NODE_NAMES: Record<number, string> = {

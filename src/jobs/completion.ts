@@ -7,7 +7,8 @@ import { DEFAULTS } from '../generated/api.js';
 import { diskKey, publicJob, type JobEntry } from './job.js';
 import { isNoJob, isNotReady, isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
-import { sleep, type JobContext } from './context.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JobContext } from './context.js';
 
 /** How long an abort may take to end the job before the call reports `timeout`. */
 const ABORT_WAIT_MS = 120_000;

@@ -4,7 +4,7 @@
 // the XML, this decides.
 import type { ErrorName } from '../errors.js';
 import type { Job, JobState } from '../generated/api.js';
-import type { DiskInfo } from './disk-xml.js';
+import type { DiskInfo } from '../libvirt/disk-xml.js';
 import { samePath } from './job.js';
 import { REQUEST_OF } from './state-machine.js';
 

@@ -38,8 +38,6 @@ export interface JobManagerOptions {
   agentMode?: 'daemon' | 'stdio';
 }
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 export class JobContext {
   conn: Connection;
   readonly log: Logger;

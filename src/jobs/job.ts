@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import type { BlockCopyParams, Destination, Job } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import type { BlockJobInfo, DomainRef } from '../libvirt/index.js';
-import type { DiskInfo, MirrorInfo } from './disk-xml.js';
+import type { DiskInfo, MirrorInfo } from '../libvirt/disk-xml.js';
 import type { JobRecord } from './journal.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { RateSampler } from './sampler.js';

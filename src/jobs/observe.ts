@@ -3,7 +3,7 @@
 // differ, the difference is a named entry of POLICY, not a second copy.
 import { LibvirtError, VirErrorCode, type BlockJobInfo } from '../libvirt/index.js';
 import type { JobState } from '../generated/api.js';
-import type { DiskInfo } from './disk-xml.js';
+import type { DiskInfo } from '../libvirt/disk-xml.js';
 import { diskKey, mirrorMismatch, samePath, type JobEntry } from './job.js';
 import { toByteCount } from './numbers.js';
 import { canTransition, isTerminal, REQUEST_OF } from './state-machine.js';

@@ -1,7 +1,7 @@
 // Reconcile at start-up and after a reconnect, and adoption of copies this agent did not
 // start: every journaled job against libvirt's live state, every unowned <mirror job='copy'>.
 import type { DomainRef } from '../libvirt/index.js';
-import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
+import { findDisk, parseDisks, type DiskInfo } from '../libvirt/disk-xml.js';
 import { adoptedJob, diskKey, track, type JobEntry } from './job.js';
 import { Observer, type Recovery } from './observe.js';
 import { isTerminal } from './state-machine.js';

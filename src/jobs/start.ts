@@ -7,7 +7,7 @@ import type { BlockCopyParams, BlockCopyResult, Destination, JobState } from '..
 import { DEFAULTS } from '../generated/api.js';
 import type { CheckedDestination } from '../destination/policy.js';
 import { destinationFromXml } from '../destination/xml.js';
-import { findDisk, parseDisks, type DiskInfo } from './disk-xml.js';
+import { findDisk, parseDisks, type DiskInfo } from '../libvirt/disk-xml.js';
 import { canonicalPath, newJob, publicJob, samePath, track, type JobEntry } from './job.js';
 import { isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { fromByteCount } from './numbers.js';

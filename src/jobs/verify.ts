@@ -4,11 +4,12 @@ import { AgentError } from '../errors.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { Job } from '../generated/api.js';
 import { conclude, type Decision } from './conclude.js';
-import { findDisk, type DiskInfo } from './disk-xml.js';
+import { findDisk, type DiskInfo } from '../libvirt/disk-xml.js';
 import { diskKey, mirrorMismatch, publicJob, samePath, type JobEntry } from './job.js';
 import { toAgentError } from './libvirt-errors.js';
 import { isTerminal, REQUEST_OF } from './state-machine.js';
-import { sleep, type JobContext } from './context.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { JobContext } from './context.js';
 
 export class Verify {
   constructor(private readonly ctx: JobContext) {}

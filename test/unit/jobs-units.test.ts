@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { findDisk, parseDisks } from '../../src/jobs/disk-xml.js';
+import { findDisk, parseDisks } from '../../src/libvirt/disk-xml.js';
 import { canTransition, isTerminal, reachedReady, STATES } from '../../src/jobs/state-machine.js';
 import { conclude, STALE_MIRROR_MS } from '../../src/jobs/conclude.js';
 import { KeyedMutex } from '../../src/jobs/lock.js';

@@ -1,9 +1,7 @@
-// Network destinations (NBD, RBD, iSCSI). The agent names one by a URL it builds itself,
-// protocol://host:port/name, which is the destination's path in jobs and the journal; a
-// network destination is refused unless a rule of allowedNetworkDestinations lists it.
-import type { AgentConfig } from '../generated/api.js';
+// How the agent names a network disk (NBD, RBD, iSCSI): one URL it builds itself,
+// protocol://host:port/name, from libvirt's <source> or a caller's destination. A leaf: the
+// destination policy checks these names, the libvirt XML reader produces them.
 
-export type NetworkRule = NonNullable<AgentConfig['allowedNetworkDestinations']>[number];
 export interface NetworkTarget {
   protocol: 'nbd' | 'rbd' | 'iscsi';
   host: string;
@@ -41,15 +39,4 @@ export function parseNetworkUrl(url: string): NetworkTarget {
   const m = /^([a-z]+):\/\/(\[[^\]]*\]|[^/:]*):([^/]*)\/(.*)$/s.exec(url);
   if (!m) throw new NetworkError(`'${url}' is not protocol://host:port/name`);
   return target(m[1]!, m[2]!, m[3]!, m[4]!);
-}
-
-/** The rule that allows `t`, if any. Hosts compare as written (no DNS: the rule names what libvirt gets). */
-export function allowingRule(t: NetworkTarget, rules: NetworkRule[]): NetworkRule | undefined {
-  return rules.find(
-    (r) =>
-      r.protocol === t.protocol &&
-      r.host.toLowerCase() === t.host &&
-      r.port === t.port &&
-      new RegExp(`^(?:${r.namePattern})$`, 'u').test(t.name),
-  );
 }

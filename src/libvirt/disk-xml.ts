@@ -1,7 +1,8 @@
-// Reads what the job manager needs from libvirt's domain XML. libvirt emits regular,
-// well-formed XML with single-quoted attributes, so a focused reader suffices for it. (A
-// caller's XML is another matter: src/destination/xml.ts parses that with a real parser.)
-import { networkUrl } from '../destination/network.js';
+// Reads what the agent needs from libvirt's domain XML: disks, sources, backing chains and
+// mirrors. libvirt emits regular, well-formed XML with single-quoted attributes, so a focused
+// reader suffices. (A caller's XML is another matter: src/destination/xml.ts parses that with
+// a real parser.)
+import { networkUrl } from '../net/network-url.js';
 
 export interface MirrorInfo {
   /** libvirt's mirror job kind: 'copy' for block copy, 'active-commit' for commit. */
