@@ -6,7 +6,8 @@ import { EXIT, num, UsageError, type Values } from './args.js';
 import { closeClient } from './connect.js';
 import { groupSummary, jsonLines, reporter } from './output.js';
 
-export async function copy(client: AgentClient, v: Values, pos: string[]): Promise<number> {
+/** The copy verb: its words are checked now (a usage error starts nothing), the returned run connects. */
+export function copy(v: Values, pos: string[]): (client: AgentClient) => Promise<number> {
   if (pos.length !== 3) throw new UsageError('copy needs DOMAIN DISK DEST');
   if (v.pivot && v.finish) throw new UsageError('--pivot and --finish exclude each other');
   const [domain, disk, path] = pos as [string, string, string];
@@ -33,6 +34,11 @@ export async function copy(client: AgentClient, v: Values, pos: string[]): Promi
     ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
     ...(v['job-id'] ? { jobId: v['job-id'] } : {}),
   };
+  return (client) => follow(client, params, wait, v);
+}
+
+async function follow(client: AgentClient, params: BlockCopyParams, wait: 'none' | 'ready' | 'done', v: Values): Promise<number> {
+  const { domain, disk } = params;
   const out = reporter(jsonLines(v));
   const { job } = await client.call('blockCopy', params);
   if (wait === 'none') {
@@ -84,7 +90,8 @@ export async function copy(client: AgentClient, v: Values, pos: string[]): Promi
   return EXIT.ok;
 }
 
-export async function copyGroup(client: AgentClient, v: Values, pos: string[]): Promise<number> {
+/** The copy-group verb: words checked now, the returned run connects. */
+export function copyGroup(v: Values, pos: string[]): (client: AgentClient) => Promise<number> {
   if (pos.length < 2) throw new UsageError('copy-group needs DOMAIN DISK=DEST...');
   if (v.pivot && v.finish) throw new UsageError('--pivot and --finish exclude each other');
   const [domain, ...pairs] = pos as [string, ...string[]];
@@ -107,6 +114,11 @@ export async function copyGroup(client: AgentClient, v: Values, pos: string[]): 
     ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
     ...(v['group-id'] ? { groupId: v['group-id'] } : {}),
   };
+  return (client) => followGroup(client, params, pairs, v);
+}
+
+async function followGroup(client: AgentClient, params: BlockCopyGroupParams, pairs: string[], v: Values): Promise<number> {
+  const { domain } = params;
   const out = reporter(jsonLines(v));
   const shown = new Map<string, Job>();
   client.on('job.changed', (j: Job) => {

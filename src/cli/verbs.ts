@@ -90,8 +90,10 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
         return EXIT.ok;
       };
       switch (command) {
-        case 'copy':
-          return () => copy(client!, v, pos);
+        case 'copy': {
+          const run = copy(v, pos);
+          return () => run(client!);
+        }
         case 'info': {
           const ref = jobRef(v, pos);
           return async () => print(await client!.call('jobInfo', ref));
@@ -109,8 +111,10 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
           return async () => print(await client!.call('listJobs', pos[0] ? { domain: pos[0] } : {}));
         case 'watch':
           return () => watch(client!, v, pos);
-        case 'copy-group':
-          return () => copyGroup(client!, v, pos);
+        case 'copy-group': {
+          const run = copyGroup(v, pos);
+          return () => run(client!);
+        }
         case 'group':
         case 'pivot-group':
         case 'finish-group':

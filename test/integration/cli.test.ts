@@ -2,6 +2,8 @@
 // output line by line, Ctrl-C in phase 1, timeout, errors and their exit codes, remote --url.
 import t from 'tap';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 
@@ -53,8 +55,9 @@ t.test('copy --wait --pivot --json: exits 0, every line is JSON, the guest moved
     dest,
     '--format',
     'qcow2',
+    // Phase 1 lasts about 3 s: long enough for progress lines even on a loaded host.
     '--bandwidth',
-    String(32 * MiB),
+    String(16 * MiB),
     '--wait',
     '--pivot',
     '--json',
@@ -182,8 +185,24 @@ t.test('exit codes: timeout, agent error, usage, connection', async (t) => {
   const unknown = await cli(['copy', 'bctest-no-such', 'vda', `${dom.dir}/x.qcow2`, '--state-dir', dir]);
   t.equal(unknown.code, 1, 'agent error: exit 1');
   t.match(JSON.parse(unknown.stderr.trim()), { error: 'notFound' }, 'the error name on stderr');
-  t.equal((await cli(['copy', dom.name])).code, 2, 'usage: exit 2');
-  t.equal((await cli(['copy', dom.name, 'vda', '/x', '--pivot', '--finish'])).code, 2, 'contradictory flags: exit 2');
+  // A usage error starts nothing: no local agent is spawned (it would create its state directory).
+  const untouched = join(dir, 'never-created');
+  const usage = [
+    ['copy', dom.name],
+    ['copy', dom.name, 'vda', '/x', '--pivot', '--finish'],
+    ['copy', dom.name, 'vda', '/x', '--bandwidth', 'fast'],
+    ['copy-group', dom.name],
+    ['copy-group', dom.name, 'vda'],
+    ['copy-group', dom.name, 'vda=/x', '--pivot', '--finish'],
+    ['info', dom.name],
+    ['pivot-group'],
+    ['call'],
+  ];
+  for (const args of usage) {
+    const r = await cli([...args, '--state-dir', untouched]);
+    t.equal(r.code, 2, `usage error, exit 2: ${args.join(' ')}`);
+  }
+  t.notOk(existsSync(untouched), 'no agent was started for a usage error');
   t.equal((await cli(['jobs', '--url', 'ws://127.0.0.1:1'])).code, 3, 'no agent there: exit 3');
 });
 
