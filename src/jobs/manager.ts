@@ -244,7 +244,7 @@ export class JobManager extends EventEmitter {
         throw toAgentError(e, 'cannot set the speed');
       }
       job.bandwidth = toByteCount(bw);
-      faultPoint('setSpeed:sent');
+      faultPoint('setSpeed:sent', job);
       delete entry.rec.intent;
       // The answer promises this bandwidth: journaled before it is sent.
       await this.ctx.recorder

@@ -25,7 +25,7 @@ export class Recorder {
       job.endedAt = this.ctx.iso();
       if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
       delete entry.rec.timeoutAt;
-      faultPoint(`decided:${to}`);
+      faultPoint(`decided:${to}`, job);
     }
     this.touch(entry, opts.persist ?? true);
   }
@@ -56,7 +56,7 @@ export class Recorder {
     entry.rec.intent = intent;
     try {
       await this.persist(entry);
-      faultPoint(`${intent.op}:journaled`);
+      faultPoint(`${intent.op}:journaled`, entry.rec.job);
     } catch (e) {
       delete entry.rec.intent;
       if (revertTo) this.transition(entry, revertTo);
@@ -67,7 +67,7 @@ export class Recorder {
 
   afterSideEffect(entry: JobEntry): void {
     if (!entry.rec.intent) return;
-    faultPoint(`${entry.rec.intent.op}:sent`);
+    faultPoint(`${entry.rec.intent.op}:sent`, entry.rec.job);
     delete entry.rec.intent;
     this.persistLater(entry);
   }
@@ -88,7 +88,7 @@ export class Recorder {
     const write = entry.writes
       .catch(() => {})
       .then(() => this.ctx.journal.save(snapshot))
-      .then(() => faultPoint(`journaled:${snapshot.job.state}`));
+      .then(() => faultPoint(`journaled:${snapshot.job.state}`, snapshot.job));
     entry.writes = write;
     return write;
   }

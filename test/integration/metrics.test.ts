@@ -80,12 +80,19 @@ t.test("scraped during a real copy: the job's progress, then durations and calls
     bandwidth: 8 * MiB,
   });
   const labels = { domain: dom.name, disk: 'vda', job: job.jobId };
-  // Two scrapes while it copies (8 MiB/s over 40 MiB of data: several seconds).
+  // Two scrapes while it copies (8 MiB/s over 40 MiB of data: several seconds). QEMU's rate
+  // limit lets a first burst through and then pauses for up to a couple of seconds, so the second
+  // scrape is the first one, 500 ms apart, that shows more bytes (within 4 s).
   const first = await scrape(port);
-  await new Promise((r) => setTimeout(r, 1500));
-  // Other tests' copies on this host are adopted too: counts by state are checked against the
-  // agent's own job list, read just before and after the scrape.
-  const [listedBefore, during, listedAfter] = [await counts(client), await scrape(port), await counts(client)];
+  const copiedIn = (text: string) => value(text, 'blockcopy_job_bytes_copied', labels);
+  let listedBefore: Record<string, number>, during: string, listedAfter: Record<string, number>;
+  const deadline = Date.now() + 4000;
+  do {
+    await new Promise((r) => setTimeout(r, 500));
+    // Other tests' copies on this host are adopted too: counts by state are checked against the
+    // agent's own job list, read just before and after the scrape.
+    [listedBefore, during, listedAfter] = [await counts(client), await scrape(port), await counts(client)];
+  } while (!((copiedIn(during) ?? 0) > (copiedIn(first) ?? 0)) && Date.now() < deadline);
   const info = (await client.call('jobInfo', { jobId: job.jobId })).job;
   t.equal(info.state, 'copying', 'still copying at the second scrape');
   const check = promtool(during);
