@@ -6,7 +6,7 @@ import type { ResolvedConfig } from './config.js';
 import { loadDestinationPolicy, makeDestinationCheck } from './destination/policy.js';
 import { GroupManager } from './jobs/groups.js';
 import { JobManager } from './jobs/manager.js';
-import { openConnection, type Connection } from './libvirt/index.js';
+import { openConnection } from './libvirt/index.js';
 import type { Logger } from './log.js';
 import type { AgentMetrics } from './metrics/metrics.js';
 import type { MetricsServer } from './metrics/http.js';
@@ -67,19 +67,48 @@ function readTls(tls: NonNullable<ResolvedConfig['tls']>) {
   };
 }
 
+/** Plaintext only on loopback, decided on what the name resolves to ('localhost' could be 0.0.0.0 in /etc/hosts). */
+async function refuseInsecureListener(cfg: ResolvedConfig): Promise<void> {
+  if (!cfg.listen.enabled || cfg.tls) return;
+  const { loopback, addresses } = await resolvesToLoopbackOnly(cfg.listen.host).catch((e: Error) => {
+    throw new Error(`cannot resolve the listen host ${cfg.listen.host}: ${e.message}`);
+  });
+  if (!loopback) {
+    throw new Error(
+      `refusing to listen on ${cfg.listen.host} (${addresses.join(', ')}) without TLS: configure tls (cert, key) or bind to a loopback address`,
+    );
+  }
+}
+
+/**
+ * What the agent opened, closed in the reverse order: one list for a failed start and for
+ * close(), so the two cannot drift. A step that fails is logged and the rest still run.
+ */
+class Teardown {
+  private readonly steps: Array<{ what: string; run: () => unknown }> = [];
+  private done: Promise<void> | null = null;
+
+  constructor(private readonly log: Logger) {}
+
+  add(what: string, run: () => unknown): void {
+    this.steps.push({ what, run });
+  }
+
+  run(): Promise<void> {
+    this.done ??= (async () => {
+      for (const step of this.steps.reverse()) {
+        await Promise.resolve()
+          .then(step.run)
+          .catch((e: unknown) => this.log.error(`shutdown: cannot close the ${step.what}`, { error: e }));
+      }
+    })();
+    return this.done;
+  }
+}
+
 export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promise<Agent> {
   const log = opts.log;
-  if (cfg.listen.enabled && !cfg.tls) {
-    // Decided on what the name resolves to: 'localhost' could be 0.0.0.0 in /etc/hosts.
-    const { loopback, addresses } = await resolvesToLoopbackOnly(cfg.listen.host).catch((e: Error) => {
-      throw new Error(`cannot resolve the listen host ${cfg.listen.host}: ${e.message}`);
-    });
-    if (!loopback) {
-      throw new Error(
-        `refusing to listen on ${cfg.listen.host} (${addresses.join(', ')}) without TLS: configure tls (cert, key) or bind to a loopback address`,
-      );
-    }
-  }
+  await refuseInsecureListener(cfg);
   const schemas = new SchemaSet();
   // Read credentials before anything else, so a bad tokens file stops the start cleanly.
   const readTokens = () => (cfg.listen.enabled && cfg.auth.tokensFile ? loadTokens(cfg.auth.tokensFile, schemas) : []);
@@ -92,28 +121,36 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   };
   // Refuse to start on an untrustworthy allowed root, before anything is opened.
   const destinationPolicy = await loadDestinationPolicy(cfg, (msg, data) => log.warn(msg, data as Record<string, unknown>));
-  const audit = openAudit(cfg.audit.file, log);
-  const lock = acquireStateLock(cfg.stateDir);
-  if (!lock.acquired) throw new StateDirBusy(lock.holder);
 
-  const supervisor = new ConnectionSupervisor({ open: () => openConnection(cfg.uri), log });
-  supervisor.on('state', (e) => log.info('libvirt connection', e));
-  let conn: Connection | null = null;
-  let jobs: JobManager | null = null;
-  let groups: GroupManager | null = null;
-  let rpc: RpcServer | null = null;
+  // From here on, everything opened is added to the teardown as it is opened.
+  const teardown = new Teardown(log);
+  const audit = openAudit(cfg.audit.file, log);
+  teardown.add('audit trail', () => audit.close());
+  const lock = acquireStateLock(cfg.stateDir);
+  if (!lock.acquired) {
+    await teardown.run();
+    throw new StateDirBusy(lock.holder);
+  }
+  teardown.add('state directory lock', () => lock.release());
   let ws: WebSocketTransport | null = null;
   let auth: Authenticator | null = null;
   let metricsServer: MetricsServer | null = null;
-  let unix: UnixSocketTransport | null = null;
-  // Loaded only when enabled: prom-client stays out of agents that do not serve metrics.
-  const metrics: AgentMetrics | null = cfg.metrics.enabled
-    ? new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds })
-    : null;
-  const onRefusal = metrics ? { onRefusal: metrics.refused.bind(metrics) } : {};
+  let metrics: AgentMetrics | null = null;
+  let rpc: RpcServer;
+  // Every transport tells the metrics of the clients it refused.
+  const refusals = () => (metrics ? { onRefusal: metrics.refused.bind(metrics) } : {});
   try {
-    conn = await supervisor.connect();
-    jobs = new JobManager({
+    if (cfg.metrics.enabled) {
+      // Loaded only when enabled: prom-client stays out of agents that do not serve metrics.
+      const m = new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds });
+      teardown.add('metrics', () => m.close());
+      metrics = m;
+    }
+
+    const supervisor = new ConnectionSupervisor({ open: () => openConnection(cfg.uri), log });
+    supervisor.on('state', (e) => log.info('libvirt connection', e));
+    const conn = await supervisor.connect();
+    const jobs = new JobManager({
       connection: conn,
       stateDir: cfg.stateDir,
       log,
@@ -123,10 +160,16 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       agentMode: opts.mode ?? 'daemon',
       checkDestination: makeDestinationCheck(destinationPolicy),
     });
+    // The connection in use at the end (the supervisor may have replaced the first one).
+    teardown.add('libvirt connection', () => jobs.connection.close());
+    teardown.add('job manager', () => jobs.stop());
+    // Runs first of the three: no reconnect while the job manager stops and the connection closes.
+    teardown.add('connection supervisor', () => supervisor.stop());
     metrics?.observeJobs(jobs);
     await jobs.start();
     supervisor.watch(conn, jobs);
-    groups = new GroupManager({ jobs, log, ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}) });
+    const groups = new GroupManager({ jobs, log, ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}) });
+    teardown.add('group manager', () => groups.stop());
     await groups.start();
     rpc = new RpcServer({
       service: jobs,
@@ -140,12 +183,18 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       maxResponseBytes: cfg.limits.maxBufferedBytes,
       ...(metrics ? { observer: metrics } : {}),
     });
+    teardown.add('RPC server', () => rpc.close());
     if (metrics) {
       const { startMetricsServer } = await import('./metrics/http.js');
-      metricsServer = await startMetricsServer(metrics, { host: cfg.metrics.host, port: cfg.metrics.port }, log);
+      const served = await startMetricsServer(metrics, { host: cfg.metrics.host, port: cfg.metrics.port }, log);
+      teardown.add('metrics listener', () => served.close());
+      metricsServer = served;
     }
+    let unix: UnixSocketTransport | null = null;
     if (opts.socket && cfg.socket.enabled) {
-      unix = await serveUnixSocket(rpc, { path: cfg.socket.path, maxLine: cfg.maxPayloadBytes, flow, ...onRefusal }, log);
+      const served = await serveUnixSocket(rpc, { path: cfg.socket.path, maxLine: cfg.maxPayloadBytes, flow, ...refusals() }, log);
+      teardown.add('unix socket', () => served.close());
+      unix = served;
       if (!cfg.listen.enabled) lock.update({ pid: process.pid, listen: null, socket: unix.path });
     }
     if (cfg.listen.enabled) {
@@ -157,7 +206,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
         allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback,
         relayToken,
       });
-      ws = await startWebSocket(
+      const served = await startWebSocket(
         rpc,
         {
           host: cfg.listen.host,
@@ -166,7 +215,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
           heartbeatMs: cfg.heartbeatMs,
           maxConnections: cfg.limits.maxConnections,
           rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst },
-          ...onRefusal,
+          ...refusals(),
           flow,
           allowedOrigins: cfg.listen.allowedOrigins,
           requestTimeoutMs: cfg.limits.requestTimeoutMs,
@@ -175,6 +224,8 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
         },
         log,
       );
+      teardown.add('WebSocket listener', () => served.close());
+      ws = served;
       lock.update({
         pid: process.pid,
         listen: ws.address,
@@ -187,23 +238,12 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       log.info('listening', { ...ws.address, tls: !!tls, ...(unix ? { socket: unix.path } : {}) });
     }
   } catch (e) {
-    supervisor.stop();
-    await metricsServer?.close();
-    metrics?.close();
-    await unix?.close();
-    await ws?.close();
-    rpc?.close();
-    groups?.stop();
-    await jobs?.stop();
-    await conn?.close();
-    lock.release();
-    audit.close();
+    await teardown.run();
     throw e;
   }
   const stdioEnded = opts.stdio
-    ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow, ...onRefusal }, log)
+    ? serveStdio(rpc, { maxLine: cfg.maxPayloadBytes, flow, ...refusals() }, log)
     : new Promise<StdioEnd>(() => {});
-  let closing: Promise<void> | null = null;
   return {
     ws,
     metrics: metricsServer,
@@ -219,22 +259,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       log.info('credentials reloaded', { tokens: next.length, tls: !!nextTls, closedConnections: closed });
       return { closed };
     },
-    close() {
-      // Never touches running copies: QEMU keeps them, the next start adopts them.
-      closing ??= (async () => {
-        await metricsServer?.close();
-        metrics?.close();
-        await unix?.close();
-        await ws?.close();
-        rpc!.close();
-        groups!.stop();
-        supervisor.stop();
-        await jobs!.stop();
-        await jobs!.connection.close();
-        lock.release();
-        audit.close();
-      })();
-      return closing;
-    },
+    // Never touches running copies: QEMU keeps them, the next start adopts them.
+    close: () => teardown.run(),
   };
 }
