@@ -6,7 +6,6 @@
 import t, { type Test } from 'tap';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { AgentError } from '../../src/errors.js';
 import type { Job } from '../../src/generated/api.js';
 import { isNotReady } from '../../src/jobs/libvirt-errors.js';
 import { JobManager } from '../../src/jobs/manager.js';
@@ -14,6 +13,7 @@ import { openConnection, type Connection } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import * as hv from '../../harness/hypervisor.js';
 import { testDestinationCheck } from '../../harness/agent.js';
+import { rejects } from '../helpers/rejects.js';
 
 const MiB = 1024 * 1024;
 
@@ -67,18 +67,6 @@ async function manager(t: Test, stateDir = stateDirFor(t)): Promise<Agentish> {
         .map((c) => c.state)
         .filter((s, i, a) => a[i - 1] !== s),
   };
-}
-
-async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<AgentError | undefined> {
-  const e = await p.then(
-    () => undefined,
-    (x: unknown) => x,
-  );
-  t.ok(
-    e instanceof AgentError && e.errorName === name,
-    `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`,
-  );
-  return e as AgentError | undefined;
 }
 
 // Other test files run in parallel on the same libvirtd, and a manager adopts every copy it

@@ -10,6 +10,7 @@ import { GroupManager } from '../../src/jobs/groups.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
+import { rejects } from '../helpers/rejects.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -46,17 +47,6 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Se
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }, { target: 'vdc' }] });
   return { conn, stateDir, destDir, dom, ...(await start(conn, stateDir, { checkDestination: ownRoot(destDir), ...opts }, t)) };
-}
-
-async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<void> {
-  const e = await p.then(
-    () => undefined,
-    (x: unknown) => x,
-  );
-  t.ok(
-    e instanceof AgentError && e.errorName === name,
-    `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`,
-  );
 }
 
 /** A two-disk group (vda, vdb) that has reached ready. */

@@ -6,11 +6,11 @@ import t, { type Test } from 'tap';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AgentError } from '../../src/errors.js';
 import type { Job } from '../../src/generated/api.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
+import { rejects } from '../helpers/rejects.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -42,18 +42,6 @@ async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Se
   await jobs.start();
   t.teardown(() => jobs.stop());
   return { conn, jobs, stateDir, destDir, dom, changes };
-}
-
-async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<AgentError | undefined> {
-  const e = await p.then(
-    () => undefined,
-    (x: unknown) => x,
-  );
-  t.ok(
-    e instanceof AgentError && e.errorName === name,
-    `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`,
-  );
-  return e instanceof AgentError ? e : undefined;
 }
 
 const until = async (cond: () => boolean, ms = 3000) => {

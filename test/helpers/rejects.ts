@@ -1,0 +1,16 @@
+// One assertion the job tests share: a promise must reject with the agent error of that name.
+import type { Test } from 'tap';
+import { AgentError } from '../../src/errors.js';
+
+/** Asserts that `p` rejects with the AgentError `name`; returns it (undefined if it did not). */
+export async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<AgentError | undefined> {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  t.ok(
+    e instanceof AgentError && e.errorName === name,
+    `${msg}: ${name}${e instanceof AgentError ? ` (got ${e.errorName}: ${e.message})` : ` (got ${String(e)})`}`,
+  );
+  return e instanceof AgentError ? e : undefined;
+}
