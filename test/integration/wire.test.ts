@@ -132,11 +132,14 @@ t.test('HTTP hygiene: foreign Origin refused, half-sent requests dropped', async
   t.equal(dropped, 'closed by the agent', 'a request whose headers never end is dropped');
   const silent = await new Promise<string>((resolve) => {
     const sock = connect(Number(port), '127.0.0.1');
+    let connectedAt = 0;
+    sock.on('connect', () => (connectedAt = Date.now()));
     sock.on('close', () => resolve('closed by the agent'));
     sock.on('error', () => {});
     setTimeout(() => {
       sock.destroy();
-      resolve('still open after 20 s');
+      // Says which side stalled, should this ever fail again (seen once under full load).
+      resolve(`still open after 20 s (${connectedAt ? `connected ${Date.now() - connectedAt} ms ago` : 'never connected'})`);
     }, 20_000);
   });
   t.equal(silent, 'closed by the agent', 'a connection that sends nothing is dropped');
