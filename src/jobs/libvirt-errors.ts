@@ -44,7 +44,7 @@ export function isUnanswered(e: unknown): boolean {
 }
 
 /** The domain is gone or stopped: nothing of it to read (not a failure to read it). */
-export function isDomainGone(e: unknown): boolean {
+export function isDomainGone(e: unknown): e is LibvirtError {
   return (
     e instanceof LibvirtError &&
     (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)))

@@ -1,10 +1,11 @@
 // One observation of a job against what libvirt shows, shared by the live poll and recovery
 // (start-up, reconnect), so both decide a state from the same code. Where the moments must
 // differ, the difference is a named entry of POLICY, not a second copy.
-import { LibvirtError, VirErrorCode, type BlockJobInfo } from '../libvirt/index.js';
+import { VirErrorCode, type BlockJobInfo } from '../libvirt/index.js';
 import type { JobState } from '../generated/api.js';
 import type { DiskInfo } from '../libvirt/disk-xml.js';
 import { diskKey, mirrorMismatch, samePath, type JobEntry } from './job.js';
+import { isDomainGone } from './libvirt-errors.js';
 import { toByteCount } from './numbers.js';
 import { canTransition, isTerminal, REQUEST_OF } from './state-machine.js';
 import type { JobContext } from './context.js';
@@ -103,14 +104,6 @@ export const POLICY: Readonly<Record<Moment, Policy>> = {
 /** At most one progress notification per job per this many ms (state changes are never held back). */
 const PROGRESS_EMIT_MS = 1000;
 
-/** getBlockJobInfo's answer for a domain that is gone or not running. */
-function domainGone(e: unknown): e is LibvirtError {
-  return (
-    e instanceof LibvirtError &&
-    (e.code === VirErrorCode.NO_DOMAIN || (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)))
-  );
-}
-
 export class Observer {
   constructor(private readonly ctx: JobContext) {}
 
@@ -165,7 +158,7 @@ export class Observer {
 
   private unreadable(entry: JobEntry, e: unknown, moment: Moment, p: Policy): void {
     const job = entry.rec.job;
-    if (!domainGone(e)) {
+    if (!isDomainGone(e)) {
       if (!p.goneGrace) this.ctx.log.error(`cannot read a journaled job at ${moment}; the poll will retry`, { jobId: job.jobId, error: e });
       return;
     }
