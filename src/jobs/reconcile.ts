@@ -28,18 +28,7 @@ export class Reconciler {
       );
     }
     // Copies started elsewhere (virsh, another tool, an earlier agent that lost its journal).
-    let domains: DomainRef[] = [];
-    try {
-      domains = await this.ctx.conn.listDomains({ activeOnly: true });
-    } catch (err) {
-      this.ctx.log.error('cannot list domains to adopt running copies', { error: err });
-    }
-    for (const dom of domains) {
-      const xml = await this.ctx.conn.getXml(dom.uuid).catch(() => '');
-      for (const d of parseDisks(xml)) {
-        if (d.mirror?.job === 'copy' && !this.ctx.registry.activeFor(dom.uuid, d.target)) await this.adopt(dom, d);
-      }
-    }
+    await this.scan(undefined, when).catch((err) => this.ctx.log.error('cannot scan the domains to adopt running copies', { error: err }));
     this.ctx.registry.pruneEnded();
   }
 
@@ -93,7 +82,12 @@ export class Reconciler {
     return (await within(done, left))?.value ?? false;
   }
 
-  private async scan(uuid?: string): Promise<boolean> {
+  /**
+   * Adopts every unowned <mirror job='copy'> (of one domain, or of all running ones); whether
+   * every disk was seen. `recovery`: the reconcile's own scan, which runs while calls are refused
+   * and so takes no disk lock (one may be held by a request stuck on the dropped connection).
+   */
+  private async scan(uuid?: string, recovery?: Recovery): Promise<boolean> {
     let doms: DomainRef[];
     try {
       doms = uuid ? [await this.ctx.conn.lookupDomain(uuid)] : await this.ctx.conn.listDomains({ activeOnly: true });
@@ -103,7 +97,7 @@ export class Reconciler {
     }
     let complete = true;
     for (const dom of doms) {
-      if (this.ctx.stopped || this.ctx.recovering) return false;
+      if (this.ctx.stopped || (this.ctx.recovering && !recovery)) return false;
       if (!dom.active) continue;
       let xml: string;
       try {
@@ -116,7 +110,8 @@ export class Reconciler {
       for (const d of parseDisks(xml)) {
         if (d.mirror?.job !== 'copy' || this.ctx.registry.activeFor(dom.uuid, d.target)) continue;
         try {
-          await this.ctx.locks.run(diskKey(dom.uuid, d.target), () => this.adoptIfMirrored(dom, d.target));
+          if (recovery) await this.adopt(dom, d);
+          else await this.ctx.locks.run(diskKey(dom.uuid, d.target), () => this.adoptIfMirrored(dom, d.target));
         } catch (e) {
           if (isUnanswered(e)) throw e;
           complete = false;
