@@ -177,16 +177,13 @@ export class JobManager extends EventEmitter {
     const includeEnded = params.includeEnded ?? DEFAULTS.ListJobsParams.includeEnded;
     let uuid: string | undefined;
     if (params.domain) {
-      const known = [...this.ctx.entries.values()].find(
-        (t) => t.rec.job.domain.name === params.domain || t.rec.job.domain.uuid === params.domain,
-      );
       // Unless libvirtd cannot say now which domain that is (the agent knows no job on it), notFound and the like are answered.
       const lookup = () =>
         this.ctx.registry.lookupWithin(params.domain!, READ_WAIT_MS).catch((e: unknown) => {
           if (isUnanswered(e)) return undefined;
           throw e;
         });
-      uuid = known?.rec.job.domain.uuid ?? (await lookup())?.uuid;
+      uuid = this.ctx.registry.knownDomainUuid(params.domain) ?? (await lookup())?.uuid;
       if (uuid === undefined) return { jobs: [], incomplete: true };
     }
     // A copy started outside the agent is listed from its first moment, not from its READY,

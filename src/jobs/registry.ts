@@ -68,13 +68,13 @@ export class Registry {
       return t;
     }
     if (!ref.domain || !ref.disk) throw new AgentError('noJob', 'name the job by jobId, or by domain and disk');
-    const known = [...this.ctx.entries.values()].find((t) => t.rec.job.domain.name === ref.domain || t.rec.job.domain.uuid === ref.domain);
+    const knownUuid = this.knownDomainUuid(ref.domain);
     let dom: DomainRef | undefined;
-    if (!known) {
+    if (!knownUuid) {
       dom = readMs === undefined ? await this.ctx.starter.lookup(ref.domain) : await this.lookupWithin(ref.domain, readMs);
       if (!dom) throw this.notAnswered(`the lookup of domain '${ref.domain}'`, 'the agent knows no job on it');
     }
-    const uuid = known?.rec.job.domain.uuid ?? dom!.uuid;
+    const uuid = knownUuid ?? dom!.uuid;
     const disk = ref.disk;
     // Why the disk could not be checked for a copy started outside the agent (virsh blockcopy),
     // which is otherwise a job from its first moment.
@@ -101,6 +101,13 @@ export class Registry {
     const t = this.latestFor(uuid, disk);
     if (t) return t;
     throw unchecked ?? new AgentError('noJob', `no copy job on disk ${disk} of '${ref.domain}'`);
+  }
+
+  /** The UUID of a domain (named by name or UUID) that some job of the agent is on: no libvirt call needed. */
+  knownDomainUuid(key: string): string | undefined {
+    for (const t of this.ctx.entries.values())
+      if (t.rec.job.domain.name === key || t.rec.job.domain.uuid === key) return t.rec.job.domain.uuid;
+    return undefined;
   }
 
   /** The domain, or undefined when libvirtd has not answered within ms (the lookup goes on; a retry joins it). */
