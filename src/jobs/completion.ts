@@ -5,7 +5,7 @@ import { LibvirtError } from '../libvirt/index.js';
 import type { AbortResult, PivotResult } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import { diskKey, publicJob, type JobEntry } from './job.js';
-import { isNoJob, isNotReady, isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
+import { isNoJob, isNotReady, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobContext } from './context.js';
@@ -60,7 +60,7 @@ export class Completion {
           this.ctx.recorder.afterSideEffect(entry);
           return 'sent';
         } catch (e) {
-          if (isOutcomeUnknown(e) || this.ctx.conn.closed) {
+          if (this.ctx.outcomeUnknown(e)) {
             // Whether libvirt got the request is unknown: the job stays `${busy}` with its intent
             // journaled, and the poll (or the reconcile after a reconnect) decides from the live XML.
             this.ctx.log.warn(`${how}: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
@@ -145,7 +145,7 @@ export class Completion {
         await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true });
         this.ctx.recorder.afterSideEffect(entry);
       } catch (e) {
-        if (isOutcomeUnknown(e) || this.ctx.conn.closed) {
+        if (this.ctx.outcomeUnknown(e)) {
           // Stays cancelling with its intent: the reconcile after a reconnect asks again if needed.
           this.ctx.log.warn(`abort: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
           unanswered = e;

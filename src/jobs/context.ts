@@ -9,6 +9,7 @@ import { STALE_MIRROR_MS } from './conclude.js';
 import { defaultDestinationCheck, type DestinationCheck } from '../destination/policy.js';
 import type { JobEntry } from './job.js';
 import { Journal } from './journal.js';
+import { isOutcomeUnknown } from './libvirt-errors.js';
 import { KeyedMutex } from './lock.js';
 import type { Completion } from './completion.js';
 import type { Reconciler } from './reconcile.js';
@@ -89,6 +90,15 @@ export class JobContext {
 
   iso(): string {
     return new Date(this.clock()).toISOString();
+  }
+
+  /**
+   * A failed request whose outcome is unknown: libvirtd timed out or the connection dropped
+   * (named by the error, or seen on the connection). The job keeps its journaled intent and the
+   * poll, or the reconcile after a reconnect, finds out from libvirt what happened.
+   */
+  outcomeUnknown(e: unknown): boolean {
+    return isOutcomeUnknown(e) || this.conn.closed;
   }
 
   realNow(): number {

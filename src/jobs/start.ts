@@ -9,7 +9,7 @@ import type { CheckedDestination } from '../destination/policy.js';
 import { destinationFromXml } from '../destination/xml.js';
 import { findDisk, parseDisks, type DiskInfo } from '../libvirt/disk-xml.js';
 import { canonicalPath, newJob, publicJob, samePath, track, type JobEntry } from './job.js';
-import { isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
+import { libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { fromByteCount } from './numbers.js';
 import { rawDeviceSizeMismatch } from './sizes.js';
 import { isTerminal, reachedReady } from './state-machine.js';
@@ -74,7 +74,7 @@ export class Starter {
         bufSize: fromByteCount(params.bufSize),
       });
     } catch (e) {
-      if (isOutcomeUnknown(e) || this.ctx.conn.closed) {
+      if (this.ctx.outcomeUnknown(e)) {
         // The copy may have started: the job stays (intent blockCopy) until the poll, or the
         // reconcile after a reconnect, finds out from libvirt whether it did.
         this.ctx.log.warn(`blockCopy: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
