@@ -3,7 +3,7 @@
 // schema works without code.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -73,6 +73,7 @@ t.test('values from flags and environment land at the schema path, flags winning
 
 t.test('an option added to the schema works without code', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bc-schemas-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   cpSync(SCHEMAS_DIR, dir, { recursive: true });
   const file = join(dir, 'config.schema.json');
   const schema = JSON.parse(readFileSync(file, 'utf8'));

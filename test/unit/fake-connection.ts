@@ -1,7 +1,9 @@
 // A stand-in libvirt Connection for fast tests of the job manager's logic. It mimics what
 // libvirt 9 was seen to do (error codes and messages, XML shape, async aborts followed by a
 // BLOCK_JOB_2 event) but proves nothing about real copies: test/integration/jobs.test.ts does.
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import type { Test } from 'tap';
 import { join } from 'node:path';
 import {
   LibvirtError,
@@ -406,3 +408,16 @@ export class FakeConnection implements Connection {
 /** A destination policy whose one root is a test's own directory (owned by whoever runs the tests). */
 export const ownRoot = (dir: string) =>
   makeDestinationCheck({ roots: [dir], devices: [], trustedOwners: new Set([process.getuid!()]), network: [] });
+
+/**
+ * A test's scratch host: a state directory, a destination directory (its allowed root) and a
+ * fake libvirt keeping its disks' files under the state directory; all removed at teardown.
+ */
+export function fakeHost(t: Test, prefix: string): { root: string; stateDir: string; destDir: string; conn: FakeConnection } {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const stateDir = join(root, 'state');
+  const destDir = join(root, 'dest');
+  mkdirSync(destDir);
+  return { root, stateDir, destDir, conn: new FakeConnection(stateDir) };
+}

@@ -2,14 +2,13 @@
 // switch, and one retention rule with the job manager (a group and its jobs are kept or dropped
 // together). Proof of logic only; test/integration/groups.test.ts runs real guests.
 import t, { type Test } from 'tap';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
 import { GroupManager } from '../../src/jobs/groups.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
+import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
 import { rejects } from '../helpers/rejects.js';
 
 interface Setup {
@@ -39,12 +38,7 @@ async function start(
 }
 
 async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Setup> {
-  const root = mkdtempSync(join(tmpdir(), 'bc-groups-'));
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  const stateDir = join(root, 'state');
-  const destDir = join(root, 'dest');
-  mkdirSync(destDir);
-  const conn = new FakeConnection(stateDir);
+  const { stateDir, destDir, conn } = fakeHost(t, 'bc-groups-');
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }, { target: 'vdc' }] });
   return { conn, stateDir, destDir, dom, ...(await start(conn, stateDir, { checkDestination: ownRoot(destDir), ...opts }, t)) };
 }

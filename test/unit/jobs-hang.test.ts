@@ -4,8 +4,6 @@
 // during a mutating call is named as a timeout, not as a dropped connection. The proof with a
 // real (private, SIGSTOPped) libvirtd is test/integration/agent-hang-reads.test.ts.
 import t, { type Test } from 'tap';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
 import { errorOf } from '../../src/jobs/group-params.js';
@@ -13,15 +11,10 @@ import { outcomeUnknown } from '../../src/jobs/libvirt-errors.js';
 import { JobManager } from '../../src/jobs/manager.js';
 import { LibvirtError, LibvirtTimeout, VirErrorCode } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeConnection, ownRoot } from './fake-connection.js';
+import { fakeHost, ownRoot } from './fake-connection.js';
 
 async function setup(t: Test) {
-  const root = mkdtempSync(join(tmpdir(), 'bc-hang-'));
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  const stateDir = join(root, 'state');
-  const destDir = join(root, 'dest');
-  mkdirSync(destDir);
-  const conn = new FakeConnection(stateDir);
+  const { stateDir, destDir, conn } = fakeHost(t, 'bc-hang-');
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
   conn.addDomain({ name: 'vm2' });
   // The poll's own scan stays out of the way: what adopts here is the reads' scan.

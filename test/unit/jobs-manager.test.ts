@@ -3,7 +3,7 @@
 // reconcile and adoption, notifications. Fast, and proof of logic only: the real copies are
 // in test/integration/jobs.test.ts.
 import t, { type Test } from 'tap';
-import { mkdirSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
@@ -11,7 +11,7 @@ import type { Job } from '../../src/generated/api.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { LibvirtError } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
+import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -28,11 +28,7 @@ async function setup(
   t: Test,
   opts: Partial<JobManagerOptions> & { prepare?: (c: FakeConnection) => void; noStart?: boolean } = {},
 ): Promise<Setup> {
-  const root = mkdtempSync(join(tmpdir(), 'bc-jobs-'));
-  const stateDir = join(root, 'state');
-  const destDir = join(root, 'dest');
-  mkdirSync(destDir);
-  const conn = new FakeConnection(stateDir);
+  const { stateDir, destDir, conn } = fakeHost(t, 'bc-jobs-');
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
   opts.prepare?.(conn);
   const checkDestination = ownRoot(destDir);
@@ -531,6 +527,7 @@ t.test('a copy that vanishes without an event: concluded from the live XML, mark
 
 t.test('recovering until reconcile is done; adoption; reconcile of the journal', async (t) => {
   const root = mkdtempSync(join(tmpdir(), 'bc-jobs-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
   const stateDir = join(root, 'state');
   const conn = new FakeConnection(stateDir);
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }, { target: 'vdc' }] });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Job } from '../../src/generated/api.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { silentLogger } from '../../src/log.js';
-import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
+import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
 import { rejects } from '../helpers/rejects.js';
 
 interface Setup {
@@ -22,12 +22,7 @@ interface Setup {
 }
 
 async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Setup> {
-  const root = mkdtempSync(join(tmpdir(), 'bc-own-'));
-  t.teardown(() => rmSync(root, { recursive: true, force: true }));
-  const stateDir = join(root, 'state');
-  const destDir = join(root, 'dest');
-  mkdirSync(destDir);
-  const conn = new FakeConnection(stateDir);
+  const { stateDir, destDir, conn } = fakeHost(t, 'bc-own-');
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
   const jobs = new JobManager({
     connection: conn,

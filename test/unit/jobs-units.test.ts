@@ -1,7 +1,7 @@
 // The job layer's pure pieces: libvirt XML reading (on XML captured from libvirt 9),
 // the state table, rate sampling, the journal (destinations: destination.test.ts).
 import t from 'tap';
-import { mkdtempSync, readFileSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -89,6 +89,7 @@ t.test('64-bit counts', async (t) => {
 
 t.test('journal writes whole records atomically and reads them back', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bc-journal-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   // A crashed agent's half-written record: removed once, when the store opens.
   writeFileSync(join(dir, 'job-b.json.123.tmp'), 'partial');
   const j = new Journal(dir);
@@ -229,6 +230,7 @@ t.test('keyed mutex: serial per key, concurrent across keys, failures do not blo
 
 t.test('journal: intent and timeout round-trip; records are fsynced files replaced by rename', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bc-journal-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const j = new Journal(dir);
   await j.open();
   await j.save({ job: sampleJob({ jobId: 'x' }), destinationXml: '<disk/>', intent: { op: 'pivot', at: 't' }, timeoutAt: 5 });

@@ -2,7 +2,7 @@
 // every field is documented, and the config file is validated by its schema.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,6 +56,7 @@ t.test('every schema is strict and documented', async (t) => {
 
 t.test('config: defaults, precedence, problems', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bc-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'agent.json');
   writeFileSync(file, JSON.stringify({ logLevel: 'debug', listen: { port: 9000 }, stateDir: '/var/lib/x' }));
   const cfg = loadConfig(file, envOverrides({ BLOCKCOPY_STATE_DIR: '/var/lib/from-env' }), { uri: 'test:///default' });
@@ -72,6 +73,7 @@ t.test('config: defaults, precedence, problems', async (t) => {
 
 t.test('blockcopy-agent config check FILE', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'bc-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const good = join(dir, 'good.json');
   const bad = join(dir, 'bad.json');
   writeFileSync(good, '{"allowedRoots":["/var/lib/libvirt/images"]}');
