@@ -264,13 +264,19 @@ export interface WriteSpec {
   length: number;
 }
 
-/** Writes as the guest would: through QEMU's own block layer via the monitor's qemu-io. */
+/**
+ * Writes as the guest would: through QEMU's own block layer via the monitor's qemu-io, then
+ * flushes, as a guest does before it counts on its data. An unflushed write (a qcow2's cached
+ * metadata above all) is rightly lost when QEMU is killed, so the tests' references hold only
+ * what a guest could count on.
+ */
 export async function guestWrite(dom: TestDomain, target: string, w: WriteSpec): Promise<void> {
   const alias = await diskAlias(dom, target);
-  const cmd = `qemu-io -d ${alias}/virtio-backend "write -P 0x${w.pattern.toString(16)} ${w.offset} ${w.length}"`;
-  const out = await virsh('qemu-monitor-command', dom.name, '--hmp', cmd);
-  // HMP reports failures in its output while virsh still exits 0.
-  if (/error|fail/i.test(out)) throw new Error(`guest write failed: ${out.trim()}`);
+  for (const io of [`write -P 0x${w.pattern.toString(16)} ${w.offset} ${w.length}`, 'flush']) {
+    const out = await virsh('qemu-monitor-command', dom.name, '--hmp', `qemu-io -d ${alias}/virtio-backend "${io}"`);
+    // HMP reports failures in its output while virsh still exits 0.
+    if (/error|fail/i.test(out)) throw new Error(`guest ${io.split(' ')[0]} failed: ${out.trim()}`);
+  }
 }
 
 /** True when every byte of the range holds `pattern` (qemu-io read -P, sharing the image). */
