@@ -276,3 +276,58 @@ t.test('what a reused image header names is checked like a destination', async (
     });
   }
 });
+
+t.test('a header changed while the copy waited for a slot is refused when its turn comes', async (t) => {
+  const root = hv.scratchDir('imghdr-queue-');
+  const outside = hv.scratchDir('imghdr-queue-out-');
+  t.teardown(() => {
+    rmSync(root, { recursive: true, force: true });
+    rmSync(outside, { recursive: true, force: true });
+  });
+  const secret = join(outside, 'secret.raw');
+  await hv.createImage(secret, 'raw', 32);
+  const dom = await hv.createDomain(t, {
+    disks: [
+      { format: 'qcow2', sizeMiB: 128 },
+      { format: 'qcow2', sizeMiB: 32, backing: true },
+    ],
+  });
+  await hv.guestWrite(dom, 'vda', { pattern: 0x84, offset: 0, length: 96 * MiB });
+  const agent = await serveAgent(t, { config: { allowedRoots: [root], maxConcurrentCopies: 1 } });
+  const client = await agent.connect();
+  const busy = await client.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: join(root, 'busy.qcow2') },
+    bandwidth: MiB,
+  });
+  const dest = await qcow2(join(root, 'queued.qcow2'), ['-b', dom.disks[1]!.backingPath!, '-F', 'qcow2']);
+  const queued = client
+    .call('blockCopy', {
+      domain: dom.name,
+      disk: 'vdb',
+      destination: { path: dest, format: 'qcow2' },
+      reuseExternal: true,
+      shallow: true,
+      queue: true,
+    })
+    .then(
+      () => null,
+      (x) => x as RpcError,
+    );
+  let settled = false;
+  void queued.finally(() => {
+    settled = true;
+  });
+  await new Promise((r) => setTimeout(r, 1000));
+  t.notOk(settled, 'the image passed the check and the copy waits for a slot');
+  // While it waits, the image is made to name a file outside the roots.
+  await run('qemu-img', ['rebase', '-u', '-b', secret, '-F', 'qcow2', dest]);
+  const owner = statSync(secret).uid;
+  await client.call('abort', { jobId: busy.job.jobId });
+  const err = await queued;
+  t.equal(err?.errorName, 'destinationRejected', `refused when its turn came: ${String(err?.data?.reason ?? err?.message)}`);
+  t.match(String(err?.data?.reason), /backing file '.*secret\.raw' in the header of '.*queued\.qcow2'/);
+  t.notMatch((await hv.liveXml(dom)).replace(/<disk[\s\S]*?vda[\s\S]*?<\/disk>/, ''), /<mirror/, 'no copy of vdb started');
+  t.equal(statSync(secret).uid, owner, 'the outside file was not handed to QEMU');
+});
