@@ -93,7 +93,7 @@ export async function loadDestinationPolicy(cfg: PolicyConfig, warn: (msg: strin
 type NetworkRule = NonNullable<AgentConfig['allowedNetworkDestinations']>[number];
 
 /** The rule that allows `t`, if any. Hosts compare as written (no DNS: the rule names what libvirt gets). */
-export function allowingRule(t: NetworkTarget, rules: NetworkRule[]): NetworkRule | undefined {
+function allowingRule(t: NetworkTarget, rules: NetworkRule[]): NetworkRule | undefined {
   return rules.find(
     (r) =>
       r.protocol === t.protocol &&
