@@ -98,3 +98,18 @@ export function resolveOwners(owners: string[], passwd = '/etc/passwd'): Set<num
   }
   return out;
 }
+
+/**
+ * For a file the agent does not create but lets QEMU open (an image's backing file): every
+ * directory from "/" down to `path`'s parent is a real directory that only root (or a trusted
+ * owner) can change: owned by one of them and not group/other-writable, unless sticky and
+ * root-owned (/var/tmp). Then nobody else can swap the name after the check.
+ */
+export async function checkChain(path: string, trusted: Set<number>): Promise<void> {
+  for (const d of chain(dirname(path))) {
+    const st = await lstatDir(d);
+    if (st.uid !== 0 && !trusted.has(st.uid)) throw new UntrustedPath(`'${d}' is owned by uid ${st.uid}, not root`);
+    if (st.mode & GROUP_OTHER_WRITE && !(st.mode & STICKY && st.uid === 0))
+      throw new UntrustedPath(`'${d}' is writable by group or others (mode ${octal(st.mode)})`);
+  }
+}

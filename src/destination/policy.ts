@@ -11,6 +11,8 @@ import { checkParents, checkRoot, isNormalAbsolute, isUnder, resolveOwners, Untr
 import { clash, deviceKey, identitiesOf } from './identity.js';
 import { NetworkError, parseNetworkUrl, type NetworkTarget } from '../net/network-url.js';
 import { rejectDestination as reject, toDiskXml } from './xml.js';
+import { checkImageReferences, recheckImageReferences, type ImageCheckContext } from './image-policy.js';
+import { readImageHeader } from './image-header.js';
 
 export interface DestinationContext {
   reuseExternal: boolean;
@@ -18,12 +20,16 @@ export interface DestinationContext {
   disk: DiskInfo;
   /** Every source, mirror and backing path of every domain, running or defined (live and inactive XML). */
   domainDisks: Iterable<string>;
+  /** A shallow copy: a reused destination must name the disk's backing layer (and nothing else). */
+  shallow?: boolean;
 }
 
 /** A destination that passed the policy, in canonical form, and the XML libvirt gets for it. */
 export interface CheckedDestination {
   destination: Destination;
   xml: DiskXml;
+  /** A reused image: checks its header again, right before libvirt opens it; refuses any change. */
+  recheck?: () => Promise<void>;
 }
 
 export type DestinationCheck = (dest: Destination, ctx: DestinationContext) => Promise<CheckedDestination>;
@@ -125,6 +131,9 @@ function checkNetwork(policy: DestinationPolicy, dest: Destination, ctx: Destina
   const url = `${t.protocol}://${t.host}:${t.port}/${t.name}`;
   if (!allowingRule(t, policy.network)) reject(`network destination ${url} is not listed in allowedNetworkDestinations`);
   if (ctx.reuseExternal && !dest.format) reject('reuseExternal needs an explicit format (libvirt would otherwise probe the image)');
+  // The agent cannot read a remote image's header, so it cannot check what the header names.
+  if (ctx.reuseExternal && dest.format === 'qcow2')
+    reject(`reusing a qcow2 image on a network destination (${url}) is not supported: the agent cannot check its header`);
   for (const p of ctx.domainDisks) if (p === url) reject(`${url} is a disk of a domain`);
   return { ...dest, path: url };
 }
@@ -156,8 +165,33 @@ export function makeDestinationCheck(policy: DestinationPolicy): DestinationChec
       }
       // A second name of any other file (one outside the roots, say) is not this destination's to overwrite.
       if (st?.isFile() && st.nlink > 1) reject(`'${path}' has ${st.nlink} hard links; a reused file must have one name`);
+      if (ctx.reuseExternal) {
+        const image = imageContext(policy, dest.format!, ctx);
+        const facts = await checkImageReferences(path, image);
+        return { destination: checked, xml: toDiskXml(checked), recheck: () => recheckImageReferences(path, image, facts) };
+      }
     }
     return { destination: checked, xml: toDiskXml(checked) };
+  };
+}
+
+/** What a reused image may make QEMU open: for a shallow copy the disk's first backing layer, else nothing. */
+function imageContext(policy: DestinationPolicy, format: string, ctx: DestinationContext): ImageCheckContext {
+  const layer = ctx.shallow ? ctx.disk.backingPaths[0] : undefined;
+  return {
+    policy,
+    format,
+    networkAllowed: (url) => !!allowingRule(parseNetworkUrl(url), policy.network),
+    domainDisks: [...ctx.domainDisks, ...(ctx.disk.sourcePath ? [ctx.disk.sourcePath] : []), ...ctx.disk.backingPaths],
+    backing: async () => {
+      if (!layer) return null;
+      // The disk's own header (a domain's disk, trusted) records its backing format.
+      if (ctx.disk.format !== 'qcow2' || !ctx.disk.sourcePath) return { path: layer, format: null };
+      const h = await readImageHeader(ctx.disk.sourcePath).catch((e: Error) =>
+        reject(`cannot read the header of the disk '${ctx.disk.sourcePath}' (${e.message})`),
+      );
+      return { path: layer, format: h.backingFormat };
+    },
   };
 }
 

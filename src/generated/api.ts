@@ -93,7 +93,7 @@ export type GroupDisk = {
    */
   shallow?: boolean;
   /**
-   * The destination already exists and is reused (virsh --reuse-external); requires destination.format.
+   * The destination already exists and is reused (virsh --reuse-external); requires destination.format. A reused qcow2's header is checked like a destination: without shallow it must name no backing file, with shallow exactly the disk's own backing layer (by identity, same backing format); an external data file only under an allowed root; not encrypted; not on a network destination (docs/security.md).
    */
   reuseExternal?: boolean;
   bandwidth?: ByteCount5;
@@ -165,7 +165,7 @@ export type BlockCopyParams = {
    */
   shallow?: boolean;
   /**
-   * The destination already exists and is reused (virsh --reuse-external); requires destination.format.
+   * The destination already exists and is reused (virsh --reuse-external); requires destination.format. A reused qcow2's header is checked like a destination: without shallow it must name no backing file, with shallow exactly the disk's own backing layer (by identity, same backing format); an external data file only under an allowed root; not encrypted; not on a network destination (docs/security.md).
    */
   reuseExternal?: boolean;
   /**

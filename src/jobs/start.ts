@@ -61,9 +61,16 @@ export class Starter {
     // Until libvirt has answered there is nothing of this copy to see (poll, events).
     entry.starting = true;
     this.ctx.entries.set(job.jobId, entry);
+    // Refused by the agent itself, before libvirt was asked: certain, whatever the connection.
+    let refused = false;
     try {
       // Journal first: a crash right after libvirt starts the copy must still find the job.
       await this.ctx.recorder.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
+      // A reused image's header, read again as late as the agent can: changed since the check, refused.
+      await checked.recheck?.().catch((e: unknown) => {
+        refused = true;
+        throw e;
+      });
       await this.ctx.conn.blockCopy(dom.uuid, params.disk, checked.xml, {
         shallow: job.options.shallow,
         reuseExternal: job.options.reuseExternal,
@@ -74,7 +81,7 @@ export class Starter {
         bufSize: fromByteCount(params.bufSize),
       });
     } catch (e) {
-      if (this.ctx.outcomeUnknown(e)) {
+      if (!refused && this.ctx.outcomeUnknown(e)) {
         // The copy may have started: the job stays (intent blockCopy) until the poll, or the
         // reconcile after a reconnect, finds out from libvirt whether it did.
         this.ctx.log.warn(`blockCopy: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
@@ -154,6 +161,7 @@ export class Starter {
     }
     const checked = await this.ctx.checkDest(dest, {
       reuseExternal: !!params.reuseExternal,
+      shallow: params.shallow ?? DEFAULTS.BlockCopyParams.shallow,
       disk,
       domainDisks: await this.allDefinedDiskPaths(),
     });

@@ -10,6 +10,7 @@ import type { Job } from '../../src/generated/api.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
+import { qcow2 } from './qcow2-header.js';
 import { rejects } from '../helpers/rejects.js';
 
 interface Setup {
@@ -185,7 +186,7 @@ t.test('jobId is an exact idempotency key', async (t) => {
   s.conn.makeReady(s.dom);
   await s.jobs.wait({ jobId: 'a', until: 'ready' });
   await s.jobs.finish({ jobId: 'a' });
-  writeFileSync(dest.path, ''); // the finished copy the next one reuses
+  writeFileSync(dest.path, qcow2()); // the finished copy the next one reuses
   const b = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: dest, reuseExternal: true, jobId: 'b' });
   t.match(b, { changed: true, job: { jobId: 'b', state: 'copying' } }, 'a new jobId after the first finished: a new copy');
 });
