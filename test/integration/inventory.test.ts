@@ -11,6 +11,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { AgentClient, RpcError } from '../../src/client/index.js';
+import { LibvirtError, openConnection, VirErrorCode } from '../../src/libvirt/index.js';
 import * as hv from '../../harness/hypervisor.js';
 import { serveAgent, untilState } from '../../harness/agent.js';
 import { startPrivateLibvirtd } from '../helpers/private-libvirtd.js';
@@ -175,4 +176,30 @@ t.test('a libvirt failure during the inventory refuses the call (fail closed)', 
   t.equal(err?.errorName, 'inventoryIncomplete', err?.message ?? 'accepted');
   t.match(err?.message ?? '', /sleeping/, 'names the pool it could not resolve');
   t.match(err?.data, { retryable: true, libvirt: { message: /not active/ } }, "retryable, libvirt's error carried");
+});
+
+t.test("storageVolPath: a pool's volume resolved to its path, libvirt's errors carried", async (t) => {
+  const conn = await openConnection();
+  t.teardown(() => conn.close());
+  const dir = hv.scratchDir('inv-pool-');
+  t.teardown(() => run('rm', ['-rf', dir]));
+  await run('qemu-img', ['create', '-q', '-f', 'raw', join(dir, 'v.raw'), '1M']);
+  const pool = unique();
+  await hv.virsh('pool-define-as', pool, 'dir', '--target', dir);
+  t.teardown(async () => {
+    await hv.virsh('pool-destroy', pool).catch(() => {});
+    await hv.virsh('pool-undefine', pool).catch(() => {});
+  });
+  const code = (p: Promise<unknown>) =>
+    p.then(
+      () => 'resolved',
+      (e: unknown) => (e instanceof LibvirtError ? e.code : String(e)),
+    );
+  t.equal(await code(conn.storageVolPath(pool, 'v.raw')), VirErrorCode.OPERATION_INVALID, 'a pool not running');
+  await hv.virsh('pool-start', pool);
+  t.equal(await conn.storageVolPath(pool, 'v.raw'), join(dir, 'v.raw'));
+  t.equal(await code(conn.storageVolPath(pool, 'nope.raw')), VirErrorCode.NO_STORAGE_VOL, 'no such volume');
+  t.equal(await code(conn.storageVolPath(`${pool}-nope`, 'v.raw')), VirErrorCode.NO_STORAGE_POOL, 'no such pool');
+  t.throws(() => conn.storageVolPath(42 as unknown as string, 'v'), TypeError, 'a non-string pool throws at once');
+  t.throws(() => conn.storageVolPath(pool, 'a\u0000b'), TypeError, 'a NUL in the name throws at once');
 });
