@@ -129,8 +129,11 @@ class Inventory {
         // QEMU reads no header of an image libvirt names raw (or any other non-qcow2 format).
         if (img.format !== null && img.format !== 'qcow2') return;
         const real = await fs.realpath(img.path).catch(() => null);
-        if (real === null || seen.has(real)) return;
-        seen.add(real);
+        if (real === null) return;
+        // Once per name and file: a relative name inside depends on both.
+        const key = `${img.path}\u0000${real}`;
+        if (seen.has(key)) return;
+        seen.add(key);
         let h;
         try {
           h = await readImageHeader(real);
@@ -145,9 +148,12 @@ class Inventory {
         if (h.detected !== 'qcow2') return;
         for (const name of [h.dataFile, h.backing]) {
           if (name === null) continue;
-          const ref = referenceOf(name, real);
-          this.paths.add(ref.kind === 'file' ? canonicalPath(ref.path) : ref.name);
-          if (ref.kind === 'file' && name === h.backing) found.push({ path: ref.path, format: h.backingFormat });
+          // QEMU resolves a relative name against the image's name as opened (a symlink's
+          // directory); both that and the real directory are taken.
+          for (const r of [referenceOf(name, img.path), referenceOf(name, real)]) {
+            this.paths.add(r.kind === 'file' ? canonicalPath(r.path) : r.name);
+            if (r.kind === 'file' && name === h.backing) found.push({ path: r.path, format: h.backingFormat });
+          }
         }
       });
       level = found;

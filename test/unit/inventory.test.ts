@@ -65,11 +65,12 @@ t.test('every domain, every disk type, chains, mirrors, and what image headers n
   writeFileSync(join(img, 'layer.qcow2'), qcow2({ dataFile: join(img, 'layer.data') }));
   writeFileSync(join(img, 'vol.qcow2'), qcow2({ dataFile: 'vol.data' }));
   writeFileSync(join(img, 'raw-but-qcow2.raw'), qcow2({ dataFile: 'never.data' }));
-  symlinkSync(join(img, 'top.qcow2'), join(img, 'link.qcow2'));
+  mkdirSync(join(img, 'lnk'));
+  symlinkSync(join(img, 'top.qcow2'), join(img, 'lnk', 'link.qcow2'));
   writeFileSync(join(img, 'garbage.qcow2'), Buffer.from('QFI\xfb\0\0\0\x09', 'latin1'));
   conn.volumes.set('pool1/vol.qcow2', join(img, 'vol.qcow2'));
 
-  conn.addDomain({ name: 'running', disks: [{ target: 'vda', source: join(img, 'link.qcow2') }] });
+  conn.addDomain({ name: 'running', disks: [{ target: 'vda', source: join(img, 'lnk', 'link.qcow2') }] });
   const mirrored = conn.addDomain({ name: 'mirrored', disks: [{ target: 'vda', source: join(img, 'm.qcow2') }] });
   conn.startOutside(mirrored, 'vda', join(img, 'mirror.qcow2'));
   conn.addDomain({
@@ -95,7 +96,8 @@ t.test('every domain, every disk type, chains, mirrors, and what image headers n
   });
   const paths = await domainStorage(conn, silentLogger);
   for (const p of [
-    'link.qcow2',
+    'lnk/link.qcow2',
+    'lnk/base.qcow2',
     'base.qcow2',
     'base.data',
     'm.qcow2',
