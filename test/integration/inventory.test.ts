@@ -4,7 +4,7 @@
 // only the image headers show), a domain whose <metadata> holds a decoy <devices><disk>; and a
 // libvirt failure during the inventory refuses the call (a private libvirtd, test driver, whose
 // storage pool is inactive). Each reuse onto such a file is refused, and the file is unchanged.
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -26,8 +26,8 @@ const subdir = (parent: string, name: string) => {
   return d;
 };
 
-/** Defines a domain that stays stopped; undefined at teardown. */
-async function defineStopped(t: Test, dir: string, devices: string, extra = ''): Promise<string> {
+/** Defines a domain that stays stopped; its name goes to `defined` (the caller undefines them). */
+async function defineStopped(defined: string[], dir: string, devices: string, extra = ''): Promise<string> {
   const name = unique();
   const xmlPath = join(dir, `${name}.xml`);
   writeFileSync(
@@ -36,7 +36,7 @@ async function defineStopped(t: Test, dir: string, devices: string, extra = ''):
       `<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>${devices}</devices></domain>`,
   );
   await hv.virsh('define', xmlPath);
-  t.teardown(() => hv.virsh('undefine', name).catch(() => {}));
+  defined.push(name);
   return name;
 }
 
@@ -56,15 +56,20 @@ t.test("a reuse onto another domain's volume, data file or metadata-hidden disk 
   const poolDir = subdir(root, 'pool');
   for (const v of ['vol-stopped.raw', 'vol-running.raw']) await run('qemu-img', ['create', '-q', '-f', 'raw', join(poolDir, v), '16M']);
   const pool = unique();
-  await hv.virsh('pool-define-as', pool, 'dir', '--target', poolDir);
+  const running = unique();
+  const defined: string[] = [];
+  // The domains go before their pool: a domain on a pool that is gone would refuse every
+  // copy on this shared host (the inventory fails closed) for as long as it stayed.
   t.teardown(async () => {
+    await hv.virsh('destroy', running).catch(() => {});
+    for (const name of defined) await hv.virsh('undefine', name).catch(() => {});
     await hv.virsh('pool-destroy', pool).catch(() => {});
     await hv.virsh('pool-undefine', pool).catch(() => {});
   });
+  await hv.virsh('pool-define-as', pool, 'dir', '--target', poolDir);
   await hv.virsh('pool-start', pool);
-  await defineStopped(t, root, volumeDisk(pool, 'vol-stopped.raw', 'vda'));
+  await defineStopped(defined, root, volumeDisk(pool, 'vol-stopped.raw', 'vda'));
   // A running domain on the other volume (before: only QEMU's image lock stood in the way).
-  const running = unique();
   const runningXml = join(root, `${running}.xml`);
   writeFileSync(
     runningXml,
@@ -72,12 +77,11 @@ t.test("a reuse onto another domain's volume, data file or metadata-hidden disk 
       `<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>${volumeDisk(pool, 'vol-running.raw', 'vda')}</devices></domain>`,
   );
   await hv.virsh('create', runningXml);
-  t.teardown(() => hv.virsh('destroy', running).catch(() => {}));
 
   // A stopped domain's qcow2 keeps its guest data in an external data file.
   const df = subdir(root, 'df');
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${join(df, 'img.data')}`, join(df, 'img.qcow2'), '16M']);
-  await defineStopped(t, root, fileDisk(join(df, 'img.qcow2'), 'vda'));
+  await defineStopped(defined, root, fileDisk(join(df, 'img.qcow2'), 'vda'));
 
   // Backing layers with data files: a chain the XML shows, and one only the headers show.
   const bl = subdir(root, 'backing');
@@ -107,7 +111,7 @@ t.test("a reuse onto another domain's volume, data file or metadata-hidden disk 
   }
   const chain = `<backingStore type='file'><format type='qcow2'/><source file='${join(bl, 'shown-base.qcow2')}'/><backingStore/></backingStore>`;
   await defineStopped(
-    t,
+    defined,
     root,
     fileDisk(join(bl, 'shown-top.qcow2'), 'vda', 'qcow2', chain) + fileDisk(join(bl, 'hidden-top.qcow2'), 'vdb'),
   );
@@ -119,7 +123,7 @@ t.test("a reuse onto another domain's volume, data file or metadata-hidden disk 
     `<metadata><decoy:state xmlns:decoy='http://example.org/decoy'><devices>` +
     `<disk type='file' device='disk'><source file='${join(md, 'decoy.raw')}'/><target dev='vda' bus='virtio'/></disk>` +
     `</devices></decoy:state></metadata>`;
-  await defineStopped(t, root, fileDisk(join(md, 'real.raw'), 'vda', 'raw'), decoy);
+  await defineStopped(defined, root, fileDisk(join(md, 'real.raw'), 'vda', 'raw'), decoy);
 
   const cases: Array<[string, string]> = [
     ["a stopped domain's storage-pool volume", join(poolDir, 'vol-stopped.raw')],
