@@ -84,6 +84,11 @@ export const ERRORS = {
     retryable: true,
     description: 'The audit record of this mutating call could not be written, so the call was refused before it acted.',
   },
+  inventoryIncomplete: {
+    code: -32020,
+    retryable: true,
+    description: "libvirt could not tell every domain's storage (data.libvirt says why), so nothing was checked or started.",
+  },
 } as const;
 
 export type ErrorName = keyof typeof ERRORS;

@@ -156,6 +156,33 @@ Napi::Value Connection::GetXml(const Napi::CallbackInfo& info) {
       [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
 }
 
+Napi::Value Connection::StorageVolPath(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string pool = StringArg(info, 0, "pool");
+  std::string volume = StringArg(info, 1, "volume");
+  return Submit<std::string>(
+      env, [pool, volume](virConnectPtr c) {
+        virStoragePoolPtr p = virStoragePoolLookupByName(c, pool.c_str());
+        if (p == nullptr) ThrowLastError("storage pool not found");
+        virStorageVolPtr v = virStorageVolLookupByName(p, volume.c_str());
+        if (v == nullptr) {
+          VirFailure f{VirError::Capture("storage volume not found")};
+          virStoragePoolFree(p);
+          throw f;
+        }
+        char* path = virStorageVolGetPath(v);
+        std::optional<VirFailure> failed;
+        if (path == nullptr) failed = VirFailure{VirError::Capture("cannot read the storage volume's path")};
+        virStorageVolFree(v);
+        virStoragePoolFree(p);
+        if (failed) throw *failed;
+        std::string s(path);
+        free(path);
+        return s;
+      },
+      [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
+}
+
 Napi::Value Connection::BlockCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string key = StringArg(info, 0, "domain");

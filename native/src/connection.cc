@@ -70,6 +70,7 @@ Napi::Function Connection::Define(Napi::Env env) {
       InstanceMethod<&Connection::LookupDomain>("lookupDomain"),
       InstanceMethod<&Connection::ListDomains>("listDomains"),
       InstanceMethod<&Connection::GetXml>("getXml"),
+      InstanceMethod<&Connection::StorageVolPath>("storageVolPath"),
       InstanceMethod<&Connection::BlockCopy>("blockCopy"),
       InstanceMethod<&Connection::GetBlockJobInfo>("getBlockJobInfo"),
       InstanceMethod<&Connection::BlockJobAbort>("blockJobAbort"),

@@ -43,6 +43,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value LookupDomain(const Napi::CallbackInfo& info);
   Napi::Value ListDomains(const Napi::CallbackInfo& info);
   Napi::Value GetXml(const Napi::CallbackInfo& info);
+  Napi::Value StorageVolPath(const Napi::CallbackInfo& info);
   Napi::Value BlockCopy(const Napi::CallbackInfo& info);
   Napi::Value GetBlockJobInfo(const Napi::CallbackInfo& info);
   Napi::Value BlockJobAbort(const Napi::CallbackInfo& info);

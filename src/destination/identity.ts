@@ -18,8 +18,14 @@ export interface DiskIdentities {
 }
 
 export const fileKey = (st: Stats) => `${st.dev}:${st.ino}`;
-export const deviceKey = (st: Stats) =>
-  `${Math.floor(Number(st.rdev) / 256) & 0xfff}:${(Number(st.rdev) & 0xff) | ((Number(st.rdev) >> 12) & 0xfff00)}`;
+/** Linux dev_t → "major:minor", decoded as glibc's major()/minor() do (the one decoder of device numbers). */
+export function majorMinor(rdev: number | bigint): string {
+  const d = BigInt(rdev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & 0xfffff000n);
+  const minor = (d & 0xffn) | ((d >> 12n) & 0xffffff00n);
+  return `${major}:${minor}`;
+}
+export const deviceKey = (st: Stats) => majorMinor(st.rdev);
 
 /** realpath of the parent + the last component: where a file of that name is or would be. */
 export async function canonicalOf(p: string): Promise<string> {

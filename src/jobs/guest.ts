@@ -4,11 +4,10 @@ import { AgentError } from '../errors.js';
 import type { FreezeMode, Group, Job } from '../generated/api.js';
 import type { Connection } from '../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
+import { parseDomainXml } from '../libvirt/disk-xml.js';
 import type { Logger } from '../log.js';
 import { errorOf, type SwitchDisk } from './group-params.js';
 import { errorNameOf, isUnanswered, libvirtData, toAgentError } from './libvirt-errors.js';
-
-const GUEST_AGENT_CHANNEL = /<channel\b[^>]*>(?:(?!<\/channel>)[\s\S])*name=['"]org\.qemu\.guest_agent\.0['"]/;
 
 export class GuestControl {
   /** `conn`: the current libvirt connection (it is replaced on reconnect). */
@@ -25,7 +24,7 @@ export class GuestControl {
       if (isUnanswered(e)) throw toAgentError(e, 'cannot read the domain before freezing its filesystems');
       return '';
     });
-    if (!GUEST_AGENT_CHANNEL.test(xml)) {
+    if (!parseDomainXml(xml).guestAgentChannel) {
       const why = 'the domain has no QEMU guest agent channel';
       if (mode === 'always') throw new AgentError('unsupported', `cannot freeze the guest's filesystems: ${why}`);
       return { mode, frozen: null, error: why };

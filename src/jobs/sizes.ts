@@ -3,13 +3,7 @@
 // I/O error". Both sizes can be read before starting: a block device's from sysfs, a qcow2
 // image's virtual size from its header, a raw file's from stat.
 import { promises as fs } from 'node:fs';
-
-/** Linux dev_t → major:minor (glibc's encoding). */
-function majorMinor(rdev: number): string {
-  const major = ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
-  const minor = (rdev & 0xff) | ((rdev >>> 12) & ~0xff);
-  return `${major}:${minor}`;
-}
+import { majorMinor } from '../destination/identity.js';
 
 /** The size in bytes of a block device, or null if `path` is not one or it cannot be read. */
 export async function blockDeviceBytes(path: string): Promise<number | null> {

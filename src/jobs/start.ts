@@ -7,8 +7,9 @@ import type { BlockCopyParams, BlockCopyResult, Destination, JobState } from '..
 import { DEFAULTS } from '../generated/api.js';
 import type { CheckedDestination } from '../destination/policy.js';
 import { destinationFromXml } from '../destination/xml.js';
-import { findDisk, parseDisks, type DiskInfo } from '../libvirt/disk-xml.js';
-import { canonicalPath, newJob, publicJob, samePath, track, type JobEntry } from './job.js';
+import { findDisk, type DiskInfo } from '../libvirt/disk-xml.js';
+import { domainStorage } from './inventory.js';
+import { newJob, publicJob, samePath, track, type JobEntry } from './job.js';
 import { libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { fromByteCount } from './numbers.js';
 import { rawDeviceSizeMismatch } from './sizes.js';
@@ -163,7 +164,7 @@ export class Starter {
       reuseExternal: !!params.reuseExternal,
       shallow: params.shallow ?? DEFAULTS.BlockCopyParams.shallow,
       disk,
-      domainDisks: await this.allDefinedDiskPaths(),
+      domainDisks: await domainStorage(this.ctx.conn, this.ctx.log),
     });
     // Known before starting, so said before starting (QEMU would fail it as "an I/O error").
     const size = await rawDeviceSizeMismatch(
@@ -209,21 +210,5 @@ export class Starter {
   destinationOf(params: BlockCopyParams): Destination {
     // destinationXml is parsed (whitelisted shape) or refused here.
     return params.destination ?? destinationFromXml(params.destinationXml ?? '');
-  }
-
-  async allDefinedDiskPaths(): Promise<Set<string>> {
-    const paths = new Set<string>();
-    const doms = await this.ctx.conn.listDomains().catch(() => [] as DomainRef[]);
-    for (const d of doms) {
-      for (const inactive of [false, true]) {
-        if (!inactive && !d.active) continue;
-        if (inactive && !d.persistent) continue;
-        const xml = await this.ctx.conn.getXml(d.uuid, { inactive }).catch(() => '');
-        for (const disk of parseDisks(xml)) {
-          for (const p of [disk.sourcePath, disk.mirror?.path ?? null, ...disk.backingPaths]) if (p) paths.add(canonicalPath(p));
-        }
-      }
-    }
-    return paths;
   }
 }

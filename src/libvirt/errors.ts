@@ -24,6 +24,8 @@ export const VirErrorCode = {
   OPERATION_UNSUPPORTED: 84,
   AGENT_UNRESPONSIVE: 86,
   NO_DOMAIN_METADATA: 80,
+  NO_STORAGE_POOL: 49,
+  NO_STORAGE_VOL: 50,
 } as const;
 
 export class LibvirtError extends Error {

@@ -100,6 +100,9 @@ class LibvirtConnection implements Connection {
   getXml(domain: string, opts?: { inactive?: boolean }) {
     return this.call('getXml', () => this.n.getXml(domain, opts));
   }
+  storageVolPath(pool: string, volume: string) {
+    return this.call('storageVolPath', () => this.n.storageVolPath(pool, volume));
+  }
   blockCopy(domain: string, disk: string, xml: DiskXml, opts?: Parameters<Connection['blockCopy']>[3]) {
     return this.call('blockCopy', () => this.n.blockCopy(domain, disk, xml, opts));
   }

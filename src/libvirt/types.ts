@@ -97,6 +97,8 @@ export interface Connection {
   lookupDomain(key: string): Promise<DomainRef>;
   listDomains(opts?: { activeOnly?: boolean }): Promise<DomainRef[]>;
   getXml(domain: string, opts?: { inactive?: boolean }): Promise<string>;
+  /** The path of storage pool `pool`'s volume `volume` (virStorageVolGetPath). */
+  storageVolPath(pool: string, volume: string): Promise<string>;
   blockCopy(domain: string, disk: string, destinationXml: DiskXml, opts?: BlockCopyOptions): Promise<void>;
   /** null when the disk has no block job. */
   getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null>;

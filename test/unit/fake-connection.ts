@@ -47,6 +47,8 @@ export interface FakeDomain {
   active: boolean;
   persistent: boolean;
   disks: FakeDisk[];
+  /** libvirt's XML of the domain as given (live and inactive alike), instead of one made from `disks`. */
+  xml?: string;
 }
 
 export interface Call {
@@ -84,8 +86,12 @@ export class FakeConnection implements Connection {
   listDelayMs = 0;
   /** Runs inside blockCopy before libvirt would add the <mirror> (to put events in that window). */
   duringBlockCopy?: () => Promise<void>;
+  /** Storage volumes: "pool/volume" → path (storageVolPath). */
+  volumes = new Map<string, string>();
   /** Errors to throw from the next call of a method. */
   failNext = new Map<string, Error>();
+  /** An error to throw from any call it returns one for (e.g. the getXml of one domain only). */
+  failIf?: (method: string, args: unknown[]) => Error | undefined;
   /** While set, every libvirt call (but versions(), which the real connection caches) waits, like a SIGSTOPped libvirtd. */
   private frozen: { released: Promise<void>; release: () => void; timeoutMs?: number } | null = null;
 
@@ -207,6 +213,8 @@ export class FakeConnection implements Connection {
       this.failNext.delete(method);
       throw err;
     }
+    const cond = this.failIf?.(method, args);
+    if (cond) throw cond;
   }
 
   readJournal(): JobRecord[] {
@@ -253,6 +261,7 @@ export class FakeConnection implements Connection {
     this.record('getXml', [domain, opts]);
     await this.answer('getXml');
     const d = this.find(domain);
+    if (d.xml !== undefined) return d.xml;
     const inactive = !!opts?.inactive || !d.active;
     const disks = d.disks
       .map((k) => {
@@ -278,6 +287,17 @@ export class FakeConnection implements Connection {
       })
       .join('\n');
     return `<domain type='kvm'${d.active && !inactive ? " id='1'" : ''}>\n  <name>${d.name}</name>\n  <uuid>${d.uuid}</uuid>\n  <devices>\n${disks}\n  </devices>\n</domain>\n`;
+  }
+
+  async storageVolPath(pool: string, volume: string): Promise<string> {
+    this.record('storageVolPath', [pool, volume]);
+    await this.answer('storageVolPath');
+    if (![...this.volumes.keys()].some((k) => k.startsWith(`${pool}/`)))
+      throw new LibvirtError(VirErrorCode.NO_STORAGE_POOL, 18, `Storage pool not found: no storage pool with matching name '${pool}'`);
+    const path = this.volumes.get(`${pool}/${volume}`);
+    if (path === undefined)
+      throw new LibvirtError(VirErrorCode.NO_STORAGE_VOL, 18, `Storage volume not found: no storage vol with matching name '${volume}'`);
+    return path;
   }
 
   async blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void> {
