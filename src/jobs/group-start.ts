@@ -2,13 +2,13 @@
 // and the answer once the group reaches what the caller waits for.
 import { randomUUID } from 'node:crypto';
 import { AgentError, ERRORS, type ErrorName } from '../errors.js';
-import { LibvirtError } from '../libvirt/index.js';
+import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, Group } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import { checkDistinct } from './group-params.js';
 import { isGroupEnded } from './group-state.js';
 import { groupEntry, type GroupContext, type GroupEntry } from './group-context.js';
-import { libvirtData } from './libvirt-errors.js';
+import { libvirtData, toAgentError } from './libvirt-errors.js';
 
 /** One member's blockCopy params: the group's options, and no wait or whenReady of its own. */
 function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['disks'][number]): BlockCopyParams {
@@ -139,8 +139,11 @@ export class GroupStart {
   }
 
   private async domainOf(key: string): Promise<Group['domain']> {
-    const dom = await this.ctx.jobs.connection.lookupDomain(key).catch((e) => {
-      throw new AgentError('notFound', `no domain '${key}'`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
+    // Only libvirt's "no such domain" is notFound; a libvirtd that did not answer is its named, retryable error.
+    const dom = await this.ctx.jobs.connection.lookupDomain(key).catch((e: unknown) => {
+      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN)
+        throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
+      throw toAgentError(e, 'cannot look up the domain');
     });
     return { name: dom.name, uuid: dom.uuid };
   }

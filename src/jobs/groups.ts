@@ -63,14 +63,12 @@ export class GroupManager {
       const entry = groupEntry(rec, false);
       ctx.groups.set(rec.groupId, entry);
       if (rec.pausedAt || rec.frozenAt)
-        await this.switcher
-          .releaseAfterCrash(entry)
-          .catch((e) =>
-            ctx.log.error('cannot release a guest a crash left paused or frozen; the reconnect retries', {
-              groupId: rec.groupId,
-              error: e,
-            }),
-          );
+        await this.switcher.releaseAfterCrash(entry).catch((e) =>
+          ctx.log.error('cannot release a guest a crash left paused or frozen; the reconnect retries', {
+            groupId: rec.groupId,
+            error: e,
+          }),
+        );
     }
     ctx.jobs.on('job.changed', this.onJob);
     ctx.jobs.on('agent.connection', this.onConnection);

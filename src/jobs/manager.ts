@@ -151,6 +151,7 @@ export class JobManager extends EventEmitter {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     for (const t of this.ctx.entries.values()) if (t.timeoutTimer) clearTimeout(t.timeoutTimer);
+    // Stopping: the connection closes next, which ends the subscription anyway.
     if (this.unsubscribe) await this.unsubscribe().catch(() => {});
     this.unsubscribe = null;
     await Promise.all([...this.ctx.entries.values()].map((t) => t.writes.catch(() => {})));

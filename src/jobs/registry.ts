@@ -150,6 +150,7 @@ export class Registry {
       count -= ts.length;
       for (const t of ts) {
         this.ctx.entries.delete(t.rec.job.jobId);
+        // An ended job's record: one left behind is loaded as ended and pruned again next start.
         void t.writes
           .catch(() => {})
           .then(() => this.ctx.journal.remove(t.rec.job.jobId))

@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { GroupManager } from '../../src/jobs/groups.js';
 import { JobManager } from '../../src/jobs/manager.js';
-import { LibvirtTimeout } from '../../src/libvirt/index.js';
+import { LibvirtError, LibvirtTimeout } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
 import { rejects } from '../helpers/rejects.js';
@@ -151,4 +151,26 @@ t.test('a shutdown waits for the switch under way to resume the guest', async (t
   t.equal(s.conn.paused.size, 0, 'the guest runs once stop() resolved');
   t.match(await p, { group: { state: 'pivoted' } }, 'the switch completed');
   await rejects(t, s.groups.pivotGroup({ groupId: 'g' }), 'unavailable', 'no switch begins after stop()');
+});
+
+t.test('fail closed: libvirt failures in the group checks are named errors, never a pass', async (t) => {
+  const s = await setup(t, true);
+  // The group's own lookup (after every member's check passed) is the one that fails.
+  const lookup = s.conn.lookupDomain.bind(s.conn);
+  let lookups = 0;
+  s.conn.lookupDomain = async (key: string) => {
+    if (++lookups === 2) throw new LibvirtTimeout('libvirtd did not answer lookupDomain within 10000 ms');
+    return lookup(key);
+  };
+  const e = await s.groups
+    .blockCopyGroup({ domain: 'vm1', disks: [{ disk: 'vda', destination: { path: join(s.destDir, 'x.qcow2') } }] })
+    .catch((err: unknown) => err);
+  t.match(e, { errorName: 'libvirtTimeout' }, 'a domain lookup libvirtd did not answer is libvirtTimeout (retryable), not notFound');
+  s.conn.lookupDomain = lookup;
+  await readyGroup(s, 'g');
+  // The domain XML says whether there is a guest agent to freeze: unread, it is not "no agent".
+  s.conn.failNext.set('getXml', new LibvirtError(1, 10, 'internal error: something went wrong'));
+  const refused = await s.groups.pivotGroup({ groupId: 'g' }).catch((err: unknown) => err);
+  t.match(refused, { errorName: 'libvirtError' }, 'pivotGroup refused by name');
+  t.same(guestCalls(s.conn), [], 'nothing frozen, paused or pivoted');
 });
