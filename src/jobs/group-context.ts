@@ -89,11 +89,12 @@ export class GroupContext {
   }
 
   /** The group an identical earlier call created: same groupId, or same domain, disks and destinations. */
-  findSame(params: BlockCopyGroupParams): GroupEntry | undefined {
+  findSame(params: BlockCopyGroupParams, uuid: string): GroupEntry | undefined {
     const byId = params.groupId ? this.groups.get(params.groupId) : undefined;
     const candidates = params.groupId ? (byId ? [byId] : []) : [...this.groups.values()];
     const same = sameGroup(
       params,
+      uuid,
       candidates.map((e) => ({ rec: e.rec, members: this.members(e) })),
     );
     return same ? this.groups.get(same.groupId) : undefined;

@@ -48,7 +48,9 @@ export class GroupStart {
     const members = params.disks.map((d) => memberParams(params, d));
     checkDistinct(params);
 
-    const same = ctx.findSame(params);
+    // The domain the name names now: a group of an earlier domain of that name is not this one.
+    const dom = await this.domainOf(params.domain);
+    const same = ctx.findSame(params, dom.uuid);
     if (same) return this.awaitGoal(same, params, false, signal);
 
     // Every disk is checked before any copy starts: bad input changes nothing.
@@ -62,7 +64,6 @@ export class GroupStart {
         );
       }
     }
-    const dom = await this.domainOf(params.domain);
     const now = ctx.jobs.now();
     const g = DEFAULTS.BlockCopyGroupParams;
     const entry = groupEntry(
