@@ -97,15 +97,17 @@ export class GroupSwitch {
         this.ctx.assertNotStopping();
         await release.pause(entry);
       } catch (e) {
-        await release.thaw(entry);
+        // The guest agent answers only a running guest: one still paused is thawed by the release later.
+        if (!entry.rec.pausedAt) await release.thaw(entry);
         throw e;
       }
       const t0 = performance.now();
       outcomes = await guest.switchEach(targets, o.maxPauseMs, GOAL[how], each);
-      // If it could not be resumed (libvirtd gone), pausedAt stays: the reconnect or a restart resumes it.
-      await release.resume(entry);
+      // If it could not be resumed (libvirtd gone), pausedAt and frozenAt stay: the reconnect or a
+      // restart resumes it, then thaws it (the guest agent answers only a running guest).
+      const resumed = await release.resume(entry);
       pausedMs = Math.round((performance.now() - t0) * 10) / 10;
-      await release.thaw(entry);
+      if (resumed) await release.thaw(entry);
     }
     const disks = entry.rec.jobIds.map((id): SwitchDisk => {
       const done = outcomes.get(id);

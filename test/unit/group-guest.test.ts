@@ -176,3 +176,22 @@ t.test('fail closed: libvirt failures in the group checks are named errors, neve
   t.match(refused, { errorName: 'libvirtError' }, 'pivotGroup refused by name');
   t.same(guestCalls(s.conn), [], 'nothing frozen, paused or pivoted');
 });
+
+t.test('a guest the switch could not resume stays recorded paused and frozen; the reconnect resumes, then thaws', async (t) => {
+  const s = await setup(t, true);
+  await readyGroup(s, 'g');
+  const resume = s.conn.resume.bind(s.conn);
+  s.conn.resume = async () => {
+    throw new LibvirtTimeout('libvirtd did not answer resume within 10000 ms');
+  };
+  await s.groups.pivotGroup({ groupId: 'g' });
+  const rec = JSON.parse(readFileSync(join(s.stateDir, 'group-g.json'), 'utf8')) as Record<string, unknown>;
+  t.ok(rec.pausedAt && rec.frozenAt, 'the record still says paused and frozen');
+  t.same([s.conn.paused.size, s.conn.frozenFs.size], [1, 1], 'no thaw was tried on a paused guest');
+  s.conn.resume = resume;
+  s.jobs.emit('agent.connection', { state: 'restored' });
+  const end = Date.now() + 5000;
+  while ((s.conn.paused.size > 0 || s.conn.frozenFs.size > 0) && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+  t.same([s.conn.paused.size, s.conn.frozenFs.size], [0, 0], 'resumed and thawed after the reconnect');
+  t.same(guestCalls(s.conn).slice(-2), ['resume', 'fsThaw'], 'resume first, then thaw');
+});
