@@ -44,6 +44,8 @@ export interface DomainSpec {
   /** Define (persistent) then start, instead of a transient `virsh create`. */
   persistent?: boolean;
   memoryMiB?: number;
+  /** A QEMU guest agent channel (no agent runs in the guest: libvirt answers "not connected"). */
+  guestAgentChannel?: boolean;
 }
 
 export interface TestDisk {
@@ -139,6 +141,8 @@ function diskXml(d: TestDisk): string {
   );
 }
 
+const GUEST_AGENT_CHANNEL = "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>";
+
 /** Creates and starts a domain with the given disks; it is destroyed at `host`'s teardown. */
 export async function createDomain(host: TeardownHost, spec: DomainSpec): Promise<TestDomain> {
   const name = `${PREFIX}${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -179,7 +183,7 @@ export async function createDomain(host: TeardownHost, spec: DomainSpec): Promis
   const xml =
     `<domain type='${domainType()}'><name>${name}</name><memory unit='MiB'>${spec.memoryMiB ?? 64}</memory>` +
     `<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><on_crash>destroy</on_crash>` +
-    `<devices>${disks.map(diskXml).join('')}</devices></domain>`;
+    `<devices>${disks.map(diskXml).join('')}${spec.guestAgentChannel ? GUEST_AGENT_CHANNEL : ''}</devices></domain>`;
   const xmlPath = join(dir, 'domain.xml');
   writeFileSync(xmlPath, xml);
   const dom: TestDomain = { name, uuid: '', dir, persistent: !!spec.persistent, disks };

@@ -335,6 +335,30 @@ Napi::Value Connection::FsThaw(const Napi::CallbackInfo& info) {
                     "cannot thaw the guest's filesystems");
 }
 
+// virDomainGetState: the run state and its reason, so a group switch can tell a guest paused by
+// someone else (never resumed by the agent) from one it paused itself.
+Napi::Value Connection::GetState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string key = StringArg(info, 0, "domain");
+  struct S {
+    int state = 0, reason = 0;
+  };
+  return Submit<S>(
+      env, [key](virConnectPtr c) {
+        Dom d(c, key);
+        S s;
+        if (virDomainGetState(d, &s.state, &s.reason, 0) < 0) ThrowLastError("cannot read the domain's state");
+        return s;
+      },
+      [](Napi::Env env, S& s) -> Napi::Value {
+        const char* names[] = {"nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"};
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("state", s.state >= 0 && s.state < 8 ? names[s.state] : "nostate");
+        o.Set("reason", s.reason);
+        return o;
+      });
+}
+
 Napi::Value Connection::Versions(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   struct V {

@@ -80,6 +80,7 @@ Napi::Function Connection::Define(Napi::Env env) {
       InstanceMethod<&Connection::Resume>("resume"),
       InstanceMethod<&Connection::FsFreeze>("fsFreeze"),
       InstanceMethod<&Connection::FsThaw>("fsThaw"),
+      InstanceMethod<&Connection::GetState>("getState"),
       InstanceMethod<&Connection::SubscribeEvents>("subscribeEvents"),
       InstanceMethod<&Connection::UnsubscribeEvents>("unsubscribeEvents"),
   });

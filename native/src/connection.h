@@ -53,6 +53,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value Resume(const Napi::CallbackInfo& info);
   Napi::Value FsFreeze(const Napi::CallbackInfo& info);
   Napi::Value FsThaw(const Napi::CallbackInfo& info);
+  Napi::Value GetState(const Napi::CallbackInfo& info);
   Napi::Value DomainCall(const Napi::CallbackInfo& info, int (*fn)(virDomainPtr), const char* what);
   Napi::Value SubscribeEvents(const Napi::CallbackInfo& info);
   Napi::Value UnsubscribeEvents(const Napi::CallbackInfo& info);

@@ -169,12 +169,17 @@ async function main(argv: string[]): Promise<void> {
     }
     fail((e as Error).message, 1);
   }
+  // The process exits only once close() has run: a group switch under way resumes and thaws
+  // its guest first (bounded, src/jobs/groups.ts). A second signal meanwhile does not cut it short.
+  let closing = false;
   const shutdown = (why: string) => {
+    if (closing) return void log.info('already shutting down: a group switch under way is releasing its guest', { why });
+    closing = true;
     log.info('shutting down; running copies are left to QEMU', { why });
     void agent.close().then(() => process.exit(0));
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
   // SIGHUP reloads credentials (tokens file, TLS material); it used to end the process.
   process.on('SIGHUP', () => {
     try {

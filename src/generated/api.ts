@@ -668,6 +668,10 @@ export interface Group {
      */
     pausedMs: number;
     /**
+     * agent: the agent paused the guest for the switch and resumed it (pausedMs says how long). alreadyPaused: the guest was paused by someone else when the switch began; the agent switched the disks without pausing, freezing or resuming it (pausedMs is 0), and the guest stays paused.
+     */
+    guestPause?: 'agent' | 'alreadyPaused';
+    /**
      * What the guest-agent filesystem freeze did.
      */
     freeze: {

@@ -31,6 +31,8 @@ export interface GroupEntry {
   writes: Promise<void>;
   /** blockCopyGroup is still starting the copies: the group must not act on its first members alone. */
   starting: boolean;
+  /** The maxPause of the switch under way (a shutdown waits for it, bounded by this). */
+  switchMaxPauseMs?: number;
 }
 
 export function groupEntry(rec: GroupRecord, starting: boolean): GroupEntry {
@@ -48,6 +50,8 @@ export class GroupContext {
   private readonly updates = new EventEmitter();
   /** Groups loaded and subscribed to the job manager: group calls are served. */
   started = false;
+  /** The agent is shutting down: no switch begins, and one waiting for ready gives up. */
+  private readonly stopping = new AbortController();
 
   constructor(opts: GroupManagerOptions) {
     this.jobs = opts.jobs;
@@ -85,11 +89,12 @@ export class GroupContext {
   }
 
   /** The group an identical earlier call created: same groupId, or same domain, disks and destinations. */
-  findSame(params: BlockCopyGroupParams): GroupEntry | undefined {
+  findSame(params: BlockCopyGroupParams, uuid: string): GroupEntry | undefined {
     const byId = params.groupId ? this.groups.get(params.groupId) : undefined;
     const candidates = params.groupId ? (byId ? [byId] : []) : [...this.groups.values()];
     const same = sameGroup(
       params,
+      uuid,
       candidates.map((e) => ({ rec: e.rec, members: this.members(e) })),
     );
     return same ? this.groups.get(same.groupId) : undefined;
@@ -102,6 +107,20 @@ export class GroupContext {
     const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (refused) throw refused.reason;
     return running.length > 0;
+  }
+
+  get stopSignal(): AbortSignal {
+    return this.stopping.signal;
+  }
+
+  stop(): void {
+    this.stopping.abort();
+  }
+
+  /** Before each step that would change the guest: a shutdown under way refuses it (nothing changed yet). */
+  assertNotStopping(): void {
+    if (this.stopping.signal.aborted)
+      throw new AgentError('unavailable', 'the agent is shutting down; the group switch did not begin; retry once it is back');
   }
 
   assertServing(): void {

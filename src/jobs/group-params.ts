@@ -76,10 +76,15 @@ export function groupView(rec: GroupRecord, jobs: Job[]): Group {
  * The group an identical earlier call created, among `candidates` (with a groupId, only that
  * group): same domain, disks and destinations; a groupId naming other ones is jobExists.
  */
-export function sameGroup(params: BlockCopyGroupParams, candidates: Array<{ rec: GroupRecord; members: Job[] }>): GroupRecord | undefined {
+/** `uuid`: the domain `params.domain` names now (a name re-used by a new domain is not the old group's). */
+export function sameGroup(
+  params: BlockCopyGroupParams,
+  uuid: string,
+  candidates: Array<{ rec: GroupRecord; members: Job[] }>,
+): GroupRecord | undefined {
   const wanted = params.disks.map((d) => `${d.disk}=${destPath(d) ?? ''}`).join(',');
   const signature = (members: Job[]) => members.map((j) => `${j.disk}=${canonicalPath(j.destination.path)}`).join(',');
-  const sameDomain = (rec: GroupRecord) => rec.domain.name === params.domain || rec.domain.uuid === params.domain;
+  const sameDomain = (rec: GroupRecord) => rec.domain.uuid === uuid;
   if (params.groupId) {
     const c = candidates[0];
     if (!c) return undefined;

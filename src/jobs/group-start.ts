@@ -2,13 +2,13 @@
 // and the answer once the group reaches what the caller waits for.
 import { randomUUID } from 'node:crypto';
 import { AgentError, ERRORS, type ErrorName } from '../errors.js';
-import { LibvirtError } from '../libvirt/index.js';
+import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, Group } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import { checkDistinct } from './group-params.js';
 import { isGroupEnded } from './group-state.js';
 import { groupEntry, type GroupContext, type GroupEntry } from './group-context.js';
-import { libvirtData } from './libvirt-errors.js';
+import { libvirtData, toAgentError } from './libvirt-errors.js';
 
 /** One member's blockCopy params: the group's options, and no wait or whenReady of its own. */
 function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['disks'][number]): BlockCopyParams {
@@ -48,7 +48,9 @@ export class GroupStart {
     const members = params.disks.map((d) => memberParams(params, d));
     checkDistinct(params);
 
-    const same = ctx.findSame(params);
+    // The domain the name names now: a group of an earlier domain of that name is not this one.
+    const dom = await this.domainOf(params.domain);
+    const same = ctx.findSame(params, dom.uuid);
     if (same) return this.awaitGoal(same, params, false, signal);
 
     // Every disk is checked before any copy starts: bad input changes nothing.
@@ -62,7 +64,6 @@ export class GroupStart {
         );
       }
     }
-    const dom = await this.domainOf(params.domain);
     const now = ctx.jobs.now();
     const g = DEFAULTS.BlockCopyGroupParams;
     const entry = groupEntry(
@@ -139,8 +140,11 @@ export class GroupStart {
   }
 
   private async domainOf(key: string): Promise<Group['domain']> {
-    const dom = await this.ctx.jobs.connection.lookupDomain(key).catch((e) => {
-      throw new AgentError('notFound', `no domain '${key}'`, e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {});
+    // Only libvirt's "no such domain" is notFound; a libvirtd that did not answer is its named, retryable error.
+    const dom = await this.ctx.jobs.connection.lookupDomain(key).catch((e: unknown) => {
+      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN)
+        throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
+      throw toAgentError(e, 'cannot look up the domain');
     });
     return { name: dom.name, uuid: dom.uuid };
   }

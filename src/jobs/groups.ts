@@ -23,7 +23,12 @@ import type {
 import { GroupContext, groupEntry, type GroupEntry, type GroupManagerOptions } from './group-context.js';
 import { GroupStart } from './group-start.js';
 import { GroupSwitch, switchOptions } from './group-switch.js';
+import { within } from './read-bound.js';
 import { isTerminal } from './state-machine.js';
+
+/** A shutdown waits for a switch under way up to its maxPause plus this: the resume and thaw,
+ *  retried, each libvirt call bounded by the call timeout (10 s by default). */
+export const RELEASE_MARGIN_MS = 30_000;
 
 export type { GroupManagerOptions } from './group-context.js';
 
@@ -46,9 +51,9 @@ export class GroupManager {
       // list yet: their own records name the group.
       for (const j of ctx.jobs.groupJobs(rec.groupId)) if (!rec.jobIds.includes(j.jobId)) rec.jobIds.push(j.jobId);
       const known = new Set(ctx.jobs.groupJobs(rec.groupId).map((j) => j.jobId));
-      if (rec.jobIds.length > 0 && !rec.jobIds.some((id) => known.has(id)) && !rec.pausedAt) {
+      if (rec.jobIds.length > 0 && !rec.jobIds.some((id) => known.has(id)) && !rec.pausedAt && !rec.frozenAt) {
         // Its jobs were pruned (the job manager drops a group's jobs together): so is the group.
-        // (One left paused is resumed first, below; one with no job yet says it was interrupted.)
+        // (One left paused or frozen is released first, below; one with no job yet says it was interrupted.)
         ctx.log.info('group record without any job removed', { groupId: rec.groupId });
         await ctx.journal
           .removeGroup(rec.groupId)
@@ -57,7 +62,13 @@ export class GroupManager {
       }
       const entry = groupEntry(rec, false);
       ctx.groups.set(rec.groupId, entry);
-      if (rec.pausedAt) await this.switcher.resumeAfterCrash(entry);
+      if (rec.pausedAt || rec.frozenAt)
+        await this.switcher.releaseAfterCrash(entry).catch((e) =>
+          ctx.log.error('cannot release a guest a crash left paused or frozen; the reconnect retries', {
+            groupId: rec.groupId,
+            error: e,
+          }),
+        );
     }
     ctx.jobs.on('job.changed', this.onJob);
     ctx.jobs.on('agent.connection', this.onConnection);
@@ -66,10 +77,26 @@ export class GroupManager {
     for (const e of ctx.groups.values()) this.react(e);
   }
 
-  stop(): void {
-    this.ctx.jobs.off('job.changed', this.onJob);
-    this.ctx.jobs.off('agent.connection', this.onConnection);
-    this.ctx.jobs.off('group.pruned', this.onPruned);
+  /**
+   * Shutdown: no switch begins any more, and one under way that paused or froze the guest is
+   * waited for (bounded: its maxPause plus RELEASE_MARGIN_MS) until it resumed and thawed it.
+   * Past the bound the record still says what to undo: the next start does it.
+   */
+  async stop(): Promise<void> {
+    const { ctx } = this;
+    ctx.stop();
+    ctx.jobs.off('job.changed', this.onJob);
+    ctx.jobs.off('agent.connection', this.onConnection);
+    ctx.jobs.off('group.pruned', this.onPruned);
+    const busy = [...ctx.groups.values()].filter((e) => e.switching);
+    if (busy.length === 0) return;
+    const boundMs = Math.max(...busy.map((e) => e.switchMaxPauseMs ?? 0)) + RELEASE_MARGIN_MS;
+    ctx.log.info('shutdown waits for the group switches under way to release their guests', {
+      groups: busy.map((e) => e.rec.groupId),
+      boundMs,
+    });
+    const done = await within(Promise.allSettled(busy.map((e) => e.switching)), boundMs);
+    if (!done) ctx.log.error('group switches still under way at the shutdown bound; the next start releases their guests', { boundMs });
   }
 
   blockCopyGroup(params: BlockCopyGroupParams, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
@@ -116,10 +143,10 @@ export class GroupManager {
   private readonly onConnection = (e: { state: string }): void => {
     if (e.state !== 'restored') return;
     for (const entry of this.ctx.groups.values()) {
-      if (entry.rec.pausedAt && !entry.switching) {
+      if ((entry.rec.pausedAt || entry.rec.frozenAt) && !entry.switching) {
         void this.switcher
-          .resumeAfterCrash(entry)
-          .catch((err) => this.ctx.log.error('cannot resume a guest after the reconnect', { groupId: entry.rec.groupId, error: err }));
+          .releaseAfterCrash(entry)
+          .catch((err) => this.ctx.log.error('cannot release a guest after the reconnect', { groupId: entry.rec.groupId, error: err }));
       }
     }
   };
@@ -151,7 +178,7 @@ export class GroupManager {
       return;
     }
     const how = entry.rec.whenReady;
-    if ((how === 'pivot' || how === 'finish') && members.every((j) => j.state === 'ready') && ctx.jobs.serving) {
+    if ((how === 'pivot' || how === 'finish') && members.every((j) => j.state === 'ready') && ctx.jobs.serving && !ctx.stopSignal.aborted) {
       // As if the caller had called pivotGroup/finishGroup with the group's own freeze and maxPause.
       const options = switchOptions({ groupId: entry.rec.groupId, freeze: entry.rec.freeze, maxPause: entry.rec.maxPause });
       void this.switcher

@@ -44,6 +44,8 @@ export interface GroupRecord {
   lastSwitch: Group['lastSwitch'];
   /** Written durably before the agent pauses the guest and cleared once it resumed it: a restart in between resumes the guest. */
   pausedAt?: string;
+  /** Written durably before the agent asks the guest agent to freeze and cleared once it thawed: a restart in between thaws. */
+  frozenAt?: string;
 }
 
 const FILE = /^job-([A-Za-z0-9._:-]+)\.json$/;

@@ -151,6 +151,7 @@ export class JobManager extends EventEmitter {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
     for (const t of this.ctx.entries.values()) if (t.timeoutTimer) clearTimeout(t.timeoutTimer);
+    // Stopping: the connection closes next, which ends the subscription anyway.
     if (this.unsubscribe) await this.unsubscribe().catch(() => {});
     this.unsubscribe = null;
     await Promise.all([...this.ctx.entries.values()].map((t) => t.writes.catch(() => {})));
@@ -177,13 +178,13 @@ export class JobManager extends EventEmitter {
     const includeEnded = params.includeEnded ?? DEFAULTS.ListJobsParams.includeEnded;
     let uuid: string | undefined;
     if (params.domain) {
-      // Unless libvirtd cannot say now which domain that is (the agent knows no job on it), notFound and the like are answered.
-      const lookup = () =>
-        this.ctx.registry.lookupWithin(params.domain!, READ_WAIT_MS).catch((e: unknown) => {
-          if (isUnanswered(e)) return undefined;
-          throw e;
-        });
-      uuid = this.ctx.registry.knownDomainUuid(params.domain) ?? (await lookup())?.uuid;
+      // The domain the name names now (registry.resolveDomain). Unless libvirtd cannot say now
+      // which domain that is, notFound and the like are answered.
+      const resolved = await this.ctx.registry.resolveDomain(params.domain, READ_WAIT_MS).catch((e: unknown) => {
+        if (isUnanswered(e)) return undefined;
+        throw e;
+      });
+      uuid = resolved?.uuid;
       if (uuid === undefined) return { jobs: [], incomplete: true };
     }
     // A copy started outside the agent is listed from its first moment, not from its READY,

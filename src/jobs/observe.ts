@@ -189,7 +189,17 @@ export class Observer {
     const job = entry.rec.job;
     const intent = entry.rec.intent;
     if (p.neverStarted && intent?.op === 'blockCopy' && job.state === 'copying') {
-      const disk = await this.ctx.verify.liveDisk(entry).catch(() => undefined);
+      // Fails closed: a live XML libvirt did not give is no evidence the copy never started (the
+      // next poll or reconcile looks again); a domain gone has no copy running.
+      let disk: DiskInfo | undefined;
+      try {
+        disk = await this.ctx.verify.liveDisk(entry);
+      } catch (e) {
+        if (!isDomainGone(e)) {
+          this.ctx.log.warn('cannot read the live XML to tell whether a copy started; will look again', { jobId: job.jobId, error: e });
+          return;
+        }
+      }
       // A disk on the destination was copied (and pivoted by someone): settle says so.
       if (!disk?.mirror && !samePath(disk?.sourcePath, job.destination.path)) {
         this.ctx.recorder.fail(

@@ -159,6 +159,7 @@ export class Reconciler {
   }
 
   async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<JobEntry | undefined> {
+    // Progress only: the adoption rests on the <mirror> already read; the poll reads the job next.
     const info = await this.ctx.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
     // After stop() the directory may be the next agent's: nothing more is recorded.
     if (this.ctx.stopped) return undefined;

@@ -85,6 +85,7 @@ export class Recorder {
     if (this.ctx.stopped)
       return Promise.reject(new AgentError('unavailable', 'the agent is stopping; nothing was journaled or sent to libvirt'));
     const snapshot: JobRecord = structuredClone(entry.rec);
+    // The earlier write's failure was reported to its own caller; this one is written anyway.
     const write = entry.writes
       .catch(() => {})
       .then(() => this.ctx.journal.save(snapshot))

@@ -68,13 +68,7 @@ export class Registry {
       return t;
     }
     if (!ref.domain || !ref.disk) throw new AgentError('noJob', 'name the job by jobId, or by domain and disk');
-    const knownUuid = this.knownDomainUuid(ref.domain);
-    let dom: DomainRef | undefined;
-    if (!knownUuid) {
-      dom = readMs === undefined ? await this.ctx.starter.lookup(ref.domain) : await this.lookupWithin(ref.domain, readMs);
-      if (!dom) throw this.notAnswered(`the lookup of domain '${ref.domain}'`, 'the agent knows no job on it');
-    }
-    const uuid = knownUuid ?? dom!.uuid;
+    const { uuid, dom } = await this.resolveDomain(ref.domain, readMs);
     const disk = ref.disk;
     // Why the disk could not be checked for a copy started outside the agent (virsh blockcopy),
     // which is otherwise a job from its first moment.
@@ -103,11 +97,53 @@ export class Registry {
     throw unchecked ?? new AgentError('noJob', `no copy job on disk ${disk} of '${ref.domain}'`);
   }
 
-  /** The UUID of a domain (named by name or UUID) that some job of the agent is on: no libvirt call needed. */
-  knownDomainUuid(key: string): string | undefined {
+  /**
+   * Which domain a caller's key names now. A name is resolved through libvirt first: a domain
+   * destroyed and re-created under the same name has a new UUID, and the name is the new one's.
+   * A UUID some job of the agent is on needs no libvirt call (UUIDs are not reused), so a job of
+   * a domain that no longer exists is found by its UUID (or its jobId). When libvirt does not
+   * give the domain (no domain of that name now, or, for a read, no answer within the bound),
+   * the journal answers only if its jobs know exactly one domain of that name, and the log says
+   * so; with several, the caller must name the domain by UUID or the job by jobId. A mutating
+   * call does not act on the journal's guess while libvirtd does not answer.
+   */
+  async resolveDomain(key: string, readMs?: number): Promise<{ uuid: string; dom?: DomainRef }> {
+    const known = this.knownDomainUuids(key);
+    if (known.has(key)) return { uuid: key };
+    let failure: unknown;
+    try {
+      const dom = readMs === undefined ? await this.ctx.starter.lookup(key) : await this.lookupWithin(key, readMs);
+      if (dom) return { uuid: dom.uuid, dom };
+    } catch (e) {
+      failure = e;
+    }
+    const gone = failure instanceof AgentError && failure.errorName === 'notFound';
+    if (known.size === 1 && (gone || readMs !== undefined)) {
+      const uuid = [...known][0]!;
+      const why = gone ? 'libvirt knows no domain of that name now' : 'libvirtd did not answer the lookup of the name';
+      this.ctx.log.warn(`domain '${key}' resolved from the journal: ${why}`, { domain: key, uuid });
+      return { uuid };
+    }
+    if (known.size > 1)
+      throw new AgentError(
+        gone ? 'notFound' : 'libvirtTimeout',
+        `${gone ? 'no domain is named' : 'libvirtd cannot say now which domain is'} '${key}', and the agent's jobs name ${known.size} domains so (${[...known].join(', ')}): name the domain by UUID or the job by jobId`,
+      );
+    throw (
+      failure ??
+      this.notAnswered(
+        `the lookup of domain '${key}'`,
+        known.size ? 'the agent knows one domain of that name' : 'the agent knows no job on it',
+      )
+    );
+  }
+
+  /** The UUIDs of the domains (named by name or UUID) that the agent's jobs are on: no libvirt call. */
+  knownDomainUuids(key: string): Set<string> {
+    const uuids = new Set<string>();
     for (const t of this.ctx.entries.values())
-      if (t.rec.job.domain.name === key || t.rec.job.domain.uuid === key) return t.rec.job.domain.uuid;
-    return undefined;
+      if (t.rec.job.domain.name === key || t.rec.job.domain.uuid === key) uuids.add(t.rec.job.domain.uuid);
+    return uuids;
   }
 
   /** The domain, or undefined when libvirtd has not answered within ms (the lookup goes on; a retry joins it). */
@@ -150,6 +186,7 @@ export class Registry {
       count -= ts.length;
       for (const t of ts) {
         this.ctx.entries.delete(t.rec.job.jobId);
+        // An ended job's record: one left behind is loaded as ended and pruned again next start.
         void t.writes
           .catch(() => {})
           .then(() => this.ctx.journal.remove(t.rec.job.jobId))

@@ -5,7 +5,9 @@
 import { promises as fs } from 'node:fs';
 import { majorMinor } from '../destination/identity.js';
 
-/** The size in bytes of a block device, or null if `path` is not one or it cannot be read. */
+/** The size in bytes of a block device, or null if `path` is not one or it cannot be read.
+ *  (No libvirt here, and no safety gate: an unknown size lets QEMU refuse or fail the copy,
+ *  which the agent then diagnoses the same way; it never lets a wrong copy through.) */
 export async function blockDeviceBytes(path: string): Promise<number | null> {
   try {
     const st = await fs.stat(path);

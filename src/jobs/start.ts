@@ -94,6 +94,8 @@ export class Starter {
         );
       }
       if (this.ctx.entries.get(job.jobId) === entry) this.ctx.entries.delete(job.jobId);
+      // Clean-up of a record libvirt refused (nothing was started): a record left behind is
+      // reconciled as never started at the next start, so a failure here is safe to drop.
       await entry.writes.catch(() => {});
       await this.ctx.journal.remove(job.jobId).catch(() => {});
       throw toAgentError(e, 'libvirt refused the copy');

@@ -127,6 +127,7 @@ export class Watch {
   /** One progress sample without side effects on the state (used right before announcing ready). */
   async refreshProgress(entry: JobEntry): Promise<void> {
     const job = entry.rec.job;
+    // Progress only (no decision): an unread sample leaves the last one.
     const info = await this.ctx.conn.getBlockJobInfo(job.domain.uuid, job.disk).catch(() => null);
     if (!info || info.type !== 'copy') return;
     entry.sampler.add(this.ctx.clock(), Number(info.cur));

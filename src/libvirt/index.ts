@@ -133,6 +133,9 @@ class LibvirtConnection implements Connection {
   fsThaw(domain: string) {
     return this.call('fsThaw', () => this.n.fsThaw(domain));
   }
+  getState(domain: string) {
+    return this.call('getState', () => this.n.getState(domain));
+  }
 
   /** Calls queued or running on this connection's threads (including ones whose caller gave up). */
   pendingCalls(): number {

@@ -11,6 +11,17 @@ export interface DomainRef {
   persistent: boolean;
 }
 
+export type DomainRunState = 'nostate' | 'running' | 'blocked' | 'paused' | 'shutdown' | 'shutoff' | 'crashed' | 'pmsuspended';
+
+export interface DomainState {
+  state: DomainRunState;
+  /** virDomain<State>Reason; for paused, VIR_DOMAIN_PAUSED_USER (1) is a virDomainSuspend's. */
+  reason: number;
+}
+
+/** virDomainPausedReason: paused by virDomainSuspend (an operator's `virsh suspend`, or the agent). */
+export const PAUSED_USER = 1;
+
 export type BlockJobType = 'unknown' | 'pull' | 'copy' | 'commit' | 'activeCommit' | 'backup';
 
 export interface BlockJobInfo {
@@ -111,6 +122,8 @@ export interface Connection {
   /** Freezes every guest filesystem through the QEMU guest agent; resolves to how many were frozen. */
   fsFreeze(domain: string): Promise<number>;
   fsThaw(domain: string): Promise<number>;
+  /** The run state (virDomainGetState) and libvirt's reason code for it (for paused: 1 = user). */
+  getState(domain: string): Promise<DomainState>;
   /** Subscribe to BLOCK_JOB_2 and lifecycle events of all domains. Returns the unsubscribe function. */
   onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>>;
   /**

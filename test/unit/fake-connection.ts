@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import {
   LibvirtError,
   LibvirtTimeout,
+  PAUSED_USER,
   VirErrorCode,
   type BlockCopyOptions,
   type BlockJobAbortOptions,
@@ -16,6 +17,7 @@ import {
   type Connection,
   type DomainEvent,
   type DomainRef,
+  type DomainState,
   type Versions,
 } from '../../src/libvirt/index.js';
 import type { JobRecord } from '../../src/jobs/journal.js';
@@ -58,7 +60,7 @@ export interface Call {
   journal: JobRecord[];
 }
 
-const SIDE_EFFECTS = new Set(['blockCopy', 'blockJobAbort', 'blockJobSetSpeed', 'suspend', 'resume']);
+const SIDE_EFFECTS = new Set(['blockCopy', 'blockJobAbort', 'blockJobSetSpeed', 'suspend', 'resume', 'fsFreeze', 'fsThaw']);
 
 const lverr = (code: number, message: string) => new LibvirtError(code, 10, message);
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
@@ -88,6 +90,10 @@ export class FakeConnection implements Connection {
   duringBlockCopy?: () => Promise<void>;
   /** Storage volumes: "pool/volume" → path (storageVolPath). */
   volumes = new Map<string, string>();
+  /** Domains have a QEMU guest agent that answers: fsFreeze freezes (2 filesystems), fsThaw thaws. */
+  guestAgent = false;
+  /** Domains whose filesystems the guest agent froze. */
+  frozenFs = new Set<string>();
   /** Errors to throw from the next call of a method. */
   failNext = new Map<string, Error>();
   /** An error to throw from any call it returns one for (e.g. the getXml of one domain only). */
@@ -286,7 +292,8 @@ export class FakeConnection implements Connection {
         );
       })
       .join('\n');
-    return `<domain type='kvm'${d.active && !inactive ? " id='1'" : ''}>\n  <name>${d.name}</name>\n  <uuid>${d.uuid}</uuid>\n  <devices>\n${disks}\n  </devices>\n</domain>\n`;
+    const channel = this.guestAgent ? "\n    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>" : '';
+    return `<domain type='kvm'${d.active && !inactive ? " id='1'" : ''}>\n  <name>${d.name}</name>\n  <uuid>${d.uuid}</uuid>\n  <devices>\n${disks}${channel}\n  </devices>\n</domain>\n`;
   }
 
   async storageVolPath(pool: string, volume: string): Promise<string> {
@@ -397,14 +404,24 @@ export class FakeConnection implements Connection {
   async fsFreeze(domain: string): Promise<number> {
     this.record('fsFreeze', [domain]);
     await this.answer('fsFreeze');
-    this.running(domain);
-    throw lverr(VirErrorCode.ARGUMENT_UNSUPPORTED, 'argument unsupported: QEMU guest agent is not configured');
+    const d = this.running(domain);
+    if (!this.guestAgent) throw lverr(VirErrorCode.ARGUMENT_UNSUPPORTED, 'argument unsupported: QEMU guest agent is not configured');
+    this.frozenFs.add(d.uuid);
+    return 2;
+  }
+
+  async getState(domain: string): Promise<DomainState> {
+    this.record('getState', [domain]);
+    await this.answer('getState');
+    const d = this.running(domain);
+    return this.paused.has(d.uuid) ? { state: 'paused', reason: PAUSED_USER } : { state: 'running', reason: 1 };
   }
 
   async fsThaw(domain: string): Promise<number> {
     this.record('fsThaw', [domain]);
     await this.answer('fsThaw');
-    return 0;
+    const d = this.running(domain);
+    return this.frozenFs.delete(d.uuid) ? 2 : 0;
   }
 
   async versions(): Promise<Versions> {

@@ -31,7 +31,7 @@ async function start(
   const groups = new GroupManager({ jobs, log: silentLogger });
   await groups.start();
   t.teardown(async () => {
-    groups.stop();
+    await groups.stop();
     await jobs.stop();
   });
   return { jobs, groups };
@@ -153,7 +153,7 @@ t.test('at start-up a group record whose jobs are gone is removed, never read as
   const s = await setup(t);
   await readyGroup(s, 'orphan');
   await s.groups.abortGroup({ groupId: 'orphan' });
-  s.groups.stop();
+  await s.groups.stop();
   await s.jobs.stop();
   for (const f of files(s.stateDir, 'job-')) rmSync(join(s.stateDir, f));
   t.ok(existsSync(join(s.stateDir, 'group-orphan.json')), 'the group record is there');

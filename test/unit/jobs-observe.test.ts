@@ -11,7 +11,7 @@ import type { JobRecord } from '../../src/jobs/journal.js';
 import { JobManager } from '../../src/jobs/manager.js';
 import { POLICY, stateFromMirror } from '../../src/jobs/observe.js';
 import { REQUEST_OF } from '../../src/jobs/state-machine.js';
-import { LibvirtError } from '../../src/libvirt/index.js';
+import { LibvirtError, LibvirtTimeout } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeConnection, ownRoot, type FakeDomain } from './fake-connection.js';
 
@@ -259,4 +259,24 @@ t.test("with no copy and the disk on its source, a journaled blockCopy is still 
     state: 'failed',
     error: { name: 'libvirtError', message: /never started \(the agent stopped while starting it\)/ },
   });
+});
+
+t.test("a live XML libvirtd did not give is no evidence: the copy is not declared 'never started' on it", async (t) => {
+  const w = await world(t);
+  w.patch((r) => {
+    r.intent = { op: 'blockCopy', at: '2020-01-01T00:00:00.000Z' };
+  });
+  w.conn.disk(w.dom).mirror = null;
+  w.conn.disk(w.dom).job = null;
+  w.conn.failNext.set('getXml', new LibvirtTimeout('libvirtd did not answer getXml within 10000 ms; it may still take effect'));
+  const agent = w.manager();
+  await agent.start();
+  t.equal((await agent.jobInfo({ jobId: w.jobId })).job.state, 'copying', 'not concluded while the XML could not be read');
+  const end = Date.now() + 3000;
+  let job = (await agent.jobInfo({ jobId: w.jobId })).job;
+  while (job.state !== 'failed' && Date.now() < end) {
+    await sleep(20);
+    job = (await agent.jobInfo({ jobId: w.jobId })).job;
+  }
+  t.match(job, { state: 'failed', error: { message: /never started/ } }, 'the next look, with the XML read, concludes it');
 });
