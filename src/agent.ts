@@ -273,6 +273,9 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       if (!!next.tls !== !!tls || !next.listen.enabled) {
         throw new Error('a reload cannot turn TLS or the listener on or off: restart the agent');
       }
+      if (next.listen.host !== cfg.listen.host || next.listen.port !== cfg.listen.port) {
+        log.warn('the listen address changes only at the next start', { host: next.listen.host, port: next.listen.port });
+      }
       // Everything read and checked first: a bad file or rule leaves everything as it was.
       const nextTokens = readTokens(next);
       const nextTls = next.tls ? readTls(next.tls) : null;
