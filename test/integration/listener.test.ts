@@ -93,6 +93,19 @@ t.test("Python's websocket-client with its defaults drives a copy end to end", a
   t.match(await hv.liveXml(dom), `<source file='${dest}'`, 'the guest runs on the copy');
 });
 
+t.test("Python's websocket-client over wss:// (it sends an http:// Origin)", async (t) => {
+  const pki = await makePki(t);
+  const agent = await serveAgent(t, { config: { tls: { cert: pki.serverCert, key: pki.serverKey } } });
+  const script = [
+    'import json, ssl, sys, websocket',
+    'ws = websocket.create_connection(sys.argv[1], header=["Authorization: Bearer " + sys.argv[2]], sslopt={"ca_certs": sys.argv[3]})',
+    'ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "capabilities", "params": {}}))',
+    'print(ws.recv())',
+  ].join('\n');
+  const { stdout } = await run('/usr/bin/python3', ['-c', script, agent.url, agent.token, pki.ca], { timeout: 60_000 });
+  t.match(JSON.parse(stdout), { id: 1, result: { agent: { name: 'blockcopy-agent' } } }, 'served');
+});
+
 t.test('Origin and Host: own accepted, foreign refused', async (t) => {
   const agent = await serveAgent(t);
   const port = Number(new URL(agent.url).port);
