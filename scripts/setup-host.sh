@@ -12,7 +12,8 @@ URI=qemu:///system
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
           qemu-system-x86 qemu-utils pkg-config openssl)
 # Extra packages the test suite uses (Ansible playbooks, linters). BLOCKCOPY_SETUP_MINIMAL=1 skips them.
-TEST_PACKAGES=(ansible-core yamllint pycodestyle systemd nasm prometheus ansible-lint debootstrap lintian dpkg-dev)
+TEST_PACKAGES=(ansible-core yamllint pycodestyle systemd nasm prometheus ansible-lint debootstrap lintian dpkg-dev
+               python3-websocket)
 
 missing=()
 wanted=("${PACKAGES[@]}")

@@ -1,5 +1,5 @@
 // Composition root: libvirt connection → job manager → RPC server → transports.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, type X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
@@ -14,7 +14,8 @@ import type { AuditEntry } from './generated/api.js';
 import { RpcServer } from './rpc/server.js';
 import { SchemaSet } from './schemas.js';
 import { resolvesToLoopbackOnly } from './net/addresses.js';
-import { Authenticator, loadTokens } from './transport/auth.js';
+import { Authenticator, loadTokens, type AuthPolicy, type TokenEntry } from './transport/auth.js';
+import { pemCertificates } from './transport/peer-cert.js';
 import type { FlowLimits } from './transport/flow.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
 import { ConnectionSupervisor } from './supervisor.js';
@@ -44,10 +45,12 @@ export interface Agent {
   /** Resolves when the stdio transport's input ended (never, without stdio). */
   readonly stdioEnded: Promise<StdioEnd>;
   /**
-   * Reads the tokens file and TLS material again (SIGHUP); connections whose token is gone or
-   * changed are closed. On a bad file, the old credentials stay and the error is thrown.
+   * Applies the auth rules, Host/Origin rules, tokens file and TLS material of `next` (the config
+   * read again on SIGHUP; default: the running one, files read again). Open sessions whose
+   * credential no longer passes, or now makes another principal, are closed. On a bad file or
+   * rule, the old credentials stay and the error is thrown. Other settings need a restart.
    */
-  reload(): { closed: number };
+  reload(next?: ResolvedConfig): { closed: number };
   close(): Promise<void>;
 }
 
@@ -58,27 +61,42 @@ export class StateDirBusy extends Error {
 }
 
 function readTls(tls: NonNullable<ResolvedConfig['tls']>) {
-  return {
+  const material = {
     cert: readFileSync(tls.cert),
     key: readFileSync(tls.key),
     ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
     requestCert: !!tls.ca,
     rejectUnauthorized: !!tls.ca && !!tls.requireClientCert,
   };
+  const clientCas = material.ca ? pemCertificates(material.ca) : [];
+  if (material.ca && clientCas.length === 0) throw new Error(`the CA file ${tls.ca} holds no certificate`);
+  return { material, clientCas, serverCert: pemCertificates(material.cert)[0] ?? null };
 }
 
-/** Plaintext only on loopback, decided on what the name resolves to ('localhost' could be 0.0.0.0 in /etc/hosts). */
-async function refuseInsecureListener(cfg: ResolvedConfig): Promise<void> {
-  if (!cfg.listen.enabled || cfg.tls) return;
+/**
+ * The one resolution of the listen host (the agent binds the address found here, so the name
+ * cannot mean something else at bind time). Plaintext only if every address it stands for is
+ * loopback ('localhost' could be 0.0.0.0 in /etc/hosts); the listener checks again on the
+ * socket it actually bound.
+ */
+async function listenAddress(cfg: ResolvedConfig): Promise<string> {
   const { loopback, addresses } = await resolvesToLoopbackOnly(cfg.listen.host).catch((e: Error) => {
     throw new Error(`cannot resolve the listen host ${cfg.listen.host}: ${e.message}`);
   });
-  if (!loopback) {
+  if (!loopback && !cfg.tls) {
     throw new Error(
       `refusing to listen on ${cfg.listen.host} (${addresses.join(', ')}) without TLS: configure tls (cert, key) or bind to a loopback address`,
     );
   }
+  return addresses[0]!;
 }
+
+/** The Host/Origin rules of the config (origin.ts). */
+const originRules = (cfg: ResolvedConfig, serverCert: X509Certificate | null) => ({
+  hostNames: cfg.listen.allowedHostNames,
+  allowedOrigins: cfg.listen.allowedOrigins,
+  serverCert,
+});
 
 /**
  * What the agent opened, closed in the reverse order: one list for a failed start and for
@@ -108,12 +126,18 @@ class Teardown {
 
 export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promise<Agent> {
   const log = opts.log;
-  await refuseInsecureListener(cfg);
+  const bindTo = cfg.listen.enabled ? await listenAddress(cfg) : null;
   const schemas = new SchemaSet();
   // Read credentials before anything else, so a bad tokens file stops the start cleanly.
-  const readTokens = () => (cfg.listen.enabled && cfg.auth.tokensFile ? loadTokens(cfg.auth.tokensFile, schemas) : []);
-  const tokens = readTokens();
+  const readTokens = (c: ResolvedConfig) => (c.listen.enabled && c.auth.tokensFile ? loadTokens(c.auth.tokensFile, schemas) : []);
+  const tokens = readTokens(cfg);
   const tls = cfg.listen.enabled && cfg.tls ? readTls(cfg.tls) : null;
+  const policy = (c: ResolvedConfig, t: typeof tls, tok: TokenEntry[]): AuthPolicy => ({
+    tokens: tok,
+    readOnlyPrincipals: c.auth.readOnlyPrincipals ?? [],
+    allowUnauthenticatedLoopback: !!c.auth.allowUnauthenticatedLoopback,
+    clientCas: t?.clientCas ?? [],
+  });
   const flow: FlowLimits = {
     maxBufferedBytes: cfg.limits.maxBufferedBytes,
     slowReaderMs: cfg.limits.slowReaderMs,
@@ -200,16 +224,11 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     if (cfg.listen.enabled) {
       // The local stdio relay proves it runs as root by reading this from the state directory.
       const relayToken = randomBytes(32).toString('hex');
-      auth = new Authenticator({
-        tokens,
-        readOnlyPrincipals: cfg.auth.readOnlyPrincipals ?? [],
-        allowUnauthenticatedLoopback: !!cfg.auth.allowUnauthenticatedLoopback,
-        relayToken,
-      });
+      auth = new Authenticator({ ...policy(cfg, tls, tokens), relayToken });
       const served = await startWebSocket(
         rpc,
         {
-          host: cfg.listen.host,
+          host: bindTo!,
           port: cfg.listen.port,
           maxPayload: cfg.maxPayloadBytes,
           heartbeatMs: cfg.heartbeatMs,
@@ -217,9 +236,10 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
           rate: { perSecond: cfg.limits.requestsPerSecond, burst: cfg.limits.burst },
           ...refusals(),
           flow,
-          allowedOrigins: cfg.listen.allowedOrigins,
+          origins: originRules(cfg, tls?.serverCert ?? null),
+          loopbackOnly: !tls,
           requestTimeoutMs: cfg.limits.requestTimeoutMs,
-          ...(tls ? { tls } : {}),
+          ...(tls ? { tls: tls.material } : {}),
           authenticate: auth.authenticate,
         },
         log,
@@ -248,15 +268,23 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     ws,
     metrics: metricsServer,
     stdioEnded,
-    reload() {
+    reload(next = cfg) {
       if (!ws || !auth) return { closed: 0 };
-      // Both read first: a bad file leaves everything as it was.
-      const next = readTokens();
-      const nextTls = cfg.tls ? readTls(cfg.tls) : null;
-      auth.setTokens(next);
-      if (nextTls) ws.setTls(nextTls);
+      if (!!next.tls !== !!tls || !next.listen.enabled) {
+        throw new Error('a reload cannot turn TLS or the listener on or off: restart the agent');
+      }
+      if (next.listen.host !== cfg.listen.host || next.listen.port !== cfg.listen.port) {
+        log.warn('the listen address changes only at the next start', { host: next.listen.host, port: next.listen.port });
+      }
+      // Everything read and checked first: a bad file or rule leaves everything as it was.
+      const nextTokens = readTokens(next);
+      const nextTls = next.tls ? readTls(next.tls) : null;
+      auth.setPolicy(policy(next, nextTls, nextTokens));
+      if (nextTls) ws.setTls(nextTls.material);
+      ws.setOrigins(originRules(next, nextTls?.serverCert ?? null));
+      // Every open session judged again: token, certificate chain and subject, read-only rules.
       const closed = ws.revalidate((p) => auth!.stillValid(p));
-      log.info('credentials reloaded', { tokens: next.length, tls: !!nextTls, closedConnections: closed });
+      log.info('credentials reloaded', { tokens: nextTokens.length, tls: !!nextTls, closedConnections: closed });
       return { closed };
     },
     // Never touches running copies: QEMU keeps them, the next start adopts them.

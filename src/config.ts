@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import type { AgentConfig } from './generated/api.js';
 import { ConfigError, configOptions, convert, SHORTHANDS, type ConfigOption } from './config-options.js';
 import { SchemaSet } from './schemas.js';
+import { readOnlyRules } from './transport/auth.js';
 
 export { ConfigError } from './config-options.js';
 
@@ -98,6 +99,14 @@ export function resolveConfig(
   const cfg = structuredClone(base);
   for (const o of layers) apply(cfg, o, byFlag, schemas);
   const problems = configProblems(cfg, schemas);
+  if (problems.length === 0) {
+    // What the schema cannot say: read-only entries must be names or distinguished names.
+    try {
+      readOnlyRules((cfg as AgentConfig).auth?.readOnlyPrincipals ?? []);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+  }
   if (problems.length > 0) throw new ConfigError(`invalid configuration${file ? ` (${file})` : ''}:\n  ${problems.join('\n  ')}`);
   return cfg as ResolvedConfig;
 }

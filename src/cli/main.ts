@@ -25,7 +25,8 @@ ${CLIENT_HELP}`,
 
 Serves JSON-RPC 2.0 on a WebSocket (see --listen-host, --listen-port). SIGTERM/SIGINT stop the agent
 cleanly; running copies continue inside QEMU and are adopted at the next start. SIGHUP
-reloads the tokens file and TLS material (connections whose token was revoked are closed).
+reloads the config's auth and Host/Origin rules, the tokens file and the TLS material (connections
+whose credentials no longer pass, or now make another principal, are closed).
 
 Options (each also an environment variable; flags win over the environment, the environment
 over the file, the file over the defaults of schemas/config.schema.json):
@@ -180,10 +181,11 @@ async function main(argv: string[]): Promise<void> {
   };
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
-  // SIGHUP reloads credentials (tokens file, TLS material); it used to end the process.
+  // SIGHUP reads the config again and reloads what concerns who may connect (auth rules, Host and
+  // Origin rules, tokens file, TLS material); it used to end the process.
   process.on('SIGHUP', () => {
     try {
-      agent.reload();
+      agent.reload(loadConfig((v.config as string | undefined) ?? process.env.BLOCKCOPY_CONFIG, envOverrides(), flags));
     } catch (e) {
       log.error('reload failed; the previous credentials stay in force', { error: (e as Error).message });
     }

@@ -25,7 +25,9 @@ export function relayStdio(holder: LockInfo, opts: RelayOptions): Promise<void> 
   const input = opts.input ?? process.stdin;
   const output = opts.output ?? process.stdout;
   const listen = holder.listen!;
-  const host = listen.host.includes(':') ? `[${listen.host}]` : listen.host;
+  // The daemon accepts the relay token only from a loopback peer: a wildcard bind is reached there.
+  const bound = listen.host === '0.0.0.0' ? '127.0.0.1' : listen.host === '::' ? '::1' : listen.host;
+  const host = bound.includes(':') ? `[${bound}]` : bound;
   // The daemon's own certificate may name another host than loopback: the relay token, read
   // from the root-only state directory, is what authenticates both ends here.
   const ws = new WebSocket(`${holder.tls ? 'wss' : 'ws'}://${host}:${listen.port}`, {

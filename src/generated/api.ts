@@ -407,9 +407,13 @@ export interface AgentConfig {
      */
     port?: number;
     /**
-     * Origins (scheme://host[:port]) of browser pages allowed to open a WebSocket. A WebSocket upgrade carrying any other Origin header is refused with HTTP 403 (cross-site WebSocket hijacking); clients that are not browsers send no Origin and are unaffected.
+     * Origins (scheme://host[:port]) of browser pages allowed to open a WebSocket, besides the agent's own origin (its scheme and a Host it answers to, which non-browser clients such as Python's websocket-client send by default). A WebSocket upgrade carrying any other Origin header is refused with HTTP 403 (cross-site WebSocket hijacking). Reloaded on SIGHUP.
      */
     allowedOrigins?: string[];
+    /**
+     * Host names (DNS names, no port) clients may reach the agent by, besides its own addresses: the bound address, loopback names (localhost, 127.0.0.1, ::1) when bound to loopback, every local address when bound to 0.0.0.0 or ::, and the DNS and IP names of the server certificate. A WebSocket upgrade whose Host header names anything else is refused with HTTP 403 (DNS rebinding). Reloaded on SIGHUP.
+     */
+    allowedHostNames?: string[];
   };
   /**
    * Directory for the job journal (one JSON file per job).
@@ -487,7 +491,7 @@ export interface AgentConfig {
      */
     tokensFile?: string;
     /**
-     * Principals (token names or client-certificate subjects) that may call only jobInfo, listJobs, wait, capabilities, subscribe, unsubscribe and rpc.discover.
+     * Principals that may call only jobInfo, listJobs, wait, capabilities, subscribe, unsubscribe and rpc.discover: token names (and `loopback`), or client-certificate subjects written as distinguished names (any entry with '='). A DN matches a certificate whose subject has every attribute it names, in any order and letter case (`CN=viewer,O=ops,C=US`, `C=US,O=ops,CN=viewer` and `/C=US/O=ops/CN=viewer` are the same; `CN=viewer` alone makes every certificate with that CN read-only). An entry that is neither a valid name nor a valid DN is a configuration error. Reloaded on SIGHUP; see docs/security.md.
      */
     readOnlyPrincipals?: string[];
     /**
@@ -1356,7 +1360,8 @@ export const DEFAULTS = {
       "enabled": true,
       "host": "127.0.0.1",
       "port": 7879,
-      "allowedOrigins": []
+      "allowedOrigins": [],
+      "allowedHostNames": []
     },
     "stateDir": "/var/lib/blockcopy-agent",
     "logLevel": "info",

@@ -1,13 +1,16 @@
 // Who is on the other end of a WebSocket: a client certificate (mTLS), a bearer token, the
-// local stdio relay, or nobody. Every refusal looks the same to the peer.
-import { createHash, timingSafeEqual } from 'node:crypto';
+// local stdio relay (loopback peers only), or nobody. Every refusal looks the same to the peer.
+// Each principal keeps the credential it proved itself with, judged again on every reload.
+import { createHash, timingSafeEqual, type X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import type { TokensFile } from '../generated/api.js';
 import { isLoopbackAddress } from '../net/addresses.js';
+import { dnCovers, formatDn, parseDn, type Dn } from '../net/dn.js';
 import type { Principal } from '../rpc/session.js';
 import type { SchemaSet } from '../schemas.js';
+import { chainTrusted, peerCertificate, type PeerCertificate } from './peer-cert.js';
 
 export class AuthConfigError extends Error {}
 
@@ -62,42 +65,118 @@ export function loadTokens(path: string, schemas: SchemaSet): TokenEntry[] {
   });
 }
 
-export interface AuthOptions {
+/** `auth.readOnlyPrincipals`, read: plain names (tokens, `loopback`) and certificate subjects. */
+export interface ReadOnlyRules {
+  names: Set<string>;
+  subjects: Dn[];
+}
+
+const NAME = /^[A-Za-z0-9._@:-]{1,128}$/;
+
+/**
+ * Reads `auth.readOnlyPrincipals`: an entry with '=' is a distinguished name (parsed, see
+ * src/net/dn.ts), any other a principal name. An entry that is neither is an error, so a
+ * misspelt subject cannot silently match nothing.
+ */
+export function readOnlyRules(entries: string[]): ReadOnlyRules {
+  const rules: ReadOnlyRules = { names: new Set(), subjects: [] };
+  entries.forEach((e, i) => {
+    if (!e.includes('=')) {
+      if (!NAME.test(e))
+        throw new AuthConfigError(
+          `auth.readOnlyPrincipals[${i}] is neither a principal name nor a distinguished name: '${e.slice(0, 200)}'`,
+        );
+      rules.names.add(e);
+      return;
+    }
+    try {
+      rules.subjects.push(parseDn(e));
+    } catch (x) {
+      throw new AuthConfigError(
+        `auth.readOnlyPrincipals[${i}] is not a valid distinguished name (${(x as Error).message}): '${e.slice(0, 200)}'`,
+      );
+    }
+  });
+  return rules;
+}
+
+/** What may change on a reload (SIGHUP). */
+export interface AuthPolicy {
   tokens: TokenEntry[];
   readOnlyPrincipals: string[];
   allowUnauthenticatedLoopback: boolean;
+  /** The CA certificates client certificates must lead to (mTLS); [] without mTLS. */
+  clientCas: X509Certificate[];
+}
+
+export interface AuthOptions extends AuthPolicy {
   /** The per-start secret of the local stdio relay (kept in the root-only state directory). */
   relayToken: string;
 }
 
+/** How a principal proved who it is: kept with it, judged again on every reload. */
+type Credential =
+  { kind: 'token'; entry: TokenEntry } | { kind: 'certificate'; cert: PeerCertificate } | { kind: 'loopback' } | { kind: 'relay' };
+
 /**
- * Decides who a WebSocket peer is. The tokens can be replaced (SIGHUP); `stillValid` then tells
- * whether a connected principal's token is still in the file unchanged.
+ * Decides who a WebSocket peer is. The policy can be replaced (SIGHUP); `stillValid` then tells
+ * whether a connected principal's credential still passes and still makes the same principal.
  */
 export class Authenticator {
   private entries: TokenEntry[] = [];
-  private readonly readOnly: Set<string>;
+  private policy!: AuthPolicy;
+  private readOnly!: ReadOnlyRules;
   private readonly relay: TokenEntry;
-  /** Which token entry authenticated a principal (absent: certificate or loopback). */
-  private readonly via = new WeakMap<Principal, TokenEntry>();
+  private readonly credentials = new WeakMap<Principal, Credential>();
 
-  constructor(private readonly opts: AuthOptions) {
-    this.readOnly = new Set(opts.readOnlyPrincipals);
+  constructor(opts: AuthOptions) {
     this.relay = { name: 'local-stdio', digest: digest(opts.relayToken), readOnly: false };
-    this.setTokens(opts.tokens);
+    this.setPolicy(opts);
   }
 
-  setTokens(tokens: TokenEntry[]): void {
-    this.entries = [...tokens, this.relay];
+  /** Replaces tokens, read-only rules and client CAs at once; throws (and keeps the old) on a bad rule. */
+  setPolicy(policy: AuthPolicy): void {
+    const readOnly = readOnlyRules(policy.readOnlyPrincipals);
+    this.policy = policy;
+    this.readOnly = readOnly;
+    this.entries = [...policy.tokens, this.relay];
   }
 
+  /** The principal a credential makes under the policy in force, or null if it no longer passes. */
+  private decide(c: Credential): Principal | null {
+    switch (c.kind) {
+      case 'relay':
+        return { name: this.relay.name, readOnly: false };
+      case 'loopback':
+        return this.policy.allowUnauthenticatedLoopback ? { name: 'loopback', readOnly: this.readOnly.names.has('loopback') } : null;
+      case 'token': {
+        const used = c.entry;
+        const e = this.entries.find(
+          (x) => x === used || (x.name === used.name && x.readOnly === used.readOnly && x.digest.equals(used.digest)),
+        );
+        return e ? { name: e.name, readOnly: e.readOnly || this.readOnly.names.has(e.name) } : null;
+      }
+      case 'certificate': {
+        if (!chainTrusted(c.cert, this.policy.clientCas)) return null;
+        const subject = c.cert.subject;
+        // A restriction list: a rule matching more certificates only takes access away.
+        return { name: formatDn(subject), readOnly: this.readOnly.subjects.some((rule) => dnCovers(rule, subject)) };
+      }
+    }
+  }
+
+  private admit(c: Credential): Principal | null {
+    const p = this.decide(c);
+    if (p) this.credentials.set(p, c);
+    return p;
+  }
+
+  /** Whether a connected principal would still be let in as the same principal (name and access). */
   stillValid(p: Principal): boolean {
-    const used = this.via.get(p);
-    return (
-      !used ||
-      this.entries.includes(used) ||
-      this.entries.some((e) => e.name === used.name && e.readOnly === used.readOnly && e.digest.equals(used.digest))
-    );
+    const c = this.credentials.get(p);
+    if (!c) return true;
+    const now = this.decide(c);
+    return !!now && now.name === p.name && now.readOnly === p.readOnly;
   }
 
   readonly authenticate = (req: IncomingMessage): Principal | null => {
@@ -105,13 +184,8 @@ export class Authenticator {
     if (/[?&](access_token|token|auth)=/i.test(req.url ?? '')) return null;
     const sock = req.socket as TLSSocket;
     if (sock.encrypted && sock.authorized) {
-      const cert = sock.getPeerCertificate();
-      const subject = cert?.subject
-        ? Object.entries(cert.subject)
-            .map(([k, v]) => `${k}=${v}`)
-            .join(',')
-        : '';
-      if (subject) return { name: subject, readOnly: this.readOnly.has(subject) };
+      const cert = peerCertificate(sock);
+      if (cert) return this.admit({ kind: 'certificate', cert });
     }
     const m = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? '');
     if (m) {
@@ -120,13 +194,13 @@ export class Authenticator {
       let found: TokenEntry | null = null;
       for (const e of this.entries) if (timingSafeEqual(e.digest, d) && !found) found = e;
       if (!found) return null;
-      const p = { name: found.name, readOnly: found.readOnly || this.readOnly.has(found.name) };
-      this.via.set(p, found);
-      return p;
+      if (found === this.relay) {
+        // The relay runs on this host: its secret is worth nothing from anywhere else.
+        return isLoopbackAddress(req.socket.remoteAddress) ? this.admit({ kind: 'relay' }) : null;
+      }
+      return this.admit({ kind: 'token', entry: found });
     }
-    if (this.opts.allowUnauthenticatedLoopback && !sock.encrypted && isLoopbackAddress(req.socket.remoteAddress)) {
-      return { name: 'loopback', readOnly: this.readOnly.has('loopback') };
-    }
+    if (!sock.encrypted && isLoopbackAddress(req.socket.remoteAddress)) return this.admit({ kind: 'loopback' });
     return null;
   };
 }

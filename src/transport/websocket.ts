@@ -5,6 +5,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Flow, type FlowLimits } from './flow.js';
+import { OriginCheck, type OriginPolicy } from './origin.js';
+import { isLoopbackAddress } from '../net/addresses.js';
 import { TokenBucket } from './rate-limit.js';
 import type { Logger } from '../log.js';
 import type { RefusalKind } from '../metrics/observer.js';
@@ -27,8 +29,10 @@ export interface WebSocketOptions {
   rate?: { perSecond: number; burst: number };
   /** Output and pending-call bounds of each connection (see flow.ts). */
   flow: FlowLimits;
-  /** Origins whose browser pages may connect; an upgrade with any other Origin header is refused. */
-  allowedOrigins?: string[];
+  /** Host and Origin rules (origin.ts); the bound address and scheme are the listener's own. */
+  origins: Omit<OriginPolicy, 'bound' | 'tls'>;
+  /** Without TLS: refuse to serve (close, throw) unless the socket actually bound is loopback. */
+  loopbackOnly?: boolean;
   /** A request (headers included) not complete after this long is dropped. */
   requestTimeoutMs: number;
   /** Told of every refused connection or request (metrics). */
@@ -39,9 +43,17 @@ export interface WebSocketTransport {
   readonly address: { host: string; port: number };
   /** Replaces the TLS material for new connections (SIGHUP). */
   setTls(tls: SecureContextOptions): void;
+  /** Replaces the Host and Origin rules (SIGHUP). */
+  setOrigins(origins: Omit<OriginPolicy, 'bound' | 'tls'>): void;
   /** Closes (1008) every connection whose principal `valid` now refuses; returns how many. */
   revalidate(valid: (p: Principal) => boolean): number;
   close(): Promise<void>;
+}
+
+export class InsecureListener extends Error {
+  constructor(readonly address: string) {
+    super(`refusing to serve on ${address} without TLS: configure tls (cert, key) or bind to a loopback address`);
+  }
 }
 
 /** Close codes: 1008 policy violation (credentials revoked, output not read). */
@@ -67,7 +79,7 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
   const alive = new WeakMap<WebSocket, boolean>();
   const conns = new Map<WebSocket, { session: Session; flow: Flow }>();
   const principals = new WeakMap<IncomingMessage, Principal>();
-  const origins = new Set(opts.allowedOrigins ?? []);
+  let origins: OriginCheck | null = null; // set once the address is known, before any connection
 
   // Refusals happen at the HTTP upgrade, before a WebSocket (let alone a method) exists, and a
   // wrong credential gets exactly the answer a missing one gets.
@@ -79,10 +91,13 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     socket.on('error', () => {});
     // The upgraded socket is ours now: the HTTP server's idle timeout must not cut it.
     socket.setTimeout(0);
-    const origin = req.headers.origin;
-    if (origin !== undefined && !origins.has(origin)) {
-      // A browser page elsewhere (cross-site WebSocket hijacking): no agent page exists to be same-origin with.
-      log.warn('connection refused: foreign Origin', { peer: req.socket.remoteAddress, origin: origin.slice(0, 200) });
+    const verdict = origins?.check(req) ?? { ok: false, why: 'host', detail: '' };
+    if (!verdict.ok) {
+      // A page elsewhere (cross-site WebSocket hijacking), or reached by a name that is not ours (DNS rebinding).
+      log.warn(`connection refused: foreign ${verdict.why === 'host' ? 'Host' : 'Origin'}`, {
+        peer: req.socket.remoteAddress,
+        [verdict.why]: verdict.detail,
+      });
       return refuse(socket, '403 Forbidden');
     }
     if (opts.maxConnections !== undefined && wss.clients.size >= opts.maxConnections) {
@@ -177,9 +192,19 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
     });
   });
   const addr = http.address() as AddressInfo;
+  // Judged on the socket actually bound, not on what a name resolved to a moment before.
+  if (opts.loopbackOnly && !opts.tls && !isLoopbackAddress(addr.address)) {
+    clearInterval(heartbeat);
+    await new Promise<void>((r) => http.close(() => r()));
+    throw new InsecureListener(addr.address);
+  }
+  origins = new OriginCheck({ ...opts.origins, bound: addr.address, tls: !!opts.tls });
 
   return {
     address: { host: addr.address, port: addr.port },
+    setOrigins(o) {
+      origins!.set({ ...o, bound: addr.address, tls: !!opts.tls });
+    },
     setTls(tls) {
       if (!opts.tls) throw new Error('this listener has no TLS to replace');
       (http as HttpsServer).setSecureContext(tls);

@@ -14,6 +14,8 @@ export interface Pki {
   serverCert: string;
   serverKey: string;
   client: { cert: string; key: string; subject: string };
+  /** A client certificate with a three-RDN subject (C=US, O=ops, CN=viewer). */
+  viewerClient: { cert: string; key: string; subject: string };
   rogueClient: { cert: string; key: string };
   expiredClient: { cert: string; key: string };
 }
@@ -32,7 +34,7 @@ async function selfSignedCa(dir: string, name: string, cn: string) {
 
 async function signed(dir: string, name: string, cn: string, ca: string, ext: string) {
   await newKey(dir, name);
-  await openssl(dir, 'req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${cn}`);
+  await openssl(dir, 'req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', cn.startsWith('/') ? cn : `/CN=${cn}`);
   writeFileSync(join(dir, `${name}.ext`), ext);
   await openssl(
     dir,
@@ -62,6 +64,7 @@ export async function makePki(host: TeardownHost): Promise<Pki> {
   await signed(dir, 'server', '127.0.0.1', 'ca', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
   await signed(dir, 'client', 'ops-admin', 'ca', 'extendedKeyUsage=clientAuth\n');
   await signed(dir, 'rogue', 'ops-admin', 'rogue-ca', 'extendedKeyUsage=clientAuth\n');
+  await signed(dir, 'viewer', '/C=US/O=ops/CN=viewer', 'ca', 'extendedKeyUsage=clientAuth\n');
   // An expired certificate from the right CA: `openssl ca` is the tool that takes explicit dates.
   writeFileSync(join(dir, 'index.txt'), '');
   writeFileSync(join(dir, 'serial'), '1000\n');
@@ -112,6 +115,7 @@ export async function makePki(host: TeardownHost): Promise<Pki> {
     serverKey: p('server.key'),
     client: { cert: p('client.pem'), key: p('client.key'), subject: 'CN=ops-admin' },
     rogueClient: { cert: p('rogue.pem'), key: p('rogue.key') },
+    viewerClient: { cert: p('viewer.pem'), key: p('viewer.key'), subject: 'CN=viewer,O=ops,C=US' },
     expiredClient: { cert: p('expired.pem'), key: p('expired.key') },
   };
 }
