@@ -139,6 +139,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   const lock = await acquireStateLock(cfg.stateDir);
   if (!lock.acquired) throw new StateDirBusy(lock.holder);
   teardown.add('state directory lock', () => lock.release());
+  log.info('state directory owned', { stateDir: cfg.stateDir });
   let ws: WebSocketTransport | null = null;
   let auth: Authenticator | null = null;
   let metricsServer: MetricsServer | null = null;
