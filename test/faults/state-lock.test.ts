@@ -122,13 +122,18 @@ t.test('a lock held but not yet written (an owner just started) is not taken', a
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
-  child.stderr!.on('data', (d) => {
-    log += d;
-  });
+  const exited = new Promise<number | null>((r) => child.once('exit', r));
+  // An agent that took the lock goes on to libvirt: stopped there, it has failed the test.
+  const tookIt = new Promise<'took it'>((resolve) =>
+    child.stderr!.on('data', (d) => {
+      log += d;
+      if (/"msg":"(state directory owned|libvirt connection)"/.test(log)) resolve('took it');
+    }),
+  );
   t.teardown(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   });
-  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  const code = await Promise.race([exited, tookIt]);
   t.equal(code, 1, `the agent does not start (exit ${code})`);
   t.match(log, /another agent owns this state directory/, 'it says the directory is owned');
   t.ok(
