@@ -2,8 +2,9 @@
 // no second process, no token). Who may connect is decided by the file system, as libvirt does
 // for its root socket: the directory is 0700 and the socket 0600, both owned by the agent's
 // user, and every directory above it trustworthy (own-files.ts); a directory that is not is
-// refused, never changed. Node has no SO_PEERCRED API, and reading it through the native addon would only repeat
-// what the kernel already enforces on connect(): a caller that can open the socket is root.
+// refused, never changed. Node has no SO_PEERCRED API, and reading it through the native addon
+// would only repeat what the kernel already enforces on connect(): a caller that can open the
+// socket is root.
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
