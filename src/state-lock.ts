@@ -45,26 +45,18 @@ function readAll(fd: number): string {
   return buf.subarray(0, n).toString('utf8');
 }
 
-/**
- * What the lock file says, once it names a live process: the owner writes it right after
- * taking the lock, so an empty, torn or older owner's content is read again for a while.
- */
-async function readHolder(path: string, waitMs = 3000): Promise<LockInfo | null> {
-  const until = Date.now() + waitMs;
-  for (;;) {
+/** What the lock file says, if it names a live process other than this one. */
+function readHolder(path: string): LockInfo | null {
+  try {
+    const fd = openOwnFile(path, 'read');
     try {
-      const fd = openOwnFile(path, 'read');
-      try {
-        const info = JSON.parse(readAll(fd)) as LockInfo;
-        if (typeof info?.pid === 'number' && info.pid !== process.pid && alive(info.pid)) return info;
-      } finally {
-        closeSync(fd);
-      }
-    } catch {
-      /* empty, torn or gone: read again */
+      const info = JSON.parse(readAll(fd)) as LockInfo;
+      return typeof info?.pid === 'number' && info.pid !== process.pid && alive(info.pid) ? info : null;
+    } finally {
+      closeSync(fd);
     }
-    if (Date.now() >= until) return null;
-    await new Promise((r) => setTimeout(r, 25));
+  } catch {
+    return null; // empty, torn or gone
   }
 }
 
@@ -75,43 +67,58 @@ function writeInPlace(fd: number, text: string): void {
 }
 
 /**
- * Checks (and creates, 0700) the state directory, then takes its lock without waiting. The
- * lock file is opened as the agent's own (no symbolic link, its user's, one link, 0600).
+ * Checks (and creates, 0700) the state directory, then takes its lock without waiting for it.
+ * The lock file is opened as the agent's own (no symbolic link, its user's, one link, 0600).
+ * While it is held by an owner that has not said who it is yet (it writes right after taking
+ * the lock; or it is stopping and has emptied it), the lock is tried again for `waitMs`.
  */
-export async function acquireStateLock(stateDir: string, flock: Flock = native.flock): Promise<LockResult> {
+export async function acquireStateLock(stateDir: string, flock: Flock = native.flock, waitMs = 3000): Promise<LockResult> {
   await checkOwnDirectory(stateDir, 'state directory', { create: true });
   const path = join(stateDir, LOCK_FILE);
-  for (let attempt = 0; attempt < 3; attempt++) {
+  const until = Date.now() + waitMs;
+  for (;;) {
     const fd = openOwnFile(path, 'lock');
     let held = false;
     try {
-      if (!flock(fd, true, true)) return { acquired: false, holder: await readHolder(path) };
-      // The path still names the file locked (the agent never removes it; someone else might have).
-      const locked = fstatSync(fd);
-      const now = lstatSync(path, { throwIfNoEntry: false });
-      if (!now || now.ino !== locked.ino || now.dev !== locked.dev) continue;
-      const write = (info: LockInfo) => writeInPlace(fd, JSON.stringify(info));
-      write({ pid: process.pid, listen: null });
-      held = true;
-      let released = false;
-      return {
-        acquired: true,
-        update: write,
-        release: () => {
-          if (released) return;
-          released = true;
-          // Emptied of the owner's details (the relay token), not removed: a removed lock file
-          // lets a waiter lock a file nobody finds. Kept a block long, for a full filesystem.
-          try {
-            writeInPlace(fd, '{}');
-          } finally {
-            closeSync(fd);
-          }
-        },
-      };
+      if (flock(fd, true, true)) {
+        // The path still names the file locked (the agent never removes it; someone else might have).
+        const locked = fstatSync(fd);
+        const now = lstatSync(path, { throwIfNoEntry: false });
+        if (now?.ino === locked.ino && now.dev === locked.dev) {
+          const lock = owned(fd);
+          held = true;
+          return lock;
+        }
+      } else {
+        const holder = readHolder(path);
+        if (holder || Date.now() >= until) return { acquired: false, holder };
+      }
     } finally {
       if (!held) closeSync(fd);
     }
+    if (Date.now() >= until) throw new Error(`cannot take the lock ${path}: it keeps being replaced`);
+    await new Promise((r) => setTimeout(r, 25));
   }
-  throw new Error(`cannot take the lock ${path}: it keeps being replaced`);
+}
+
+/** The lock, held on `fd`: its content written now, updated in place, emptied on release. */
+function owned(fd: number): LockResult {
+  const write = (info: LockInfo) => writeInPlace(fd, JSON.stringify(info));
+  write({ pid: process.pid, listen: null });
+  let released = false;
+  return {
+    acquired: true,
+    update: write,
+    release: () => {
+      if (released) return;
+      released = true;
+      // Emptied of the owner's details (the relay token), not removed: a removed lock file
+      // lets a waiter lock a file nobody finds. Kept a block long, for a full filesystem.
+      try {
+        writeInPlace(fd, '{}');
+      } finally {
+        closeSync(fd);
+      }
+    },
+  };
 }

@@ -81,3 +81,14 @@ t.test('the state lock: ownership is the flock, the file only tells who holds it
   first.release();
   t.same(JSON.parse(readFileSync(join(d, 'agent.lock'), 'utf8')), {}, 'released: emptied of the token, not removed');
 });
+
+t.test('the state lock held elsewhere: the holder the file names, or none once the wait is over', async (t) => {
+  const d = join(scratch(t), 's');
+  const mine = await acquireStateLock(d, () => true);
+  if (!mine.acquired) return t.fail('the first takes it');
+  mine.update({ pid: process.ppid, listen: null, socket: '/run/x.sock' });
+  const busy = await acquireStateLock(d, () => false, 100);
+  t.match(busy, { acquired: false, holder: { pid: process.ppid, socket: '/run/x.sock' } }, 'a live holder is named');
+  mine.release();
+  t.same(await acquireStateLock(d, () => false, 100), { acquired: false, holder: null }, 'an unnamed holder: busy, holder unknown');
+});
