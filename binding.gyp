@@ -8,6 +8,7 @@
         "native/src/connection.cc",
         "native/src/event_loop.cc",
         "native/src/events.cc",
+        "native/src/lock.cc",
         "native/src/sink.cc",
         "native/src/worker.cc",
         "native/src/values.cc"

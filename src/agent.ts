@@ -1,6 +1,7 @@
 // Composition root: libvirt connection → job manager → RPC server → transports.
 import { randomBytes, type X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
 import { loadDestinationPolicy, makeDestinationCheck } from './destination/policy.js';
@@ -17,10 +18,11 @@ import { resolvesToLoopbackOnly } from './net/addresses.js';
 import { Authenticator, loadTokens, type AuthPolicy, type TokenEntry } from './transport/auth.js';
 import { pemCertificates } from './transport/peer-cert.js';
 import type { FlowLimits } from './transport/flow.js';
+import { checkOwnDirectory } from './own-files.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
 import { ConnectionSupervisor } from './supervisor.js';
 import { serveStdio, type StdioEnd } from './transport/stdio.js';
-import { serveUnixSocket, type UnixSocketTransport } from './transport/unix-socket.js';
+import { serveUnixSocket, SOCKET_DIR, type UnixSocketTransport } from './transport/unix-socket.js';
 import { startWebSocket, type WebSocketTransport } from './transport/websocket.js';
 
 import { VERSION } from './version.js';
@@ -55,8 +57,12 @@ export interface Agent {
 }
 
 export class StateDirBusy extends Error {
-  constructor(readonly holder: LockInfo) {
-    super(`another agent (pid ${holder.pid}) owns this state directory`);
+  constructor(readonly holder: LockInfo | null) {
+    super(
+      holder
+        ? `another agent (pid ${holder.pid}) owns this state directory`
+        : 'another agent owns this state directory (it has not yet said who it is)',
+    );
   }
 }
 
@@ -146,16 +152,18 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   // Refuse to start on an untrustworthy allowed root, before anything is opened.
   const destinationPolicy = await loadDestinationPolicy(cfg, (msg, data) => log.warn(msg, data as Record<string, unknown>));
 
+  // The agent's own directories, before anything is written there (the state directory's
+  // own check comes with its lock).
+  if (cfg.audit.file) await checkOwnDirectory(dirname(cfg.audit.file), 'audit directory');
+  const socketDir = opts.socket && cfg.socket.enabled ? dirname(cfg.socket.path) : null;
+  if (socketDir) await checkOwnDirectory(socketDir, 'socket directory', SOCKET_DIR);
+
   // From here on, everything opened is added to the teardown as it is opened.
   const teardown = new Teardown(log);
-  const audit = openAudit(cfg.audit.file, log);
-  teardown.add('audit trail', () => audit.close());
-  const lock = acquireStateLock(cfg.stateDir);
-  if (!lock.acquired) {
-    await teardown.run();
-    throw new StateDirBusy(lock.holder);
-  }
+  const lock = await acquireStateLock(cfg.stateDir);
+  if (!lock.acquired) throw new StateDirBusy(lock.holder);
   teardown.add('state directory lock', () => lock.release());
+  log.info('state directory owned', { stateDir: cfg.stateDir });
   let ws: WebSocketTransport | null = null;
   let auth: Authenticator | null = null;
   let metricsServer: MetricsServer | null = null;
@@ -164,6 +172,8 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   // Every transport tells the metrics of the clients it refused.
   const refusals = () => (metrics ? { onRefusal: metrics.refused.bind(metrics) } : {});
   try {
+    const audit = openAudit(cfg.audit.file, log);
+    teardown.add('audit trail', () => audit.close());
     if (cfg.metrics.enabled) {
       // Loaded only when enabled: prom-client stays out of agents that do not serve metrics.
       const m = new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds });

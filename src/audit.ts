@@ -1,8 +1,9 @@
 // The audit trail: one JSON line per audit entry, appended to a file or handed to the log.
 // Entries carry caller-supplied params, so what is written is bounded and redacted without
 // recursion: hostile nesting or size can neither overflow the stack nor bloat the trail.
-import { openSync, writeSync, closeSync, constants } from 'node:fs';
+import { writeSync, closeSync } from 'node:fs';
 import type { Logger } from './log.js';
+import { openOwnFile } from './own-files.js';
 import type { AuditEntry } from './generated/api.js';
 
 const SECRET = /token|password|secret|passphrase|key$/i;
@@ -72,8 +73,9 @@ export function openAudit(file: string | undefined, log: Logger): AuditSink {
   if (!file) {
     return { write: (e) => log.info('audit', { audit: redact(e) }), close: () => {} };
   }
-  // O_APPEND: every line lands at the end even if another writer (logrotate's copytruncate) moved it.
-  const fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_APPEND, 0o600);
+  // O_APPEND: every line lands at the end even if another writer (logrotate's copytruncate) moved
+  // it. Never through a link: the agent's own regular file (its directory was checked at start).
+  const fd = openOwnFile(file, 'append');
   return {
     write: (e) => {
       const line = Buffer.from(JSON.stringify(redact(e)) + '\n');

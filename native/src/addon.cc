@@ -7,6 +7,7 @@
 #include "addon.h"
 #include "connection.h"
 #include "event_loop.h"
+#include "lock.h"
 
 namespace bca {
 
@@ -37,6 +38,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   data->connectionCtor = Napi::Persistent(Connection::Define(env));
   env.SetInstanceData(data);
   exports.Set("open", Napi::Function::New(env, Connection::Open, "open"));
+  exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
   return exports;
 }
 

@@ -158,7 +158,7 @@ async function main(argv: string[]): Promise<void> {
       validateResults: process.env.BLOCKCOPY_VALIDATE_RESULTS === '1',
     });
   } catch (e) {
-    if (e instanceof StateDirBusy && command === 'stdio' && e.holder.listen) {
+    if (e instanceof StateDirBusy && command === 'stdio' && e.holder?.listen) {
       log.debug('relaying to the running agent', { pid: e.holder.pid, listen: e.holder.listen });
       await (
         await import('./relay.js')

@@ -9,8 +9,11 @@ import { dirname, resolve, sep } from 'node:path';
 
 const STICKY = 0o1000;
 const GROUP_OTHER_WRITE = 0o022;
+const ROOT: ReadonlySet<number> = new Set([0]);
 
 export class UntrustedPath extends Error {}
+/** A directory on the way is missing (every one above it passed). */
+export class MissingPath extends UntrustedPath {}
 
 /** "/a/b/c" → ["/", "/a", "/a/b", "/a/b/c"]. */
 export function chain(p: string): string[] {
@@ -30,7 +33,8 @@ async function lstatDir(d: string): Promise<Stats> {
   try {
     st = await fs.lstat(d);
   } catch (e) {
-    throw new UntrustedPath(`'${d}' does not exist (${(e as NodeJS.ErrnoException).code})`);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new (code === 'ENOENT' ? MissingPath : UntrustedPath)(`'${d}' does not exist (${code})`);
   }
   if (st.isSymbolicLink()) throw new UntrustedPath(`'${d}' is a symbolic link`);
   if (!st.isDirectory()) throw new UntrustedPath(`'${d}' is not a directory`);
@@ -41,13 +45,15 @@ async function lstatDir(d: string): Promise<Stats> {
  * Checks a configured root at start-up: canonical, and every ancestor owned by root and not
  * writable by group or others, unless sticky and root-owned (/tmp, /var/tmp: others may add
  * entries there but not replace root's); the root itself as strictly as any directory below it.
+ * `ancestorOwners`: who may own an ancestor (the agent's own directories also allow its user).
  */
-export async function checkRoot(root: string, trusted: Set<number>): Promise<void> {
+export async function checkRoot(root: string, trusted: Set<number>, ancestorOwners: ReadonlySet<number> = ROOT): Promise<void> {
   if (!isNormalAbsolute(root)) throw new UntrustedPath(`'${root}' is not an absolute, normalized path`);
   const dirs = chain(root);
   for (const d of dirs.slice(0, -1)) {
     const st = await lstatDir(d);
-    if (st.uid !== 0) throw new UntrustedPath(`ancestor '${d}' is owned by uid ${st.uid}, not root`);
+    if (!ancestorOwners.has(st.uid))
+      throw new UntrustedPath(`ancestor '${d}' is owned by uid ${st.uid}, not root${ancestorOwners.size > 1 ? ' or the agent' : ''}`);
     if (st.mode & GROUP_OTHER_WRITE && !(st.mode & STICKY))
       throw new UntrustedPath(`ancestor '${d}' is writable by group or others (mode ${octal(st.mode)}) and not sticky`);
   }

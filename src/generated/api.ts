@@ -416,7 +416,7 @@ export interface AgentConfig {
     allowedHostNames?: string[];
   };
   /**
-   * Directory for the job journal (one JSON file per job).
+   * Directory for the job journal (one JSON file per job) and the lock file (agent.lock). Created 0700 if missing; it and every directory above it must be owned by root or the agent's user and not writable by group or others (else the agent refuses to start).
    */
   stateDir?: string;
   /**
@@ -558,7 +558,7 @@ export interface AgentConfig {
    */
   audit?: {
     /**
-     * Append one JSON line per mutating call to this file (created 0600, opened append-only). Without it, audit records go to the log (journald) with msg "audit".
+     * Append one JSON line per mutating call to this file (created 0600, opened append-only, never through a symbolic link; an existing file must be a regular file of the agent's user with one link). Its directory must be trustworthy like the state directory. Without it, audit records go to the log (journald) with msg "audit".
      */
     file?: string;
   };
@@ -584,7 +584,7 @@ export interface AgentConfig {
     endedJobSeconds?: number;
   };
   /**
-   * A local unix socket serving newline-delimited JSON-RPC to root (the CLI's fast path). Only `serve` opens it. Access is decided by the file system: the directory is made 0700 and the socket 0600, both owned by the agent's user (root).
+   * A local unix socket serving newline-delimited JSON-RPC to root (the CLI's fast path). Only `serve` opens it. Access is decided by the file system: the directory is 0700 and the socket 0600, both owned by the agent's user (root).
    */
   socket?: {
     /**
@@ -592,7 +592,7 @@ export interface AgentConfig {
      */
     enabled?: boolean;
     /**
-     * Socket path. Its directory is created 0700 if missing, and must be owned by the agent's user and not accessible to group or others.
+     * Socket path. Its directory is created 0700 if missing; an existing one must be owned by the agent's user and not accessible to group or others (it is never changed: the agent refuses to start), and every directory above it trustworthy like the state directory's.
      */
     path?: string;
   };

@@ -12,6 +12,7 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { AgentError } from '../errors.js';
+import { openOwnFileHandle } from '../own-files.js';
 import type { FreezeMode, Group, Job } from '../generated/api.js';
 
 /** The libvirt call the manager is about to make for a job. */
@@ -108,7 +109,8 @@ export class Journal {
   private async write(final: string, value: unknown): Promise<void> {
     const tmp = `${final}${OWN_TMP}`;
     try {
-      const fh = await fs.open(tmp, 'w', 0o600);
+      // Created here and nothing else: whatever is at the temp name (a planted link) fails the write.
+      const fh = await openOwnFileHandle(tmp, 'new');
       try {
         await fh.writeFile(JSON.stringify(value, null, 1));
         await fh.sync();
@@ -117,7 +119,8 @@ export class Journal {
       }
       await fs.rename(tmp, final);
     } catch (e) {
-      // A full directory must not fill up further with half-written temp files.
+      // A full directory must not fill up further with half-written temp files. (Removing
+      // whatever was in the way is safe: unlink never follows a link.)
       await fs.rm(tmp, { force: true }).catch(() => {});
       throw e;
     }
@@ -156,7 +159,13 @@ export class Journal {
       if (name.endsWith('.tmp')) continue; // removed by open() if stale; else a write in flight
       if (!pattern.test(name)) continue;
       try {
-        out.push(check(JSON.parse(await fs.readFile(join(this.dir, name), 'utf8'))));
+        // Read as the agent's own file only: a link or someone else's file is a bad file.
+        const fh = await openOwnFileHandle(join(this.dir, name), 'read');
+        try {
+          out.push(check(JSON.parse(await fh.readFile('utf8'))));
+        } finally {
+          await fh.close();
+        }
       } catch (e) {
         onBadFile(name, e);
       }

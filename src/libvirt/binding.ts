@@ -17,6 +17,8 @@ export type NativeConnection = Omit<Connection, 'uri' | 'closed' | 'onEvent' | '
 
 export interface NativeBinding {
   open(uri: string, opts: Required<Pick<OpenOptions, 'callTimeoutMs'>> & OpenOptions): Promise<NativeConnection>;
+  /** flock(2) (native/src/lock.cc, not libvirt): true once held, false if held elsewhere (nonblocking). */
+  flock(fd: number, exclusive: boolean, nonblocking: boolean): boolean;
 }
 
 // dist/src/libvirt/ → <package>/build/Release/. Loaded on first use, so that importing the
@@ -26,4 +28,5 @@ let addon: NativeBinding | undefined;
 const load = (): NativeBinding => (addon ??= require('../../../build/Release/blockcopy_libvirt.node') as NativeBinding);
 export const native: NativeBinding = {
   open: (...args) => load().open(...args),
+  flock: (...args) => load().flock(...args),
 };

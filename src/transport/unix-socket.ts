@@ -1,12 +1,15 @@
 // The local unix socket: newline-delimited JSON-RPC for root on this host (the CLI's fast path,
 // no second process, no token). Who may connect is decided by the file system, as libvirt does
 // for its root socket: the directory is 0700 and the socket 0600, both owned by the agent's
-// user. Node has no SO_PEERCRED API, and reading it through the native addon would only repeat
-// what the kernel already enforces on connect(): a caller that can open the socket is root.
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from 'node:fs';
+// user, and every directory above it trustworthy (own-files.ts); a directory that is not is
+// refused, never changed. Node has no SO_PEERCRED API, and reading it through the native addon
+// would only repeat what the kernel already enforces on connect(): a caller that can open the
+// socket is root.
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import type { Logger } from '../log.js';
+import { checkOwnDirectory } from '../own-files.js';
 import type { RefusalKind } from '../metrics/observer.js';
 import type { RpcServer } from '../rpc/server.js';
 import type { FlowLimits } from './flow.js';
@@ -31,17 +34,8 @@ export class SocketSetupError extends Error {}
 /** Root's tools rarely hold more at once; each further connection is closed at once. */
 const MAX_CONNECTIONS = 64;
 
-const uid = () => process.getuid!();
-
-/** The socket's directory exists, is ours and closed to everyone else (made so if we own it). */
-function prepareDirectory(dir: string): void {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = lstatSync(dir);
-  if (!st.isDirectory()) throw new SocketSetupError(`${dir} is not a directory`);
-  if (st.uid !== uid())
-    throw new SocketSetupError(`the socket directory ${dir} is owned by uid ${st.uid}, not by the agent (uid ${uid()})`);
-  if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
-}
+/** The socket's directory: created 0700 if missing; if present, the agent's and closed to everyone else. */
+export const SOCKET_DIR = { create: true, private: true } as const;
 
 /** A socket left by an agent that died is removed; one that answers belongs to a live agent. */
 async function clearStale(path: string): Promise<void> {
@@ -65,7 +59,7 @@ async function clearStale(path: string): Promise<void> {
 }
 
 export async function serveUnixSocket(rpc: RpcServer, opts: UnixSocketOptions, log: Logger): Promise<UnixSocketTransport> {
-  prepareDirectory(dirname(opts.path));
+  await checkOwnDirectory(dirname(opts.path), 'socket directory', SOCKET_DIR);
   await clearStale(opts.path);
   const clients = new Set<Socket>();
   const server = createServer({ allowHalfOpen: true }, (sock) => {
