@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f scripts/gen-types.mjs ] && node scripts/gen-types.mjs
-[ -f build/Makefile ] || npx node-gyp configure
+# Reconfigured when binding.gyp changed (a new native source file), not only on a fresh tree.
+[ build/Makefile -nt binding.gyp ] || npx node-gyp configure
 npx node-gyp build
 npx tsc -p "${TSCONFIG:-tsconfig.json}"
 # Docs generated from tables in the code (needs the build above).
