@@ -533,9 +533,17 @@ export interface AgentConfig {
      */
     burst?: number;
     /**
-     * Most messages in one JSON-RPC batch; a larger batch is refused whole with Invalid Request (-32600, data.maxBatch). Also the most calls of one connection (WebSocket or stdio) that may run at once before the agent stops reading its frames.
+     * Most messages in one JSON-RPC batch; a larger batch is refused whole with Invalid Request (-32600, data.maxBatch).
      */
     maxBatch?: number;
+    /**
+     * Most calls of one connection (WebSocket, stdio or unix socket) that may run at once (a wait holds its call until the job gets there). While this many run, the agent reads no further frame from the connection; a call beyond it (in a batch, or in a frame that arrives while the queue of unread frames is full) is refused with tooManyPending (retryable).
+     */
+    maxPendingCalls?: number;
+    /**
+     * Bytes the running calls of one connection may pin at once: their ids and params (about their JSON length) plus 4 KiB per call for what a running call holds besides (about 7 KiB measured for a wait). Bounded and refused like maxPendingCalls.
+     */
+    maxPendingBytes?: number;
     /**
      * Output bound per connection (WebSocket and stdio), in bytes. While more than this is written but not yet read by the peer, the agent reads no further frame from it; a peer that stays above it for slowReaderMs (or goes above 16 times it) is disconnected (WebSocket close code 1008). The answers of one batch together are kept under it too: read-only answers past it become responseTooLarge errors.
      */
@@ -947,7 +955,8 @@ export interface AgentErrorData {
     | 'libvirtBusy'
     | 'stateUnavailable'
     | 'responseTooLarge'
-    | 'auditFailed';
+    | 'auditFailed'
+    | 'tooManyPending';
   /**
    * Whether the same call may succeed later.
    */
@@ -962,6 +971,14 @@ export interface AgentErrorData {
    * What the agent saw (e.g. the live XML fact behind a failed pivot verification).
    */
   evidence?: string;
+  /**
+   * tooManyPending: the connection's bound on running calls.
+   */
+  maxPendingCalls?: number;
+  /**
+   * tooManyPending: the connection's bound on the bytes its running calls pin.
+   */
+  maxPendingBytes?: number;
   /**
    * The operating system's error code (e.g. ENOSPC) of a state directory that cannot be written.
    */
@@ -1376,6 +1393,8 @@ export const DEFAULTS = {
       "requestsPerSecond": 200,
       "burst": 400,
       "maxBatch": 100,
+      "maxPendingCalls": 100,
+      "maxPendingBytes": 131072,
       "maxBufferedBytes": 262144,
       "slowReaderMs": 10000,
       "requestTimeoutMs": 10000

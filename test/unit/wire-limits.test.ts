@@ -45,12 +45,12 @@ t.test('flow: a peer that does not read stops being read, then is closed', async
   let handled = 0;
   const flow = new Flow(
     io,
-    { maxBufferedBytes: 1000, slowReaderMs: 200, maxPendingCalls: 10 },
+    { maxBufferedBytes: 1000, slowReaderMs: 200, maxPendingCalls: 10, maxPendingBytes: 1 << 20 },
     async () => {
       handled++;
       return 'x'.repeat(400);
     },
-    () => 0,
+    () => false,
   );
   for (let i = 0; i < 50; i++) flow.receive('frame');
   for (let i = 0; i < 20; i++) await tick();
@@ -71,7 +71,7 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
   const release: Array<() => void> = [];
   const flow = new Flow(
     io,
-    { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 2 },
+    { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 2, maxPendingBytes: 1 << 20 },
     (f) => {
       started.push(f);
       pending++;
@@ -82,12 +82,12 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
         }),
       );
     },
-    () => pending,
+    () => pending >= 2,
   );
   for (const f of ['a', 'b', 'c', 'd']) flow.receive(f);
   for (let i = 0; i < 10; i++) await tick();
   t.same(started, ['a', 'b'], 'two calls at most');
-  t.ok(io.paused, 'paused meanwhile');
+  t.notOk(io.paused, 'reading goes on meanwhile (a frame paused half-read would be pinned): c and d wait in the queue');
   release.shift()!();
   for (let i = 0; i < 10; i++) await tick();
   t.same(started, ['a', 'b', 'c'], 'one more once one finished');
@@ -101,13 +101,39 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
   flow.dispose();
 });
 
+t.test('flow: while the pending budget is full, frames past the queue bound start at once (refused), none is held', async (t) => {
+  const io = fakeIo();
+  const started: string[] = [];
+  const flow = new Flow(
+    io,
+    { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 1, maxPendingBytes: 1 << 20 },
+    async (f) => {
+      started.push(f.slice(0, 5));
+      return null;
+    },
+    () => true, // full: every call is refused by the server
+  );
+  const small = 'small';
+  const big = 'big'.padEnd(900 * 1024, ' ');
+  flow.receive(small);
+  for (let i = 0; i < 5; i++) await tick();
+  t.same(started, [], 'a small frame waits in the queue for the budget');
+  flow.receive(big);
+  t.same(started, ['small', 'big  '], 'past the queue bound, frames are started at once, oldest first, instead of being held');
+  flow.receive(small);
+  for (let i = 0; i < 5; i++) await tick();
+  t.same(started, ['small', 'big  '], 'a small frame waits again');
+  t.notOk(io.paused, 'reading goes on');
+  flow.dispose();
+});
+
 t.test('flow: output far above the bound closes at once', async (t) => {
   const io = fakeIo();
   const flow = new Flow(
     io,
-    { maxBufferedBytes: 100, slowReaderMs: 60_000, maxPendingCalls: 10 },
+    { maxBufferedBytes: 100, slowReaderMs: 60_000, maxPendingCalls: 10, maxPendingBytes: 1 << 20 },
     async () => null,
-    () => 0,
+    () => false,
   );
   flow.send('n'.repeat(1700));
   t.match(io.closedWith, /more than 1600 bytes/);
