@@ -537,11 +537,11 @@ export interface AgentConfig {
      */
     maxBatch?: number;
     /**
-     * Most calls of one connection (WebSocket, stdio or unix socket) that may run at once (a wait holds its call until the job gets there). While this many run, the agent reads no further frame from the connection; a call beyond it (in a batch, or in a frame that arrives while the queue of unread frames is full) is refused with tooManyPending (retryable).
+     * Most calls of one connection (WebSocket, stdio or unix socket) that may run at once (a wait holds its call until the job gets there). While this many run, no further frame is started; the calls of a larger batch start as its own earlier calls end. A call that finds no room while earlier frames hold the budget (a frame past the 64 KiB queue of unread frames) is refused with tooManyPending (retryable).
      */
     maxPendingCalls?: number;
     /**
-     * Bytes the running calls of one connection may pin at once: their ids and params (about their JSON length) plus 4 KiB per call for what a running call holds besides (about 7 KiB measured for a wait). Bounded and refused like maxPendingCalls.
+     * Bytes the running calls of one connection may pin at once: 4 KiB per call (what a running call holds besides; about 7 KiB measured for a held wait) plus its id, and twice its params' JSON length once validated. Bounded and refused like maxPendingCalls.
      */
     maxPendingBytes?: number;
     /**
@@ -1393,8 +1393,8 @@ export const DEFAULTS = {
       "requestsPerSecond": 200,
       "burst": 400,
       "maxBatch": 100,
-      "maxPendingCalls": 100,
-      "maxPendingBytes": 131072,
+      "maxPendingCalls": 8,
+      "maxPendingBytes": 163840,
       "maxBufferedBytes": 262144,
       "slowReaderMs": 10000,
       "requestTimeoutMs": 10000

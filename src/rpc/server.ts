@@ -154,8 +154,24 @@ export class RpcServer {
     return { batch, messages: items.map((m, i) => messageOf(m, rawIds[i])) };
   }
 
+  /**
+   * A frame's calls start in order, each once the connection's pending budget has room for it; a
+   * call that finds no room while none of its own frame's calls runs is refused (tooManyPending):
+   * the budget is held by earlier frames. So a batch larger than the budget runs as its own calls
+   * end (its answer waits for all of them anyway), and is never refused for its own size.
+   */
   private async answer(batch: boolean, messages: Message[], session: Session): Promise<Frame | null> {
-    const answers = await Promise.all(messages.map((m) => this.single(m, session)));
+    const answers: Array<Frame | null> = new Array(messages.length).fill(null);
+    const running = new Set<Promise<void>>();
+    for (const [i, m] of messages.entries()) {
+      while (running.size > 0 && !session.pending.fits(costOf(m))) await Promise.race(running);
+      const p: Promise<void> = this.single(m, session).then((a) => {
+        answers[i] = a;
+        running.delete(p);
+      });
+      running.add(p);
+    }
+    await Promise.all(running);
     if (!batch) return answers[0] ?? null;
     return serializeBatch(this.bounded(messages, answers));
   }
@@ -206,7 +222,7 @@ export class RpcServer {
       return m.kind === 'request' ? cachedResult(m.id, m.rawId, this.discoverJson) : null;
     }
     // What the call pins while it runs is taken before it runs: beyond the budget, refused.
-    const cost = PER_CALL_BYTES + idBytes(m);
+    const cost = costOf(m);
     if (!session.pending.take(cost)) return this.tooManyPending(m, session, cost);
     const requestId = randomBytes(4).toString('hex');
     const request = { jsonrpc: '2.0', method: m.method, ...(m.params !== undefined ? { params: m.params } : {}) };
@@ -365,6 +381,12 @@ function messageOf(m: unknown, rawId: string | undefined): Message {
 }
 
 const idBytes = (m: Message) => (m.rawId ?? (typeof m.id === 'string' ? m.id : '')).length;
+
+/** What a message takes of the pending budget when it starts (0: it takes none, it is answered at once). */
+function costOf(m: Message): number {
+  if ((m.kind !== 'request' && m.kind !== 'notification') || m.method === 'rpc.discover') return 0;
+  return PER_CALL_BYTES + idBytes(m);
+}
 
 /** No schema nests more than a few levels; far deeper input is an attack or a bug. */
 const MAX_DEPTH = 32;

@@ -33,6 +33,11 @@ export class PendingBudget {
     return this.calls >= this.limits.maxPendingCalls || this.bytes >= this.limits.maxPendingBytes;
   }
 
+  /** Whether a call of `bytes` would fit now (0 bytes: it takes nothing, always fits). */
+  fits(bytes: number): boolean {
+    return bytes === 0 || (this.calls + 1 <= this.limits.maxPendingCalls && this.bytes + bytes <= this.limits.maxPendingBytes);
+  }
+
   /** Takes room for `calls` calls (1: a call starts; 0: its params once validated) and `bytes`; false (nothing taken) when it does not fit. */
   take(bytes: number, calls = 1): boolean {
     if (this.calls + calls > this.limits.maxPendingCalls || this.bytes + bytes > this.limits.maxPendingBytes) return false;

@@ -12,7 +12,7 @@ import { RpcServer } from '../../src/rpc/server.js';
 import { Session } from '../../src/rpc/session.js';
 import { Flow } from '../../src/transport/flow.js';
 import { frameText } from '../../src/protocol/index.js';
-import { FakeService, asGroups, asService } from '../helpers/fake-service.js';
+import { FakeService, asGroups, asService, sampleJob } from '../helpers/fake-service.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -210,4 +210,37 @@ t.test('a mutating call whose audit record cannot be written is refused before i
     'the failure is logged',
   );
   t.match(await send({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: 4 }), { id: 4, result: {} }, 'reads go on');
+});
+
+t.test('pending budget: a batch larger than the room runs as its own calls end; other frames get tooManyPending', async (t) => {
+  const svc = new FakeService();
+  const holds: Array<() => void> = [];
+  svc.wait = (() => new Promise((r) => holds.push(() => r({ job: sampleJob({ state: 'ready' }) })))) as never;
+  const rpc = new RpcServer({ service: asService(svc), groups: asGroups(svc), log: silentLogger, version: 'test' });
+  const session = new Session({ name: 'admin', readOnly: false }, 'peer', () => {}, null, { maxPendingCalls: 2, maxPendingBytes: 1 << 20 });
+  const send = async (o: unknown) => JSON.parse(frameText((await rpc.handle(JSON.stringify(o), session))!));
+  const call = (id: number, method = 'jobInfo') => ({
+    jsonrpc: '2.0',
+    id,
+    method,
+    params: method === 'wait' ? { jobId: 'j1', until: 'done' } : { jobId: 'j1' },
+  });
+  const batch = await send(Array.from({ length: 5 }, (_, i) => call(i)));
+  t.equal(batch.filter((a: { result?: unknown }) => a.result).length, 5, 'a batch of 5 with room for 2: every call answered');
+  const held = rpc.handle(JSON.stringify(call(10, 'wait')), session);
+  const held2 = rpc.handle(JSON.stringify(call(11, 'wait')), session);
+  await tick();
+  t.same([session.pending.calls, session.pending.full], [2, true], 'two waits hold the budget');
+  t.match(
+    await send(call(12)),
+    { id: 12, error: { code: -32020, data: { name: 'tooManyPending', retryable: true, maxPendingCalls: 2 } } },
+    'a call of another frame is refused',
+  );
+  t.match(await send({ jsonrpc: '2.0', id: 'x'.repeat(257), method: 'jobInfo', params: {} }), {
+    id: null,
+    error: { code: -32600, data: { maxIdBytes: 256 } },
+  });
+  holds.forEach((h) => h());
+  await Promise.all([held, held2]);
+  t.same([session.pending.calls, session.pending.bytes], [0, 0], 'released once they answer');
 });
