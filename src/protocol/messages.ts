@@ -63,3 +63,34 @@ export function answerOwed(items: unknown[] | null, batch: boolean): boolean {
 export function isNotification(m: unknown): m is { method: string; params?: unknown } {
   return classify(m) === 'notification';
 }
+
+/** What a call keeps of its message: the frame and the message's other members are let go. */
+export interface CallMessage {
+  kind: Kind;
+  /** The id its answer carries (null for a message without a valid one). */
+  id: Id;
+  /** A number's exact text, when JS cannot hold it (only with a valid id). */
+  rawId?: string;
+  /** Why the id is refused (too long), for the Invalid Request answer. */
+  idProblem?: string;
+  method?: string;
+  params?: unknown;
+}
+
+export function callMessage(m: unknown, rawId: string | undefined): CallMessage {
+  const kind = classify(m, rawId);
+  const id = answerId(m, rawId);
+  const problem = idProblem(m, rawId);
+  const out: CallMessage = {
+    kind,
+    id,
+    ...(id !== null && rawId !== undefined ? { rawId } : {}),
+    ...(problem ? { idProblem: problem } : {}),
+  };
+  if (kind === 'request' || kind === 'notification') {
+    const r = m as { method: string; params?: unknown };
+    out.method = r.method;
+    if (r.params !== undefined) out.params = r.params;
+  }
+  return out;
+}

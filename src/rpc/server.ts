@@ -13,21 +13,18 @@ import {
   CODES,
   MAX_ID_BYTES,
   agentError,
-  answerId,
   cachedResult,
-  classify,
   errorResponse,
   frameLength,
-  idProblem,
+  callMessage,
   invalidRequest,
   parseError,
   parseFrame,
   rateLimited,
   serialize,
   serializeBatch,
+  type CallMessage,
   type Frame,
-  type Id,
-  type Kind,
   type Response,
 } from '../protocol/index.js';
 import { toErrorObject, InvalidParams } from './errors.js';
@@ -124,7 +121,7 @@ export class RpcServer {
   handle(frame: string, session: Session): Promise<Frame | null> {
     // The frame is parsed here, synchronously, into what the calls keep (ids, methods, params):
     // neither its text nor the rest of its messages stays alive while a call (a wait) runs.
-    let read: Frame | { batch: boolean; messages: Message[] };
+    let read: Frame | { batch: boolean; messages: CallMessage[] };
     try {
       read = this.read(frame, session);
     } catch (e) {
@@ -141,7 +138,7 @@ export class RpcServer {
   }
 
   /** The frame's messages, or its answer when the frame as a whole is refused. */
-  private read(frame: string, session: Session): Frame | { batch: boolean; messages: Message[] } {
+  private read(frame: string, session: Session): Frame | { batch: boolean; messages: CallMessage[] } {
     const parsed = parseFrame(frame);
     if (!parsed.ok) return serialize(this.overRate(session) ? rateLimited(null) : parseError());
     const { items, rawIds, batch } = parsed;
@@ -151,7 +148,7 @@ export class RpcServer {
         invalidRequest(null, `a batch of ${items.length} messages exceeds the limit of ${this.maxBatch}`, { maxBatch: this.maxBatch }),
       );
     }
-    return { batch, messages: items.map((m, i) => messageOf(m, rawIds[i])) };
+    return { batch, messages: items.map((m, i) => callMessage(m, rawIds[i])) };
   }
 
   /**
@@ -160,7 +157,7 @@ export class RpcServer {
    * the budget is held by earlier frames. So a batch larger than the budget runs as its own calls
    * end (its answer waits for all of them anyway), and is never refused for its own size.
    */
-  private async answer(batch: boolean, messages: Message[], session: Session): Promise<Frame | null> {
+  private async answer(batch: boolean, messages: CallMessage[], session: Session): Promise<Frame | null> {
     const answers: Array<Frame | null> = new Array(messages.length).fill(null);
     const running = new Set<Promise<void>>();
     for (const [i, m] of messages.entries()) {
@@ -180,7 +177,7 @@ export class RpcServer {
    * The answers of one batch, within maxResponseBytes: read-only answers past the bound are
    * replaced by responseTooLarge (they had no effect; mutating answers and errors always stay).
    */
-  private bounded(messages: Message[], answers: Array<Frame | null>): Frame[] {
+  private bounded(messages: CallMessage[], answers: Array<Frame | null>): Frame[] {
     let total = answers.reduce((n: number, a) => n + (a ? frameLength(a) : 0), 0);
     const out: Frame[] = [];
     for (let i = answers.length - 1; i >= 0; i--) {
@@ -212,7 +209,7 @@ export class RpcServer {
     return true;
   }
 
-  private async single(m: Message, session: Session): Promise<Frame | null> {
+  private async single(m: CallMessage, session: Session): Promise<Frame | null> {
     // Every message costs one token, junk included: the rate counts calls, not frames.
     if (this.overRate(session)) return m.kind === 'notification' ? null : serialize(rateLimited(m.id), m.rawId);
     if (m.kind !== 'request' && m.kind !== 'notification') {
@@ -235,7 +232,7 @@ export class RpcServer {
     }
   }
 
-  private tooManyPending(m: Message, session: Session, cost: number): Frame | null {
+  private tooManyPending(m: CallMessage, session: Session, cost: number): Frame | null {
     this.opts.observer?.refused?.('tooManyPending');
     if (m.kind === 'notification') return null;
     const e = session.pending.refusal(cost);
@@ -354,36 +351,10 @@ export class RpcServer {
   }
 }
 
-/** What a call keeps of its message: the frame and the message's other members are let go. */
-interface Message {
-  kind: Kind;
-  /** The id its answer carries (null for a message without a valid one). */
-  id: Id;
-  /** A number's exact text, when JS cannot hold it (only with a valid id). */
-  rawId?: string;
-  /** Why the id is refused (too long), for the Invalid Request answer. */
-  idProblem?: string;
-  method?: string;
-  params?: unknown;
-}
-
-function messageOf(m: unknown, rawId: string | undefined): Message {
-  const kind = classify(m, rawId);
-  const id = answerId(m, rawId);
-  const problem = idProblem(m, rawId);
-  const out: Message = { kind, id, ...(id !== null && rawId !== undefined ? { rawId } : {}), ...(problem ? { idProblem: problem } : {}) };
-  if (kind === 'request' || kind === 'notification') {
-    const r = m as { method: string; params?: unknown };
-    out.method = r.method;
-    if (r.params !== undefined) out.params = r.params;
-  }
-  return out;
-}
-
-const idBytes = (m: Message) => (m.rawId ?? (typeof m.id === 'string' ? m.id : '')).length;
+const idBytes = (m: CallMessage) => (m.rawId ?? (typeof m.id === 'string' ? m.id : '')).length;
 
 /** What a message takes of the pending budget when it starts (0: it takes none, it is answered at once). */
-function costOf(m: Message): number {
+function costOf(m: CallMessage): number {
   if ((m.kind !== 'request' && m.kind !== 'notification') || m.method === 'rpc.discover') return 0;
   return PER_CALL_BYTES + idBytes(m);
 }
