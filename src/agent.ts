@@ -147,7 +147,8 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
   const flow: FlowLimits = {
     maxBufferedBytes: cfg.limits.maxBufferedBytes,
     slowReaderMs: cfg.limits.slowReaderMs,
-    maxPendingCalls: cfg.limits.maxBatch,
+    maxPendingCalls: cfg.limits.maxPendingCalls,
+    maxPendingBytes: cfg.limits.maxPendingBytes,
   };
   // Refuse to start on an untrustworthy allowed root, before anything is opened.
   const destinationPolicy = await loadDestinationPolicy(cfg, (msg, data) => log.warn(msg, data as Record<string, unknown>));

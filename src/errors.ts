@@ -10,7 +10,8 @@ export const PROTOCOL_ERRORS = {
   },
   invalidRequest: {
     code: -32600,
-    description: 'Not a JSON-RPC 2.0 request: not an object, wrong `jsonrpc`, no method, a bad `id`, primitive `params`, an empty batch.',
+    description:
+      'Not a JSON-RPC 2.0 request: not an object, wrong `jsonrpc`, no method, a bad `id` (an id longer than 256 bytes included: data.maxIdBytes), primitive `params`, an empty batch.',
   },
   methodNotFound: { code: -32601, description: 'No method of that name.' },
   invalidParams: {
@@ -88,6 +89,12 @@ export const ERRORS = {
     code: -32020,
     retryable: true,
     description: "libvirt could not tell every domain's storage (data.libvirt says why), so nothing was checked or started.",
+  },
+  tooManyPending: {
+    code: -32021,
+    retryable: true,
+    description:
+      "The connection's running calls fill its budget (limits.maxPendingCalls, maxPendingBytes): refused before it ran; retry once earlier calls (waits) answer.",
   },
 } as const;
 

@@ -8,6 +8,7 @@ export const OPTIONS = {
   url: { type: 'string' },
   socket: { type: 'string' },
   token: { type: 'string' },
+  'token-file': { type: 'string' },
   ca: { type: 'string' },
   'state-dir': { type: 'string' },
   json: { type: 'boolean' },

@@ -4,12 +4,37 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../client/index.js';
-import type { Values } from './args.js';
+import { UsageError, type Values } from './args.js';
 import { localSocket } from './local-socket.js';
 
-export async function connect(v: Values): Promise<AgentClient> {
+/**
+ * The bearer token for --url: from --token-file, else BLOCKCOPY_TOKEN, else --token (kept for
+ * old scripts, with a warning: a command line is readable by every user in /proc/PID/cmdline).
+ */
+export function bearerToken(v: Values, warn: (msg: string) => void = (m) => process.stderr.write(m)): string | undefined {
+  if (v['token-file'] !== undefined && v.token !== undefined) throw new UsageError('--token and --token-file exclude each other');
+  if (v['token-file'] !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(v['token-file'], 'utf8');
+    } catch (e) {
+      throw new UsageError(`--token-file: cannot read ${v['token-file']}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    const token = text.trim();
+    if (token === '' || /\s/.test(token)) throw new UsageError(`--token-file: ${v['token-file']} must hold one token on one line`);
+    return token;
+  }
+  if (v.token !== undefined) {
+    warn(
+      'blockcopy-agent: warning: --token shows the token to every user of this host (/proc/PID/cmdline); use --token-file PATH or BLOCKCOPY_TOKEN\n',
+    );
+    return v.token;
+  }
+  return process.env.BLOCKCOPY_TOKEN || undefined;
+}
+
+export async function connect(v: Values, token?: string): Promise<AgentClient> {
   if (v.url) {
-    const token = v.token ?? process.env.BLOCKCOPY_TOKEN;
     return AgentClient.connect(v.url, {
       headers: token ? { authorization: `Bearer ${token}` } : {},
       ...(v.ca ? { ca: readFileSync(v.ca) } : {}),

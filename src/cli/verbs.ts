@@ -1,13 +1,13 @@
 // The CLI verbs (`call` and the friendly ones, like virsh blockcopy/blockjob) on top of the
 // client library (src/client/), talking to the local agent (its unix socket when it serves one;
 // else a spawned `blockcopy-agent stdio`, which relays to a running daemon) or to a remote one
-// (--url, --token, --ca).
+// (--url, --token-file or BLOCKCOPY_TOKEN, --ca).
 import { parseArgs } from 'node:util';
 import { AgentClient, RpcError } from '../client/index.js';
 import type { Job } from '../generated/api.js';
 import type { MethodName } from '../client/methods.js';
 import { EXIT, jobRef, num, OPTIONS, UsageError, type Values } from './args.js';
-import { closeClient, connect } from './connect.js';
+import { bearerToken, closeClient, connect } from './connect.js';
 import { copy, copyGroup } from './copy.js';
 import { jsonLines, reporter } from './output.js';
 
@@ -47,7 +47,8 @@ export const CLIENT_HELP = `Client commands (talk to the agent on this host, or 
   blockcopy-agent group ID                         a group and its jobs
   blockcopy-agent pivot-group|finish-group|abort-group ID [--max-pause SECONDS]
 
-Connection: --url ws(s)://HOST:PORT [--token TOKEN | BLOCKCOPY_TOKEN] [--ca FILE]; without --url the
+Connection: --url ws(s)://HOST:PORT [--token-file PATH | BLOCKCOPY_TOKEN] [--ca FILE] (--token TOKEN
+still works but shows the token to every user in /proc, and warns); without --url the
 command connects to the local agent's unix socket (--socket PATH | BLOCKCOPY_SOCKET, else the one
 the agent owning --state-dir serves; root only), or else runs 'blockcopy-agent stdio'.
 Output: a progress bar on a terminal; with --json, or when not a terminal, one JSON document per line.
@@ -147,8 +148,9 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
       }
     };
     const run = plan();
+    const token = v.url ? bearerToken(v) : undefined;
     try {
-      client = await connect(v);
+      client = await connect(v, token);
     } catch (e) {
       process.stderr.write(`blockcopy-agent: cannot reach the agent: ${(e as Error).message}\n`);
       return EXIT.connection;

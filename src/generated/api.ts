@@ -537,9 +537,17 @@ export interface AgentConfig {
      */
     burst?: number;
     /**
-     * Most messages in one JSON-RPC batch; a larger batch is refused whole with Invalid Request (-32600, data.maxBatch). Also the most calls of one connection (WebSocket or stdio) that may run at once before the agent stops reading its frames.
+     * Most messages in one JSON-RPC batch; a larger batch is refused whole with Invalid Request (-32600, data.maxBatch).
      */
     maxBatch?: number;
+    /**
+     * Most calls of one connection (WebSocket, stdio or unix socket) that may run at once (a wait holds its call until the job gets there). While this many run, no further frame is started; the calls of a larger batch start as its own earlier calls end. A call that finds no room while earlier frames hold the budget (a frame past the 64 KiB queue of unread frames) is refused with tooManyPending (retryable).
+     */
+    maxPendingCalls?: number;
+    /**
+     * Bytes the running calls of one connection may pin at once: 4 KiB per call (what a running call holds besides; about 7 KiB measured for a held wait) plus its id, and twice its params' JSON length once validated. Bounded and refused like maxPendingCalls.
+     */
+    maxPendingBytes?: number;
     /**
      * Output bound per connection (WebSocket and stdio), in bytes. While more than this is written but not yet read by the peer, the agent reads no further frame from it; a peer that stays above it for slowReaderMs (or goes above 16 times it) is disconnected (WebSocket close code 1008). The answers of one batch together are kept under it too: read-only answers past it become responseTooLarge errors.
      */
@@ -955,7 +963,8 @@ export interface AgentErrorData {
     | 'libvirtBusy'
     | 'stateUnavailable'
     | 'responseTooLarge'
-    | 'auditFailed';
+    | 'auditFailed'
+    | 'tooManyPending';
   /**
    * Whether the same call may succeed later.
    */
@@ -970,6 +979,14 @@ export interface AgentErrorData {
    * What the agent saw (e.g. the live XML fact behind a failed pivot verification).
    */
   evidence?: string;
+  /**
+   * tooManyPending: the connection's bound on running calls.
+   */
+  maxPendingCalls?: number;
+  /**
+   * tooManyPending: the connection's bound on the bytes its running calls pin.
+   */
+  maxPendingBytes?: number;
   /**
    * The operating system's error code (e.g. ENOSPC) of a state directory that cannot be written.
    */
@@ -1385,6 +1402,8 @@ export const DEFAULTS = {
       "requestsPerSecond": 200,
       "burst": 400,
       "maxBatch": 100,
+      "maxPendingCalls": 8,
+      "maxPendingBytes": 163840,
       "maxBufferedBytes": 262144,
       "slowReaderMs": 10000,
       "requestTimeoutMs": 10000

@@ -27,6 +27,11 @@ export interface JobRecord {
   intent?: Intent;
   /** When the caller's `timeout` cancels the copy (ms since the epoch), so a restart re-arms it. */
   timeoutAt?: number;
+  /**
+   * Who created the job by blockCopy (a principal's name; "local" for the host's own callers):
+   * its jobId is theirs. Absent for adopted copies and records written before it was kept.
+   */
+  principal?: string;
 }
 
 /** What the group layer keeps of a group; its jobs keep their own records. */

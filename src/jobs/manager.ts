@@ -157,13 +157,20 @@ export class JobManager extends EventEmitter {
     await Promise.all([...this.ctx.entries.values()].map((t) => t.writes.catch(() => {})));
   }
 
-  /** `member`: the copy is one disk of a group (set by the group layer, not by callers). */
-  async blockCopy(params: BlockCopyParams, signal?: AbortSignal, member?: { groupId: string }): Promise<BlockCopyResult> {
+  /**
+   * `by.principal`: who asks (a jobId is its creator's); `by.groupId`: the copy is one disk of a
+   * group (set by the group layer, not by callers).
+   */
+  async blockCopy(
+    params: BlockCopyParams,
+    signal?: AbortSignal,
+    by: { principal?: string; groupId?: string } = {},
+  ): Promise<BlockCopyResult> {
     this.assertServing();
     const dom = await this.ctx.starter.lookup(params.domain);
     const dest = this.ctx.starter.destinationOf(params);
     const { entry, changed } = await this.ctx.locks.run(diskKey(dom.uuid, params.disk), () =>
-      this.ctx.starter.startCopy(params, dom, dest, signal, member?.groupId),
+      this.ctx.starter.startCopy(params, dom, dest, signal, by),
     );
     if (changed && entry.rec.timeoutAt !== undefined) this.ctx.completion.armTimeout(entry, entry.rec.timeoutAt);
     return this.ctx.starter.awaitGoal(entry, params, changed, signal);

@@ -25,9 +25,9 @@ export class Starter {
     dom: DomainRef,
     dest: Destination,
     signal?: AbortSignal,
-    groupId?: string,
+    { principal, groupId }: { principal?: string; groupId?: string } = {},
   ): Promise<{ entry: JobEntry; changed: boolean }> {
-    const existing = this.existingFor(params, dom, dest);
+    const existing = this.existingFor(params, dom, dest, principal);
     if (existing) return { entry: existing, changed: false };
     const adopted = dom.active ? await this.ctx.reconciler.adoptIfMirrored(dom, params.disk) : undefined;
     if (adopted) {
@@ -58,6 +58,7 @@ export class Starter {
       job,
       destinationXml: checked.xml,
       ...(params.timeout !== undefined ? { timeoutAt: this.ctx.realNow() + params.timeout * 1000 } : {}),
+      ...(principal !== undefined ? { principal } : {}),
     });
     // Until libvirt has answered there is nothing of this copy to see (poll, events).
     entry.starting = true;
@@ -113,13 +114,22 @@ export class Starter {
    * The job an identical earlier call created, which a re-run returns unchanged: with a jobId,
    * exactly the job of that id (a new jobId never returns another job); without one, the disk's
    * job to the same destination. Throws jobExists when the key or the disk is taken by another copy.
+   * A jobId is its creator's, for that copy only: the same key from another principal, or for
+   * another domain, disk or destination, is jobExists (as a groupId is for a group).
    */
-  existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination): JobEntry | undefined {
+  existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination, principal?: string): JobEntry | undefined {
     const byId = params.jobId ? this.ctx.entries.get(params.jobId) : undefined;
-    if (byId && (byId.rec.job.domain.uuid !== dom.uuid || byId.rec.job.disk !== params.disk)) {
-      throw new AgentError('jobExists', `jobId '${params.jobId}' already names a job on ${byId.rec.job.domain.name}/${byId.rec.job.disk}`, {
-        job: publicJob(byId),
-      });
+    if (byId) {
+      const other = byId.rec.job;
+      const why =
+        other.domain.uuid !== dom.uuid || other.disk !== params.disk
+          ? `already names a job on ${other.domain.name}/${other.disk}`
+          : !samePath(other.destination.path, dest.path)
+            ? `already names a copy to another destination (${other.destination.path})`
+            : byId.rec.principal !== undefined && principal !== undefined && byId.rec.principal !== principal
+              ? 'belongs to another principal'
+              : undefined;
+      if (why) throw new AgentError('jobExists', `jobId '${params.jobId}' ${why}`, { job: publicJob(byId) });
     }
     const active = this.ctx.registry.activeFor(dom.uuid, params.disk);
     if (active) {

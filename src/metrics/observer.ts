@@ -9,6 +9,7 @@ export const REFUSAL_KINDS = [
   'oversizedFrame', // a WebSocket frame or a stdio/socket line above maxPayloadBytes
   'unauthorized', // a read-only principal called a mutating method
   'destinationRejected', // blockCopy to a destination the policy refuses
+  'tooManyPending', // a call beyond its connection's pending-call budget
 ] as const;
 export type RefusalKind = (typeof REFUSAL_KINDS)[number];
 

@@ -71,7 +71,8 @@ function rawIdOf(s: string, i: number): [string | undefined, number] {
     const key = JSON.parse(s.slice(i, keyEnd)) as string;
     i = skipWs(s, skipWs(s, keyEnd) + 1); // past ':'
     const end = skipValue(s, i);
-    if (key === 'id') id = s.slice(i, end);
+    // A copy: a slice would keep the whole frame alive for as long as the id is kept.
+    if (key === 'id') id = Buffer.from(s.slice(i, end), 'latin1').toString('latin1');
     i = skipWs(s, end);
     if (s[i] === ',') i = skipWs(s, i + 1);
   }

@@ -27,7 +27,7 @@ export const METHODS: MethodTable = {
   blockCopy: {
     summary: 'Start a live copy of a disk (virsh blockcopy); optionally wait, pivot or finish.',
     mutating: true,
-    handle: (p, ctx) => ctx.jobs.blockCopy(p, ctx.session.signal),
+    handle: (p, ctx) => ctx.jobs.blockCopy(p, ctx.session.signal, { principal: ctx.session.owner }),
   },
   jobInfo: { summary: 'Read one job.', mutating: false, handle: (p, ctx) => ctx.jobs.jobInfo(p) },
   pivot: {

@@ -15,7 +15,8 @@ export interface JobEvents {
 }
 
 export interface JobPort {
-  blockCopy: Abortable<'blockCopy'>;
+  /** `by.principal`: who asks; a jobId belongs to the principal that created it. */
+  blockCopy(params: Params<'blockCopy'>, signal?: AbortSignal, by?: { principal?: string }): Promise<Result<'blockCopy'>>;
   jobInfo: Call<'jobInfo'>;
   pivot: Call<'pivot'>;
   finish: Call<'finish'>;

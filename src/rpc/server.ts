@@ -11,18 +11,19 @@ import type { Logger } from '../log.js';
 import type { RpcObserver } from '../metrics/observer.js';
 import {
   CODES,
+  MAX_ID_BYTES,
   agentError,
-  answerId,
   cachedResult,
-  classify,
   errorResponse,
   frameLength,
+  callMessage,
   invalidRequest,
   parseError,
   parseFrame,
   rateLimited,
   serialize,
   serializeBatch,
+  type CallMessage,
   type Frame,
   type Response,
 } from '../protocol/index.js';
@@ -31,7 +32,7 @@ import { openRpcDocument } from './discover.js';
 import { methodList, type MethodName, type MethodSpec } from './methods.js';
 import { SchemaSet } from '../schemas.js';
 import type { GroupPort, JobPort } from './ports.js';
-import type { Session } from './session.js';
+import { PER_CALL_BYTES, jsonSize, type Session } from './session.js';
 
 export interface RpcServerOptions {
   service: JobPort;
@@ -117,17 +118,27 @@ export class RpcServer {
   }
 
   /** One frame in; the response frame, or null when nothing must be answered. Never throws. */
-  async handle(frame: string, session: Session): Promise<Frame | null> {
+  handle(frame: string, session: Session): Promise<Frame | null> {
+    // The frame is parsed here, synchronously, into what the calls keep (ids, methods, params):
+    // neither its text nor the rest of its messages stays alive while a call (a wait) runs.
+    let read: Frame | { batch: boolean; messages: CallMessage[] };
     try {
-      return await this.handleFrame(frame, session);
+      read = this.read(frame, session);
     } catch (e) {
-      // A bug here must still answer (and be seen), never leave the caller waiting.
-      this.log.error('internal error handling a frame', { error: e instanceof Error ? { message: e.message, stack: e.stack } : String(e) });
-      return serialize(errorResponse(null, { code: CODES.internalError, message: 'Internal error' }));
+      return Promise.resolve(this.internalError(e));
     }
+    if (typeof read === 'string' || Array.isArray(read)) return Promise.resolve(read);
+    return this.answer(read.batch, read.messages, session).catch((e: unknown) => this.internalError(e));
   }
 
-  private async handleFrame(frame: string, session: Session): Promise<Frame | null> {
+  /** A bug here must still answer (and be seen), never leave the caller waiting. */
+  private internalError(e: unknown): Frame {
+    this.log.error('internal error handling a frame', { error: e instanceof Error ? { message: e.message, stack: e.stack } : String(e) });
+    return serialize(errorResponse(null, { code: CODES.internalError, message: 'Internal error' }));
+  }
+
+  /** The frame's messages, or its answer when the frame as a whole is refused. */
+  private read(frame: string, session: Session): Frame | { batch: boolean; messages: CallMessage[] } {
     const parsed = parseFrame(frame);
     if (!parsed.ok) return serialize(this.overRate(session) ? rateLimited(null) : parseError());
     const { items, rawIds, batch } = parsed;
@@ -137,30 +148,52 @@ export class RpcServer {
         invalidRequest(null, `a batch of ${items.length} messages exceeds the limit of ${this.maxBatch}`, { maxBatch: this.maxBatch }),
       );
     }
-    const answers = await Promise.all(items.map((m, i) => this.single(m, rawIds[i], session)));
+    return { batch, messages: items.map((m, i) => callMessage(m, rawIds[i])) };
+  }
+
+  /**
+   * A frame's calls start in order, each once the connection's pending budget has room for it; a
+   * call that finds no room while none of its own frame's calls runs is refused (tooManyPending):
+   * the budget is held by earlier frames. So a batch larger than the budget runs as its own calls
+   * end (its answer waits for all of them anyway), and is never refused for its own size.
+   */
+  private async answer(batch: boolean, messages: CallMessage[], session: Session): Promise<Frame | null> {
+    const answers: Array<Frame | null> = new Array(messages.length).fill(null);
+    const running = new Set<Promise<void>>();
+    for (const [i, m] of messages.entries()) {
+      while (running.size > 0 && !session.pending.fits(costOf(m))) await Promise.race(running);
+      const p: Promise<void> = this.single(m, session).then((a) => {
+        answers[i] = a;
+        running.delete(p);
+      });
+      running.add(p);
+    }
+    await Promise.all(running);
     if (!batch) return answers[0] ?? null;
-    return serializeBatch(this.bounded(items, answers));
+    return serializeBatch(this.bounded(messages, answers));
   }
 
   /**
    * The answers of one batch, within maxResponseBytes: read-only answers past the bound are
    * replaced by responseTooLarge (they had no effect; mutating answers and errors always stay).
    */
-  private bounded(items: unknown[], answers: Array<Frame | null>): Frame[] {
+  private bounded(messages: CallMessage[], answers: Array<Frame | null>): Frame[] {
     let total = answers.reduce((n: number, a) => n + (a ? frameLength(a) : 0), 0);
     const out: Frame[] = [];
     for (let i = answers.length - 1; i >= 0; i--) {
       const a = answers[i];
+      const m = messages[i]!;
       if (a === null || a === undefined) continue;
-      const readOnlyRequest = classify(items[i]) === 'request' && !MUTATING.has((items[i] as { method: string }).method);
+      const readOnlyRequest = m.kind === 'request' && !MUTATING.has(m.method!);
       if (total > this.maxResponseBytes && readOnlyRequest && (typeof a !== 'string' || a.includes('"result":'))) {
         const r = serialize(
           errorResponse(
-            answerId(items[i]),
+            m.id,
             agentError('responseTooLarge', `the answers of this batch exceed ${this.maxResponseBytes} bytes; ask for fewer at once`, {
               maxResponseBytes: this.maxResponseBytes,
             }),
           ),
+          m.rawId,
         );
         total += r.length - frameLength(a);
         out.push(r);
@@ -176,31 +209,44 @@ export class RpcServer {
     return true;
   }
 
-  private async single(msg: unknown, rawId: string | undefined, session: Session): Promise<Frame | null> {
-    const kind = classify(msg);
+  private async single(m: CallMessage, session: Session): Promise<Frame | null> {
     // Every message costs one token, junk included: the rate counts calls, not frames.
-    if (this.overRate(session)) return kind === 'notification' ? null : serialize(rateLimited(answerId(msg)), rawId);
-    if (kind !== 'request' && kind !== 'notification') return serialize(invalidRequest(answerId(msg)), rawId);
-    const r = msg as { method: string; id?: string | number | null };
-    if (r.method === 'rpc.discover') {
-      return kind === 'request' ? cachedResult(r.id!, rawId, this.discoverJson) : null;
+    if (this.overRate(session)) return m.kind === 'notification' ? null : serialize(rateLimited(m.id), m.rawId);
+    if (m.kind !== 'request' && m.kind !== 'notification') {
+      return serialize(invalidRequest(m.id, m.idProblem, m.idProblem ? { maxIdBytes: MAX_ID_BYTES } : undefined), m.rawId);
     }
+    if (m.method === 'rpc.discover') {
+      return m.kind === 'request' ? cachedResult(m.id, m.rawId, this.discoverJson) : null;
+    }
+    // What the call pins while it runs is taken before it runs: beyond the budget, refused.
+    const cost = costOf(m);
+    if (!session.pending.take(cost)) return this.tooManyPending(m, session, cost);
     const requestId = randomBytes(4).toString('hex');
-    session.pendingCalls++;
+    const request = { jsonrpc: '2.0', method: m.method, ...(m.params !== undefined ? { params: m.params } : {}) };
+    delete m.params; // the batch's other calls must not keep these params alive
     try {
-      const res = await this.server.receive(r as never, { session, requestId });
-      return res === null ? null : serialize(res as Response, rawId);
+      const res = await this.server.receive((m.kind === 'request' ? { ...request, id: m.id } : request) as never, { session, requestId });
+      return res === null ? null : serialize(res as Response, m.rawId);
     } finally {
-      session.pendingCalls--;
+      session.pending.release(cost);
     }
+  }
+
+  private tooManyPending(m: CallMessage, session: Session, cost: number): Frame | null {
+    this.opts.observer?.refused?.('tooManyPending');
+    if (m.kind === 'notification') return null;
+    const e = session.pending.refusal(cost);
+    return serialize(errorResponse(m.id, agentError('tooManyPending', e.message, e.data)), m.rawId);
   }
 
   private register(spec: { name: MethodName } & MethodSpec<MethodName>): void {
     const validate = this.schemas.validator(`methods/${spec.name}.params.json`);
     const validateResult = this.opts.validateResults ? this.schemas.validator(`methods/${spec.name}.result.json`) : null;
     this.server.addMethod(spec.name, async (raw: unknown, ctx: CallContext) => {
-      const log = this.log.child({ requestId: ctx.requestId, session: ctx.session.id, method: spec.name });
+      // Made when the call ends, not kept (a logger per call) while it runs: waits run for hours.
+      const log = () => this.log.child({ requestId: ctx.requestId, session: ctx.session.id, method: spec.name });
       const started = Date.now();
+      let pinned = 0;
       try {
         // Before anything recursive (clone, validation) runs over it.
         if (deeperThan(raw, MAX_DEPTH)) {
@@ -230,6 +276,10 @@ export class RpcServer {
         if (spec.mutating && ctx.session.principal.readOnly) {
           throw new AgentError('unauthorized', `principal '${ctx.session.principal.name}' may not call ${spec.name}`);
         }
+        // Kept while the call runs, twice (as sent, for the audit, and validated): in the budget.
+        const size = 2 * jsonSize(params);
+        if (!ctx.session.pending.take(size, 0)) throw ctx.session.pending.refusal(size);
+        pinned = size;
         if (spec.mutating) {
           // Recorded before it acts; if it cannot be recorded, it does not happen.
           try {
@@ -248,13 +298,13 @@ export class RpcServer {
         if (validateResult && !validateResult(result)) {
           throw new Error(`result of ${spec.name} breaks its schema: ${JSON.stringify(validateResult.errors)}`);
         }
-        log.debug('call ok', { ms: Date.now() - started });
+        log().debug('call ok', { ms: Date.now() - started });
         this.opts.observer?.call(spec.name, (Date.now() - started) / 1000);
         if (spec.mutating) this.auditOutcome(ctx, spec.name, raw, { outcome: 'ok', result });
         return result;
       } catch (e) {
-        const err = toErrorObject(e, log);
-        log.info('call failed', { ms: Date.now() - started, code: err.code, error: err.message });
+        const err = toErrorObject(e, log());
+        log().info('call failed', { ms: Date.now() - started, code: err.code, error: err.message });
         this.opts.observer?.call(
           spec.name,
           (Date.now() - started) / 1000,
@@ -262,6 +312,8 @@ export class RpcServer {
         );
         if (spec.mutating && nameOf(err.data) !== 'auditFailed') this.auditOutcome(ctx, spec.name, raw, { outcome: 'error', error: err });
         throw new JSONRPCErrorException(err.message, err.code, err.data);
+      } finally {
+        ctx.session.pending.release(pinned, 0);
       }
     });
   }
@@ -297,6 +349,14 @@ export class RpcServer {
       ...(typeof result?.changed === 'boolean' ? { changed: result.changed } : {}),
     });
   }
+}
+
+const idBytes = (m: CallMessage) => (m.rawId ?? (typeof m.id === 'string' ? m.id : '')).length;
+
+/** What a message takes of the pending budget when it starts (0: it takes none, it is answered at once). */
+function costOf(m: CallMessage): number {
+  if ((m.kind !== 'request' && m.kind !== 'notification') || m.method === 'rpc.discover') return 0;
+  return PER_CALL_BYTES + idBytes(m);
 }
 
 /** No schema nests more than a few levels; far deeper input is an attack or a bug. */

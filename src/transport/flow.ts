@@ -1,13 +1,17 @@
 // Per-connection flow control, the same for WebSocket and stdio. A frame is started only while
-// the connection's unsent output is under `maxBufferedBytes` and fewer than `maxPendingCalls`
-// of its calls are running; otherwise reading stops (the socket is paused, so TCP pushes back on
-// the peer) and frames already read wait in a short queue (QUEUE_BYTES plus one read). Frames
-// start one per event-loop turn, so that the answers of quick calls are counted before the next
-// starts (a long call such as wait does not hold the others up). A peer whose unsent output
-// stays above the bound for `slowReaderMs`, or exceeds HARD times it, is closed: one client holds
-// at most about `maxBufferedBytes` plus one answer of the agent's memory.
+// the connection's unsent output is under `maxBufferedBytes` and its pending-call budget
+// (`maxPendingCalls`, `maxPendingBytes`: src/rpc/session.ts) is not full; frames read meanwhile
+// wait in a short queue (QUEUE_BYTES, plus one socket read). While output is unread, or the
+// queue is full, reading stops (the socket is paused, so TCP pushes back on the peer). While the
+// budget is full, reading goes on and frames past QUEUE_BYTES are not held (long waits could pin
+// them for hours): they are started at once, and their calls are refused with tooManyPending. Frames start one per event-loop turn,
+// so that the answers of quick calls are counted before the next starts (a long call such as
+// wait does not hold the others up). A peer whose unsent output stays above the bound for
+// `slowReaderMs`, or exceeds HARD times it, is closed: one client holds at most about
+// `maxBufferedBytes` plus one answer of the agent's memory.
 
 import type { Frame } from '../protocol/index.js';
+import type { PendingLimits } from '../rpc/session.js';
 
 const HARD = 16;
 /**
@@ -19,10 +23,9 @@ const PER_TURN = 1;
 /** Frames read but not started, in bytes, before reading pauses (plus at most one socket read). */
 const QUEUE_BYTES = 64 * 1024;
 
-export interface FlowLimits {
+export interface FlowLimits extends PendingLimits {
   maxBufferedBytes: number;
   slowReaderMs: number;
-  maxPendingCalls: number;
 }
 
 export interface FlowIo {
@@ -51,8 +54,8 @@ export class Flow {
     private readonly limits: FlowLimits,
     /** Handles one frame; resolves with the answer frame or null. */
     private readonly handle: (frame: string) => Promise<Frame | null>,
-    /** Calls of this connection now running (the RPC session counts them). */
-    private readonly pendingCalls: () => number,
+    /** Whether this connection's pending-call budget is full (the RPC session keeps it). */
+    private readonly pendingFull: () => boolean,
   ) {}
 
   /** A frame read from the peer. */
@@ -87,8 +90,12 @@ export class Flow {
     this.wakeIdle();
   }
 
+  private outputFull(): boolean {
+    return this.io.buffered() >= this.limits.maxBufferedBytes;
+  }
+
   private blocked(): boolean {
-    return this.io.buffered() >= this.limits.maxBufferedBytes || this.pendingCalls() >= this.limits.maxPendingCalls;
+    return this.outputFull() || this.pendingFull();
   }
 
   private pump(): void {
@@ -97,13 +104,22 @@ export class Flow {
     if (buffered > HARD * this.limits.maxBufferedBytes)
       return this.kill(`more than ${HARD * this.limits.maxBufferedBytes} bytes of output unread`);
     this.watchSlowReader(buffered);
+    // Not held while long calls (waits) run and the budget is full: started now, refused.
+    while (this.queuedBytes > QUEUE_BYTES && this.pendingFull() && !this.outputFull() && !this.closed) {
+      const frame = this.queue.shift()!;
+      this.queuedBytes -= frame.length;
+      this.run(frame);
+    }
     if (this.queue.length > 0 && !this.blocked() && !this.scheduled) {
       this.scheduled = setImmediate(() => {
         this.scheduled = null;
         this.start();
       });
     }
-    const stop = this.queuedBytes >= QUEUE_BYTES || this.blocked();
+    // Reading pauses while output is unread (bounded in time: slowReaderMs), or while frames wait
+    // to start; never only because the budget is full, which long waits can keep for hours: a
+    // frame paused half-received would stay pinned that long. Frames past the queue are refused.
+    const stop = this.outputFull() || (this.queuedBytes >= QUEUE_BYTES && !this.pendingFull());
     if (stop !== this.paused) {
       this.paused = stop;
       if (stop) this.io.pause();
@@ -115,21 +131,25 @@ export class Flow {
     for (let n = 0; n < PER_TURN && !this.closed && this.queue.length > 0 && !this.blocked(); n++) {
       const frame = this.queue.shift()!;
       this.queuedBytes -= frame.length;
-      this.running++;
-      void this.handle(frame)
-        .then(
-          (reply) => {
-            if (reply !== null) this.send(reply);
-          },
-          () => {},
-        )
-        .finally(() => {
-          this.running--;
-          this.pump();
-          if (this.queue.length === 0 && this.running === 0) this.wakeIdle();
-        });
+      this.run(frame);
     }
     this.pump();
+  }
+
+  private run(frame: string): void {
+    this.running++;
+    void this.handle(frame)
+      .then(
+        (reply) => {
+          if (reply !== null) this.send(reply);
+        },
+        () => {},
+      )
+      .finally(() => {
+        this.running--;
+        this.pump();
+        if (this.queue.length === 0 && this.running === 0) this.wakeIdle();
+      });
   }
 
   private watchSlowReader(buffered: number): void {

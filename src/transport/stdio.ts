@@ -56,9 +56,15 @@ export function serveStdio(rpc: RpcServer, opts: StdioOptions, log: Logger): Pro
       },
       opts.flow,
       (line) => rpc.handle(line, session),
-      () => session.pendingCalls,
+      () => session.pending.full,
     );
-    const session = new Session({ name: opts.principal ?? 'local', readOnly: false }, opts.peer ?? 'stdio', (frame) => flow.send(frame));
+    const session = new Session(
+      { name: opts.principal ?? 'local', readOnly: false },
+      opts.peer ?? 'stdio',
+      (frame) => flow.send(frame),
+      null,
+      opts.flow,
+    );
     rpc.attach(session);
     const lines = new LineReader({
       maxLine: opts.maxLine,

@@ -151,9 +151,9 @@ export async function startWebSocket(rpc: RpcServer, opts: WebSocketOptions, log
       },
       opts.flow,
       (frame) => rpc.handle(frame, session),
-      () => session.pendingCalls,
+      () => session.pending.full,
     );
-    const session = new Session(principal, peer, (frame) => flow.send(frame), bucket);
+    const session = new Session(principal, peer, (frame) => flow.send(frame), bucket, opts.flow);
     rpc.attach(session);
     conns.set(ws, { session, flow });
     alive.set(ws, true);

@@ -2,7 +2,7 @@
 // output line by line, Ctrl-C in phase 1, timeout, errors and their exit codes, remote --url.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
@@ -206,6 +206,30 @@ t.test('exit codes: timeout, agent error, usage, connection', async (t) => {
   t.equal((await cli(['jobs', '--url', 'ws://127.0.0.1:1'])).code, 3, 'no agent there: exit 3');
 });
 
+t.test('remote: the token from a file or the environment, never needed in argv', async (t) => {
+  const agent = await serveAgent(t);
+  const dir = stateDir(t);
+  const file = join(dir, 'token');
+  writeFileSync(file, agent.token + '\n', { mode: 0o600 });
+  const viaFile = await cli(['call', 'capabilities', '--url', agent.url, '--token-file', file, '--json']);
+  t.equal(viaFile.code, 0, '--token-file: connected');
+  t.match(JSON.parse(viaFile.stdout), { agent: { name: 'blockcopy-agent' } });
+  t.equal(viaFile.stderr, '', 'no warning');
+  const viaEnv = await cli(['call', 'capabilities', '--url', agent.url, '--json'], { env: { BLOCKCOPY_TOKEN: agent.token } });
+  t.same([viaEnv.code, viaEnv.stderr], [0, ''], 'BLOCKCOPY_TOKEN: connected, no warning');
+  const viaArgv = await cli(['call', 'capabilities', '--url', agent.url, '--token', agent.token, '--json']);
+  t.equal(viaArgv.code, 0, '--token still works');
+  t.match(viaArgv.stderr, /warning: --token shows the token to every user .*--token-file/, 'but warns on stderr');
+  t.notOk(viaArgv.stderr.includes(agent.token), 'the warning does not repeat the token');
+  const both = await cli(['call', 'capabilities', '--url', agent.url, '--token', agent.token, '--token-file', file]);
+  t.equal(both.code, 2, '--token with --token-file: usage error');
+  const missing = await cli(['call', 'capabilities', '--url', agent.url, '--token-file', join(dir, 'nope')]);
+  t.equal(missing.code, 2, 'an unreadable token file: usage error');
+  t.match(missing.stderr, /--token-file: cannot read .*ENOENT/);
+  writeFileSync(file, '\n');
+  t.equal((await cli(['call', 'capabilities', '--url', agent.url, '--token-file', file])).code, 2, 'an empty token file: usage error');
+});
+
 t.test('remote: --url with a token, call and info', async (t) => {
   const agent = await serveAgent(t);
   const caps = await cli(['call', 'capabilities', '--url', agent.url, '--json'], { env: { BLOCKCOPY_TOKEN: agent.token } });
@@ -215,5 +239,6 @@ t.test('remote: --url with a token, call and info', async (t) => {
   t.equal(refused.code, 3, 'a wrong token cannot connect: exit 3');
   const info = await cli(['info', '--job', 'nope', '--url', agent.url, '--token', agent.token]);
   t.equal(info.code, 1);
-  t.match(JSON.parse(info.stderr), { error: 'noJob' });
+  // The last line: --token prints its warning first.
+  t.match(JSON.parse(info.stderr.trim().split('\n').at(-1)!), { error: 'noJob' });
 });

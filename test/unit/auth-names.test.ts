@@ -112,7 +112,7 @@ t.test('plaintext refused on a bound address that is not loopback', async (t) =>
       port: 0,
       maxPayload: 1024,
       heartbeatMs: 60_000,
-      flow: { maxBufferedBytes: 1 << 20, slowReaderMs: 1000, maxPendingCalls: 10 },
+      flow: { maxBufferedBytes: 1 << 20, slowReaderMs: 1000, maxPendingCalls: 10, maxPendingBytes: 1 << 20 },
       origins: { hostNames: [], allowedOrigins: [] },
       loopbackOnly: true,
       requestTimeoutMs: 1000,

@@ -12,7 +12,7 @@ import { RpcServer } from '../../src/rpc/server.js';
 import { Session } from '../../src/rpc/session.js';
 import { Flow } from '../../src/transport/flow.js';
 import { frameText } from '../../src/protocol/index.js';
-import { FakeService, asGroups, asService } from '../helpers/fake-service.js';
+import { FakeService, asGroups, asService, sampleJob } from '../helpers/fake-service.js';
 
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -45,12 +45,12 @@ t.test('flow: a peer that does not read stops being read, then is closed', async
   let handled = 0;
   const flow = new Flow(
     io,
-    { maxBufferedBytes: 1000, slowReaderMs: 200, maxPendingCalls: 10 },
+    { maxBufferedBytes: 1000, slowReaderMs: 200, maxPendingCalls: 10, maxPendingBytes: 1 << 20 },
     async () => {
       handled++;
       return 'x'.repeat(400);
     },
-    () => 0,
+    () => false,
   );
   for (let i = 0; i < 50; i++) flow.receive('frame');
   for (let i = 0; i < 20; i++) await tick();
@@ -71,7 +71,7 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
   const release: Array<() => void> = [];
   const flow = new Flow(
     io,
-    { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 2 },
+    { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 2, maxPendingBytes: 1 << 20 },
     (f) => {
       started.push(f);
       pending++;
@@ -82,12 +82,12 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
         }),
       );
     },
-    () => pending,
+    () => pending >= 2,
   );
   for (const f of ['a', 'b', 'c', 'd']) flow.receive(f);
   for (let i = 0; i < 10; i++) await tick();
   t.same(started, ['a', 'b'], 'two calls at most');
-  t.ok(io.paused, 'paused meanwhile');
+  t.notOk(io.paused, 'reading goes on meanwhile (a frame paused half-read would be pinned): c and d wait in the queue');
   release.shift()!();
   for (let i = 0; i < 10; i++) await tick();
   t.same(started, ['a', 'b', 'c'], 'one more once one finished');
@@ -101,13 +101,39 @@ t.test('flow: output read in time resumes reading; pending calls bound what star
   flow.dispose();
 });
 
+t.test('flow: while the pending budget is full, frames past the queue bound start at once (refused), none is held', async (t) => {
+  const io = fakeIo();
+  const started: string[] = [];
+  const flow = new Flow(
+    io,
+    { maxBufferedBytes: 1000, slowReaderMs: 10_000, maxPendingCalls: 1, maxPendingBytes: 1 << 20 },
+    async (f) => {
+      started.push(f.slice(0, 5));
+      return null;
+    },
+    () => true, // full: every call is refused by the server
+  );
+  const small = 'small';
+  const big = 'big'.padEnd(900 * 1024, ' ');
+  flow.receive(small);
+  for (let i = 0; i < 5; i++) await tick();
+  t.same(started, [], 'a small frame waits in the queue for the budget');
+  flow.receive(big);
+  t.same(started, ['small', 'big  '], 'past the queue bound, frames are started at once, oldest first, instead of being held');
+  flow.receive(small);
+  for (let i = 0; i < 5; i++) await tick();
+  t.same(started, ['small', 'big  '], 'a small frame waits again');
+  t.notOk(io.paused, 'reading goes on');
+  flow.dispose();
+});
+
 t.test('flow: output far above the bound closes at once', async (t) => {
   const io = fakeIo();
   const flow = new Flow(
     io,
-    { maxBufferedBytes: 100, slowReaderMs: 60_000, maxPendingCalls: 10 },
+    { maxBufferedBytes: 100, slowReaderMs: 60_000, maxPendingCalls: 10, maxPendingBytes: 1 << 20 },
     async () => null,
-    () => 0,
+    () => false,
   );
   flow.send('n'.repeat(1700));
   t.match(io.closedWith, /more than 1600 bytes/);
@@ -184,4 +210,37 @@ t.test('a mutating call whose audit record cannot be written is refused before i
     'the failure is logged',
   );
   t.match(await send({ jsonrpc: '2.0', method: 'jobInfo', params: { jobId: 'j1' }, id: 4 }), { id: 4, result: {} }, 'reads go on');
+});
+
+t.test('pending budget: a batch larger than the room runs as its own calls end; other frames get tooManyPending', async (t) => {
+  const svc = new FakeService();
+  const holds: Array<() => void> = [];
+  svc.wait = (() => new Promise((r) => holds.push(() => r({ job: sampleJob({ state: 'ready' }) })))) as never;
+  const rpc = new RpcServer({ service: asService(svc), groups: asGroups(svc), log: silentLogger, version: 'test' });
+  const session = new Session({ name: 'admin', readOnly: false }, 'peer', () => {}, null, { maxPendingCalls: 2, maxPendingBytes: 1 << 20 });
+  const send = async (o: unknown) => JSON.parse(frameText((await rpc.handle(JSON.stringify(o), session))!));
+  const call = (id: number, method = 'jobInfo') => ({
+    jsonrpc: '2.0',
+    id,
+    method,
+    params: method === 'wait' ? { jobId: 'j1', until: 'done' } : { jobId: 'j1' },
+  });
+  const batch = await send(Array.from({ length: 5 }, (_, i) => call(i)));
+  t.equal(batch.filter((a: { result?: unknown }) => a.result).length, 5, 'a batch of 5 with room for 2: every call answered');
+  const held = rpc.handle(JSON.stringify(call(10, 'wait')), session);
+  const held2 = rpc.handle(JSON.stringify(call(11, 'wait')), session);
+  await tick();
+  t.same([session.pending.calls, session.pending.full], [2, true], 'two waits hold the budget');
+  t.match(
+    await send(call(12)),
+    { id: 12, error: { code: -32021, data: { name: 'tooManyPending', retryable: true, maxPendingCalls: 2 } } },
+    'a call of another frame is refused',
+  );
+  t.match(await send({ jsonrpc: '2.0', id: 'x'.repeat(257), method: 'jobInfo', params: {} }), {
+    id: null,
+    error: { code: -32600, data: { maxIdBytes: 256 } },
+  });
+  holds.forEach((h) => h());
+  await Promise.all([held, held2]);
+  t.same([session.pending.calls, session.pending.bytes], [0, 0], 'released once they answer');
 });

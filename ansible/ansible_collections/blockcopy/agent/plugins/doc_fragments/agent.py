@@ -30,7 +30,17 @@ options:
     description:
       - Bearer token for I(endpoint).
       - If not set, the C(BLOCKCOPY_TOKEN) environment variable is used (as by the C(blockcopy-agent) CLI).
+      - Sent only over C(wss://), or over C(ws://) to a host whose addresses are all loopback;
+        anything else fails before connecting unless I(allow_insecure_token=true).
     type: str
+  allow_insecure_token:
+    description:
+      - Send I(token) over a plain C(ws://) I(endpoint) whose host is not loopback, where anyone
+        on the network path can read it and then drive the agent.
+      - Only for a network you trust entirely (for example a tunnel ending on the agent's host);
+        prefer a C(wss://) endpoint with I(ca_path).
+    type: bool
+    default: false
   ca_path:
     description:
       - CA certificate file to verify a C(wss://) I(endpoint) with.

@@ -34,6 +34,11 @@ try:
 except ImportError:  # pragma: no cover - python 2
     from urlparse import urlparse
 
+try:
+    import ipaddress
+except ImportError:  # pragma: no cover - python 2 without the backport
+    ipaddress = None
+
 
 RETRYABLE_DEFAULT = ("recovering", "notReady", "tooManyJobs", "unavailable")
 
@@ -60,6 +65,42 @@ class AgentError(Exception):
     @property
     def retryable(self):
         return bool(self.data.get("retryable"))
+
+
+class InsecureTokenError(AgentError):
+    """A bearer token would cross the network in clear text (ws:// to a host that is not loopback)."""
+
+
+def _is_loopback_address(addr):
+    addr = addr.split("%", 1)[0]
+    if ipaddress is not None:
+        try:
+            ip = ipaddress.ip_address(u"%s" % addr)
+        except ValueError:
+            return False
+        mapped = getattr(ip, "ipv4_mapped", None)
+        return (mapped or ip).is_loopback
+    return addr.startswith("127.") or addr in ("::1", "::ffff:127.0.0.1")
+
+
+def is_loopback_host(host):
+    """True when every address the host name resolves to is loopback (as the agent's own listener decides)."""
+    if not host:
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except socket.gaierror:
+        return False
+    return len(infos) > 0 and all(_is_loopback_address(info[4][0]) for info in infos)
+
+
+def check_token_transport(url, token, allow_insecure_token=False):
+    """Refuses a bearer token over plain ws:// to a host that is not loopback, unless allowed."""
+    u = urlparse(url)
+    if token and u.scheme == "ws" and not allow_insecure_token and not is_loopback_host(u.hostname):
+        raise InsecureTokenError(
+            "refusing to send the bearer token in clear text over ws:// to %s, which is not a loopback address: "
+            "use a wss:// endpoint (with ca_path), or set allow_insecure_token: true to send it anyway" % u.hostname)
 
 
 class StdioTransport(object):
@@ -134,10 +175,12 @@ class StdioTransport(object):
 class WebSocketTransport(object):
     """A minimal RFC 6455 client: text frames, masked, with ping answered by pong."""
 
-    def __init__(self, url, token=None, ca_path=None, validate_certs=True, timeout=30):
+    def __init__(self, url, token=None, ca_path=None, validate_certs=True, timeout=30, allow_insecure_token=False):
         u = urlparse(url)
         if u.scheme not in ("ws", "wss"):
             raise AgentError("endpoint must be ws:// or wss://, got %s" % url)
+        # Before any byte is sent: the token must not cross the network readable by anyone on the path.
+        check_token_transport(url, token, allow_insecure_token)
         port = u.port or (443 if u.scheme == "wss" else 80)
         try:
             sock = socket.create_connection((u.hostname, port), timeout=timeout)
@@ -261,7 +304,8 @@ class AgentClient(object):
         if params.get("endpoint"):
             transport = WebSocketTransport(
                 params["endpoint"], token=params.get("token"), ca_path=params.get("ca_path"),
-                validate_certs=params.get("validate_certs", True))
+                validate_certs=params.get("validate_certs", True),
+                allow_insecure_token=params.get("allow_insecure_token", False))
         else:
             transport = StdioTransport(params.get("agent_command") or ["blockcopy-agent", "stdio"])
         return cls(transport)

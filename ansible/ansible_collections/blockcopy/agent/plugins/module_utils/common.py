@@ -8,7 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 from ansible.module_utils.basic import env_fallback
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentClient, AgentError
+from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentClient, AgentError, InsecureTokenError
 
 CONNECTION_ARGS = dict(
     agent_command=dict(type="list", elements="str", default=["blockcopy-agent", "stdio"]),
@@ -16,6 +16,7 @@ CONNECTION_ARGS = dict(
     token=dict(type="str", no_log=True, fallback=(env_fallback, ["BLOCKCOPY_TOKEN"])),
     ca_path=dict(type="path"),
     validate_certs=dict(type="bool", default=True),
+    allow_insecure_token=dict(type="bool", default=False),
 )
 
 TERMINAL = ("pivoted", "finished", "cancelled", "failed")
@@ -24,6 +25,8 @@ TERMINAL = ("pivoted", "finished", "cancelled", "failed")
 def connect(module):
     try:
         return AgentClient.from_module_params(module.params)
+    except InsecureTokenError as e:
+        module.fail_json(msg=e.message, error="insecureToken")
     except AgentError as e:
         module.fail_json(msg="cannot reach blockcopy-agent: %s" % e.message, error=e.name)
 

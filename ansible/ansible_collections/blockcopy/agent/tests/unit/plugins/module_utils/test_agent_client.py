@@ -19,7 +19,7 @@ import threading
 import unittest
 
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import (
-    AgentClient, AgentError, StdioTransport, WebSocketTransport)
+    AgentClient, AgentError, InsecureTokenError, StdioTransport, WebSocketTransport, check_token_transport)
 
 FAKE_AGENT = r'''
 import json, sys
@@ -167,6 +167,63 @@ class WebSocketTests(unittest.TestCase):
     def test_bad_scheme(self):
         with self.assertRaises(AgentError):
             WebSocketTransport("http://127.0.0.1:1")
+
+
+def non_loopback_address():
+    """An address of this host that is not loopback (the source address of a route), or None."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.200", 9))  # no packet is sent for a UDP connect
+        addr = probe.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    return None if addr.startswith("127.") else addr
+
+
+class InsecureTokenTests(unittest.TestCase):
+    def setUp(self):
+        self.addr = non_loopback_address()
+        if self.addr is None:
+            self.skipTest("this host has no address that is not loopback")
+        self.listener = socket.socket()
+        self.listener.bind((self.addr, 0))
+        self.listener.listen(1)
+        self.url = "ws://%s:%d" % (self.addr, self.listener.getsockname()[1])
+
+    def tearDown(self):
+        self.listener.close()
+
+    def test_token_over_ws_to_a_host_that_is_not_loopback_is_refused_before_connecting(self):
+        with self.assertRaises(InsecureTokenError) as cm:
+            WebSocketTransport(self.url, token="s3cret")
+        self.assertIn("allow_insecure_token", cm.exception.message)
+        self.assertIn(self.addr, cm.exception.message)
+        self.assertNotIn("s3cret", cm.exception.message)
+        self.listener.settimeout(0.5)
+        with self.assertRaises(socket.timeout):
+            self.listener.accept()  # nothing ever connected: the token never left
+
+    def test_allowed_explicitly(self):
+        seen = []
+        th = threading.Thread(target=serve_one, args=(self.listener, seen))
+        th.start()
+        client = AgentClient(WebSocketTransport(self.url, token="s3cret", allow_insecure_token=True), call_timeout=10)
+        self.assertEqual(client.call("capabilities", {}), {"method": "capabilities"})
+        th.join(10)
+        client.close()
+        self.assertEqual(seen[0], ["Authorization: Bearer s3cret"])
+
+    def test_from_module_params(self):
+        with self.assertRaises(InsecureTokenError):
+            AgentClient.from_module_params({"endpoint": self.url, "token": "s3cret"})
+
+    def test_what_stays_allowed(self):
+        check_token_transport(self.url, None)  # no token, nothing to leak
+        check_token_transport("wss://%s:1" % self.addr, "t")
+        for url in ("ws://127.0.0.1:1", "ws://127.8.9.10:1", "ws://localhost:1", "ws://[::1]:1"):
+            check_token_transport(url, "t")
 
 
 if __name__ == "__main__":
