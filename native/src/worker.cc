@@ -14,7 +14,7 @@ VirError QueuedTooLong(const Task& t) {
   return VirError{VIR_ERR_OPERATION_TIMEOUT, VIR_FROM_NONE,
                   "the call waited " + std::to_string(ms) + " ms in the agent's queue behind " + behind +
                       " that libvirtd has not answered yet; it was not sent",
-                  "busy"};
+                  "queued"};
 }
 
 void Worker::SetConnection(virConnectPtr c) {

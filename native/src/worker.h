@@ -104,7 +104,7 @@ class Call : public Task {
 };
 
 // Why a call that never left the queue failed: it waited behind calls on its domain (or on the
-// connection, for one naming no domain) that libvirtd has not answered. Reason "busy".
+// connection, for one naming no domain) that libvirtd has not answered. Reason "queued" (the facade's LibvirtBusy, queued).
 VirError QueuedTooLong(const Task& t);
 
 // For calls whose only result is success.

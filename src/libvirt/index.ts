@@ -17,7 +17,7 @@ export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 function rewrap(e: unknown): never {
   if (e instanceof Error && (e as { libvirt?: unknown }).libvirt === true) {
     const { code, domain, reason } = e as unknown as { code: number; domain: number; reason?: string };
-    if (reason === 'busy') throw new LibvirtBusy(e.message);
+    if (reason === 'busy' || reason === 'queued') throw new LibvirtBusy(e.message, reason === 'queued');
     if (reason === 'timeout') throw new LibvirtTimeout(e.message);
     throw new LibvirtError(code, domain, e.message);
   }

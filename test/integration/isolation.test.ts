@@ -136,6 +136,19 @@ t.test("a stopped QEMU holds only its own guest's calls", async (t) => {
       await hv.readPattern(`${b.dir}/vda-moved.qcow2`, 'qcow2', { pattern: 0x92, offset: 0, length: 16 * MiB }),
       "B's data is intact on the copy",
     );
+    // A copy started outside the agent on B is found by the host-wide scan (listJobs): the scan
+    // passes A by (slow: its calls hang) instead of waiting on it.
+    const theirs = `${b.dir}/theirs.qcow2`;
+    await hv.virsh('blockcopy', b.name, 'vda', theirs, '--bandwidth', '1');
+    let adopted: string | undefined;
+    for (let i = 0; i < 60 && !adopted; i++) {
+      const { jobs } = await client.call('listJobs', {});
+      adopted = jobs.find((j) => j.domain.uuid === b.uuid && j.owner === 'adopted')?.jobId;
+      if (!adopted) await new Promise((r) => setTimeout(r, 1000));
+    }
+    t.ok(adopted, "B's outside copy is listed (adopted) while A's QEMU is still stopped");
+    if (adopted) await client.call('abort', { jobId: adopted });
+    else await hv.virsh('blockjob', b.name, 'vda', '--abort').catch(() => {});
     t.match(readFileSync(`/proc/${pid}/stat`, 'utf8'), /^\d+ \(.*\) T /, "A's QEMU was stopped all along");
     t.comment(`setSpeed on A while its QEMU was stopped: ${await speedA}`);
   } finally {
