@@ -147,6 +147,45 @@ t.test('hung libvirtd: bounded, named errors; JS thread and fs pool stay free; k
   await conn.close();
 });
 
+t.test('keepalive drops every domain lane while each waits on a stopped daemon: no crash after SIGCONT', async (t) => {
+  // In a child process, so that a crash shows as its signal. Calls on four domain keys keep four
+  // lanes (each its own connection) and the main lane waiting when keepalive drops them all.
+  const d = await startPrivateLibvirtd();
+  t.teardown(() => d.close());
+  const r = await runNode(
+    [],
+    `
+    const { openConnection } = await import(${JSON.stringify(facade)});
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    const keys = ['test', 'a', 'b', 'c'];
+    const conn = await openConnection(${JSON.stringify(d.uri)}, { callTimeoutMs: 60000, keepaliveInterval: 1, keepaliveCount: 3, domainThreads: 4 });
+    const reasons = [];
+    conn.onClose((r) => reasons.push(r));
+    for (let i = 0; i < 3; i++) await Promise.allSettled(keys.map((k) => conn.lookupDomain(k)));
+    process.kill(${d.pid}, 'SIGSTOP');
+    const waiting = [...keys.map((k) => conn.getXml(k)), conn.listDomains()].map((p) => p.then(() => 'ok', (e) => e.name));
+    for (let i = 0; i < 400 && reasons.length === 0; i++) await sleep(50);
+    const results = await Promise.all(waiting);
+    process.kill(${d.pid}, 'SIGCONT');
+    await sleep(3000);
+    const fresh = await openConnection(${JSON.stringify(d.uri)});
+    const type = (await fresh.versions()).hypervisorType;
+    await fresh.close();
+    await conn.close();
+    console.log(JSON.stringify({ reasons, results, type }));`,
+    120_000,
+  );
+  t.equal(r.signal, null, `no signal (${r.signal ?? 'none'}): ${r.err.slice(-500)}`);
+  const out = JSON.parse(r.out.trim().split('\n').pop() ?? '{}') as { reasons?: string[]; results?: string[]; type?: string };
+  t.equal(out.reasons?.[0], 'keepalive', 'the connection was dropped by keepalive');
+  t.same(
+    out.results,
+    ['LibvirtError', 'LibvirtError', 'LibvirtError', 'LibvirtError', 'LibvirtError'],
+    'every waiting call failed with the drop',
+  );
+  t.equal(out.type, 'TEST', 'after SIGCONT a new connection works and the process lived on');
+});
+
 t.test('a close before anyone listens is kept and replayed; none after close()', async (t) => {
   // Native level: libvirt closes the connection before the handlers exist.
   const d1 = await startPrivateLibvirtd();
