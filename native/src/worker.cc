@@ -40,7 +40,8 @@ Worker::Admit Worker::Submit(std::unique_ptr<Task>& t) {
   q.push_back(std::move(t));
   if (q.size() == 1 && running_.count(d) == 0) {
     runnable_.push_back(d);
-    if (idleLanes_ == 0 && lanes_ < maxLanes_) StartLocked(true);
+    // A lane for each runnable domain no idle lane will take, up to the bound.
+    if (runnable_.size() > idleLanes_ && lanes_ < maxLanes_) StartLocked(true);
     laneCv_.notify_one();
   }
   return Admit::Ok;
