@@ -12,6 +12,8 @@ export { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from './error
 export const DEFAULT_URI: string = DEFAULTS.AgentConfig.uri;
 /** Below libvirt's keepalive drop (5 s × 3 probes by default), so a hung call is named as such. */
 export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
+/** Domain lanes (each a thread with its own libvirt connection): one per guest of a busy host's burst. */
+export const DEFAULT_DOMAIN_THREADS = 8;
 
 /** Rewraps the binding's rejections as LibvirtError; TypeErrors (bad arguments) pass through. */
 function rewrap(e: unknown): never {
@@ -75,7 +77,8 @@ class LibvirtConnection implements Connection {
   static async open(uri: string, opts: OpenOptions): Promise<LibvirtConnection> {
     const timeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
     const queueTimeoutMs = opts.queueTimeoutMs ?? 2 * timeoutMs;
-    const pending = native.open(uri, { ...opts, callTimeoutMs: timeoutMs, queueTimeoutMs });
+    const domainThreads = opts.domainThreads ?? DEFAULT_DOMAIN_THREADS;
+    const pending = native.open(uri, { ...opts, callTimeoutMs: timeoutMs, queueTimeoutMs, domainThreads });
     // An open that answers after its bound is closed at once, never leaked.
     const n = await bounded(pending, timeoutMs, `the open of ${uri}`, (late) => void late.close()).catch(rewrap);
     const self = new LibvirtConnection(uri, n, timeoutMs, queueTimeoutMs);

@@ -136,7 +136,7 @@ export interface OpenOptions {
    * call is never sent and fails with LibvirtBusy
    */
   queueTimeoutMs?: number;
-  /** threads for calls on domains, each with its own libvirt connection (default 4; 0 = one thread for all) */
+  /** threads for calls on domains, each with its own libvirt connection (default 8; 0 = the main thread for all) */
   domainThreads?: number;
   /** calls queued or running before new ones are refused with LibvirtBusy (default 64) */
   maxPendingCalls?: number;
