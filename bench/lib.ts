@@ -50,5 +50,7 @@ export interface SuiteResult {
 
 export interface BenchContext {
   quick: boolean;
+  /** The scale suite's number of copies (default 32: 8 VMs × 4 disks; spread over 8 VMs). */
+  scaleCopies?: number;
   log: (msg: string) => void;
 }

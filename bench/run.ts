@@ -1,6 +1,6 @@
 // The benchmark suite: side-by-side measurements against the real libvirtd, reported as ratios
 // and percentiles with the machine's facts. `--quick` is a smoke run (the tests use it).
-//   node dist/bench/run.js [--quick] [--only NAME,…] [--out DIR]
+//   node dist/bench/run.js [--quick] [--only NAME,…] [--out DIR] [--scale-copies N]
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -75,10 +75,16 @@ function markdown(when: string, quick: boolean, m: ReturnType<typeof machine>, r
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' } } });
+  const { values } = parseArgs({
+    options: { quick: { type: 'boolean' }, only: { type: 'string' }, out: { type: 'string' }, 'scale-copies': { type: 'string' } },
+  });
   const quick = !!values.quick;
   const names = values.only ? values.only.split(',') : Object.keys(SUITES);
-  const ctx: BenchContext = { quick, log: (msg) => process.stderr.write(`bench: ${msg}\n`) };
+  const scaleCopies = values['scale-copies'] === undefined ? undefined : Number(values['scale-copies']);
+  if (scaleCopies !== undefined && !(Number.isInteger(scaleCopies) && scaleCopies >= 1 && scaleCopies <= 128)) {
+    throw new Error('--scale-copies takes an integer from 1 to 128');
+  }
+  const ctx: BenchContext = { quick, scaleCopies, log: (msg) => process.stderr.write(`bench: ${msg}\n`) };
   const m = machine();
   const started = Date.now();
   const results: SuiteResult[] = [];

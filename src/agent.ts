@@ -182,7 +182,10 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       metrics = m;
     }
 
-    const supervisor = new ConnectionSupervisor({ open: () => openConnection(cfg.uri), log });
+    // Every copy in flight has libvirt calls pending (its own, its polls, the scans): the cap on
+    // pending calls grows with the copy limit, so a burst at that limit is not refused as busy.
+    const maxPendingCalls = Math.max(64, 4 * cfg.maxConcurrentCopies);
+    const supervisor = new ConnectionSupervisor({ open: () => openConnection(cfg.uri, { maxPendingCalls }), log });
     supervisor.on('state', (e) => log.info('libvirt connection', e));
     const conn = await supervisor.connect();
     const jobs = new JobManager({

@@ -9,7 +9,9 @@ export async function scale(ctx: BenchContext): Promise<SuiteResult> {
   const scope = new Scope();
   try {
     const vms = ctx.quick ? 2 : 8;
-    const disksPerVm = ctx.quick ? 2 : 4;
+    // --scale-copies N: N copies over the same VMs (up to 16 disks each, vda…vdp).
+    const disksPerVm = ctx.scaleCopies ? Math.ceil(ctx.scaleCopies / vms) : ctx.quick ? 2 : 4;
+    if (disksPerVm > 16) throw new Error(`${ctx.scaleCopies} copies need more than 16 disks per VM`);
     const sizeMiB = ctx.quick ? 32 : 128;
     const agent = await serveAgent(scope, { config: BENCH_AGENT_CONFIG });
     const client = await agent.connect();

@@ -1,5 +1,6 @@
 // The libvirt calls of a connection: each one checks its arguments on the JS thread and runs
-// on the connection's call thread (Connection::Submit).
+// on one of the connection's call threads (Connection::Submit): a call on a domain on that
+// domain's lane, one naming no domain on the main lane.
 #include <libvirt/virterror.h>
 
 #include <climits>
@@ -102,7 +103,7 @@ Napi::Value Connection::LookupDomain(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string key = StringArg(info, 0, "domain");
   return Submit<DomainInfo>(
-      env, [key](virConnectPtr c) { Dom d(c, key); return InfoOf(d); },
+      env, key, [key](virConnectPtr c) { Dom d(c, key); return InfoOf(d); },
       [](Napi::Env env, DomainInfo& i) -> Napi::Value { return DomainInfoToJs(env, i); });
 }
 
@@ -111,7 +112,7 @@ Napi::Value Connection::ListDomains(const Napi::CallbackInfo& info) {
   Napi::Object opts = OptionsArg(info, 0);
   unsigned int flags = BoolOption(opts, "activeOnly") ? VIR_CONNECT_LIST_DOMAINS_ACTIVE : 0;
   return Submit<std::vector<DomainInfo>>(
-      env, [flags](virConnectPtr c) {
+      env, "", [flags](virConnectPtr c) {
         virDomainPtr* doms = nullptr;
         int n = virConnectListAllDomains(c, &doms, flags);
         if (n < 0) ThrowLastError("cannot list domains");
@@ -145,7 +146,7 @@ Napi::Value Connection::GetXml(const Napi::CallbackInfo& info) {
   Napi::Object opts = OptionsArg(info, 1);
   unsigned int flags = BoolOption(opts, "inactive") ? VIR_DOMAIN_XML_INACTIVE : 0;
   return Submit<std::string>(
-      env, [key, flags](virConnectPtr c) {
+      env, key, [key, flags](virConnectPtr c) {
         Dom d(c, key);
         char* xml = virDomainGetXMLDesc(d, flags);
         if (xml == nullptr) ThrowLastError("cannot read the domain XML");
@@ -160,8 +161,9 @@ Napi::Value Connection::StorageVolPath(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string pool = StringArg(info, 0, "pool");
   std::string volume = StringArg(info, 1, "volume");
+  // Its own queue: a hung storage backend holds one lane, not the domain-less main lane.
   return Submit<std::string>(
-      env, [pool, volume](virConnectPtr c) {
+      env, "pool:" + pool, [pool, volume](virConnectPtr c) {
         virStoragePoolPtr p = virStoragePoolLookupByName(c, pool.c_str());
         if (p == nullptr) ThrowLastError("storage pool not found");
         virStorageVolPtr v = virStorageVolLookupByName(p, volume.c_str());
@@ -204,7 +206,7 @@ Napi::Value Connection::BlockCopy(const Napi::CallbackInfo& info) {
     granularity = static_cast<unsigned int>(g);
   }
   return Submit<Done>(
-      env, [key, disk, destXml, flags, bandwidth, bufSize, granularity](virConnectPtr c) {
+      env, key, [key, disk, destXml, flags, bandwidth, bufSize, granularity](virConnectPtr c) {
         Dom d(c, key);
         virTypedParameterPtr params = nullptr;
         int n = 0, max = 0;
@@ -229,7 +231,7 @@ Napi::Value Connection::GetBlockJobInfo(const Napi::CallbackInfo& info) {
   std::string key = StringArg(info, 0, "domain");
   std::string disk = StringArg(info, 1, "disk");
   return Submit<BlockJobInfoResult>(
-      env, [key, disk](virConnectPtr c) {
+      env, key, [key, disk](virConnectPtr c) {
         Dom d(c, key);
         virDomainBlockJobInfo raw{};
         BlockJobInfoResult r;
@@ -274,7 +276,7 @@ Napi::Value Connection::BlockJobAbort(const Napi::CallbackInfo& info) {
   if (BoolOption(opts, "async")) flags |= VIR_DOMAIN_BLOCK_JOB_ABORT_ASYNC;
   if (BoolOption(opts, "pivot")) flags |= VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT;
   return Submit<Done>(
-      env, [key, disk, flags](virConnectPtr c) {
+      env, key, [key, disk, flags](virConnectPtr c) {
         Dom d(c, key);
         if (virDomainBlockJobAbort(d, disk.c_str(), flags) < 0) ThrowLastError("block job abort failed");
         return Done{};
@@ -290,7 +292,7 @@ Napi::Value Connection::BlockJobSetSpeed(const Napi::CallbackInfo& info) {
   uint64_t bw = U64Value(env, info[2], "bandwidth");
   if (bw > ULONG_MAX) throw Napi::TypeError::New(env, "bandwidth does not fit an unsigned long");
   return Submit<Done>(
-      env, [key, disk, bw](virConnectPtr c) {
+      env, key, [key, disk, bw](virConnectPtr c) {
         Dom d(c, key);
         if (virDomainBlockJobSetSpeed(d, disk.c_str(), static_cast<unsigned long>(bw),
                                       VIR_DOMAIN_BLOCK_JOB_SPEED_BANDWIDTH_BYTES) < 0) {
@@ -308,7 +310,7 @@ Napi::Value Connection::DomainCall(const Napi::CallbackInfo& info, int (*fn)(vir
   Napi::Env env = info.Env();
   std::string key = StringArg(info, 0, "domain");
   return Submit<int>(
-      env, [key, fn, what](virConnectPtr c) {
+      env, key, [key, fn, what](virConnectPtr c) {
         Dom d(c, key);
         int r = fn(d);
         if (r < 0) ThrowLastError(what);
@@ -344,7 +346,7 @@ Napi::Value Connection::GetState(const Napi::CallbackInfo& info) {
     int state = 0, reason = 0;
   };
   return Submit<S>(
-      env, [key](virConnectPtr c) {
+      env, key, [key](virConnectPtr c) {
         Dom d(c, key);
         S s;
         if (virDomainGetState(d, &s.state, &s.reason, 0) < 0) ThrowLastError("cannot read the domain's state");
@@ -365,7 +367,7 @@ Napi::Value Connection::Versions(const Napi::CallbackInfo& info) {
     std::string lib, type, hv;
   };
   return Submit<V>(
-      env, [](virConnectPtr c) {
+      env, "", [](virConnectPtr c) {
         V v;
         unsigned long lib = 0, hv = 0;
         if (virConnectGetLibVersion(c, &lib) < 0) ThrowLastError("cannot read the libvirt version");

@@ -67,6 +67,8 @@ Napi::Function Connection::Define(Napi::Env env) {
       InstanceMethod<&Connection::IsClosed>("isClosed"),
       InstanceMethod<&Connection::SetHandlers>("setHandlers"),
       InstanceMethod<&Connection::PendingCalls>("pendingCalls"),
+      InstanceMethod<&Connection::CallState>("callState"),
+      InstanceMethod<&Connection::CancelQueued>("cancelQueued"),
       InstanceMethod<&Connection::LookupDomain>("lookupDomain"),
       InstanceMethod<&Connection::ListDomains>("listDomains"),
       InstanceMethod<&Connection::GetXml>("getXml"),
@@ -116,7 +118,11 @@ Connection::~Connection() {
 Napi::Value Connection::RejectClosed(Napi::Env env) { return Rejected(env, kClosed); }
 
 Napi::Value Connection::Enqueue(Napi::Env env, std::unique_ptr<Task> call, Napi::Value promise) {
-  call->deadline = Clock::now() + std::chrono::milliseconds(p_.timeoutMs);
+  call->queuedAt = Clock::now();
+  call->deadline = call->queuedAt + std::chrono::milliseconds(p_.queueTimeoutMs);
+  call->id = p_.worker->NewId();
+  // The facade reads the call's state by this id (callState, cancelQueued).
+  promise.As<Napi::Object>().Set("callId", Napi::Number::New(env, static_cast<double>(call->id)));
   switch (p_.worker->Submit(call)) {
     case Worker::Admit::Ok: return promise;
     case Worker::Admit::Busy: call->Fail(BusyError(p_.worker->Pending())); break;
@@ -124,6 +130,24 @@ Napi::Value Connection::Enqueue(Napi::Env env, std::unique_ptr<Task> call, Napi:
   }
   call->Deliver(env);
   return promise;
+}
+
+// callState(id): ms since the call was handed to a thread, -1 while queued, -2 once done.
+Napi::Value Connection::CallState(const Napi::CallbackInfo& info) {
+  uint64_t id = U64Value(info.Env(), info.Length() > 0 ? info[0] : info.Env().Undefined(), "id");
+  return Napi::Number::New(info.Env(), p_.worker->CallState(id));
+}
+
+// cancelQueued(id): a call still queued never runs and its Promise rejects now (busy, with how
+// long it waited); true if it was still queued.
+Napi::Value Connection::CancelQueued(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t id = U64Value(env, info.Length() > 0 ? info[0] : env.Undefined(), "id");
+  std::unique_ptr<Task> t = p_.worker->TakeQueued(id);
+  if (!t) return Napi::Boolean::New(env, false);
+  t->Fail(QueuedTooLong(*t));
+  t->Deliver(env);
+  return Napi::Boolean::New(env, true);
 }
 
 Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
@@ -134,9 +158,11 @@ Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
   uint32_t count = U32Option(env, opts, "keepaliveCount", 3, 0, UINT_MAX);
   uint32_t timeoutMs = U32Option(env, opts, "callTimeoutMs", 30000, 1, 3600000);
   uint32_t maxPending = U32Option(env, opts, "maxPendingCalls", 64, 1, 100000);
-  // One call thread per connection: libvirt 9.0's remote client crashes (SIGSEGV in its I/O loop)
-  // when keepalive drops a connection that two threads are waiting on and the daemon then answers.
-  const uint32_t threads = 1;
+  uint32_t queueTimeoutMs = U32Option(env, opts, "queueTimeoutMs", 2ULL * timeoutMs, 1, 3600000);
+  // Domain lanes, each its own connection with one thread (worker.h): never two threads on one
+  // connection, since libvirt 9.0's remote client crashes (SIGSEGV in its I/O loop) when
+  // keepalive drops a connection that two threads are waiting on and the daemon then answers.
+  uint32_t lanes = U32Option(env, opts, "domainThreads", 4, 0, 64);
 
   auto envState = EnvState::Of(env);
   // An open to a hung libvirtd blocks its thread until libvirtd answers: bound how many may.
@@ -153,10 +179,22 @@ Napi::Value Connection::Open(const Napi::CallbackInfo& info) {
   }
   auto parts = std::make_shared<Parts>();
   parts->js = std::make_shared<JsSide>();
-  parts->regs = std::make_shared<Registrations>(std::make_shared<Link>(Link{sink, parts->js}));
-  parts->worker = std::make_shared<Worker>(sink, threads, maxPending);
+  auto link = std::make_shared<Link>(Link{sink, parts->js});
+  parts->regs = std::make_shared<Registrations>(link);
+  parts->worker = std::make_shared<Worker>(sink, lanes, maxPending);
   parts->envState = envState;
   parts->timeoutMs = timeoutMs;
+  parts->queueTimeoutMs = queueTimeoutMs;
+  // A lane's connection: like the main one, minus events; its close is reported like the main
+  // one's (any of them dropping means libvirtd went away or hung: the owner reconnects).
+  parts->worker->SetLaneOpen([uri, interval, count, link]() {
+    virConnectPtr c = virConnectOpen(uri.c_str());
+    if (c == nullptr) throw VirFailure{VirError::Capture("cannot open a libvirt connection for domain calls")};
+    if (interval > 0 && virConnectSetKeepAlive(c, static_cast<int>(interval), count) < 0) virResetLastError();
+    auto regs = std::make_shared<Registrations>(link);
+    regs->WatchClose(c);
+    return std::make_pair(c, regs);
+  });
   std::weak_ptr<Worker> weakWorker = parts->worker;
   std::shared_ptr<Registrations> regs = parts->regs;
 
@@ -261,7 +299,7 @@ Napi::Value Connection::SubscribeEvents(const Napi::CallbackInfo& info) {
   std::shared_ptr<JsSide> js = p_.js;
   std::shared_ptr<Sink> sink = p_.worker->sink();
   return Submit<Done>(
-      env, [regs](virConnectPtr c) { regs->Subscribe(c); return Done{}; },
+      env, "", [regs](virConnectPtr c) { regs->Subscribe(c); return Done{}; },
       [js, sink](Napi::Env env, Done&) -> Napi::Value {
         // While subscribed, the connection keeps the process alive (events may still come).
         if (!js->userClosed && !js->eventsRef) {
@@ -279,7 +317,7 @@ Napi::Value Connection::UnsubscribeEvents(const Napi::CallbackInfo& info) {
   std::shared_ptr<JsSide> js = p_.js;
   std::shared_ptr<Sink> sink = p_.worker->sink();
   return Submit<Done>(
-      env, [regs](virConnectPtr c) { regs->Unsubscribe(c); return Done{}; },
+      env, "", [regs](virConnectPtr c) { regs->Unsubscribe(c); return Done{}; },
       [js, sink](Napi::Env env, Done&) -> Napi::Value {
         if (js->eventsRef) {
           sink->Unref(env);

@@ -18,7 +18,8 @@ namespace bca {
 class Connection : public Napi::ObjectWrap<Connection> {
  public:
   static Napi::Function Define(Napi::Env env);
-  // open(uri, {keepaliveInterval, keepaliveCount, callTimeoutMs, maxPendingCalls})
+  // open(uri, {keepaliveInterval, keepaliveCount, callTimeoutMs, maxPendingCalls,
+  //             queueTimeoutMs, domainThreads})
   //   -> Promise<Connection>
   static Napi::Value Open(const Napi::CallbackInfo& info);
 
@@ -32,6 +33,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
     std::shared_ptr<JsSide> js;
     std::shared_ptr<EnvState> envState;
     uint32_t timeoutMs = 0;
+    uint32_t queueTimeoutMs = 0;
     bool taken = false;
   };
 
@@ -40,6 +42,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value IsClosed(const Napi::CallbackInfo& info);
   Napi::Value SetHandlers(const Napi::CallbackInfo& info);
   Napi::Value PendingCalls(const Napi::CallbackInfo& info);
+  Napi::Value CallState(const Napi::CallbackInfo& info);
+  Napi::Value CancelQueued(const Napi::CallbackInfo& info);
   Napi::Value LookupDomain(const Napi::CallbackInfo& info);
   Napi::Value ListDomains(const Napi::CallbackInfo& info);
   Napi::Value GetXml(const Napi::CallbackInfo& info);
@@ -58,12 +62,16 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value SubscribeEvents(const Napi::CallbackInfo& info);
   Napi::Value UnsubscribeEvents(const Napi::CallbackInfo& info);
 
-  // Queues one call; a full queue or a closed connection rejects at once.
+  // Queues one call; a full queue or a closed connection rejects at once. `domain` is the key
+  // of the domain the call waits on ("" for none): calls on one domain run one at a time, in
+  // order, and never wait for calls on other domains (worker.h).
   template <typename R>
-  Napi::Value Submit(Napi::Env env, typename Call<R>::Work work, typename Call<R>::Convert convert) {
+  Napi::Value Submit(Napi::Env env, const std::string& domain, typename Call<R>::Work work,
+                     typename Call<R>::Convert convert) {
     if (closed_) return RejectClosed(env);
     Napi::Value promise;
     std::unique_ptr<Task> call = std::make_unique<Call<R>>(env, std::move(work), std::move(convert), &promise);
+    call->domain = domain;
     return Enqueue(env, std::move(call), promise);
   }
   Napi::Value RejectClosed(Napi::Env env);

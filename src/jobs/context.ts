@@ -18,6 +18,7 @@ import type { Registry } from './registry.js';
 import type { Starter } from './start.js';
 import type { Verify } from './verify.js';
 import type { Watch } from './watch.js';
+import { SlowDomains } from './slow-domains.js';
 
 export interface JobManagerOptions {
   connection: Connection;
@@ -40,7 +41,19 @@ export interface JobManagerOptions {
 }
 
 export class JobContext {
-  conn: Connection;
+  /** Domains whose calls libvirtd took and has not answered in time (slow-domains.ts). */
+  readonly slow = new SlowDomains();
+  private tracked!: Connection;
+  /** The connection as given (the owner's object); `conn` is the same, tracked. */
+  raw!: Connection;
+  /** The libvirt connection, every call on a domain tracked by `slow`. */
+  get conn(): Connection {
+    return this.tracked;
+  }
+  set conn(c: Connection) {
+    this.raw = c;
+    this.tracked = this.slow.watch(c);
+  }
   readonly log: Logger;
   readonly journal: Journal;
   readonly pollMs: number;

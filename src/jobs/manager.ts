@@ -99,7 +99,7 @@ export class JobManager extends EventEmitter {
 
   /** The connection libvirt calls go through (replaced by reconnect). */
   get connection(): Connection {
-    return this.ctx.conn;
+    return this.ctx.raw;
   }
 
   /**

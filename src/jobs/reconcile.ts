@@ -99,11 +99,17 @@ export class Reconciler {
     for (const dom of doms) {
       if (this.ctx.stopped || (this.ctx.recovering && !recovery)) return false;
       if (!dom.active) continue;
+      // A slow domain (a call on it hangs in its QEMU) is passed by, not queued behind: the
+      // scan goes on with the others and says it was incomplete.
+      if (this.ctx.slow.isSlow(dom.uuid)) {
+        complete = false;
+        continue;
+      }
       let xml: string;
       try {
         xml = await this.ctx.conn.getXml(dom.uuid);
       } catch (e) {
-        if (isUnanswered(e)) throw e;
+        if (isUnanswered(e) && !this.ctx.slow.isSlow(dom.uuid)) throw e;
         if (!isDomainGone(e)) complete = false;
         continue;
       }

@@ -82,9 +82,13 @@ export class Registry {
       );
     } else {
       try {
-        const done = await this.ctx.reconciler.checkDisk(uuid, disk, dom, readMs === undefined ? undefined : this.readWait(readMs));
+        const done = await this.ctx.reconciler.checkDisk(uuid, disk, dom, readMs === undefined ? undefined : this.readWait(readMs, uuid));
         if (!done)
-          unchecked = this.notAnswered(`whether disk ${disk} of '${ref.domain}' has a copy started outside the agent`, 'the check goes on');
+          unchecked = this.notAnswered(
+            `whether disk ${disk} of '${ref.domain}' has a copy started outside the agent`,
+            'the check goes on',
+            uuid,
+          );
       } catch (e) {
         unchecked = e;
       }
@@ -134,6 +138,7 @@ export class Registry {
       this.notAnswered(
         `the lookup of domain '${key}'`,
         known.size ? 'the agent knows one domain of that name' : 'the agent knows no job on it',
+        key,
       )
     );
   }
@@ -148,16 +153,23 @@ export class Registry {
 
   /** The domain, or undefined when libvirtd has not answered within ms (the lookup goes on; a retry joins it). */
   async lookupWithin(key: string, ms: number): Promise<DomainRef | undefined> {
-    return (await this.lookups.run(key, () => this.ctx.starter.lookup(key), this.readWait(ms)))?.value;
+    return (await this.lookups.run(key, () => this.ctx.starter.lookup(key), this.readWait(ms, key)))?.value;
   }
 
-  /** A read waits for libvirtd up to its bound, and not at all while libvirtd is known not to answer. */
-  private readWait(ms: number): number {
-    return this.ctx.reconciler.libvirtSilent ? 0 : ms;
+  /**
+   * A read waits for libvirtd up to its bound, and not at all while libvirtd is known not to
+   * answer, nor while the domain it is about is slow (its calls wait on a hung QEMU).
+   */
+  private readWait(ms: number, domain?: string): number {
+    return this.ctx.reconciler.libvirtSilent || (domain !== undefined && this.ctx.slow.isSlow(domain)) ? 0 : ms;
   }
 
-  private notAnswered(what: string, after: string): AgentError {
-    const why = this.ctx.reconciler.libvirtSilent ? 'libvirtd does not answer (nor did it the last scan)' : 'within the read bound';
+  private notAnswered(what: string, after: string, domain?: string): AgentError {
+    const why = this.ctx.reconciler.libvirtSilent
+      ? 'libvirtd does not answer (nor did it the last scan)'
+      : domain !== undefined && this.ctx.slow.isSlow(domain)
+        ? 'while the domain is slow (an earlier call on it has not been answered)'
+        : 'within the read bound';
     return new AgentError('libvirtTimeout', `libvirtd has not answered ${what} ${why}; ${after}; retry`);
   }
 

@@ -10,6 +10,10 @@ export type NativeConnection = Omit<Connection, 'uri' | 'closed' | 'onEvent' | '
   setHandlers(onEvent: (e: DomainEvent) => void, onClose: (reason: CloseReason) => void): void;
   /** Calls queued or running on the connection's threads, including abandoned ones. */
   pendingCalls(): number;
+  /** By a call Promise's callId: ms since a thread took it, -1 while queued, -2 once done. */
+  callState(id: number): number;
+  /** A call still queued never runs; its Promise rejects at once (busy). False if it had left the queue. */
+  cancelQueued(id: number): boolean;
   /** Idempotent, one registration per connection; the facade serializes the two. */
   subscribeEvents(): Promise<void>;
   unsubscribeEvents(): Promise<void>;

@@ -60,10 +60,17 @@ export class LibvirtTimeout extends LibvirtError {
   }
 }
 
-/** Too many calls already wait for libvirtd on this connection: this one was never sent. Retryable. */
+/**
+ * This call was never sent: too many calls already wait for libvirtd on this connection, or
+ * (`queued`) it waited past its queue bound behind an earlier call on the same domain that
+ * libvirtd has not answered (that domain is slow, not libvirtd). Retryable.
+ */
 export class LibvirtBusy extends LibvirtError {
   override readonly name: string = 'LibvirtBusy';
-  constructor(message: string) {
+  constructor(
+    message: string,
+    readonly queued = false,
+  ) {
     super(VirErrorCode.OPERATION_TIMEOUT, 0, message);
   }
 }

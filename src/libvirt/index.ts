@@ -12,12 +12,14 @@ export { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from './error
 export const DEFAULT_URI: string = DEFAULTS.AgentConfig.uri;
 /** Below libvirt's keepalive drop (5 s × 3 probes by default), so a hung call is named as such. */
 export const DEFAULT_CALL_TIMEOUT_MS = 10_000;
+/** Domain lanes (each a thread with its own libvirt connection): one per guest of a busy host's burst. */
+export const DEFAULT_DOMAIN_THREADS = 8;
 
 /** Rewraps the binding's rejections as LibvirtError; TypeErrors (bad arguments) pass through. */
 function rewrap(e: unknown): never {
   if (e instanceof Error && (e as { libvirt?: unknown }).libvirt === true) {
     const { code, domain, reason } = e as unknown as { code: number; domain: number; reason?: string };
-    if (reason === 'busy') throw new LibvirtBusy(e.message);
+    if (reason === 'busy' || reason === 'queued') throw new LibvirtBusy(e.message, reason === 'queued');
     if (reason === 'timeout') throw new LibvirtTimeout(e.message);
     throw new LibvirtError(code, domain, e.message);
   }
@@ -63,6 +65,7 @@ class LibvirtConnection implements Connection {
     readonly uri: string,
     private readonly n: NativeConnection,
     private readonly timeoutMs: number,
+    private readonly queueTimeoutMs: number,
   ) {
     // The native object holds these as its own properties: nothing here roots the connection.
     n.setHandlers(
@@ -73,10 +76,12 @@ class LibvirtConnection implements Connection {
 
   static async open(uri: string, opts: OpenOptions): Promise<LibvirtConnection> {
     const timeoutMs = opts.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
-    const pending = native.open(uri, { ...opts, callTimeoutMs: timeoutMs });
+    const queueTimeoutMs = opts.queueTimeoutMs ?? 2 * timeoutMs;
+    const domainThreads = opts.domainThreads ?? DEFAULT_DOMAIN_THREADS;
+    const pending = native.open(uri, { ...opts, callTimeoutMs: timeoutMs, queueTimeoutMs, domainThreads });
     // An open that answers after its bound is closed at once, never leaked.
     const n = await bounded(pending, timeoutMs, `the open of ${uri}`, (late) => void late.close()).catch(rewrap);
-    const self = new LibvirtConnection(uri, n, timeoutMs);
+    const self = new LibvirtConnection(uri, n, timeoutMs, queueTimeoutMs);
     // Read once now, so versions() answers even while libvirtd hangs later.
     self.versions().catch(() => {});
     return self;
@@ -88,7 +93,56 @@ class LibvirtConnection implements Connection {
 
   /** Not async on purpose: a bad argument must throw its TypeError synchronously. */
   private call<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    return bounded(fn(), this.timeoutMs, what).catch(rewrap);
+    const p = fn();
+    const id = (p as { callId?: number }).callId;
+    return (id === undefined ? bounded(p, this.timeoutMs, what) : this.watch(p, id, what)).catch(rewrap);
+  }
+
+  /**
+   * Settles with p. LibvirtTimeout once libvirtd has had the call (a thread took it) for the
+   * call bound: the wait in the binding's queue, behind calls on the same domain, does not
+   * count. A call still queued after the queue bound is withdrawn, never sent, and rejects
+   * with the binding's LibvirtBusy. Timers fire only at bounds; the state is read from the binding then.
+   */
+  private watch<T>(p: Promise<T>, id: number, what: string): Promise<T> {
+    const queuedAt = Date.now();
+    return new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      let settled = false;
+      const arm = (ms: number) => (timer = setTimeout(check, Math.max(1, Math.ceil(ms))));
+      const check = (): void => {
+        if (settled) return;
+        const runningFor = this.n.callState(id);
+        if (runningFor >= this.timeoutMs) {
+          settled = true;
+          reject(new LibvirtTimeout(`libvirtd did not answer ${what} within ${this.timeoutMs} ms; it may still take effect`));
+        } else if (runningFor >= 0) {
+          arm(this.timeoutMs - runningFor);
+        } else if (runningFor === -1) {
+          const waited = Date.now() - queuedAt;
+          // Withdrawn: p rejects now with the binding's busy error.
+          if (waited >= this.queueTimeoutMs && this.n.cancelQueued(id)) return;
+          arm(waited >= this.queueTimeoutMs ? 1 : Math.min(this.timeoutMs, this.queueTimeoutMs - waited));
+        } else {
+          arm(this.timeoutMs); // answered: its result is on its way to this thread
+        }
+      };
+      arm(this.timeoutMs);
+      p.then(
+        (v) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (e: unknown) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          reject(e);
+        },
+      );
+    });
   }
 
   lookupDomain(key: string) {

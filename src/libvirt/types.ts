@@ -140,8 +140,19 @@ export interface OpenOptions {
   keepaliveInterval?: number;
   /** unanswered probes before the connection is considered dead (default 3) */
   keepaliveCount?: number;
-  /** bound on each call's wait, open and close included, in ms (default 10000) */
+  /**
+   * bound on libvirtd's answer to each call, open and close included, in ms (default 10000):
+   * counted from when a thread takes the call, not from when it was queued
+   */
   callTimeoutMs?: number;
+  /**
+   * bound on a call's wait in the binding's own queue, behind calls on the same domain (or, for
+   * calls naming no domain, on the connection), in ms (default 2 × callTimeoutMs); past it the
+   * call is never sent and fails with LibvirtBusy
+   */
+  queueTimeoutMs?: number;
+  /** threads for calls on domains, each with its own libvirt connection (default 8; 0 = the main thread for all) */
+  domainThreads?: number;
   /** calls queued or running before new ones are refused with LibvirtBusy (default 64) */
   maxPendingCalls?: number;
 }
