@@ -38,11 +38,14 @@ export async function scale(ctx: BenchContext): Promise<SuiteResult> {
 
     const n = vms * disksPerVm;
     ctx.log(`scale: ${n} copies across ${vms} VMs`);
+    // One connection per VM, as an orchestrator per guest would: a connection runs at most
+    // limits.maxPendingCalls (8) calls at once, and each of these holds its call until pivoted.
+    const clients = await Promise.all(doms.map(() => agent.connect()));
     t0 = now();
     const results = await Promise.all(
-      doms.flatMap((dom) =>
+      doms.flatMap((dom, v) =>
         dom.disks.map((d) =>
-          client.call('blockCopy', {
+          clients[v]!.call('blockCopy', {
             domain: dom.name,
             disk: d.target,
             destination: { path: `${d.path}.moved`, format: 'qcow2' },
