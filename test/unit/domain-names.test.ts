@@ -4,32 +4,18 @@
 // name answer the new one's jobs; the old one's are found by jobId or UUID.
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
-import { JobManager } from '../../src/jobs/manager.js';
 import { LibvirtTimeout } from '../../src/libvirt/index.js';
-import { silentLogger } from '../../src/log.js';
-import { FakeConnection, fakeHost, ownRoot } from './fake-connection.js';
+import { fakeHost } from './fake-connection.js';
+import { startJobs } from './jobs-fixture.js';
 import { rejects } from '../helpers/rejects.js';
 
 const NEW_UUID = '00000000-0000-4000-8000-0000000000b2';
-
-async function manager(t: Test, conn: FakeConnection, stateDir: string, destDir: string): Promise<JobManager> {
-  const jobs = new JobManager({
-    connection: conn,
-    stateDir,
-    log: silentLogger,
-    pollIntervalMs: 60_000,
-    checkDestination: ownRoot(destDir),
-  });
-  await jobs.start();
-  t.teardown(() => jobs.stop());
-  return jobs;
-}
 
 /** A copy on vm1, then (agent stopped) vm1 destroyed and re-created with a new UUID and a virsh copy on it. */
 async function recreated(t: Test) {
   const { stateDir, destDir, conn } = fakeHost(t, 'bc-names-');
   const old = conn.addDomain({ name: 'vm1' });
-  const first = await manager(t, conn, stateDir, destDir);
+  const first = await startJobs(t, conn, stateDir, destDir);
   const { job } = await first.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(destDir, 'a.qcow2') } });
   await first.stop();
   conn.stopDomain(old);
@@ -41,7 +27,7 @@ async function recreated(t: Test) {
 
 t.test('a name answers the live domain of that name, not an earlier one', async (t) => {
   const w = await recreated(t);
-  const jobs = await manager(t, w.conn, w.stateDir, w.destDir);
+  const jobs = await startJobs(t, w.conn, w.stateDir, w.destDir);
   const { job } = await jobs.jobInfo({ domain: 'vm1', disk: 'vda' });
   t.match(
     job,
@@ -59,7 +45,7 @@ t.test('a name answers the live domain of that name, not an earlier one', async 
 
 t.test('when libvirtd cannot answer, the journal answers a name only if it knows one domain so', async (t) => {
   const w = await recreated(t);
-  const jobs = await manager(t, w.conn, w.stateDir, w.destDir);
+  const jobs = await startJobs(t, w.conn, w.stateDir, w.destDir);
   await jobs.jobInfo({ domain: 'vm1', disk: 'vda' }); // the live copy is adopted: two domains named vm1 in the journal
   w.conn.freeze({ timeoutMs: 50 });
   t.teardown(() => w.conn.thaw());
@@ -70,7 +56,7 @@ t.test('when libvirtd cannot answer, the journal answers a name only if it knows
 t.test('a name libvirt no longer knows answers from the journal when one domain had it', async (t) => {
   const { stateDir, destDir, conn } = fakeHost(t, 'bc-names-');
   const dom = conn.addDomain({ name: 'vm1' });
-  const jobs = await manager(t, conn, stateDir, destDir);
+  const jobs = await startJobs(t, conn, stateDir, destDir);
   const { job } = await jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(destDir, 'a.qcow2') } });
   conn.stopDomain(dom);
   conn.domains = [];

@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { GroupManager } from '../../src/jobs/groups.js';
 import { JobManager } from '../../src/jobs/manager.js';
 import { LibvirtError, LibvirtTimeout } from '../../src/libvirt/index.js';
-import { silentLogger } from '../../src/log.js';
 import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
+import { readyGroup, startGroups } from './jobs-fixture.js';
 import { rejects } from '../helpers/rejects.js';
 
 interface Setup {
@@ -22,41 +22,11 @@ interface Setup {
   dom: FakeDomain;
 }
 
-async function start(conn: FakeConnection, stateDir: string, destDir: string, t: Test) {
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, checkDestination: ownRoot(destDir) });
-  await jobs.start();
-  const groups = new GroupManager({ jobs, log: silentLogger });
-  await groups.start();
-  t.teardown(async () => {
-    await groups.stop();
-    await jobs.stop();
-  });
-  return { jobs, groups };
-}
-
 async function setup(t: Test, guestAgent: boolean): Promise<Setup> {
   const { stateDir, destDir, conn } = fakeHost(t, 'bc-guest-');
   conn.guestAgent = guestAgent;
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }] });
-  return { conn, stateDir, destDir, dom, ...(await start(conn, stateDir, destDir, t)) };
-}
-
-async function readyGroup(s: Setup, groupId: string): Promise<void> {
-  await s.groups.blockCopyGroup({
-    domain: 'vm1',
-    groupId,
-    disks: [
-      { disk: 'vda', destination: { path: join(s.destDir, `${groupId}-a.qcow2`) } },
-      { disk: 'vdb', destination: { path: join(s.destDir, `${groupId}-b.qcow2`) } },
-    ],
-  });
-  s.conn.makeReady(s.dom, 'vda');
-  s.conn.makeReady(s.dom, 'vdb');
-  const end = Date.now() + 3000;
-  while ((await s.groups.groupInfo({ groupId })).group.state !== 'ready') {
-    if (Date.now() > end) throw new Error('group never ready');
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  return { conn, stateDir, destDir, dom, ...(await startGroups(t, conn, stateDir, { checkDestination: ownRoot(destDir) })) };
 }
 
 const guestCalls = (conn: FakeConnection) =>
@@ -131,7 +101,7 @@ t.test('the release after a crash resumes and thaws what the record says, once',
   rec('crashed', { pausedAt: now, frozenAt: now });
   conn.paused.add(dom.uuid);
   conn.frozenFs.add(dom.uuid);
-  const { groups } = await start(conn, stateDir, destDir, t);
+  const { groups } = await startGroups(t, conn, stateDir, { checkDestination: ownRoot(destDir) });
   t.same([conn.paused.size, conn.frozenFs.size], [0, 0], 'resumed and thawed');
   t.same(guestCalls(conn), ['resume', 'fsThaw'], 'resume first (the guest agent needs running vCPUs), then thaw');
   const { group } = await groups.groupInfo({ groupId: 'crashed' });

@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AgentError } from '../../src/errors.js';
 import { domainStorage } from '../../src/jobs/inventory.js';
-import { JobManager } from '../../src/jobs/manager.js';
 import { LibvirtError, LibvirtTimeout, VirErrorCode } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
-import { fakeHost, ownRoot } from './fake-connection.js';
+import { fakeHost } from './fake-connection.js';
+import { startJobs } from './jobs-fixture.js';
 
 const readFixture = (name: string) => readFileSync(fileURLToPath(new URL(`../../../test/fixtures/${name}`, import.meta.url)), 'utf8');
 
@@ -219,15 +219,7 @@ t.test("blockCopy: a failed inventory starts nothing; a reuse onto another domai
   const other = `<domain><devices><disk type='volume'><driver type='raw'/><source pool='p' volume='vol.raw'/><target dev='vda'/></disk>
     <disk type='file'><driver type='qcow2'/><source file='${destDir}/img.qcow2'/><target dev='vdb'/></disk></devices></domain>`;
   conn.addDomain({ name: 'vm2', active: false, persistent: true, xml: other });
-  const jobs = new JobManager({
-    connection: conn,
-    stateDir,
-    log: silentLogger,
-    pollIntervalMs: 60_000,
-    checkDestination: ownRoot(destDir),
-  });
-  await jobs.start();
-  t.teardown(() => jobs.stop());
+  const jobs = await startJobs(t, conn, stateDir, destDir);
 
   for (const f of ['vol.raw', 'img.data']) {
     const e = await failure(

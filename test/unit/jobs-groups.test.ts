@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
 import { GroupManager } from '../../src/jobs/groups.js';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
-import { silentLogger } from '../../src/log.js';
 import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
+import { readyGroup, startGroups } from './jobs-fixture.js';
 import { rejects } from '../helpers/rejects.js';
 
 interface Setup {
@@ -20,46 +20,10 @@ interface Setup {
   dom: FakeDomain;
 }
 
-async function start(
-  conn: FakeConnection,
-  stateDir: string,
-  opts: Partial<JobManagerOptions>,
-  t: Test,
-): Promise<{ jobs: JobManager; groups: GroupManager }> {
-  const jobs = new JobManager({ connection: conn, stateDir, log: silentLogger, pollIntervalMs: 50, ...opts });
-  await jobs.start();
-  const groups = new GroupManager({ jobs, log: silentLogger });
-  await groups.start();
-  t.teardown(async () => {
-    await groups.stop();
-    await jobs.stop();
-  });
-  return { jobs, groups };
-}
-
 async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Setup> {
   const { stateDir, destDir, conn } = fakeHost(t, 'bc-groups-');
   const dom = conn.addDomain({ name: 'vm1', disks: [{ target: 'vda' }, { target: 'vdb' }, { target: 'vdc' }] });
-  return { conn, stateDir, destDir, dom, ...(await start(conn, stateDir, { checkDestination: ownRoot(destDir), ...opts }, t)) };
-}
-
-/** A two-disk group (vda, vdb) that has reached ready. */
-async function readyGroup(s: Setup, groupId: string): Promise<void> {
-  await s.groups.blockCopyGroup({
-    domain: 'vm1',
-    groupId,
-    disks: [
-      { disk: 'vda', destination: { path: join(s.destDir, `${groupId}-a.qcow2`) } },
-      { disk: 'vdb', destination: { path: join(s.destDir, `${groupId}-b.qcow2`) } },
-    ],
-  });
-  s.conn.makeReady(s.dom, 'vda');
-  s.conn.makeReady(s.dom, 'vdb');
-  const end = Date.now() + 3000;
-  while ((await s.groups.groupInfo({ groupId })).group.state !== 'ready') {
-    if (Date.now() > end) throw new Error('group never ready');
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  return { conn, stateDir, destDir, dom, ...(await startGroups(t, conn, stateDir, { checkDestination: ownRoot(destDir), ...opts })) };
 }
 
 const files = (dir: string, prefix: string) =>
@@ -157,7 +121,7 @@ t.test('at start-up a group record whose jobs are gone is removed, never read as
   await s.jobs.stop();
   for (const f of files(s.stateDir, 'job-')) rmSync(join(s.stateDir, f));
   t.ok(existsSync(join(s.stateDir, 'group-orphan.json')), 'the group record is there');
-  const again = await start(s.conn, s.stateDir, {}, t);
+  const again = await startGroups(t, s.conn, s.stateDir, {});
   await rejects(t, again.groups.groupInfo({ groupId: 'orphan' }), 'noJob', 'the group is gone');
   t.notOk(existsSync(join(s.stateDir, 'group-orphan.json')), 'and so is its record');
 });
