@@ -99,11 +99,17 @@ struct BlockJobInfoResult {
 
 }  // namespace
 
+// libvirtd answers these without the domain's job (it drops the domain's lock while a monitor
+// call waits), so they have a queue of their own per domain: the XML and state of a guest whose
+// QEMU hangs stay readable (the storage inventory of every copy reads them) instead of waiting
+// behind its monitor calls. One call in flight per domain still holds within each queue.
+static std::string ReadQueue(const std::string& key) { return key + " (reads)"; }
+
 Napi::Value Connection::LookupDomain(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string key = StringArg(info, 0, "domain");
   return Submit<DomainInfo>(
-      env, key, [key](virConnectPtr c) { Dom d(c, key); return InfoOf(d); },
+      env, ReadQueue(key), [key](virConnectPtr c) { Dom d(c, key); return InfoOf(d); },
       [](Napi::Env env, DomainInfo& i) -> Napi::Value { return DomainInfoToJs(env, i); });
 }
 
@@ -146,7 +152,7 @@ Napi::Value Connection::GetXml(const Napi::CallbackInfo& info) {
   Napi::Object opts = OptionsArg(info, 1);
   unsigned int flags = BoolOption(opts, "inactive") ? VIR_DOMAIN_XML_INACTIVE : 0;
   return Submit<std::string>(
-      env, key, [key, flags](virConnectPtr c) {
+      env, ReadQueue(key), [key, flags](virConnectPtr c) {
         Dom d(c, key);
         char* xml = virDomainGetXMLDesc(d, flags);
         if (xml == nullptr) ThrowLastError("cannot read the domain XML");
@@ -346,7 +352,7 @@ Napi::Value Connection::GetState(const Napi::CallbackInfo& info) {
     int state = 0, reason = 0;
   };
   return Submit<S>(
-      env, key, [key](virConnectPtr c) {
+      env, ReadQueue(key), [key](virConnectPtr c) {
         Dom d(c, key);
         S s;
         if (virDomainGetState(d, &s.state, &s.reason, 0) < 0) ThrowLastError("cannot read the domain's state");

@@ -65,16 +65,17 @@ t.test('hung libvirtd: bounded, named errors; JS thread and fs pool stay free; k
   d.stop();
   try {
     const t0 = Date.now();
-    const first = await Promise.allSettled([conn.getXml('test'), conn.listDomains(), conn.suspend('test')]);
+    // A read (its own queue per domain), a domain-less call and a monitor call are each sent
+    // and time out; resume('test') waits behind suspend('test') (one such call per domain at a
+    // time): that wait is the agent's own queue, named busy, never a libvirtd timeout.
+    const first = await Promise.allSettled([conn.getXml('test'), conn.listDomains(), conn.suspend('test'), conn.resume('test')]);
     const waited = Date.now() - t0;
-    for (const r of first.slice(0, 2))
+    for (const r of first.slice(0, 3))
       t.ok(
         r.status === 'rejected' && r.reason instanceof LibvirtTimeout,
         `rejected with LibvirtTimeout: ${r.status === 'rejected' ? r.reason.message : 'resolved'}`,
       );
-    // suspend('test') waited behind getXml('test') (one call per domain at a time): that wait
-    // is the agent's own queue, named busy, never a libvirtd timeout.
-    const queued = first[2]!;
+    const queued = first[3]!;
     t.ok(
       queued.status === 'rejected' && queued.reason instanceof LibvirtBusy && /queue/.test(queued.reason.message),
       `the call queued behind it is LibvirtBusy: ${queued.status === 'rejected' ? queued.reason.message : 'resolved'}`,
