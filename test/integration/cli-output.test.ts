@@ -2,6 +2,7 @@
 // line, as the help promises, against the real agent and libvirtd.
 import t from 'tap';
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent } from '../../harness/agent.js';
 
@@ -44,8 +45,11 @@ function cli(args: string[], onLine?: (doc: unknown, kill: () => void) => void):
 
 t.test('every verb prints JSON lines when stdout is not a terminal', async (t) => {
   const agent = await serveAgent(t);
-  const conn = ['--url', agent.url, '--token', agent.token];
   const dom = await hv.createDomain(t, { disks: ['vda', 'vdb', 'vdc', 'vdd'].map(() => ({ format: 'raw' as const, sizeMiB: 8 })) });
+  // The token as users pass it: from a file (--token on the command line warns on stderr).
+  const tokenFile = `${dom.dir}/token`;
+  writeFileSync(tokenFile, agent.token, { mode: 0o600 });
+  const conn = ['--url', agent.url, '--token-file', tokenFile];
   const d = (n: string) => `${dom.dir}/${n}.raw`;
 
   /** Runs a verb; every stdout line must be one JSON document, and `count` of them if given. */
