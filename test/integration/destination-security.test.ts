@@ -4,7 +4,6 @@
 // allowed places and of every domain's disks, before and after; no new files anywhere).
 import t from 'tap';
 import { execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
@@ -14,7 +13,6 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
-  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -24,22 +22,10 @@ import { promisify } from 'node:util';
 import type { AgentClient, RpcError } from '../../src/client/index.js';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import { fingerprint } from '../helpers/fingerprint.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
-
-/** sha256 of every regular file under each path (recursively), keyed by path. */
-function fingerprint(paths: string[]): Map<string, string> {
-  const out = new Map<string, string>();
-  const walk = (p: string) => {
-    const st = statSync(p, { throwIfNoEntry: false });
-    if (!st) return;
-    if (st.isDirectory()) for (const e of readdirSync(p)) walk(join(p, e));
-    else if (st.isFile()) out.set(p, createHash('sha256').update(readFileSync(p)).digest('hex'));
-  };
-  for (const p of paths) walk(p);
-  return out;
-}
 
 const freePort = () =>
   new Promise<number>((resolve) => {

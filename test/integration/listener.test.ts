@@ -11,28 +11,12 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { WebSocket } from 'ws';
 import * as hv from '../../harness/hypervisor.js';
 import { serveAgent } from '../../harness/agent.js';
+import { attempt } from '../helpers/ws-probe.js';
 import { makePki } from '../helpers/pki.js';
 
 const run = promisify(execFile);
-
-/** The HTTP status of a refused upgrade, or 'open'. */
-function attempt(url: string, opts: ConstructorParameters<typeof WebSocket>[2] = {}): Promise<string> {
-  return new Promise((resolve) => {
-    const ws = new WebSocket(url, opts);
-    ws.on('open', () => {
-      resolve('open');
-      ws.close();
-    });
-    ws.on('unexpected-response', (_req, res) => {
-      resolve(`HTTP ${res.statusCode}`);
-      res.destroy();
-    });
-    ws.on('error', (e) => resolve(`error: ${e.message}`));
-  });
-}
 
 /** A hand-written upgrade (as a browser sends it): the status line of the answer. */
 function rawUpgrade(port: number, headers: string[]): Promise<string> {

@@ -11,25 +11,7 @@ import { WebSocket } from 'ws';
 import { AgentClient, RpcError } from '../../src/client/index.js';
 import { CLI, serveAgent, stateDir, type ServedAgent } from '../../harness/agent.js';
 import { makePki, type Pki } from '../helpers/pki.js';
-
-/** Waits for a log line of the agent matching `re` (or says it did not come within a minute). */
-function logged(agent: ServedAgent, re: RegExp): Promise<string> {
-  return new Promise((resolve) => {
-    let buf = '';
-    const on = (d: Buffer) => {
-      buf += d.toString();
-      const line = buf.split('\n').find((l) => re.test(l));
-      if (line) done(line);
-    };
-    const timer = setTimeout(() => done(`no log line matching ${re} within 60 s`), 60_000);
-    const done = (line: string) => {
-      clearTimeout(timer);
-      agent.process.stderr!.off('data', on);
-      resolve(line);
-    };
-    agent.process.stderr!.on('data', on);
-  });
-}
+import { logged } from '../helpers/ws-probe.js';
 
 /** What a certificate holder may do: 'full' (abort answers noJob) or 'readOnly' (unauthorized); `server` signed the agent's certificate. */
 async function access(agent: ServedAgent, server: Pki, who: { cert: string; key: string }): Promise<string> {

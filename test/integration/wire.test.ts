@@ -9,7 +9,8 @@ import { connect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
-import { CLI, serveAgent, stateDir, type ServedAgent } from '../../harness/agent.js';
+import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import { attempt, logged } from '../helpers/ws-probe.js';
 import { makePki } from '../helpers/pki.js';
 
 const BIG = '123456789012345678901234567890';
@@ -22,22 +23,6 @@ function open(url: string, headers: Record<string, string>): Promise<WebSocket> 
   });
 }
 
-/** The HTTP status of a refused upgrade, or 'open'. */
-function attempt(url: string, headers: Record<string, string>): Promise<string> {
-  return new Promise((resolve) => {
-    const ws = new WebSocket(url, { headers });
-    ws.on('open', () => {
-      resolve('open');
-      ws.close();
-    });
-    ws.on('unexpected-response', (_req, res) => {
-      resolve(`HTTP ${res.statusCode}`);
-      res.destroy();
-    });
-    ws.on('error', (e) => resolve(`error: ${e.message}`));
-  });
-}
-
 const closeOf = (ws: WebSocket) =>
   new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: reason.toString() })));
 const answer = (ws: WebSocket, frame: string) =>
@@ -46,22 +31,6 @@ const answer = (ws: WebSocket, frame: string) =>
     ws.once('message', (d) => r(JSON.parse(d.toString())));
     ws.send(frame);
   });
-
-/** Resolves when the agent logs a line matching re. */
-function logged(agent: ServedAgent, re: RegExp): Promise<string> {
-  return new Promise((resolve) => {
-    let buf = '';
-    const on = (d: Buffer) => {
-      buf += d.toString();
-      const line = buf.split('\n').find((l) => re.test(l));
-      if (line) {
-        agent.process.stderr!.off('data', on);
-        resolve(line);
-      }
-    };
-    agent.process.stderr!.on('data', on);
-  });
-}
 
 t.test('a client that does not read is stopped and closed (1008); another is served meanwhile', async (t) => {
   const agent = await serveAgent(t, {
@@ -115,9 +84,17 @@ t.test('HTTP hygiene: foreign Origin refused, half-sent requests dropped', async
   const agent = await serveAgent(t, {
     config: { listen: { host: '127.0.0.1', port: 0, allowedOrigins: ['https://console.example'] }, limits: { requestTimeoutMs: 1000 } },
   });
-  t.equal(await attempt(agent.url, { ...agent.headers, origin: 'https://evil.example' }), 'HTTP 403', 'a foreign Origin is refused');
-  t.equal(await attempt(agent.url, { ...agent.headers, origin: 'https://console.example' }), 'open', 'a configured Origin is accepted');
-  t.equal(await attempt(agent.url, agent.headers), 'open', 'no Origin (not a browser) is accepted');
+  t.equal(
+    await attempt(agent.url, { headers: { ...agent.headers, origin: 'https://evil.example' } }),
+    'HTTP 403',
+    'a foreign Origin is refused',
+  );
+  t.equal(
+    await attempt(agent.url, { headers: { ...agent.headers, origin: 'https://console.example' } }),
+    'open',
+    'a configured Origin is accepted',
+  );
+  t.equal(await attempt(agent.url, { headers: agent.headers }), 'open', 'no Origin (not a browser) is accepted');
   const { port } = new URL(agent.url);
   const dropped = await new Promise<string>((resolve) => {
     const sock = connect(Number(port), '127.0.0.1', () => sock.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n'));
@@ -147,7 +124,7 @@ t.test('HTTP hygiene: foreign Origin refused, half-sent requests dropped', async
 
 t.test('a listen host is judged by what it resolves to', async (t) => {
   const agent = await serveAgent(t, { config: { listen: { host: 'localhost', port: 0 } } });
-  t.equal(await attempt(agent.url, agent.headers), 'open', "'localhost' resolves to loopback only: served without TLS");
+  t.equal(await attempt(agent.url, { headers: agent.headers }), 'open', "'localhost' resolves to loopback only: served without TLS");
 });
 
 t.test('a malformed tokens file is refused without echoing it', async (t) => {
@@ -204,8 +181,8 @@ t.test('SIGHUP reloads the tokens: a revoked token is refused and its connection
   agent.process.kill('SIGHUP');
   t.match(await reloaded, /"closedConnections":1/, 'the agent reloads and closes one connection');
   t.match(await closed, { code: 1008, reason: 'credentials revoked' }, 'the revoked connection is closed with 1008');
-  t.equal(await attempt(agent.url, { authorization: `Bearer ${doomed}` }), 'HTTP 401', 'the revoked token is refused');
-  t.equal(await attempt(agent.url, { authorization: `Bearer ${fresh}` }), 'open', 'a new token works at once');
+  t.equal(await attempt(agent.url, { headers: { authorization: `Bearer ${doomed}` } }), 'HTTP 401', 'the revoked token is refused');
+  t.equal(await attempt(agent.url, { headers: { authorization: `Bearer ${fresh}` } }), 'open', 'a new token works at once');
   t.match(await admin.call('capabilities', {}), { agent: {} }, 'a connection whose token stayed is untouched');
 
   writeFileSync(tokensFile, `{"tokens": "${doomed}`, { mode: 0o600 });
@@ -213,7 +190,7 @@ t.test('SIGHUP reloads the tokens: a revoked token is refused and its connection
   agent.process.kill('SIGHUP');
   const line = await failed;
   t.notMatch(line, /ddddd/, 'a broken file on reload is reported without its content');
-  t.equal(await attempt(agent.url, { authorization: `Bearer ${fresh}` }), 'open', 'and the previous tokens stay in force');
+  t.equal(await attempt(agent.url, { headers: { authorization: `Bearer ${fresh}` } }), 'open', 'and the previous tokens stay in force');
   t.equal(agent.process.exitCode, null, 'SIGHUP does not end the agent');
 });
 
