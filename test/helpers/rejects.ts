@@ -14,3 +14,13 @@ export async function rejects(t: Test, p: Promise<unknown>, name: string, msg: s
   );
   return e instanceof AgentError ? e : undefined;
 }
+
+/** The AgentError `p` rejects with (for tests that assert on its parts); throws if it resolves or rejects otherwise. */
+export async function failure(p: Promise<unknown>): Promise<AgentError> {
+  const e = await p.then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  if (!(e instanceof AgentError)) throw new Error(`expected an AgentError, got ${String(e)}`);
+  return e;
+}

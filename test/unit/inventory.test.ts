@@ -6,11 +6,11 @@ import t, { type Test } from 'tap';
 import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AgentError } from '../../src/errors.js';
 import { domainStorage } from '../../src/jobs/inventory.js';
 import { LibvirtError, LibvirtTimeout, VirErrorCode } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import { fakeHost } from './fake-connection.js';
+import { failure } from '../helpers/rejects.js';
 import { startJobs } from './jobs-fixture.js';
 
 const readFixture = (name: string) => readFileSync(fileURLToPath(new URL(`../../../test/fixtures/${name}`, import.meta.url)), 'utf8');
@@ -39,15 +39,6 @@ function qcow2(opts: { backing?: string; backingFormat?: string; dataFile?: stri
     b.write(opts.backing, off);
   }
   return b;
-}
-
-async function failure(p: Promise<unknown>): Promise<AgentError> {
-  const e = await p.then(
-    () => undefined,
-    (x: unknown) => x,
-  );
-  if (!(e instanceof AgentError)) throw new Error(`expected an AgentError, got ${String(e)}`);
-  return e;
 }
 
 function host(t: Test) {

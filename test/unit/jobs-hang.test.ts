@@ -5,13 +5,13 @@
 // real (private, SIGSTOPped) libvirtd is test/integration/agent-hang-reads.test.ts.
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
-import { AgentError } from '../../src/errors.js';
 import { errorOf } from '../../src/jobs/group-params.js';
 import { outcomeUnknown } from '../../src/jobs/libvirt-errors.js';
 import { JobManager } from '../../src/jobs/manager.js';
 import { LibvirtError, LibvirtTimeout, VirErrorCode } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import { fakeHost, ownRoot } from './fake-connection.js';
+import { failure } from '../helpers/rejects.js';
 
 async function setup(t: Test) {
   const { stateDir, destDir, conn } = fakeHost(t, 'bc-hang-');
@@ -31,15 +31,6 @@ async function setup(t: Test) {
     await jobs.stop();
   });
   return { conn, jobs, dom, destDir };
-}
-
-async function failure(p: Promise<unknown>): Promise<AgentError> {
-  const e = await p.then(
-    () => undefined,
-    (x: unknown) => x,
-  );
-  if (!(e instanceof AgentError)) throw new Error(`expected an AgentError, got ${String(e)}`);
-  return e;
 }
 
 const until = async (cond: () => Promise<boolean>, ms = 5000) => {
