@@ -6,21 +6,12 @@
 import t, { type Test } from 'tap';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GroupManager } from '../../src/jobs/groups.js';
-import { JobManager } from '../../src/jobs/manager.js';
 import { LibvirtError, LibvirtTimeout } from '../../src/libvirt/index.js';
-import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
-import { readyGroup, startGroups } from './jobs-fixture.js';
+import { FakeConnection, fakeHost, ownRoot } from './fake-connection.js';
+import { readyGroup, startGroups, type GroupSetup } from './jobs-fixture.js';
 import { rejects } from '../helpers/rejects.js';
 
-interface Setup {
-  conn: FakeConnection;
-  jobs: JobManager;
-  groups: GroupManager;
-  stateDir: string;
-  destDir: string;
-  dom: FakeDomain;
-}
+type Setup = GroupSetup;
 
 async function setup(t: Test, guestAgent: boolean): Promise<Setup> {
   const { stateDir, destDir, conn } = fakeHost(t, 'bc-guest-');

@@ -46,9 +46,12 @@ export async function startGroups(
   return { jobs, groups };
 }
 
+/** What the group tests set up: the fake host, vm1 on it and both managers. */
 export interface GroupSetup {
   conn: FakeConnection;
+  jobs: JobManager;
   groups: GroupManager;
+  stateDir: string;
   destDir: string;
   dom: FakeDomain;
 }

@@ -5,20 +5,12 @@ import t, { type Test } from 'tap';
 import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
-import { GroupManager } from '../../src/jobs/groups.js';
-import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
-import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
-import { readyGroup, startGroups } from './jobs-fixture.js';
+import type { JobManagerOptions } from '../../src/jobs/manager.js';
+import { fakeHost, ownRoot } from './fake-connection.js';
+import { readyGroup, startGroups, type GroupSetup } from './jobs-fixture.js';
 import { rejects } from '../helpers/rejects.js';
 
-interface Setup {
-  conn: FakeConnection;
-  jobs: JobManager;
-  groups: GroupManager;
-  stateDir: string;
-  destDir: string;
-  dom: FakeDomain;
-}
+type Setup = GroupSetup;
 
 async function setup(t: Test, opts: Partial<JobManagerOptions> = {}): Promise<Setup> {
   const { stateDir, destDir, conn } = fakeHost(t, 'bc-groups-');
