@@ -5,7 +5,7 @@ import { LibvirtError } from '../libvirt/index.js';
 import type { AbortResult, PivotResult } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import { diskKey, publicJob, type JobEntry } from './job.js';
-import { isNoJob, isNotReady, libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
+import { isNoJob, isNotReady, libvirtData, outcomeUnknown, toAgentError } from './libvirt-errors.js';
 import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobContext } from './context.js';
@@ -50,35 +50,33 @@ export class Completion {
       }
       const sent = await this.ctx.locks.run(key, async (): Promise<'sent' | 'recheck' | LibvirtError> => {
         if (job.state !== 'ready') return 'recheck';
-        await this.ctx.verify.assertOwnCopy(entry, how);
+        await this.ctx.verify.assertOwnJob(entry, how);
         this.ctx.recorder.transition(entry, busy, {}, { persist: false });
-        await this.ctx.recorder.beforeSideEffect(entry, { op: how, at: this.ctx.iso() }, 'ready');
         entry.requestedAt = this.ctx.realNow();
         entry.sawEnd = false;
-        try {
-          await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true, pivot: how === 'pivot' });
-          this.ctx.recorder.afterSideEffect(entry);
+        const r = await this.ctx.recorder.journaledCall(
+          entry,
+          { op: how, at: this.ctx.iso() },
+          () => this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true, pivot: how === 'pivot' }),
+          'ready',
+        );
+        if (r.status === 'done') return 'sent';
+        // Unknown whether libvirt got it: the job stays `${busy}` and the poll (or the
+        // reconcile after a reconnect) decides from the live XML.
+        if (r.status === 'unknown') {
+          unanswered = r.error;
           return 'sent';
-        } catch (e) {
-          if (this.ctx.outcomeUnknown(e)) {
-            // Whether libvirt got the request is unknown: the job stays `${busy}` with its intent
-            // journaled, and the poll (or the reconcile after a reconnect) decides from the live XML.
-            this.ctx.log.warn(`${how}: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
-            unanswered = e;
-            return 'sent';
-          }
-          this.ctx.recorder.afterSideEffect(entry);
-          if (isNotReady(e)) {
-            this.ctx.recorder.transition(entry, 'ready');
-            return e as LibvirtError;
-          }
-          if (isNoJob(e)) {
-            await this.ctx.verify.settle(entry, `libvirt reported no block job when asked to ${how}`);
-            return 'sent';
-          }
-          this.ctx.recorder.transition(entry, 'ready');
-          throw toAgentError(e, `libvirt refused to ${how}`);
         }
+        if (isNotReady(r.error)) {
+          this.ctx.recorder.transition(entry, 'ready');
+          return r.error as LibvirtError;
+        }
+        if (isNoJob(r.error)) {
+          await this.ctx.verify.settle(entry, `libvirt reported no block job when asked to ${how}`);
+          return 'sent';
+        }
+        this.ctx.recorder.transition(entry, 'ready');
+        throw toAgentError(r.error, `libvirt refused to ${how}`);
       });
       if (sent === 'sent') {
         sentByUs = true;
@@ -136,28 +134,24 @@ export class Completion {
         throw new AgentError('invalidState', `job ${job.jobId} is ${s}; it cannot be aborted now`, { job: publicJob(entry) });
       }
       if (s === 'cancelling') return false;
-      await this.ctx.verify.assertOwnCopy(entry, reason ? "the deadline's abort" : 'abort');
+      await this.ctx.verify.assertOwnJob(entry, reason ? "the deadline's abort" : 'abort');
       this.ctx.recorder.transition(entry, 'cancelling', reason ? { error: reason } : {}, { persist: false });
-      await this.ctx.recorder.beforeSideEffect(entry, { op: 'abort', at: this.ctx.iso() }, s);
       entry.requestedAt = this.ctx.realNow();
       entry.sawEnd = false;
-      try {
-        await this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true });
-        this.ctx.recorder.afterSideEffect(entry);
-      } catch (e) {
-        if (this.ctx.outcomeUnknown(e)) {
-          // Stays cancelling with its intent: the reconcile after a reconnect asks again if needed.
-          this.ctx.log.warn(`abort: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
-          unanswered = e;
-          return false;
-        }
-        this.ctx.recorder.afterSideEffect(entry);
-        if (isNoJob(e)) {
-          await this.ctx.verify.settle(entry, 'libvirt reported no block job when asked to abort');
-        } else {
+      const r = await this.ctx.recorder.journaledCall(
+        entry,
+        { op: 'abort', at: this.ctx.iso() },
+        () => this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true }),
+        s,
+      );
+      // Unknown: stays cancelling with its intent; the reconcile after a reconnect asks again if needed.
+      if (r.status === 'unknown') unanswered = r.error;
+      else if (r.status === 'refused') {
+        if (isNoJob(r.error)) await this.ctx.verify.settle(entry, 'libvirt reported no block job when asked to abort');
+        else {
           if (reason) delete job.error;
           this.ctx.recorder.transition(entry, s);
-          throw toAgentError(e, 'libvirt refused to abort');
+          throw toAgentError(r.error, 'libvirt refused to abort');
         }
       }
       return false;

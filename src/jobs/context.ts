@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import { DEFAULTS } from '../generated/api.js';
 import type { Logger } from '../log.js';
 import type { Connection, DomainEvent } from '../libvirt/index.js';
-import { STALE_MIRROR_MS } from './conclude.js';
+import { STALE_MIRROR_MS } from './kinds/decision.js';
 import { defaultDestinationCheck, type DestinationCheck } from '../destination/policy.js';
 import type { JobEntry } from './job.js';
 import { Journal } from './journal.js';

@@ -15,9 +15,17 @@ import { AgentError } from '../errors.js';
 import { openOwnFileHandle } from '../own-files.js';
 import type { FreezeMode, Group, Job } from '../generated/api.js';
 
+/** The libvirt call that starts a job, by kind (a record's intent names it while the start is in flight). */
+export const START_OPS = ['blockCopy', 'blockCommit', 'blockPull'] as const;
+export type StartOp = (typeof START_OPS)[number];
+
 /** The libvirt call the manager is about to make for a job. */
 export type Intent =
-  { op: 'blockCopy'; at: string } | { op: 'pivot' | 'finish' | 'abort'; at: string } | { op: 'setSpeed'; at: string; bandwidth: string };
+  { op: StartOp; at: string } | { op: 'pivot' | 'finish' | 'abort'; at: string } | { op: 'setSpeed'; at: string; bandwidth: string };
+
+export function isStartIntent(i: Intent | undefined): i is { op: StartOp; at: string } {
+  return i !== undefined && (START_OPS as readonly string[]).includes(i.op);
+}
 
 export interface JobRecord {
   job: Job;
@@ -152,6 +160,8 @@ export class Journal {
       (x) => {
         const rec = x as JobRecord;
         if (!rec?.job?.jobId || typeof rec.destinationXml !== 'string') throw new Error('not a job record');
+        // Written before kinds existed: a copy.
+        rec.job.kind ??= 'copy';
         return rec;
       },
       onBadFile,

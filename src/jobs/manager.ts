@@ -36,10 +36,10 @@ import type {
 import { DEFAULTS } from '../generated/api.js';
 import { Completion } from './completion.js';
 import { JobContext, type JobManagerOptions } from './context.js';
-import { diskKey, publicJob, track } from './job.js';
+import { diskKey, publicJob, track, type JobEntry } from './job.js';
+import { kindOf, type JobRequest } from './kinds/index.js';
 import type { Journal } from './journal.js';
 import { isUnanswered, toAgentError } from './libvirt-errors.js';
-import { faultPoint } from './fault-points.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { Reconciler } from './reconcile.js';
 import { READ_WAIT_MS } from './read-bound.js';
@@ -51,6 +51,16 @@ import { Verify } from './verify.js';
 import { Watch } from './watch.js';
 
 export type { JobManagerOptions } from './context.js';
+
+/** A request the job's kind does not take is refused by name, with nothing read or sent. */
+function applies(entry: JobEntry, request: JobRequest): JobEntry {
+  const kind = kindOf(entry.rec.job);
+  if (!kind.requests.has(request))
+    throw new AgentError('unsupported', `${request} does not apply to job ${entry.rec.job.jobId}: it is a ${kind.noun}`, {
+      job: publicJob(entry),
+    });
+  return entry;
+}
 
 export class JobManager extends EventEmitter {
   private readonly ctx: JobContext;
@@ -202,7 +212,8 @@ export class JobManager extends EventEmitter {
         (t) =>
           (uuid === undefined || t.rec.job.domain.uuid === uuid) &&
           (includeEnded || !isTerminal(t.rec.job.state)) &&
-          (!params.state || params.state.includes(t.rec.job.state)),
+          (!params.state || params.state.includes(t.rec.job.state)) &&
+          (!params.kind || params.kind.includes(t.rec.job.kind)),
       )
       .sort((a, b) => a.rec.job.createdAt.localeCompare(b.rec.job.createdAt))
       .map(publicJob);
@@ -212,7 +223,7 @@ export class JobManager extends EventEmitter {
   async pivot(params: PivotParams): Promise<PivotResult> {
     this.assertServing();
     return this.ctx.completion.complete(
-      await this.ctx.registry.find(params),
+      applies(await this.ctx.registry.find(params), 'pivot'),
       'pivot',
       (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000,
     );
@@ -221,7 +232,7 @@ export class JobManager extends EventEmitter {
   async finish(params: FinishParams): Promise<FinishResult> {
     this.assertServing();
     return this.ctx.completion.complete(
-      await this.ctx.registry.find(params),
+      applies(await this.ctx.registry.find(params), 'finish'),
       'finish',
       (params.timeout ?? DEFAULTS.FinishParams.timeout) * 1000,
     );
@@ -229,28 +240,24 @@ export class JobManager extends EventEmitter {
 
   async abort(params: AbortParams): Promise<AbortResult> {
     this.assertServing();
-    return this.ctx.completion.cancel(await this.ctx.registry.find(params));
+    return this.ctx.completion.cancel(applies(await this.ctx.registry.find(params), 'abort'));
   }
 
   async setSpeed(params: SetSpeedParams): Promise<SetSpeedResult> {
     this.assertServing();
-    const entry = await this.ctx.registry.find(params);
+    const entry = applies(await this.ctx.registry.find(params), 'setSpeed');
     const job = entry.rec.job;
     return this.ctx.locks.run(diskKey(job.domain.uuid, job.disk), async () => {
       if (isTerminal(job.state))
         throw new AgentError('invalidState', `job ${job.jobId} has ended (${job.state})`, { job: publicJob(entry) });
       const bw = fromByteCount(params.bandwidth)!;
-      await this.ctx.verify.assertOwnCopy(entry, 'setSpeed');
-      await this.ctx.recorder.beforeSideEffect(entry, { op: 'setSpeed', at: this.ctx.iso(), bandwidth: bw.toString() });
-      try {
-        await this.ctx.conn.blockJobSetSpeed(job.domain.uuid, job.disk, bw);
-      } catch (e) {
-        this.ctx.recorder.afterSideEffect(entry);
-        throw toAgentError(e, 'cannot set the speed');
-      }
+      await this.ctx.verify.assertOwnJob(entry, 'setSpeed');
+      const r = await this.ctx.recorder.journaledCall(entry, { op: 'setSpeed', at: this.ctx.iso(), bandwidth: bw.toString() }, () =>
+        this.ctx.conn.blockJobSetSpeed(job.domain.uuid, job.disk, bw),
+      );
+      // Unknown too: the next poll reads the bandwidth in force from libvirt.
+      if (r.status !== 'done') throw toAgentError(r.error, 'cannot set the speed');
       job.bandwidth = toByteCount(bw);
-      faultPoint('setSpeed:sent', job);
-      delete entry.rec.intent;
       // The answer promises this bandwidth: journaled before it is sent.
       await this.ctx.recorder
         .persist(entry)

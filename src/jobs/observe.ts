@@ -4,7 +4,9 @@
 import { VirErrorCode, type BlockJobInfo } from '../libvirt/index.js';
 import type { JobState } from '../generated/api.js';
 import type { DiskInfo } from '../libvirt/disk-xml.js';
-import { diskKey, mirrorMismatch, samePath, type JobEntry } from './job.js';
+import { diskKey, type JobEntry } from './job.js';
+import { isStartIntent } from './journal.js';
+import { kindOf } from './kinds/index.js';
 import { isDomainGone } from './libvirt-errors.js';
 import { toByteCount } from './numbers.js';
 import { canTransition, isTerminal, REQUEST_OF } from './state-machine.js';
@@ -13,19 +15,6 @@ import type { JobContext } from './context.js';
 /** When a job is observed: by the safety-net poll, or by the reconcile at start-up or after a reconnect. */
 export type Moment = 'poll' | 'start-up' | 'reconnect';
 export type Recovery = Exclude<Moment, 'poll'>;
-
-/**
- * The state libvirt's own view of the mirror (`<mirror ready=…>`) implies, given the journaled
- * state: libvirt decides, the journal only says what was asked. Pure.
- */
-export function stateFromMirror(journaled: JobState, mirrorReady: string | null): JobState {
-  if (mirrorReady === 'pivot') return 'pivoting';
-  // A finish is an abort without pivot: libvirt shows both as 'abort'.
-  if (mirrorReady === 'abort') return journaled === 'finishing' ? 'finishing' : 'cancelling';
-  // An abort libvirt does not show yet is still wanted (recovery asks again).
-  if (journaled === 'cancelling') return 'cancelling';
-  return mirrorReady === 'yes' ? 'ready' : 'copying';
-}
 
 interface Policy {
   /** Jobs whose start is in flight are left to the start (libvirt shows nothing of them yet). */
@@ -129,7 +118,8 @@ export class Observer {
       return;
     }
     delete entry.goneSince;
-    if (!info || info.type !== 'copy') return this.noBlockJob(entry, moment, p);
+    const kind = kindOf(job);
+    if (!info || info.type !== kind.blockJobType) return this.noBlockJob(entry, moment, p);
     delete entry.mirrorWithoutJobSince;
     const moved = this.progress(entry, info);
     const real = this.ctx.realNow();
@@ -140,14 +130,14 @@ export class Observer {
     if (due) {
       entry.lastXmlCheck = real;
       const disk = await this.ctx.verify.liveDisk(entry);
-      if (await this.supersededBy(entry, disk, moment, p)) return;
+      if (await this.supersededBy(entry, disk, info, moment, p)) return;
       const mirrorReady = disk?.mirror?.ready ?? null;
-      const shown = stateFromMirror(job.state, mirrorReady);
+      const shown = disk ? kind.stateFromLive(job.state, disk) : job.state;
       const changed = this.follow(entry, shown, mirrorReady, moment, p);
       if (p.resume) await this.resume(entry, shown, mirrorReady);
-      // The job's own copy runs: a blockCopy intent left by a start whose answer was lost is
+      // The job's own block job runs: a start intent left by a start whose answer was lost is
       // resolved (else a later restart would read it as "never started").
-      if (disk?.mirror && entry.rec.intent?.op === 'blockCopy' && !entry.starting) {
+      if (disk && (disk.mirror || kind.mirrorJob === null) && isStartIntent(entry.rec.intent) && !entry.starting) {
         delete entry.rec.intent;
         this.ctx.recorder.persistLater(entry);
       }
@@ -188,7 +178,7 @@ export class Observer {
   private async noBlockJob(entry: JobEntry, moment: Moment, p: Policy): Promise<void> {
     const job = entry.rec.job;
     const intent = entry.rec.intent;
-    if (p.neverStarted && intent?.op === 'blockCopy' && job.state === 'copying') {
+    if (p.neverStarted && isStartIntent(intent) && job.state === 'copying') {
       // Fails closed: a live XML libvirt did not give is no evidence the copy never started (the
       // next poll or reconcile looks again); a domain gone has no copy running.
       let disk: DiskInfo | undefined;
@@ -200,13 +190,16 @@ export class Observer {
           return;
         }
       }
-      // A disk on the destination was copied (and pivoted by someone): settle says so.
-      if (!disk?.mirror && !samePath(disk?.sourcePath, job.destination.path)) {
+      // Never started when the disk shows nothing of the job (its kind would conclude an
+      // unchanged disk as cancelled); a disk the job changed (a copy pivoted by someone, a
+      // shortened chain) is concluded by settle, which says so.
+      const unchanged = !disk || (!disk.mirror && kindOf(job).conclude(job, { disk, sawEnd: false, why: '' }, 0).state === 'cancelled');
+      if (unchanged) {
         this.ctx.recorder.fail(
           entry,
           'libvirtError',
-          `the copy was never started (${moment === 'start-up' ? 'the agent stopped while starting it' : 'libvirtd did not answer the request: it timed out or the connection dropped'})`,
-          `journal intent blockCopy at ${intent.at}; no block job at ${moment}`,
+          `the ${kindOf(job).noun} was never started (${moment === 'start-up' ? 'the agent stopped while starting it' : 'libvirtd did not answer the request: it timed out or the connection dropped'})`,
+          `journal intent ${intent.op} at ${intent.at}; no block job at ${moment}`,
         );
         return;
       }
@@ -236,10 +229,10 @@ export class Observer {
     return moved;
   }
 
-  /** The block job libvirt reports may be another copy of the same disk (see verify.supersede). */
-  private async supersededBy(entry: JobEntry, disk: DiskInfo | undefined, moment: Moment, p: Policy): Promise<boolean> {
+  /** The block job libvirt reports may be another job on the same disk (see verify.supersede). */
+  private async supersededBy(entry: JobEntry, disk: DiskInfo | undefined, info: BlockJobInfo, moment: Moment, p: Policy): Promise<boolean> {
     const job = entry.rec.job;
-    const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
+    const other = disk ? kindOf(job).mismatch(job, disk, info) : null;
     if (!disk || !other) return false;
     const when = moment === 'poll' ? `by the ${this.ctx.pollMs} ms poll` : `at ${moment}`;
     if (!p.lockSupersede) await this.ctx.verify.supersede(entry, disk, other, when);
@@ -257,7 +250,7 @@ export class Observer {
     if (shown === job.state) return false;
     const missedReady = job.state === 'copying' && shown === 'ready';
     if (p.follow === 'ready' && !missedReady) return false;
-    if (!canTransition(job.state, shown)) {
+    if (!canTransition(job, job.state, shown)) {
       this.ctx.log.warn('journal and live XML disagree in a way the state table does not allow', {
         jobId: job.jobId,
         journal: job.state,
@@ -286,12 +279,11 @@ export class Observer {
     const job = entry.rec.job;
     if (shown === 'cancelling' && mirrorReady !== 'abort') {
       // The abort may never have reached libvirt: ask again.
-      await this.ctx.recorder.beforeSideEffect(entry, { op: 'abort', at: this.ctx.iso() });
       entry.requestedAt = this.ctx.realNow();
-      await this.ctx.conn
-        .blockJobAbort(job.domain.uuid, job.disk, { async: true })
-        .catch((e) => this.ctx.log.warn('abort at start-up failed', { jobId: job.jobId, error: e }));
-      this.ctx.recorder.afterSideEffect(entry);
+      const r = await this.ctx.recorder.journaledCall(entry, { op: 'abort', at: this.ctx.iso() }, () =>
+        this.ctx.conn.blockJobAbort(job.domain.uuid, job.disk, { async: true }),
+      );
+      if (r.status === 'refused') this.ctx.log.warn('abort at recovery failed', { jobId: job.jobId, error: r.error });
     }
     if (shown === 'pivoting' || shown === 'finishing' || shown === 'cancelling') entry.requestedAt = this.ctx.realNow();
   }

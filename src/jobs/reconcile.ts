@@ -1,8 +1,11 @@
-// Reconcile at start-up and after a reconnect, and adoption of copies this agent did not
-// start: every journaled job against libvirt's live state, every unowned <mirror job='copy'>.
-import type { DomainRef } from '../libvirt/index.js';
+// Reconcile at start-up and after a reconnect, and adoption of jobs this agent did not start:
+// every journaled job against libvirt's live state, every unowned block job of a kind the
+// agent runs (a <mirror> names a copy or an active commit; a commit below the top or a pull
+// shows none, and libvirt's block job type tells).
+import type { BlockJobInfo, DomainRef } from '../libvirt/index.js';
 import { findDisk, parseDisks, type DiskInfo } from '../libvirt/disk-xml.js';
-import { adoptedJob, diskKey, track, type JobEntry } from './job.js';
+import { diskKey, track, type JobEntry } from './job.js';
+import { KINDS, kindOfBlockJob, kindOfMirror, type JobKind } from './kinds/index.js';
 import { Observer, type Recovery } from './observe.js';
 import { isTerminal } from './state-machine.js';
 import { isDomainGone, isUnanswered, toAgentError } from './libvirt-errors.js';
@@ -114,10 +117,10 @@ export class Reconciler {
         continue;
       }
       for (const d of parseDisks(xml)) {
-        if (d.mirror?.job !== 'copy' || this.ctx.registry.activeFor(dom.uuid, d.target)) continue;
+        if (!mayRunJob(d) || this.ctx.registry.activeFor(dom.uuid, d.target)) continue;
         try {
-          if (recovery) await this.adopt(dom, d);
-          else await this.ctx.locks.run(diskKey(dom.uuid, d.target), () => this.adoptIfMirrored(dom, d.target));
+          if (recovery) await this.adoptRunning(dom, d);
+          else await this.ctx.locks.run(diskKey(dom.uuid, d.target), () => this.adoptIfRunning(dom, d.target));
         } catch (e) {
           if (isUnanswered(e)) throw e;
           complete = false;
@@ -145,31 +148,44 @@ export class Reconciler {
             throw toAgentError(e, 'cannot look up the domain');
           }));
         if (!d?.active) return undefined;
-        return this.ctx.locks.run(key, () => this.adoptIfMirrored(d, target));
+        return this.ctx.locks.run(key, () => this.adoptIfRunning(d, target));
       },
       readMs,
     );
   }
 
-  /** Runs under the disk's lock. A domain that is gone or stopped has no copy. */
-  async adoptIfMirrored(dom: DomainRef, target: string): Promise<JobEntry | undefined> {
+  /** Runs under the disk's lock. A domain that is gone or stopped has no job. */
+  async adoptIfRunning(dom: DomainRef, target: string): Promise<JobEntry | undefined> {
     const active = this.ctx.registry.activeFor(dom.uuid, target);
     if (active) return active;
     const xml = await this.ctx.conn.getXml(dom.uuid).catch((e: unknown) => {
       if (isDomainGone(e)) return '';
-      throw toAgentError(e, 'cannot read the domain to look for a copy started outside the agent');
+      throw toAgentError(e, 'cannot read the domain to look for a job started outside the agent');
     });
     const d = findDisk(xml, target);
-    if (d?.mirror?.job !== 'copy') return undefined;
-    return this.adopt(dom, d);
+    return d && mayRunJob(d) ? this.adoptRunning(dom, d) : undefined;
   }
 
-  async adopt(dom: { name: string; uuid: string }, d: DiskInfo): Promise<JobEntry | undefined> {
-    // Progress only: the adoption rests on the <mirror> already read; the poll reads the job next.
-    const info = await this.ctx.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
+  /** Adopts the block job libvirt runs on the disk, if it is of a kind the agent runs. */
+  private async adoptRunning(dom: { name: string; uuid: string }, d: DiskInfo): Promise<JobEntry | undefined> {
+    if (d.mirror) {
+      const kind = kindOfMirror(d.mirror.job);
+      return kind ? this.adopt(dom, d, kind) : undefined;
+    }
+    const info = await this.ctx.conn.getBlockJobInfo(dom.uuid, d.target).catch((e: unknown) => {
+      if (isDomainGone(e)) return null;
+      throw toAgentError(e, 'cannot read the block job of a disk to look for a job started outside the agent');
+    });
+    const kind = info ? kindOfBlockJob(info.type) : null;
+    return kind && kind.mirrorJob === null ? this.adopt(dom, d, kind, info) : undefined;
+  }
+
+  async adopt(dom: { name: string; uuid: string }, d: DiskInfo, kind: JobKind, known?: BlockJobInfo | null): Promise<JobEntry | undefined> {
+    // Progress only: the adoption rests on what was already read; the poll reads the job next.
+    const info = known !== undefined ? known : await this.ctx.conn.getBlockJobInfo(dom.uuid, d.target).catch(() => null);
     // After stop() the directory may be the next agent's: nothing more is recorded.
     if (this.ctx.stopped) return undefined;
-    const job = adoptedJob(dom, d, info, this.ctx.iso());
+    const job = kind.adopted(dom, d, info, this.ctx.iso());
     const entry = track({ job, destinationXml: '' });
     this.ctx.entries.set(job.jobId, entry);
     // A record that cannot be written (full state directory) leaves the job known in memory,
@@ -177,8 +193,22 @@ export class Reconciler {
     await this.ctx.recorder
       .persist(entry)
       .catch((e) => this.ctx.log.error('cannot journal an adopted copy; it is tracked in memory', { jobId: job.jobId, error: e }));
-    this.ctx.log.info('adopted a running copy', { jobId: job.jobId, domain: dom.name, disk: d.target, destination: job.destination.path });
+    this.ctx.log.info(`adopted a running ${kind.noun}`, {
+      jobId: job.jobId,
+      domain: dom.name,
+      disk: d.target,
+      destination: job.destination.path,
+    });
     this.ctx.recorder.emitChanged(entry);
     return entry;
   }
+}
+
+/** Kinds that show no <mirror> run only on a disk with a backing chain (a commit or pull needs one). */
+const WITHOUT_MIRROR = Object.values(KINDS).some((k) => k?.mirrorJob === null);
+
+/** Whether the disk may run a block job of a kind the agent runs (only then is its block job read). */
+function mayRunJob(d: DiskInfo): boolean {
+  if (d.mirror) return kindOfMirror(d.mirror.job) !== null;
+  return WITHOUT_MIRROR && (d.backing?.length ?? 0) > 0;
 }

@@ -6,7 +6,11 @@ import { publicJob, type JobEntry } from './job.js';
 import { stateUnavailable, type Intent, type JobRecord } from './journal.js';
 import { faultPoint } from './fault-points.js';
 import { canTransition, isTerminal } from './state-machine.js';
+import { unansweredWhy } from './libvirt-errors.js';
 import type { JobContext } from './context.js';
+
+/** What became of a journaled libvirt call (Recorder.journaledCall). */
+export type CallResult<T> = { status: 'done'; value: T } | { status: 'refused' | 'unknown'; error: unknown };
 
 export class Recorder {
   constructor(private readonly ctx: JobContext) {}
@@ -15,7 +19,7 @@ export class Recorder {
   transition(entry: JobEntry, to: JobState, patch: Partial<Job> = {}, opts: { persist?: boolean } = {}): void {
     const job = entry.rec.job;
     if (job.state === to) return;
-    if (!canTransition(job.state, to)) {
+    if (!canTransition(job, job.state, to)) {
       this.ctx.log.error('refused an impossible transition', { jobId: job.jobId, from: job.state, to });
       return;
     }
@@ -62,6 +66,31 @@ export class Recorder {
       if (revertTo) this.transition(entry, revertTo);
       this.ctx.log.error('journal write failed; the libvirt call was not made', { jobId: entry.rec.job.jobId, op: intent.op, error: e });
       throw stateUnavailable(e, intent.op);
+    }
+  }
+
+  /**
+   * One libvirt side effect under a journaled intent, the only way one is made: the record with
+   * the intent lands durably first (else nothing is sent: stateUnavailable, the state restored to
+   * `revertTo`), then the call. `done`: the intent is cleared. `refused`: libvirt answered no, or
+   * the agent refused itself (an AgentError thrown inside `call`, certain whatever the
+   * connection): the intent is cleared. `unknown`: libvirtd timed out or the connection dropped,
+   * so whether the call took effect is unknown: the intent stays, and the poll (or the
+   * reconcile after a reconnect) decides from what libvirt shows.
+   */
+  async journaledCall<T>(entry: JobEntry, intent: Intent, call: () => Promise<T>, revertTo?: JobState): Promise<CallResult<T>> {
+    await this.beforeSideEffect(entry, intent, revertTo);
+    try {
+      const value = await call();
+      this.afterSideEffect(entry);
+      return { status: 'done', value };
+    } catch (e) {
+      if (!(e instanceof AgentError) && this.ctx.outcomeUnknown(e)) {
+        this.ctx.log.warn(`${intent.op}: ${unansweredWhy(e)}`, { jobId: entry.rec.job.jobId, error: e });
+        return { status: 'unknown', error: e };
+      }
+      this.afterSideEffect(entry);
+      return { status: 'refused', error: e };
     }
   }
 

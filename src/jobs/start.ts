@@ -9,8 +9,9 @@ import type { CheckedDestination } from '../destination/policy.js';
 import { destinationFromXml } from '../destination/xml.js';
 import { findDisk, type DiskInfo } from '../libvirt/disk-xml.js';
 import { domainStorage } from './inventory.js';
-import { newJob, publicJob, samePath, track, type JobEntry } from './job.js';
-import { libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
+import { publicJob, samePath, track, type JobEntry } from './job.js';
+import { newJob } from './kinds/copy/job.js';
+import { libvirtData, outcomeUnknown, toAgentError } from './libvirt-errors.js';
 import { fromByteCount } from './numbers.js';
 import { rawDeviceSizeMismatch } from './sizes.js';
 import { isTerminal, reachedReady } from './state-machine.js';
@@ -29,7 +30,7 @@ export class Starter {
   ): Promise<{ entry: JobEntry; changed: boolean }> {
     const existing = this.existingFor(params, dom, dest, principal);
     if (existing) return { entry: existing, changed: false };
-    const adopted = dom.active ? await this.ctx.reconciler.adoptIfMirrored(dom, params.disk) : undefined;
+    const adopted = dom.active ? await this.ctx.reconciler.adoptIfRunning(dom, params.disk) : undefined;
     if (adopted) {
       if (!params.jobId && samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
       throw new AgentError(
@@ -63,47 +64,46 @@ export class Starter {
     // Until libvirt has answered there is nothing of this copy to see (poll, events).
     entry.starting = true;
     this.ctx.entries.set(job.jobId, entry);
-    // Refused by the agent itself, before libvirt was asked: certain, whatever the connection.
-    let refused = false;
+    let r;
     try {
       // Journal first: a crash right after libvirt starts the copy must still find the job.
-      await this.ctx.recorder.beforeSideEffect(entry, { op: 'blockCopy', at: job.createdAt });
-      // A reused image's header, read again as late as the agent can: changed since the check, refused.
-      await checked.recheck?.().catch((e: unknown) => {
-        refused = true;
-        throw e;
-      });
-      await this.ctx.conn.blockCopy(dom.uuid, params.disk, checked.xml, {
-        shallow: job.options.shallow,
-        reuseExternal: job.options.reuseExternal,
-        transientJob: job.options.transientJob,
-        synchronousWrites: job.options.synchronousWrites,
-        bandwidth: fromByteCount(params.bandwidth),
-        granularity: params.granularity,
-        bufSize: fromByteCount(params.bufSize),
+      r = await this.ctx.recorder.journaledCall(entry, { op: 'blockCopy', at: job.createdAt }, async () => {
+        // A reused image's header, read again as late as the agent can: changed since the check, refused.
+        await checked.recheck?.();
+        await this.ctx.conn.blockCopy(dom.uuid, params.disk, checked.xml, {
+          shallow: job.options.shallow,
+          reuseExternal: job.options.reuseExternal,
+          transientJob: job.options.transientJob,
+          synchronousWrites: job.options.synchronousWrites,
+          bandwidth: fromByteCount(params.bandwidth),
+          granularity: params.granularity,
+          bufSize: fromByteCount(params.bufSize),
+        });
       });
     } catch (e) {
-      if (!refused && this.ctx.outcomeUnknown(e)) {
-        // The copy may have started: the job stays (intent blockCopy) until the poll, or the
-        // reconcile after a reconnect, finds out from libvirt whether it did.
-        this.ctx.log.warn(`blockCopy: ${unansweredWhy(e)}`, { jobId: job.jobId, error: e });
-        throw outcomeUnknown(
-          e,
-          'copy request',
-          `job ${job.jobId} stays and shows whether the copy started once libvirtd answers the agent's poll (or its reconcile after a reconnect); the same call again returns that job`,
-          { job: publicJob(entry) },
-        );
-      }
+      // Not journaled, so not sent.
+      r = { status: 'refused' as const, error: e };
+    } finally {
+      entry.starting = false;
+    }
+    if (r.status === 'unknown') {
+      // The copy may have started: the job stays (intent blockCopy) until the poll, or the
+      // reconcile after a reconnect, finds out from libvirt whether it did.
+      throw outcomeUnknown(
+        r.error,
+        'copy request',
+        `job ${job.jobId} stays and shows whether the copy started once libvirtd answers the agent's poll (or its reconcile after a reconnect); the same call again returns that job`,
+        { job: publicJob(entry) },
+      );
+    }
+    if (r.status === 'refused') {
       if (this.ctx.entries.get(job.jobId) === entry) this.ctx.entries.delete(job.jobId);
       // Clean-up of a record libvirt refused (nothing was started): a record left behind is
       // reconciled as never started at the next start, so a failure here is safe to drop.
       await entry.writes.catch(() => {});
       await this.ctx.journal.remove(job.jobId).catch(() => {});
-      throw toAgentError(e, 'libvirt refused the copy');
-    } finally {
-      entry.starting = false;
+      throw toAgentError(r.error, 'libvirt refused the copy');
     }
-    this.ctx.recorder.afterSideEffect(entry);
     this.ctx.log.info('copy started', { jobId: job.jobId, domain: dom.name, disk: params.disk, destination: dest.path });
     this.ctx.recorder.emitChanged(entry);
     this.ctx.registry.pruneEnded();

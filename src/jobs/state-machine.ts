@@ -1,38 +1,28 @@
-// The job states of the design and the only transitions allowed between them. The manager
-// changes a job's state only through canTransition, so an edge missing here cannot happen.
-//
-//   copying ──READY──> ready ──pivot──> pivoting ──verified──> pivoted
-//      │                 ├──finish─> finishing ──────────────> finished
-//      └──abort──────────┴──abort──> cancelling ─────────────> cancelled
-//   any non-terminal ──FAILED event / error──> failed
-//
-// Besides the design's edges, three kinds exist, each named below:
-//   refused:   libvirt refused the request (e.g. not ready for pivot): the job is back where it was.
-//   reconcile: after a restart the live XML shows the request never took effect.
-//   outside:   the copy ended without this agent asking (virsh, another tool) and the live XML
-//              shows how; such ends carry outcome "inferred" and evidence.
-import type { JobState } from '../generated/api.js';
+// The job states every kind shares and the kernel's questions about them. Which transitions
+// are allowed is the kind's state table (kinds/*/state.ts): the recorder changes a job's state
+// only through canTransition, so an edge missing there cannot happen.
+import type { Job, JobState } from '../generated/api.js';
+import { kindOf } from './kinds/index.js';
 
-const NEXT: Record<JobState, readonly JobState[]> = {
-  copying: ['ready', 'cancelling', 'failed', /* outside */ 'cancelled', 'pivoted'],
-  ready: ['pivoting', 'finishing', 'cancelling', 'failed', /* outside */ 'cancelled', 'pivoted'],
-  pivoting: ['pivoted', 'failed', /* refused */ 'ready', /* reconcile */ 'copying'],
-  finishing: ['finished', 'failed', /* refused */ 'ready', /* reconcile */ 'copying'],
-  cancelling: ['cancelled', 'failed', /* refused */ 'copying', 'ready'],
-  pivoted: [],
-  finished: [],
-  cancelled: [],
-  failed: [],
-};
+export const STATES: readonly JobState[] = [
+  'copying',
+  'ready',
+  'pivoting',
+  'pivoted',
+  'finishing',
+  'finished',
+  'completed',
+  'cancelling',
+  'cancelled',
+  'failed',
+];
 
-export const STATES = Object.keys(NEXT) as JobState[];
-
-export const TERMINAL: ReadonlySet<JobState> = new Set(['pivoted', 'finished', 'cancelled', 'failed']);
+export const TERMINAL: ReadonlySet<JobState> = new Set(['pivoted', 'finished', 'completed', 'cancelled', 'failed']);
 
 export const isTerminal = (s: JobState) => TERMINAL.has(s);
 
-export function canTransition(from: JobState, to: JobState): boolean {
-  return NEXT[from].includes(to);
+export function canTransition(job: Pick<Job, 'kind'>, from: JobState, to: JobState): boolean {
+  return kindOf(job).next[from].includes(to);
 }
 
 /** States in which the job has passed the ready point (terminal states included only if reached through it). */

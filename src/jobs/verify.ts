@@ -1,11 +1,13 @@
-// Verification against the live XML: how a copy ended (conclude), whether the copy libvirt
-// runs is the job's own (identity), and what the persistent definition says after a pivot.
+// Verification against the live XML: how a job ended (its kind concludes), whether what libvirt
+// runs on the disk is the job's own (its kind's identity), and what the persistent definition
+// says after a pivot.
 import { AgentError } from '../errors.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { Job } from '../generated/api.js';
-import { conclude, type Decision } from './conclude.js';
+import type { Decision } from './kinds/decision.js';
 import { findDisk, type DiskInfo } from '../libvirt/disk-xml.js';
-import { diskKey, mirrorMismatch, publicJob, samePath, type JobEntry } from './job.js';
+import { diskKey, publicJob, samePath, type JobEntry } from './job.js';
+import { kindOf, kindOfMirror } from './kinds/index.js';
 import { toAgentError } from './libvirt-errors.js';
 import { isTerminal, REQUEST_OF } from './state-machine.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -54,7 +56,8 @@ export class Verify {
         return;
       }
       if (isTerminal(entry.rec.job.state)) return;
-      const other = disk?.mirror ? mirrorMismatch(entry.rec.job, disk.mirror) : null;
+      const kind = kindOf(entry.rec.job);
+      const other = disk ? kind.mismatch(entry.rec.job, disk) : null;
       if (disk && other) {
         await this.supersede(entry, disk, other, why);
         return;
@@ -64,7 +67,7 @@ export class Verify {
         entry.mirrorWithoutJobSince ??= this.ctx.realNow();
         mirrorWithoutJobMs = this.ctx.realNow() - entry.mirrorWithoutJobSince;
       }
-      const decision = conclude(
+      const decision = kind.conclude(
         entry.rec.job,
         { disk, sawEnd: entry.sawEnd, why, ...(mirrorWithoutJobMs !== undefined ? { mirrorWithoutJobMs } : {}) },
         this.ctx.staleMirrorMs,
@@ -136,8 +139,19 @@ export class Verify {
         outcome: 'inferred',
       });
     }
-    if (disk.mirror?.job !== 'copy' || this.ctx.registry.activeFor(job.domain.uuid, job.disk)) return undefined;
-    return this.ctx.reconciler.adopt(job.domain, disk);
+    // Another job with a <mirror> is adopted here; one without (a pull, a commit below the top) by the next scan.
+    const otherKind = disk.mirror ? kindOfMirror(disk.mirror.job) : null;
+    if (!otherKind || this.ctx.registry.activeFor(job.domain.uuid, job.disk)) return undefined;
+    return this.ctx.reconciler.adopt(job.domain, disk, otherKind);
+  }
+
+  /** The disk's block job, read only for kinds that show no <mirror> (their identity needs its type). */
+  private async blockJobOf(entry: JobEntry, what: string) {
+    const job = entry.rec.job;
+    if (kindOf(job).mirrorJob !== null) return undefined;
+    return this.ctx.conn.getBlockJobInfo(job.domain.uuid, job.disk).catch((e) => {
+      throw toAgentError(e, `cannot read the block job before ${what}`);
+    });
   }
 
   /**
@@ -145,13 +159,13 @@ export class Verify {
    * this job's, else the job is superseded and the call refused with nothing sent. (libvirt's
    * calls name a disk, not a copy: this read-compare-send is as close as its API allows.)
    */
-  async assertOwnCopy(entry: JobEntry, what: string): Promise<void> {
+  async assertOwnJob(entry: JobEntry, what: string): Promise<void> {
     const job = entry.rec.job;
     const disk = await this.liveDisk(entry).catch((e) => {
       throw toAgentError(e, `cannot read the domain before ${what}`);
     });
-    // No <mirror> at all: libvirt answers "no block job" and the job is concluded from the XML.
-    const other = disk?.mirror ? mirrorMismatch(job, disk.mirror) : null;
+    // No block job at all: libvirt answers "no block job" and the job is concluded from the XML.
+    const other = disk ? kindOf(job).mismatch(job, disk, await this.blockJobOf(entry, what)) : null;
     if (!disk || !other) return;
     const adopted = await this.supersede(entry, disk, other, `before ${what}`);
     throw new AgentError(
@@ -161,10 +175,10 @@ export class Verify {
     );
   }
 
-  /** Whether the live <mirror> of the job's disk is the job's own; supersedes the job when not. */
-  async ownsMirror(entry: JobEntry, when: string): Promise<boolean> {
+  /** Whether what libvirt shows on the job's disk is the job's own; supersedes the job when not. */
+  async ownsJob(entry: JobEntry, when: string): Promise<boolean> {
     const disk = await this.liveDisk(entry);
-    const other = disk?.mirror ? mirrorMismatch(entry.rec.job, disk.mirror) : null;
+    const other = disk ? kindOf(entry.rec.job).mismatch(entry.rec.job, disk) : null;
     if (!disk || !other) return true;
     const job = entry.rec.job;
     await this.ctx.locks.run(diskKey(job.domain.uuid, job.disk), () => this.supersede(entry, disk, other, when));

@@ -5,6 +5,7 @@ import { diagnoseCopyFailure, domainGoneReason } from './diagnose.js';
 import { diskKey, type JobEntry } from './job.js';
 import { toByteCount } from './numbers.js';
 import { Observer } from './observe.js';
+import { kindOf, kindOfBlockJob } from './kinds/index.js';
 import { isTerminal, REQUEST_OF } from './state-machine.js';
 import type { JobContext } from './context.js';
 
@@ -34,14 +35,15 @@ export class Watch {
       }
       return;
     }
-    if (e.type !== 'copy') return;
+    // Block jobs of kinds the agent does not run (a backup) are not its business.
+    if (!kindOfBlockJob(e.type)) return;
     const entry = this.ctx.registry.activeFor(e.domain.uuid, e.disk);
     if (!entry) {
       if (e.status === 'ready') {
-        // (A copy announces nothing when it starts: the poll and lookups adopt it before this.)
+        // (A block job announces nothing when it starts: the poll and lookups adopt it before this.)
         void this.ctx.locks
           .run(diskKey(e.domain.uuid, e.disk), () =>
-            this.ctx.reconciler.adoptIfMirrored(
+            this.ctx.reconciler.adoptIfRunning(
               { name: e.domain.name, uuid: e.domain.uuid, id: 0, active: true, persistent: false },
               e.disk,
             ),
@@ -56,7 +58,7 @@ export class Watch {
       case 'ready':
         if (entry.rec.job.state === 'copying') {
           void this.refreshProgress(entry)
-            .then(() => this.ctx.verify.ownsMirror(entry, 'at a READY event'))
+            .then(() => this.ctx.verify.ownsJob(entry, 'at a READY event'))
             .then(
               (own) => {
                 if (own && entry.rec.job.state === 'copying') this.becomeReady(entry, 'BLOCK_JOB_2 ready event');
@@ -129,7 +131,7 @@ export class Watch {
     const job = entry.rec.job;
     // Progress only (no decision): an unread sample leaves the last one.
     const info = await this.ctx.conn.getBlockJobInfo(job.domain.uuid, job.disk).catch(() => null);
-    if (!info || info.type !== 'copy') return;
+    if (!info || info.type !== kindOf(job).blockJobType) return;
     entry.sampler.add(this.ctx.clock(), Number(info.cur));
     job.progress.cur = toByteCount(info.cur);
     job.progress.end = toByteCount(info.end);

@@ -9,6 +9,7 @@ export function sampleJob(over: Partial<Job> = {}): Job {
   const now = new Date(0).toISOString();
   return {
     jobId: 'j1',
+    kind: 'copy',
     domain: { name: 'vm1', uuid: '00000000-0000-0000-0000-000000000001' },
     disk: 'vda',
     source: { path: '/a.qcow2', format: 'qcow2' },

@@ -90,7 +90,7 @@ for (const transport of ['ws', 'stdio'] as Transport[]) {
         jobId: `auto-${transport}`,
       });
       t.same(
-        [r.job.state, r.job.jobId, r.job.options.transientJob],
+        [r.job.state, r.job.jobId, r.job.options?.transientJob],
         ['pivoted', `auto-${transport}`, true],
         'pivoted in one call; persistent domains get a transient job',
       );

@@ -126,7 +126,7 @@ t.test('copy → ready → pivot on a persistent domain, with guest writes durin
     jobId: 'it-pivot',
   });
   t.same(
-    [changed, job.state, job.options.transientJob],
+    [changed, job.state, job.options?.transientJob],
     [true, 'copying', true],
     'started; transient job by default on a persistent domain',
   );

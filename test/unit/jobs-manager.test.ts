@@ -129,10 +129,10 @@ t.test('a persistent domain gets a transient job by default; refusing non-transi
     },
   });
   const r = await s.jobs.blockCopy({ domain: 'pvm', disk: 'vda', destination: { path: join(s.destDir, 'p.qcow2') } });
-  t.equal(r.job.options.transientJob, true);
+  t.equal(r.job.options?.transientJob, true);
   t.match(s.conn.sideEffects()[0]!.args[3], { transientJob: true });
   const r2 = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 't.qcow2') } });
-  t.equal(r2.job.options.transientJob, false, 'transient domain: not needed');
+  t.equal(r2.job.options?.transientJob, false, 'transient domain: not needed');
   s.conn.addDomain({ name: 'pvm2', persistent: true });
   await rejects(
     t,

@@ -215,7 +215,7 @@ t.test('a journal that cannot be written: stateUnavailable with the errno, reads
 });
 
 t.test("mirrorMismatch: identity fields, and libvirt 9.0's job='' while an end is processed", async (t) => {
-  const { mirrorMismatch } = await import('../../src/jobs/job.js');
+  const { mirrorMismatch } = await import('../../src/jobs/kinds/copy/job.js');
   const job = { disk: 'vda', destination: { path: '/d/a.qcow2', format: 'qcow2', type: 'file' } } as unknown as Job;
   const m = { job: 'copy', ready: 'yes', type: 'file', path: '/d/a.qcow2', format: 'qcow2' };
   t.equal(mirrorMismatch(job, m), null, 'the same copy');

@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { findDisk, parseDisks } from '../../src/libvirt/disk-xml.js';
 import { canTransition, isTerminal, reachedReady, STATES } from '../../src/jobs/state-machine.js';
-import { conclude, STALE_MIRROR_MS } from '../../src/jobs/conclude.js';
+import { conclude } from '../../src/jobs/kinds/copy/conclude.js';
+import { STALE_MIRROR_MS } from '../../src/jobs/kinds/decision.js';
 import { KeyedMutex } from '../../src/jobs/lock.js';
 import { RateSampler } from '../../src/jobs/sampler.js';
 import { Journal } from '../../src/jobs/journal.js';
@@ -49,17 +50,19 @@ t.test("state table: exactly the design's edges plus the named refused/reconcile
     cancelling: ['cancelled', 'failed', 'copying', 'ready'],
     pivoted: [],
     finished: [],
+    completed: [],
     cancelled: [],
     failed: [],
   };
+  const copy = { kind: 'copy' } as const;
   const actual: Record<string, string[]> = {};
-  for (const from of STATES) actual[from] = STATES.filter((to) => canTransition(from, to));
+  for (const from of STATES) actual[from] = STATES.filter((to) => canTransition(copy, from, to));
   for (const k of Object.keys(expected)) expected[k]!.sort();
   for (const k of Object.keys(actual)) actual[k]!.sort();
-  t.same(actual, expected, 'all 81 pairs');
-  t.notOk(canTransition('copying', 'finished'), 'never finished without finishing (a copy not ready is cancelled, not finished)');
-  t.notOk(canTransition('cancelling', 'finished'), 'an abort is never reported as a finish');
-  for (const s of ['pivoted', 'finished', 'cancelled', 'failed'] as const) t.ok(isTerminal(s));
+  t.same(actual, expected, 'all 100 pairs');
+  t.notOk(canTransition(copy, 'copying', 'finished'), 'never finished without finishing (a copy not ready is cancelled, not finished)');
+  t.notOk(canTransition(copy, 'cancelling', 'finished'), 'an abort is never reported as a finish');
+  for (const s of ['pivoted', 'finished', 'completed', 'cancelled', 'failed'] as const) t.ok(isTerminal(s));
   t.same(STATES.filter(reachedReady).sort(), ['finished', 'finishing', 'pivoted', 'pivoting', 'ready']);
 });
 

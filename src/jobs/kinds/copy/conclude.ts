@@ -2,32 +2,12 @@
 // pivot only when the disk's source is the destination and the <mirror> is gone; a finish or
 // an abort only when the source is unchanged and the <mirror> is gone. Pure: the manager reads
 // the XML, this decides.
-import type { ErrorName } from '../errors.js';
-import type { Job, JobState } from '../generated/api.js';
-import type { DiskInfo } from '../libvirt/disk-xml.js';
-import { samePath } from './job.js';
-import { REQUEST_OF } from './state-machine.js';
-
-export type Decision =
-  /** Nothing to conclude: the copy is still mirroring. */
-  | { state: null; evidence: string }
-  | { state: 'pivoted' | 'finished' | 'cancelled'; outcome: 'observed' | 'inferred'; evidence: string }
-  | { state: 'failed'; error: { name: ErrorName; message: string }; evidence: string };
-
-export interface Facts {
-  /** The disk in the live XML (undefined: the disk or the domain is gone). */
-  disk: DiskInfo | undefined;
-  /** A BLOCK_JOB_2 completed/canceled event arrived for this job. */
-  sawEnd: boolean;
-  /** What made the manager look (goes into the evidence). */
-  why: string;
-  /** How long libvirt has shown a <mirror> for a block job that no longer exists (ms). */
-  mirrorWithoutJobMs?: number;
-}
-
-/** libvirt processes a job's end within milliseconds; a <mirror> outliving its block job by this
- *  long means libvirt dropped the job (seen across a libvirtd restart) and will not conclude it. */
-export const STALE_MIRROR_MS = 30_000;
+import type { ErrorName } from '../../../errors.js';
+import type { Job, JobState } from '../../../generated/api.js';
+import type { DiskInfo } from '../../../libvirt/disk-xml.js';
+import { samePath } from '../../job.js';
+import { REQUEST_OF } from '../../state-machine.js';
+import { STALE_MIRROR_MS, type Decision, type Facts } from '../decision.js';
 
 function describe(disk: DiskInfo | undefined): string {
   if (!disk) return 'the disk is not in the live XML';

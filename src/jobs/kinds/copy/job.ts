@@ -1,0 +1,94 @@
+// A copy job's own shape: a new job for a blockCopy call, a job for a copy found running, and
+// the copy's identity in libvirt's XML (its <mirror>).
+import { randomUUID } from 'node:crypto';
+import type { BlockCopyParams, Destination, Job } from '../../../generated/api.js';
+import { DEFAULTS } from '../../../generated/api.js';
+import type { BlockJobInfo, DomainRef } from '../../../libvirt/index.js';
+import type { DiskInfo, MirrorInfo } from '../../../libvirt/disk-xml.js';
+import { fromByteCount, toByteCount } from '../../numbers.js';
+import { samePath } from '../../job.js';
+
+/** A copy job: its options are always known. */
+export type CopyJob = Job & Required<Pick<Job, 'options'>>;
+
+/**
+ * Why libvirt's <mirror> on the job's disk is not this job's copy (job type, destination,
+ * kind, format), or null when it is. "A block job exists" proves nothing: an operator may have
+ * aborted the job's copy and started another one on the same disk.
+ */
+export function mirrorMismatch(job: Job, m: MirrorInfo): string | null {
+  // libvirt 9.0 shows job='' while it processes the end of a copy (pivot, finish): the same copy.
+  if (m.job !== 'copy' && m.job !== '') return `libvirt runs a ${m.job} job on disk ${job.disk}, not a copy`;
+  if (!samePath(m.path, job.destination.path))
+    return `libvirt's copy of disk ${job.disk} goes to ${m.path ?? 'an unknown destination'}, not to this job's destination ${job.destination.path}`;
+  if ((m.type === 'block') !== (job.destination.type === 'block'))
+    return `libvirt's copy of disk ${job.disk} writes a ${m.type} destination, this job a ${job.destination.type}`;
+  if (job.destination.format && m.format && m.format !== job.destination.format)
+    return `libvirt's copy of disk ${job.disk} writes ${m.format}, this job ${job.destination.format}`;
+  return null;
+}
+
+/** A new job for a blockCopy call that passed validation. */
+export function newJob(
+  params: BlockCopyParams,
+  dom: DomainRef,
+  disk: DiskInfo,
+  dest: Destination,
+  nowIso: string,
+  groupId?: string,
+): CopyJob {
+  return {
+    jobId: params.jobId ?? randomUUID(),
+    kind: 'copy',
+    ...(groupId !== undefined ? { groupId } : {}),
+    domain: { name: dom.name, uuid: dom.uuid },
+    disk: params.disk,
+    source: { path: disk.sourcePath, format: disk.format },
+    destination: { path: dest.path, format: dest.format ?? null, type: dest.type ?? DEFAULTS.Destination.type },
+    state: 'copying',
+    progress: { cur: 0, end: 0, percent: null, rate: null, eta: null },
+    bandwidth: toByteCount(fromByteCount(params.bandwidth) ?? 0n),
+    options: {
+      shallow: params.shallow ?? DEFAULTS.BlockCopyParams.shallow,
+      reuseExternal: params.reuseExternal ?? DEFAULTS.BlockCopyParams.reuseExternal,
+      // Persistent domains need (and get by default) a transient job: libvirt 9 refuses a
+      // non-transient copy of a persistent domain ("domain is not transient").
+      transientJob: params.transientJob ?? dom.persistent,
+      synchronousWrites: params.synchronousWrites ?? DEFAULTS.BlockCopyParams.synchronousWrites,
+      ...(params.granularity !== undefined ? { granularity: params.granularity } : {}),
+      ...(params.bufSize !== undefined ? { bufSize: toByteCount(BigInt(params.bufSize)) } : {}),
+    },
+    whenReady: params.whenReady ?? DEFAULTS.BlockCopyParams.whenReady,
+    owner: 'agent',
+    createdAt: nowIso,
+    updatedAt: nowIso,
+  };
+}
+
+/** A job for a copy found running that this agent did not start (virsh, another tool, a lost journal). */
+export function adoptedJob(dom: { name: string; uuid: string }, disk: DiskInfo, info: BlockJobInfo | null, nowIso: string): Job {
+  const m = disk.mirror;
+  const ready = m?.ready === 'yes';
+  return {
+    jobId: `adopted-${dom.uuid.slice(0, 8)}-${disk.target}-${Date.parse(nowIso).toString(36)}`,
+    kind: 'copy',
+    domain: { name: dom.name, uuid: dom.uuid },
+    disk: disk.target,
+    source: { path: disk.sourcePath, format: disk.format },
+    destination: {
+      path: m?.path ?? '',
+      format: m?.format === 'raw' || m?.format === 'qcow2' ? m.format : null,
+      type: m?.type === 'block' || m?.type === 'network' ? m.type : 'file',
+    },
+    state: ready ? 'ready' : 'copying',
+    progress: { cur: info ? toByteCount(info.cur) : 0, end: info ? toByteCount(info.end) : 0, percent: null, rate: null, eta: null },
+    bandwidth: info ? toByteCount(info.bandwidth) : 0,
+    options: { shallow: false, reuseExternal: false, transientJob: false, synchronousWrites: false },
+    whenReady: 'none',
+    owner: 'adopted',
+    createdAt: nowIso,
+    updatedAt: nowIso,
+    ...(ready ? { readyAt: nowIso } : {}),
+    evidence: `found running in the live XML (mirror ready='${m?.ready ?? 'no'}'): started outside this agent, so its options are unknown`,
+  };
+}

@@ -1,0 +1,30 @@
+// Every kind of job, and the one mapping from libvirt's job types (and <mirror job=…>) to them.
+// A new kind is registered here; the compiler then names every place its absence breaks.
+import { AgentError } from '../../errors.js';
+import type { Job } from '../../generated/api.js';
+import type { BlockJobType } from '../../libvirt/index.js';
+import { copyKind } from './copy/kind.js';
+import type { JobKind, JobKindName } from './kind.js';
+
+export type { JobKind, JobKindName, JobRequest } from './kind.js';
+
+export const KINDS: Record<'copy', JobKind> & Partial<Record<JobKindName, JobKind>> = {
+  copy: copyKind,
+};
+
+/** The job's kind; a record written before kinds existed is a copy. */
+export function kindOf(job: Pick<Job, 'kind'>): JobKind {
+  const k = KINDS[job.kind ?? 'copy'];
+  if (!k) throw new AgentError('unsupported', `this agent does not run ${job.kind} jobs`);
+  return k;
+}
+
+/** The kind of a block job libvirt reports, or null for one the agent does not run (backup, unknown). */
+export function kindOfBlockJob(type: BlockJobType): JobKind | null {
+  return Object.values(KINDS).find((k) => k?.blockJobType === type) ?? null;
+}
+
+/** The kind a <mirror job=…> belongs to, or null (libvirt shows job='' while it ends a job: the caller knows which). */
+export function kindOfMirror(mirrorJob: string): JobKind | null {
+  return Object.values(KINDS).find((k) => k?.mirrorJob === mirrorJob) ?? null;
+}

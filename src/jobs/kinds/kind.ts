@@ -1,0 +1,38 @@
+// The seam between the job kernel and the kinds of job (copy, commit, pull): what a kind
+// supplies, and the one place that maps libvirt's job types to kinds. The kernel (entry,
+// registry, recorder, state machine, observe/watch, reconcile/adopt) asks the job's kind and
+// never tests a kind by name; a new kind is a folder under kinds/ and one line in KINDS.
+import type { Job, JobKind as JobKindName, JobState } from '../../generated/api.js';
+import type { BlockJobInfo, BlockJobType } from '../../libvirt/index.js';
+import type { DiskInfo } from '../../libvirt/disk-xml.js';
+import type { Decision, Facts } from './decision.js';
+
+export type { JobKindName };
+
+/** The requests a caller can make of a running job; each kind says which apply. */
+export type JobRequest = 'pivot' | 'finish' | 'abort' | 'setSpeed';
+
+export interface JobKind {
+  readonly name: JobKindName;
+  /** What the kind is called in messages ("copy", "active commit", …). */
+  readonly noun: string;
+  /** libvirt's block job type of this kind (virDomainGetBlockJobInfo, BLOCK_JOB_2). */
+  readonly blockJobType: BlockJobType;
+  /** The `job` attribute of the <mirror> libvirt shows on the disk while the kind runs; null: none. */
+  readonly mirrorJob: string | null;
+  /** The kind's state table: the only transitions allowed (see state-machine.ts). */
+  readonly next: Readonly<Record<JobState, readonly JobState[]>>;
+  /** Which requests apply; any other is refused by name before anything is read or sent. */
+  readonly requests: ReadonlySet<JobRequest>;
+  /**
+   * Why what libvirt shows on the job's disk is not this job's own (another kind of job,
+   * another destination or other layers), or null when it is. `info`: the disk's block job, if read.
+   */
+  mismatch(job: Job, disk: DiskInfo, info?: BlockJobInfo | null): string | null;
+  /** The state the live XML implies while libvirt's block job runs, given the journaled state. */
+  stateFromLive(journaled: JobState, disk: DiskInfo): JobState;
+  /** How the job ended, decided from the live XML, never from the request alone. */
+  conclude(job: Job, facts: Facts, staleMirrorMs: number): Decision;
+  /** A job for one of this kind found running that this agent did not start. */
+  adopted(dom: { name: string; uuid: string }, disk: DiskInfo, info: BlockJobInfo | null, nowIso: string): Job;
+}
