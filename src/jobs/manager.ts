@@ -46,6 +46,7 @@ import { READ_WAIT_MS } from './read-bound.js';
 import { Recorder } from './recorder.js';
 import { Registry } from './registry.js';
 import { Starter } from './start.js';
+import { copySpec } from './kinds/copy/start.js';
 import { isTerminal, reachedReady } from './state-machine.js';
 import { Verify } from './verify.js';
 import { Watch } from './watch.js';
@@ -178,10 +179,8 @@ export class JobManager extends EventEmitter {
   ): Promise<BlockCopyResult> {
     this.assertServing();
     const dom = await this.ctx.starter.lookup(params.domain);
-    const dest = this.ctx.starter.destinationOf(params);
-    const { entry, changed } = await this.ctx.locks.run(diskKey(dom.uuid, params.disk), () =>
-      this.ctx.starter.startCopy(params, dom, dest, signal, by),
-    );
+    const spec = copySpec(this.ctx, params, dom);
+    const { entry, changed } = await this.ctx.locks.run(diskKey(dom.uuid, params.disk), () => this.ctx.starter.start(spec, signal, by));
     if (changed && entry.rec.timeoutAt !== undefined) this.ctx.completion.armTimeout(entry, entry.rec.timeoutAt);
     return this.ctx.starter.awaitGoal(entry, params, changed, signal);
   }
@@ -299,11 +298,11 @@ export class JobManager extends EventEmitter {
   async checkCopy(params: BlockCopyParams): Promise<Job | undefined> {
     this.assertServing();
     const dom = await this.ctx.starter.lookup(params.domain);
-    const dest = this.ctx.starter.destinationOf(params);
+    const spec = copySpec(this.ctx, params, dom);
     return this.ctx.locks.run(diskKey(dom.uuid, params.disk), async () => {
-      const existing = this.ctx.starter.existingFor(params, dom, dest);
+      const existing = this.ctx.starter.existingFor(spec);
       if (existing) return publicJob(existing);
-      await this.ctx.starter.validateNew(params, dom, dest);
+      await spec.prepare();
       return undefined;
     });
   }

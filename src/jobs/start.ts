@@ -1,52 +1,76 @@
-// Starting a copy: idempotency (jobId is an exact key), validation with nothing changed,
-// admission, the journal record with every promise, then virDomainBlockCopy.
+// Starting a job of any kind: idempotency (jobId is an exact key), the kind's validation with
+// nothing changed, admission, the journal record with every promise, then the kind's libvirt
+// call through the one journaled call. What is a kind's own (its checks, its job, its call)
+// comes in a StartSpec (kinds/*/start.ts).
 import { AgentError, ERRORS, type ErrorName } from '../errors.js';
 import type { DomainRef } from '../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
-import type { BlockCopyParams, BlockCopyResult, Destination, JobState } from '../generated/api.js';
-import { DEFAULTS } from '../generated/api.js';
-import type { CheckedDestination } from '../destination/policy.js';
-import { destinationFromXml } from '../destination/xml.js';
-import { findDisk, type DiskInfo } from '../libvirt/disk-xml.js';
-import { domainStorage } from './inventory.js';
-import { publicJob, samePath, track, type JobEntry } from './job.js';
-import { newJob } from './kinds/copy/job.js';
+import type { Job, JobState } from '../generated/api.js';
+import type { StartOp } from './journal.js';
+import { publicJob, track, type JobEntry } from './job.js';
+import { kindOf } from './kinds/index.js';
 import { libvirtData, outcomeUnknown, toAgentError } from './libvirt-errors.js';
-import { fromByteCount } from './numbers.js';
-import { rawDeviceSizeMismatch } from './sizes.js';
 import { isTerminal, reachedReady } from './state-machine.js';
 import type { JobContext } from './context.js';
+
+/** What every start request has (blockCopy, blockCommit, blockPull params). */
+export interface StartParams {
+  domain: string;
+  disk: string;
+  jobId?: string;
+  timeout?: number;
+  queue?: boolean;
+  wait?: 'none' | 'ready' | 'done';
+}
+
+/** A kind's validated start: the new job, what the journal keeps of the request, and the call. */
+export interface Prepared {
+  job: Job;
+  /** The exact XML handed to libvirt, if any (kept so a restart knows what was asked). */
+  destinationXml?: string;
+  /** The libvirt call; an AgentError thrown in it is the agent's own, certain refusal. */
+  call: () => Promise<void>;
+}
+
+/** How one kind starts. */
+export interface StartSpec {
+  op: StartOp;
+  params: StartParams;
+  dom: DomainRef;
+  /** Whether an existing job is what this request would create (an idempotent re-run). */
+  sameAs(job: Job): boolean;
+  /** How an existing job of the same disk differs from this request (when sameAs is false). */
+  whyNot(job: Job): string;
+  /** What the request asks, for messages ("a copy to /x", "a commit of vda[2]"). */
+  describe(job: Job): string;
+  /** The kind's checks (nothing changed) and its job. Run again after a wait in the queue. */
+  prepare(): Promise<Prepared>;
+}
 
 export class Starter {
   constructor(private readonly ctx: JobContext) {}
 
   /** Runs under the disk's lock: idempotency, validation, journal, then libvirt. */
-  async startCopy(
-    params: BlockCopyParams,
-    dom: DomainRef,
-    dest: Destination,
+  async start(
+    spec: StartSpec,
     signal?: AbortSignal,
     { principal, groupId }: { principal?: string; groupId?: string } = {},
   ): Promise<{ entry: JobEntry; changed: boolean }> {
-    const existing = this.existingFor(params, dom, dest, principal);
+    const { params, dom } = spec;
+    const existing = this.existingFor(spec, principal);
     if (existing) return { entry: existing, changed: false };
     const adopted = dom.active ? await this.ctx.reconciler.adoptIfRunning(dom, params.disk) : undefined;
     if (adopted) {
-      if (!params.jobId && samePath(adopted.rec.job.destination.path, dest.path)) return { entry: adopted, changed: false };
-      throw new AgentError(
-        'jobExists',
-        `disk ${params.disk} of '${dom.name}' already has a copy job to ${adopted.rec.job.destination.path}`,
-        { job: publicJob(adopted) },
-      );
+      if (!params.jobId && spec.sameAs(adopted.rec.job)) return { entry: adopted, changed: false };
+      throw this.taken(spec, adopted);
     }
-    let { disk, checked } = await this.validateNew(params, dom, dest);
+    let prepared = await spec.prepare();
     const queued = this.ctx.registry.activeCount() >= this.ctx.maxCopies;
     await this.ctx.registry.awaitSlot(params, signal);
-    // A queued copy may have waited long: check the destination again right before libvirt opens it.
-    if (queued) ({ disk, checked } = await this.validateNew(params, dom, dest));
-
-    // The job records the canonical destination the policy checked; libvirt gets its XML.
-    const job = newJob(params, dom, disk, checked.destination, this.ctx.iso(), groupId);
+    // A queued job may have waited long: check again right before libvirt opens anything.
+    if (queued) prepared = await spec.prepare();
+    const { job } = prepared;
+    if (groupId !== undefined) job.groupId = groupId;
     if (this.ctx.entries.has(job.jobId)) {
       // The same key raced in on another disk while this call was validating.
       throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, {
@@ -57,29 +81,18 @@ export class Starter {
     // before libvirt is called: a crash right after the answer must still keep the promise.
     const entry = track({
       job,
-      destinationXml: checked.xml,
+      destinationXml: prepared.destinationXml ?? '',
       ...(params.timeout !== undefined ? { timeoutAt: this.ctx.realNow() + params.timeout * 1000 } : {}),
       ...(principal !== undefined ? { principal } : {}),
     });
-    // Until libvirt has answered there is nothing of this copy to see (poll, events).
+    // Until libvirt has answered there is nothing of this job to see (poll, events).
     entry.starting = true;
     this.ctx.entries.set(job.jobId, entry);
+    const noun = kindOf(job).noun;
     let r;
     try {
-      // Journal first: a crash right after libvirt starts the copy must still find the job.
-      r = await this.ctx.recorder.journaledCall(entry, { op: 'blockCopy', at: job.createdAt }, async () => {
-        // A reused image's header, read again as late as the agent can: changed since the check, refused.
-        await checked.recheck?.();
-        await this.ctx.conn.blockCopy(dom.uuid, params.disk, checked.xml, {
-          shallow: job.options.shallow,
-          reuseExternal: job.options.reuseExternal,
-          transientJob: job.options.transientJob,
-          synchronousWrites: job.options.synchronousWrites,
-          bandwidth: fromByteCount(params.bandwidth),
-          granularity: params.granularity,
-          bufSize: fromByteCount(params.bufSize),
-        });
-      });
+      // Journal first: a crash right after libvirt starts the job must still find it.
+      r = await this.ctx.recorder.journaledCall(entry, { op: spec.op, at: job.createdAt }, prepared.call);
     } catch (e) {
       // Not journaled, so not sent.
       r = { status: 'refused' as const, error: e };
@@ -87,12 +100,12 @@ export class Starter {
       entry.starting = false;
     }
     if (r.status === 'unknown') {
-      // The copy may have started: the job stays (intent blockCopy) until the poll, or the
+      // It may have started: the job stays (with its start intent) until the poll, or the
       // reconcile after a reconnect, finds out from libvirt whether it did.
       throw outcomeUnknown(
         r.error,
-        'copy request',
-        `job ${job.jobId} stays and shows whether the copy started once libvirtd answers the agent's poll (or its reconcile after a reconnect); the same call again returns that job`,
+        `${noun} request`,
+        `job ${job.jobId} stays and shows whether the ${noun} started once libvirtd answers the agent's poll (or its reconcile after a reconnect); the same call again returns that job`,
         { job: publicJob(entry) },
       );
     }
@@ -102,9 +115,9 @@ export class Starter {
       // reconciled as never started at the next start, so a failure here is safe to drop.
       await entry.writes.catch(() => {});
       await this.ctx.journal.remove(job.jobId).catch(() => {});
-      throw toAgentError(r.error, 'libvirt refused the copy');
+      throw toAgentError(r.error, `libvirt refused the ${noun}`);
     }
-    this.ctx.log.info('copy started', { jobId: job.jobId, domain: dom.name, disk: params.disk, destination: dest.path });
+    this.ctx.log.info(`${noun} started`, { jobId: job.jobId, domain: dom.name, disk: params.disk, destination: job.destination.path });
     this.ctx.recorder.emitChanged(entry);
     this.ctx.registry.pruneEnded();
     return { entry, changed: true };
@@ -113,19 +126,20 @@ export class Starter {
   /**
    * The job an identical earlier call created, which a re-run returns unchanged: with a jobId,
    * exactly the job of that id (a new jobId never returns another job); without one, the disk's
-   * job to the same destination. Throws jobExists when the key or the disk is taken by another copy.
-   * A jobId is its creator's, for that copy only: the same key from another principal, or for
-   * another domain, disk or destination, is jobExists (as a groupId is for a group).
+   * job that is what this request asks. Throws jobExists when the key or the disk is taken by
+   * another job. A jobId is its creator's, for that job only: the same key from another
+   * principal, or for another domain, disk or request, is jobExists (as a groupId is for a group).
    */
-  existingFor(params: BlockCopyParams, dom: DomainRef, dest: Destination, principal?: string): JobEntry | undefined {
+  existingFor(spec: StartSpec, principal?: string): JobEntry | undefined {
+    const { params, dom } = spec;
     const byId = params.jobId ? this.ctx.entries.get(params.jobId) : undefined;
     if (byId) {
       const other = byId.rec.job;
       const why =
         other.domain.uuid !== dom.uuid || other.disk !== params.disk
           ? `already names a job on ${other.domain.name}/${other.disk}`
-          : !samePath(other.destination.path, dest.path)
-            ? `already names a copy to another destination (${other.destination.path})`
+          : !spec.sameAs(other)
+            ? `already names ${spec.whyNot(other)}`
             : byId.rec.principal !== undefined && principal !== undefined && byId.rec.principal !== principal
               ? 'belongs to another principal'
               : undefined;
@@ -133,73 +147,40 @@ export class Starter {
     }
     const active = this.ctx.registry.activeFor(dom.uuid, params.disk);
     if (active) {
-      if (active === byId || (!params.jobId && samePath(active.rec.job.destination.path, dest.path))) return active;
-      throw new AgentError(
-        'jobExists',
-        `disk ${params.disk} of '${dom.name}' already has a copy job to ${active.rec.job.destination.path}`,
-        { job: publicJob(active) },
-      );
+      if (active === byId || (!params.jobId && spec.sameAs(active.rec.job))) return active;
+      throw this.taken(spec, active);
     }
-    // A re-run of a call that already completed: the same key, or the same destination the
-    // disk was already pivoted or finished to.
+    // A re-run of a call that already completed: the same key, or the same request the disk
+    // already went through successfully.
     if (byId) return byId;
     if (params.jobId) return undefined;
     const last = this.ctx.registry.latestFor(dom.uuid, params.disk);
-    if (
-      last &&
-      samePath(last.rec.job.destination.path, dest.path) &&
-      (last.rec.job.state === 'pivoted' || last.rec.job.state === 'finished')
-    ) {
-      return last;
-    }
+    const s = last?.rec.job.state;
+    if (last && spec.sameAs(last.rec.job) && (s === 'pivoted' || s === 'finished' || s === 'completed')) return last;
     return undefined;
   }
 
-  /** The checks of a new copy; nothing here changes anything. Returns the disk as the live XML shows it. */
-  async validateNew(params: BlockCopyParams, dom: DomainRef, dest: Destination): Promise<{ disk: DiskInfo; checked: CheckedDestination }> {
-    if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
-    const xml = await this.ctx.conn.getXml(dom.uuid).catch((e) => {
-      throw toAgentError(e, 'cannot read the domain');
-    });
-    const disk = findDisk(xml, params.disk);
-    if (!disk) throw new AgentError('notFound', `domain '${dom.name}' has no disk '${params.disk}'`);
-    if (disk.device !== 'disk' || (disk.type !== 'file' && disk.type !== 'block') || !disk.sourcePath) {
-      throw new AgentError(
-        'unsupported',
-        `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`,
-      );
-    }
-    if (disk.mirror) {
-      throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
-    }
-    const checked = await this.ctx.checkDest(dest, {
-      reuseExternal: !!params.reuseExternal,
-      shallow: params.shallow ?? DEFAULTS.BlockCopyParams.shallow,
-      disk,
-      domainDisks: await domainStorage(this.ctx.conn, this.ctx.log),
-    });
-    // Known before starting, so said before starting (QEMU would fail it as "an I/O error").
-    const size = await rawDeviceSizeMismatch(
-      { path: disk.sourcePath, format: disk.format },
-      { path: checked.destination.path, format: checked.destination.format ?? null },
+  private taken(spec: StartSpec, other: JobEntry): AgentError {
+    return new AgentError(
+      'jobExists',
+      `disk ${spec.params.disk} of '${spec.dom.name}' already has a ${kindOf(other.rec.job).noun} job (${spec.describe(other.rec.job)})`,
+      { job: publicJob(other) },
     );
-    if (size) throw new AgentError('destinationRejected', `destination rejected: ${size}`, { reason: size });
-    return { disk, checked };
   }
 
-  /** blockCopy's answer: at once, at ready or at the end, as the caller asked. */
-  async awaitGoal(entry: JobEntry, params: BlockCopyParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyResult> {
-    const wait = params.wait ?? DEFAULTS.BlockCopyParams.wait;
+  /** A start's answer: at once, at ready or at the end, as the caller asked. */
+  async awaitGoal(entry: JobEntry, params: StartParams, changed: boolean, signal?: AbortSignal): Promise<{ job: Job; changed: boolean }> {
+    const wait = params.wait ?? 'none';
     if (wait !== 'none') {
       const pred = wait === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
-      // A re-run's timeout only bounds its own wait; the first call's timer owns the copy.
+      // A re-run's timeout only bounds its own wait; the first call's timer owns the job.
       const waitMs = !changed && params.timeout !== undefined ? params.timeout * 1000 : undefined;
       await this.ctx.registry.waitFor(entry, pred, waitMs, signal);
       const job = entry.rec.job;
       if (job.error?.name === 'timeout') throw new AgentError('timeout', job.error.message, { job: publicJob(entry) });
       if (job.state === 'failed') {
         const name: ErrorName = job.error?.name && job.error.name in ERRORS ? (job.error.name as ErrorName) : 'libvirtError';
-        throw new AgentError(name, job.error?.message ?? 'the copy failed', {
+        throw new AgentError(name, job.error?.message ?? `the ${kindOf(job).noun} failed`, {
           job: publicJob(entry),
           ...(job.evidence ? { evidence: job.evidence } : {}),
           ...(job.error?.libvirt ? { libvirt: job.error.libvirt } : {}),
@@ -217,10 +198,5 @@ export class Starter {
         throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
       throw toAgentError(e, 'cannot look up the domain');
     }
-  }
-
-  destinationOf(params: BlockCopyParams): Destination {
-    // destinationXml is parsed (whitelisted shape) or refused here.
-    return params.destination ?? destinationFromXml(params.destinationXml ?? '');
   }
 }

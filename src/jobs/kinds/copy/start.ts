@@ -1,0 +1,97 @@
+// How a copy starts: the destination (given, or parsed from destinationXml), the disk and the
+// destination policy checked with nothing changed, the job, and virDomainBlockCopy.
+import { AgentError } from '../../../errors.js';
+import type { BlockCopyParams, Destination, Job } from '../../../generated/api.js';
+import { DEFAULTS } from '../../../generated/api.js';
+import type { DomainRef } from '../../../libvirt/index.js';
+import type { CheckedDestination } from '../../../destination/policy.js';
+import { destinationFromXml } from '../../../destination/xml.js';
+import { findDisk, type DiskInfo } from '../../../libvirt/disk-xml.js';
+import type { JobContext } from '../../context.js';
+import { domainStorage } from '../../inventory.js';
+import { samePath } from '../../job.js';
+import { toAgentError } from '../../libvirt-errors.js';
+import { fromByteCount } from '../../numbers.js';
+import { rawDeviceSizeMismatch } from '../../sizes.js';
+import type { StartSpec } from '../../start.js';
+import { newJob } from './job.js';
+
+/** What a copy's start reads of the kernel. */
+export type CopyDeps = Pick<JobContext, 'conn' | 'checkDest' | 'log' | 'iso'>;
+
+export function destinationOf(params: BlockCopyParams): Destination {
+  // destinationXml is parsed (whitelisted shape) or refused here.
+  return params.destination ?? destinationFromXml(params.destinationXml ?? '');
+}
+
+export function copySpec(deps: CopyDeps, params: BlockCopyParams, dom: DomainRef): StartSpec {
+  const dest = destinationOf(params);
+  return {
+    op: 'blockCopy',
+    params,
+    dom,
+    sameAs: (job: Job) => job.kind === 'copy' && samePath(job.destination.path, dest.path),
+    whyNot: (job: Job) =>
+      job.kind === 'copy' ? `a copy to another destination (${job.destination.path})` : `a ${job.kind} job, not a copy`,
+    describe: (job: Job) => `a ${job.kind === 'copy' ? 'copy' : job.kind} to ${job.destination.path}`,
+    prepare: async () => {
+      const { disk, checked } = await validateCopy(deps, params, dom, dest);
+      // The job records the canonical destination the policy checked; libvirt gets its XML.
+      const job = newJob(params, dom, disk, checked.destination, deps.iso());
+      return {
+        job,
+        destinationXml: checked.xml,
+        call: async () => {
+          // A reused image's header, read again as late as the agent can: changed since the check, refused.
+          await checked.recheck?.();
+          await deps.conn.blockCopy(dom.uuid, params.disk, checked.xml, {
+            shallow: job.options.shallow,
+            reuseExternal: job.options.reuseExternal,
+            transientJob: job.options.transientJob,
+            synchronousWrites: job.options.synchronousWrites,
+            bandwidth: fromByteCount(params.bandwidth),
+            granularity: params.granularity,
+            bufSize: fromByteCount(params.bufSize),
+          });
+        },
+      };
+    },
+  };
+}
+
+/** The checks of a new copy; nothing here changes anything. Returns the disk as the live XML shows it. */
+export async function validateCopy(
+  deps: CopyDeps,
+  params: BlockCopyParams,
+  dom: DomainRef,
+  dest: Destination,
+): Promise<{ disk: DiskInfo; checked: CheckedDestination }> {
+  if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
+  const xml = await deps.conn.getXml(dom.uuid).catch((e) => {
+    throw toAgentError(e, 'cannot read the domain');
+  });
+  const disk = findDisk(xml, params.disk);
+  if (!disk) throw new AgentError('notFound', `domain '${dom.name}' has no disk '${params.disk}'`);
+  if (disk.device !== 'disk' || (disk.type !== 'file' && disk.type !== 'block') || !disk.sourcePath) {
+    throw new AgentError(
+      'unsupported',
+      `disk ${params.disk} of '${dom.name}' is a ${disk.type} ${disk.device}; only file and block disks can be copied`,
+    );
+  }
+  if (disk.mirror) {
+    throw new AgentError('jobExists', `disk ${params.disk} of '${dom.name}' already has a ${disk.mirror.job} job`);
+  }
+  const checked = await deps.checkDest(dest, {
+    reuseExternal: !!params.reuseExternal,
+    shallow: params.shallow ?? DEFAULTS.BlockCopyParams.shallow,
+    disk,
+    domainDisks: await domainStorage(deps.conn, deps.log),
+  });
+  // Known before starting, so said before starting (QEMU would fail it as "an I/O error").
+  const size = await rawDeviceSizeMismatch(
+    { path: disk.sourcePath, format: disk.format },
+    { path: checked.destination.path, format: checked.destination.format ?? null },
+  );
+  if (size) throw new AgentError('destinationRejected', `destination rejected: ${size}`, { reason: size });
+  return { disk, checked };
+}
