@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import { ERRORS } from '../errors.js';
 import type { AgentConnectionParams, Job, JobState, ListJobsParams, ListJobsResult } from '../generated/api.js';
 import { STATES, TERMINAL } from '../jobs/state-machine.js';
+import { JOB_KINDS } from '../jobs/kinds/index.js';
 import { REFUSAL_KINDS, type RefusalKind, type RefusalObserver, type RpcObserver } from './observer.js';
 
 type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -31,7 +32,7 @@ const errorLabel = (name: string | undefined) => (name && ERROR_NAMES.has(name) 
 /** Terminal jobs remembered so that a repeated notification is not counted twice. */
 const ENDED_MEMORY = 4096;
 
-const PER_JOB = ['domain', 'disk', 'job'] as const;
+const PER_JOB = ['domain', 'disk', 'job', 'kind'] as const;
 
 export class AgentMetrics implements RpcObserver, RefusalObserver {
   readonly registry = new Registry();
@@ -44,8 +45,8 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   private readonly r = this.registry;
   private readonly jobsByState = new Gauge({
     name: 'blockcopy_jobs',
-    help: 'Jobs the agent knows, by state (ended jobs until they are pruned from the job list).',
-    labelNames: ['state'],
+    help: 'Jobs the agent knows, by kind and state (ended jobs until they are pruned from the job list).',
+    labelNames: ['kind', 'state'],
     registers: [this.r],
   });
   private readonly jobState = new Gauge({
@@ -106,8 +107,8 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   });
   private readonly ends = new Counter({
     name: 'blockcopy_job_ends_total',
-    help: 'Jobs that reached a terminal state while this agent ran, by state.',
-    labelNames: ['state'],
+    help: 'Jobs that reached a terminal state while this agent ran, by kind and state.',
+    labelNames: ['kind', 'state'],
     registers: [this.r],
   });
   private readonly connected = new Gauge({
@@ -154,7 +155,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
       this.registry.removeSingleMetric(name);
     // Series that exist from the start read 0 instead of being absent.
     for (const kind of REFUSAL_KINDS) this.refusals.inc({ kind }, 0);
-    for (const state of STATES) this.jobsByState.set({ state }, 0);
+    for (const kind of JOB_KINDS) for (const state of STATES) this.jobsByState.set({ kind, state }, 0);
   }
 
   /** Follows a job manager from now on (attach before it starts, to see its reconcile too). */
@@ -213,7 +214,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
       this.tracked.delete(job.jobId);
       if (this.ended.has(job.jobId)) return;
       this.remember(job.jobId);
-      this.ends.inc({ state: job.state });
+      this.ends.inc({ kind: job.kind, state: job.state });
       if (job.state === 'failed') this.failures.inc({ reason: errorLabel(job.error?.name) });
     } else {
       this.tracked.set(job.jobId, { state: job.state, since: now });
@@ -234,15 +235,16 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
 
   private refreshJobs(jobs: Job[]): void {
     const now = this.now();
-    const counts = new Map<JobState, number>(STATES.map((s) => [s, 0]));
+    const counts = new Map<string, number>(JOB_KINDS.flatMap((k) => STATES.map((s) => [`${k}/${s}`, 0] as const)));
     for (const m of [this.jobState, this.copied, this.remaining, this.total, this.rate]) m.reset();
     const known = new Set<string>();
     for (const job of jobs) {
       known.add(job.jobId);
-      counts.set(job.state, (counts.get(job.state) ?? 0) + 1);
+      const key = `${job.kind}/${job.state}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
       const endedAt = job.endedAt ? Date.parse(job.endedAt) : null;
       if (endedAt !== null && now - endedAt > this.opts.endedJobSeconds * 1000) continue;
-      const labels = { domain: job.domain.name, disk: job.disk, job: job.jobId };
+      const labels = { domain: job.domain.name, disk: job.disk, job: job.jobId, kind: job.kind };
       const cur = Number(job.progress.cur);
       const end = Number(job.progress.end);
       this.jobState.set({ ...labels, state: job.state }, 1);
@@ -251,7 +253,10 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
       this.remaining.set(labels, Math.max(0, end - cur));
       if (job.progress.rate !== null) this.rate.set(labels, job.progress.rate);
     }
-    for (const [state, n] of counts) this.jobsByState.set({ state }, n);
+    for (const [key, n] of counts) {
+      const [kind, state] = key.split('/') as [string, string];
+      this.jobsByState.set({ kind, state }, n);
+    }
     // A job that left the list without a terminal notification is not followed any more.
     for (const id of this.tracked.keys()) if (!known.has(id)) this.tracked.delete(id);
   }

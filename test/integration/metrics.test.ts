@@ -51,7 +51,7 @@ const errorName = (p: Promise<unknown>) =>
 /** Jobs by state, as the agent lists them. */
 async function counts(client: AgentClient): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const j of (await client.call('listJobs', {})).jobs) out[j.state] = (out[j.state] ?? 0) + 1;
+  for (const j of (await client.call('listJobs', { kind: ['copy'] })).jobs) out[j.state] = (out[j.state] ?? 0) + 1;
   return out;
 }
 
@@ -79,7 +79,7 @@ t.test("scraped during a real copy: the job's progress, then durations and calls
     destination: { path: join(dom.dir, 'm.qcow2'), format: 'qcow2' },
     bandwidth: 8 * MiB,
   });
-  const labels = { domain: dom.name, disk: 'vda', job: job.jobId };
+  const labels = { domain: dom.name, disk: 'vda', job: job.jobId, kind: 'copy' };
   // Two scrapes while it copies (8 MiB/s over 40 MiB of data: several seconds). QEMU's rate
   // limit lets a first burst through and then pauses for up to a couple of seconds, so the second
   // scrape is the first one, 500 ms apart, that shows more bytes (within 4 s).
@@ -98,10 +98,10 @@ t.test("scraped during a real copy: the job's progress, then durations and calls
   const check = promtool(during);
   t.equal(check.code, 0, `promtool check metrics accepts the exposition during the copy${check.out ? `: ${check.out}` : ''}`);
   for (const state of ['copying', 'ready', 'pivoted']) {
-    const v = value(during, 'blockcopy_jobs', { state });
+    const v = value(during, 'blockcopy_jobs', { kind: 'copy', state });
     t.ok(
       v !== undefined && between(v, listedBefore[state] ?? 0, listedAfter[state] ?? 0),
-      `blockcopy_jobs{state="${state}"} ${v}: as listJobs says (${listedBefore[state] ?? 0}…${listedAfter[state] ?? 0})`,
+      `blockcopy_jobs{kind="copy",state="${state}"} ${v}: as listJobs says (${listedBefore[state] ?? 0}…${listedAfter[state] ?? 0})`,
     );
   }
   t.equal(value(during, 'blockcopy_job_state', { ...labels, state: 'copying' }), 1, "the job's state series");
@@ -126,10 +126,10 @@ t.test("scraped during a real copy: the job's progress, then durations and calls
   t.equal((await client.call('pivot', { jobId: job.jobId })).job.state, 'pivoted', 'pivoted');
   const [pivotedBefore, after, pivotedAfter] = [await counts(client), await scrape(port), await counts(client)];
   t.equal(promtool(after).code, 0, 'promtool accepts it after the pivot');
-  const pivoted = value(after, 'blockcopy_jobs', { state: 'pivoted' });
+  const pivoted = value(after, 'blockcopy_jobs', { kind: 'copy', state: 'pivoted' });
   t.ok(
     pivoted !== undefined && pivoted >= 1 && between(pivoted, pivotedBefore.pivoted ?? 0, pivotedAfter.pivoted ?? 0),
-    `blockcopy_jobs{state="pivoted"} ${pivoted}: as listJobs says`,
+    `blockcopy_jobs{kind="copy",state="pivoted"} ${pivoted}: as listJobs says`,
   );
   t.equal(
     value(after, 'blockcopy_job_state', { ...labels, state: 'pivoted' }),
@@ -140,7 +140,11 @@ t.test("scraped during a real copy: the job's progress, then durations and calls
   t.equal(value(after, 'blockcopy_job_switch_duration_seconds_count', { operation: 'pivot' }), 1, 'pivot duration observed once');
   // Every pivoted job this fresh agent knows ended while it ran (adoption finds running copies only).
   t.ok(
-    between(value(after, 'blockcopy_job_ends_total', { state: 'pivoted' }) ?? -1, pivotedBefore.pivoted ?? 0, pivotedAfter.pivoted ?? 0),
+    between(
+      value(after, 'blockcopy_job_ends_total', { kind: 'copy', state: 'pivoted' }) ?? -1,
+      pivotedBefore.pivoted ?? 0,
+      pivotedAfter.pivoted ?? 0,
+    ),
     'ends by state match the pivoted jobs listed',
   );
   t.equal(value(after, 'blockcopy_rpc_calls_total', { method: 'pivot' }), 1, 'the pivot call is counted');

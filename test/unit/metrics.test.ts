@@ -10,6 +10,7 @@ let clock = Date.parse('2026-01-01T00:00:00Z');
 function job(id: string, state: JobState, extra: Partial<Job> = {}): Job {
   return {
     jobId: id,
+    kind: 'copy',
     domain: { name: 'vm1', uuid: '00000000-0000-0000-0000-000000000001' },
     disk: 'vda',
     source: { path: '/a', format: 'qcow2' },
@@ -58,7 +59,11 @@ t.test('failures and ends are counted once per job, with bounded reason labels',
     'blockcopy_job_failures_total{reason="other"} 1',
     'an unknown reason is "other"',
   );
-  t.equal(line(text, 'blockcopy_job_ends_total{state="failed"}'), 'blockcopy_job_ends_total{state="failed"} 2', 'two ends');
+  t.equal(
+    line(text, 'blockcopy_job_ends_total{kind="copy",state="failed"}'),
+    'blockcopy_job_ends_total{kind="copy",state="failed"} 2',
+    'two ends',
+  );
   m.close();
   t.equal(src.listenerCount('job.changed'), 0, 'close() detaches');
 });
@@ -83,13 +88,17 @@ t.test('durations only from transitions this agent saw; per-job series dropped a
     'blockcopy_job_switch_duration_seconds_sum{operation="pivot"} 1.5',
     'pivot took 1.5 s',
   );
-  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="n"}'), 'the ended job still has its series');
-  t.equal(line(text, 'blockcopy_jobs{state="pivoted"}'), 'blockcopy_jobs{state="pivoted"} 1');
+  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="n",kind="copy"}'), 'the ended job still has its series');
+  t.equal(line(text, 'blockcopy_jobs{kind="copy",state="pivoted"}'), 'blockcopy_jobs{kind="copy",state="pivoted"} 1');
   clock += 61_000;
   text = await m.render();
-  t.notOk(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="n"}'), 'dropped 60 s after it ended');
-  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="old"}'), 'the running job keeps its series');
-  t.equal(line(text, 'blockcopy_jobs{state="pivoted"}'), 'blockcopy_jobs{state="pivoted"} 1', 'the count by state still includes it');
+  t.notOk(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="n",kind="copy"}'), 'dropped 60 s after it ended');
+  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="old",kind="copy"}'), 'the running job keeps its series');
+  t.equal(
+    line(text, 'blockcopy_jobs{kind="copy",state="pivoted"}'),
+    'blockcopy_jobs{kind="copy",state="pivoted"} 1',
+    'the count by state still includes it',
+  );
 });
 
 t.test('rpc calls, errors, refusals and the connection', async (t) => {

@@ -12,6 +12,9 @@ export const KINDS: Record<'copy', JobKind> & Partial<Record<JobKindName, JobKin
   copy: copyKind,
 };
 
+/** Every kind's name, in the schema's order. */
+export const JOB_KINDS: readonly JobKindName[] = ['copy', 'activeCommit', 'commit', 'pull'];
+
 /** The job's kind; a record written before kinds existed is a copy. */
 export function kindOf(job: Pick<Job, 'kind'>): JobKind {
   const k = KINDS[job.kind ?? 'copy'];
