@@ -7,7 +7,6 @@ import { DEFAULTS } from '../generated/api.js';
 import { diskKey, publicJob, type JobEntry } from './job.js';
 import { isNoJob, isNotReady, libvirtData, outcomeUnknown, toAgentError } from './libvirt-errors.js';
 import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobContext } from './context.js';
 
 /** How long an abort may take to end the job before the call reports `timeout`. */
@@ -91,7 +90,7 @@ export class Completion {
         });
       }
       this.ctx.log.debug(`${how}: not ready yet, retrying`, { jobId: job.jobId, delayMs: delay });
-      await sleep(delay);
+      await this.ctx.time.sleep(delay);
       delay = Math.min(delay * 2, 2000);
     }
     // The end arrives as an event (or the poll notices); both are verified against the live XML.
@@ -186,13 +185,13 @@ export class Completion {
    */
   armTimeout(entry: JobEntry, at: number): void {
     const job = entry.rec.job;
-    if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
+    this.ctx.time.clearTimer(entry.timeoutTimer);
     if (entry.rec.timeoutAt !== at) {
       entry.rec.timeoutAt = at;
       this.ctx.recorder.persistLater(entry);
     }
     const goalReached = () => isTerminal(job.state) || (job.whenReady === 'none' && reachedReady(job.state));
-    entry.timeoutTimer = setTimeout(
+    entry.timeoutTimer = this.ctx.time.setTimer(
       () => {
         // A pivot or finish under way is about to reach the goal: let it.
         if (goalReached() || this.ctx.stopped || job.state === 'pivoting' || job.state === 'finishing') return;

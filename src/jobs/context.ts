@@ -19,6 +19,7 @@ import type { Starter } from './start.js';
 import type { Verify } from './verify.js';
 import type { Watch } from './watch.js';
 import { SlowDomains } from './slow-domains.js';
+import { systemClock, type Clock } from './clock.js';
 
 export interface JobManagerOptions {
   connection: Connection;
@@ -26,8 +27,10 @@ export interface JobManagerOptions {
   log: Logger;
   /** Safety-net poll of running jobs: cross-checks the live XML this often (ms). Progress is sampled at least once a second. */
   pollIntervalMs?: number;
-  /** Clock for the timestamps and progress samples of jobs (ms since the epoch). Timers use real time. */
+  /** Clock for the timestamps and progress samples of jobs (ms since the epoch); default: `time.now`. */
   now?: () => number;
+  /** The kernel's time: deadlines, retries, graces, timers (clock.ts); default: the system clock. */
+  time?: Clock;
   maxConcurrentCopies?: number;
   /** Destination policy; defaults to the built-in checks (not the source, no clobbering, …). */
   checkDestination?: DestinationCheck;
@@ -60,6 +63,7 @@ export class JobContext {
   readonly staleMirrorMs: number;
   readonly sampleMs: number;
   readonly clock: () => number;
+  readonly time: Clock;
   readonly maxCopies: number;
   readonly keepEnded: number;
   readonly checkDest: DestinationCheck;
@@ -94,7 +98,8 @@ export class JobContext {
     this.pollMs = opts.pollIntervalMs ?? DEFAULTS.AgentConfig.pollIntervalMs;
     this.staleMirrorMs = opts.staleMirrorMs ?? STALE_MIRROR_MS;
     this.sampleMs = Math.min(1000, this.pollMs);
-    this.clock = opts.now ?? Date.now;
+    this.time = opts.time ?? systemClock;
+    this.clock = opts.now ?? (() => this.time.now());
     this.maxCopies = opts.maxConcurrentCopies ?? DEFAULTS.AgentConfig.maxConcurrentCopies;
     this.keepEnded = opts.keepEnded ?? 1000;
     this.checkDest = opts.checkDestination ?? defaultDestinationCheck;
@@ -115,6 +120,6 @@ export class JobContext {
   }
 
   realNow(): number {
-    return Date.now();
+    return this.time.now();
   }
 }

@@ -3,6 +3,7 @@
 import { resolve } from 'node:path';
 import type { Job } from '../generated/api.js';
 import type { JobRecord } from './journal.js';
+import type { Timer } from './clock.js';
 import { RateSampler } from './sampler.js';
 import { isTerminal } from './state-machine.js';
 
@@ -28,7 +29,7 @@ export interface JobEntry {
   mirrorWithoutJobSince?: number;
   /** Wall-clock ms when the poll first found the domain gone or stopped. */
   goneSince?: number;
-  timeoutTimer?: NodeJS.Timeout;
+  timeoutTimer?: Timer;
 }
 
 export function track(rec: JobRecord): JobEntry {

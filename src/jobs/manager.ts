@@ -161,7 +161,7 @@ export class JobManager extends EventEmitter {
     this.ctx.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
-    for (const t of this.ctx.entries.values()) if (t.timeoutTimer) clearTimeout(t.timeoutTimer);
+    for (const t of this.ctx.entries.values()) this.ctx.time.clearTimer(t.timeoutTimer);
     // Stopping: the connection closes next, which ends the subscription anyway.
     if (this.unsubscribe) await this.unsubscribe().catch(() => {});
     this.unsubscribe = null;

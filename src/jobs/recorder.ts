@@ -27,7 +27,7 @@ export class Recorder {
     Object.assign(job, patch, { state: to });
     if (isTerminal(to)) {
       job.endedAt = this.ctx.iso();
-      if (entry.timeoutTimer) clearTimeout(entry.timeoutTimer);
+      this.ctx.time.clearTimer(entry.timeoutTimer);
       delete entry.rec.timeoutAt;
       faultPoint(`decided:${to}`, job);
     }

@@ -35,7 +35,7 @@ export class Registry {
     }
     this.ctx.log.info('copy queued: the host is at its limit', { domain: params.domain, disk: params.disk, limit: this.ctx.maxCopies });
     const timeoutMs = params.timeout !== undefined ? params.timeout * 1000 : undefined;
-    if (!(await until(this.ctx.updates, 'update', () => this.activeCount() < this.ctx.maxCopies, timeoutMs, signal))) {
+    if (!(await until(this.ctx.updates, 'update', () => this.activeCount() < this.ctx.maxCopies, timeoutMs, signal, this.ctx.time))) {
       throw new AgentError('timeout', `no copy slot became free within ${params.timeout} s`);
     }
   }
@@ -210,7 +210,7 @@ export class Registry {
 
   /** Resolves when pred(state) holds; rejects with `timeout` or when the signal aborts. */
   async waitFor(entry: JobEntry, pred: (s: JobState) => boolean, timeoutMs?: number, signal?: AbortSignal): Promise<void> {
-    if (!(await until(this.ctx.updates, 'update', () => pred(entry.rec.job.state), timeoutMs, signal))) {
+    if (!(await until(this.ctx.updates, 'update', () => pred(entry.rec.job.state), timeoutMs, signal, this.ctx.time))) {
       throw new AgentError('timeout', `job ${entry.rec.job.jobId} is still ${entry.rec.job.state}`, { job: publicJob(entry) });
     }
   }

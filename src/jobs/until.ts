@@ -1,5 +1,6 @@
 // Waiting for a condition that only changes when an emitter says so.
 import type { EventEmitter } from 'node:events';
+import { systemClock, type Clock, type Timer } from './clock.js';
 
 /**
  * Resolves true once `pred()` holds (checked now and on every `event`), false when `timeoutMs`
@@ -11,15 +12,16 @@ export function until(
   pred: () => boolean,
   timeoutMs?: number,
   signal?: AbortSignal,
+  clock: Clock = systemClock,
 ): Promise<boolean> {
   if (pred()) return Promise.resolve(true);
   if (signal?.aborted) return Promise.reject(new Error('the caller went away'));
   return new Promise((resolve, reject) => {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: Timer | undefined;
     const done = () => {
       emitter.off(event, check);
       signal?.removeEventListener('abort', onAbort);
-      if (timer) clearTimeout(timer);
+      clock.clearTimer(timer);
     };
     const check = () => {
       if (pred()) {
@@ -34,7 +36,7 @@ export function until(
     emitter.on(event, check);
     signal?.addEventListener('abort', onAbort, { once: true });
     if (timeoutMs !== undefined)
-      timer = setTimeout(() => {
+      timer = clock.setTimer(() => {
         done();
         resolve(false);
       }, timeoutMs);

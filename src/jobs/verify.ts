@@ -10,7 +10,6 @@ import { diskKey, publicJob, samePath, type JobEntry } from './job.js';
 import { kindOf, kindOfMirror } from './kinds/index.js';
 import { toAgentError } from './libvirt-errors.js';
 import { isTerminal, REQUEST_OF } from './state-machine.js';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { JobContext } from './context.js';
 
 export class Verify {
@@ -33,7 +32,7 @@ export class Verify {
       if (!disk?.mirror) return disk;
       const ending = entry.sawEnd || disk.mirror.ready === 'pivot' || disk.mirror.ready === 'abort';
       if (!ending) return disk;
-      await sleep(200);
+      await this.ctx.time.sleep(200);
     }
     return disk;
   }

@@ -12,6 +12,7 @@ import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { LibvirtError } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
+import { ManualClock } from './manual-clock.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -317,15 +318,22 @@ t.test('two pivots at once: one request to libvirt, one changed: true', async (t
   t.equal(s.conn.sideEffects().filter((c) => c.method === 'blockJobAbort').length, 1);
 });
 
-t.test('pivot: QEMU never ready in time → notReady (retryable) with libvirt data', async (t) => {
-  const s = await setup(t);
+t.test('pivot: QEMU never ready in time → notReady (retryable) with libvirt data, after backing off to the deadline', async (t) => {
+  // On a manual clock: the minute of retries takes no real time, and the schedule is exact.
+  const clock = new ManualClock();
+  const s = await setup(t, { time: clock });
   const { job } = await s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'c.qcow2') } });
   s.conn.makeReady(s.dom);
   await s.jobs.wait({ jobId: job.jobId, until: 'ready' });
   s.conn.pivotNotReady = 1000;
-  const e = await rejects(t, s.jobs.pivot({ jobId: job.jobId, timeout: 0.5 }), 'notReady', 'deadline passed');
+  const start = clock.now();
+  const e = await rejects(t, s.jobs.pivot({ jobId: job.jobId, timeout: 60 }), 'notReady', 'deadline passed');
   t.equal(e.retryable, true);
   t.match(e.data, { libvirt: { code: 83, message: /not ready for pivot yet/ }, job: { state: 'ready' } });
+  // Backoff 200, 400, 800, 1600 ms, then every 2 s: asks at 0, 0.2, 0.6, 1.4, 3, 5, …, 59 s.
+  const asked = s.conn.sideEffects().filter((c) => c.method === 'blockJobAbort').length;
+  t.equal(asked, 33, 'asked 33 times within the 60 s budget');
+  t.equal(clock.now() - start, 59_000, 'and gave up at the last retry that fits the budget');
 });
 
 t.test('a pivot that libvirt reports done but the live XML does not show → pivotFailed with evidence', async (t) => {
@@ -424,13 +432,20 @@ t.test('whenReady and wait', async (t) => {
 });
 
 t.test('timeout cancels the copy like virsh --timeout', async (t) => {
-  const s = await setup(t);
-  const e = await rejects(
-    t,
-    s.jobs.blockCopy({ domain: 'vm1', disk: 'vda', destination: { path: join(s.destDir, 'a.qcow2') }, wait: 'ready', timeout: 0.2 }),
-    'timeout',
-    'expired',
-  );
+  const clock = new ManualClock();
+  const s = await setup(t, { time: clock });
+  const call = s.jobs.blockCopy({
+    domain: 'vm1',
+    disk: 'vda',
+    destination: { path: join(s.destDir, 'a.qcow2') },
+    wait: 'ready',
+    timeout: 600,
+  });
+  await until(() => clock.timers > 0);
+  clock.advance(599_000);
+  t.not(s.conn.disk(s.dom).mirror, null, 'a second before the deadline the copy runs');
+  clock.advance(1000);
+  const e = await rejects(t, call, 'timeout', 'expired');
   t.match(e.data, { job: { state: 'cancelled', error: { name: 'timeout' } } }, 'the job, cancelled, in data');
   t.equal(s.conn.disk(s.dom).mirror, null, 'libvirt was asked to cancel');
   t.match(s.conn.sideEffects()[1]!.args[2], { async: true }, 'an abort without pivot');
