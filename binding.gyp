@@ -5,6 +5,7 @@
       "sources": [
         "native/src/addon.cc",
         "native/src/calls.cc",
+        "native/src/chain.cc",
         "native/src/connection.cc",
         "native/src/event_loop.cc",
         "native/src/events.cc",

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "connection.h"
+#include "dom.h"
 #include "values.h"
 
 namespace bca {
@@ -22,37 +23,6 @@ struct DomainInfo {
   int id = -1;
   bool active = false;
   bool persistent = false;
-};
-
-// Owns one virDomainPtr for the duration of a call.
-class Dom {
- public:
-  Dom(virConnectPtr c, const std::string& key) : p_(Lookup(c, key)) {}
-  ~Dom() { virDomainFree(p_); }
-  Dom(const Dom&) = delete;
-  Dom& operator=(const Dom&) = delete;
-  operator virDomainPtr() const { return p_; }
-
- private:
-  static bool LooksLikeUuid(const std::string& s) {
-    if (s.size() != 36 && s.size() != 32) return false;
-    for (char ch : s) {
-      if (!(isxdigit(static_cast<unsigned char>(ch)) || ch == '-')) return false;
-    }
-    return true;
-  }
-  static virDomainPtr Lookup(virConnectPtr c, const std::string& key) {
-    // Like virsh: a UUID-shaped key is tried as a UUID first, then as a name.
-    if (LooksLikeUuid(key)) {
-      virDomainPtr d = virDomainLookupByUUIDString(c, key.c_str());
-      if (d != nullptr) return d;
-      virResetLastError();
-    }
-    virDomainPtr d = virDomainLookupByName(c, key.c_str());
-    if (d == nullptr) ThrowLastError("domain not found");
-    return d;
-  }
-  virDomainPtr p_;
 };
 
 DomainInfo InfoOf(virDomainPtr d) {

@@ -49,6 +49,10 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value GetXml(const Napi::CallbackInfo& info);
   Napi::Value StorageVolPath(const Napi::CallbackInfo& info);
   Napi::Value BlockCopy(const Napi::CallbackInfo& info);
+  // chain.cc
+  Napi::Value SnapshotCreateXml(const Napi::CallbackInfo& info);
+  Napi::Value BlockCommit(const Napi::CallbackInfo& info);
+  Napi::Value BlockPull(const Napi::CallbackInfo& info);
   Napi::Value GetBlockJobInfo(const Napi::CallbackInfo& info);
   Napi::Value BlockJobAbort(const Napi::CallbackInfo& info);
   Napi::Value BlockJobSetSpeed(const Napi::CallbackInfo& info);

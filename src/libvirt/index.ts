@@ -3,7 +3,7 @@
 import { DEFAULTS } from '../generated/api.js';
 import { native, type NativeConnection } from './binding.js';
 import { LibvirtBusy, LibvirtError, LibvirtTimeout } from './errors.js';
-import type { CloseReason, Connection, DiskXml, DomainEvent, OpenOptions, Versions } from './types.js';
+import type { CloseReason, Connection, DiskXml, DomainEvent, OpenOptions, SnapshotXml, Versions } from './types.js';
 
 export * from './types.js';
 export { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from './errors.js';
@@ -159,6 +159,15 @@ class LibvirtConnection implements Connection {
   }
   blockCopy(domain: string, disk: string, xml: DiskXml, opts?: Parameters<Connection['blockCopy']>[3]) {
     return this.call('blockCopy', () => this.n.blockCopy(domain, disk, xml, opts));
+  }
+  snapshotCreateXml(domain: string, xml: SnapshotXml, opts?: Parameters<Connection['snapshotCreateXml']>[2]) {
+    return this.call('snapshotCreateXml', () => this.n.snapshotCreateXml(domain, xml, opts));
+  }
+  blockCommit(domain: string, disk: string, opts?: Parameters<Connection['blockCommit']>[2]) {
+    return this.call('blockCommit', () => this.n.blockCommit(domain, disk, opts));
+  }
+  blockPull(domain: string, disk: string, opts?: Parameters<Connection['blockPull']>[2]) {
+    return this.call('blockPull', () => this.n.blockPull(domain, disk, opts));
   }
   getBlockJobInfo(domain: string, disk: string) {
     return this.call('getBlockJobInfo', () => this.n.getBlockJobInfo(domain, disk));

@@ -47,6 +47,42 @@ export interface BlockCopyOptions {
   bufSize?: bigint;
 }
 
+/** virDomainSnapshotCreateXML flags. */
+export interface SnapshotCreateOptions {
+  diskOnly?: boolean;
+  /** No libvirt snapshot object is kept: the overlays are the only trace. */
+  noMetadata?: boolean;
+  /** All disks or none. */
+  atomic?: boolean;
+  /** Freeze the guest's filesystems through the QEMU guest agent for the moment of the snapshot. */
+  quiesce?: boolean;
+  reuseExternal?: boolean;
+}
+
+/** virDomainBlockCommit. Never VIR_DOMAIN_BLOCK_COMMIT_DELETE: merged layers are the agent's to remove. */
+export interface BlockCommitOptions {
+  /** The layer merged into: a path or libvirt's `vda[N]` name; undefined = the deepest layer. */
+  base?: string;
+  /** The top layer merged: a path or `vda[N]`; undefined = the active layer. */
+  top?: string;
+  /** bytes/s; 0 or undefined = unlimited */
+  bandwidth?: bigint;
+  /** base = the layer right below top */
+  shallow?: boolean;
+  /** Required when top is the active layer: the job then waits at ready for a pivot or an abort. */
+  active?: boolean;
+  /** Keep backing names relative in the layers above base. */
+  relative?: boolean;
+}
+
+/** virDomainBlockRebase without COPY: a pull of the layers above base into the active layer. */
+export interface BlockPullOptions {
+  /** The layer kept as the new backing: a path or `vda[N]`; undefined = pull the whole chain. */
+  base?: string;
+  /** bytes/s; 0 or undefined = unlimited */
+  bandwidth?: bigint;
+}
+
 export interface BlockJobAbortOptions {
   /** Return at once; completion arrives as a BLOCK_JOB_2 event. */
   async?: boolean;
@@ -97,6 +133,13 @@ declare const diskXmlBrand: unique symbol;
  */
 export type DiskXml = string & { readonly [diskXmlBrand]: true };
 
+declare const snapshotXmlBrand: unique symbol;
+/**
+ * A <domainsnapshot> document the agent serialized itself from checked fields
+ * (src/jobs/kinds/snapshot/xml.ts is its only producer).
+ */
+export type SnapshotXml = string & { readonly [snapshotXmlBrand]: true };
+
 /**
  * One open libvirt connection. All methods run on the connection's own threads and return
  * Promises; each call's wait is bounded (LibvirtTimeout) and so is the number of calls waiting
@@ -111,6 +154,12 @@ export interface Connection {
   /** The path of storage pool `pool`'s volume `volume` (virStorageVolGetPath). */
   storageVolPath(pool: string, volume: string): Promise<string>;
   blockCopy(domain: string, disk: string, destinationXml: DiskXml, opts?: BlockCopyOptions): Promise<void>;
+  /** virDomainSnapshotCreateXML; resolves to the snapshot's name (the handle is freed). */
+  snapshotCreateXml(domain: string, xml: SnapshotXml, opts?: SnapshotCreateOptions): Promise<string>;
+  /** Starts a commit block job (virDomainBlockCommit, bandwidth in bytes/s). */
+  blockCommit(domain: string, disk: string, opts?: BlockCommitOptions): Promise<void>;
+  /** Starts a pull block job (virDomainBlockRebase without COPY, bandwidth in bytes/s). */
+  blockPull(domain: string, disk: string, opts?: BlockPullOptions): Promise<void>;
   /** null when the disk has no block job. */
   getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null>;
   blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void>;

@@ -12,12 +12,16 @@ import {
   VirErrorCode,
   type BlockCopyOptions,
   type BlockJobAbortOptions,
+  type BlockCommitOptions,
   type BlockJobInfo,
+  type BlockJobType,
+  type BlockPullOptions,
   type CloseReason,
   type Connection,
   type DomainEvent,
   type DomainRef,
   type DomainState,
+  type SnapshotCreateOptions,
   type Versions,
 } from '../../src/libvirt/index.js';
 import type { JobRecord } from '../../src/jobs/journal.js';
@@ -38,7 +42,9 @@ export interface FakeDisk {
   source: string | null;
   format: string;
   mirror: FakeMirror | null;
-  job: { cur: bigint; end: bigint; bandwidth: bigint } | null;
+  job: { cur: bigint; end: bigint; bandwidth: bigint; type?: BlockJobType } | null;
+  /** The backing chain below the source, top first (external snapshots push onto it). */
+  backing?: string[];
   /** The persistent definition's source (persistent domains). */
   configSource?: string | null;
 }
@@ -60,10 +66,26 @@ export interface Call {
   journal: JobRecord[];
 }
 
-const SIDE_EFFECTS = new Set(['blockCopy', 'blockJobAbort', 'blockJobSetSpeed', 'suspend', 'resume', 'fsFreeze', 'fsThaw']);
+const SIDE_EFFECTS = new Set([
+  'blockCopy',
+  'snapshotCreateXml',
+  'blockCommit',
+  'blockPull',
+  'blockJobAbort',
+  'blockJobSetSpeed',
+  'suspend',
+  'resume',
+  'fsFreeze',
+  'fsThaw',
+]);
 
 const lverr = (code: number, message: string) => new LibvirtError(code, 10, message);
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;');
+/** A live XML backing chain, top first, as libvirt nests it (indexes counting down from 3). */
+const backingXml = (chain: string[], index = chain.length + 1): string =>
+  chain.length === 0
+    ? '<backingStore/>'
+    : `<backingStore type='file' index='${index}'><format type='qcow2'/><source file='${esc(chain[0]!)}'/>${backingXml(chain.slice(1), index - 1)}</backingStore>`;
 
 export class FakeConnection implements Connection {
   readonly uri = 'fake:///system';
@@ -288,7 +310,7 @@ export class FakeConnection implements Connection {
             : '';
         return (
           `    <disk type='${k.type}' device='${k.device}'>\n      <driver name='qemu' type='${k.format}'/>\n      ${srcXml}\n` +
-          `      <backingStore/>\n      ${m}\n      <target dev='${k.target}' bus='virtio'/>\n    </disk>`
+          `      ${backingXml(inactive ? [] : (k.backing ?? []))}\n      ${m}\n      <target dev='${k.target}' bus='virtio'/>\n    </disk>`
         );
       })
       .join('\n');
@@ -332,6 +354,58 @@ export class FakeConnection implements Connection {
     k.job = { cur: 0n, end: 1n, bandwidth: opts?.bandwidth ?? 0n };
   }
 
+  /**
+   * An external disk-only snapshot: each disk the XML names snapshot='external' gets its overlay
+   * as the new source, the old source on top of its backing chain. No file is created.
+   */
+  async snapshotCreateXml(domain: string, xml: string, opts?: SnapshotCreateOptions): Promise<string> {
+    this.record('snapshotCreateXml', [domain, xml, opts]);
+    await this.answer('snapshotCreateXml');
+    const d = this.running(domain);
+    if (opts?.quiesce && !this.guestAgent)
+      throw lverr(VirErrorCode.ARGUMENT_UNSUPPORTED, 'argument unsupported: QEMU guest agent is not configured');
+    const unesc = (v: string) =>
+      v
+        .replace(/&apos;/g, "'")
+        .replace(/&lt;/g, '<')
+        .replace(/&gt;/g, '>')
+        .replace(/&quot;/g, '"')
+        .replace(/&amp;/g, '&');
+    const changes: Array<[FakeDisk, string]> = [];
+    for (const m of xml.matchAll(/<disk name='([^']*)' snapshot='external'[^>]*>\s*<source file='([^']*)'/g)) {
+      const k = d.disks.find((x) => x.target === unesc(m[1]!));
+      if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: no disk named '${unesc(m[1]!)}'`);
+      if (k.job) throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, `block copy still active: disk '${k.target}' already in active block job`);
+      changes.push([k, unesc(m[2]!)]);
+    }
+    for (const [k, overlay] of changes) {
+      k.backing = [...(k.source !== null ? [k.source] : []), ...(k.backing ?? [])];
+      k.source = overlay;
+      k.format = 'qcow2';
+    }
+    return '1700000000';
+  }
+
+  /** Starts a commit job (no chain change until it ends; the fake never ends it by itself). */
+  async blockCommit(domain: string, disk: string, opts?: BlockCommitOptions): Promise<void> {
+    this.record('blockCommit', [domain, disk, opts]);
+    await this.answer('blockCommit');
+    const k = this.running(domain).disks.find((x) => x.target === disk);
+    if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
+    if (k.job) throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, `block copy still active: disk '${disk}' already in active block job`);
+    k.job = { cur: 0n, end: 1n, bandwidth: opts?.bandwidth ?? 0n, type: opts?.active ? 'activeCommit' : 'commit' };
+  }
+
+  /** Starts a pull job (no chain change until it ends; the fake never ends it by itself). */
+  async blockPull(domain: string, disk: string, opts?: BlockPullOptions): Promise<void> {
+    this.record('blockPull', [domain, disk, opts]);
+    await this.answer('blockPull');
+    const k = this.running(domain).disks.find((x) => x.target === disk);
+    if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
+    if (k.job) throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, `block copy still active: disk '${disk}' already in active block job`);
+    k.job = { cur: 0n, end: 1n, bandwidth: opts?.bandwidth ?? 0n, type: 'pull' };
+  }
+
   async getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null> {
     this.record('getBlockJobInfo', [domain, disk]);
     await this.answer('getBlockJobInfo');
@@ -340,7 +414,7 @@ export class FakeConnection implements Connection {
     const k = d.disks.find((x) => x.target === disk);
     if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
     if (!k.job) return null;
-    return { type: 'copy', bandwidth: k.job.bandwidth, bandwidthSource: 'bytes', cur: k.job.cur, end: k.job.end };
+    return { type: k.job.type ?? 'copy', bandwidth: k.job.bandwidth, bandwidthSource: 'bytes', cur: k.job.cur, end: k.job.end };
   }
 
   async blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void> {
