@@ -163,6 +163,18 @@ export type AbortParams = {
   disk?: DiskTarget;
 };
 /**
+ * A byte count (or bytes per second), 0 to 2^64-1: an integer up to 2^53-1, or a decimal string (no sign, no leading zeros, no exponent) for any value up to 18446744073709551615. The pattern spells out that bound digit by digit, so that validation alone refuses what libvirt's 64-bit fields cannot hold.
+ */
+export type ByteCount7 = number | string;
+/**
+ * A duration in seconds.
+ */
+export type TimeoutSeconds1 = number;
+/**
+ * A job id: the caller's idempotency key or the one the agent generated.
+ */
+export type JobId2 = string;
+/**
  * Start a live copy of a running domain's disk (virsh blockcopy). Calling it again with the same domain, disk and destination (or jobId) returns the existing job with changed=false.
  */
 export type BlockCopyParams = {
@@ -189,7 +201,7 @@ export type BlockCopyParams = {
    * Mirror guest writes synchronously so the copy converges under heavy writes (virsh --synchronous-writes).
    */
   synchronousWrites?: boolean;
-  bandwidth?: ByteCount7;
+  bandwidth?: ByteCount8;
   /**
    * Dirty-bitmap granularity in bytes: a power of two from 512 B to 64 MiB (virsh --granularity).
    */
@@ -212,7 +224,7 @@ export type BlockCopyParams = {
     | 16777216
     | 33554432
     | 67108864;
-  bufSize?: ByteCount8;
+  bufSize?: ByteCount9;
   /**
    * What to do once ready: nothing, pivot (virsh --pivot) or finish (virsh --finish).
    */
@@ -221,8 +233,8 @@ export type BlockCopyParams = {
    * When to answer: at once, once ready, or once the job has ended (virsh --wait).
    */
   wait?: 'none' | 'ready' | 'done';
-  timeout?: TimeoutSeconds1;
-  jobId?: JobId2;
+  timeout?: TimeoutSeconds2;
+  jobId?: JobId3;
   /**
    * When the host already runs its maximum of concurrent copies, wait for a free slot (up to timeout, if given) instead of failing with tooManyJobs.
    */
@@ -231,19 +243,19 @@ export type BlockCopyParams = {
 /**
  * A byte count (or bytes per second), 0 to 2^64-1: an integer up to 2^53-1, or a decimal string (no sign, no leading zeros, no exponent) for any value up to 18446744073709551615. The pattern spells out that bound digit by digit, so that validation alone refuses what libvirt's 64-bit fields cannot hold.
  */
-export type ByteCount7 = number | string;
+export type ByteCount8 = number | string;
 /**
  * A byte count (or bytes per second), 0 to 2^64-1: an integer up to 2^53-1, or a decimal string (no sign, no leading zeros, no exponent) for any value up to 18446744073709551615. The pattern spells out that bound digit by digit, so that validation alone refuses what libvirt's 64-bit fields cannot hold.
  */
-export type ByteCount8 = number | string;
+export type ByteCount9 = number | string;
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds1 = number;
+export type TimeoutSeconds2 = number;
 /**
  * A job id: the caller's idempotency key or the one the agent generated.
  */
-export type JobId2 = string;
+export type JobId3 = string;
 /**
  * A group id: the caller's idempotency key or the one the agent generated.
  */
@@ -251,7 +263,19 @@ export type GroupId1 = string;
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds2 = number;
+export type TimeoutSeconds3 = number;
+/**
+ * A byte count (or bytes per second), 0 to 2^64-1: an integer up to 2^53-1, or a decimal string (no sign, no leading zeros, no exponent) for any value up to 18446744073709551615. The pattern spells out that bound digit by digit, so that validation alone refuses what libvirt's 64-bit fields cannot hold.
+ */
+export type ByteCount10 = number | string;
+/**
+ * A duration in seconds.
+ */
+export type TimeoutSeconds4 = number;
+/**
+ * A job id: the caller's idempotency key or the one the agent generated.
+ */
+export type JobId4 = string;
 /**
  * Stop mirroring and keep the destination as a consistent copy of this moment; the guest stays on its source. Name the job by jobId, or by domain and disk.
  */
@@ -259,16 +283,16 @@ export type FinishParams = {
   jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
-  timeout?: TimeoutSeconds3;
+  timeout?: TimeoutSeconds5;
 };
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds3 = number;
+export type TimeoutSeconds5 = number;
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds4 = number;
+export type TimeoutSeconds6 = number;
 /**
  * Read one job's state. Name the job by jobId, or by domain and disk.
  */
@@ -288,16 +312,16 @@ export type PivotParams = {
   jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
-  timeout?: TimeoutSeconds5;
+  timeout?: TimeoutSeconds7;
 };
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds5 = number;
+export type TimeoutSeconds7 = number;
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds6 = number;
+export type TimeoutSeconds8 = number;
 /**
  * Change the copy's bandwidth limit. Name the job by jobId, or by domain and disk.
  */
@@ -305,12 +329,12 @@ export type SetSpeedParams = {
   jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
-  bandwidth: ByteCount9;
+  bandwidth: ByteCount11;
 };
 /**
  * A byte count (or bytes per second), 0 to 2^64-1: an integer up to 2^53-1, or a decimal string (no sign, no leading zeros, no exponent) for any value up to 18446744073709551615. The pattern spells out that bound digit by digit, so that validation alone refuses what libvirt's 64-bit fields cannot hold.
  */
-export type ByteCount9 = number | string;
+export type ByteCount11 = number | string;
 /**
  * A domain's name or UUID.
  */
@@ -326,12 +350,12 @@ export type WaitParams = {
    * ready: resolve once the job is ready (or has ended). done: resolve once the job reaches a terminal state.
    */
   until: 'ready' | 'done';
-  timeout?: TimeoutSeconds7;
+  timeout?: TimeoutSeconds9;
 };
 /**
  * A duration in seconds.
  */
-export type TimeoutSeconds7 = number;
+export type TimeoutSeconds9 = number;
 
 /**
  * One line of the audit trail (a JSON object per line): every mutating call is written as 'accepted' before it acts, then with its outcome. params are as the caller sent them, bounded and with secret-looking keys redacted.
@@ -1077,6 +1101,46 @@ export interface AbortGroupResult {
   changed: boolean;
 }
 /**
+ * Merge layers of a running domain's disk into a lower layer (virsh blockcommit). Without top, the active layer is merged (an active commit: it reaches ready, then is pivoted onto base, finished or aborted); with a top below the active layer the commit completes on its own, verified by the shortened backing chain. Layers are named by path or as libvirt's <disk>[<index>] (e.g. vda[3]: the index attribute of the layer in the live XML, not its depth), and must be layers of that disk with base below top. Calling it again with the same domain, disk and layers (or jobId) returns the existing job with changed=false.
+ */
+export interface BlockCommitParams {
+  domain: DomainKey;
+  disk: DiskTarget;
+  /**
+   * The highest layer to merge, as an absolute path (compared by identity) or <disk>[<index>] (virsh --top). Default: the active layer, which makes it an active commit (virsh --active).
+   */
+  top?: string;
+  /**
+   * The layer that receives the data, below top, as an absolute path (compared by identity) or <disk>[<index>] (virsh --base). Default: the deepest layer of the chain, or with shallow the layer right below top.
+   */
+  base?: string;
+  /**
+   * Merge top into the layer right below it only (virsh --shallow); not together with base.
+   */
+  shallow?: boolean;
+  bandwidth?: ByteCount7;
+  /**
+   * An active commit only: what to do once ready: nothing, pivot the guest onto base (virsh --pivot) or stop merging and leave the guest on top (virsh --keep-overlay).
+   */
+  whenReady?: 'none' | 'pivot' | 'finish';
+  /**
+   * When to answer: at once, once ready (an active commit; a commit below the active layer has no ready phase and answers when done), or once the job has ended (virsh --wait).
+   */
+  wait?: 'none' | 'ready' | 'done';
+  timeout?: TimeoutSeconds1;
+  jobId?: JobId2;
+}
+/**
+ * A job and whether this call changed anything (false when the job was already where the call asked).
+ */
+export interface BlockCommitResult {
+  job: Job;
+  /**
+   * true if this call started or moved the job; false if it was already so (idempotent re-run).
+   */
+  changed: boolean;
+}
+/**
  * A job and whether this call changed anything (false when the job was already where the call asked).
  */
 export interface BlockCopyResult {
@@ -1115,7 +1179,7 @@ export interface BlockCopyGroupParams {
    * When to answer: at once, once every disk is ready, or once the group has ended.
    */
   wait?: 'none' | 'ready' | 'done';
-  timeout?: TimeoutSeconds2;
+  timeout?: TimeoutSeconds3;
   freeze?: FreezeMode;
   maxPause?: MaxPauseSeconds;
   /**
@@ -1130,6 +1194,34 @@ export interface BlockCopyGroupResult {
   group: Group;
   /**
    * true if this call started or moved the group; false if it was already so.
+   */
+  changed: boolean;
+}
+/**
+ * Pull the data of a running domain's backing layers into its active layer (virsh blockpull). It completes on its own, verified by the backing chain: below the active layer only base and what lies below it remain (nothing without base). base is named by path or as libvirt's <disk>[<index>] (e.g. vda[3]: the index attribute of the layer in the live XML, not its depth) and must be a backing layer of that disk. Calling it again with the same domain, disk and base (or jobId) returns the existing job with changed=false.
+ */
+export interface BlockPullParams {
+  domain: DomainKey;
+  disk: DiskTarget;
+  /**
+   * The backing layer that stays, as an absolute path (compared by identity) or <disk>[<index>] (virsh --base): the layers above it are pulled into the active layer. Default: the whole chain is pulled and the active layer ends with no backing file.
+   */
+  base?: string;
+  bandwidth?: ByteCount10;
+  /**
+   * When to answer: at once, or once the pull has ended (virsh --wait).
+   */
+  wait?: 'none' | 'done';
+  timeout?: TimeoutSeconds4;
+  jobId?: JobId4;
+}
+/**
+ * A job and whether this call changed anything (false when the job was already where the call asked).
+ */
+export interface BlockPullResult {
+  job: Job;
+  /**
+   * true if this call started or moved the job; false if it was already so (idempotent re-run).
    */
   changed: boolean;
 }
@@ -1221,7 +1313,7 @@ export interface FinishResult {
  */
 export interface FinishGroupParams {
   groupId: GroupId;
-  timeout?: TimeoutSeconds4;
+  timeout?: TimeoutSeconds6;
   freeze?: FreezeMode;
   maxPause?: MaxPauseSeconds;
 }
@@ -1303,7 +1395,7 @@ export interface PivotResult {
  */
 export interface PivotGroupParams {
   groupId: GroupId;
-  timeout?: TimeoutSeconds6;
+  timeout?: TimeoutSeconds8;
   freeze?: FreezeMode;
   maxPause?: MaxPauseSeconds;
 }
@@ -1417,8 +1509,10 @@ export interface TokensFile {
 export interface MethodTypes {
   abort: [AbortParams, AbortResult];
   abortGroup: [AbortGroupParams, AbortGroupResult];
+  blockCommit: [BlockCommitParams, BlockCommitResult];
   blockCopy: [BlockCopyParams, BlockCopyResult];
   blockCopyGroup: [BlockCopyGroupParams, BlockCopyGroupResult];
+  blockPull: [BlockPullParams, BlockPullResult];
   capabilities: [CapabilitiesParams, CapabilitiesResult];
   finish: [FinishParams, FinishResult];
   finishGroup: [FinishGroupParams, FinishGroupResult];
@@ -1484,6 +1578,11 @@ export const DEFAULTS = {
       "path": "/run/blockcopy-agent/agent.sock"
     }
   },
+  "BlockCommitParams": {
+    "shallow": false,
+    "whenReady": "none",
+    "wait": "none"
+  },
   "BlockCopyGroupParams": {
     "synchronousWrites": false,
     "whenReady": "none",
@@ -1499,6 +1598,9 @@ export const DEFAULTS = {
     "whenReady": "none",
     "wait": "none",
     "queue": false
+  },
+  "BlockPullParams": {
+    "wait": "none"
   },
   "Destination": {
     "type": "file"

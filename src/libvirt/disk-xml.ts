@@ -13,6 +13,8 @@ export interface MirrorInfo {
   type: string;
   path: string | null;
   format: string | null;
+  /** libvirt's `index` of the mirror's <source> (live XML: an active commit names its base's), or null. */
+  index?: number | null;
   /** The mirror's own backing chain, as libvirt shows it (always set by this reader). */
   backing?: BackingLayer[];
 }
@@ -51,6 +53,8 @@ export interface DiskInfo {
   // (tests, older callers) need not spell them.
   /** The backing chain below the source, top first. */
   backing?: BackingLayer[];
+  /** libvirt's `index` of the disk's own <source> (the active layer; live XML only), or null. */
+  index?: number | null;
   /** A volume disk's pool and volume (its path is libvirt's storage pool's to tell). */
   volume?: StorageVolume | null;
 }
@@ -113,6 +117,12 @@ function sourceOf(type: string, source: Element | undefined): { path: string | n
 
 const formatOf = (el: Element): string | null => attr(child(el, 'format'), 'type');
 
+/** libvirt's image index on `el` (a <source> or <backingStore>): a decimal number, else null. */
+function indexOf(el: Element | undefined): number | null {
+  const index = attr(el, 'index');
+  return index !== null && /^\d{1,9}$/.test(index) ? Number(index) : null;
+}
+
 /** The chain of nested <backingStore> below `el`; an empty <backingStore/> ends it. */
 function chainOf(el: Element): BackingLayer[] {
   const out: BackingLayer[] = [];
@@ -120,9 +130,8 @@ function chainOf(el: Element): BackingLayer[] {
   for (let b = child(el, 'backingStore'); b && out.length < 1000; b = child(b, 'backingStore')) {
     const type = attr(b, 'type');
     if (type === null) break;
-    const index = attr(b, 'index');
     out.push({
-      index: index !== null && /^\d+$/.test(index) ? Number(index) : null,
+      index: indexOf(b),
       format: formatOf(b),
       type,
       ...sourceOf(type, child(b, 'source')),
@@ -142,6 +151,7 @@ function mirrorOf(disk: Element): MirrorInfo | null {
     // Older libvirt puts file= on <mirror>; newer nests a <source>.
     path: attr(m, 'file') ?? sourceOf(type, child(m, 'source')).path,
     format: attr(m, 'format') ?? formatOf(m),
+    index: indexOf(child(m, 'source')),
     backing: chainOf(m),
   };
 }
@@ -160,6 +170,7 @@ function diskOf(disk: Element): DiskInfo {
     backingPaths: backing.flatMap((l) => (l.path ? [l.path] : [])),
     backing,
     volume,
+    index: indexOf(child(disk, 'source')),
   };
 }
 

@@ -21,7 +21,10 @@ export interface MethodSpec<M extends MethodName> {
   handle(params: MethodTypes[M][0], ctx: CallContext): Promise<MethodTypes[M][1]>;
 }
 
-export type MethodTable = { [M in MethodName]: MethodSpec<M> };
+/** Methods whose schemas exist while their job kinds are not wired into the job core yet (issue 23). */
+type Unserved = 'blockCommit' | 'blockPull';
+
+export type MethodTable = { [M in Exclude<MethodName, Unserved>]: MethodSpec<M> };
 
 export const METHODS: MethodTable = {
   blockCopy: {
@@ -98,4 +101,4 @@ export const METHOD_NAMES: string[] = [...(Object.keys(METHODS) as MethodName[])
 
 /** The table as a list, for registration and the OpenRPC document. */
 export const methodList = (): Array<{ name: MethodName } & MethodSpec<MethodName>> =>
-  (Object.keys(METHODS) as MethodName[]).map((name) => ({ name, ...(METHODS[name] as unknown as MethodSpec<MethodName>) }));
+  (Object.keys(METHODS) as Array<keyof MethodTable>).map((name) => ({ name, ...(METHODS[name] as unknown as MethodSpec<MethodName>) }));

@@ -106,3 +106,22 @@ t.test('device numbers: one decoder, glibc encoding', async (t) => {
   t.equal(majorMinor(dev(4097, 1048577)), '4097:1048577');
   t.equal(majorMinor(Number(dev(253, 70000))), '253:70000');
 });
+
+t.test("the active layer's and an active commit mirror's own index (libvirt 9.0, after disk-only snapshots)", async (t) => {
+  const EXP = '/var/tmp/kinds-exp';
+  const vda = findDisk(readFixture('chain-acommit-ready.xml'), 'vda')!;
+  t.equal(vda.index, 5, 'the active layer is index 5, not 1: indexes are not depths');
+  t.same(
+    vda.backing!.map((l) => [l.index, l.path]),
+    [
+      [4, `${EXP}/snap1.qcow2`],
+      [3, `${EXP}/base.qcow2`],
+    ],
+  );
+  t.match(vda.mirror, { job: 'active-commit', ready: 'yes', type: 'file', path: `${EXP}/base.qcow2`, format: 'qcow2', index: 3 });
+  const copying = findDisk(readFixture('chain-acommit-copying.xml'), 'vda')!;
+  t.match(copying.mirror, { job: 'active-commit', ready: null, index: 3 }, 'no ready attribute before ready');
+  t.equal(findDisk(readFixture('chain-raw-pivoted-inactive.xml'), 'vda')!.index, null, 'the inactive XML has no index');
+  t.equal(findDisk(readFixture('jobs-mirror-ready.xml'), 'vda')!.mirror!.index, 5, "a copy's mirror has its own index");
+  t.equal(parseDisk(`<disk type='file'><source file='/t' index='x1'/><target dev='vda'/></disk>`).index, null, 'not a number: none');
+});
