@@ -955,11 +955,20 @@ export interface Job {
    * The backing-chain layers a commit or pull works on (commit and pull jobs only).
    */
   layers?: {
-    top: ChainLayer1;
     /**
-     * commit: the layer the data is merged into; pull: the layer that stays below the active layer after the pull (null: a full pull, the chain ends with the active layer).
+     * commit: the layer whose data is merged down (the active layer for an active commit); pull: the active layer. null only where libvirt does not tell (a commit adopted from another tool: its top is deduced from the chain when it ends).
+     */
+    top: ChainLayer | null;
+    /**
+     * commit: the layer the data is merged into; pull: the layer that stays below the active layer after the pull (null: a full pull, or for a pull or commit adopted from another tool, not known until it ends).
      */
     base: ChainLayer | null;
+    /**
+     * The disk's whole backing chain when the job started or was adopted, active layer first.
+     *
+     * @maxItems 1000
+     */
+    chain?: ChainLayer[];
   };
 }
 /**
@@ -978,23 +987,6 @@ export interface LibvirtErrorInfo {
    * libvirt's message, unchanged.
    */
   message: string;
-}
-/**
- * One layer of a disk's backing chain.
- */
-export interface ChainLayer1 {
-  /**
-   * The layer's file or device; null if it has no local path.
-   */
-  path: string | null;
-  /**
-   * The layer's image format; null if unknown.
-   */
-  format: string | null;
-  /**
-   * libvirt's image index of the layer in the live XML when the job started (the N of vda[N]); null if libvirt gave none.
-   */
-  index: number | null;
 }
 /**
  * One group's state.

@@ -7,6 +7,7 @@ import { DEFAULTS } from '../generated/api.js';
 import { diskKey, publicJob, type JobEntry } from './job.js';
 import { isNoJob, isNotReady, libvirtData, outcomeUnknown, toAgentError } from './libvirt-errors.js';
 import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
+import { kindOf } from './kinds/index.js';
 import type { JobContext } from './context.js';
 
 /** How long an abort may take to end the job before the call reports `timeout`. */
@@ -190,7 +191,10 @@ export class Completion {
       entry.rec.timeoutAt = at;
       this.ctx.recorder.persistLater(entry);
     }
-    const goalReached = () => isTerminal(job.state) || (job.whenReady === 'none' && reachedReady(job.state));
+    // A kind without a ready phase (a commit below the top, a pull) has only its end as its goal.
+    const kind = kindOf(job);
+    const untilReady = job.whenReady === 'none' && kind.next.ready.length > 0;
+    const goalReached = () => isTerminal(job.state) || (untilReady && reachedReady(job.state));
     entry.timeoutTimer = this.ctx.time.setTimer(
       () => {
         // A pivot or finish under way is about to reach the goal: let it.
@@ -199,7 +203,7 @@ export class Completion {
         this.ctx.log.warn('copy timed out: cancelling', { jobId: job.jobId, seconds });
         const reason = {
           name: 'timeout',
-          message: `the copy did not get ${job.whenReady === 'none' ? 'ready' : 'done'} within its timeout (${seconds} s) and was cancelled`,
+          message: `the ${kind.noun} did not get ${untilReady ? 'ready' : 'done'} within its timeout (${seconds} s) and was cancelled`,
         };
         void this.cancel(entry, reason).catch((err) => this.ctx.log.error('cancel on timeout failed', { jobId: job.jobId, error: err }));
       },

@@ -167,12 +167,17 @@ class Inventory {
  * or libvirtTimeout / libvirtBusy / unavailable when libvirtd does not answer) when any of it
  * cannot be read: a destination is never checked against a partial inventory.
  */
-export async function domainStorage(conn: Connection, log?: Logger): Promise<Set<string>> {
+export async function domainStorage(conn: Connection, log?: Logger, opts: { except?: string } = {}): Promise<Set<string>> {
   const doms = await conn.listDomains().catch((e: unknown) => {
     throw incomplete(e, 'cannot list the domains');
   });
   const inv = new Inventory(conn, log);
-  await eachLimited(doms, INVENTORY_CONCURRENCY, (d) => inv.domain(d));
+  // `except`: every other domain's storage (what a commit into a shared base would change).
+  await eachLimited(
+    doms.filter((d) => d.uuid !== opts.except),
+    INVENTORY_CONCURRENCY,
+    (d) => inv.domain(d),
+  );
   await inv.headers();
   return inv.paths;
 }

@@ -11,12 +11,16 @@
 //   reconcile   start-up, reconnect, adoption
 import { EventEmitter } from 'node:events';
 import { AgentError } from '../errors.js';
-import type { Connection } from '../libvirt/index.js';
+import type { Connection, DomainRef } from '../libvirt/index.js';
 import type {
   AbortParams,
   AbortResult,
   BlockCopyParams,
   BlockCopyResult,
+  BlockCommitParams,
+  BlockCommitResult,
+  BlockPullParams,
+  BlockPullResult,
   CapabilitiesResult,
   FinishParams,
   FinishResult,
@@ -45,7 +49,9 @@ import { Reconciler } from './reconcile.js';
 import { READ_WAIT_MS } from './read-bound.js';
 import { Recorder } from './recorder.js';
 import { Registry } from './registry.js';
-import { Starter } from './start.js';
+import { Starter, type StartParams, type StartSpec } from './start.js';
+import { commitSpec } from './kinds/commit/start.js';
+import { pullSpec } from './kinds/pull/start.js';
 import { copySpec } from './kinds/copy/start.js';
 import { isTerminal, reachedReady } from './state-machine.js';
 import { Verify } from './verify.js';
@@ -177,9 +183,29 @@ export class JobManager extends EventEmitter {
     signal?: AbortSignal,
     by: { principal?: string; groupId?: string } = {},
   ): Promise<BlockCopyResult> {
+    return this.startJob(params, (dom) => copySpec(this.ctx, params, dom), signal, by);
+  }
+
+  /** A commit (blockCommit): an active commit without `top`, else one that completes on its own. */
+  async blockCommit(params: BlockCommitParams, signal?: AbortSignal, by: { principal?: string } = {}): Promise<BlockCommitResult> {
+    return this.startJob(params, (dom) => commitSpec(this.ctx, params, dom), signal, by);
+  }
+
+  /** A pull (blockPull) into the active layer, down to `base` (or the whole chain). */
+  async blockPull(params: BlockPullParams, signal?: AbortSignal, by: { principal?: string } = {}): Promise<BlockPullResult> {
+    return this.startJob(params, (dom) => pullSpec(this.ctx, params, dom), signal, by);
+  }
+
+  /** Every kind's start: under the disk's lock, then the deadline armed and the caller's wait. */
+  private async startJob(
+    params: StartParams,
+    specOf: (dom: DomainRef) => StartSpec,
+    signal: AbortSignal | undefined,
+    by: { principal?: string; groupId?: string },
+  ): Promise<{ job: Job; changed: boolean }> {
     this.assertServing();
     const dom = await this.ctx.starter.lookup(params.domain);
-    const spec = copySpec(this.ctx, params, dom);
+    const spec = specOf(dom);
     const { entry, changed } = await this.ctx.locks.run(diskKey(dom.uuid, params.disk), () => this.ctx.starter.start(spec, signal, by));
     if (changed && entry.rec.timeoutAt !== undefined) this.ctx.completion.armTimeout(entry, entry.rec.timeoutAt);
     return this.ctx.starter.awaitGoal(entry, params, changed, signal);

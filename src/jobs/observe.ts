@@ -6,10 +6,10 @@ import type { JobState } from '../generated/api.js';
 import type { DiskInfo } from '../libvirt/disk-xml.js';
 import { diskKey, type JobEntry } from './job.js';
 import { isStartIntent } from './journal.js';
-import { kindOf } from './kinds/index.js';
+import { canTransition, kindOf } from './kinds/index.js';
 import { isDomainGone } from './libvirt-errors.js';
 import { toByteCount } from './numbers.js';
-import { canTransition, isTerminal, REQUEST_OF } from './state-machine.js';
+import { isTerminal, REQUEST_OF } from './state-machine.js';
 import type { JobContext } from './context.js';
 
 /** When a job is observed: by the safety-net poll, or by the reconcile at start-up or after a reconnect. */

@@ -205,7 +205,7 @@ export class Reconciler {
 }
 
 /** Kinds that show no <mirror> run only on a disk with a backing chain (a commit or pull needs one). */
-const WITHOUT_MIRROR = Object.values(KINDS).some((k) => k?.mirrorJob === null);
+const WITHOUT_MIRROR = Object.values(KINDS).some((k) => k.mirrorJob === null);
 
 /** Whether the disk may run a block job of a kind the agent runs (only then is its block job read). */
 function mayRunJob(d: DiskInfo): boolean {

@@ -5,7 +5,8 @@ import type { Job, JobState } from '../generated/api.js';
 import { publicJob, type JobEntry } from './job.js';
 import { stateUnavailable, type Intent, type JobRecord } from './journal.js';
 import { faultPoint } from './fault-points.js';
-import { canTransition, isTerminal } from './state-machine.js';
+import { isTerminal } from './state-machine.js';
+import { canTransition } from './kinds/index.js';
 import { unansweredWhy } from './libvirt-errors.js';
 import type { JobContext } from './context.js';
 

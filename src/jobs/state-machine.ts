@@ -1,8 +1,7 @@
 // The job states every kind shares and the kernel's questions about them. Which transitions
-// are allowed is the kind's state table (kinds/*/state.ts): the recorder changes a job's state
-// only through canTransition, so an edge missing there cannot happen.
-import type { Job, JobState } from '../generated/api.js';
-import { kindOf } from './kinds/index.js';
+// are allowed is the kind's state table (canTransition in kinds/index.ts): the recorder changes
+// a job's state only through it, so an edge missing there cannot happen.
+import type { JobState } from '../generated/api.js';
 
 export const STATES: readonly JobState[] = [
   'copying',
@@ -20,10 +19,6 @@ export const STATES: readonly JobState[] = [
 export const TERMINAL: ReadonlySet<JobState> = new Set(['pivoted', 'finished', 'completed', 'cancelled', 'failed']);
 
 export const isTerminal = (s: JobState) => TERMINAL.has(s);
-
-export function canTransition(job: Pick<Job, 'kind'>, from: JobState, to: JobState): boolean {
-  return kindOf(job).next[from].includes(to);
-}
 
 /** States in which the job has passed the ready point (terminal states included only if reached through it). */
 export function reachedReady(s: JobState): boolean {

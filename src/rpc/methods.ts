@@ -21,16 +21,24 @@ export interface MethodSpec<M extends MethodName> {
   handle(params: MethodTypes[M][0], ctx: CallContext): Promise<MethodTypes[M][1]>;
 }
 
-/** Methods whose schemas exist while their job kinds are not wired into the job core yet (issue 23). */
-type Unserved = 'blockCommit' | 'blockPull';
-
-export type MethodTable = { [M in Exclude<MethodName, Unserved>]: MethodSpec<M> };
+export type MethodTable = { [M in MethodName]: MethodSpec<M> };
 
 export const METHODS: MethodTable = {
   blockCopy: {
     summary: 'Start a live copy of a disk (virsh blockcopy); optionally wait, pivot or finish.',
     mutating: true,
     handle: (p, ctx) => ctx.jobs.blockCopy(p, ctx.session.signal, { principal: ctx.session.owner }),
+  },
+  blockCommit: {
+    summary:
+      'Merge layers of a disk into a lower one (virsh blockcommit): without top an active commit (ready, then pivot/finish/abort); else it completes on its own.',
+    mutating: true,
+    handle: (p, ctx) => ctx.jobs.blockCommit(p, ctx.session.signal, { principal: ctx.session.owner }),
+  },
+  blockPull: {
+    summary: 'Pull the layers above base into the active layer (virsh blockpull); completes on its own.',
+    mutating: true,
+    handle: (p, ctx) => ctx.jobs.blockPull(p, ctx.session.signal, { principal: ctx.session.owner }),
   },
   jobInfo: { summary: 'Read one job.', mutating: false, handle: (p, ctx) => ctx.jobs.jobInfo(p) },
   pivot: {
@@ -101,4 +109,4 @@ export const METHOD_NAMES: string[] = [...(Object.keys(METHODS) as MethodName[])
 
 /** The table as a list, for registration and the OpenRPC document. */
 export const methodList = (): Array<{ name: MethodName } & MethodSpec<MethodName>> =>
-  (Object.keys(METHODS) as Array<keyof MethodTable>).map((name) => ({ name, ...(METHODS[name] as unknown as MethodSpec<MethodName>) }));
+  (Object.keys(METHODS) as MethodName[]).map((name) => ({ name, ...(METHODS[name] as unknown as MethodSpec<MethodName>) }));

@@ -17,6 +17,8 @@ export interface JobEvents {
 export interface JobPort {
   /** `by.principal`: who asks; a jobId belongs to the principal that created it. */
   blockCopy(params: Params<'blockCopy'>, signal?: AbortSignal, by?: { principal?: string }): Promise<Result<'blockCopy'>>;
+  blockCommit(params: Params<'blockCommit'>, signal?: AbortSignal, by?: { principal?: string }): Promise<Result<'blockCommit'>>;
+  blockPull(params: Params<'blockPull'>, signal?: AbortSignal, by?: { principal?: string }): Promise<Result<'blockPull'>>;
   jobInfo: Call<'jobInfo'>;
   pivot: Call<'pivot'>;
   finish: Call<'finish'>;

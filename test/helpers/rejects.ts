@@ -1,6 +1,7 @@
 // One assertion the job tests share: a promise must reject with the agent error of that name.
 import type { Test } from 'tap';
 import { AgentError } from '../../src/errors.js';
+import { RpcError } from '../../src/client/index.js';
 
 /** Asserts that `p` rejects with the AgentError `name`; returns it (undefined if it did not). */
 export async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<AgentError | undefined> {
@@ -24,3 +25,10 @@ export async function failure(p: Promise<unknown>): Promise<AgentError> {
   if (!(e instanceof AgentError)) throw new Error(`expected an AgentError, got ${String(e)}`);
   return e;
 }
+
+/** The error name an agent call over the wire failed with ('ok' if it succeeded). */
+export const errorName = (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    () => 'ok',
+    (e: unknown) => (e instanceof RpcError ? (e.errorName ?? e.message) : String(e)),
+  );

@@ -5,6 +5,7 @@
 // once libvirtd continues it reconnects and lists completely again. The shared system libvirtd is
 // never touched, so this runs with the parallel suite. (The test driver has no block jobs: the
 // adoption of real outside copies is checked against QEMU in ownership.test.ts and jobs.test.ts.)
+import { errorName } from '../helpers/rejects.js';
 import t from 'tap';
 import { RpcError, type AgentClient } from '../../src/client/index.js';
 import { serveAgent } from '../../harness/agent.js';
@@ -13,13 +14,6 @@ import { startPrivateLibvirtd } from '../helpers/private-libvirtd.js';
 const FROZEN_MS = 25_000;
 /** Generous, for a loaded 2-core host: the point is "not the 10 s libvirt call bound". */
 const READ_BOUND_MS = 2000;
-
-/** The error name a call failed with ('ok' when it answered). */
-const errorName = (p: Promise<unknown>) =>
-  p.then(
-    () => 'ok',
-    (e: unknown) => (e instanceof RpcError ? (e.errorName ?? e.message) : String(e)),
-  );
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);

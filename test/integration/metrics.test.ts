@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { errorName } from '../helpers/rejects.js';
 import t from 'tap';
 import { WebSocket } from 'ws';
 import { AgentClient, RpcError } from '../../src/client/index.js';
@@ -42,11 +43,6 @@ function value(text: string, name: string, labels: Record<string, string> = {}):
 }
 
 /** The agent's error name a call was refused with. */
-const errorName = (p: Promise<unknown>) =>
-  p.then(
-    () => 'ok',
-    (e: unknown) => (e instanceof RpcError ? e.errorName : String(e)),
-  );
 
 /** Jobs by state, as the agent lists them. */
 async function counts(client: AgentClient): Promise<Record<string, number>> {

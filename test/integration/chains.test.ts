@@ -1,0 +1,160 @@
+// Commit and pull jobs through the agent, against the real libvirtd with a guest writing
+// throughout (QEMU's monitor), checked with independent witnesses: virsh dumpxml for the chain
+// and qemu-img compare against a reference image that receives every guest write too.
+import t, { type Test } from 'tap';
+import { existsSync } from 'node:fs';
+import type { AgentClient } from '../../src/client/index.js';
+import type { Job } from '../../src/generated/api.js';
+import { serveAgent, untilState } from '../../harness/agent.js';
+import * as hv from '../../harness/hypervisor.js';
+import { Reference } from '../helpers/faults.js';
+import { errorName } from '../helpers/rejects.js';
+
+const MiB = 1024 * 1024;
+const SIZE_MIB = 64;
+
+/** An external disk-only overlay on `target` (libvirt names it in the live XML). */
+async function overlay(dom: hv.TestDomain, target: string, file: string): Promise<void> {
+  await hv.virsh('snapshot-create-as', dom.name, '--disk-only', '--no-metadata', '--atomic', '--diskspec', `${target},file=${file}`);
+}
+
+/** The disk's chain in the live XML, active layer first (virsh as the witness). */
+async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
+  const xml = await hv.liveXml(dom);
+  const disk = xml.split('<disk ').find((d) => d.includes(`<target dev='${target}'`)) ?? '';
+  return [...disk.matchAll(/<source file='([^']+)'/g)].map((m) => m[1]!);
+}
+
+interface Setup {
+  client: AgentClient;
+  dom: hv.TestDomain;
+  ref: Reference;
+  base: string;
+}
+
+async function setup(t: Test, layers: number): Promise<Setup & { overlays: string[] }> {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: SIZE_MIB }] });
+  const base = dom.disks[0]!.path;
+  const ref = Reference.create(dom, SIZE_MIB);
+  await ref.write(dom, 'vda', { pattern: 0x11, offset: 0, length: 16 * MiB });
+  const overlays: string[] = [];
+  for (let i = 1; i <= layers; i++) {
+    const file = `${dom.dir}/overlay${i}.qcow2`;
+    await overlay(dom, 'vda', file);
+    overlays.push(file);
+    await ref.write(dom, 'vda', { pattern: 0x20 + i, offset: (4 + 8 * i) * MiB, length: 4 * MiB });
+  }
+  const agent = await serveAgent(t);
+  return { client: await agent.connect(), dom, ref, base, overlays };
+}
+
+t.test('active commit: snapshot, guest writes, commit, pivot: the guest runs on the base with every write', async (t) => {
+  const { client, dom, ref, base, overlays } = await setup(t, 1);
+  t.same(await chain(dom, 'vda'), [overlays[0], base], 'the guest runs on the overlay above its base');
+  const r = await client.call('blockCommit', { domain: dom.name, disk: 'vda' });
+  t.equal(r.changed, true);
+  t.match(r.job, { kind: 'activeCommit', destination: { path: base }, layers: { top: { path: overlays[0] }, base: { path: base } } });
+  await ref.write(dom, 'vda', { pattern: 0x33, offset: 40 * MiB, length: 2 * MiB });
+  const again = await client.call('blockCommit', { domain: dom.name, disk: 'vda' });
+  t.same([again.changed, again.job.jobId], [false, r.job.jobId], 'the same call again: the same job, unchanged');
+  t.equal(
+    await errorName(client.call('blockPull', { domain: dom.name, disk: 'vda' })),
+    'jobExists',
+    'a pull while the commit runs: jobExists',
+  );
+  await untilState(client, r.job.jobId, ['ready']);
+  await ref.write(dom, 'vda', { pattern: 0x34, offset: 44 * MiB, length: 2 * MiB });
+  const listed = (await client.call('listJobs', { kind: ['activeCommit'], domain: dom.name })).jobs.map((j: Job) => j.jobId);
+  t.same(listed, [r.job.jobId], 'listJobs filters by kind');
+  const p = await client.call('pivot', { jobId: r.job.jobId });
+  t.match(p, { changed: true, job: { state: 'pivoted', outcome: 'observed' } });
+  t.same(await chain(dom, 'vda'), [base], 'the guest runs on its base again; the overlay left the chain');
+  await ref.write(dom, 'vda', { pattern: 0x35, offset: 48 * MiB, length: 1 * MiB });
+  t.equal(await ref.compare(base, 'qcow2'), 'identical', 'qemu-img compare: the base holds every write');
+  t.equal((await client.call('pivot', { jobId: r.job.jobId })).changed, false, 'pivot again: changed false');
+});
+
+t.test('active commit: abort leaves the guest on the overlay; finish is refused before ready', async (t) => {
+  const { client, dom, ref, overlays, base } = await setup(t, 1);
+  const r = await client.call('blockCommit', { domain: dom.name, disk: 'vda', bandwidth: 1 * MiB });
+  const a = await client.call('abort', { jobId: r.job.jobId });
+  t.match(a.job, { state: 'cancelled' });
+  t.same(await chain(dom, 'vda'), [overlays[0], base], 'the chain is unchanged');
+  await ref.write(dom, 'vda', { pattern: 0x36, offset: 50 * MiB, length: 1 * MiB });
+  t.equal(await ref.compare(overlays[0]!, 'qcow2'), 'identical', 'the guest view holds every write');
+});
+
+t.test('commit below the active layer completes on its own and shortens the chain', async (t) => {
+  const { client, dom, ref, base, overlays } = await setup(t, 2);
+  const [mid, top] = overlays as [string, string];
+  t.same(await chain(dom, 'vda'), [top, mid, base]);
+  const r = await client.call('blockCommit', { domain: dom.name, disk: 'vda', top: mid, base, wait: 'done' });
+  t.match(r.job, { kind: 'commit', state: 'completed', layers: { top: { path: mid }, base: { path: base } } });
+  t.same(await chain(dom, 'vda'), [top, base], 'mid left the chain: top now sits on base');
+  t.equal(await errorName(client.call('pivot', { jobId: r.job.jobId })), 'unsupported', 'pivot does not apply to a commit');
+  await ref.write(dom, 'vda', { pattern: 0x37, offset: 52 * MiB, length: 1 * MiB });
+  t.equal(await ref.compare(top, 'qcow2'), 'identical', 'qemu-img compare: the guest view holds every write');
+  const again = await client.call('blockCommit', { domain: dom.name, disk: 'vda', top: mid, base });
+  t.same([again.changed, again.job.jobId], [false, r.job.jobId], 'the same commit again: the completed job, unchanged');
+});
+
+t.test('commit layers named as libvirt does (vda[N]) and refused names', async (t) => {
+  const { client, dom, overlays } = await setup(t, 2);
+  const xml = await hv.liveXml(dom);
+  const midIndex = new RegExp(`<backingStore type='file' index='(\\d+)'>\\s*<format type='qcow2'/>\\s*<source file='${overlays[0]}'`).exec(xml)?.[1];
+  t.ok(midIndex, `the live XML gives the middle layer an index (${midIndex})`);
+  t.equal(await errorName(client.call('blockCommit', { domain: dom.name, disk: 'vda', top: 'vda[99]' })), 'notFound', 'no such index');
+  t.equal(
+    await errorName(client.call('blockCommit', { domain: dom.name, disk: 'vda', top: `${dom.dir}/nowhere.qcow2` })),
+    'notFound',
+    'a path that is not a layer',
+  );
+  t.equal(
+    await errorName(client.call('blockCommit', { domain: dom.name, disk: 'vda', top: `vda[${midIndex}]`, base: overlays[1]! })),
+    'invalidState',
+    'base above top',
+  );
+  const r = await client.call('blockCommit', { domain: dom.name, disk: 'vda', top: `vda[${midIndex}]`, shallow: true, wait: 'done' });
+  t.match(r.job, { kind: 'commit', state: 'completed', layers: { top: { path: overlays[0] } } });
+});
+
+t.test('pull: the whole chain into the active layer, verified by a one-layer chain', async (t) => {
+  const { client, dom, ref, overlays } = await setup(t, 2);
+  const top = overlays[1]!;
+  const r = await client.call('blockPull', { domain: dom.name, disk: 'vda', wait: 'done' });
+  t.match(r.job, { kind: 'pull', state: 'completed', destination: { path: top }, layers: { base: null } });
+  t.same(await chain(dom, 'vda'), [top], 'one layer left');
+  await ref.write(dom, 'vda', { pattern: 0x38, offset: 54 * MiB, length: 1 * MiB });
+  t.equal(await ref.compare(top, 'qcow2'), 'identical', 'qemu-img compare: the active layer alone holds every write');
+  const again = await client.call('blockPull', { domain: dom.name, disk: 'vda' });
+  t.same([again.changed, again.job.jobId], [false, r.job.jobId], 'the same pull again: the completed job, unchanged');
+  t.equal(
+    await errorName(client.call('blockPull', { domain: dom.name, disk: 'vda', jobId: 'another-pull' })),
+    'invalidState',
+    'a new pull (another jobId): nothing left to pull',
+  );
+});
+
+t.test('pull down to a base keeps that base', async (t) => {
+  const { client, dom, ref, base, overlays } = await setup(t, 2);
+  const [mid, top] = overlays as [string, string];
+  const r = await client.call('blockPull', { domain: dom.name, disk: 'vda', base, wait: 'done' });
+  t.match(r.job, { kind: 'pull', state: 'completed', layers: { base: { path: base } } });
+  t.same(await chain(dom, 'vda'), [top, base], 'mid pulled into top');
+  t.ok(existsSync(mid), 'the pulled layer is left on disk (deleting it is not asked for)');
+  // A guest write flushes QEMU's image metadata, which qemu-img reads from the file.
+  await ref.write(dom, 'vda', { pattern: 0x39, offset: 56 * MiB, length: 1 * MiB });
+  t.equal(await ref.compare(top, 'qcow2'), 'identical', 'qemu-img compare: top and base hold every write');
+});
+
+t.test('commits and pulls started with virsh are adopted, with their kind', async (t) => {
+  const { client, dom, overlays, base } = await setup(t, 1);
+  await hv.virsh('blockcommit', dom.name, 'vda', '--active', '--bandwidth', '1');
+  const { jobs } = await client.call('listJobs', { domain: dom.name });
+  const adopted = jobs.find((j: Job) => j.state !== 'completed');
+  t.match(adopted, { kind: 'activeCommit', owner: 'adopted', layers: { top: { path: overlays[0] }, base: { path: base } } });
+  await client.call('setSpeed', { jobId: adopted!.jobId, bandwidth: 0 });
+  await untilState(client, adopted!.jobId, ['ready']);
+  t.match((await client.call('pivot', { jobId: adopted!.jobId })).job, { state: 'pivoted' });
+  t.same(await chain(dom, 'vda'), [base]);
+});
