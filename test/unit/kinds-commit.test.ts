@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentError } from '../../src/errors.js';
 import type { DiskInfo } from '../../src/libvirt/disk-xml.js';
-import { adopted, conclude, mismatch, plan, planCommit, planFields, type ChainJob } from '../../src/jobs/kinds/commit/index.js';
+import { adopted, conclude, mismatch, plan, planCommit, planFields, samePlan, type ChainJob } from '../../src/jobs/kinds/commit/index.js';
 import { disk, EXP, facts, info, jobOf } from './kinds-fixture.js';
 import { rejects } from '../helpers/rejects.js';
 
@@ -309,4 +309,15 @@ t.test('adopted: what virsh started, from the live XML and the block job type', 
   t.equal(adopted(DOM, disk('snap2'), null, NOW), null, 'nothing runs');
   t.equal(adopted(DOM, disk('snap2'), info('copy'), NOW), null, 'a copy is not this kind’s');
   t.equal(adopted(DOM, disk('snap2'), info('backup'), NOW), null);
+});
+
+t.test('samePlan: the same call again is the same job (idempotent re-runs)', async (t) => {
+  const snap2 = disk('snap2');
+  const job = activeJob('ready');
+  t.ok(samePlan(job.layers, planCommit({ disk: 'vda' }, snap2)), 'defaults again');
+  t.ok(samePlan(job.layers, planCommit({ disk: 'vda', top: `${EXP}/snap2.qcow2`, base: 'vda[3]' }, snap2)), 'spelled out');
+  t.notOk(samePlan(job.layers, planCommit({ disk: 'vda', shallow: true }, snap2)), 'another base');
+  t.notOk(samePlan(belowJob().layers, planCommit({ disk: 'vda', top: 'vda[2]', base: 'vda[3]' }, disk('commit-start'))), 'another top');
+  const found = adopted(DOM, disk('commit-start'), info('commit'), NOW)!;
+  t.notOk(samePlan(found.layers, planCommit({ disk: 'vda', top: 'vda[1]' }, disk('commit-start'))), 'unknown layers are no match');
 });

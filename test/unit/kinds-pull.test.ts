@@ -3,7 +3,7 @@
 // whether the block job libvirt runs is the job's, how it ended, and a pull found running.
 import t from 'tap';
 import { AgentError } from '../../src/errors.js';
-import { planFields, type ChainJob } from '../../src/jobs/kinds/commit/index.js';
+import { planFields, samePlan, type ChainJob } from '../../src/jobs/kinds/commit/index.js';
 import { adopted, conclude, mismatch, plan, planPull } from '../../src/jobs/kinds/pull/index.js';
 import { disk, EXP, facts, info, jobOf } from './kinds-fixture.js';
 
@@ -124,4 +124,11 @@ t.test('adopted: a pull virsh started; its base is deduced from the chain at the
     'no chain and no base: no claim',
   );
   t.equal(adopted(DOM, start, null, NOW), null, 'no block job, no mirror: nothing to adopt');
+});
+
+t.test('samePlan: the same pull again', async (t) => {
+  t.ok(samePlan(pullJob().layers, planPull({ disk: 'vda' }, start)), 'full, again');
+  t.ok(samePlan(pullJob('vda[3]').layers, planPull({ disk: 'vda', base: `${EXP}/base.qcow2` }, start)), 'the same base, spelled otherwise');
+  t.notOk(samePlan(pullJob('vda[3]').layers, planPull({ disk: 'vda' }, start)), 'a full pull is not a pull to a base');
+  t.notOk(samePlan(pullJob().layers, planPull({ disk: 'vda', base: 'vda[3]' }, start)));
 });

@@ -31,3 +31,14 @@ export function planFields(kind: ChainKind, disk: DiskInfo, plan: Plan): ChainFi
     layers: { top: plan.top, base: plan.base, chain: plan.chain },
   };
 }
+
+const sameOrBothNull = (a: Layer | null, b: Layer | null) => (a === null || b === null ? a === b : sameLayer(a, b));
+
+/**
+ * A call's plan asks for what `layers` (an existing job's) already does: the same top and base
+ * (for a pull, the same base; both null: a full pull). For idempotent re-runs: the same call
+ * again is the existing job (changed: false), a different one while it runs is jobExists.
+ */
+export function samePlan(layers: Layers, plan: Plan): boolean {
+  return sameOrBothNull(layers.top, plan.top) && sameOrBothNull(layers.base, plan.base);
+}
