@@ -28,6 +28,8 @@ t.test('generated DEFAULTS match what validation fills in', async (t) => {
   const minimal: Record<string, Record<string, unknown>> = {
     BlockCopyParams: { domain: 'd', disk: 'vda', destination: { path: '/var/lib/libvirt/images/x.img' } },
     BlockCopyGroupParams: { domain: 'd', disks: [{ disk: 'vda', destination: { path: '/var/lib/libvirt/images/x.img' } }] },
+    BlockCommitParams: { domain: 'd', disk: 'vda' },
+    BlockPullParams: { domain: 'd', disk: 'vda' },
     PivotParams: { jobId: 'j' },
     FinishParams: { jobId: 'j' },
     ListJobsParams: {},
