@@ -1,8 +1,7 @@
 // Starting a copy: idempotency (jobId is an exact key), validation with nothing changed,
 // admission, the journal record with every promise, then virDomainBlockCopy.
-import { AgentError, ERRORS, type ErrorName } from '../errors.js';
+import { AgentError } from '../errors.js';
 import type { DomainRef } from '../libvirt/index.js';
-import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { BlockCopyParams, BlockCopyResult, Destination, JobState } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import type { CheckedDestination } from '../destination/policy.js';
@@ -10,7 +9,7 @@ import { destinationFromXml } from '../destination/xml.js';
 import { findDisk, type DiskInfo } from '../libvirt/disk-xml.js';
 import { domainStorage } from './inventory.js';
 import { newJob, publicJob, samePath, track, type JobEntry } from './job.js';
-import { libvirtData, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
+import { lookupError, outcomeUnknown, toAgentError, unansweredWhy } from './libvirt-errors.js';
 import { fromByteCount } from './numbers.js';
 import { rawDeviceSizeMismatch } from './sizes.js';
 import { isTerminal, reachedReady } from './state-machine.js';
@@ -198,7 +197,7 @@ export class Starter {
       const job = entry.rec.job;
       if (job.error?.name === 'timeout') throw new AgentError('timeout', job.error.message, { job: publicJob(entry) });
       if (job.state === 'failed') {
-        const name: ErrorName = job.error?.name && job.error.name in ERRORS ? (job.error.name as ErrorName) : 'libvirtError';
+        const name = job.error?.name ?? 'libvirtError';
         throw new AgentError(name, job.error?.message ?? 'the copy failed', {
           job: publicJob(entry),
           ...(job.evidence ? { evidence: job.evidence } : {}),
@@ -213,9 +212,7 @@ export class Starter {
     try {
       return await this.ctx.conn.lookupDomain(key);
     } catch (e) {
-      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN)
-        throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
-      throw toAgentError(e, 'cannot look up the domain');
+      throw lookupError(e, key);
     }
   }
 
