@@ -1,6 +1,7 @@
 // The agent's error tables: the JSON-RPC 2.0 protocol errors it answers, and one stable name
 // per failure a caller can branch on, its code, and whether retrying the same call later can
 // succeed. docs/errors.md is generated from both (scripts/gen-docs.mjs, run by the build).
+import type { ErrorName as SchemaErrorName } from './generated/api.js';
 
 /** The JSON-RPC 2.0 codes the agent answers before (or instead of) running a method. */
 export const PROTOCOL_ERRORS = {
@@ -23,6 +24,13 @@ export const PROTOCOL_ERRORS = {
     description: 'An unexpected failure (a defect): logged with its request id and stack, no detail is sent.',
   },
 } as const;
+
+/** One agent error: its JSON-RPC code (-32000…-32099), whether the same call may succeed later, and what it means. */
+export interface ErrorInfo {
+  readonly code: number;
+  readonly retryable: boolean;
+  readonly description: string;
+}
 
 export const ERRORS = {
   notFound: { code: -32000, retryable: false, description: 'The domain, disk or job does not exist.' },
@@ -96,9 +104,25 @@ export const ERRORS = {
     description:
       "The connection's running calls fill its budget (limits.maxPendingCalls, maxPendingBytes): refused before it ran; retry once earlier calls (waits) answer.",
   },
-} as const;
+  interrupted: {
+    code: -32022,
+    retryable: true,
+    description:
+      "A group switch was interrupted (the agent stopped or lost libvirtd) while the agent had the guest paused or frozen: the agent released the guest and says what it did in the group's error (group.error); each disk's job shows where it ended, and pivotGroup or finishGroup again switches the disks still ready.",
+  },
+} as const satisfies Record<SchemaErrorName, ErrorInfo>;
 
+/**
+ * A name a caller can branch on. The schemas declare the same names (schemas/defs/error-name.json,
+ * generated into api.ts): the `satisfies` above fails to compile when the two lists differ, and a
+ * name that is in neither does not compile wherever an error is built or recorded.
+ */
 export type ErrorName = keyof typeof ERRORS;
+
+/** Whether `name` is in the table (a record another version of the agent wrote may hold one that is not). */
+export function isErrorName(name: unknown): name is ErrorName {
+  return typeof name === 'string' && Object.hasOwn(ERRORS, name);
+}
 
 /** An error meant for the caller: its name, message and data reach the client unchanged. */
 export class AgentError extends Error {

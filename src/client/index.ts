@@ -5,7 +5,7 @@ import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
 import { createConnection } from 'node:net';
-import type { AgentErrorData, Job } from '../generated/api.js';
+import type { AgentErrorData, ErrorName, Job } from '../generated/api.js';
 import { LineReader, classify, parseFrame, requestFrame } from '../protocol/index.js';
 import type { MethodName, Methods } from './methods.js';
 
@@ -21,7 +21,11 @@ export class RpcError extends Error {
   ) {
     super(message);
   }
-  get errorName(): string | undefined {
+  /**
+   * The agent's error name, typed by this package's table so that a misspelled name in a
+   * comparison does not compile (an agent of another version may still send a name it lacks).
+   */
+  get errorName(): ErrorName | undefined {
     return this.data?.name;
   }
   get retryable(): boolean {

@@ -32,6 +32,33 @@ export type DiskTarget = string;
  */
 export type DomainKey = string;
 /**
+ * The agent's stable error name (docs/errors.md; the table is src/errors.ts, which must declare exactly these names): what a caller branches on.
+ */
+export type ErrorName =
+  | 'notFound'
+  | 'jobExists'
+  | 'noJob'
+  | 'notReady'
+  | 'pivotFailed'
+  | 'destinationRejected'
+  | 'libvirtError'
+  | 'recovering'
+  | 'unauthorized'
+  | 'timeout'
+  | 'unsupported'
+  | 'invalidState'
+  | 'tooManyJobs'
+  | 'unavailable'
+  | 'rateLimited'
+  | 'libvirtTimeout'
+  | 'libvirtBusy'
+  | 'stateUnavailable'
+  | 'responseTooLarge'
+  | 'auditFailed'
+  | 'inventoryIncomplete'
+  | 'tooManyPending'
+  | 'interrupted';
+/**
  * Guest filesystem freeze around the pause, through the QEMU guest agent (virDomainFSFreeze). auto: freeze when the domain has a guest-agent channel and go on without it if the freeze fails. always: the switch fails (nothing changed) if the freeze fails. never: only pause the vCPUs (crash-consistent).
  */
 export type FreezeMode = 'auto' | 'always' | 'never';
@@ -708,10 +735,7 @@ export interface Group {
    * Why the group failed or ended partial.
    */
   error?: {
-    /**
-     * Stable error name.
-     */
-    name: string;
+    name: ErrorName;
     /**
      * Human-readable reason.
      */
@@ -771,10 +795,7 @@ export interface Group {
        * Why this disk was not switched.
        */
       error?: {
-        /**
-         * Stable error name.
-         */
-        name: string;
+        name: ErrorName;
         /**
          * Human-readable reason.
          */
@@ -923,10 +944,7 @@ export interface Job {
    * Why the job failed.
    */
   error?: {
-    /**
-     * Stable error name (see the error table).
-     */
-    name: string;
+    name: ErrorName;
     /**
      * Human-readable reason.
      */
@@ -1014,31 +1032,7 @@ export interface JobResult {
  * The data member of every agent error (codes -32000…-32099).
  */
 export interface AgentErrorData {
-  /**
-   * Stable error name to branch on.
-   */
-  name:
-    | 'notFound'
-    | 'jobExists'
-    | 'noJob'
-    | 'notReady'
-    | 'pivotFailed'
-    | 'destinationRejected'
-    | 'libvirtError'
-    | 'recovering'
-    | 'unauthorized'
-    | 'timeout'
-    | 'unsupported'
-    | 'invalidState'
-    | 'tooManyJobs'
-    | 'unavailable'
-    | 'rateLimited'
-    | 'libvirtTimeout'
-    | 'libvirtBusy'
-    | 'stateUnavailable'
-    | 'responseTooLarge'
-    | 'auditFailed'
-    | 'tooManyPending';
+  name: ErrorName;
   /**
    * Whether the same call may succeed later.
    */

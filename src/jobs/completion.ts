@@ -1,6 +1,6 @@
 // Ending a copy on request: pivot, finish, abort, whenReady and the caller's deadline. Each
 // checks right before its libvirt call that the copy is still the job's own.
-import { AgentError } from '../errors.js';
+import { AgentError, type ErrorName } from '../errors.js';
 import { LibvirtError } from '../libvirt/index.js';
 import type { AbortResult, PivotResult } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
@@ -122,7 +122,7 @@ export class Completion {
   }
 
   /** `reason` (the caller's timeout) is recorded only if this call is the one that starts the cancel. */
-  async cancel(entry: JobEntry, reason?: { name: string; message: string }): Promise<AbortResult> {
+  async cancel(entry: JobEntry, reason?: { name: ErrorName; message: string }): Promise<AbortResult> {
     const job = entry.rec.job;
     const key = diskKey(job.domain.uuid, job.disk);
     if (isTerminal(job.state)) return { job: publicJob(entry), changed: false };
@@ -201,7 +201,7 @@ export class Completion {
         if (goalReached() || this.ctx.stopped || job.state === 'pivoting' || job.state === 'finishing') return;
         const seconds = Math.round((at - Date.parse(job.createdAt)) / 1000);
         this.ctx.log.warn('copy timed out: cancelling', { jobId: job.jobId, seconds });
-        const reason = {
+        const reason: { name: ErrorName; message: string } = {
           name: 'timeout',
           message: `the ${kind.noun} did not get ${untilReady ? 'ready' : 'done'} within its timeout (${seconds} s) and was cancelled`,
         };

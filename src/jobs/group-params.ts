@@ -4,11 +4,10 @@
 import { destinationFromXml } from '../destination/xml.js';
 import { AgentError } from '../errors.js';
 import type { BlockCopyGroupParams, FreezeMode, Group, Job } from '../generated/api.js';
-import { LibvirtError } from '../libvirt/index.js';
 import { groupState } from './group-state.js';
 import { canonicalPath } from './job.js';
 import type { GroupRecord } from './journal.js';
-import { errorNameOf, libvirtData } from './libvirt-errors.js';
+import { toAgentError, type libvirtData } from './libvirt-errors.js';
 
 export type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
 export type Operation = 'pivot' | 'finish';
@@ -42,13 +41,10 @@ export function checkDistinct(params: BlockCopyGroupParams): void {
   }
 }
 
-export function errorOf(e: unknown): SwitchDisk['error'] {
-  if (e instanceof AgentError) {
-    const lv = e.data.libvirt as ReturnType<typeof libvirtData> | undefined;
-    return { name: e.errorName, message: e.message, ...(lv ? { libvirt: lv } : {}) };
-  }
-  if (e instanceof LibvirtError) return { name: errorNameOf(e), message: e.message, libvirt: libvirtData(e) };
-  return { name: 'libvirtError', message: e instanceof Error ? e.message : String(e) };
+export function errorOf(e: unknown): NonNullable<SwitchDisk['error']> {
+  const a = toAgentError(e, undefined, { other: 'libvirtError' });
+  const lv = a.data.libvirt as ReturnType<typeof libvirtData> | undefined;
+  return { name: a.errorName, message: a.message, ...(lv ? { libvirt: lv } : {}) };
 }
 
 /** The group's jobs in the order its record lists them (jobs known to the job manager only). */

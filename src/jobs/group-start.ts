@@ -1,14 +1,13 @@
 // blockCopyGroup: every disk checked before any copy starts, the copies started all or nothing,
 // and the answer once the group reaches what the caller waits for.
 import { randomUUID } from 'node:crypto';
-import { AgentError, ERRORS, type ErrorName } from '../errors.js';
-import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
+import { AgentError } from '../errors.js';
 import type { BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, Group } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
-import { checkDistinct } from './group-params.js';
+import { checkDistinct, errorOf } from './group-params.js';
 import { isGroupEnded } from './group-state.js';
 import { groupEntry, type GroupContext, type GroupEntry } from './group-context.js';
-import { libvirtData, toAgentError } from './libvirt-errors.js';
+import { lookupError } from './libvirt-errors.js';
 
 /** One member's blockCopy params: the group's options, and no wait or whenReady of its own. */
 function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['disks'][number]): BlockCopyParams {
@@ -94,7 +93,7 @@ export class GroupStart {
         entry.starting = false;
         // All or nothing: the copies already started are cancelled.
         entry.rec.error = {
-          name: e instanceof AgentError ? e.errorName : 'libvirtError',
+          name: errorOf(e).name,
           message: `disk ${m.disk}: ${(e as Error).message}; the group's other copies were cancelled`,
         };
         entry.cancelledRest = true;
@@ -132,8 +131,7 @@ export class GroupStart {
       }
       const s = ctx.state(entry);
       if (entry.rec.error && s !== 'pivoted' && s !== 'finished') {
-        const name = entry.rec.error.name in ERRORS ? (entry.rec.error.name as ErrorName) : 'libvirtError';
-        throw new AgentError(name, entry.rec.error.message, { group: ctx.view(entry) });
+        throw new AgentError(entry.rec.error.name, entry.rec.error.message, { group: ctx.view(entry) });
       }
     }
     return { group: ctx.view(entry), changed };
@@ -142,9 +140,7 @@ export class GroupStart {
   private async domainOf(key: string): Promise<Group['domain']> {
     // Only libvirt's "no such domain" is notFound; a libvirtd that did not answer is its named, retryable error.
     const dom = await this.ctx.jobs.connection.lookupDomain(key).catch((e: unknown) => {
-      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN)
-        throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
-      throw toAgentError(e, 'cannot look up the domain');
+      throw lookupError(e, key);
     });
     return { name: dom.name, uuid: dom.uuid };
   }

@@ -1,6 +1,6 @@
 // A group's switch: every disk ready, then freeze (optional), pause, pivot or finish each disk,
 // resume, thaw; and the release of a guest that a crash or a lost libvirtd left paused or frozen.
-import { AgentError, type ErrorName } from '../errors.js';
+import { AgentError } from '../errors.js';
 import type { GroupChange, Job, PivotGroupParams } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import { GOAL, switchError, type Operation, type SwitchDisk, type SwitchOptions } from './group-params.js';
@@ -129,7 +129,7 @@ export class GroupSwitch {
     const group = this.ctx.view(entry);
     if (failed.length > 0) {
       const first = failed[0]!.error;
-      throw new AgentError(entry.rec.error!.name as ErrorName, entry.rec.error!.message, {
+      throw new AgentError(entry.rec.error!.name, entry.rec.error!.message, {
         group,
         ...(first?.libvirt ? { libvirt: first.libvirt } : {}),
       });

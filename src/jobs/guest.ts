@@ -9,7 +9,7 @@ import { LibvirtError, PAUSED_USER, VirErrorCode } from '../libvirt/index.js';
 import { parseDomainXml } from '../libvirt/disk-xml.js';
 import type { Logger } from '../log.js';
 import { errorOf, type SwitchDisk } from './group-params.js';
-import { errorNameOf, isUnanswered, libvirtData, toAgentError } from './libvirt-errors.js';
+import { isUnanswered, toAgentError } from './libvirt-errors.js';
 
 /** What a resume found: resumed by the agent, not paused any more, or paused for another reason. */
 export type ResumeOutcome = 'resumed' | 'running' | 'notOurs' | 'gone' | 'failed';
@@ -45,11 +45,7 @@ export class GuestControl {
     try {
       return await this.conn().fsFreeze(uuid);
     } catch (e) {
-      throw new AgentError(
-        e instanceof LibvirtError ? errorNameOf(e) : 'libvirtError',
-        `cannot freeze the guest's filesystems: ${(e as Error).message}`,
-        e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {},
-      );
+      throw toAgentError(e, "cannot freeze the guest's filesystems", { other: 'libvirtError' });
     }
   }
 

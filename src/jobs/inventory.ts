@@ -3,14 +3,13 @@
 // volume (volumes resolved through libvirt's storage pools), each layer of each backing chain,
 // each mirror, and the files each local image's header makes QEMU open (backing file, external
 // data file). Fails closed: when libvirt cannot tell all of it, the call is refused.
-import { AgentError } from '../errors.js';
 import { ImageHeaderError, readImageHeader, referenceOf } from '../destination/image-header.js';
 import type { Connection, DomainRef } from '../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import { DomainXmlError, parseDisks, type BackingLayer, type DiskInfo } from '../libvirt/disk-xml.js';
 import type { Logger } from '../log.js';
 import { canonicalPath } from './job.js';
-import { isUnanswered, libvirtData, toAgentError } from './libvirt-errors.js';
+import { toAgentError } from './libvirt-errors.js';
 import { promises as fs } from 'node:fs';
 
 /** Domain XML reads (and header reads) in flight at once. */
@@ -22,12 +21,7 @@ export const MAX_HEADER_CHAIN = 64;
 function incomplete(e: unknown, what: string): unknown {
   const why = `cannot tell every domain's storage, so no destination can be checked against it: ${what}`;
   // A libvirtd that does not answer keeps its usual names (libvirtTimeout, libvirtBusy, unavailable).
-  if (isUnanswered(e)) return toAgentError(e, why);
-  return new AgentError(
-    'inventoryIncomplete',
-    `${why}: ${(e as Error).message}`,
-    e instanceof LibvirtError ? { libvirt: libvirtData(e) } : {},
-  );
+  return toAgentError(e, why, { refused: 'inventoryIncomplete', other: 'inventoryIncomplete' });
 }
 
 /** Runs `f` over `items`, at most `n` at a time; the first failure rejects (the others still settle). */

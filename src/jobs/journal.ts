@@ -11,7 +11,7 @@
 // in a benchmark; that was not reproducible here, and the design asks for durable records.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { AgentError } from '../errors.js';
+import { AgentError, isErrorName } from '../errors.js';
 import { openOwnFileHandle } from '../own-files.js';
 import type { FreezeMode, Group, Job } from '../generated/api.js';
 
@@ -62,6 +62,16 @@ export interface GroupRecord {
   frozenAt?: string;
 }
 
+/**
+ * An error name a record holds that this agent's table lacks (written by another version) is
+ * read as libvirtError, the original kept in the message: every name in memory is in the table.
+ */
+function knownName(error: { name: string; message: string } | undefined): void {
+  if (!error || isErrorName(error.name)) return;
+  error.message = `${error.message} (recorded as '${String(error.name)}', a name this agent does not know)`;
+  error.name = 'libvirtError';
+}
+
 const FILE = /^job-([A-Za-z0-9._:-]+)\.json$/;
 const GROUP_FILE = /^group-([A-Za-z0-9._:-]+)\.json$/;
 const JOB_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -104,6 +114,8 @@ export class Journal {
       (x) => {
         const rec = x as GroupRecord;
         if (!rec?.groupId || !Array.isArray(rec.jobIds)) throw new Error('not a group record');
+        knownName(rec.error);
+        for (const d of rec.lastSwitch?.disks ?? []) knownName(d.error);
         return rec;
       },
       onBadFile,
@@ -162,6 +174,7 @@ export class Journal {
         if (!rec?.job?.jobId || typeof rec.destinationXml !== 'string') throw new Error('not a job record');
         // Written before kinds existed: a copy.
         rec.job.kind ??= 'copy';
+        knownName(rec.job.error);
         return rec;
       },
       onBadFile,

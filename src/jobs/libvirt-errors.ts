@@ -78,10 +78,17 @@ export function unansweredWhy(e: unknown): string {
   return e instanceof LibvirtTimeout ? 'libvirtd did not answer the request in time' : 'the libvirt connection dropped during the request';
 }
 
-/** The agent's stable name for a libvirt failure. */
-export function errorNameOf(e: LibvirtError): ErrorName {
+/**
+ * The agent's stable name for a libvirt failure: the one table every mapping goes through
+ * (toAgentError). libvirtd's silence keeps its own retryable names (libvirtTimeout,
+ * libvirtBusy, unavailable) whatever the call was; only libvirt's "no such domain" (and a disk
+ * it does not find) is notFound.
+ */
+function errorNameOf(e: LibvirtError, refused?: ErrorName): ErrorName {
   if (e instanceof LibvirtTimeout) return 'libvirtTimeout';
   if (e instanceof LibvirtBusy) return 'libvirtBusy';
+  if (isConnectionLost(e)) return 'unavailable';
+  if (refused) return refused;
   if (e.code === VirErrorCode.NO_DOMAIN) return 'notFound';
   if (e.code === VirErrorCode.INVALID_ARG && /not found/i.test(e.message)) return 'notFound';
   if (isNotReady(e)) return 'notReady';
@@ -89,12 +96,37 @@ export function errorNameOf(e: LibvirtError): ErrorName {
   if (e.code === VirErrorCode.OPERATION_INVALID && /not running/i.test(e.message)) return 'invalidState';
   // libvirt 9 copies a persistent domain's disk only as a transient job.
   if (e.code === VirErrorCode.OPERATION_INVALID && /not transient/i.test(e.message)) return 'unsupported';
-  if (isConnectionLost(e)) return 'unavailable';
   return 'libvirtError';
 }
 
-/** Maps a libvirt failure to an AgentError; anything else is passed through unchanged. */
-export function toAgentError(e: unknown, what: string): unknown {
-  if (!(e instanceof LibvirtError)) return e;
-  return new AgentError(errorNameOf(e), `${what}: ${e.message}`, { libvirt: libvirtData(e) });
+/** How a caller's failure is named beyond libvirt's own table. */
+export interface Mapping {
+  /**
+   * The name of every libvirt failure other than libvirtd's silence (no answer in time, too
+   * busy, connection dropped), instead of the one its code gives (e.g. inventoryIncomplete).
+   */
+  refused?: ErrorName;
+  /** The name of a failure that is not libvirt's (an AgentError always passes through); by default it passes through unchanged. */
+  other?: ErrorName;
+}
+
+/**
+ * Maps a libvirt failure to an AgentError named by the one table above, with libvirt's own code,
+ * domain and message in data.libvirt; `what` (what could not be done) prefixes the message. An
+ * AgentError passes through unchanged; anything else too, unless `m.other` names it.
+ */
+export function toAgentError(e: unknown, what: string | undefined, m: Mapping & { other: ErrorName }): AgentError;
+export function toAgentError(e: unknown, what?: string, m?: Mapping): unknown;
+export function toAgentError(e: unknown, what?: string, m: Mapping = {}): unknown {
+  const said = (msg: string) => (what ? `${what}: ${msg}` : msg);
+  if (e instanceof LibvirtError) return new AgentError(errorNameOf(e, m.refused), said(e.message), { libvirt: libvirtData(e) });
+  if (e instanceof AgentError || !m.other) return e;
+  return new AgentError(m.other, said(e instanceof Error ? e.message : String(e)));
+}
+
+/** A failed lookup of the domain a caller named: notFound only when libvirt knows no such domain. */
+export function lookupError(e: unknown, key: string): unknown {
+  if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN)
+    return new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
+  return toAgentError(e, `cannot look up domain '${key}'`);
 }

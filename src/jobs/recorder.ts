@@ -1,6 +1,6 @@
 // The only code that changes a job's state, writes its journal record and notifies: every
 // transition goes through the state table, every side effect is preceded by a durable record.
-import { AgentError } from '../errors.js';
+import { AgentError, type ErrorName } from '../errors.js';
 import type { Job, JobState } from '../generated/api.js';
 import { publicJob, type JobEntry } from './job.js';
 import { stateUnavailable, type Intent, type JobRecord } from './journal.js';
@@ -37,7 +37,7 @@ export class Recorder {
 
   fail(
     entry: JobEntry,
-    name: string,
+    name: ErrorName,
     message: string,
     evidence: string,
     libvirt?: { code: number; domain: number; message: string },

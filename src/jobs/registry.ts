@@ -128,11 +128,19 @@ export class Registry {
       this.ctx.log.warn(`domain '${key}' resolved from the journal: ${why}`, { domain: key, uuid });
       return { uuid };
     }
-    if (known.size > 1)
+    if (known.size > 1) {
+      // The lookup's own failure keeps its name and libvirt's data (a dropped connection is not a
+      // timeout, a refusal is not retryable); only a lookup still unanswered is libvirtTimeout.
+      if (failure !== undefined && !(failure instanceof AgentError)) throw failure;
+      const why = gone
+        ? `no domain is named '${key}'`
+        : `libvirt cannot say now which domain is '${key}'${failure ? ` (${failure.message})` : ''}`;
       throw new AgentError(
-        gone ? 'notFound' : 'libvirtTimeout',
-        `${gone ? 'no domain is named' : 'libvirtd cannot say now which domain is'} '${key}', and the agent's jobs name ${known.size} domains so (${[...known].join(', ')}): name the domain by UUID or the job by jobId`,
+        failure?.errorName ?? 'libvirtTimeout',
+        `${why}, and the agent's jobs name ${known.size} domains so (${[...known].join(', ')}): name the domain by UUID or the job by jobId`,
+        failure?.data ?? {},
       );
+    }
     throw (
       failure ??
       this.notAnswered(

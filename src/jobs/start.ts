@@ -2,14 +2,13 @@
 // nothing changed, admission, the journal record with every promise, then the kind's libvirt
 // call through the one journaled call. What is a kind's own (its checks, its job, its call)
 // comes in a StartSpec (kinds/*/start.ts).
-import { AgentError, ERRORS, type ErrorName } from '../errors.js';
+import { AgentError } from '../errors.js';
 import type { DomainRef } from '../libvirt/index.js';
-import { LibvirtError, VirErrorCode } from '../libvirt/index.js';
 import type { Job, JobState } from '../generated/api.js';
 import type { StartOp } from './journal.js';
 import { publicJob, track, type JobEntry } from './job.js';
 import { kindOf } from './kinds/index.js';
-import { libvirtData, outcomeUnknown, toAgentError } from './libvirt-errors.js';
+import { lookupError, outcomeUnknown, toAgentError } from './libvirt-errors.js';
 import { isTerminal, reachedReady } from './state-machine.js';
 import type { JobContext } from './context.js';
 
@@ -179,7 +178,7 @@ export class Starter {
       const job = entry.rec.job;
       if (job.error?.name === 'timeout') throw new AgentError('timeout', job.error.message, { job: publicJob(entry) });
       if (job.state === 'failed') {
-        const name: ErrorName = job.error?.name && job.error.name in ERRORS ? (job.error.name as ErrorName) : 'libvirtError';
+        const name = job.error?.name ?? 'libvirtError';
         throw new AgentError(name, job.error?.message ?? `the ${kindOf(job).noun} failed`, {
           job: publicJob(entry),
           ...(job.evidence ? { evidence: job.evidence } : {}),
@@ -194,9 +193,7 @@ export class Starter {
     try {
       return await this.ctx.conn.lookupDomain(key);
     } catch (e) {
-      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN)
-        throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
-      throw toAgentError(e, 'cannot look up the domain');
+      throw lookupError(e, key);
     }
   }
 }

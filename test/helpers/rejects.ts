@@ -1,10 +1,10 @@
 // One assertion the job tests share: a promise must reject with the agent error of that name.
 import type { Test } from 'tap';
-import { AgentError } from '../../src/errors.js';
+import { AgentError, type ErrorName } from '../../src/errors.js';
 import { RpcError } from '../../src/client/index.js';
 
 /** Asserts that `p` rejects with the AgentError `name`; returns it (undefined if it did not). */
-export async function rejects(t: Test, p: Promise<unknown>, name: string, msg: string): Promise<AgentError | undefined> {
+export async function rejects(t: Test, p: Promise<unknown>, name: ErrorName, msg: string): Promise<AgentError | undefined> {
   const e = await p.then(
     () => undefined,
     (x: unknown) => x,

@@ -101,7 +101,9 @@ t.test('commit below the active layer completes on its own and shortens the chai
 t.test('commit layers named as libvirt does (vda[N]) and refused names', async (t) => {
   const { client, dom, overlays } = await setup(t, 2);
   const xml = await hv.liveXml(dom);
-  const midIndex = new RegExp(`<backingStore type='file' index='(\\d+)'>\\s*<format type='qcow2'/>\\s*<source file='${overlays[0]}'`).exec(xml)?.[1];
+  const midIndex = new RegExp(`<backingStore type='file' index='(\\d+)'>\\s*<format type='qcow2'/>\\s*<source file='${overlays[0]}'`).exec(
+    xml,
+  )?.[1];
   t.ok(midIndex, `the live XML gives the middle layer an index (${midIndex})`);
   t.equal(await errorName(client.call('blockCommit', { domain: dom.name, disk: 'vda', top: 'vda[99]' })), 'notFound', 'no such index');
   t.equal(

@@ -4,7 +4,8 @@
 // name answer the new one's jobs; the old one's are found by jobId or UUID.
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
-import { LibvirtTimeout } from '../../src/libvirt/index.js';
+import type { ErrorName } from '../../src/errors.js';
+import { LibvirtError, LibvirtTimeout, VirErrorCode } from '../../src/libvirt/index.js';
 import { fakeHost } from './fake-connection.js';
 import { startJobs } from './jobs-fixture.js';
 import { rejects } from '../helpers/rejects.js';
@@ -51,6 +52,23 @@ t.test('when libvirtd cannot answer, the journal answers a name only if it knows
   t.teardown(() => w.conn.thaw());
   await rejects(t, jobs.jobInfo({ domain: 'vm1', disk: 'vda' }), 'libvirtTimeout', 'ambiguous: a named retryable error');
   t.match((await jobs.jobInfo({ domain: NEW_UUID, disk: 'vda' })).job, { owner: 'adopted' }, 'by UUID it still answers');
+});
+
+t.test('an ambiguous name: the failed lookup keeps its own name and libvirt data', async (t) => {
+  const w = await recreated(t);
+  const jobs = await startJobs(t, w.conn, w.stateDir, w.destDir);
+  await jobs.jobInfo({ domain: 'vm1', disk: 'vda' }); // the live copy is adopted: two domains named vm1 in the journal
+  const cases: Array<[LibvirtError, ErrorName]> = [
+    [new LibvirtTimeout('libvirtd did not answer lookupDomain within 10000 ms'), 'libvirtTimeout'],
+    [new LibvirtError(VirErrorCode.RPC, 7, 'End of file while reading data: Input/output error'), 'unavailable'],
+    [new LibvirtError(VirErrorCode.OPERATION_DENIED, 6, 'access denied'), 'libvirtError'],
+  ];
+  for (const [err, name] of cases) {
+    w.conn.failNext.set('lookupDomain', err);
+    const e = await rejects(t, jobs.jobInfo({ domain: 'vm1', disk: 'vda' }), name, `lookup failing with ${err.message}`);
+    t.match(e?.data, { libvirt: { code: err.code, domain: err.domain, message: err.libvirtMessage } }, 'with libvirt’s code and message');
+    t.match(e?.message, /name the domain by UUID/, 'and says how to name it');
+  }
 });
 
 t.test('a name libvirt no longer knows answers from the journal when one domain had it', async (t) => {

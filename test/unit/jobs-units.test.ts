@@ -15,6 +15,7 @@ import { RateSampler } from '../../src/jobs/sampler.js';
 import { Journal } from '../../src/jobs/journal.js';
 import { fromByteCount, toByteCount } from '../../src/jobs/numbers.js';
 import type { JobState } from '../../src/generated/api.js';
+import type { ErrorName } from '../../src/errors.js';
 import { sampleJob } from '../helpers/fake-service.js';
 
 const readFixture = (name: string) => readFileSync(fileURLToPath(new URL(`../../../test/fixtures/${name}`, import.meta.url)), 'utf8');
@@ -242,4 +243,36 @@ t.test('journal: intent and timeout round-trip; records are fsynced files replac
   t.same(readdirSync(dir), ['job-x.json'], 'no temp file left');
   await j.remove('x');
   t.same(readdirSync(dir), []);
+});
+
+t.test('journal: an error name another version wrote, unknown here, is read as libvirtError', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'bc-journal-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const j = new Journal(dir);
+  await j.open();
+  const error = (name: string) => ({ name: name as ErrorName, message: 'it ended' });
+  await j.save({ job: sampleJob({ jobId: 'x', state: 'failed', error: error('fromTheFuture') }), destinationXml: '' });
+  await j.save({ job: sampleJob({ jobId: 'y', state: 'failed', error: error('libvirtTimeout') }), destinationXml: '' });
+  const now = new Date().toISOString();
+  const disk = { disk: 'vda', jobId: 'x', outcome: 'failed' as const, error: error('toString') };
+  const operation = 'pivot' as const;
+  const lastSwitch = {
+    operation,
+    startedAt: now,
+    pausedMs: 1,
+    guestPause: 'agent' as const,
+    freeze: { mode: 'never' as const, frozen: null },
+    disks: [disk],
+  };
+  await j.saveGroup({
+    ...{ groupId: 'g', domain: { name: 'vm1', uuid: 'u' }, jobIds: ['x'], whenReady: 'none', freeze: 'never', maxPause: 10 },
+    ...{ createdAt: now, updatedAt: now, error: error('interrupted'), lastSwitch },
+  });
+  const jobs = await j.load(() => t.fail('no bad file'));
+  const byId = new Map(jobs.map((r) => [r.job.jobId, r.job.error]));
+  t.same(byId.get('x'), { name: 'libvirtError', message: "it ended (recorded as 'fromTheFuture', a name this agent does not know)" });
+  t.same(byId.get('y'), { name: 'libvirtTimeout', message: 'it ended' }, 'a known name is kept');
+  const [g] = await j.loadGroups(() => t.fail('no bad file'));
+  t.same(g?.error, { name: 'interrupted', message: 'it ended' }, 'interrupted is a name of the table');
+  t.equal(g?.lastSwitch?.disks[0]?.error?.name, 'libvirtError', "not a name: an Object.prototype key ('toString')");
 });

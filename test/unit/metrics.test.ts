@@ -2,7 +2,7 @@
 // test/integration/metrics.test.ts): what is counted once, what is bounded, what is dropped.
 import { EventEmitter } from 'node:events';
 import t from 'tap';
-import type { Job, JobState } from '../../src/generated/api.js';
+import type { ErrorName, Job, JobState } from '../../src/generated/api.js';
 import { AgentMetrics } from '../../src/metrics/metrics.js';
 
 let clock = Date.parse('2026-01-01T00:00:00Z');
@@ -47,7 +47,7 @@ t.test('failures and ends are counted once per job, with bounded reason labels',
   src.change(job('a', 'copying'));
   src.change(job('a', 'failed', { error: { name: 'libvirtError', message: 'x' }, endedAt: new Date(clock).toISOString() }));
   src.change(job('a', 'failed', { error: { name: 'libvirtError', message: 'x' }, endedAt: new Date(clock).toISOString() }));
-  src.change(job('b', 'failed', { error: { name: 'made-up name from an old journal', message: 'x' } }));
+  src.change(job('b', 'failed', { error: { name: 'made-up name from an old journal' as ErrorName, message: 'x' } }));
   const text = await m.render();
   t.equal(
     line(text, 'blockcopy_job_failures_total{reason="libvirtError"}'),

@@ -140,8 +140,10 @@ t.test('rpc.discover serves an OpenRPC document built from the schemas', async (
   t.same(result.methods.map((m: { name: string }) => m.name).sort(), [
     'abort',
     'abortGroup',
+    'blockCommit',
     'blockCopy',
     'blockCopyGroup',
+    'blockPull',
     'capabilities',
     'finish',
     'finishGroup',
