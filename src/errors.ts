@@ -96,6 +96,11 @@ export const ERRORS = {
     description:
       "The connection's running calls fill its budget (limits.maxPendingCalls, maxPendingBytes): refused before it ran; retry once earlier calls (waits) answer.",
   },
+  quiesceFailed: {
+    code: -32022,
+    retryable: false,
+    description: 'quiesce "required": the guest\'s filesystems could not be frozen (data.libvirt: why); nothing was changed.',
+  },
 } as const;
 
 export type ErrorName = keyof typeof ERRORS;
