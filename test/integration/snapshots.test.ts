@@ -314,3 +314,16 @@ t.test('SIGKILL right before and right after the libvirt call: the next start se
     t.equal(settled?.outcome, happened ? 'ok' : 'error', `${point}: audited as ${happened ? 'taken' : 'not taken'}`);
   }
 });
+
+t.test('a persistent domain: libvirt moves its definition onto the overlay too', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }], persistent: true });
+  const { client } = await agentFor(t, hv.TEST_ROOT);
+  const overlay = join(dom.dir, 'persistent.qcow2');
+  await client.call('snapshotDisks', { domain: dom.uuid, disks: [{ disk: 'vda', overlay: { path: overlay } }] });
+  t.same(await chain(dom, 'vda'), [overlay, dom.disks[0]!.path], 'live XML: on the overlay');
+  t.match(
+    await hv.virsh('dumpxml', '--inactive', dom.name),
+    new RegExp(`<source file='${overlay}'`),
+    'persistent definition: on the overlay',
+  );
+});
