@@ -144,6 +144,7 @@ t.test('a second snapshot of a disk in a block job is refused with libvirt code 
   const conn = await connect(t);
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16, backing: true }] });
   await conn.blockPull(dom.name, 'vda', { bandwidth: 1024n });
+  t.match(await conn.getBlockJobInfo(dom.name, 'vda'), { type: 'pull', bandwidth: 1024n }, 'a pull at the bandwidth asked (bytes/s)');
   try {
     await conn.snapshotCreateXml(dom.name, snapshotXml({ vda: `${dom.dir}/busy.qcow2` }), {
       diskOnly: true,
@@ -188,4 +189,27 @@ t.test('a pull flattens a two-layer chain into one layer with the same data', as
   // harness: the base image holds 0x0b over its first MiB.
   t.ok(await hv.readPattern(vda.path, 'qcow2', { pattern: 0x0b, offset: 0, length: MiB }), "the base's data was pulled up");
   t.ok(await hv.readPattern(vda.path, 'qcow2', { pattern: 0x33, offset: 4 * MiB, length: 2 * MiB }), "the top's data is kept");
+});
+
+t.test("a commit below the top, named by libvirt's vda[N] indexes, shortens the chain", async (t) => {
+  const conn = await connect(t);
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16, backing: true }] });
+  const vda = dom.disks[0]!;
+  const rec = eventRecorder(conn);
+  await rec.ready;
+  const overlay = `${dom.dir}/top.qcow2`;
+  await conn.snapshotCreateXml(dom.name, snapshotXml({ vda: overlay }), { diskOnly: true, noMetadata: true, atomic: true });
+  const disk = await diskElement(dom, 'vda');
+  t.same(chainFiles(disk), [overlay, vda.path, vda.backingPath], 'three layers');
+  // libvirt's index of each layer, from the live XML (not the depth).
+  const indexOf = (path: string) =>
+    new RegExp(`<backingStore type='file' index='(\\d+)'>\\s*<format [^>]*/>\\s*<source file='${path}'`).exec(disk)?.[1];
+  const mid = indexOf(vda.path);
+  const base = indexOf(vda.backingPath!);
+  t.ok(mid && base, `indexes: middle vda[${mid}], base vda[${base}]`);
+  await conn.blockCommit(dom.name, 'vda', { top: `vda[${mid}]`, base: `vda[${base}]` });
+  const ev = await rec.next(blockJob(dom.name, 'completed'));
+  t.match(ev, { type: 'commit', disk: 'vda' }, 'BLOCK_JOB_2 completed, type commit');
+  t.same(chainFiles(await diskElement(dom, 'vda')), [overlay, vda.backingPath], 'the middle layer is gone from the chain');
+  t.equal(await backingOf(overlay), vda.backingPath, 'qemu-img: the top is now backed by the base');
 });
