@@ -4,47 +4,12 @@
 import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { openConnection, LibvirtError, type Connection, type DomainEvent, type SnapshotXml } from '../../src/libvirt/index.js';
+import { openConnection, LibvirtError, type SnapshotXml } from '../../src/libvirt/index.js';
 import * as hv from '../../harness/hypervisor.js';
+import { blockJob, eventRecorder } from '../helpers/events.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
-
-/** Collects events; next() waits for the first one matching a predicate. */
-function eventRecorder(conn: Connection) {
-  const seen: DomainEvent[] = [];
-  const waiters: Array<{ pred: (e: DomainEvent) => boolean; resolve: (e: DomainEvent) => void }> = [];
-  const ready = conn.onEvent((e) => {
-    seen.push(e);
-    for (const w of [...waiters]) {
-      if (w.pred(e)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(e);
-      }
-    }
-  });
-  return {
-    seen,
-    ready,
-    next(pred: (e: DomainEvent) => boolean, ms = 120_000): Promise<DomainEvent> {
-      const already = seen.find(pred);
-      if (already) return Promise.resolve(already);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('event did not arrive in time')), ms);
-        waiters.push({
-          pred,
-          resolve: (e) => {
-            clearTimeout(timer);
-            resolve(e);
-          },
-        });
-      });
-    },
-  };
-}
-
-const blockJob = (name: string, status: string) => (e: DomainEvent) =>
-  e.kind === 'blockJob' && e.domain.name === name && e.status === status;
 
 /** The <disk> element of `target` in the live XML (virsh as the witness). */
 async function diskElement(dom: hv.TestDomain, target: string): Promise<string> {
