@@ -6,6 +6,8 @@ import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
 import { loadDestinationPolicy, makeDestinationCheck } from './destination/policy.js';
 import { GroupManager } from './jobs/groups.js';
+import { SnapshotService } from './jobs/kinds/snapshot/snapshot.js';
+import { recoverSnapshots } from './jobs/kinds/snapshot/recover.js';
 import { JobManager } from './jobs/manager.js';
 import { openConnection } from './libvirt/index.js';
 import type { Logger } from './log.js';
@@ -206,12 +208,16 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     metrics?.observeJobs(jobs);
     await jobs.start();
     supervisor.watch(conn, jobs);
+    // Snapshots a crash interrupted: settled from the live XML before any new call is served.
+    await recoverSnapshots({ conn: jobs.connection, journal: jobs.store, log, audit: opts.audit ?? audit.write });
+    const snapshots = new SnapshotService({ jobs, checkDestination: makeDestinationCheck(destinationPolicy), log });
     const groups = new GroupManager({ jobs, log, ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}) });
     teardown.add('group manager', () => groups.stop());
     await groups.start();
     rpc = new RpcServer({
       service: jobs,
       groups,
+      snapshots,
       log,
       version: VERSION,
       schemas,

@@ -110,6 +110,11 @@ export const ERRORS = {
     description:
       "A group switch was interrupted (the agent stopped or lost libvirtd) while the agent had the guest paused or frozen: the agent released the guest and says what it did in the group's error (group.error); each disk's job shows where it ended, and pivotGroup or finishGroup again switches the disks still ready.",
   },
+  quiesceFailed: {
+    code: -32023,
+    retryable: false,
+    description: 'quiesce "required": the guest\'s filesystems could not be frozen (data.libvirt: why); nothing was changed.',
+  },
 } as const satisfies Record<SchemaErrorName, ErrorInfo>;
 
 /**

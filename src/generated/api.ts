@@ -57,7 +57,8 @@ export type ErrorName =
   | 'auditFailed'
   | 'inventoryIncomplete'
   | 'tooManyPending'
-  | 'interrupted';
+  | 'interrupted'
+  | 'quiesceFailed';
 /**
  * Guest filesystem freeze around the pause, through the QEMU guest agent (virDomainFSFreeze). auto: freeze when the domain has a guest-agent channel and go on without it if the freeze fails. always: the switch fails (nothing changed) if the freeze fails. never: only pause the vCPUs (crash-consistent).
  */
@@ -1029,6 +1030,19 @@ export interface JobResult {
   job: Job;
 }
 /**
+ * The new image an external snapshot puts on top of a disk: created by libvirt, backed by the disk's current image. Subject to the destination policy exactly as a copy's file destination (docs/security.md): under an allowed root, in trusted directories, not an existing file, not the same file as any domain's disk, backing file or mirror.
+ */
+export interface Overlay {
+  /**
+   * Absolute, normalized path of the overlay file; it must not exist yet.
+   */
+  path: string;
+  /**
+   * Image format of the overlay: only qcow2, the format that records a backing file.
+   */
+  format?: 'qcow2';
+}
+/**
  * The data member of every agent error (codes -32000…-32099).
  */
 export interface AgentErrorData {
@@ -1402,6 +1416,71 @@ export interface SetSpeedResult {
   job: Job;
 }
 /**
+ * Take an external disk-only snapshot of some disks of a running domain at one moment (virsh snapshot-create-as --disk-only --no-metadata --atomic): each listed disk gets a new qcow2 overlay on top, the guest writes into it from then on, and the former image becomes its read-only backing file. Disks not listed are left alone (unlike virsh's default). All disks or none. Journaled before libvirt is asked; after a crash the agent tells from the live XML whether it happened.
+ */
+export interface SnapshotDisksParams {
+  domain: DomainKey;
+  /**
+   * The disks to snapshot and their overlays (distinct disks, distinct overlays).
+   *
+   * @minItems 1
+   * @maxItems 16
+   */
+  disks: {
+    disk: DiskTarget;
+    overlay: Overlay;
+  }[];
+  /**
+   * Freeze the guest's filesystems through the QEMU guest agent for the moment of the snapshot: required (a failure to freeze is the error quiesceFailed and nothing is changed), try (without the guest agent the snapshot is taken unquiesced and the answer says quiesced=false) or none.
+   */
+  quiesce?: 'required' | 'try' | 'none';
+}
+/**
+ * The snapshot as the live XML shows it after libvirt answered.
+ */
+export interface SnapshotDisksResult {
+  /**
+   * The domain whose disks were snapshotted.
+   */
+  domain: {
+    /**
+     * Domain name.
+     */
+    name: string;
+    /**
+     * Domain UUID.
+     */
+    uuid: string;
+  };
+  /**
+   * Whether the guest's filesystems were frozen for the snapshot (false: crash-consistent only).
+   */
+  quiesced: boolean;
+  /**
+   * Each snapshotted disk, in the order given.
+   */
+  disks: {
+    disk: DiskTarget;
+    /**
+     * The overlay the guest now writes into (its active layer), as verified in the live XML.
+     */
+    overlay: {
+      /**
+       * Canonical path of the overlay.
+       */
+      path: string;
+      /**
+       * Image format of the overlay.
+       */
+      format: 'qcow2';
+    };
+    /**
+     * The disk's former image, now the overlay's read-only backing layer.
+     */
+    backing: string;
+  }[];
+}
+/**
  * Receive job.changed notifications on this session. Without filters, for every job; a new call replaces the previous filter.
  */
 export interface SubscribeParams {
@@ -1508,6 +1587,7 @@ export interface MethodTypes {
   pivot: [PivotParams, PivotResult];
   pivotGroup: [PivotGroupParams, PivotGroupResult];
   setSpeed: [SetSpeedParams, SetSpeedResult];
+  snapshotDisks: [SnapshotDisksParams, SnapshotDisksResult];
   subscribe: [SubscribeParams, SubscribeResult];
   unsubscribe: [UnsubscribeParams, UnsubscribeResult];
   wait: [WaitParams, WaitResult];
@@ -1606,6 +1686,9 @@ export const DEFAULTS = {
   "ListJobsParams": {
     "includeEnded": true
   },
+  "Overlay": {
+    "format": "qcow2"
+  },
   "PivotGroupParams": {
     "timeout": 30,
     "freeze": "auto",
@@ -1613,5 +1696,8 @@ export const DEFAULTS = {
   },
   "PivotParams": {
     "timeout": 30
+  },
+  "SnapshotDisksParams": {
+    "quiesce": "none"
   }
 } as const;

@@ -10,7 +10,11 @@ import type { Intent } from './journal.js';
  *  accepted the call, the journal still holds the intent. `journaled:<state>`: the record of that
  *  state is durable. `decided:<state>`: the end is known in memory, not yet journaled. */
 export type FaultPoint =
-  `${Intent['op']}:${'journaled' | 'sent'}` | `journaled:${string}` | `decided:${string}` | `group:${GuestStep}:${'journaled' | 'sent'}`;
+  | `${Intent['op']}:${'journaled' | 'sent'}`
+  | `snapshot:${'journaled' | 'sent'}`
+  | `journaled:${string}`
+  | `decided:${string}`
+  | `group:${GuestStep}:${'journaled' | 'sent'}`;
 
 /** A group switch's steps on the guest: `group:freeze:journaled` is the intent durable, the
  *  freeze not sent; `group:resume:sent` the guest resumed, its record still saying paused. */

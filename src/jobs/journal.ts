@@ -72,8 +72,24 @@ function knownName(error: { name: string; message: string } | undefined): void {
   error.name = 'libvirtError';
 }
 
+/**
+ * A one-shot operation (not a block job) in flight: written durably before its libvirt call and
+ * removed once its outcome is known, so a restart in between can tell from the live XML whether
+ * it happened (src/jobs/kinds/snapshot/recover.ts).
+ */
+export interface OpRecord {
+  opId: string;
+  kind: 'snapshot';
+  domain: { name: string; uuid: string };
+  /** Each disk, the overlay it is to get and the image it had (its source before the call). */
+  disks: Array<{ disk: string; overlay: string; source: string }>;
+  at: string;
+  principal?: string;
+}
+
 const FILE = /^job-([A-Za-z0-9._:-]+)\.json$/;
 const GROUP_FILE = /^group-([A-Za-z0-9._:-]+)\.json$/;
+const OP_FILE = /^op-([A-Za-z0-9._:-]+)\.json$/;
 const JOB_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Temp files are named by the writing process. */
 const OWN_TMP = `.${process.pid}.tmp`;
@@ -129,6 +145,34 @@ export class Journal {
   private groupPath(groupId: string): string {
     if (!JOB_ID.test(groupId)) throw new Error(`unsafe group id for a file name: ${JSON.stringify(groupId)}`);
     return join(this.dir, `group-${groupId}.json`);
+  }
+
+  /** An operation's record, written durably (file and directory synced) before its call. */
+  async saveOp(rec: OpRecord): Promise<void> {
+    await this.write(this.opPath(rec.opId), rec);
+  }
+
+  async removeOp(opId: string): Promise<void> {
+    await fs.rm(this.opPath(opId), { force: true });
+    await this.syncDir();
+  }
+
+  async loadOps(onBadFile: (file: string, err: unknown) => void): Promise<OpRecord[]> {
+    return this.loadAll(
+      OP_FILE,
+      (x) => {
+        const rec = x as OpRecord;
+        if (!rec?.opId || rec.kind !== 'snapshot' || !rec.domain?.uuid || !Array.isArray(rec.disks))
+          throw new Error('not an operation record');
+        return rec;
+      },
+      onBadFile,
+    );
+  }
+
+  private opPath(opId: string): string {
+    if (!JOB_ID.test(opId)) throw new Error(`unsafe operation id for a file name: ${JSON.stringify(opId)}`);
+    return join(this.dir, `op-${opId}.json`);
   }
 
   private async write(final: string, value: unknown): Promise<void> {

@@ -2,7 +2,7 @@
 // (schemas/methods/<name>.params.json and .result.json), so that a method without a handler,
 // a handler for no method, or a handler of the wrong shape does not compile.
 import type { MethodTypes } from '../generated/api.js';
-import type { GroupPort, JobPort } from './ports.js';
+import type { GroupPort, JobPort, SnapshotPort } from './ports.js';
 import type { Session } from './session.js';
 
 export type MethodName = keyof MethodTypes;
@@ -12,6 +12,7 @@ export interface CallContext {
   requestId: string;
   jobs: JobPort;
   groups: GroupPort;
+  snapshots: SnapshotPort;
 }
 
 export interface MethodSpec<M extends MethodName> {
@@ -81,6 +82,12 @@ export const METHODS: MethodTable = {
     handle: (p, ctx) => ctx.groups.finishGroup(p),
   },
   abortGroup: { summary: 'Cancel every copy of the group.', mutating: true, handle: (p, ctx) => ctx.groups.abortGroup(p) },
+  snapshotDisks: {
+    summary:
+      'Take an external disk-only snapshot of some disks at one moment (virsh snapshot-create-as --disk-only --no-metadata --atomic): a new qcow2 overlay on top of each.',
+    mutating: true,
+    handle: (p, ctx) => ctx.snapshots.snapshotDisks(p, { principal: ctx.session.owner }),
+  },
   capabilities: {
     summary: 'Agent, libvirt and QEMU versions, supported flags and methods.',
     mutating: false,

@@ -39,3 +39,8 @@ export interface GroupPort {
   finishGroup: Call<'finishGroup'>;
   abortGroup: Call<'abortGroup'>;
 }
+
+export interface SnapshotPort {
+  /** `by.principal`: who asks (kept in the operation's record, for the audit after a restart). */
+  snapshotDisks(params: Params<'snapshotDisks'>, by?: { principal?: string }): Promise<Result<'snapshotDisks'>>;
+}

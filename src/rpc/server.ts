@@ -31,12 +31,14 @@ import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { methodList, type MethodName, type MethodSpec } from './methods.js';
 import { SchemaSet } from '../schemas.js';
-import type { GroupPort, JobPort } from './ports.js';
+import type { GroupPort, JobPort, SnapshotPort } from './ports.js';
 import { PER_CALL_BYTES, jsonSize, type Session } from './session.js';
 
 export interface RpcServerOptions {
   service: JobPort;
   groups: GroupPort;
+  /** snapshotDisks; without it the method answers unsupported. */
+  snapshots?: SnapshotPort;
   log: Logger;
   version: string;
   schemas?: SchemaSet;
@@ -294,7 +296,12 @@ export class RpcServer {
           }
         }
         // Validated against the method's schema above: the params are the generated type.
-        const result = await spec.handle(params as never, { ...ctx, jobs: this.opts.service, groups: this.opts.groups });
+        const result = await spec.handle(params as never, {
+          ...ctx,
+          jobs: this.opts.service,
+          groups: this.opts.groups,
+          snapshots: this.opts.snapshots ?? NO_SNAPSHOTS,
+        });
         if (validateResult && !validateResult(result)) {
           throw new Error(`result of ${spec.name} breaks its schema: ${JSON.stringify(validateResult.errors)}`);
         }
@@ -350,6 +357,10 @@ export class RpcServer {
     });
   }
 }
+
+const NO_SNAPSHOTS: SnapshotPort = {
+  snapshotDisks: () => Promise.reject(new AgentError('unsupported', 'this agent serves no snapshots')),
+};
 
 const idBytes = (m: CallMessage) => (m.rawId ?? (typeof m.id === 'string' ? m.id : '')).length;
 

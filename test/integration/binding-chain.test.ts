@@ -4,47 +4,12 @@
 import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { openConnection, LibvirtError, type Connection, type DomainEvent, type SnapshotXml } from '../../src/libvirt/index.js';
+import { openConnection, LibvirtError, type SnapshotXml } from '../../src/libvirt/index.js';
 import * as hv from '../../harness/hypervisor.js';
+import { blockJob, eventRecorder } from '../helpers/events.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
-
-/** Collects events; next() waits for the first one matching a predicate. */
-function eventRecorder(conn: Connection) {
-  const seen: DomainEvent[] = [];
-  const waiters: Array<{ pred: (e: DomainEvent) => boolean; resolve: (e: DomainEvent) => void }> = [];
-  const ready = conn.onEvent((e) => {
-    seen.push(e);
-    for (const w of [...waiters]) {
-      if (w.pred(e)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(e);
-      }
-    }
-  });
-  return {
-    seen,
-    ready,
-    next(pred: (e: DomainEvent) => boolean, ms = 120_000): Promise<DomainEvent> {
-      const already = seen.find(pred);
-      if (already) return Promise.resolve(already);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('event did not arrive in time')), ms);
-        waiters.push({
-          pred,
-          resolve: (e) => {
-            clearTimeout(timer);
-            resolve(e);
-          },
-        });
-      });
-    },
-  };
-}
-
-const blockJob = (name: string, status: string) => (e: DomainEvent) =>
-  e.kind === 'blockJob' && e.domain.name === name && e.status === status;
 
 /** The <disk> element of `target` in the live XML (virsh as the witness). */
 async function diskElement(dom: hv.TestDomain, target: string): Promise<string> {
@@ -144,6 +109,7 @@ t.test('a second snapshot of a disk in a block job is refused with libvirt code 
   const conn = await connect(t);
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16, backing: true }] });
   await conn.blockPull(dom.name, 'vda', { bandwidth: 1024n });
+  t.match(await conn.getBlockJobInfo(dom.name, 'vda'), { type: 'pull', bandwidth: 1024n }, 'a pull at the bandwidth asked (bytes/s)');
   try {
     await conn.snapshotCreateXml(dom.name, snapshotXml({ vda: `${dom.dir}/busy.qcow2` }), {
       diskOnly: true,
@@ -188,4 +154,27 @@ t.test('a pull flattens a two-layer chain into one layer with the same data', as
   // harness: the base image holds 0x0b over its first MiB.
   t.ok(await hv.readPattern(vda.path, 'qcow2', { pattern: 0x0b, offset: 0, length: MiB }), "the base's data was pulled up");
   t.ok(await hv.readPattern(vda.path, 'qcow2', { pattern: 0x33, offset: 4 * MiB, length: 2 * MiB }), "the top's data is kept");
+});
+
+t.test("a commit below the top, named by libvirt's vda[N] indexes, shortens the chain", async (t) => {
+  const conn = await connect(t);
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16, backing: true }] });
+  const vda = dom.disks[0]!;
+  const rec = eventRecorder(conn);
+  await rec.ready;
+  const overlay = `${dom.dir}/top.qcow2`;
+  await conn.snapshotCreateXml(dom.name, snapshotXml({ vda: overlay }), { diskOnly: true, noMetadata: true, atomic: true });
+  const disk = await diskElement(dom, 'vda');
+  t.same(chainFiles(disk), [overlay, vda.path, vda.backingPath], 'three layers');
+  // libvirt's index of each layer, from the live XML (not the depth).
+  const indexOf = (path: string) =>
+    new RegExp(`<backingStore type='file' index='(\\d+)'>\\s*<format [^>]*/>\\s*<source file='${path}'`).exec(disk)?.[1];
+  const mid = indexOf(vda.path);
+  const base = indexOf(vda.backingPath!);
+  t.ok(mid && base, `indexes: middle vda[${mid}], base vda[${base}]`);
+  await conn.blockCommit(dom.name, 'vda', { top: `vda[${mid}]`, base: `vda[${base}]` });
+  const ev = await rec.next(blockJob(dom.name, 'completed'));
+  t.match(ev, { type: 'commit', disk: 'vda' }, 'BLOCK_JOB_2 completed, type commit');
+  t.same(chainFiles(await diskElement(dom, 'vda')), [overlay, vda.backingPath], 'the middle layer is gone from the chain');
+  t.equal(await backingOf(overlay), vda.backingPath, 'qemu-img: the top is now backed by the base');
 });

@@ -2,47 +2,12 @@
 // cancel in phase 1, set speed, job info shapes, libvirt error codes, and data checked
 // with qemu-img as an independent witness.
 import t, { type Test } from 'tap';
-import { openConnection, LibvirtError, VirErrorCode, type Connection, type DomainEvent } from '../../src/libvirt/index.js';
+import { openConnection, LibvirtError, VirErrorCode } from '../../src/libvirt/index.js';
 import * as hv from '../../harness/hypervisor.js';
+import { blockJob, eventRecorder } from '../helpers/events.js';
 import { toDiskXml } from '../../src/destination/xml.js';
 
 const MiB = 1024n * 1024n;
-
-/** Collects events and lets a test wait for the first one matching a predicate. */
-function eventRecorder(conn: Connection) {
-  const seen: DomainEvent[] = [];
-  const waiters: Array<{ pred: (e: DomainEvent) => boolean; resolve: (e: DomainEvent) => void }> = [];
-  const unsubscribe = conn.onEvent((e) => {
-    seen.push(e);
-    for (const w of [...waiters]) {
-      if (w.pred(e)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(e);
-      }
-    }
-  });
-  return {
-    seen,
-    ready: unsubscribe,
-    next(pred: (e: DomainEvent) => boolean, ms = 120_000): Promise<DomainEvent> {
-      const already = seen.find(pred);
-      if (already) return Promise.resolve(already);
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error('event did not arrive in time')), ms);
-        waiters.push({
-          pred,
-          resolve: (e) => {
-            clearTimeout(timer);
-            resolve(e);
-          },
-        });
-      });
-    },
-  };
-}
-
-const blockJob = (name: string, status: string) => (e: DomainEvent) =>
-  e.kind === 'blockJob' && e.domain.name === name && e.status === status;
 
 async function rejectsWith(t: Test, p: Promise<unknown>, code: number, what: string) {
   try {

@@ -372,7 +372,7 @@ export class FakeConnection implements Connection {
         .replace(/&quot;/g, '"')
         .replace(/&amp;/g, '&');
     const changes: Array<[FakeDisk, string]> = [];
-    for (const m of xml.matchAll(/<disk name='([^']*)' snapshot='external'[^>]*>\s*<source file='([^']*)'/g)) {
+    for (const m of xml.matchAll(/<disk name='([^']*)' snapshot='external'[^>]*>\s*(?:<driver [^>]*\/>\s*)?<source file='([^']*)'/g)) {
       const k = d.disks.find((x) => x.target === unesc(m[1]!));
       if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: no disk named '${unesc(m[1]!)}'`);
       if (k.job) throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, `block copy still active: disk '${k.target}' already in active block job`);

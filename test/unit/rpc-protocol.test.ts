@@ -153,6 +153,7 @@ t.test('rpc.discover serves an OpenRPC document built from the schemas', async (
     'pivot',
     'pivotGroup',
     'setSpeed',
+    'snapshotDisks',
     'subscribe',
     'unsubscribe',
     'wait',

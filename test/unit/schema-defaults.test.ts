@@ -35,6 +35,8 @@ t.test('generated DEFAULTS match what validation fills in', async (t) => {
     ListJobsParams: {},
     PivotGroupParams: { groupId: 'g' },
     FinishGroupParams: { groupId: 'g' },
+    SnapshotDisksParams: { domain: 'd', disks: [{ disk: 'vda', overlay: { path: '/var/lib/libvirt/images/o.qcow2' } }] },
+    Overlay: { path: '/var/lib/libvirt/images/o.qcow2' },
   };
   const pathOf = new Map([...schemas.byId.values()].map((s) => [s.title, s.$id.slice(SCHEMA_BASE.length)]));
   for (const [title, defaults] of Object.entries(DEFAULTS) as Array<[string, Record<string, unknown>]>) {
