@@ -1,6 +1,7 @@
-// Why QEMU failed a copy. libvirt's BLOCK_JOB_2 "failed" event carries no reason (QEMU's error
-// text stays inside libvirtd), so the agent looks where copies most often fail: the
-// destination's filesystem. Only what it can observe is claimed.
+// Why QEMU failed a block job. libvirt's BLOCK_JOB_2 "failed" event carries no reason (QEMU's
+// error text stays inside libvirtd), so the agent looks where jobs most often fail: the
+// filesystem of where the data lands (a copy's destination, a commit's base, a pull's active
+// layer). Only what it can observe is claimed.
 import { statfs } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Job } from '../generated/api.js';
@@ -15,14 +16,15 @@ export interface Diagnosis {
   evidence: string;
 }
 
-export async function diagnoseCopyFailure(dest: Job['destination'], state: string, source?: Job['source']): Promise<Diagnosis> {
+export async function diagnoseFailure(dest: Job['destination'], state: string, source?: Job['source'], noun = 'copy'): Promise<Diagnosis> {
   const generic: Diagnosis = {
-    message: `QEMU reported the copy job failed while ${state} (an I/O error on the source or the destination); the guest stays on its source`,
+    message: `QEMU reported the ${noun} job failed while ${state} (an I/O error on the source or the destination); the guest stays on its source`,
     evidence: 'BLOCK_JOB_2 failed event',
   };
   if (dest.type === 'block' && source) {
     const size = await rawDeviceSizeMismatch(source, dest);
-    if (size) return { message: `the copy failed: ${size}; the guest stays on its source`, evidence: `BLOCK_JOB_2 failed event; ${size}` };
+    if (size)
+      return { message: `the ${noun} failed: ${size}; the guest stays on its source`, evidence: `BLOCK_JOB_2 failed event; ${size}` };
   }
   if (dest.type === 'block' || !dest.path) return generic;
   const dir = dirname(dest.path);
@@ -33,7 +35,7 @@ export async function diagnoseCopyFailure(dest: Job['destination'], state: strin
     const evidence = `BLOCK_JOB_2 failed event; statfs(${dir}): ${free} bytes free of ${total}`;
     if (free < FULL_BELOW_BYTES) {
       return {
-        message: `the copy failed: the destination filesystem is full (${free} bytes free of ${total} at ${dir}); the guest stays on its source`,
+        message: `the ${noun} failed: the destination filesystem is full (${free} bytes free of ${total} at ${dir}); the guest stays on its source`,
         evidence,
       };
     }

@@ -1,7 +1,7 @@
 // What libvirt tells (BLOCK_JOB_2 and lifecycle events) and the safety-net poll: progress,
 // ready, ends, domains that go away, and copies started outside the agent.
 import type { DomainEvent } from '../libvirt/index.js';
-import { diagnoseCopyFailure, domainGoneReason } from './diagnose.js';
+import { diagnoseFailure, domainGoneReason } from './diagnose.js';
 import { diskKey, type JobEntry } from './job.js';
 import { toByteCount } from './numbers.js';
 import { Observer } from './observe.js';
@@ -89,7 +89,7 @@ export class Watch {
       case 'failed': {
         const job = entry.rec.job;
         const name = job.state === 'pivoting' ? 'pivotFailed' : 'libvirtError';
-        void diagnoseCopyFailure(job.destination, job.state, job.source).then((d) =>
+        void diagnoseFailure(job.destination, job.state, job.source, kindOf(job).noun).then((d) =>
           this.ctx.recorder.fail(entry, name, d.message, d.evidence),
         );
         break;
