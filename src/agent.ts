@@ -5,7 +5,7 @@ import { dirname } from 'node:path';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
 import { loadDestinationPolicy, makeDestinationCheck } from './destination/policy.js';
-import { GroupManager } from './jobs/groups.js';
+import { GroupManager } from './jobs/groups/manager.js';
 import { SnapshotService } from './jobs/kinds/snapshot/snapshot.js';
 import { recoverSnapshots } from './jobs/kinds/snapshot/recover.js';
 import { JobManager } from './jobs/manager.js';

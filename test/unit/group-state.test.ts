@@ -1,6 +1,6 @@
 // A group's state from its jobs' states (pure).
 import t from 'tap';
-import { groupState, isGroupEnded } from '../../src/jobs/group-state.js';
+import { groupState, isGroupEnded } from '../../src/jobs/groups/state.js';
 
 t.test('group state from job states', async (t) => {
   const cases: Array<[string[], string]> = [

@@ -3,7 +3,7 @@
 import type { Test } from 'tap';
 import { join } from 'node:path';
 import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
-import { GroupManager } from '../../src/jobs/groups.js';
+import { GroupManager } from '../../src/jobs/groups/manager.js';
 import { silentLogger } from '../../src/log.js';
 import { ownRoot, type FakeConnection, type FakeDomain } from './fake-connection.js';
 

@@ -5,7 +5,7 @@
 // real (private, SIGSTOPped) libvirtd is test/integration/agent-hang-reads.test.ts.
 import t, { type Test } from 'tap';
 import { join } from 'node:path';
-import { errorOf } from '../../src/jobs/group-params.js';
+import { errorOf } from '../../src/jobs/groups/params.js';
 import { outcomeUnknown } from '../../src/jobs/libvirt-errors.js';
 import { JobManager } from '../../src/jobs/manager.js';
 import { LibvirtError, LibvirtTimeout, VirErrorCode } from '../../src/libvirt/index.js';

@@ -1,16 +1,16 @@
 // What the group modules share: the group entries, the job manager they build on, the record
 // writes (chained per group, in order) and the lookups every group call starts with.
 import { EventEmitter } from 'node:events';
-import { AgentError } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { BlockCopyGroupParams, Group, GroupChange, GroupState, Job } from '../generated/api.js';
-import { groupMembers, groupView, sameGroup } from './group-params.js';
-import { groupState } from './group-state.js';
+import { AgentError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import type { BlockCopyGroupParams, Group, GroupChange, GroupState, Job } from '../../generated/api.js';
+import { groupMembers, groupView, sameGroup } from './params.js';
+import { groupState } from './state.js';
 import { GuestControl } from './guest.js';
-import { stateUnavailable, type GroupRecord, type Journal } from './journal.js';
-import type { JobManager } from './manager.js';
-import { isTerminal } from './state-machine.js';
-import { until } from './until.js';
+import { stateUnavailable, type GroupRecord, type Journal } from '../journal.js';
+import type { JobManager } from '../manager.js';
+import { isTerminal } from '../state-machine.js';
+import { until } from '../until.js';
 
 /** The group layer works on the job manager's context: its state store, clock and libvirt connection. */
 export interface GroupManagerOptions {

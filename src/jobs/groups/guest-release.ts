@@ -2,11 +2,11 @@
 // agent owns only what it changed: each intent (freeze, pause) is written to the group's record
 // before it is sent and cleared once undone, so a restart (or a reconnect) thaws and resumes
 // exactly what the record says, once; a guest paused or frozen by someone else is never touched.
-import { AgentError } from '../errors.js';
-import type { FreezeMode, Group } from '../generated/api.js';
-import { faultPoint } from './fault-points.js';
-import type { GroupContext, GroupEntry } from './group-context.js';
-import { isOutcomeUnknown, isUnanswered, toAgentError } from './libvirt-errors.js';
+import { AgentError } from '../../errors.js';
+import type { FreezeMode, Group } from '../../generated/api.js';
+import { faultPoint } from '../fault-points.js';
+import type { GroupContext, GroupEntry } from './context.js';
+import { isOutcomeUnknown, isUnanswered, toAgentError } from '../libvirt-errors.js';
 
 export type Freeze = NonNullable<Group['lastSwitch']>['freeze'];
 

@@ -2,14 +2,14 @@
 // optional), the pause and the resume. The agent owns only what it changed: it resumes only a
 // guest it paused that is still paused by a suspend, and thaws only what it froze (the group
 // switch journals each intent before calling these, group-switch.ts).
-import { AgentError } from '../errors.js';
-import type { Job } from '../generated/api.js';
-import type { Connection, DomainState } from '../libvirt/index.js';
-import { LibvirtError, PAUSED_USER, VirErrorCode } from '../libvirt/index.js';
-import { parseDomainXml } from '../libvirt/disk-xml.js';
-import type { Logger } from '../log.js';
-import { errorOf, type SwitchDisk } from './group-params.js';
-import { isUnanswered, toAgentError } from './libvirt-errors.js';
+import { AgentError } from '../../errors.js';
+import type { Job } from '../../generated/api.js';
+import type { Connection, DomainState } from '../../libvirt/index.js';
+import { LibvirtError, PAUSED_USER, VirErrorCode } from '../../libvirt/index.js';
+import { parseDomainXml } from '../../libvirt/disk-xml.js';
+import type { Logger } from '../../log.js';
+import { errorOf, type SwitchDisk } from './params.js';
+import { isUnanswered, toAgentError } from '../libvirt-errors.js';
 
 /** What a resume found: resumed by the agent, not paused any more, or paused for another reason. */
 export type ResumeOutcome = 'resumed' | 'running' | 'notOurs' | 'gone' | 'failed';

@@ -8,7 +8,7 @@
 // still running, so whichever file backs each disk, the guest sees one consistent state; a
 // later pivotGroup switches the rest. Finish is different: a destination finished later holds
 // a later moment, so a partial finish is reported as not a consistent set.
-import { AgentError } from '../errors.js';
+import { AgentError } from '../../errors.js';
 import type {
   AbortGroupParams,
   AbortGroupResult,
@@ -19,18 +19,18 @@ import type {
   GroupInfoResult,
   Job,
   PivotGroupParams,
-} from '../generated/api.js';
-import { GroupContext, groupEntry, type GroupEntry, type GroupManagerOptions } from './group-context.js';
-import { GroupStart } from './group-start.js';
-import { GroupSwitch, switchOptions } from './group-switch.js';
-import { within } from './read-bound.js';
-import { isTerminal } from './state-machine.js';
+} from '../../generated/api.js';
+import { GroupContext, groupEntry, type GroupEntry, type GroupManagerOptions } from './context.js';
+import { GroupStart } from './start.js';
+import { GroupSwitch, switchOptions } from './switch.js';
+import { within } from '../read-bound.js';
+import { isTerminal } from '../state-machine.js';
 
 /** A shutdown waits for a switch under way up to its maxPause plus this: the resume and thaw,
  *  retried, each libvirt call bounded by the call timeout (10 s by default). */
 export const RELEASE_MARGIN_MS = 30_000;
 
-export type { GroupManagerOptions } from './group-context.js';
+export type { GroupManagerOptions } from './context.js';
 
 export class GroupManager {
   private readonly ctx: GroupContext;

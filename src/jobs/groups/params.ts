@@ -1,13 +1,13 @@
 // What the group layer decides without state of its own: each disk once, each destination
 // once, which earlier group a call repeats, the group's public view from its record and jobs,
 // and an error as a group's per-disk outcome reports it.
-import { destinationFromXml } from '../destination/xml.js';
-import { AgentError } from '../errors.js';
-import type { BlockCopyGroupParams, FreezeMode, Group, Job } from '../generated/api.js';
-import { groupState } from './group-state.js';
-import { canonicalPath } from './job.js';
-import type { GroupRecord } from './journal.js';
-import { toAgentError, type libvirtData } from './libvirt-errors.js';
+import { destinationFromXml } from '../../destination/xml.js';
+import { AgentError } from '../../errors.js';
+import type { BlockCopyGroupParams, FreezeMode, Group, Job } from '../../generated/api.js';
+import { groupState } from './state.js';
+import { canonicalPath } from '../job.js';
+import type { GroupRecord } from '../journal.js';
+import { toAgentError, type libvirtData } from '../libvirt-errors.js';
 
 export type SwitchDisk = NonNullable<Group['lastSwitch']>['disks'][number];
 export type Operation = 'pivot' | 'finish';

@@ -1,13 +1,13 @@
 // blockCopyGroup: every disk checked before any copy starts, the copies started all or nothing,
 // and the answer once the group reaches what the caller waits for.
 import { randomUUID } from 'node:crypto';
-import { AgentError } from '../errors.js';
-import type { BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, Group } from '../generated/api.js';
-import { DEFAULTS } from '../generated/api.js';
-import { checkDistinct, errorOf } from './group-params.js';
-import { isGroupEnded } from './group-state.js';
-import { groupEntry, type GroupContext, type GroupEntry } from './group-context.js';
-import { lookupError } from './libvirt-errors.js';
+import { AgentError } from '../../errors.js';
+import type { BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, Group } from '../../generated/api.js';
+import { DEFAULTS } from '../../generated/api.js';
+import { checkDistinct, errorOf } from './params.js';
+import { isGroupEnded } from './state.js';
+import { groupEntry, type GroupContext, type GroupEntry } from './context.js';
+import { lookupError } from '../libvirt-errors.js';
 
 /** One member's blockCopy params: the group's options, and no wait or whenReady of its own. */
 function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['disks'][number]): BlockCopyParams {

@@ -1,6 +1,6 @@
 // A group's state, derived from its jobs' states (pure). The jobs are the truth; a group adds
 // no state of its own that could disagree with them.
-import type { GroupState, JobState } from '../generated/api.js';
+import type { GroupState, JobState } from '../../generated/api.js';
 
 const BUSY: ReadonlyArray<[JobState, GroupState]> = [
   ['pivoting', 'pivoting'],

@@ -1,12 +1,12 @@
 // A group's switch: every disk ready, then freeze (optional), pause, pivot or finish each disk,
 // resume, thaw; and the release of a guest that a crash or a lost libvirtd left paused or frozen.
-import { AgentError } from '../errors.js';
-import type { GroupChange, Job, PivotGroupParams } from '../generated/api.js';
-import { DEFAULTS } from '../generated/api.js';
-import { GOAL, switchError, type Operation, type SwitchDisk, type SwitchOptions } from './group-params.js';
-import type { GroupContext, GroupEntry } from './group-context.js';
+import { AgentError } from '../../errors.js';
+import type { GroupChange, Job, PivotGroupParams } from '../../generated/api.js';
+import { DEFAULTS } from '../../generated/api.js';
+import { GOAL, switchError, type Operation, type SwitchDisk, type SwitchOptions } from './params.js';
+import type { GroupContext, GroupEntry } from './context.js';
 import { GuestRelease, type Freeze } from './guest-release.js';
-import { isTerminal } from './state-machine.js';
+import { isTerminal } from '../state-machine.js';
 
 /** pivotGroup/finishGroup params as switch options (the schema's defaults for what is left out). */
 export function switchOptions(p: PivotGroupParams): SwitchOptions {
