@@ -12,7 +12,7 @@ import { JobManager, type JobManagerOptions } from '../../src/jobs/manager.js';
 import { LibvirtError } from '../../src/libvirt/index.js';
 import { silentLogger } from '../../src/log.js';
 import { FakeConnection, fakeHost, ownRoot, type FakeDomain } from './fake-connection.js';
-import { ManualClock } from './manual-clock.js';
+import { FastClock, ManualClock } from './manual-clock.js';
 
 interface Setup {
   conn: FakeConnection;
@@ -498,7 +498,8 @@ t.test('failures: FAILED event, domain stopped', async (t) => {
 t.test(
   "a late end event of the disk's previous job, arriving while the next copy starts, is not taken for the new job's end",
   async (t) => {
-    const s = await setup(t);
+    // The pivot's wait for its end event (a grace of seconds) on a clock 20 times faster than real time.
+    const s = await setup(t, { time: new FastClock(20) });
     const a = await readyCopy(s, 'vda', 'a.qcow2');
     // The pivot is concluded from the live XML before its event (the event is late, e.g. a busy host)…
     s.conn.sendEndEvents = false;
@@ -720,7 +721,8 @@ t.test('a domain libvirt forgot across its restart, mid-pivot: failed, and the m
 });
 
 t.test('a <mirror> libvirt keeps after the block job ended: the pivot fails as lost by libvirt, never reported done', async (t) => {
-  const s = await setup(t, { staleMirrorMs: 300 });
+  // Graces of seconds (the end event's, the settle's): on a clock 20 times faster than real time.
+  const s = await setup(t, { staleMirrorMs: 300, time: new FastClock(20) });
   const job = await readyCopy(s, 'vda', 'p.qcow2');
   s.conn.dropJobs = true;
   const err = await rejects(t, s.jobs.pivot({ jobId: job.jobId, timeout: 30 }), 'pivotFailed', 'the pivot call');

@@ -50,3 +50,33 @@ export class ManualClock implements Clock {
     return this.pending.length;
   }
 }
+
+/**
+ * A clock that runs `factor` times faster than real time: for tests of graces and waits that
+ * the fake libvirt satisfies only as real time passes (the poll runs on real timers), so that
+ * a 5 s grace costs 5 s / factor.
+ */
+export class FastClock implements Clock {
+  private readonly realStart = Date.now();
+
+  constructor(
+    private readonly factor: number,
+    private readonly start = Date.parse('2026-01-01T00:00:00Z'),
+  ) {}
+
+  now(): number {
+    return this.start + (Date.now() - this.realStart) * this.factor;
+  }
+
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, Math.max(0, ms) / this.factor));
+  }
+
+  setTimer(fn: () => void, ms: number): Timer {
+    return setTimeout(fn, Math.max(0, ms) / this.factor) as unknown as Timer;
+  }
+
+  clearTimer(timer: Timer | undefined): void {
+    if (timer) clearTimeout(timer as unknown as NodeJS.Timeout);
+  }
+}
