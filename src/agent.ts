@@ -211,6 +211,13 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     // Snapshots a crash interrupted: settled from the live XML before any new call is served.
     await recoverSnapshots({ conn: jobs.connection, journal: jobs.store, log, audit: opts.audit ?? audit.write });
     const snapshots = new SnapshotService({ jobs, checkDestination: makeDestinationCheck(destinationPolicy), log });
+    // A snapshot whose answer was lost with the old connection is settled once it is back.
+    jobs.on('agent.connection', (p: { state: string }) => {
+      if (p.state === 'restored')
+        void snapshots
+          .settleLeftovers(opts.audit ?? audit.write)
+          .catch((e: unknown) => log.error('cannot settle snapshot records after a reconnect', { error: e }));
+    });
     const groups = new GroupManager({ jobs, log, ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}) });
     teardown.add('group manager', () => groups.stop());
     await groups.start();

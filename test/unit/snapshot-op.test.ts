@@ -76,6 +76,34 @@ t.test('an unanswered call keeps the record unless the live XML shows the snapsh
   t.same(ops(), [], 'record removed');
 });
 
+t.test('after a reconnect, leftover records are settled; one still in flight is left to its call', async (t) => {
+  const { conn, svc, destDir, ops } = await setup(t);
+  conn.failNext.set('snapshotCreateXml', new LibvirtTimeout('libvirtd did not answer'));
+  await rejects(
+    t,
+    svc.snapshotDisks({ domain: 'vm1', disks: [{ disk: 'vda', overlay: { path: join(destDir, 'a.qcow2') } }] }),
+    'libvirtTimeout',
+    'the answer was lost',
+  );
+  t.equal(ops().length, 1, 'its record stays');
+  // A second snapshot, held inside its libvirt call: in flight while the reconnect settles.
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const real = conn.snapshotCreateXml.bind(conn);
+  conn.snapshotCreateXml = async (d, xml, o) => {
+    await held;
+    return real(d, xml, o);
+  };
+  const second = svc.snapshotDisks({ domain: 'vm1', disks: [{ disk: 'vdb', overlay: { path: join(destDir, 'b.qcow2') } }] });
+  while (ops().length < 2) await new Promise((r) => setTimeout(r, 10));
+  const settled = await svc.settleLeftovers();
+  t.same([...(settled as Map<string, string>).values()], ['notHappened'], 'the lost one is settled from the live XML');
+  t.equal(ops().length, 1, 'the one in flight keeps its record');
+  release();
+  await second;
+  t.same(ops(), [], 'and its call removes it');
+});
+
 t.test('quiesce: try falls back without a guest agent, required refuses', async (t) => {
   const { conn, svc, destDir, ops } = await setup(t);
   await rejects(

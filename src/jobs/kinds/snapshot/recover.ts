@@ -1,4 +1,5 @@
-// At start-up: settles the snapshot records a crash (or an unanswered call) left behind, from
+// At start-up and after a reconnect: settles the snapshot records a crash (or an unanswered
+// call) left behind, from
 // the live XML of each domain: did the overlays become the disks' sources? The outcome is
 // logged (and audited when an audit trail is given) and the record removed. A record whose
 // domain cannot be read now (libvirtd not answering) is kept for the next start.
@@ -14,6 +15,8 @@ export interface RecoverOptions {
   journal: Journal;
   log: Logger;
   audit?: (entry: AuditEntry) => void;
+  /** Records of snapshots still in flight in this process: theirs to settle, not recovery's. */
+  skip?: ReadonlySet<string>;
 }
 
 export type RecoveredOutcome = 'happened' | 'notHappened' | 'partial' | 'domainGone' | 'kept';
@@ -23,6 +26,7 @@ export async function recoverSnapshots(o: RecoverOptions): Promise<Map<string, R
   const out = new Map<string, RecoveredOutcome>();
   const records = await o.journal.loadOps((file, err) => o.log.error('unreadable operation record skipped', { file, error: err }));
   for (const rec of records) {
+    if (o.skip?.has(rec.opId)) continue;
     let outcome: RecoveredOutcome;
     try {
       outcome = outcomeOf(await o.conn.getXml(rec.domain.uuid), rec);

@@ -8,7 +8,7 @@ import { AgentError } from '../../../errors.js';
 import type { ListJobsParams, ListJobsResult, SnapshotDisksParams, SnapshotDisksResult } from '../../../generated/api.js';
 import { DEFAULTS } from '../../../generated/api.js';
 import type { DestinationCheck } from '../../../destination/policy.js';
-import type { Connection, DomainRef } from '../../../libvirt/index.js';
+import type { Connection, DomainRef, SnapshotXml } from '../../../libvirt/index.js';
 import { LibvirtError, VirErrorCode } from '../../../libvirt/index.js';
 import { parseDomainXml } from '../../../libvirt/disk-xml.js';
 import type { Logger } from '../../../log.js';
@@ -20,6 +20,7 @@ import { stateUnavailable, type Journal, type OpRecord } from '../../journal.js'
 import { checkSnapshot } from './checks.js';
 import { outcomeOf } from './outcome.js';
 import { toSnapshotXml } from './xml.js';
+import { recoverSnapshots, type RecoverOptions } from './recover.js';
 
 /** What the snapshot operation needs of the job manager (JobManager satisfies it). */
 export interface SnapshotHost {
@@ -48,6 +49,8 @@ const AGENT = { owner: 'agent' as const };
 
 export class SnapshotService {
   private readonly locks = new KeyedMutex();
+  /** Snapshots whose libvirt call is in flight in this process (recovery leaves their records). */
+  private readonly inFlight = new Set<string>();
 
   constructor(private readonly opts: SnapshotOptions) {}
 
@@ -78,6 +81,29 @@ export class SnapshotService {
     await this.opts.jobs.store.saveOp(rec).catch((e: unknown) => {
       throw stateUnavailable(e, 'the snapshot');
     });
+    this.inFlight.add(rec.opId);
+    try {
+      return await this.send(rec, params, dom, xml);
+    } finally {
+      this.inFlight.delete(rec.opId);
+    }
+  }
+
+  /**
+   * After a reconnect: the records of snapshots whose answer was lost with the old connection
+   * (or timed out) are settled from the live XML, as at start-up, except those still in flight.
+   */
+  settleLeftovers(audit?: RecoverOptions['audit']): Promise<unknown> {
+    return recoverSnapshots({
+      conn: this.conn,
+      journal: this.opts.jobs.store,
+      log: this.opts.log,
+      skip: this.inFlight,
+      ...(audit ? { audit } : {}),
+    });
+  }
+
+  private async send(rec: OpRecord, params: SnapshotDisksParams, dom: DomainRef, xml: SnapshotXml): Promise<SnapshotDisksResult> {
     faultPoint('snapshot:journaled', AGENT);
     const quiesce = params.quiesce ?? DEFAULTS.SnapshotDisksParams.quiesce;
     let quiesced = quiesce !== 'none';
