@@ -251,6 +251,14 @@ export async function liveXml(dom: TestDomain | string): Promise<string> {
 }
 
 /** The qdev id QEMU knows the disk by, from libvirt's alias in the live XML. */
+/** The disk's chain as libvirt's live XML shows it (virsh dumpxml, the witness), active layer first. */
+export async function liveChain(dom: TestDomain, target: string): Promise<string[]> {
+  const xml = await liveXml(dom);
+  const d = [...xml.matchAll(/<disk\b[\s\S]*?<\/disk>/g)].map((m) => m[0]).find((x) => x.includes(`<target dev='${target}'`));
+  if (!d) throw new Error(`no disk ${target}`);
+  return [...d.matchAll(/<source file='([^']*)'/g)].map((m) => m[1]!);
+}
+
 export async function diskAlias(dom: TestDomain, target: string): Promise<string> {
   const xml = await liveXml(dom);
   for (const m of xml.matchAll(/<disk\b[\s\S]*?<\/disk>/g)) {

@@ -2,10 +2,11 @@
 // throughout (QEMU's monitor), checked with independent witnesses: virsh dumpxml for the chain
 // and qemu-img compare against a reference image that receives every guest write too.
 import t, { type Test } from 'tap';
-import { existsSync } from 'node:fs';
-import type { AgentClient } from '../../src/client/index.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { AgentClient } from '../../src/client/index.js';
 import type { Job } from '../../src/generated/api.js';
-import { serveAgent, untilState } from '../../harness/agent.js';
+import { serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
 import { Reference } from '../helpers/faults.js';
 import { errorName } from '../helpers/rejects.js';
@@ -18,21 +19,17 @@ async function overlay(dom: hv.TestDomain, target: string, file: string): Promis
   await hv.virsh('snapshot-create-as', dom.name, '--disk-only', '--no-metadata', '--atomic', '--diskspec', `${target},file=${file}`);
 }
 
-/** The disk's chain in the live XML, active layer first (virsh as the witness). */
-async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
-  const xml = await hv.liveXml(dom);
-  const disk = xml.split('<disk ').find((d) => d.includes(`<target dev='${target}'`)) ?? '';
-  return [...disk.matchAll(/<source file='([^']+)'/g)].map((m) => m[1]!);
-}
+const chain = hv.liveChain;
 
 interface Setup {
+  agent: ServedAgent;
   client: AgentClient;
   dom: hv.TestDomain;
   ref: Reference;
   base: string;
 }
 
-async function setup(t: Test, layers: number): Promise<Setup & { overlays: string[] }> {
+async function setup(t: Test, layers: number, agentOpts: Parameters<typeof serveAgent>[1] = {}): Promise<Setup & { overlays: string[] }> {
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: SIZE_MIB }] });
   const base = dom.disks[0]!.path;
   const ref = Reference.create(dom, SIZE_MIB);
@@ -44,8 +41,8 @@ async function setup(t: Test, layers: number): Promise<Setup & { overlays: strin
     overlays.push(file);
     await ref.write(dom, 'vda', { pattern: 0x20 + i, offset: (4 + 8 * i) * MiB, length: 4 * MiB });
   }
-  const agent = await serveAgent(t);
-  return { client: await agent.connect(), dom, ref, base, overlays };
+  const agent = await serveAgent(t, agentOpts);
+  return { client: await agent.connect(), dom, ref, base, overlays, agent };
 }
 
 t.test('active commit: snapshot, guest writes, commit, pivot: the guest runs on the base with every write', async (t) => {
@@ -159,4 +156,40 @@ t.test('commits and pulls started with virsh are adopted, with their kind', asyn
   await untilState(client, adopted!.jobId, ['ready']);
   t.match((await client.call('pivot', { jobId: adopted!.jobId })).job, { state: 'pivoted' });
   t.same(await chain(dom, 'vda'), [base]);
+});
+
+t.test('commits and pulls are audited and refused to a read-only principal, like every mutating call', async (t) => {
+  const dir = stateDir(t);
+  const auditFile = join(dir, 'audit.log');
+  const viewer = 'viewer-token-0123456789abcdef';
+  const { agent, client, dom } = await setup(t, 1, {
+    dir,
+    config: { audit: { file: auditFile } },
+    tokens: [{ name: 'viewer', token: viewer, readOnly: true }],
+  });
+  const reader = await AgentClient.connect(agent.url, { headers: { authorization: `Bearer ${viewer}` } });
+  t.teardown(() => reader.close());
+  for (const [method, params] of [
+    ['blockCommit', { domain: dom.name, disk: 'vda' }],
+    ['blockPull', { domain: dom.name, disk: 'vda' }],
+  ] as const) {
+    t.equal(await errorName(reader.call(method, params)), 'unauthorized', `${method} refused to a read-only token`);
+  }
+  t.same(await chain(dom, 'vda'), [`${dom.dir}/overlay1.qcow2`, dom.disks[0]!.path], 'nothing started');
+  const r = await client.call('blockPull', { domain: dom.name, disk: 'vda', wait: 'done' });
+  t.equal(r.job.state, 'completed');
+  const entries = readFileSync(auditFile, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => JSON.parse(l) as { method: string; principal: string; outcome: string; error?: { name: string } });
+  t.match(
+    entries.filter((e) => e.method === 'blockCommit' || e.method === 'blockPull'),
+    [
+      { method: 'blockCommit', principal: 'viewer', outcome: 'error', error: { name: 'unauthorized' } },
+      { method: 'blockPull', principal: 'viewer', outcome: 'error', error: { name: 'unauthorized' } },
+      { method: 'blockPull', principal: 'test-admin', outcome: 'accepted' },
+      { method: 'blockPull', principal: 'test-admin', outcome: 'ok' },
+    ],
+    'each call audited with its principal and outcome',
+  );
 });

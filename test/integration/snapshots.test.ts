@@ -16,12 +16,7 @@ const run = promisify(execFile);
 const MiB = 1024 * 1024;
 
 /** The files of the disk's chain in the live XML, top first. */
-async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
-  const xml = await hv.liveXml(dom);
-  const d = [...xml.matchAll(/<disk\b[\s\S]*?<\/disk>/g)].map((m) => m[0]).find((x) => x.includes(`<target dev='${target}'`));
-  if (!d) throw new Error(`no disk ${target}`);
-  return [...d.matchAll(/<source file='([^']*)'/g)].map((m) => m[1]!);
-}
+const chain = hv.liveChain;
 
 async function backingOf(path: string): Promise<string | null> {
   const out = await run('qemu-img', ['info', '-U', '--output=json', path]);
