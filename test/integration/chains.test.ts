@@ -149,8 +149,13 @@ t.test('pull down to a base keeps that base', async (t) => {
 t.test('commits and pulls started with virsh are adopted, with their kind', async (t) => {
   const { client, dom, overlays, base } = await setup(t, 1);
   await hv.virsh('blockcommit', dom.name, 'vda', '--active', '--bandwidth', '1');
-  const { jobs } = await client.call('listJobs', { domain: dom.name });
-  const adopted = jobs.find((j: Job) => j.state !== 'completed');
+  // listJobs adopts it by its scan, or says `incomplete` when the scan outlasts the read bound.
+  let adopted: Job | undefined;
+  for (let i = 0; i < 50 && !adopted; i++) {
+    const { jobs } = await client.call('listJobs', { domain: dom.name, kind: ['activeCommit'] });
+    adopted = jobs[0];
+    if (!adopted) await new Promise((r) => setTimeout(r, 200));
+  }
   t.match(adopted, { kind: 'activeCommit', owner: 'adopted', layers: { top: { path: overlays[0] }, base: { path: base } } });
   await client.call('setSpeed', { jobId: adopted!.jobId, bandwidth: 0 });
   await untilState(client, adopted!.jobId, ['ready']);

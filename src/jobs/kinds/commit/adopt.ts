@@ -10,7 +10,7 @@
 import type { Job } from '../../../generated/api.js';
 import type { DiskInfo } from '../../../libvirt/disk-xml.js';
 import type { BlockJobInfo } from '../../../libvirt/index.js';
-import { toByteCount } from '../../numbers.js';
+import { adoptedCommon } from '../adopted.js';
 import { destinationOf } from './fields.js';
 import { chainOf, describeChain, layerOf, sameLayer, type Layer, type Layers } from './layers.js';
 import { kindOfBlockJob, KIND_WORDS, type ChainKind } from './types.js';
@@ -60,22 +60,10 @@ export function adopted(
   }
   const ready = kind === 'activeCommit' && m?.ready === 'yes';
   return {
-    jobId: `adopted-${dom.uuid.slice(0, 8)}-${disk.target}-${Date.parse(nowIso).toString(36)}`,
+    ...adoptedCommon(dom, disk, info, nowIso, ready),
     kind,
-    domain: { name: dom.name, uuid: dom.uuid },
-    disk: disk.target,
-    source: { path: disk.sourcePath, format: disk.format },
     destination,
     layers,
-    state: ready ? 'ready' : 'copying',
-    progress: { cur: info ? toByteCount(info.cur) : 0, end: info ? toByteCount(info.end) : 0, percent: null, rate: null, eta: null },
-    bandwidth: info ? toByteCount(info.bandwidth) : 0,
-    options: { shallow: false, reuseExternal: false, transientJob: false, synchronousWrites: false },
-    whenReady: 'none',
-    owner: 'adopted',
-    createdAt: nowIso,
-    updatedAt: nowIso,
-    ...(ready ? { readyAt: nowIso } : {}),
     evidence:
       `found running: libvirt's block job on disk ${disk.target} is ${info ? `of type ${info.type}` : 'not known, its <mirror> is an active commit'}` +
       `${m ? ` (<mirror job='active-commit' ready='${m.ready ?? 'no'}'>)` : ''}; this ${KIND_WORDS[kind]} was started outside this agent, so its options are unknown; ` +

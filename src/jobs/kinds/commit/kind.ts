@@ -24,7 +24,8 @@ export const SELF_ENDING_NEXT: Readonly<Record<JobState, readonly JobState[]>> =
   failed: [],
 };
 
-const adoptAs =
+/** The kind's adoption: the chain kinds share one reader of what libvirt shows (adopt.ts). */
+export const adoptAs =
   (kind: JobKind['name']): JobKind['adopted'] =>
   (dom, disk, info, nowIso) => {
     const job = adopted(dom, disk, info, nowIso);

@@ -7,6 +7,7 @@ import type { BlockJobInfo, DomainRef } from '../../../libvirt/index.js';
 import type { DiskInfo, MirrorInfo } from '../../../libvirt/disk-xml.js';
 import { fromByteCount, toByteCount } from '../../numbers.js';
 import { samePath } from '../../job.js';
+import { adoptedCommon } from '../adopted.js';
 
 /** A copy job: its options are always known. */
 export type CopyJob = Job & Required<Pick<Job, 'options'>>;
@@ -70,25 +71,14 @@ export function adoptedJob(dom: { name: string; uuid: string }, disk: DiskInfo, 
   const m = disk.mirror;
   const ready = m?.ready === 'yes';
   return {
-    jobId: `adopted-${dom.uuid.slice(0, 8)}-${disk.target}-${Date.parse(nowIso).toString(36)}`,
+    ...adoptedCommon(dom, disk, info, nowIso, ready),
     kind: 'copy',
-    domain: { name: dom.name, uuid: dom.uuid },
-    disk: disk.target,
-    source: { path: disk.sourcePath, format: disk.format },
     destination: {
       path: m?.path ?? '',
       format: m?.format === 'raw' || m?.format === 'qcow2' ? m.format : null,
       type: m?.type === 'block' || m?.type === 'network' ? m.type : 'file',
     },
-    state: ready ? 'ready' : 'copying',
-    progress: { cur: info ? toByteCount(info.cur) : 0, end: info ? toByteCount(info.end) : 0, percent: null, rate: null, eta: null },
-    bandwidth: info ? toByteCount(info.bandwidth) : 0,
     options: { shallow: false, reuseExternal: false, transientJob: false, synchronousWrites: false },
-    whenReady: 'none',
-    owner: 'adopted',
-    createdAt: nowIso,
-    updatedAt: nowIso,
-    ...(ready ? { readyAt: nowIso } : {}),
     evidence: `found running in the live XML (mirror ready='${m?.ready ?? 'no'}'): started outside this agent, so its options are unknown`,
   };
 }

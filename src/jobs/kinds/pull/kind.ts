@@ -1,10 +1,8 @@
 // The pull kind (blockPull; libvirt's PULL job, no <mirror>): it completes on its own,
 // verified by the chain below the active layer.
-import type { Job } from '../../../generated/api.js';
 import type { JobKind } from '../kind.js';
 import { asChainJob } from '../chain-job.js';
-import { SELF_ENDING_NEXT } from '../commit/kind.js';
-import { adopted } from '../commit/adopt.js';
+import { adoptAs, SELF_ENDING_NEXT } from '../commit/kind.js';
 import { mismatch } from '../commit/mismatch.js';
 import { conclude } from './conclude.js';
 
@@ -18,9 +16,5 @@ export const pullKind: JobKind = {
   mismatch: (job, disk, info) => mismatch(asChainJob(job), disk, info ?? null),
   stateFromLive: (journaled) => (journaled === 'cancelling' ? 'cancelling' : 'copying'),
   conclude: (job, facts) => conclude(asChainJob(job), facts),
-  adopted: (dom, disk, info, nowIso) => {
-    const job = adopted(dom, disk, info, nowIso);
-    if (!job || job.kind !== 'pull') throw new Error(`adopted a ${job?.kind ?? 'no'} job as a pull`);
-    return job as Job;
-  },
+  adopted: adoptAs('pull'),
 };
