@@ -1,7 +1,7 @@
 // Turns libvirt failures into the agent's stable error names, keeping libvirt's own code,
 // domain and message in data.libvirt so nothing libvirt said is lost.
 import { AgentError, type ErrorName } from '../errors.js';
-import { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from '../libvirt/index.js';
+import { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode, type Connection, type DomainRef } from '../libvirt/index.js';
 
 export function libvirtData(e: LibvirtError) {
   return { code: e.code, domain: e.domain, message: e.libvirtMessage };
@@ -122,6 +122,15 @@ export function toAgentError(e: unknown, what?: string, m: Mapping = {}): unknow
   if (e instanceof LibvirtError) return new AgentError(errorNameOf(e, m.refused), said(e.message), { libvirt: libvirtData(e) });
   if (e instanceof AgentError || !m.other) return e;
   return new AgentError(m.other, said(e instanceof Error ? e.message : String(e)));
+}
+
+/** The domain a caller named (a name or a UUID): the one lookup every call of the job layer makes. */
+export async function lookupDomain(conn: Pick<Connection, 'lookupDomain'>, key: string): Promise<DomainRef> {
+  try {
+    return await conn.lookupDomain(key);
+  } catch (e) {
+    throw lookupError(e, key);
+  }
 }
 
 /** A failed lookup of the domain a caller named: notFound only when libvirt knows no such domain. */

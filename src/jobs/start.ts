@@ -8,7 +8,7 @@ import type { Job, JobState } from '../generated/api.js';
 import type { StartOp } from './journal.js';
 import { publicJob, track, type JobEntry } from './job.js';
 import { kindOf } from './kinds/index.js';
-import { lookupError, outcomeUnknown, toAgentError } from './libvirt-errors.js';
+import { lookupDomain, outcomeUnknown, toAgentError } from './libvirt-errors.js';
 import { isTerminal, reachedReady } from './state-machine.js';
 import type { JobContext } from './context.js';
 
@@ -189,11 +189,7 @@ export class Starter {
     return { job: publicJob(entry), changed };
   }
 
-  async lookup(key: string): Promise<DomainRef> {
-    try {
-      return await this.ctx.conn.lookupDomain(key);
-    } catch (e) {
-      throw lookupError(e, key);
-    }
+  lookup(key: string): Promise<DomainRef> {
+    return lookupDomain(this.ctx.conn, key);
   }
 }

@@ -7,7 +7,7 @@ import { DEFAULTS } from '../../generated/api.js';
 import { checkDistinct, errorOf } from './params.js';
 import { isGroupEnded } from './state.js';
 import { groupEntry, type GroupContext, type GroupEntry } from './context.js';
-import { lookupError } from '../libvirt-errors.js';
+import { lookupDomain } from '../libvirt-errors.js';
 
 /** One member's blockCopy params: the group's options, and no wait or whenReady of its own. */
 function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['disks'][number]): BlockCopyParams {
@@ -139,9 +139,7 @@ export class GroupStart {
 
   private async domainOf(key: string): Promise<Group['domain']> {
     // Only libvirt's "no such domain" is notFound; a libvirtd that did not answer is its named, retryable error.
-    const dom = await this.ctx.jobs.connection.lookupDomain(key).catch((e: unknown) => {
-      throw lookupError(e, key);
-    });
+    const dom = await lookupDomain(this.ctx.jobs.connection, key);
     return { name: dom.name, uuid: dom.uuid };
   }
 }

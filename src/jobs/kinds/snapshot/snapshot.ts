@@ -15,7 +15,7 @@ import type { Logger } from '../../../log.js';
 import { faultPoint } from '../../fault-points.js';
 import { KeyedMutex } from '../../lock.js';
 import { isTerminal } from '../../state-machine.js';
-import { isOutcomeUnknown, libvirtData, outcomeUnknown, toAgentError } from '../../libvirt-errors.js';
+import { isOutcomeUnknown, libvirtData, lookupDomain, outcomeUnknown, toAgentError } from '../../libvirt-errors.js';
 import { stateUnavailable, type Journal, type OpRecord } from '../../journal.js';
 import { checkSnapshot } from './checks.js';
 import { outcomeOf } from './outcome.js';
@@ -60,7 +60,7 @@ export class SnapshotService {
 
   async snapshotDisks(params: SnapshotDisksParams, by: { principal?: string } = {}): Promise<SnapshotDisksResult> {
     this.opts.jobs.assertServing();
-    const dom = await this.lookup(params.domain);
+    const dom = await lookupDomain(this.conn, params.domain);
     // One snapshot of a domain at a time: the second sees the first one's overlays as sources.
     return this.locks.run(dom.uuid, () => this.take(params, dom, by.principal));
   }
@@ -172,15 +172,5 @@ export class SnapshotService {
         backing: live.find((x) => x.target === d.disk)?.backing?.[0]?.path ?? d.source,
       })),
     };
-  }
-
-  private async lookup(key: string): Promise<DomainRef> {
-    try {
-      return await this.conn.lookupDomain(key);
-    } catch (e) {
-      if (e instanceof LibvirtError && e.code === VirErrorCode.NO_DOMAIN)
-        throw new AgentError('notFound', `no domain '${key}'`, { libvirt: libvirtData(e) });
-      throw toAgentError(e, 'cannot look up the domain');
-    }
   }
 }
