@@ -178,6 +178,20 @@ t.test('commit below the top (--top vda[N] --wait) and pull --wait; refusals by 
   );
 });
 
+t.test('commit --wait --timeout: cancelled on expiry, exit 4, the guest stays on its overlay', async (t) => {
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: SIZE_MIB }] });
+  const base = dom.disks[0]!.path;
+  const sd = stateDir(t);
+  const overlay = `${dom.dir}/slow.qcow2`;
+  t.equal((await cli(['snapshot', dom.name, '--diskspec', `vda,file=${overlay}`, '--state-dir', sd])).code, 0, 'snapshot');
+  await hv.guestWrite(dom, 'vda', { pattern: 0x57, offset: 0, length: 48 * MiB });
+  const r = await cli(['commit', dom.name, 'vda', '--wait', '--bandwidth', String(MiB), '--timeout', '1', '--json', '--state-dir', sd]);
+  t.equal(r.code, 4, `timeout: exit 4 ${r.stderr}`);
+  t.match(r.lines.at(-1), { event: 'timeout', job: { kind: 'activeCommit', state: 'cancelled', error: { name: 'timeout' } } });
+  t.same(await chain(dom, 'vda'), [overlay, base], 'virsh: the chain is unchanged');
+  t.notMatch(await hv.liveXml(dom), /<mirror/, 'no job left');
+});
+
 t.test('usage errors of the chain verbs start nothing', async (t) => {
   const dir = join(stateDir(t), 'never-created');
   const usage = [
