@@ -59,7 +59,9 @@ def live_chain(module):
         return None
     rc, out, err = module.run_command([virsh, "-c", p["libvirt_uri"], "dumpxml", "--domain", p["domain"]])
     if rc != 0:
-        module.fail_json(msg="cannot read the domain %s with virsh: %s" % (p["domain"], err.strip()), error="notFound", changed=False)
+        # virsh says "failed to get domain" for a domain libvirt does not know; anything else is libvirt's own failure.
+        error = "notFound" if "failed to get domain" in err else "libvirtError"
+        module.fail_json(msg="cannot read the domain %s with virsh: %s" % (p["domain"], err.strip()), error=error, changed=False)
     layers = parse_chain(out, p["disk"])
     if layers is None:
         module.fail_json(msg="domain %s has no disk %s" % (p["domain"], p["disk"]), error="notFound", changed=False)

@@ -56,6 +56,8 @@ options:
       - The highest layer to merge, as an absolute path or as libvirt's C(vda[N]) (N is the
         C(index) of the layer in the live XML, not its depth).
       - Default - the active layer (an active commit).
+      - A I(top) that names the active layer is recognised as an active commit only where the live
+        XML can be read (not with I(endpoint)); leave I(top) out for an active commit.
     type: str
   base:
     description:
