@@ -31,6 +31,14 @@ export const OPTIONS = {
   help: { type: 'boolean', short: 'h' },
   'group-id': { type: 'string' },
   'max-pause': { type: 'string' },
+  diskspec: { type: 'string', multiple: true },
+  quiesce: { type: 'string' },
+  top: { type: 'string' },
+  base: { type: 'string' },
+  active: { type: 'boolean' },
+  'keep-overlay': { type: 'boolean' },
+  verbose: { type: 'boolean' },
+  kind: { type: 'string', multiple: true },
 } as const;
 
 export class UsageError extends Error {}

@@ -11,7 +11,9 @@ function progressLine(job: Job): string {
   const filled = Math.round((pct / 100) * 30);
   const rate = job.progress.rate === null ? '' : ` ${(job.progress.rate / MiB).toFixed(1)} MiB/s`;
   const eta = job.progress.eta === null ? '' : ` ETA ${job.progress.eta}s`;
-  return `${job.domain.name}/${job.disk} [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${pct.toFixed(0).padStart(3)}% ${(cur / MiB).toFixed(0)}/${(end / MiB).toFixed(0)} MiB${rate}${eta} ${job.state}`;
+  // A commit or pull names its kind; a copy's line stays as it was.
+  const kind = job.kind && job.kind !== 'copy' ? ` ${job.kind}` : '';
+  return `${job.domain.name}/${job.disk}${kind} [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${pct.toFixed(0).padStart(3)}% ${(cur / MiB).toFixed(0)}/${(end / MiB).toFixed(0)} MiB${rate}${eta} ${job.state}`;
 }
 
 /** JSON lines (one document per line) with --json or whenever stdout is not a terminal. */

@@ -8,6 +8,7 @@ import type { Job } from '../generated/api.js';
 import type { MethodName } from '../client/methods.js';
 import { EXIT, jobRef, num, OPTIONS, UsageError, type Values } from './args.js';
 import { bearerToken, closeClient, connect } from './connect.js';
+import { commit, pull, snapshot } from './chain.js';
 import { copy, copyGroup } from './copy.js';
 import { jsonLines, reporter } from './output.js';
 
@@ -27,6 +28,9 @@ export const CLIENT_COMMANDS = [
   'pivot-group',
   'finish-group',
   'abort-group',
+  'snapshot',
+  'commit',
+  'pull',
 ] as const;
 export type ClientCommand = (typeof CLIENT_COMMANDS)[number];
 export const isClientCommand = (word: string | undefined): word is ClientCommand =>
@@ -36,9 +40,15 @@ export const CLIENT_HELP = `Client commands (talk to the agent on this host, or 
   blockcopy-agent copy DOMAIN DISK DEST [--format raw|qcow2] [--type file|block] [--bandwidth BYTES/S]
         [--shallow] [--reuse-external] [--transient-job] [--synchronous-writes] [--granularity BYTES]
         [--buf-size BYTES] [--job-id ID] [--wait] [--pivot | --finish] [--timeout SECONDS]
+  blockcopy-agent snapshot DOMAIN --diskspec DISK,file=OVERLAY... [--quiesce required|try]
+                                                   external disk-only snapshot of the listed disks only
+  blockcopy-agent commit DOMAIN DISK [--top PATH|DISK[N] | --active] [--base PATH|DISK[N] | --shallow]
+        [--wait] [--pivot | --keep-overlay] [--verbose] [--bandwidth BYTES/S] [--timeout SECONDS] [--job-id ID]
+  blockcopy-agent pull DOMAIN DISK [--base PATH|DISK[N]] [--wait] [--verbose] [--bandwidth BYTES/S]
+        [--timeout SECONDS] [--job-id ID]
   blockcopy-agent info DOMAIN DISK | --job ID
-  blockcopy-agent pivot|finish|abort DOMAIN DISK | --job ID
-  blockcopy-agent jobs [DOMAIN]
+  blockcopy-agent pivot|finish|abort DOMAIN DISK | --job ID   (any job: copy, commit, pull)
+  blockcopy-agent jobs [DOMAIN] [--kind copy|activeCommit|commit|pull]...
   blockcopy-agent watch [DOMAIN] [--job ID]       print job changes until Ctrl-C
   blockcopy-agent call METHOD [--params JSON]      any method, params as JSON
   blockcopy-agent copy-group DOMAIN DISK=DEST... [--format raw|qcow2] [--bandwidth BYTES/S] [--group-id ID]
@@ -54,6 +64,10 @@ the agent owning --state-dir serves; root only), or else runs 'blockcopy-agent s
 Output: a progress bar on a terminal; with --json, or when not a terminal, one JSON document per line.
 Like virsh: --wait waits for ready, --pivot/--finish then pivot or finish, --timeout cancels the
 copy on expiry. Ctrl-C during phase 1 cancels the copy (and says so); later it leaves it running.
+commit and pull, like virsh blockcommit/blockpull: without --top the active layer is committed
+(--active says so; it reaches ready, then --pivot moves the guest down onto the base and
+--keep-overlay finishes, leaving it on the overlay); --wait waits for ready (active commit) or the
+end; --verbose shows the progress bar (JSON lines always carry it); Ctrl-C leaves the job running.
 Exit codes: 0 ok, 1 the agent refused (error name on stderr), 2 usage, 3 no connection,
 4 timeout, 130 interrupted.`;
 
@@ -108,8 +122,28 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
               await client!.call(command, { ...ref, ...(command !== 'abort' && v.timeout ? { timeout: num(v.timeout, 'timeout')! } : {}) }),
             );
         }
-        case 'jobs':
-          return async () => print(await client!.call('listJobs', pos[0] ? { domain: pos[0] } : {}));
+        case 'jobs': {
+          const KINDS = ['copy', 'activeCommit', 'commit', 'pull'] as const;
+          type Kind = (typeof KINDS)[number];
+          // --kind commit,pull or --kind commit --kind pull
+          const kinds = (v.kind ?? []).flatMap((k) => k.split(','));
+          for (const k of kinds)
+            if (!(KINDS as readonly string[]).includes(k)) throw new UsageError(`--kind must be one of ${KINDS.join(', ')}, got '${k}'`);
+          const params = { ...(pos[0] ? { domain: pos[0] } : {}), ...(kinds.length ? { kind: [...new Set(kinds)] as Kind[] } : {}) };
+          return async () => print(await client!.call('listJobs', params));
+        }
+        case 'snapshot': {
+          const run = snapshot(v, pos);
+          return () => run(client!);
+        }
+        case 'commit': {
+          const run = commit(v, pos);
+          return () => run(client!);
+        }
+        case 'pull': {
+          const run = pull(v, pos);
+          return () => run(client!);
+        }
         case 'watch':
           return () => watch(client!, v, pos);
         case 'copy-group': {

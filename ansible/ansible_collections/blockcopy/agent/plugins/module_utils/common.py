@@ -19,7 +19,8 @@ CONNECTION_ARGS = dict(
     allow_insecure_token=dict(type="bool", default=False),
 )
 
-TERMINAL = ("pivoted", "finished", "cancelled", "failed")
+# Every job kind's end states (a commit below the top and a pull end as completed).
+TERMINAL = ("pivoted", "finished", "completed", "cancelled", "failed")
 
 
 def connect(module):

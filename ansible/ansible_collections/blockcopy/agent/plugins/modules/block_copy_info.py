@@ -10,11 +10,12 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: block_copy_info
-short_description: Report the block copy jobs of a host, a domain or a disk
+short_description: Report the block jobs (copies, commits, pulls) of a host, a domain or a disk
 version_added: "0.1.0"
 description:
-  - Asks C(blockcopy-agent) on the managed host for its copy jobs - running ones, and ended
-    ones it still remembers.
+  - Asks C(blockcopy-agent) on the managed host for its jobs - running ones, and ended
+    ones it still remembers. Each job has a C(kind) - C(copy), C(activeCommit), C(commit) or
+    C(pull); commit and pull jobs also carry their C(layers).
   - Never changes anything.
 author:
   - blockcopy-agent developers
@@ -45,7 +46,14 @@ options:
       - Only jobs in these states.
     type: list
     elements: str
-    choices: [copying, ready, pivoting, pivoted, finishing, finished, cancelling, cancelled, failed]
+    choices: [copying, ready, pivoting, pivoted, finishing, finished, completed, cancelling, cancelled, failed]
+  kinds:
+    description:
+      - Only jobs of these kinds (default - every kind).
+    type: list
+    elements: str
+    choices: [copy, activeCommit, commit, pull]
+    version_added: "0.2.0"
   include_ended:
     description:
       - Include jobs that have ended.
@@ -53,6 +61,8 @@ options:
     default: true
 seealso:
   - module: blockcopy.agent.block_copy
+  - module: blockcopy.agent.block_commit
+  - module: blockcopy.agent.block_pull
 '''
 
 EXAMPLES = r'''
@@ -66,6 +76,11 @@ EXAMPLES = r'''
     include_ended: false
   register: running
   failed_when: running.jobs | length > 0
+
+- name: The commits and pulls of vm1
+  blockcopy.agent.block_copy_info:
+    domain: vm1
+    kinds: [activeCommit, commit, pull]
 
 - name: One disk's job
   blockcopy.agent.block_copy_info:
@@ -81,6 +96,7 @@ jobs:
   elements: dict
   sample:
     - jobId: move-vda
+      kind: copy
       state: ready
       domain: {name: vm1, uuid: 5f5c8a4c-def5-4ddc-aebf-412eef4b821c}
       disk: vda
@@ -91,7 +107,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
 from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, TERMINAL, connect, fail_agent
 
-STATES = ["copying", "ready", "pivoting", "pivoted", "finishing", "finished", "cancelling", "cancelled", "failed"]
+STATES = ["copying", "ready", "pivoting", "pivoted", "finishing", "finished", "completed", "cancelling", "cancelled", "failed"]
+KINDS = ["copy", "activeCommit", "commit", "pull"]
 
 
 def main():
@@ -101,6 +118,7 @@ def main():
         job_id=dict(type="str"),
         states=dict(type="list", elements="str", choices=STATES),
         include_ended=dict(type="bool", default=True),
+        kinds=dict(type="list", elements="str", choices=KINDS),
     )
     argument_spec.update(CONNECTION_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
@@ -116,13 +134,16 @@ def main():
                 if e.name != "noJob":
                     raise
                 jobs = []
-            jobs = [j for j in jobs if (p["include_ended"] or j["state"] not in TERMINAL) and (not p["states"] or j["state"] in p["states"])]
+            jobs = [j for j in jobs if (p["include_ended"] or j["state"] not in TERMINAL) and (not p["states"] or j["state"] in p["states"])
+                    and (not p["kinds"] or j.get("kind", "copy") in p["kinds"])]
         else:
             params = {"includeEnded": p["include_ended"]}
             if p["domain"]:
                 params["domain"] = p["domain"]
             if p["states"]:
                 params["state"] = p["states"]
+            if p["kinds"]:
+                params["kind"] = sorted(set(p["kinds"]))
             jobs = client.call("listJobs", params)["jobs"]
     except AgentError as e:
         fail_agent(module, e)
