@@ -683,7 +683,7 @@ export interface ChainLayer {
    */
   format: string | null;
   /**
-   * libvirt's image index of the layer in the live XML when the job started (the N of vda[N]); null if libvirt gave none.
+   * libvirt's image index of the layer in the live XML (the N of vda[N]), as read when the job started or the disk was read; null if libvirt gave none.
    */
   index: number | null;
 }
@@ -1299,6 +1299,60 @@ export interface CapabilitiesResult {
   methods: string[];
 }
 /**
+ * Read one disk of a running domain as libvirt's live XML shows it: its backing chain (active layer first, with libvirt's image indexes, the N of vda[N]) and the block job libvirt shows on it. A read: what blockCommit, blockPull and snapshotDisks callers (the Ansible modules) need to name layers and to tell a re-run.
+ */
+export interface DiskInfoParams {
+  domain: DomainKey;
+  disk: DiskTarget;
+}
+export interface DiskInfoResult {
+  domain: {
+    /**
+     * Domain name.
+     */
+    name: string;
+    /**
+     * Domain UUID.
+     */
+    uuid: string;
+  };
+  /**
+   * Disk target (e.g. vda).
+   */
+  disk: string;
+  /**
+   * The disk's type in libvirt's XML: file, block, network, volume, dir, …
+   */
+  type: string;
+  /**
+   * The backing chain as the live XML shows it now, active layer first (the disk's source), then each backing layer down to the deepest.
+   *
+   * @maxItems 1001
+   */
+  chain: ChainLayer[];
+  /**
+   * The <mirror> libvirt shows on the disk (a copy or an active commit), or null. A commit below the top and a pull show none.
+   */
+  mirror: {
+    /**
+     * libvirt's mirror job: copy, active-commit ('' while libvirt ends it).
+     */
+    job: string;
+    /**
+     * libvirt's ready attribute (yes, abort, pivot), null before ready.
+     */
+    ready: string | null;
+    /**
+     * Where the mirror writes (a copy's destination, an active commit's base).
+     */
+    path: string | null;
+    /**
+     * The mirror's image format.
+     */
+    format: string | null;
+  } | null;
+}
+/**
  * A job and whether this call changed anything (false when the job was already where the call asked).
  */
 export interface FinishResult {
@@ -1579,6 +1633,7 @@ export interface MethodTypes {
   blockCopyGroup: [BlockCopyGroupParams, BlockCopyGroupResult];
   blockPull: [BlockPullParams, BlockPullResult];
   capabilities: [CapabilitiesParams, CapabilitiesResult];
+  diskInfo: [DiskInfoParams, DiskInfoResult];
   finish: [FinishParams, FinishResult];
   finishGroup: [FinishGroupParams, FinishGroupResult];
   groupInfo: [GroupInfoParams, GroupInfoResult];

@@ -22,6 +22,8 @@ import type {
   BlockPullParams,
   BlockPullResult,
   CapabilitiesResult,
+  DiskInfoParams,
+  DiskInfoResult,
   FinishParams,
   FinishResult,
   Job,
@@ -46,7 +48,8 @@ import type { Journal } from './journal.js';
 import { isUnanswered, toAgentError } from './libvirt-errors.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { Reconciler } from './reconcile.js';
-import { READ_WAIT_MS } from './read-bound.js';
+import { READ_WAIT_MS, within } from './read-bound.js';
+import { findDisk } from '../libvirt/disk-xml.js';
 import { Recorder } from './recorder.js';
 import { Registry } from './registry.js';
 import { Starter, type StartParams, type StartSpec } from './start.js';
@@ -214,6 +217,37 @@ export class JobManager extends EventEmitter {
   /** A read: answers from what the agent knows when libvirtd is slow (registry.find). */
   async jobInfo(params: JobInfoParams): Promise<JobInfoResult> {
     return { job: publicJob(await this.ctx.registry.find(params, READ_WAIT_MS)) };
+  }
+
+  /** A read of one disk's chain and <mirror> from the live XML, within the read bound. */
+  async diskInfo(params: DiskInfoParams): Promise<DiskInfoResult> {
+    const { uuid, dom } = await this.ctx.registry.resolveDomain(params.domain, READ_WAIT_MS);
+    const read = await within(
+      this.ctx.conn.getXml(uuid).catch((e: unknown) => {
+        throw toAgentError(e, 'cannot read the domain');
+      }),
+      READ_WAIT_MS,
+    );
+    if (!read)
+      throw new AgentError(
+        'libvirtTimeout',
+        `libvirtd has not answered the read of domain '${params.domain}' within the read bound; retry`,
+      );
+    const disk = findDisk(read.value, params.disk);
+    if (!disk) throw new AgentError('notFound', `domain '${params.domain}' has no disk '${params.disk}' (or is not running)`);
+    const layer = (l: { path: string | null; format: string | null; index?: number | null }) => ({
+      path: l.path,
+      format: l.format,
+      index: l.index ?? null,
+    });
+    const m = disk.mirror;
+    return {
+      domain: { name: dom?.name ?? params.domain, uuid },
+      disk: disk.target,
+      type: disk.type,
+      chain: [layer({ path: disk.sourcePath, format: disk.format, index: disk.index ?? null }), ...(disk.backing ?? []).map(layer)],
+      mirror: m ? { job: m.job, ready: m.ready, path: m.path, format: m.format } : null,
+    };
   }
 
   async listJobs(params: ListJobsParams): Promise<ListJobsResult> {

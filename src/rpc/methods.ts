@@ -42,6 +42,11 @@ export const METHODS: MethodTable = {
     handle: (p, ctx) => ctx.jobs.blockPull(p, ctx.session.signal, { principal: ctx.session.owner }),
   },
   jobInfo: { summary: 'Read one job.', mutating: false, handle: (p, ctx) => ctx.jobs.jobInfo(p) },
+  diskInfo: {
+    summary: "Read one disk's backing chain (with libvirt's vda[N] indexes) and <mirror> from the live XML.",
+    mutating: false,
+    handle: (p, ctx) => ctx.jobs.diskInfo(p),
+  },
   pivot: {
     summary: 'Switch the guest onto the copy once ready (virsh blockjob --pivot).',
     mutating: true,

@@ -20,6 +20,7 @@ export interface JobPort {
   blockCommit(params: Params<'blockCommit'>, signal?: AbortSignal, by?: { principal?: string }): Promise<Result<'blockCommit'>>;
   blockPull(params: Params<'blockPull'>, signal?: AbortSignal, by?: { principal?: string }): Promise<Result<'blockPull'>>;
   jobInfo: Call<'jobInfo'>;
+  diskInfo: Call<'diskInfo'>;
   pivot: Call<'pivot'>;
   finish: Call<'finish'>;
   abort: Call<'abort'>;

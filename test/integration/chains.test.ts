@@ -48,8 +48,15 @@ async function setup(t: Test, layers: number, agentOpts: Parameters<typeof serve
 t.test('active commit: snapshot, guest writes, commit, pivot: the guest runs on the base with every write', async (t) => {
   const { client, dom, ref, base, overlays } = await setup(t, 1);
   t.same(await chain(dom, 'vda'), [overlays[0], base], 'the guest runs on the overlay above its base');
+  const before = await client.call('diskInfo', { domain: dom.name, disk: 'vda' });
+  t.match(before, { disk: 'vda', type: 'file', mirror: null, chain: [{ path: overlays[0], format: 'qcow2' }, { path: base }] });
+  t.ok(
+    before.chain.every((l: { index: number | null }) => Number.isInteger(l.index)),
+    `diskInfo gives each layer libvirt's index (${before.chain.map((l: { index: number | null }) => l.index).join(', ')})`,
+  );
   const r = await client.call('blockCommit', { domain: dom.name, disk: 'vda' });
   t.equal(r.changed, true);
+  t.match((await client.call('diskInfo', { domain: dom.name, disk: 'vda' })).mirror, { job: 'active-commit', path: base });
   t.match(r.job, { kind: 'activeCommit', destination: { path: base }, layers: { top: { path: overlays[0] }, base: { path: base } } });
   await ref.write(dom, 'vda', { pattern: 0x33, offset: 40 * MiB, length: 2 * MiB });
   const again = await client.call('blockCommit', { domain: dom.name, disk: 'vda' });

@@ -145,6 +145,7 @@ t.test('rpc.discover serves an OpenRPC document built from the schemas', async (
     'blockCopyGroup',
     'blockPull',
     'capabilities',
+    'diskInfo',
     'finish',
     'finishGroup',
     'groupInfo',
