@@ -1,9 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: blockcopy-agent developers
 # MIT License (see the repository's LICENSE)
-"""A disk's backing chain as libvirt's live XML shows it, for the snapshot, commit and pull
-modules' idempotency and check mode (the agent has no method that reads a disk's chain).
-Read with ``virsh dumpxml`` on the host the module runs on; standard library only."""
+"""A disk's backing chain as libvirt's live XML shows it (the agent's diskInfo), for the
+snapshot, commit and pull modules' idempotency and check mode; standard library only."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -11,61 +10,31 @@ __metaclass__ = type
 
 import os
 import re
-import xml.etree.ElementTree as ET
 
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
 
-CHAIN_ARGS = dict(
-    libvirt_uri=dict(type="str", default="qemu:///system"),
-)
+# The chain modules' own options beyond the connection's (none: the agent reads the chain).
+CHAIN_ARGS = dict()
 
 NAME = re.compile(r"^([A-Za-z0-9_]+)\[(\d+)\]$")
 
 
-def _layer(source, fmt, index):
-    path = None
-    if source is not None:
-        path = source.get("file") or source.get("dev")
-    if index is None and source is not None:
-        index = source.get("index")
-    return {"path": path, "format": fmt.get("type") if fmt is not None else None,
-            "index": int(index) if index is not None else None}
-
-
-def parse_chain(xml_text, disk):
-    """The chain of disk `disk` in a domain XML, active layer first; None without such a disk."""
-    root = ET.fromstring(xml_text)
-    for d in root.findall("./devices/disk"):
-        target = d.find("target")
-        if target is None or target.get("dev") != disk:
-            continue
-        layers = [_layer(d.find("source"), d.find("driver"), None)]
-        node = d.find("backingStore")
-        while node is not None and node.find("source") is not None:
-            layers.append(_layer(node.find("source"), node.find("format"), node.get("index")))
-            node = node.find("backingStore")
-        return layers
-    return None
-
-
 def live_chain(module):
-    """The live chain of the module's disk (list of layers, active first), or None when it cannot
-    be read here: an I(endpoint) run on the controller, or no virsh on this host."""
+    """The live chain of the module's disk (list of layers, active first), read from the agent
+    (diskInfo: libvirt's live XML, with its image indexes); fails the module with the agent's
+    error name when it cannot be read."""
+    # Imported here: the layer helpers below stay usable (and unit-testable) without Ansible.
+    from ansible_collections.blockcopy.agent.plugins.module_utils.common import connect, fail_agent
+
     p = module.params
-    if p.get("endpoint"):
-        return None
-    virsh = module.get_bin_path("virsh")
-    if virsh is None:
-        return None
-    rc, out, err = module.run_command([virsh, "-c", p["libvirt_uri"], "dumpxml", "--domain", p["domain"]])
-    if rc != 0:
-        # virsh says "failed to get domain" for a domain libvirt does not know; anything else is libvirt's own failure.
-        error = "notFound" if "failed to get domain" in err else "libvirtError"
-        module.fail_json(msg="cannot read the domain %s with virsh: %s" % (p["domain"], err.strip()), error=error, changed=False)
-    layers = parse_chain(out, p["disk"])
-    if layers is None:
-        module.fail_json(msg="domain %s has no disk %s" % (p["domain"], p["disk"]), error="notFound", changed=False)
-    return layers
+    client = connect(module)
+    try:
+        info = client.call("diskInfo", {"domain": p["domain"], "disk": p["disk"]})
+    except AgentError as e:
+        fail_agent(module, e, changed=False)
+    finally:
+        client.close()
+    return [{"path": l["path"], "format": l["format"], "index": l["index"]} for l in info["chain"]]
 
 
 def same_path(a, b):

@@ -27,8 +27,7 @@ description:
     commit and, when the live XML agrees (the guest still runs on the base it was pivoted onto,
     the merged layer is no longer in the chain), reports C(changed=false). An active commit of a
     disk that has a single layer has nothing to merge and changes nothing either.
-  - The live XML is read with C(virsh dumpxml) on the host the module runs on (I(libvirt_uri));
-    with I(endpoint), or without C(virsh), the module relies on the agent's memory of its jobs.
+  - The live chain is read from the agent (its C(diskInfo) method), wherever I(endpoint) points.
 author:
   - blockcopy-agent developers
 extends_documentation_fragment:
@@ -106,11 +105,6 @@ options:
       - Seconds the agent keeps retrying a pivot or finish while QEMU reports the job not ready.
     type: int
     default: 60
-  libvirt_uri:
-    description:
-      - libvirt connection URI that C(virsh) uses to read the live XML for the idempotency check.
-    type: str
-    default: qemu:///system
 notes:
   - Needs C(blockcopy-agent) on the managed host (see the C(blockcopy.agent.agent) role).
   - The merged overlays stay on disk; remove them once nothing references them.

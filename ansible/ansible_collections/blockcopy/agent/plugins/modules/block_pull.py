@@ -22,7 +22,7 @@ description:
   - Idempotent - when the live XML already shows the chain the pull would leave (a single layer,
     or I(base) right below the active layer), or the agent remembers the same pull completed and
     the live XML cannot be read, nothing is done and C(changed=false).
-  - The live XML is read with C(virsh dumpxml) on the host the module runs on (I(libvirt_uri)).
+  - The live chain is read from the agent (its C(diskInfo) method), wherever I(endpoint) points.
 author:
   - blockcopy-agent developers
 extends_documentation_fragment:
@@ -77,11 +77,6 @@ options:
         (like C(virsh blockpull --timeout)) and the task fails with C(error=timeout).
     type: int
     default: 3600
-  libvirt_uri:
-    description:
-      - libvirt connection URI that C(virsh) uses to read the live XML for the idempotency check.
-    type: str
-    default: qemu:///system
 notes:
   - Needs C(blockcopy-agent) on the managed host (see the C(blockcopy.agent.agent) role).
   - The pulled layers stay on disk; remove them once nothing references them.

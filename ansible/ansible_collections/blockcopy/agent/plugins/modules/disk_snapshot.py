@@ -25,9 +25,7 @@ description:
   - Idempotent - when every listed disk already runs on its overlay (the overlay is the disk's
     active layer in the live XML) nothing is done and C(changed=false). When only some of them do,
     the task fails with C(error=invalidState), since snapshotting the others would not be one moment.
-  - The live XML is read with C(virsh dumpxml) on the host the module runs on (I(libvirt_uri)).
-    With I(endpoint), or without C(virsh), the module cannot tell and asks the agent, which refuses
-    an overlay that already exists (C(error=destinationRejected)).
+  - The live chain is read from the agent (its C(diskInfo) method), wherever I(endpoint) points.
 author:
   - blockcopy-agent developers
 extends_documentation_fragment:
@@ -71,11 +69,6 @@ options:
     type: str
     choices: [required, try, none]
     default: none
-  libvirt_uri:
-    description:
-      - libvirt connection URI that C(virsh) uses to read the live XML for the idempotency check.
-    type: str
-    default: qemu:///system
 notes:
   - Needs C(blockcopy-agent) on the managed host (see the C(blockcopy.agent.agent) role).
   - For a persistent domain libvirt moves the persistent definition onto the overlays too.
