@@ -54,6 +54,8 @@ options:
       - C(pivoted) - the guest runs on I(destination) (copy, wait until ready, pivot).
       - C(finished) - I(destination) holds a consistent point-in-time copy; the guest stays on its source.
       - C(absent) - no copy job runs on the disk (a running one is aborted; the guest stays on its source).
+        A commit or pull running on the disk is not aborted (the task fails with C(error=invalidState));
+        use M(blockcopy.agent.block_commit) or M(blockcopy.agent.block_pull) with C(state=absent).
     type: str
     choices: [ready, pivoted, finished, absent]
     default: pivoted
@@ -426,6 +428,8 @@ class Runner(object):
             dest = job["destination"]["path"] if job else None
         active = job is not None and job["state"] in ACTIVE
         goal = p["state"]
+        if active and job.get("kind", "copy") != "copy":
+            self.fail("disk %s of %s already has a %s job" % (p["disk"], p["domain"], job["kind"]), "jobExists", job)
         if active and not same_destination(job, dest) and not p["destination_xml"]:
             self.fail("disk %s of %s already has a copy job to %s" % (p["disk"], p["domain"], job["destination"]["path"]), "jobExists", job)
         if active and job["state"] == "cancelling":
@@ -475,6 +479,10 @@ class Runner(object):
         p = self.p
         if job is None or job["state"] in TERMINAL:
             return False, job, "no copy job runs on %s/%s" % (p["domain"], p["disk"])
+        if job.get("kind", "copy") != "copy":
+            # Not this module's: a commit or pull is ended with block_commit / block_pull state=absent.
+            self.fail("a %s job, not a copy, runs on %s/%s: block_copy aborts only copies" % (job["kind"], p["domain"], p["disk"]),
+                      "invalidState", job)
         if self.module.check_mode:
             return True, job, "would abort the copy job on %s/%s" % (p["domain"], p["disk"])
         result = self.call("abort", {"jobId": job["jobId"]})
