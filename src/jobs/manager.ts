@@ -42,7 +42,8 @@ import { Completion } from './completion.js';
 import { JobContext, type JobManagerOptions } from './context.js';
 import { diskKey, publicJob, track, type JobEntry } from './job.js';
 import { kindOf, type JobRequest } from './kinds/index.js';
-import type { Journal } from './journal.js';
+import { stateUnavailable, type Journal } from './journal.js';
+import { Cleanup, cleaned, cleanupPromise, DEFAULT_CLEANUP_POLICY } from './cleanup.js';
 import { isUnanswered, toAgentError } from './libvirt-errors.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { Reconciler } from './reconcile.js';
@@ -86,6 +87,7 @@ export class JobManager extends EventEmitter {
     ctx.watch = new Watch(ctx);
     ctx.verify = new Verify(ctx);
     ctx.reconciler = new Reconciler(ctx);
+    ctx.cleanup = new Cleanup(ctx, opts.cleanupPolicy ?? DEFAULT_CLEANUP_POLICY);
     this.ctx = ctx;
   }
 
@@ -97,6 +99,8 @@ export class JobManager extends EventEmitter {
     const records = await this.ctx.journal.load((file, err) => this.ctx.log.error('unreadable journal file skipped', { file, error: err }));
     for (const rec of records) this.ctx.entries.set(rec.job.jobId, track(rec));
     await this.ctx.reconciler.reconcile('start-up');
+    // Deletions of merged layers a crash interrupted (or whose end it left unjournaled) go on.
+    this.ctx.cleanup.resumeAll();
     this.serve();
   }
 
@@ -247,11 +251,29 @@ export class JobManager extends EventEmitter {
 
   async pivot(params: PivotParams): Promise<PivotResult> {
     this.assertServing();
-    return this.ctx.completion.complete(
-      applies(await this.ctx.registry.find(params), 'pivot'),
-      'pivot',
-      (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000,
-    );
+    const entry = applies(await this.ctx.registry.find(params), 'pivot');
+    if (params.deleteMerged) await this.promiseCleanup(entry);
+    return this.ctx.completion.complete(entry, 'pivot', (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000);
+  }
+
+  /**
+   * pivot's deleteMerged: the promise journaled durably before the pivot is sent (and so before
+   * the answer); refused by name for a kind that merges no layers away (a copy).
+   */
+  private async promiseCleanup(entry: JobEntry): Promise<void> {
+    const job = entry.rec.job;
+    const kind = kindOf(job);
+    if (!kind.mergedPaths)
+      throw new AgentError('unsupported', `deleteMerged does not apply to job ${job.jobId}: a ${kind.noun} merges no layers away`, {
+        job: publicJob(entry),
+      });
+    if (job.cleanup?.deleteMerged) return;
+    Object.assign(job, cleanupPromise(true));
+    await this.ctx.recorder.persist(entry).catch((e: unknown) => {
+      delete job.cleanup;
+      throw stateUnavailable(e, 'pivot');
+    });
+    if (isTerminal(job.state)) this.ctx.cleanup.afterEnd(entry);
   }
 
   async finish(params: FinishParams): Promise<FinishResult> {
@@ -296,6 +318,7 @@ export class JobManager extends EventEmitter {
     const entry = await this.ctx.registry.find(params, READ_WAIT_MS);
     const pred = params.until === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
     await this.ctx.registry.waitFor(entry, pred, params.timeout !== undefined ? params.timeout * 1000 : undefined, signal);
+    if (isTerminal(entry.rec.job.state)) await cleaned(entry);
     return { job: publicJob(entry) };
   }
 

@@ -7,6 +7,7 @@ import { SELF_ENDING_NEXT } from '../commit/kind.js';
 import { adopted } from '../commit/adopt.js';
 import { mismatch } from '../commit/mismatch.js';
 import { conclude } from './conclude.js';
+import { mergedLayers } from '../commit/merged.js';
 
 export const pullKind: JobKind = {
   name: 'pull',
@@ -18,6 +19,7 @@ export const pullKind: JobKind = {
   mismatch: (job, disk, info) => mismatch(asChainJob(job), disk, info ?? null),
   stateFromLive: (journaled) => (journaled === 'cancelling' ? 'cancelling' : 'copying'),
   conclude: (job, facts) => conclude(asChainJob(job), facts),
+  mergedPaths: (job, ended) => mergedLayers('pull', ended, asChainJob(job).layers)?.map((l) => l.path) ?? null,
   adopted: (dom, disk, info, nowIso) => {
     const job = adopted(dom, disk, info, nowIso);
     if (!job || job.kind !== 'pull') throw new Error(`adopted a ${job?.kind ?? 'no'} job as a pull`);
