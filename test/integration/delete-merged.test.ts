@@ -46,9 +46,16 @@ async function untilCleaned(client: AgentClient, jobId: string): Promise<Job> {
   throw new Error(`the cleanup of job ${jobId} did not finish`);
 }
 
-function exited(p: ChildProcess): Promise<NodeJS.Signals | null> {
+/** How the agent process ended ('alive' if it still runs after `ms`: the crash point was not reached). */
+function exited(p: ChildProcess, ms = 180_000): Promise<NodeJS.Signals | null | 'alive'> {
   if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve(p.signalCode);
-  return new Promise((r) => p.once('exit', (_code, signal) => r(signal)));
+  return new Promise((r) => {
+    const timer = setTimeout(() => r('alive'), ms);
+    p.once('exit', (_code, signal) => {
+      clearTimeout(timer);
+      r(signal);
+    });
+  });
 }
 
 t.test('active commit, pivot with deleteMerged: the overlay is gone, the base holds every write', async (t) => {
