@@ -267,7 +267,8 @@ export class JobManager extends EventEmitter {
       throw new AgentError('unsupported', `deleteMerged does not apply to job ${job.jobId}: a ${kind.noun} merges no layers away`, {
         job: publicJob(entry),
       });
-    if (job.cleanup?.deleteMerged) return;
+    // Already promised; or ended otherwise (the pivot itself is then refused): nothing to promise.
+    if (job.cleanup?.deleteMerged || (isTerminal(job.state) && job.state !== 'pivoted')) return;
     Object.assign(job, cleanupPromise(true));
     await this.ctx.recorder.persist(entry).catch((e: unknown) => {
       delete job.cleanup;
