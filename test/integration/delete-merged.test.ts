@@ -22,8 +22,8 @@ async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
   return [...disk.matchAll(/<source file='([^']+)'/g)].map((m) => m[1]!);
 }
 
-async function setup(t: Test, layers: number) {
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: SIZE_MIB }] });
+async function setup(t: Test, layers: number, persistent = false) {
+  const dom = await hv.createDomain(t, { persistent, disks: [{ format: 'qcow2', sizeMiB: SIZE_MIB }] });
   const base = dom.disks[0]!.path;
   const ref = Reference.create(dom, SIZE_MIB);
   await ref.write(dom, 'vda', { pattern: 0x11, offset: 0, length: 16 * MiB });
@@ -69,6 +69,21 @@ t.test('active commit, pivot with deleteMerged: the overlay is gone, the base ho
   t.notOk(existsSync(overlays[0]!), 'the overlay file is deleted');
   t.same(await chain(dom, 'vda'), [base], 'the guest runs on its base');
   await ref.write(dom, 'vda', { pattern: 0x35, offset: 48 * MiB, length: 1 * MiB });
+  t.equal(await ref.compare(base, 'qcow2'), 'identical', 'qemu-img compare: the base holds every write');
+});
+
+t.test('persistent domain: blockCommit whenReady pivot with deleteMerged, once the definition names the base', async (t) => {
+  const { dom, ref, base, overlays } = await setup(t, 1, true);
+  const client = await (await serveAgent(t)).connect();
+  const r = await client.call('blockCommit', { domain: dom.name, disk: 'vda', whenReady: 'pivot', deleteMerged: true, wait: 'done' });
+  t.match(r.job, {
+    state: 'pivoted',
+    persistent: { defined: true, matchesLive: true },
+    cleanup: { state: 'done', removed: [overlays[0]], kept: [] },
+  });
+  t.match(await hv.virsh('dumpxml', '--inactive', dom.name), new RegExp(`<source file='${base}'`), 'the definition names the base');
+  t.notOk(existsSync(overlays[0]!), 'the overlay file is deleted');
+  await ref.write(dom, 'vda', { pattern: 0x36, offset: 50 * MiB, length: 1 * MiB });
   t.equal(await ref.compare(base, 'qcow2'), 'identical', 'qemu-img compare: the base holds every write');
 });
 
