@@ -199,6 +199,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       agentVersion: VERSION,
       agentMode: opts.mode ?? 'daemon',
       checkDestination: makeDestinationCheck(destinationPolicy),
+      cleanupPolicy: { roots: destinationPolicy.roots, trustedOwners: destinationPolicy.trustedOwners },
     });
     // The connection in use at the end (the supervisor may have replaced the first one).
     teardown.add('libvirt connection', () => jobs.connection.close());

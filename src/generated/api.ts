@@ -341,6 +341,10 @@ export type PivotParams = {
   domain?: DomainKey;
   disk?: DiskTarget;
   timeout?: TimeoutSeconds7;
+  /**
+   * An active commit only: once the pivot is verified in the live XML (and, for a persistent domain, the persistent definition no longer names them), delete the overlay files that left the chain (the old top and the layers between top and base), each only if it is a regular file under the destination policy's roots in trusted directories and no domain, running or defined, still uses it (by identity). The outcome is the job's cleanup. Refused with unsupported for a copy.
+   */
+  deleteMerged?: boolean;
 };
 /**
  * A duration in seconds.
@@ -989,6 +993,55 @@ export interface Job {
      */
     chain?: ChainLayer[];
   };
+  /**
+   * deleteMerged (commit and pull jobs): the promise to delete the layers that leave the chain once the job's end is verified, and what became of it. Journaled before the answer that accepted it.
+   */
+  cleanup?: {
+    /**
+     * The layers that leave the chain are to be deleted.
+     */
+    deleteMerged: boolean;
+    /**
+     * pending: the end is not verified yet (or ended otherwise: nothing is deleted); deleting: the files to delete are journaled and being removed (a restart finishes it); done.
+     */
+    state: 'pending' | 'deleting' | 'done';
+    /**
+     * While deleting: the files still to delete and their identity (st_dev:st_ino) when chosen.
+     *
+     * @maxItems 1000
+     */
+    files?: {
+      /**
+       * The file's path.
+       */
+      path: string;
+      /**
+       * Its st_dev:st_ino when chosen: compared again right before the unlink.
+       */
+      id: string;
+    }[];
+    /**
+     * Files deleted (or already gone when the agent came to them).
+     *
+     * @maxItems 1000
+     */
+    removed: string[];
+    /**
+     * Files that left the chain but were not deleted, and why.
+     *
+     * @maxItems 1000
+     */
+    kept: {
+      /**
+       * The file's path ('' when not known).
+       */
+      path: string;
+      /**
+       * Why it was not deleted.
+       */
+      reason: string;
+    }[];
+  };
 }
 /**
  * A libvirt error exactly as libvirt reported it.
@@ -1129,6 +1182,10 @@ export interface BlockCommitParams {
   wait?: 'none' | 'ready' | 'done';
   timeout?: TimeoutSeconds1;
   jobId?: JobId2;
+  /**
+   * Once the commit ends as it should (an active commit pivoted, by whenReady or a later pivot; a commit below the top completed), delete the files that left the chain (top and the layers between top and base), with the checks of pivot's deleteMerged. The outcome is the job's cleanup.
+   */
+  deleteMerged?: boolean;
 }
 /**
  * A job and whether this call changed anything (false when the job was already where the call asked).
@@ -1214,6 +1271,10 @@ export interface BlockPullParams {
   wait?: 'none' | 'done';
   timeout?: TimeoutSeconds4;
   jobId?: JobId4;
+  /**
+   * Once the pull completed, delete the layers that left the chain (those between the active layer and base), with the checks of pivot's deleteMerged. The outcome is the job's cleanup.
+   */
+  deleteMerged?: boolean;
 }
 /**
  * A job and whether this call changed anything (false when the job was already where the call asked).
@@ -1305,7 +1366,13 @@ export interface DiskInfoParams {
   domain: DomainKey;
   disk: DiskTarget;
 }
+/**
+ * One disk as libvirt's live XML shows it now: its backing chain and the <mirror> of a copy or an active commit.
+ */
 export interface DiskInfoResult {
+  /**
+   * The domain the disk belongs to.
+   */
   domain: {
     /**
      * Domain name.
@@ -1702,7 +1769,8 @@ export const DEFAULTS = {
   "BlockCommitParams": {
     "shallow": false,
     "whenReady": "none",
-    "wait": "none"
+    "wait": "none",
+    "deleteMerged": false
   },
   "BlockCopyGroupParams": {
     "synchronousWrites": false,
@@ -1721,7 +1789,8 @@ export const DEFAULTS = {
     "queue": false
   },
   "BlockPullParams": {
-    "wait": "none"
+    "wait": "none",
+    "deleteMerged": false
   },
   "Destination": {
     "type": "file"
@@ -1750,7 +1819,8 @@ export const DEFAULTS = {
     "maxPause": 10
   },
   "PivotParams": {
-    "timeout": 30
+    "timeout": 30,
+    "deleteMerged": false
   },
   "SnapshotDisksParams": {
     "quiesce": "none"

@@ -8,6 +8,7 @@ import { diskKey, publicJob, type JobEntry } from './job.js';
 import { isNoJob, isNotReady, libvirtData, outcomeUnknown, toAgentError } from './libvirt-errors.js';
 import { COMPLETION, isTerminal, reachedReady } from './state-machine.js';
 import { kindOf } from './kinds/index.js';
+import { cleaned } from './cleanup.js';
 import type { JobContext } from './context.js';
 
 /** How long an abort may take to end the job before the call reports `timeout`. */
@@ -108,7 +109,10 @@ export class Completion {
         throw new AgentError('timeout', `${how} of job ${job.jobId} did not complete in time`, { job: publicJob(entry) });
       });
     const end = entry.rec.job;
-    if (end.state === goal) return { job: publicJob(entry), changed: sentByUs };
+    if (end.state === goal) {
+      await cleaned(entry);
+      return { job: publicJob(entry), changed: sentByUs };
+    }
     // Back to ready: the request was lost (a reconnect's reconcile found it never took effect). Again, within the budget.
     if (end.state === 'ready' && this.ctx.realNow() < deadline) return this.complete(entry, how, deadline - this.ctx.realNow());
     if (end.state === 'failed') {

@@ -11,6 +11,7 @@ import type { JobEntry } from './job.js';
 import { Journal } from './journal.js';
 import { isOutcomeUnknown } from './libvirt-errors.js';
 import { KeyedMutex } from './lock.js';
+import type { Cleanup, CleanupPolicy } from './cleanup.js';
 import type { Completion } from './completion.js';
 import type { Reconciler } from './reconcile.js';
 import type { Recorder } from './recorder.js';
@@ -38,6 +39,8 @@ export interface JobManagerOptions {
   keepEnded?: number;
   /** How long a <mirror> may outlive its block job before the job is failed as lost by libvirt (ms). */
   staleMirrorMs?: number;
+  /** Where deleteMerged may delete (the destination policy's roots and trusted owners); default: the default roots. */
+  cleanupPolicy?: CleanupPolicy;
   agentVersion?: string;
   /** Whether this agent outlives its caller (capabilities.agent.mode). */
   agentMode?: 'daemon' | 'stdio';
@@ -86,6 +89,7 @@ export class JobContext {
   watch!: Watch;
   verify!: Verify;
   reconciler!: Reconciler;
+  cleanup!: Cleanup;
 
   /** `events`: the facade, which callers subscribe to (job.changed, agent.connection, group.pruned). */
   constructor(

@@ -8,10 +8,13 @@ import type { Intent } from './journal.js';
 
 /** `<op>:journaled`: the intent is durable, the libvirt call not made. `<op>:sent`: libvirt
  *  accepted the call, the journal still holds the intent. `journaled:<state>`: the record of that
- *  state is durable. `decided:<state>`: the end is known in memory, not yet journaled. */
+ *  state is durable. `decided:<state>`: the end is known in memory, not yet journaled.
+ *  `cleanup:journaled`: the merged layers to delete are durable, none deleted yet;
+ *  `cleanup:removed`: one was deleted and its removal journaled. */
 export type FaultPoint =
   | `${Intent['op']}:${'journaled' | 'sent'}`
   | `snapshot:${'journaled' | 'sent'}`
+  | `cleanup:${'journaled' | 'removed'}`
   | `journaled:${string}`
   | `decided:${string}`
   | `group:${GuestStep}:${'journaled' | 'sent'}`;

@@ -25,6 +25,8 @@ export interface JobEntry {
   sawEnd: boolean;
   /** The verification against the live XML in flight, if any (one at a time). */
   settling: Promise<void> | null;
+  /** The deleteMerged step in flight after the job's end, if any (cleanup.ts). */
+  cleaning?: Promise<void> | null;
   /** Wall-clock ms when the block job was first found gone while the XML still showed its <mirror>. */
   mirrorWithoutJobSince?: number;
   /** Wall-clock ms when the poll first found the domain gone or stopped. */

@@ -44,12 +44,13 @@ import { Completion } from './completion.js';
 import { JobContext, type JobManagerOptions } from './context.js';
 import { diskKey, publicJob, track, type JobEntry } from './job.js';
 import { kindOf, type JobRequest } from './kinds/index.js';
-import type { Journal } from './journal.js';
+import { stateUnavailable, type Journal } from './journal.js';
+import { Cleanup, cleaned, cleanupPromise, DEFAULT_CLEANUP_POLICY } from './cleanup.js';
 import { isUnanswered, toAgentError } from './libvirt-errors.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { Reconciler } from './reconcile.js';
-import { READ_WAIT_MS, within } from './read-bound.js';
-import { findDisk } from '../libvirt/disk-xml.js';
+import { READ_WAIT_MS } from './read-bound.js';
+import { readDisk } from './disk-info.js';
 import { Recorder } from './recorder.js';
 import { Registry } from './registry.js';
 import { Starter, type StartParams, type StartSpec } from './start.js';
@@ -89,6 +90,7 @@ export class JobManager extends EventEmitter {
     ctx.watch = new Watch(ctx);
     ctx.verify = new Verify(ctx);
     ctx.reconciler = new Reconciler(ctx);
+    ctx.cleanup = new Cleanup(ctx, opts.cleanupPolicy ?? DEFAULT_CLEANUP_POLICY);
     this.ctx = ctx;
   }
 
@@ -100,6 +102,8 @@ export class JobManager extends EventEmitter {
     const records = await this.ctx.journal.load((file, err) => this.ctx.log.error('unreadable journal file skipped', { file, error: err }));
     for (const rec of records) this.ctx.entries.set(rec.job.jobId, track(rec));
     await this.ctx.reconciler.reconcile('start-up');
+    // Deletions of merged layers a crash interrupted (or whose end it left unjournaled) go on.
+    this.ctx.cleanup.resumeAll();
     this.serve();
   }
 
@@ -220,34 +224,8 @@ export class JobManager extends EventEmitter {
   }
 
   /** A read of one disk's chain and <mirror> from the live XML, within the read bound. */
-  async diskInfo(params: DiskInfoParams): Promise<DiskInfoResult> {
-    const { uuid, dom } = await this.ctx.registry.resolveDomain(params.domain, READ_WAIT_MS);
-    const read = await within(
-      this.ctx.conn.getXml(uuid).catch((e: unknown) => {
-        throw toAgentError(e, 'cannot read the domain');
-      }),
-      READ_WAIT_MS,
-    );
-    if (!read)
-      throw new AgentError(
-        'libvirtTimeout',
-        `libvirtd has not answered the read of domain '${params.domain}' within the read bound; retry`,
-      );
-    const disk = findDisk(read.value, params.disk);
-    if (!disk) throw new AgentError('notFound', `domain '${params.domain}' has no disk '${params.disk}' (or is not running)`);
-    const layer = (l: { path: string | null; format: string | null; index?: number | null }) => ({
-      path: l.path,
-      format: l.format,
-      index: l.index ?? null,
-    });
-    const m = disk.mirror;
-    return {
-      domain: { name: dom?.name ?? params.domain, uuid },
-      disk: disk.target,
-      type: disk.type,
-      chain: [layer({ path: disk.sourcePath, format: disk.format, index: disk.index ?? null }), ...(disk.backing ?? []).map(layer)],
-      mirror: m ? { job: m.job, ready: m.ready, path: m.path, format: m.format } : null,
-    };
+  diskInfo(params: DiskInfoParams): Promise<DiskInfoResult> {
+    return readDisk(this.ctx, params);
   }
 
   async listJobs(params: ListJobsParams): Promise<ListJobsResult> {
@@ -281,11 +259,30 @@ export class JobManager extends EventEmitter {
 
   async pivot(params: PivotParams): Promise<PivotResult> {
     this.assertServing();
-    return this.ctx.completion.complete(
-      applies(await this.ctx.registry.find(params), 'pivot'),
-      'pivot',
-      (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000,
-    );
+    const entry = applies(await this.ctx.registry.find(params), 'pivot');
+    if (params.deleteMerged) await this.promiseCleanup(entry);
+    return this.ctx.completion.complete(entry, 'pivot', (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000);
+  }
+
+  /**
+   * pivot's deleteMerged: the promise journaled durably before the pivot is sent (and so before
+   * the answer); refused by name for a kind that merges no layers away (a copy).
+   */
+  private async promiseCleanup(entry: JobEntry): Promise<void> {
+    const job = entry.rec.job;
+    const kind = kindOf(job);
+    if (!kind.mergedPaths)
+      throw new AgentError('unsupported', `deleteMerged does not apply to job ${job.jobId}: a ${kind.noun} merges no layers away`, {
+        job: publicJob(entry),
+      });
+    // Already promised; or ended otherwise (the pivot itself is then refused): nothing to promise.
+    if (job.cleanup?.deleteMerged || (isTerminal(job.state) && job.state !== 'pivoted')) return;
+    Object.assign(job, cleanupPromise(true));
+    await this.ctx.recorder.persist(entry).catch((e: unknown) => {
+      delete job.cleanup;
+      throw stateUnavailable(e, 'pivot');
+    });
+    if (isTerminal(job.state)) this.ctx.cleanup.afterEnd(entry);
   }
 
   async finish(params: FinishParams): Promise<FinishResult> {
@@ -330,6 +327,7 @@ export class JobManager extends EventEmitter {
     const entry = await this.ctx.registry.find(params, READ_WAIT_MS);
     const pred = params.until === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
     await this.ctx.registry.waitFor(entry, pred, params.timeout !== undefined ? params.timeout * 1000 : undefined, signal);
+    if (isTerminal(entry.rec.job.state)) await cleaned(entry);
     return { job: publicJob(entry) };
   }
 

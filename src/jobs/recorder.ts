@@ -33,6 +33,8 @@ export class Recorder {
       faultPoint(`decided:${to}`, job);
     }
     this.touch(entry, opts.persist ?? true);
+    // The kernel's post-end step a job may have promised (deleteMerged), after its end is journaled.
+    if (isTerminal(to)) this.ctx.cleanup.afterEnd(entry);
   }
 
   fail(

@@ -10,6 +10,7 @@ import { publicJob, track, type JobEntry } from './job.js';
 import { kindOf } from './kinds/index.js';
 import { lookupDomain, outcomeUnknown, toAgentError } from './libvirt-errors.js';
 import { isTerminal, reachedReady } from './state-machine.js';
+import { cleaned } from './cleanup.js';
 import type { JobContext } from './context.js';
 
 /** What every start request has (blockCopy, blockCommit, blockPull params). */
@@ -175,6 +176,7 @@ export class Starter {
       // A re-run's timeout only bounds its own wait; the first call's timer owns the job.
       const waitMs = !changed && params.timeout !== undefined ? params.timeout * 1000 : undefined;
       await this.ctx.registry.waitFor(entry, pred, waitMs, signal);
+      if (isTerminal(entry.rec.job.state)) await cleaned(entry);
       const job = entry.rec.job;
       if (job.error?.name === 'timeout') throw new AgentError('timeout', job.error.message, { job: publicJob(entry) });
       if (job.state === 'failed') {

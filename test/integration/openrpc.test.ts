@@ -46,6 +46,10 @@ const CALLS: Record<string, Record<string, unknown>> = {
   finishGroup: { groupId: 'openrpc-none' },
   abortGroup: { groupId: 'openrpc-none' },
   capabilities: {},
+  blockCommit: { domain: none, disk: 'vda', top: 'vda[2]', base: path, bandwidth: 1048576, wait: 'none' },
+  blockPull: { domain: none, disk: 'vda', base: 'vda[1]', wait: 'done', timeout: 5 },
+  snapshotDisks: { domain: none, disks: [{ disk: 'vda', overlay: { path } }], quiesce: 'try' },
+  diskInfo: { domain: none, disk: 'vda' },
   subscribe: { jobIds: ['openrpc-none'] },
   unsubscribe: {},
 };

@@ -758,3 +758,13 @@ t.test('a pivot whose request dies with the connection is decided by the reconci
     'sent again over the new connection',
   );
 });
+
+t.test('pivot with deleteMerged is refused by name for a copy; nothing sent, nothing promised', async (t) => {
+  const s = await setup(t);
+  const job = await readyCopy(s, 'vda', 'dm.qcow2');
+  const before = s.conn.sideEffects().length;
+  const e = await rejects(t, s.jobs.pivot({ jobId: job.jobId, deleteMerged: true }), 'unsupported', 'a copy merges no layers');
+  t.match(e.message, /deleteMerged does not apply/);
+  t.equal(s.conn.sideEffects().length, before, 'no pivot was sent');
+  t.equal((await s.jobs.jobInfo({ jobId: job.jobId })).job.cleanup, undefined, 'no cleanup recorded');
+});

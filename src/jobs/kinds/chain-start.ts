@@ -9,6 +9,7 @@ import { findDisk, type DiskInfo } from '../../libvirt/disk-xml.js';
 import { canonicalOf, clash, identitiesOf } from '../../destination/identity.js';
 import type { JobContext } from '../context.js';
 import { domainStorage } from '../inventory.js';
+import { cleanupPromise } from '../cleanup.js';
 import { samePath } from '../job.js';
 import { toAgentError } from '../libvirt-errors.js';
 import { toByteCount, fromByteCount } from '../numbers.js';
@@ -70,7 +71,7 @@ export async function assertNotShared(deps: ChainDeps, dom: DomainRef, written: 
 /** A new commit or pull job from its plan's fields. */
 export function chainJob(
   kind: JobKindName,
-  params: { jobId?: string; bandwidth?: ByteCount },
+  params: { jobId?: string; bandwidth?: ByteCount; deleteMerged?: boolean },
   dom: DomainRef,
   target: string,
   fields: Pick<Job, 'source' | 'destination' | 'layers'>,
@@ -87,6 +88,7 @@ export function chainJob(
     progress: { cur: 0, end: 0, percent: null, rate: null, eta: null },
     bandwidth: toByteCount(fromByteCount(params.bandwidth) ?? 0n),
     whenReady,
+    ...cleanupPromise(params.deleteMerged),
     owner: 'agent',
     createdAt: nowIso,
     updatedAt: nowIso,

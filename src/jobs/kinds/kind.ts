@@ -33,6 +33,12 @@ export interface JobKind {
   stateFromLive(journaled: JobState, disk: DiskInfo): JobState;
   /** How the job ended, decided from the live XML, never from the request alone. */
   conclude(job: Job, facts: Facts, staleMirrorMs: number): Decision;
+  /**
+   * The files that left the disk's chain when the job ended in `ended` ([] for an end that
+   * leaves none; null when the job's layers are not known): the kernel's deleteMerged step
+   * (cleanup.ts) deletes them after the end is verified. Absent: the kind merges nothing away.
+   */
+  mergedPaths?(job: Job, ended: JobState): Array<string | null> | null;
   /** A job for one of this kind found running that this agent did not start. */
   adopted(dom: { name: string; uuid: string }, disk: DiskInfo, info: BlockJobInfo | null, nowIso: string): Job;
 }

@@ -8,6 +8,7 @@ import { asChainJob } from '../chain-job.js';
 import { adopted } from './adopt.js';
 import { conclude } from './conclude.js';
 import { mismatch } from './mismatch.js';
+import { mergedLayers } from './merged.js';
 
 /** A job that ends on its own: working, then completed, or cancelled on request, or failed. */
 export const SELF_ENDING_NEXT: Readonly<Record<JobState, readonly JobState[]>> = {
@@ -43,6 +44,7 @@ export const activeCommitKind: JobKind = {
   mismatch: (job, disk, info) => mismatch(asChainJob(job), disk, info ?? null),
   stateFromLive: (journaled, disk) => stateFromMirror(journaled, disk.mirror?.ready ?? null),
   conclude: (job, facts, staleMs) => conclude(asChainJob(job), facts, staleMs),
+  mergedPaths: (job, ended) => mergedLayers('activeCommit', ended, asChainJob(job).layers)?.map((l) => l.path) ?? null,
   adopted: adoptAs('activeCommit'),
 };
 
@@ -57,5 +59,6 @@ export const commitKind: JobKind = {
   // No <mirror> to read: an abort libvirt does not show yet is still wanted.
   stateFromLive: (journaled) => (journaled === 'cancelling' ? 'cancelling' : 'copying'),
   conclude: (job, facts, staleMs) => conclude(asChainJob(job), facts, staleMs),
+  mergedPaths: (job, ended) => mergedLayers('commit', ended, asChainJob(job).layers)?.map((l) => l.path) ?? null,
   adopted: adoptAs('commit'),
 };

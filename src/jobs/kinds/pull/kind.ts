@@ -5,6 +5,7 @@ import { asChainJob } from '../chain-job.js';
 import { adoptAs, SELF_ENDING_NEXT } from '../commit/kind.js';
 import { mismatch } from '../commit/mismatch.js';
 import { conclude } from './conclude.js';
+import { mergedLayers } from '../commit/merged.js';
 
 export const pullKind: JobKind = {
   name: 'pull',
@@ -16,5 +17,6 @@ export const pullKind: JobKind = {
   mismatch: (job, disk, info) => mismatch(asChainJob(job), disk, info ?? null),
   stateFromLive: (journaled) => (journaled === 'cancelling' ? 'cancelling' : 'copying'),
   conclude: (job, facts) => conclude(asChainJob(job), facts),
+  mergedPaths: (job, ended) => mergedLayers('pull', ended, asChainJob(job).layers)?.map((l) => l.path) ?? null,
   adopted: adoptAs('pull'),
 };
