@@ -6,15 +6,15 @@
 // state, the caller's retry of the same request must take it to its end, the chain in the live
 // XML (virsh) must be what that end means, and every byte the guest wrote (before the kill,
 // while no agent ran, after) must be in the image the guest ends on (qemu-img compare).
-import t, { type Test } from 'tap';
+import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
 import type { BlockCommitParams, BlockPullParams, Job, JobState } from '../../src/generated/api.js';
 import { serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
-import { Reference, report } from '../helpers/faults.js';
+import { report } from '../helpers/faults.js';
+import { chain, layered } from '../helpers/chain.js';
 import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
-const SIZE_MIB = 64;
 
 type Shape = 'activeCommit' | 'commit' | 'pull';
 type End = 'pivot' | 'abort' | 'complete';
@@ -63,28 +63,6 @@ async function killed(agent: ServedAgent, timeoutMs = 60_000): Promise<NodeJS.Si
     });
   }
   return p.signalCode;
-}
-
-/** The disk's chain in the live XML, active layer first (virsh as the witness). */
-async function chain(dom: hv.TestDomain): Promise<string[]> {
-  const xml = await hv.liveXml(dom);
-  const disk = xml.split('<disk ').find((d) => d.includes(`<target dev='vda'`)) ?? '';
-  return [...disk.matchAll(/<source file='([^']+)'/g)].map((m) => m[1]!);
-}
-
-/** The domain with `layers` external overlays on vda (guest writes before and between them). */
-async function layered(t: Test, layers: number): Promise<{ dom: hv.TestDomain; ref: Reference; files: string[] }> {
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: SIZE_MIB }] });
-  const ref = Reference.create(dom, SIZE_MIB);
-  await ref.write(dom, 'vda', { pattern: 0x11, offset: 0, length: 24 * MiB });
-  const files = [dom.disks[0]!.path];
-  for (let i = 1; i <= layers; i++) {
-    const file = `${dom.dir}/overlay${i}.qcow2`;
-    await hv.virsh('snapshot-create-as', dom.name, '--disk-only', '--no-metadata', '--atomic', '--diskspec', `vda,file=${file}`);
-    files.unshift(file);
-    await ref.write(dom, 'vda', { pattern: 0x20 + i, offset: (24 + 6 * i) * MiB, length: 6 * MiB });
-  }
-  return { dom, ref, files };
 }
 
 for (const c of CASES) {
