@@ -1,7 +1,8 @@
 // The agent killed with SIGKILL during commit and pull jobs, against the real libvirtd, as
 // sigkill.test.ts does for copies: an active commit at every point of its start, ready, pivot
 // and abort, a whenReady pivot killed from outside while pivoting, and a commit below the top
-// and a pull at their start, while copying and between their end being known and journaled.
+// and a pull at their start, while copying, under abort and setSpeed, and between their end being
+// known and journaled.
 // After each kill a new agent starts on the same state directory: the job must be in a true
 // state, the caller's retry of the same request must take it to its end, the chain in the live
 // XML (virsh) must be what that end means, and every byte the guest wrote (before the kill,
@@ -47,6 +48,10 @@ const CASES: Case[] = [
   { shape: 'pull', at: 'blockPull:sent', end: 'complete', after: ['copying', 'completed'] },
   { shape: 'pull', at: 'outside:copying', end: 'complete', after: ['copying'] },
   { shape: 'pull', at: 'decided:completed', end: 'complete', after: ['completed'] },
+  // Requests to a running commit or pull: abort (the chain stays) and setSpeed (unthrottled).
+  { shape: 'commit', at: 'abort:sent', end: 'abort', after: ['cancelling', 'cancelled'] },
+  { shape: 'pull', at: 'abort:journaled', end: 'abort', after: ['cancelling', 'cancelled'] },
+  { shape: 'pull', at: 'setSpeed:sent', end: 'complete', after: ['copying', 'completed'] },
 ];
 
 const GOAL: Record<End, JobState> = { pivot: 'pivoted', abort: 'cancelled', complete: 'completed' };
@@ -72,7 +77,8 @@ for (const c of CASES) {
     // mid committed into base; pull: [top, mid, base] pulled whole into top.
     const { dom, ref, files } = await layered(t, c.shape === 'activeCommit' ? 1 : 2);
     const base = files[files.length - 1]!;
-    const slow = c.at === 'outside:copying';
+    const request = c.at.startsWith('setSpeed:') || (c.end === 'abort' && c.shape !== 'activeCommit');
+    const slow = c.at === 'outside:copying' || request;
     const bandwidth = slow ? { bandwidth: 1 * MiB } : c.at === 'journaled:ready' ? { bandwidth: 8 * MiB } : {};
     const commit: BlockCommitParams = {
       domain: dom.name,
@@ -102,7 +108,14 @@ for (const c of CASES) {
       t.equal(started, undefined, `${startOp} did not answer: the agent died in it`);
     } else if (started) {
       await ref.write(dom, 'vda', { pattern: 0x22, offset: 8 * MiB, length: 4 * MiB });
-      if (slow) {
+      if (request) {
+        // The agent dies under the request (the job still copying at 1 MiB/s).
+        const call =
+          c.end === 'abort'
+            ? client.call('abort', { jobId: started.jobId })
+            : client.call('setSpeed', { jobId: started.jobId, bandwidth: 0 });
+        await call.catch(() => {});
+      } else if (slow) {
         let running = started;
         while (running.state === 'copying' && Number(running.progress.cur) === 0) {
           await new Promise((r) => setTimeout(r, 100));
