@@ -1,5 +1,6 @@
 // libvirtd restarted under a running agent: during phase 1, at ready, and right after a pivot
-// request. The agent stays up, tells subscribed clients (agent.connection lost/restored),
+// request; an active commit ready across the restart, then pivoted; a commit below the top and a
+// pull running across it (the pull sped up to end around the restart, concluded from the chain). The agent stays up, tells subscribed clients (agent.connection lost/restored),
 // reconnects, reconciles, and every job then reaches its intended end with its data intact.
 // Restarting libvirtd disturbs everything else on the host, so this file runs alone, after the
 // parallel suite (scripts/test.sh).
@@ -10,6 +11,7 @@ import { serveAgent, untilState } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
 import { restartLibvirtd } from '../helpers/libvirtd.js';
 import { report } from '../helpers/faults.js';
+import { chain, layered } from '../helpers/chain.js';
 
 const MiB = 1024 * 1024;
 
@@ -180,4 +182,67 @@ t.test('libvirtd restarts under the agent', async (t) => {
       mismatches: same === 'identical' ? 0 : 1,
     });
   });
+  t.test('an active commit ready across the restart: still ready, then pivots onto the base', async (t) => {
+    const { dom, ref, files } = await layered(t, 1);
+    const base = files[1]!;
+    const { job } = await client.call('blockCommit', { domain: dom.name, disk: 'vda', wait: 'ready' });
+    t.equal(job.state, 'ready');
+    await ref.write(dom, 'vda', { pattern: 0x75, offset: 8 * MiB, length: 2 * MiB });
+    const r = await restartUnder(client);
+    t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
+    t.equal((await client.call('jobInfo', { jobId: job.jobId })).job.state, 'ready', 'still ready after the reconcile');
+    await ref.write(dom, 'vda', { pattern: 0x76, offset: 12 * MiB, length: 2 * MiB });
+    const piv = await client.call('pivot', { jobId: job.jobId });
+    t.equal(piv.job.state, 'pivoted', 'and pivots');
+    t.same(await chain(dom), [base], 'virsh: the guest runs on its base alone');
+    // A guest write flushes QEMU's cached metadata of the active layer before qemu-img reads it.
+    await ref.write(dom, 'vda', { pattern: 0x77, offset: 60 * MiB, length: 1 * MiB });
+    const same = await ref.compare(base, 'qcow2');
+    t.equal(same, 'identical', 'qemu-img compare: the base holds every write');
+    report(t, {
+      fault: 'libvirtd restart',
+      at: `active commit at ready: serving again ${r.recoveredMs} ms after libvirtd answered`,
+      recovered: piv.job.state === 'pivoted',
+      mismatches: same === 'identical' ? 0 : 1,
+    });
+  });
+
+  for (const kind of ['commit', 'pull'] as const) {
+    t.test(`a ${kind} running across the restart completes, concluded from the chain`, async (t) => {
+      const { dom, ref, files } = await layered(t, 2);
+      const [top, mid, base] = files as [string, string, string];
+      const start = (extra: { bandwidth?: number; wait?: 'done' }) =>
+        kind === 'commit'
+          ? client.call('blockCommit', { domain: dom.name, disk: 'vda', top: mid, base, ...extra })
+          : client.call('blockPull', { domain: dom.name, disk: 'vda', ...extra });
+      const { job } = await start({ bandwidth: 1 * MiB });
+      t.equal(job.state, 'copying');
+      await ref.write(dom, 'vda', { pattern: 0x78, offset: 8 * MiB, length: 2 * MiB });
+      // The commit is still running when libvirtd is back; the pull, unthrottled just before,
+      // ends around the restart, so the agent may only learn its end from the chain.
+      if (kind === 'pull') await client.call('setSpeed', { jobId: job.jobId, bandwidth: 0 });
+      const r = await restartUnder(client);
+      t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
+      t.equal(agent.process.exitCode, null, 'the agent process stayed up');
+      const now = (await client.call('jobInfo', { jobId: job.jobId })).job;
+      t.ok(['copying', 'completed'].includes(now.state), `after the reconcile the job is ${now.state}`);
+      await ref.write(dom, 'vda', { pattern: 0x79, offset: 12 * MiB, length: 2 * MiB });
+      if (now.state === 'copying') await client.call('setSpeed', { jobId: job.jobId, bandwidth: 0 });
+      // The caller's retry of the same request: the same job, to its end.
+      const end = (await start({ bandwidth: 1 * MiB, wait: 'done' })).job;
+      t.equal(end.jobId, job.jobId, 'the retried request answers with the same job');
+      t.equal(end.state, 'completed', 'the job completed');
+      const want = kind === 'commit' ? [top, base] : [top];
+      t.same(await chain(dom), want, `virsh: the chain is ${want.join(' → ')}`);
+      await ref.write(dom, 'vda', { pattern: 0x7a, offset: 60 * MiB, length: 1 * MiB });
+      const same = await ref.compare(top, 'qcow2');
+      t.equal(same, 'identical', 'qemu-img compare: the guest image holds every write');
+      report(t, {
+        fault: 'libvirtd restart',
+        at: `${kind} running: serving again ${r.recoveredMs} ms after libvirtd answered`,
+        recovered: end.state === 'completed',
+        mismatches: same === 'identical' ? 0 : 1,
+      });
+    });
+  }
 });
