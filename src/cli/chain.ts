@@ -4,8 +4,8 @@
 import type { AgentClient } from '../client/index.js';
 import type { BlockCommitParams, BlockPullParams, Job, SnapshotDisksParams } from '../generated/api.js';
 import { EXIT, num, UsageError, type Values } from './args.js';
-import { closeClient } from './connect.js';
 import { jsonLines, reporter } from './output.js';
+import { awaitJob } from './await-job.js';
 
 /** virsh's --diskspec: `DISK,file=PATH` (also `snapshot=external` and `driver=qcow2`, virsh's words). */
 function diskspec(spec: string): SnapshotDisksParams['disks'][number] {
@@ -130,27 +130,9 @@ async function followChain(
     await client.call('subscribe', { jobIds: [job.jobId] });
   }
   // Ctrl-C leaves the job as it is (a commit or pull loses nothing by going on), and says so.
-  let interrupted = false;
-  const onSigint = () => {
-    interrupted = true;
-    void client.call('jobInfo', { jobId: job.jobId }).then(async ({ job: now }) => {
-      out.say(`interrupted: job ${job.jobId} is ${now.state}; left as it is`, { event: 'interrupted', action: 'none', job: now });
-      await closeClient(client);
-      process.exit(EXIT.interrupted);
-    });
-  };
-  process.once('SIGINT', onSigint);
-  const final = (await client.call('wait', { jobId: job.jobId, until: wait })).job;
-  process.off('SIGINT', onSigint);
-  if (interrupted) return new Promise(() => {}); // the handler exits
-  if (final.error?.name === 'timeout') {
-    out.say(`timeout: ${final.error.message}`, { event: 'timeout', job: final });
-    return EXIT.timeout;
-  }
-  if (final.state === 'failed' || final.state === 'cancelled') {
-    out.say(`${final.state}: ${final.error?.message ?? final.evidence ?? ''}`, { event: final.state, job: final });
-    return EXIT.agentError;
-  }
+  const r = await awaitJob(client, out, job, wait, { cancelInPhase1: false });
+  if ('exit' in r) return r.exit;
+  const { final } = r;
   out.say(ended(final), { event: final.state, job: final });
   return EXIT.ok;
 }

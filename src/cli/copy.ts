@@ -3,8 +3,8 @@
 import { AgentClient, RpcError } from '../client/index.js';
 import type { BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
 import { EXIT, num, UsageError, type Values } from './args.js';
-import { closeClient } from './connect.js';
 import { groupSummary, jsonLines, reporter } from './output.js';
+import { awaitJob } from './await-job.js';
 
 /** The copy verb: its words are checked now (a usage error starts nothing), the returned run connects. */
 export function copy(v: Values, pos: string[]): (client: AgentClient) => Promise<number> {
@@ -50,36 +50,9 @@ async function follow(client: AgentClient, params: BlockCopyParams, wait: 'none'
   });
   await client.call('subscribe', { jobIds: [job.jobId] });
   // Ctrl-C: a copy still in phase 1 is cancelled (nothing useful exists yet); later it stays.
-  let interrupted = false;
-  const onSigint = () => {
-    interrupted = true;
-    void client.call('jobInfo', { jobId: job.jobId }).then(async ({ job: now }) => {
-      if (now.state === 'copying') {
-        await client.call('abort', { jobId: job.jobId });
-        out.say(`interrupted: cancelled job ${job.jobId}, which was still copying (phase 1); the guest stays on its source`, {
-          event: 'interrupted',
-          action: 'cancelled',
-          jobId: job.jobId,
-        });
-      } else {
-        out.say(`interrupted: job ${job.jobId} is ${now.state}; left as it is`, { event: 'interrupted', action: 'none', job: now });
-      }
-      await closeClient(client);
-      process.exit(EXIT.interrupted);
-    });
-  };
-  process.once('SIGINT', onSigint);
-  const final = (await client.call('wait', { jobId: job.jobId, until: wait })).job;
-  process.off('SIGINT', onSigint);
-  if (interrupted) return new Promise(() => {}); // the handler exits
-  if (final.error?.name === 'timeout') {
-    out.say(`timeout: ${final.error.message}`, { event: 'timeout', job: final });
-    return EXIT.timeout;
-  }
-  if (final.state === 'failed' || final.state === 'cancelled') {
-    out.say(`${final.state}: ${final.error?.message ?? final.evidence ?? ''}`, { event: final.state, job: final });
-    return EXIT.agentError;
-  }
+  const r = await awaitJob(client, out, job, wait, { cancelInPhase1: true });
+  if ('exit' in r) return r.exit;
+  const { final } = r;
   const what =
     final.state === 'pivoted'
       ? `pivoted: ${domain}/${disk} now runs on ${final.destination.path}`

@@ -8,10 +8,8 @@ const MiB = 1024 * 1024;
 export const CHAIN_SIZE_MIB = 64;
 
 /** vda's chain in the live XML, active layer first (virsh as the witness). */
-export async function chain(dom: hv.TestDomain): Promise<string[]> {
-  const xml = await hv.liveXml(dom);
-  const disk = xml.split('<disk ').find((d) => d.includes(`<target dev='vda'`)) ?? '';
-  return [...disk.matchAll(/<source file='([^']+)'/g)].map((m) => m[1]!);
+export function chain(dom: hv.TestDomain): Promise<string[]> {
+  return hv.liveChain(dom, 'vda');
 }
 
 /** A domain whose vda has `layers` external overlays; `files` is its chain, active layer first.
