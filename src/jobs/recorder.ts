@@ -59,7 +59,7 @@ export class Recorder {
    * The journal write that must land before a libvirt side effect: the record with its intent,
    * durably. If it cannot be written, the side effect is not attempted (state restored to `revertTo`).
    */
-  async beforeSideEffect(entry: JobEntry, intent: Intent, revertTo?: JobState): Promise<void> {
+  private async beforeSideEffect(entry: JobEntry, intent: Intent, revertTo?: JobState): Promise<void> {
     entry.rec.intent = intent;
     try {
       await this.persist(entry);
@@ -97,7 +97,7 @@ export class Recorder {
     }
   }
 
-  afterSideEffect(entry: JobEntry): void {
+  private afterSideEffect(entry: JobEntry): void {
     if (!entry.rec.intent) return;
     faultPoint(`${entry.rec.intent.op}:sent`, entry.rec.job);
     delete entry.rec.intent;
