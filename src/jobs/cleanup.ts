@@ -45,8 +45,9 @@ export class Cleanup {
     if (!c?.deleteMerged || c.state === 'done' || !isTerminal(entry.rec.job.state) || entry.cleaning) return;
     entry.cleaning = this.run(entry, c)
       .catch((err: unknown) => {
-        // Left as journaled (pending or deleting): the next start-up finishes it.
-        this.ctx.log.error('deleting the merged layers failed; the next start of the agent tries again', {
+        // Left as journaled (pending or deleting): the poll (every poll interval), a reconnect or
+        // the next start-up tries again.
+        this.ctx.log.error('deleting the merged layers failed; the agent tries again at its next poll', {
           jobId: entry.rec.job.jobId,
           error: err,
         });
@@ -56,7 +57,7 @@ export class Cleanup {
       });
   }
 
-  /** Start-up: finishes every cleanup a crash (or a failure) left pending or deleting. */
+  /** Start-up, reconnect and each poll interval: finishes every cleanup a crash (or a failure) left pending or deleting. */
   resumeAll(): void {
     for (const entry of this.ctx.entries.values()) this.afterEnd(entry);
   }

@@ -149,6 +149,7 @@ export class JobManager extends EventEmitter {
     this.ctx.conn = conn;
     this.unsubscribe = await conn.onEvent((e) => this.ctx.watch.onDomainEvent(e));
     await this.ctx.reconciler.reconcile('reconnect');
+    this.ctx.cleanup.resumeAll();
     if (this.ctx.stopped) return;
     const downMs = this.ctx.realNow() - (this.lostAt ?? this.ctx.realNow());
     this.lostAt = null;

@@ -120,6 +120,8 @@ export class Watch {
       if (this.ctx.realNow() - this.lastScan >= this.ctx.pollMs) {
         this.lastScan = this.ctx.realNow();
         await this.ctx.reconciler.adoptionScan();
+        // A promised cleanup that failed (libvirtd did not tell every domain's storage) is tried again.
+        this.ctx.cleanup.resumeAll();
       }
     } finally {
       this.ticking = false;

@@ -126,6 +126,28 @@ t.test('the intent is journaled before the first unlink; kept files say why', as
   t.equal(job.cleanup!.files, undefined, 'no intent left');
 });
 
+t.test('a cleanup that could not read every domain is tried again, and then done', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cleanup-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const top = join(dir, 'top.qcow2');
+  writeFileSync(top, 'x');
+  const { job, entry, cleanup } = harness(dir, [top]);
+  const conn = (cleanup as unknown as { ctx: JobContext }).ctx.conn as unknown as { listDomains: () => Promise<unknown> };
+  const list = conn.listDomains;
+  conn.listDomains = async () => {
+    throw new Error('libvirtd did not answer');
+  };
+  cleanup.afterEnd(entry);
+  await entry.cleaning;
+  t.equal(job.cleanup!.state, 'pending', 'failed: still pending');
+  t.ok(existsSync(top), 'nothing deleted');
+  conn.listDomains = list;
+  cleanup.resumeAll();
+  await entry.cleaning;
+  t.match(job.cleanup, { state: 'done', removed: [top] }, 'tried again: done');
+  t.notOk(existsSync(top));
+});
+
 t.test('resumed after a crash: a file already gone is removed, a replaced one kept', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'cleanup-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
