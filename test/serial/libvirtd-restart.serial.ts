@@ -225,12 +225,21 @@ t.test('libvirtd restarts under the agent', async (t) => {
       t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
       t.equal(agent.process.exitCode, null, 'the agent process stayed up');
       const now = (await client.call('jobInfo', { jobId: job.jobId })).job;
-      t.ok(['copying', 'completed'].includes(now.state), `after the reconcile the job is ${now.state}`);
+      t.ok(['copying', 'completed', 'cancelled'].includes(now.state), `after the reconcile the job is ${now.state}`);
+      // Seen with libvirt 9.0: a pull ending around the restart can be gone from libvirt
+      // afterwards with the chain it showed unchanged. The agent reports what the chain shows, a
+      // cancel, inferred, never a completion it cannot see; the caller's retry then pulls again.
+      const lost = now.state === 'cancelled';
+      if (lost) {
+        t.equal(now.outcome, 'inferred', 'a job libvirt lost across its restart: cancelled, inferred from the unchanged chain');
+        t.same(await chain(dom), files, 'virsh: the chain is indeed unchanged');
+      }
       await ref.write(dom, 'vda', { pattern: 0x79, offset: 12 * MiB, length: 2 * MiB });
       if (now.state === 'copying') await client.call('setSpeed', { jobId: job.jobId, bandwidth: 0 });
-      // The caller's retry of the same request: the same job, to its end.
+      // The caller's retry of the same request: the same job, to its end (a new one after a cancel).
       const end = (await start({ bandwidth: 1 * MiB, wait: 'done' })).job;
-      t.equal(end.jobId, job.jobId, 'the retried request answers with the same job');
+      if (lost) t.not(end.jobId, job.jobId, 'the retried request starts a new job: a cancel is no success to return');
+      else t.equal(end.jobId, job.jobId, 'the retried request answers with the same job');
       t.equal(end.state, 'completed', 'the job completed');
       const want = kind === 'commit' ? [top, base] : [top];
       t.same(await chain(dom), want, `virsh: the chain is ${want.join(' → ')}`);
