@@ -12,12 +12,7 @@ import { playbook } from '../helpers/ansible.js';
 const MiB = 1024 * 1024;
 const SIZE_MIB = 32;
 
-/** The disk's chain in the live XML, active layer first (virsh as the witness). */
-async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
-  const xml = await hv.liveXml(dom);
-  const disk = xml.split('<disk ').find((d) => d.includes(`<target dev='${target}'`)) ?? '';
-  return [...disk.matchAll(/<source file='([^']+)'/g)].map((m) => m[1]!);
-}
+const chain = hv.liveChain;
 
 t.test('playbooks: snapshot → commit --pivot, pull; check mode, idempotent reruns, failures', async (t) => {
   const dom = await hv.createDomain(t, { disks: ['vda', 'vdb', 'vdc'].map(() => ({ format: 'qcow2' as const, sizeMiB: SIZE_MIB })) });

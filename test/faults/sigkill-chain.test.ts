@@ -10,8 +10,8 @@
 import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
 import type { BlockCommitParams, BlockPullParams, Job, JobState } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
-import { report } from '../helpers/faults.js';
+import { serveAgent, stateDir, untilState } from '../../harness/agent.js';
+import { killed, report } from '../helpers/faults.js';
 import { chain, layered } from '../helpers/chain.js';
 import * as hv from '../../harness/hypervisor.js';
 
@@ -55,20 +55,6 @@ const CASES: Case[] = [
 ];
 
 const GOAL: Record<End, JobState> = { pivot: 'pivoted', abort: 'cancelled', complete: 'completed' };
-
-async function killed(agent: ServedAgent, timeoutMs = 60_000): Promise<NodeJS.Signals | null> {
-  const p = agent.process;
-  if (p.exitCode === null && p.signalCode === null) {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the agent did not die at the fault point')), timeoutMs);
-      p.once('exit', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-  return p.signalCode;
-}
 
 for (const c of CASES) {
   t.test(`SIGKILL in ${c.shape} at ${c.at} → ${GOAL[c.end]}`, async (t) => {

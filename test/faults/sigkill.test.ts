@@ -9,8 +9,8 @@
 import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
 import type { Job, JobState } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
-import { Reference, report } from '../helpers/faults.js';
+import { serveAgent, stateDir, untilState } from '../../harness/agent.js';
+import { killed, Reference, report } from '../helpers/faults.js';
 import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
@@ -46,20 +46,6 @@ const CASES: Case[] = [
 ];
 
 const GOAL: Record<End, JobState> = { pivot: 'pivoted', finish: 'finished', abort: 'cancelled' };
-
-async function killed(agent: ServedAgent, timeoutMs = 60_000): Promise<NodeJS.Signals | null> {
-  const p = agent.process;
-  if (p.exitCode === null && p.signalCode === null) {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the agent did not die at the fault point')), timeoutMs);
-      p.once('exit', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
-  }
-  return p.signalCode;
-}
 
 async function firstJob(client: AgentClient, dom: hv.TestDomain): Promise<Job> {
   const { jobs } = await client.call('listJobs', { domain: dom.name });

@@ -1,4 +1,4 @@
-// Snapshot chains for the fault suites: a domain with external overlays on vda (the guest
+// Snapshot chains for the chain tests and fault suites: a domain with external overlays on vda (the guest
 // writing before and between them, recorded in a reference), and the chain as virsh sees it.
 import type { Test } from 'tap';
 import * as hv from '../../harness/hypervisor.js';
@@ -14,8 +14,12 @@ export function chain(dom: hv.TestDomain): Promise<string[]> {
 
 /** A domain whose vda has `layers` external overlays; `files` is its chain, active layer first.
  *  The guest writes 24 MiB before the first overlay and 6 MiB into each (24 MiB on). */
-export async function layered(t: Test, layers: number): Promise<{ dom: hv.TestDomain; ref: Reference; files: string[] }> {
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: CHAIN_SIZE_MIB }] });
+export async function layered(
+  t: Test,
+  layers: number,
+  opts: { persistent?: boolean } = {},
+): Promise<{ dom: hv.TestDomain; ref: Reference; files: string[] }> {
+  const dom = await hv.createDomain(t, { persistent: !!opts.persistent, disks: [{ format: 'qcow2', sizeMiB: CHAIN_SIZE_MIB }] });
   const ref = Reference.create(dom, CHAIN_SIZE_MIB);
   await ref.write(dom, 'vda', { pattern: 0x11, offset: 0, length: 24 * MiB });
   const files = [dom.disks[0]!.path];

@@ -5,6 +5,7 @@
 import { closeSync, copyFileSync, ftruncateSync, openSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import * as hv from '../../harness/hypervisor.js';
+import type { ServedAgent } from '../../harness/agent.js';
 
 /** A raw image of the disk as the guest wrote it. */
 export class Reference {
@@ -64,4 +65,19 @@ export interface FaultRow {
 /** One TAP comment the summary collects: `# reliability: {...}`. */
 export function report(t: { comment: (...a: unknown[]) => void }, row: FaultRow): void {
   t.comment(`reliability: ${JSON.stringify(row)}`);
+}
+
+/** Resolves with the signal the agent died of, once it has died (at its fault point, or killed from outside). */
+export async function killed(agent: ServedAgent, timeoutMs = 60_000): Promise<NodeJS.Signals | null> {
+  const p = agent.process;
+  if (p.exitCode === null && p.signalCode === null) {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('the agent did not die at the fault point')), timeoutMs);
+      p.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+  return p.signalCode;
 }

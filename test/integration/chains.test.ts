@@ -8,16 +8,11 @@ import { AgentClient } from '../../src/client/index.js';
 import type { Job } from '../../src/generated/api.js';
 import { serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
-import { Reference } from '../helpers/faults.js';
+import type { Reference } from '../helpers/faults.js';
+import { layered } from '../helpers/chain.js';
 import { errorName } from '../helpers/rejects.js';
 
 const MiB = 1024 * 1024;
-const SIZE_MIB = 64;
-
-/** An external disk-only overlay on `target` (libvirt names it in the live XML). */
-async function overlay(dom: hv.TestDomain, target: string, file: string): Promise<void> {
-  await hv.virsh('snapshot-create-as', dom.name, '--disk-only', '--no-metadata', '--atomic', '--diskspec', `${target},file=${file}`);
-}
 
 const chain = hv.liveChain;
 
@@ -30,19 +25,11 @@ interface Setup {
 }
 
 async function setup(t: Test, layers: number, agentOpts: Parameters<typeof serveAgent>[1] = {}): Promise<Setup & { overlays: string[] }> {
-  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: SIZE_MIB }] });
-  const base = dom.disks[0]!.path;
-  const ref = Reference.create(dom, SIZE_MIB);
-  await ref.write(dom, 'vda', { pattern: 0x11, offset: 0, length: 16 * MiB });
-  const overlays: string[] = [];
-  for (let i = 1; i <= layers; i++) {
-    const file = `${dom.dir}/overlay${i}.qcow2`;
-    await overlay(dom, 'vda', file);
-    overlays.push(file);
-    await ref.write(dom, 'vda', { pattern: 0x20 + i, offset: (4 + 8 * i) * MiB, length: 4 * MiB });
-  }
+  const { dom, ref, files } = await layered(t, layers);
+  // Oldest overlay first, as the tests name them; the base is the chain's last layer.
+  const overlays = files.slice(0, -1).reverse();
   const agent = await serveAgent(t, agentOpts);
-  return { client: await agent.connect(), dom, ref, base, overlays, agent };
+  return { client: await agent.connect(), dom, ref, base: files.at(-1)!, overlays, agent };
 }
 
 t.test('active commit: snapshot, guest writes, commit, pivot: the guest runs on the base with every write', async (t) => {

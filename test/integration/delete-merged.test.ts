@@ -11,10 +11,9 @@ import type { AgentClient } from '../../src/client/index.js';
 import type { Job } from '../../src/generated/api.js';
 import { serveAgent, stateDir, untilState } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
-import { Reference } from '../helpers/faults.js';
+import { layered } from '../helpers/chain.js';
 
 const MiB = 1024 * 1024;
-const SIZE_MIB = 64;
 
 async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
   const xml = await hv.liveXml(dom);
@@ -23,18 +22,8 @@ async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
 }
 
 async function setup(t: Test, layers: number, persistent = false) {
-  const dom = await hv.createDomain(t, { persistent, disks: [{ format: 'qcow2', sizeMiB: SIZE_MIB }] });
-  const base = dom.disks[0]!.path;
-  const ref = Reference.create(dom, SIZE_MIB);
-  await ref.write(dom, 'vda', { pattern: 0x11, offset: 0, length: 16 * MiB });
-  const overlays: string[] = [];
-  for (let i = 1; i <= layers; i++) {
-    const file = `${dom.dir}/overlay${i}.qcow2`;
-    await hv.virsh('snapshot-create-as', dom.name, '--disk-only', '--no-metadata', '--atomic', '--diskspec', `vda,file=${file}`);
-    overlays.push(file);
-    await ref.write(dom, 'vda', { pattern: 0x20 + i, offset: (4 + 8 * i) * MiB, length: 4 * MiB });
-  }
-  return { dom, ref, base, overlays };
+  const { dom, ref, files } = await layered(t, layers, { persistent });
+  return { dom, ref, base: files.at(-1)!, overlays: files.slice(0, -1).reverse() };
 }
 
 async function untilCleaned(client: AgentClient, jobId: string): Promise<Job> {
