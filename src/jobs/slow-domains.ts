@@ -6,19 +6,36 @@
 // are unaffected: the binding runs each domain's calls apart (docs/libvirt-binding.md).
 import { LibvirtBusy, LibvirtTimeout, type Connection } from '../libvirt/index.js';
 
-/** The Connection methods whose first argument names a domain. */
-const DOMAIN_CALLS = new Set<string>([
-  'lookupDomain',
-  'getXml',
-  'blockCopy',
-  'getBlockJobInfo',
-  'blockJobAbort',
-  'blockJobSetSpeed',
-  'suspend',
-  'resume',
-  'fsFreeze',
-  'fsThaw',
-]);
+type ConnectionMethod = { [K in keyof Connection]: Connection[K] extends (...args: never[]) => unknown ? K : never }[keyof Connection];
+
+/**
+ * Whether each Connection method's first argument names a domain (its calls are then tracked).
+ * Every method is classified here: one added to the Connection without an entry does not compile.
+ */
+const NAMES_A_DOMAIN: Record<ConnectionMethod, boolean> = {
+  lookupDomain: true,
+  getXml: true,
+  blockCopy: true,
+  snapshotCreateXml: true,
+  blockCommit: true,
+  blockPull: true,
+  getBlockJobInfo: true,
+  blockJobAbort: true,
+  blockJobSetSpeed: true,
+  suspend: true,
+  resume: true,
+  fsFreeze: true,
+  fsThaw: true,
+  getState: true,
+  listDomains: false,
+  storageVolPath: false,
+  versions: false,
+  onEvent: false,
+  onClose: false,
+  close: false,
+};
+
+const DOMAIN_CALLS = new Set<string>(Object.entries(NAMES_A_DOMAIN).flatMap(([m, d]) => (d ? [m] : [])));
 
 /**
  * How long a domain stays slow after its last unanswered call (ms) when no call on it answers

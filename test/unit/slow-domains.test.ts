@@ -59,3 +59,29 @@ t.test('the tracked connection: same results, same synchronous errors, other mem
   t.equal(c.uri, 'fake:///', 'properties pass through');
   t.same(calls, ['getXml a', 'getXml hung', 'listDomains']);
 });
+
+t.test("every call naming a domain is tracked, the chain kinds' and the guest's too", async (t) => {
+  const hung = () => Promise.reject(new LibvirtTimeout('hung'));
+  const conn = {
+    uri: 'fake:///',
+    closed: false,
+    blockCommit: hung,
+    blockPull: hung,
+    snapshotCreateXml: hung,
+    getState: hung,
+    listDomains: hung,
+  } as unknown as Connection;
+  const slow = new SlowDomains();
+  const tracked = slow.watch(conn);
+  for (const [method, dom] of [
+    ['blockCommit', 'c'],
+    ['blockPull', 'p'],
+    ['snapshotCreateXml', 's'],
+    ['getState', 'g'],
+  ] as const) {
+    await settle((tracked[method] as (d: string) => Promise<unknown>)(dom));
+    t.ok(slow.isSlow(dom), `a hung ${method} marks its domain slow`);
+  }
+  await settle(tracked.listDomains());
+  t.notOk(slow.isSlow('undefined'), 'a call naming no domain marks none');
+});
