@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { DEFAULTS } from './generated/api.js';
+import { BandwidthError, byteCountOf, hasUnit, parseBandwidth } from './bandwidth.js';
 
 // ajv-formats is CommonJS with a default export.
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -31,6 +32,7 @@ export class SchemaSet {
     // useDefaults fills documented defaults in, so handlers see one shape.
     this.ajv = new Ajv({ allErrors: true, useDefaults: true, strict: true, strictRequired: false });
     addFormats(this.ajv);
+    addNormalize(this.ajv);
     for (const f of files(dir)) {
       const schema = JSON.parse(readFileSync(f, 'utf8')) as JsonSchema;
       this.byId.set(schema.$id, schema);
@@ -60,6 +62,27 @@ export class SchemaSet {
 }
 
 export type ValidationErrors = ErrorObject[];
+
+/**
+ * `"x-normalize": "bandwidth"` (schemas/defs/bandwidth.json): once the value passed the schema,
+ * a string with a unit ("100M") is replaced by its byte count, so that every handler, the
+ * journal and the answers see bytes/s only (src/bandwidth.ts). Runs after the other keywords.
+ */
+function addNormalize(ajv: Ajv): void {
+  const normalize = (kind: string, data: unknown, _p: unknown, cxt?: { parentData: unknown; parentDataProperty: string | number }) => {
+    if (kind !== 'bandwidth' || !hasUnit(data) || !cxt || typeof cxt.parentData !== 'object' || cxt.parentData === null) return true;
+    try {
+      (cxt.parentData as Record<string | number, unknown>)[cxt.parentDataProperty] = byteCountOf(parseBandwidth(data, 'B'));
+      return true;
+    } catch (e) {
+      if (!(e instanceof BandwidthError)) throw e;
+      normalize.errors = [{ keyword: 'x-normalize', message: e.message, params: { normalize: kind } }];
+      return false;
+    }
+  };
+  normalize.errors = [] as Partial<ErrorObject>[];
+  ajv.addKeyword({ keyword: 'x-normalize', schemaType: 'string', modifying: true, post: true, errors: true, validate: normalize });
+}
 
 /** ajv applies a `default` only where a property is declared, not inside the schema its $ref
  *  names: so each property's default, resolved once by scripts/gen-types.mjs, is written beside

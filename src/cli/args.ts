@@ -1,6 +1,7 @@
 // The client verbs' command line: the option table, its parsed values, and the small checks
 // every verb shares (numbers, naming a job). A usage error is thrown before anything connects.
 import { parseArgs } from 'node:util';
+import { BandwidthError, byteCountOf, parseBandwidth } from '../bandwidth.js';
 
 export const EXIT = { ok: 0, agentError: 1, usage: 2, connection: 3, timeout: 4, interrupted: 130 } as const;
 
@@ -10,6 +11,8 @@ export const OPTIONS = {
   token: { type: 'string' },
   'token-file': { type: 'string' },
   ca: { type: 'string' },
+  cert: { type: 'string' },
+  key: { type: 'string' },
   'state-dir': { type: 'string' },
   json: { type: 'boolean' },
   job: { type: 'string' },
@@ -17,6 +20,7 @@ export const OPTIONS = {
   format: { type: 'string' },
   type: { type: 'string' },
   bandwidth: { type: 'string' },
+  bytes: { type: 'boolean' },
   granularity: { type: 'string' },
   'buf-size': { type: 'string' },
   'job-id': { type: 'string' },
@@ -50,6 +54,21 @@ export const num = (s: string | undefined, name: string): number | undefined => 
   if (!/^\d+(\.\d+)?$/.test(s)) throw new UsageError(`--${name} must be a number, got '${s}'`);
   return Number(s);
 };
+
+/** --bandwidth as virsh reads it: a bare number is MiB/s (bytes/s with --bytes), a suffix names
+ *  its unit (100M, 1G, 512KiB); sent to the agent as bytes/s, so the API never guesses. */
+export function bandwidthOption(v: Values): { bandwidth: number | string } | Record<string, never> {
+  if (v.bandwidth === undefined) {
+    if (v.bytes) throw new UsageError('--bytes applies to --bandwidth');
+    return {};
+  }
+  try {
+    return { bandwidth: byteCountOf(parseBandwidth(v.bandwidth, v.bytes ? 'B' : 'MiB')) };
+  } catch (e) {
+    if (e instanceof BandwidthError) throw new UsageError(`--bandwidth: ${e.message}`);
+    throw e;
+  }
+}
 
 export function jobRef(v: Values, pos: string[]): { jobId: string } | { domain: string; disk: string } {
   if (v.job) return { jobId: v.job };

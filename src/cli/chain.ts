@@ -3,7 +3,7 @@
 // (blockpull --wait --verbose). Words are checked before anything connects.
 import type { AgentClient } from '../client/index.js';
 import type { BlockCommitParams, BlockPullParams, Job, SnapshotDisksParams } from '../generated/api.js';
-import { EXIT, num, UsageError, type Values } from './args.js';
+import { bandwidthOption, EXIT, num, UsageError, type Values } from './args.js';
 import { jsonLines, reporter } from './output.js';
 import { awaitJob } from './await-job.js';
 
@@ -45,7 +45,7 @@ export function snapshot(v: Values, pos: string[]): (client: AgentClient) => Pro
 }
 
 const common = (v: Values) => ({
-  ...(v.bandwidth !== undefined ? { bandwidth: num(v.bandwidth, 'bandwidth')! } : {}),
+  ...bandwidthOption(v),
   ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
   ...(v['job-id'] ? { jobId: v['job-id'] } : {}),
 });

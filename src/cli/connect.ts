@@ -33,13 +33,25 @@ export function bearerToken(v: Values, warn: (msg: string) => void = (m) => proc
   return process.env.BLOCKCOPY_TOKEN || undefined;
 }
 
+/** A PEM file named on the command line; unreadable = a usage error naming the option. */
+function pemFile(path: string, option: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    throw new UsageError(`--${option}: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
 export async function connect(v: Values, token?: string): Promise<AgentClient> {
+  if ((v.cert === undefined) !== (v.key === undefined)) throw new UsageError('--cert and --key go together');
   if (v.url) {
     return AgentClient.connect(v.url, {
       headers: token ? { authorization: `Bearer ${token}` } : {},
-      ...(v.ca ? { ca: readFileSync(v.ca) } : {}),
+      ...(v.ca ? { ca: pemFile(v.ca, 'ca') } : {}),
+      ...(v.cert && v.key ? { cert: pemFile(v.cert, 'cert'), key: pemFile(v.key, 'key') } : {}),
     });
   }
+  if (v.cert !== undefined) throw new UsageError('--cert and --key need --url wss://… (the local socket and stdio need no certificate)');
   const local = localSocket({ socket: v.socket, stateDir: v['state-dir'] });
   if (local) {
     try {

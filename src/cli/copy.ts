@@ -2,7 +2,7 @@
 // copy-group; Ctrl-C during phase 1 cancels the copy, later it leaves it running.
 import { AgentClient, RpcError } from '../client/index.js';
 import type { BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
-import { EXIT, num, UsageError, type Values } from './args.js';
+import { bandwidthOption, EXIT, num, UsageError, type Values } from './args.js';
 import { groupSummary, jsonLines, reporter } from './output.js';
 import { awaitJob } from './await-job.js';
 
@@ -27,7 +27,7 @@ export function copy(v: Values, pos: string[]): (client: AgentClient) => Promise
     ...(v['reuse-external'] ? { reuseExternal: true } : {}),
     ...(v['transient-job'] ? { transientJob: true } : {}),
     ...(v['synchronous-writes'] ? { synchronousWrites: true } : {}),
-    ...(v.bandwidth !== undefined ? { bandwidth: num(v.bandwidth, 'bandwidth')! } : {}),
+    ...bandwidthOption(v),
     // The agent's schema checks the value (a power of two in range); here it is only a number.
     ...(v.granularity !== undefined ? { granularity: num(v.granularity, 'granularity') as BlockCopyParams['granularity'] } : {}),
     ...(v['buf-size'] !== undefined ? { bufSize: num(v['buf-size'], 'buf-size')! } : {}),
@@ -74,7 +74,7 @@ export function copyGroup(v: Values, pos: string[]): (client: AgentClient) => Pr
     return {
       disk: m[1]!,
       destination: { path: m[2]!, ...(v.format ? { format: v.format as 'raw' | 'qcow2' } : {}) },
-      ...(v.bandwidth !== undefined ? { bandwidth: num(v.bandwidth, 'bandwidth')! } : {}),
+      ...bandwidthOption(v),
     };
   });
   const whenReady = v.pivot ? 'pivot' : v.finish ? 'finish' : 'none';

@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { AgentClient, RpcError } from '../client/index.js';
 import type { Job } from '../generated/api.js';
 import type { MethodName } from '../client/methods.js';
-import { EXIT, jobRef, num, OPTIONS, UsageError, type Values } from './args.js';
+import { bandwidthOption, EXIT, jobRef, num, OPTIONS, UsageError, type Values } from './args.js';
 import { bearerToken, closeClient, connect } from './connect.js';
 import { commit, pull, snapshot } from './chain.js';
 import { copy, copyGroup } from './copy.js';
@@ -31,33 +31,38 @@ export const CLIENT_COMMANDS = [
   'snapshot',
   'commit',
   'pull',
+  'set-speed',
 ] as const;
 export type ClientCommand = (typeof CLIENT_COMMANDS)[number];
 export const isClientCommand = (word: string | undefined): word is ClientCommand =>
   (CLIENT_COMMANDS as readonly string[]).includes(word ?? '');
 
 export const CLIENT_HELP = `Client commands (talk to the agent on this host, or --url a remote one):
-  blockcopy-agent copy DOMAIN DISK DEST [--format raw|qcow2] [--type file|block] [--bandwidth BYTES/S]
+  blockcopy-agent copy DOMAIN DISK DEST [--format raw|qcow2] [--type file|block] [--bandwidth MIB/S]
         [--shallow] [--reuse-external] [--transient-job] [--synchronous-writes] [--granularity BYTES]
         [--buf-size BYTES] [--job-id ID] [--wait] [--pivot | --finish] [--timeout SECONDS]
   blockcopy-agent snapshot DOMAIN --diskspec DISK,file=OVERLAY... [--quiesce required|try]
                                                    external disk-only snapshot of the listed disks only
   blockcopy-agent commit DOMAIN DISK [--top PATH|DISK[N] | --active] [--base PATH|DISK[N] | --shallow]
-        [--wait] [--pivot | --keep-overlay] [--verbose] [--bandwidth BYTES/S] [--timeout SECONDS] [--job-id ID]
-  blockcopy-agent pull DOMAIN DISK [--base PATH|DISK[N]] [--wait] [--verbose] [--bandwidth BYTES/S]
+        [--wait] [--pivot | --keep-overlay] [--verbose] [--bandwidth MIB/S] [--timeout SECONDS] [--job-id ID]
+  blockcopy-agent pull DOMAIN DISK [--base PATH|DISK[N]] [--wait] [--verbose] [--bandwidth MIB/S]
         [--timeout SECONDS] [--job-id ID]
   blockcopy-agent info DOMAIN DISK | --job ID
+  blockcopy-agent set-speed DOMAIN DISK | --job ID --bandwidth MIB/S [--bytes]   (virsh blockjob --bandwidth)
   blockcopy-agent pivot|finish|abort DOMAIN DISK | --job ID   (any job: copy, commit, pull)
   blockcopy-agent jobs [DOMAIN] [--kind copy|activeCommit|commit|pull]...
   blockcopy-agent watch [DOMAIN] [--job ID]       print job changes until Ctrl-C
   blockcopy-agent call METHOD [--params JSON]      any method, params as JSON
-  blockcopy-agent copy-group DOMAIN DISK=DEST... [--format raw|qcow2] [--bandwidth BYTES/S] [--group-id ID]
+  blockcopy-agent copy-group DOMAIN DISK=DEST... [--format raw|qcow2] [--bandwidth MIB/S] [--group-id ID]
         [--wait] [--pivot | --finish] [--timeout SECONDS] [--max-pause SECONDS]
                                                    several disks ready together, switched in one guest pause
   blockcopy-agent group ID                         a group and its jobs
   blockcopy-agent pivot-group|finish-group|abort-group ID [--max-pause SECONDS]
 
-Connection: --url ws(s)://HOST:PORT [--token-file PATH | BLOCKCOPY_TOKEN] [--ca FILE] (--token TOKEN
+Bandwidth as virsh: --bandwidth 100 is 100 MiB/s; a suffix names the unit (512K, 100M, 1G, 1GiB;
+KB, MB, GB are powers of 1000); --bytes makes a bare number bytes/s; 0 is unlimited.
+Connection: --url ws(s)://HOST:PORT [--token-file PATH | BLOCKCOPY_TOKEN] [--ca FILE]
+[--cert FILE --key FILE] (a client certificate, for an agent that asks for one; --token TOKEN
 still works but shows the token to every user in /proc, and warns); without --url the
 command connects to the local agent's unix socket (--socket PATH | BLOCKCOPY_SOCKET, else the one
 the agent owning --state-dir serves; root only), or else runs 'blockcopy-agent stdio'.
@@ -121,6 +126,13 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
             print(
               await client!.call(command, { ...ref, ...(command !== 'abort' && v.timeout ? { timeout: num(v.timeout, 'timeout')! } : {}) }),
             );
+        }
+        case 'set-speed': {
+          const ref = jobRef(v, pos);
+          if (v.bandwidth === undefined)
+            throw new UsageError('set-speed needs --bandwidth (MiB/s, or with a unit: 100M, 1G; 0 = unlimited)');
+          const speed = bandwidthOption(v) as { bandwidth: number | string };
+          return async () => print(await client!.call('setSpeed', { ...ref, ...speed }));
         }
         case 'jobs': {
           const KINDS = ['copy', 'activeCommit', 'commit', 'pull'] as const;
@@ -186,6 +198,7 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
     try {
       client = await connect(v, token);
     } catch (e) {
+      if (e instanceof UsageError) throw e;
       process.stderr.write(`blockcopy-agent: cannot reach the agent: ${(e as Error).message}\n`);
       return EXIT.connection;
     }

@@ -89,7 +89,7 @@ t.test('snapshot, guest writes, commit --active --pivot --wait --verbose --json:
     '--wait',
     '--verbose',
     '--bandwidth',
-    String(16 * MiB),
+    '16M',
     '--json',
     '--state-dir',
     sd,
@@ -185,7 +185,7 @@ t.test('commit --wait --timeout: cancelled on expiry, exit 4, the guest stays on
   const overlay = `${dom.dir}/slow.qcow2`;
   t.equal((await cli(['snapshot', dom.name, '--diskspec', `vda,file=${overlay}`, '--state-dir', sd])).code, 0, 'snapshot');
   await hv.guestWrite(dom, 'vda', { pattern: 0x57, offset: 0, length: 48 * MiB });
-  const r = await cli(['commit', dom.name, 'vda', '--wait', '--bandwidth', String(MiB), '--timeout', '1', '--json', '--state-dir', sd]);
+  const r = await cli(['commit', dom.name, 'vda', '--wait', '--bandwidth', '1M', '--timeout', '1', '--json', '--state-dir', sd]);
   t.equal(r.code, 4, `timeout: exit 4 ${r.stderr}`);
   t.match(r.lines.at(-1), { event: 'timeout', job: { kind: 'activeCommit', state: 'cancelled', error: { name: 'timeout' } } });
   t.same(await chain(dom, 'vda'), [overlay, base], 'virsh: the chain is unchanged');

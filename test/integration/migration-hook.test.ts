@@ -35,7 +35,7 @@ t.test('to-shared moves the disks and pivots; pre-migrate leaves no copy job', a
   t.match(await hv.liveXml(dom), `<source file='${shared}/${dom.name}-vda.qcow2'`, 'vda now runs on shared storage');
 
   // A slow copy left running on vdb, as a forgotten job would be.
-  await run('bash', ['-c', `blockcopy-agent copy ${dom.name} vdb ${dom.dir}/forgotten.qcow2 --bandwidth ${MiB} --json`], { env });
+  await run('bash', ['-c', `blockcopy-agent copy ${dom.name} vdb ${dom.dir}/forgotten.qcow2 --bandwidth 1M --json`], { env });
   t.match(await hv.liveXml(dom), /<mirror/, 'a copy job runs');
   const pre = await run('bash', [hook, 'pre-migrate', dom.name], { env });
   t.match(pre.stdout, /aborting copy job .* on .*\/vdb/);
