@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
 import { playbook } from '../helpers/ansible.js';
+import { makePki } from '../helpers/pki.js';
 
 const run = promisify(execFile);
 const repo = fileURLToPath(new URL('../../../', import.meta.url));
@@ -138,6 +139,28 @@ t.test('endpoint: the modules over WebSocket to a running agent', async (t) => {
   t.equal(r.stats.failures, 0, 'endpoint.yml succeeds');
   t.match(r.tasks['Start a copy through the endpoint'], { changed: true, job: { state: 'finished' } });
   t.equal(await hv.compareImages(dom.disks[0]!.path, `${dom.dir}/via-ws.qcow2`), 'identical');
+});
+
+t.test('mTLS: both modules present a client certificate; a bandwidth with a unit', async (t) => {
+  const pki = await makePki(t);
+  const agent = await serveAgent(t, { config: { tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.ca, requireClientCert: true } } });
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 32 }] });
+  const r = await playbook('mtls', {
+    domain: dom.name,
+    dir: dom.dir,
+    endpoint: agent.url,
+    ca_path: pki.ca,
+    client_cert: pki.client.cert,
+    client_key: pki.client.key,
+  });
+  t.equal(r.stats.failures, 0, `mtls.yml: every task as expected, refusals included ${r.stderr.slice(-400)}`);
+  t.match(r.tasks['Copy through an mTLS endpoint, bandwidth with a unit'], { changed: true, job: { state: 'finished', bandwidth: 64 * MiB } });
+  t.notOk(r.tasks['One finished job, its bandwidth in bytes/s']!.failed, 'block_copy_info over mTLS sees the job, bandwidth in bytes/s');
+  const bare = r.tasks['Without a client certificate the handshake is refused']!;
+  t.match(bare.msg, /cannot reach blockcopy-agent/, `no client certificate: ${bare.msg}`);
+  const half = r.tasks['A certificate without its key is a usage error']!;
+  t.match(half.msg, /client_cert and client_key go together/, `${half.msg}`);
+  t.equal(await hv.compareImages(dom.disks[0]!.path, `${dom.dir}/via-mtls.qcow2`), 'identical', 'qemu-img: the copy equals the disk');
 });
 
 t.test('the collection documents its modules and passes the sanity checks that run offline', async (t) => {

@@ -45,6 +45,16 @@ options:
     description:
       - CA certificate file to verify a C(wss://) I(endpoint) with.
     type: path
+  client_cert:
+    description:
+      - Client certificate (PEM) to present to a C(wss://) I(endpoint) that asks for one (mutual TLS);
+        the agent maps its subject to a principal (C(auth.readOnlyPrincipals)).
+      - Requires I(client_key).
+    type: path
+  client_key:
+    description:
+      - Private key (PEM, unencrypted) of I(client_cert).
+    type: path
   validate_certs:
     description:
       - Verify the TLS certificate of a C(wss://) I(endpoint).

@@ -175,13 +175,18 @@ class StdioTransport(object):
 class WebSocketTransport(object):
     """A minimal RFC 6455 client: text frames, masked, with ping answered by pong."""
 
-    def __init__(self, url, token=None, ca_path=None, validate_certs=True, timeout=30, allow_insecure_token=False):
+    def __init__(self, url, token=None, ca_path=None, validate_certs=True, timeout=30, allow_insecure_token=False,
+                 client_cert=None, client_key=None):
         u = urlparse(url)
         if u.scheme not in ("ws", "wss"):
             raise AgentError("endpoint must be ws:// or wss://, got %s" % url)
         # Before any byte is sent: the token must not cross the network readable by anyone on the path.
         check_token_transport(url, token, allow_insecure_token)
         port = u.port or (443 if u.scheme == "wss" else 80)
+        if (client_cert is None) != (client_key is None):
+            raise AgentError("client_cert and client_key go together")
+        if client_cert and u.scheme != "wss":
+            raise AgentError("client_cert needs a wss:// endpoint, got %s" % url)
         try:
             sock = socket.create_connection((u.hostname, port), timeout=timeout)
             if u.scheme == "wss":
@@ -189,6 +194,8 @@ class WebSocketTransport(object):
                 if not validate_certs:
                     ctx.check_hostname = False
                     ctx.verify_mode = ssl.CERT_NONE
+                if client_cert:
+                    ctx.load_cert_chain(client_cert, client_key)
                 sock = ctx.wrap_socket(sock, server_hostname=u.hostname)
         except (OSError, ssl.SSLError) as e:
             raise AgentError("cannot connect to %s: %s" % (url, e))
@@ -196,8 +203,11 @@ class WebSocketTransport(object):
         self._buf = b""
         try:
             self._handshake(u, port, token)
-        except Exception:
+        except Exception as e:
             self.sock.close()
+            # TLS 1.3 reports a refused client certificate at the first read, not at wrap_socket.
+            if isinstance(e, OSError):
+                raise AgentError("cannot connect to %s: %s" % (url, e))
             raise
 
     def _handshake(self, u, port, token):
@@ -239,7 +249,10 @@ class WebSocketTransport(object):
         self.sock.sendall(bytes(header) + mask + bytes(masked))
 
     def send(self, text):
-        self._frame(0x1, text.encode("utf-8"))
+        try:
+            self._frame(0x1, text.encode("utf-8"))
+        except OSError as e:
+            raise AgentError("the connection to the agent failed: %s" % e)
 
     def _read(self, n, deadline):
         while len(self._buf) < n:
@@ -251,6 +264,8 @@ class WebSocketTransport(object):
                 chunk = self.sock.recv(65536)
             except socket.timeout:
                 continue
+            except OSError as e:
+                raise AgentError("the connection to the agent failed: %s" % e)
             if not chunk:
                 raise AgentError("the agent closed the connection")
             self._buf += chunk
@@ -271,7 +286,10 @@ class WebSocketTransport(object):
                 code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
                 raise AgentError("the agent closed the connection (%d %s)" % (code, payload[2:].decode("utf-8", "replace")))
             if opcode == 0x9:
-                self._frame(0xA, payload)
+                try:
+                    self._frame(0xA, payload)
+                except OSError as e:
+                    raise AgentError("the connection to the agent failed: %s" % e)
                 continue
             if opcode == 0xA:
                 continue
@@ -305,6 +323,7 @@ class AgentClient(object):
             transport = WebSocketTransport(
                 params["endpoint"], token=params.get("token"), ca_path=params.get("ca_path"),
                 validate_certs=params.get("validate_certs", True),
+                client_cert=params.get("client_cert"), client_key=params.get("client_key"),
                 allow_insecure_token=params.get("allow_insecure_token", False))
         else:
             transport = StdioTransport(params.get("agent_command") or ["blockcopy-agent", "stdio"])

@@ -15,6 +15,8 @@ CONNECTION_ARGS = dict(
     endpoint=dict(type="str", fallback=(env_fallback, ["BLOCKCOPY_ENDPOINT"])),
     token=dict(type="str", no_log=True, fallback=(env_fallback, ["BLOCKCOPY_TOKEN"])),
     ca_path=dict(type="path"),
+    client_cert=dict(type="path"),
+    client_key=dict(type="path"),
     validate_certs=dict(type="bool", default=True),
     allow_insecure_token=dict(type="bool", default=False),
 )

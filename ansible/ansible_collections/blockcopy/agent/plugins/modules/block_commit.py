@@ -81,8 +81,12 @@ options:
     choices: [pivoted, finished, ready, completed, absent]
   bandwidth:
     description:
-      - Bandwidth limit in bytes per second; C(0) means unlimited.
-    type: int
+      - Bandwidth limit, as the agent's API takes it; C(0) means unlimited.
+      - A number (or a string of digits) is bytes per second, as always.
+      - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
+        100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
+        C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
+    type: raw
   job_id:
     description:
       - Idempotency key for the job; the same key again refers to the same job.
@@ -376,7 +380,7 @@ def main():
         base=dict(type="str"),
         shallow=dict(type="bool", default=False),
         state=dict(type="str", choices=["pivoted", "finished", "ready", "completed", "absent"]),
-        bandwidth=dict(type="int"),
+        bandwidth=dict(type="raw"),
         job_id=dict(type="str"),
         wait=dict(type="bool", default=True),
         timeout=dict(type="int", default=3600),

@@ -101,8 +101,12 @@ options:
     default: false
   bandwidth:
     description:
-      - Bandwidth limit in bytes per second; C(0) means unlimited.
-    type: int
+      - Bandwidth limit, as the agent's API takes it; C(0) means unlimited.
+      - A number (or a string of digits) is bytes per second, as always.
+      - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
+        100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
+        C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
+    type: raw
   granularity:
     description:
       - Dirty-bitmap granularity in bytes, a power of two from 512 to 67108864.
@@ -502,7 +506,7 @@ def main():
         reuse_external=dict(type="bool", default=False),
         transient_job=dict(type="bool"),
         synchronous_writes=dict(type="bool", default=False),
-        bandwidth=dict(type="int"),
+        bandwidth=dict(type="raw"),
         granularity=dict(type="int"),
         buf_size=dict(type="int"),
         job_id=dict(type="str"),

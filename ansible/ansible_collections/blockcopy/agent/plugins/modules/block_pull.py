@@ -60,8 +60,12 @@ options:
     default: completed
   bandwidth:
     description:
-      - Bandwidth limit in bytes per second; C(0) means unlimited.
-    type: int
+      - Bandwidth limit, as the agent's API takes it; C(0) means unlimited.
+      - A number (or a string of digits) is bytes per second, as always.
+      - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
+        100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
+        C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
+    type: raw
   job_id:
     description:
       - Idempotency key for the job; the same key again refers to the same job.
@@ -273,7 +277,7 @@ def main():
         disk=dict(type="str", required=True),
         base=dict(type="str"),
         state=dict(type="str", default="completed", choices=["completed", "absent"]),
-        bandwidth=dict(type="int"),
+        bandwidth=dict(type="raw"),
         job_id=dict(type="str"),
         wait=dict(type="bool", default=True),
         timeout=dict(type="int", default=3600),
