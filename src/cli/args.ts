@@ -30,6 +30,7 @@ export const OPTIONS = {
   'synchronous-writes': { type: 'boolean' },
   wait: { type: 'boolean' },
   pivot: { type: 'boolean' },
+  'remove-source': { type: 'boolean' },
   finish: { type: 'boolean' },
   timeout: { type: 'string' },
   help: { type: 'boolean', short: 'h' },

@@ -10,6 +10,7 @@ import { awaitJob } from './await-job.js';
 export function copy(v: Values, pos: string[]): (client: AgentClient) => Promise<number> {
   if (pos.length !== 3) throw new UsageError('copy needs DOMAIN DISK DEST');
   if (v.pivot && v.finish) throw new UsageError('--pivot and --finish exclude each other');
+  if (v['remove-source'] && v.finish) throw new UsageError('--remove-source applies to a pivot, not --finish');
   const [domain, disk, path] = pos as [string, string, string];
   const whenReady = v.pivot ? 'pivot' : v.finish ? 'finish' : 'none';
   const wait = whenReady !== 'none' ? 'done' : v.wait ? 'ready' : 'none';
@@ -28,6 +29,7 @@ export function copy(v: Values, pos: string[]): (client: AgentClient) => Promise
     ...(v['transient-job'] ? { transientJob: true } : {}),
     ...(v['synchronous-writes'] ? { synchronousWrites: true } : {}),
     ...bandwidthOption(v),
+    ...(v['remove-source'] ? { removeSource: true } : {}),
     // The agent's schema checks the value (a power of two in range); here it is only a number.
     ...(v.granularity !== undefined ? { granularity: num(v.granularity, 'granularity') as BlockCopyParams['granularity'] } : {}),
     ...(v['buf-size'] !== undefined ? { bufSize: num(v['buf-size'], 'buf-size')! } : {}),
@@ -55,7 +57,7 @@ async function follow(client: AgentClient, params: BlockCopyParams, wait: 'none'
   const { final } = r;
   const what =
     final.state === 'pivoted'
-      ? `pivoted: ${domain}/${disk} now runs on ${final.destination.path}`
+      ? `pivoted: ${domain}/${disk} now runs on ${final.destination.path}${cleanupSummary(final)}`
       : final.state === 'finished'
         ? `finished: ${final.destination.path} holds a consistent copy`
         : `ready: mirroring to ${final.destination.path} (job ${final.jobId})`;
@@ -63,10 +65,20 @@ async function follow(client: AgentClient, params: BlockCopyParams, wait: 'none'
   return EXIT.ok;
 }
 
+/** What removeSource did, for the line a person reads (the JSON carries the job's cleanup). */
+export function cleanupSummary(job: Job): string {
+  const c = job.cleanup;
+  if (!c) return '';
+  const removed = c.removed.length ? `; removed ${c.removed.join(', ')}` : '';
+  const kept = c.kept.length ? `; kept ${c.kept.map((k) => `${k.path} (${k.reason})`).join(', ')}` : '';
+  return removed + kept;
+}
+
 /** The copy-group verb: words checked now, the returned run connects. */
 export function copyGroup(v: Values, pos: string[]): (client: AgentClient) => Promise<number> {
   if (pos.length < 2) throw new UsageError('copy-group needs DOMAIN DISK=DEST...');
   if (v.pivot && v.finish) throw new UsageError('--pivot and --finish exclude each other');
+  if (v['remove-source'] && v.finish) throw new UsageError('--remove-source applies to a pivot, not --finish');
   const [domain, ...pairs] = pos as [string, ...string[]];
   const disks = pairs.map((p) => {
     const m = /^([^=]+)=(.+)$/.exec(p);
@@ -86,6 +98,7 @@ export function copyGroup(v: Values, pos: string[]): (client: AgentClient) => Pr
     ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
     ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
     ...(v['group-id'] ? { groupId: v['group-id'] } : {}),
+    ...(v['remove-source'] ? { removeSource: true } : {}),
   };
   return (client) => followGroup(client, params, pairs, v);
 }

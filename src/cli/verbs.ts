@@ -40,7 +40,7 @@ export const isClientCommand = (word: string | undefined): word is ClientCommand
 export const CLIENT_HELP = `Client commands (talk to the agent on this host, or --url a remote one):
   blockcopy-agent copy DOMAIN DISK DEST [--format raw|qcow2] [--type file|block] [--bandwidth MIB/S]
         [--shallow] [--reuse-external] [--transient-job] [--synchronous-writes] [--granularity BYTES]
-        [--buf-size BYTES] [--job-id ID] [--wait] [--pivot | --finish] [--timeout SECONDS]
+        [--buf-size BYTES] [--job-id ID] [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS]
   blockcopy-agent snapshot DOMAIN --diskspec DISK,file=OVERLAY... [--quiesce required|try]
                                                    external disk-only snapshot of the listed disks only
   blockcopy-agent commit DOMAIN DISK [--top PATH|DISK[N] | --active] [--base PATH|DISK[N] | --shallow]
@@ -50,14 +50,15 @@ export const CLIENT_HELP = `Client commands (talk to the agent on this host, or 
   blockcopy-agent info DOMAIN DISK | --job ID
   blockcopy-agent set-speed DOMAIN DISK | --job ID --bandwidth MIB/S [--bytes]   (virsh blockjob --bandwidth)
   blockcopy-agent pivot|finish|abort DOMAIN DISK | --job ID   (any job: copy, commit, pull)
+        pivot --remove-source: delete the old files no domain uses any more (a copy's removeSource)
   blockcopy-agent jobs [DOMAIN] [--kind copy|activeCommit|commit|pull]...
   blockcopy-agent watch [DOMAIN] [--job ID]       print job changes until Ctrl-C
   blockcopy-agent call METHOD [--params JSON]      any method, params as JSON
   blockcopy-agent copy-group DOMAIN DISK=DEST... [--format raw|qcow2] [--bandwidth MIB/S] [--group-id ID]
-        [--wait] [--pivot | --finish] [--timeout SECONDS] [--max-pause SECONDS]
+        [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS] [--max-pause SECONDS]
                                                    several disks ready together, switched in one guest pause
   blockcopy-agent group ID                         a group and its jobs
-  blockcopy-agent pivot-group|finish-group|abort-group ID [--max-pause SECONDS]
+  blockcopy-agent pivot-group|finish-group|abort-group ID [--max-pause SECONDS] [--remove-source (pivot-group)]
 
 Bandwidth as virsh: --bandwidth 100 is 100 MiB/s; a suffix names the unit (512K, 100M, 1G, 1GiB;
 KB, MB, GB are powers of 1000); --bytes makes a bare number bytes/s; 0 is unlimited.
@@ -122,10 +123,12 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
         case 'finish':
         case 'abort': {
           const ref = jobRef(v, pos);
-          return async () =>
-            print(
-              await client!.call(command, { ...ref, ...(command !== 'abort' && v.timeout ? { timeout: num(v.timeout, 'timeout')! } : {}) }),
-            );
+          if (v['remove-source'] && command !== 'pivot') throw new UsageError('--remove-source applies to pivot');
+          const extra = {
+            ...(command !== 'abort' && v.timeout ? { timeout: num(v.timeout, 'timeout')! } : {}),
+            ...(v['remove-source'] ? { removeSource: true } : {}),
+          };
+          return async () => print(await client!.call(command, { ...ref, ...extra }));
         }
         case 'set-speed': {
           const ref = jobRef(v, pos);
@@ -169,13 +172,17 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
           if (pos.length !== 1) throw new UsageError(`${command} needs a group ID`);
           const groupId = pos[0]!;
           const pause = v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {};
+          if (v['remove-source'] && command !== 'pivot-group') throw new UsageError('--remove-source applies to pivot-group');
+          const remove = v['remove-source'] ? { removeSource: true } : {};
           return async () => {
             const r =
               command === 'group'
                 ? await client!.call('groupInfo', { groupId })
                 : command === 'abort-group'
                   ? await client!.call('abortGroup', { groupId })
-                  : await client!.call(command === 'pivot-group' ? 'pivotGroup' : 'finishGroup', { groupId, ...pause });
+                  : command === 'pivot-group'
+                    ? await client!.call('pivotGroup', { groupId, ...pause, ...remove })
+                    : await client!.call('finishGroup', { groupId, ...pause });
             return print(r);
           };
         }

@@ -271,6 +271,10 @@ export type BlockCopyParams = {
    * When the host already runs its maximum of concurrent copies, wait for a free slot (up to timeout, if given) instead of failing with tooManyJobs.
    */
   queue?: boolean;
+  /**
+   * Once the copy is verified pivoted (by whenReady or a later pivot) and the domain's persistent definition no longer names the old files, delete the files the guest no longer uses: the old source (the disk's active layer when the copy started) and, for a full (non-shallow) copy, its backing layers recorded at the start. Each only if it is a regular file with one link under the destination policy's roots in trusted directories and no domain, running or defined, still uses it (by identity); never a block device. Journaled with the job before libvirt is called, so a crash neither loses the promise nor deletes twice. A copy that ends otherwise (finished, cancelled, failed) deletes nothing. The outcome is the job's cleanup (removed, kept with reasons). The copy kind's name for what deleteMerged is to commits and pulls.
+   */
+  removeSource?: boolean;
 };
 /**
  * A bandwidth limit. A number, or a decimal string of digits only, is bytes/s (as it always was; a ByteCount, 0 to 2^64-1). A string with a unit names it explicitly, as virsh's scaled integers do: K, M, G, T, P, E and KiB…EiB are powers of 1024 ("100M" and "100MiB" are 100 MiB/s, as `virsh blockcopy --bandwidth 100`), KB, MB, … EB powers of 1000, B bytes; letter case does not matter, a fraction is allowed ("1.5G", rounded down to whole bytes/s) and "/s" may follow. The agent turns a string with a unit into bytes/s at validation: the job's `bandwidth` is always bytes/s. 0 means unlimited.
@@ -346,9 +350,13 @@ export type PivotParams = {
   disk?: DiskTarget;
   timeout?: TimeoutSeconds7;
   /**
-   * An active commit only: once the pivot is verified in the live XML (and, for a persistent domain, the persistent definition no longer names them), delete the overlay files that left the chain (the old top and the layers between top and base), each only if it is a regular file under the destination policy's roots in trusted directories and no domain, running or defined, still uses it (by identity). The outcome is the job's cleanup. Refused with unsupported for a copy.
+   * An active commit only: once the pivot is verified in the live XML (and, for a persistent domain, the persistent definition no longer names them), delete the overlay files that left the chain (the old top and the layers between top and base), each only if it is a regular file under the destination policy's roots in trusted directories and no domain, running or defined, still uses it (by identity). The outcome is the job's cleanup. Refused with unsupported for a copy (its name is removeSource).
    */
   deleteMerged?: boolean;
+  /**
+   * A copy only: once the pivot is verified in the live XML (and, for a persistent domain, the persistent definition names the destination: else everything is kept, with that reason), delete the old source and, for a full (non-shallow) copy, the backing layers below it as recorded when the copy started, with the checks of blockCopy's removeSource. Journaled durably before the pivot is sent. The outcome is the job's cleanup. Refused with unsupported for a commit (its name is deleteMerged); a copy adopted from another tool deletes nothing (its chain is not known) and says so in cleanup.kept.
+   */
+  removeSource?: boolean;
 };
 /**
  * A duration in seconds.
@@ -979,7 +987,7 @@ export interface Job {
   };
   groupId?: JobId;
   /**
-   * The backing-chain layers a commit or pull works on (commit and pull jobs only).
+   * The backing-chain layers a job works on: for commit and pull jobs the layers named below; for a copy started by this agent, top is the source (the active layer at the start), base the layer a shallow copy keeps below the destination (null for a full copy) and chain the source's whole chain (what removeSource deletes from). Absent for a copy adopted from another tool or recorded by an older agent.
    */
   layers?: {
     /**
@@ -998,15 +1006,19 @@ export interface Job {
     chain?: ChainLayer[];
   };
   /**
-   * deleteMerged (commit and pull jobs): the promise to delete the layers that leave the chain once the job's end is verified, and what became of it. Journaled before the answer that accepted it.
+   * The promise to delete the files a job's verified end takes out of use, and what became of it: deleteMerged (commit and pull jobs: the layers that leave the chain) or removeSource (copy jobs: the old source and, for a full copy, its backing layers). Journaled before the answer that accepted it.
    */
   cleanup?: {
     /**
-     * The layers that leave the chain are to be deleted.
+     * Set (true) when promised by deleteMerged (a commit or pull): the layers that leave the chain are to be deleted.
      */
-    deleteMerged: boolean;
+    deleteMerged?: boolean;
     /**
-     * pending: the end is not verified yet (or ended otherwise: nothing is deleted); deleting: the files to delete are journaled and being removed (a restart finishes it); done.
+     * Set (true) when promised by removeSource (a copy): the old source and, for a full copy, its backing layers are to be deleted once pivoted.
+     */
+    removeSource?: boolean;
+    /**
+     * pending: the end is not verified yet (or ended otherwise: nothing is deleted, the files are listed in kept with the reason); deleting: the files to delete are journaled and being removed (a restart finishes it); done.
      */
     state: 'pending' | 'deleting' | 'done';
     /**
@@ -1031,7 +1043,7 @@ export interface Job {
      */
     removed: string[];
     /**
-     * Files that left the chain but were not deleted, and why.
+     * Files that left the chain (or, for a job that ended otherwise, would have) but were not deleted, and why.
      *
      * @maxItems 1000
      */
@@ -1247,6 +1259,10 @@ export interface BlockCopyGroupParams {
    * When the host already runs its maximum of concurrent copies, wait for a free slot (up to timeout, if given) instead of failing with tooManyJobs.
    */
   queue?: boolean;
+  /**
+   * blockCopy's removeSource for every disk of the group: each member job carries the promise from its start, and once the group is pivoted (whenReady or pivotGroup) each disk's old files are deleted with blockCopy's checks. The answer waits for the deletions when it waits for the end.
+   */
+  removeSource?: boolean;
 }
 /**
  * A group and whether this call changed anything (false when the group was already where the call asked).
@@ -1523,6 +1539,10 @@ export interface PivotGroupParams {
   timeout?: TimeoutSeconds8;
   freeze?: FreezeMode;
   maxPause?: MaxPauseSeconds;
+  /**
+   * pivot's removeSource for every disk of the group: each member's promise is journaled before the guest is paused; the deletions run after the guest is resumed (never during the pause) and the answer waits for them (each job's cleanup).
+   */
+  removeSource?: boolean;
 }
 /**
  * A group and whether this call changed anything (false when the group was already where the call asked).
@@ -1782,7 +1802,8 @@ export const DEFAULTS = {
     "wait": "none",
     "freeze": "auto",
     "maxPause": 10,
-    "queue": false
+    "queue": false,
+    "removeSource": false
   },
   "BlockCopyParams": {
     "shallow": false,
@@ -1790,7 +1811,8 @@ export const DEFAULTS = {
     "synchronousWrites": false,
     "whenReady": "none",
     "wait": "none",
-    "queue": false
+    "queue": false,
+    "removeSource": false
   },
   "BlockPullParams": {
     "wait": "none",
@@ -1820,11 +1842,13 @@ export const DEFAULTS = {
   "PivotGroupParams": {
     "timeout": 30,
     "freeze": "auto",
-    "maxPause": 10
+    "maxPause": 10,
+    "removeSource": false
   },
   "PivotParams": {
     "timeout": 30,
-    "deleteMerged": false
+    "deleteMerged": false,
+    "removeSource": false
   },
   "SnapshotDisksParams": {
     "quiesce": "none"

@@ -16,7 +16,7 @@ export interface CleanupPolicy {
 }
 
 /** delete: the file and its identity (st_dev:st_ino); gone: nothing there; keep: why not. */
-export type Verdict = { verdict: 'delete'; id: string } | { verdict: 'gone' } | { verdict: 'keep'; reason: string };
+export type Verdict = { verdict: 'delete'; id: string } | { verdict: 'gone' } | { verdict: 'keep'; reason: string; user?: string };
 
 const errno = (e: unknown) => (e as NodeJS.ErrnoException).code;
 
@@ -43,7 +43,7 @@ export async function mayDelete(path: string | null, policy: CleanupPolicy, ids:
   if (!st.isFile()) return { verdict: 'keep', reason: 'not a regular file' };
   if (st.nlink !== 1) return { verdict: 'keep', reason: `a file with ${st.nlink} hard links` };
   const who = clash(ids, await canonicalOf(path), st);
-  if (who) return { verdict: 'keep', reason: `a domain (running or defined) still uses it, as ${who}` };
+  if (who) return { verdict: 'keep', reason: `a domain (running or defined) still uses it, as ${who}`, user: who };
   return { verdict: 'delete', id: fileKey(st) };
 }
 

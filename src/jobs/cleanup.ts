@@ -1,5 +1,5 @@
-// deleteMerged: the kernel's one post-end step, which the chain kinds opt into through
-// JobKind.mergedPaths. When a job that promised it ends (the recorder's terminal transition,
+// deleteMerged (commits, pulls) and removeSource (copies): the kernel's one post-end step, which
+// a kind opts into through JobKind.mergedPaths and names by JobKind.cleanupOption. When a job that promised it ends (the recorder's terminal transition,
 // always decided from the live XML), the files that left the chain are checked
 // (cleanup-files.ts) against the policy and against every domain's storage (live and
 // persistent definitions: a persistent definition that still names a file keeps it), the files
@@ -7,14 +7,17 @@
 // unlinked after its identity is compared again and its removal journaled. A restart finds a
 // `pending` or `deleting` cleanup of an ended job and finishes it: nothing is lost, and a file
 // deleted before the crash is found gone and reported removed, never deleted twice.
+import { AgentError } from '../errors.js';
 import type { Job } from '../generated/api.js';
 import { identitiesOf, type DiskIdentities } from '../destination/identity.js';
 import { DEFAULT_ROOTS } from '../destination/policy.js';
 import type { JobContext } from './context.js';
 import { faultPoint } from './fault-points.js';
-import { domainStorage } from './inventory.js';
-import type { JobEntry } from './job.js';
+import { storageOwners } from './inventory.js';
+import { canonicalPath, publicJob, type JobEntry } from './job.js';
+import { stateUnavailable } from './journal.js';
 import { kindOf } from './kinds/index.js';
+import type { CleanupOption } from './kinds/kind.js';
 import { isTerminal } from './state-machine.js';
 import { mayDelete, unlinkIfSame, type CleanupPolicy } from './cleanup-files.js';
 
@@ -25,9 +28,33 @@ export const DEFAULT_CLEANUP_POLICY: CleanupPolicy = { roots: DEFAULT_ROOTS, tru
 
 type JobCleanup = NonNullable<Job['cleanup']>;
 
-/** A job's cleanup record for a request's deleteMerged (undefined: not asked). */
-export function cleanupPromise(deleteMerged: boolean | undefined): Pick<Job, 'cleanup'> {
-  return deleteMerged ? { cleanup: { deleteMerged: true, state: 'pending', removed: [], kept: [] } } : {};
+/** A job's cleanup record for a request's deleteMerged or removeSource (false: not asked). */
+export function cleanupPromise(asked: boolean | undefined, option: CleanupOption = 'deleteMerged'): Pick<Job, 'cleanup'> {
+  return asked ? { cleanup: { [option]: true, state: 'pending', removed: [], kept: [] } } : {};
+}
+
+/**
+ * A request's deleteMerged or removeSource on a running job (pivot, pivotGroup): journaled
+ * durably before the pivot is sent. Refused by name for a kind whose cleanup has the other name
+ * (or none), before anything changes.
+ */
+export async function promiseCleanup(ctx: JobContext, entry: JobEntry, option: CleanupOption, request: string): Promise<void> {
+  const job = entry.rec.job;
+  const kind = kindOf(job);
+  if (!kind.mergedPaths || kind.cleanupOption !== option)
+    throw new AgentError(
+      'unsupported',
+      `${option} does not apply to job ${job.jobId}: a ${kind.noun} ${kind.cleanupOption ? `names it ${kind.cleanupOption}` : 'leaves no files behind'}`,
+      { job: publicJob(entry) },
+    );
+  // Already promised; or ended otherwise (the pivot itself is then refused): nothing to promise.
+  if (job.cleanup?.[option] || (isTerminal(job.state) && job.state !== 'pivoted')) return;
+  Object.assign(job, cleanupPromise(true, option));
+  await ctx.recorder.persist(entry).catch((e: unknown) => {
+    delete job.cleanup;
+    throw stateUnavailable(e, request);
+  });
+  if (isTerminal(job.state)) ctx.cleanup.afterEnd(entry);
 }
 
 /** Resolves once the job's cleanup (if one runs) is done: answers that report an end wait for it. */
@@ -42,7 +69,7 @@ export class Cleanup {
   /** Called on every terminal transition: starts the job's promised cleanup, at most one at a time. */
   afterEnd(entry: JobEntry): void {
     const c = entry.rec.job.cleanup;
-    if (!c?.deleteMerged || c.state === 'done' || !isTerminal(entry.rec.job.state) || entry.cleaning) return;
+    if (!(c?.deleteMerged || c?.removeSource) || c.state === 'done' || !isTerminal(entry.rec.job.state) || entry.cleaning) return;
     entry.cleaning = this.run(entry, c)
       .catch((err: unknown) => {
         // Left as journaled (pending or deleting): the poll (every poll interval), a reconnect or
@@ -64,16 +91,18 @@ export class Cleanup {
 
   private async run(entry: JobEntry, c: JobCleanup): Promise<void> {
     const job = entry.rec.job;
-    let ids: DiskIdentities | undefined;
+    let ids: Storage | undefined;
     if (c.state === 'pending') {
       const paths = kindOf(job).mergedPaths?.(job, job.state) ?? [];
-      if (paths === null) {
+      if (c.removeSource && job.state !== 'pivoted' && job.source.path) {
+        c.kept.push({ path: job.source.path, reason: `the copy ended ${job.state}, not pivoted: the guest still runs on its source` });
+      } else if (paths === null) {
         c.kept.push({ path: '', reason: "the job's layers are not known (a job adopted from another tool): nothing was deleted" });
       } else if (paths.length > 0) {
         ids = await this.storage();
         const files: NonNullable<JobCleanup['files']> = [];
         for (const path of paths) {
-          const v = await mayDelete(path, this.policy, ids);
+          const v = await verdictOf(path, this.policy, ids);
           if (v.verdict === 'delete') files.push({ path: path!, id: v.id });
           else if (v.verdict === 'gone') c.removed.push(path!);
           else c.kept.push({ path: path ?? '', reason: v.reason });
@@ -89,7 +118,7 @@ export class Cleanup {
       // Resumed after a restart: every domain's storage again (one may have been defined since).
       ids ??= await this.storage();
       for (const f of [...(c.files ?? [])]) {
-        const v = await mayDelete(f.path, this.policy, ids);
+        const v = await verdictOf(f.path, this.policy, ids);
         const r = v.verdict === 'keep' ? { removed: false as const, reason: v.reason } : await unlinkIfSame(f.path, f.id);
         if (r.removed) c.removed.push(f.path);
         else c.kept.push({ path: f.path, reason: r.reason });
@@ -109,8 +138,23 @@ export class Cleanup {
     this.ctx.recorder.emitChanged(entry);
   }
 
-  /** Every domain's storage (this one's too: its live and persistent definitions), by identity. */
-  private async storage(): Promise<DiskIdentities> {
-    return identitiesOf(await domainStorage(this.ctx.conn, this.ctx.log));
+  /** Every domain's storage (this one's too: its live and persistent definitions), by identity,
+   *  and the domains using each path, so that a kept file names who keeps it. */
+  private async storage(): Promise<Storage> {
+    const { paths, owners } = await storageOwners(this.ctx.conn, this.ctx.log);
+    return { ids: await identitiesOf(paths), owners };
   }
+}
+
+interface Storage {
+  ids: DiskIdentities;
+  owners: Map<string, Set<string>>;
+}
+
+/** Why a file is kept, with the domains that use it when that is the reason. */
+async function verdictOf(path: string | null, policy: CleanupPolicy, s: Storage) {
+  const v = await mayDelete(path, policy, s.ids);
+  if (v.verdict !== 'keep' || !v.user) return v;
+  const who = [...(s.owners.get(canonicalPath(v.user)) ?? [])].sort();
+  return who.length ? { ...v, reason: `used by domain${who.length > 1 ? 's' : ''} ${who.join(', ')} (${v.user})` } : v;
 }

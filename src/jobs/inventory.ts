@@ -40,10 +40,14 @@ async function eachLimited<T>(items: T[], n: number, f: (x: T) => Promise<void>)
 interface Image {
   path: string;
   format: string | null;
+  /** The domain whose disk led here. */
+  owner: string;
 }
 
 class Inventory {
   readonly paths = new Set<string>();
+  /** Which domains use each path (for messages: who keeps a file in use). */
+  readonly owners = new Map<string, Set<string>>();
   private readonly images: Image[] = [];
   private readonly volumes = new Map<string, Promise<string | null>>();
 
@@ -88,9 +92,16 @@ class Inventory {
     let path = l.path;
     if (l.volume) path = await this.volumePath(d, l.volume.pool, l.volume.volume);
     if (!path) return;
-    this.paths.add(canonicalPath(path));
+    this.add(canonicalPath(path), d.name);
     // A directory (type dir) has no header; a network source is not the agent's to open.
-    if (path.startsWith('/') && l.type !== 'dir' && l.type !== 'network') this.images.push({ path, format: l.format });
+    if (path.startsWith('/') && l.type !== 'dir' && l.type !== 'network') this.images.push({ path, format: l.format, owner: d.name });
+  }
+
+  private add(path: string, owner: string): void {
+    this.paths.add(path);
+    let o = this.owners.get(path);
+    if (!o) this.owners.set(path, (o = new Set()));
+    o.add(owner);
   }
 
   /** The volume's path, or null when the pool has no such volume (nothing there to protect). */
@@ -145,8 +156,8 @@ class Inventory {
           // QEMU resolves a relative name against the image's name as opened (a symlink's
           // directory); both that and the real directory are taken.
           for (const r of [referenceOf(name, img.path), referenceOf(name, real)]) {
-            this.paths.add(r.kind === 'file' ? canonicalPath(r.path) : r.name);
-            if (r.kind === 'file' && name === h.backing) found.push({ path: r.path, format: h.backingFormat });
+            this.add(r.kind === 'file' ? canonicalPath(r.path) : r.name, img.owner);
+            if (r.kind === 'file' && name === h.backing) found.push({ path: r.path, format: h.backingFormat, owner: img.owner });
           }
         }
       });
@@ -162,6 +173,15 @@ class Inventory {
  * cannot be read: a destination is never checked against a partial inventory.
  */
 export async function domainStorage(conn: Connection, log?: Logger, opts: { except?: string } = {}): Promise<Set<string>> {
+  return (await storageOwners(conn, log, opts)).paths;
+}
+
+/** domainStorage, with the domains that use each path (by name). */
+export async function storageOwners(
+  conn: Connection,
+  log?: Logger,
+  opts: { except?: string } = {},
+): Promise<{ paths: Set<string>; owners: Map<string, Set<string>> }> {
   const doms = await conn.listDomains().catch((e: unknown) => {
     throw incomplete(e, 'cannot list the domains');
   });
@@ -173,5 +193,5 @@ export async function domainStorage(conn: Connection, log?: Logger, opts: { exce
     (d) => inv.domain(d),
   );
   await inv.headers();
-  return inv.paths;
+  return { paths: inv.paths, owners: inv.owners };
 }

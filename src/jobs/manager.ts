@@ -44,8 +44,9 @@ import { Completion } from './completion.js';
 import { JobContext, type JobManagerOptions } from './context.js';
 import { diskKey, publicJob, track, type JobEntry } from './job.js';
 import { kindOf, type JobRequest } from './kinds/index.js';
-import { stateUnavailable, type Journal } from './journal.js';
-import { Cleanup, cleaned, cleanupPromise, DEFAULT_CLEANUP_POLICY } from './cleanup.js';
+import type { CleanupOption } from './kinds/kind.js';
+import type { Journal } from './journal.js';
+import { Cleanup, cleaned, DEFAULT_CLEANUP_POLICY, promiseCleanup } from './cleanup.js';
 import { isUnanswered, toAgentError } from './libvirt-errors.js';
 import { fromByteCount, toByteCount } from './numbers.js';
 import { Reconciler } from './reconcile.js';
@@ -261,29 +262,9 @@ export class JobManager extends EventEmitter {
   async pivot(params: PivotParams): Promise<PivotResult> {
     this.assertServing();
     const entry = applies(await this.ctx.registry.find(params), 'pivot');
-    if (params.deleteMerged) await this.promiseCleanup(entry);
+    if (params.deleteMerged) await promiseCleanup(this.ctx, entry, 'deleteMerged', 'pivot');
+    if (params.removeSource) await promiseCleanup(this.ctx, entry, 'removeSource', 'pivot');
     return this.ctx.completion.complete(entry, 'pivot', (params.timeout ?? DEFAULTS.PivotParams.timeout) * 1000);
-  }
-
-  /**
-   * pivot's deleteMerged: the promise journaled durably before the pivot is sent (and so before
-   * the answer); refused by name for a kind that merges no layers away (a copy).
-   */
-  private async promiseCleanup(entry: JobEntry): Promise<void> {
-    const job = entry.rec.job;
-    const kind = kindOf(job);
-    if (!kind.mergedPaths)
-      throw new AgentError('unsupported', `deleteMerged does not apply to job ${job.jobId}: a ${kind.noun} merges no layers away`, {
-        job: publicJob(entry),
-      });
-    // Already promised; or ended otherwise (the pivot itself is then refused): nothing to promise.
-    if (job.cleanup?.deleteMerged || (isTerminal(job.state) && job.state !== 'pivoted')) return;
-    Object.assign(job, cleanupPromise(true));
-    await this.ctx.recorder.persist(entry).catch((e: unknown) => {
-      delete job.cleanup;
-      throw stateUnavailable(e, 'pivot');
-    });
-    if (isTerminal(job.state)) this.ctx.cleanup.afterEnd(entry);
   }
 
   async finish(params: FinishParams): Promise<FinishResult> {
@@ -367,6 +348,17 @@ export class JobManager extends EventEmitter {
   }
 
   /** The jobs of a group, in creation order. */
+  /** pivotGroup's removeSource: each running member's promise journaled before the guest is paused. */
+  async promiseGroupCleanup(groupId: string, option: CleanupOption, request: string): Promise<void> {
+    for (const t of this.ctx.entries.values())
+      if (t.rec.job.groupId === groupId && !isTerminal(t.rec.job.state)) await promiseCleanup(this.ctx, t, option, request);
+  }
+
+  /** Resolves once the cleanups of a group's ended members are done (answers that report the end wait). */
+  async groupCleaned(groupId: string): Promise<void> {
+    for (const t of this.ctx.entries.values()) if (t.rec.job.groupId === groupId) await cleaned(t);
+  }
+
   groupJobs(groupId: string): Job[] {
     return [...this.ctx.entries.values()]
       .filter((t) => t.rec.job.groupId === groupId)

@@ -48,7 +48,22 @@ t.test('the layers that leave the chain, by kind and end', async (t) => {
     'a full pull: every layer below the active one',
   );
   t.equal(mergedLayers('pull', 'completed', { top: null, base: null }), null, 'layers unknown (adopted): null');
-  t.equal(KINDS.copy.mergedPaths, undefined, 'a copy merges nothing away (pivot deleteMerged is refused for it)');
+  // A copy's cleanup is removeSource (deleteMerged is refused for it by name): what it takes out of use.
+  t.equal(KINDS.copy.cleanupOption, 'removeSource', "a copy's cleanup is named removeSource");
+  t.equal(KINDS.commit.cleanupOption, 'deleteMerged', "a commit's is deleteMerged");
+  const L = (path: string, index: number) => ({ path, format: 'qcow2', index });
+  const chain = [L('/c/top', 3), L('/c/mid', 2), L('/c/base', 1)];
+  const copy = (base: ReturnType<typeof L> | null, c: typeof chain | undefined) =>
+    ({ kind: 'copy', layers: { top: chain[0], base, ...(c ? { chain: c } : {}) } }) as unknown as Job;
+  t.same(
+    KINDS.copy.mergedPaths!(copy(null, chain), 'pivoted'),
+    ['/c/top', '/c/mid', '/c/base'],
+    'a full copy pivoted: the whole old chain',
+  );
+  t.same(KINDS.copy.mergedPaths!(copy(chain[1]!, chain), 'pivoted'), ['/c/top'], 'a shallow copy pivoted: the old top only');
+  t.same(KINDS.copy.mergedPaths!(copy(null, chain), 'finished'), [], 'a finished copy: nothing');
+  t.same(KINDS.copy.mergedPaths!(copy(null, chain), 'cancelled'), [], 'a cancelled copy: nothing');
+  t.equal(KINDS.copy.mergedPaths!(copy(null, undefined), 'pivoted'), null, 'chain not recorded (adopted): null');
 });
 
 /** A terminal active commit over files in `dir`, a stub libvirt whose domains are `doms`. */
@@ -116,7 +131,7 @@ t.test('the intent is journaled before the first unlink; kept files say why', as
     state: 'done',
     removed: [top, mid],
     kept: [
-      { path: shared, reason: /still uses it/ },
+      { path: shared, reason: /^used by domain other \(/ },
       { path: link, reason: /symbolic link/ },
       { path: outside, reason: /not under the destination policy's roots/ },
     ],

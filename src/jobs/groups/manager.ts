@@ -107,8 +107,13 @@ export class GroupManager {
     return { group: this.ctx.view(this.ctx.find(params.groupId)) };
   }
 
-  pivotGroup(params: PivotGroupParams): Promise<GroupChange> {
-    return this.switcher.run(this.ctx.find(params.groupId), 'pivot', switchOptions(params));
+  async pivotGroup(params: PivotGroupParams): Promise<GroupChange> {
+    const entry = this.ctx.find(params.groupId);
+    if (params.removeSource) await this.ctx.jobs.promiseGroupCleanup(entry.rec.groupId, 'removeSource', 'pivotGroup');
+    const r = await this.switcher.run(entry, 'pivot', switchOptions(params));
+    // The deletions run after the guest resumed; the answer reports them (each job's cleanup).
+    await this.ctx.jobs.groupCleaned(entry.rec.groupId);
+    return { ...r, group: this.ctx.view(entry) };
   }
 
   finishGroup(params: PivotGroupParams): Promise<GroupChange> {

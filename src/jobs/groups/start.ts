@@ -29,6 +29,7 @@ function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['dis
     // the group then cancels the others.
     ...(params.timeout !== undefined ? { timeout: params.timeout } : {}),
     queue: params.queue ?? g.queue,
+    ...(params.removeSource ? { removeSource: true } : {}),
     whenReady: 'none',
     wait: 'none',
   };
@@ -129,6 +130,7 @@ export class GroupStart {
       if (!(await ctx.waitUntil(done, limit, signal))) {
         throw new AgentError('timeout', `group ${entry.rec.groupId} is still ${ctx.state(entry)}`, { group: ctx.view(entry) });
       }
+      if (wait === 'done') await ctx.jobs.groupCleaned(entry.rec.groupId);
       const s = ctx.state(entry);
       if (entry.rec.error && s !== 'pivoted' && s !== 'finished') {
         throw new AgentError(entry.rec.error.name, entry.rec.error.message, { group: ctx.view(entry) });

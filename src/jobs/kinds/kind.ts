@@ -9,6 +9,8 @@ import type { Decision, Facts } from './decision.js';
 
 export type { JobKindName };
 
+export type CleanupOption = 'deleteMerged' | 'removeSource';
+
 /** The requests a caller can make of a running job; each kind says which apply. */
 export type JobRequest = 'pivot' | 'finish' | 'abort' | 'setSpeed';
 
@@ -39,6 +41,9 @@ export interface JobKind {
    * (cleanup.ts) deletes them after the end is verified. Absent: the kind merges nothing away.
    */
   mergedPaths?(job: Job, ended: JobState): Array<string | null> | null;
+  /** The request option that promises the mergedPaths step for this kind (deleteMerged for
+   *  commits and pulls, removeSource for copies); absent with mergedPaths. */
+  readonly cleanupOption?: CleanupOption;
   /** A job for one of this kind found running that this agent did not start. */
   adopted(dom: { name: string; uuid: string }, disk: DiskInfo, info: BlockJobInfo | null, nowIso: string): Job;
 }

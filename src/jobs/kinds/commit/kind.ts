@@ -44,6 +44,7 @@ export const activeCommitKind: JobKind = {
   mismatch: (job, disk, info) => mismatch(asChainJob(job), disk, info ?? null),
   stateFromLive: (journaled, disk) => stateFromMirror(journaled, disk.mirror?.ready ?? null),
   conclude: (job, facts, staleMs) => conclude(asChainJob(job), facts, staleMs),
+  cleanupOption: 'deleteMerged',
   mergedPaths: (job, ended) => mergedLayers('activeCommit', ended, asChainJob(job).layers)?.map((l) => l.path) ?? null,
   adopted: adoptAs('activeCommit'),
 };
@@ -59,6 +60,7 @@ export const commitKind: JobKind = {
   // No <mirror> to read: an abort libvirt does not show yet is still wanted.
   stateFromLive: (journaled) => (journaled === 'cancelling' ? 'cancelling' : 'copying'),
   conclude: (job, facts, staleMs) => conclude(asChainJob(job), facts, staleMs),
+  cleanupOption: 'deleteMerged',
   mergedPaths: (job, ended) => mergedLayers('commit', ended, asChainJob(job).layers)?.map((l) => l.path) ?? null,
   adopted: adoptAs('commit'),
 };

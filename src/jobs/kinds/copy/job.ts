@@ -1,13 +1,15 @@
 // A copy job's own shape: a new job for a blockCopy call, a job for a copy found running, and
 // the copy's identity in libvirt's XML (its <mirror>).
 import { randomUUID } from 'node:crypto';
-import type { BlockCopyParams, Destination, Job } from '../../../generated/api.js';
+import type { BlockCopyParams, Destination, Job, JobState } from '../../../generated/api.js';
 import { DEFAULTS } from '../../../generated/api.js';
 import type { BlockJobInfo, DomainRef } from '../../../libvirt/index.js';
 import type { DiskInfo, MirrorInfo } from '../../../libvirt/disk-xml.js';
 import { fromByteCount, toByteCount } from '../../numbers.js';
 import { samePath } from '../../job.js';
 import { adoptedCommon } from '../adopted.js';
+import { cleanupPromise } from '../../cleanup.js';
+import { chainOf, layerOf } from '../commit/layers.js';
 
 /** A copy job: its options are always known. */
 export type CopyJob = Job & Required<Pick<Job, 'options'>>;
@@ -45,6 +47,8 @@ export function newJob(
     domain: { name: dom.name, uuid: dom.uuid },
     disk: params.disk,
     source: { path: disk.sourcePath, format: disk.format },
+    layers: sourceLayers(disk, params.shallow ?? DEFAULTS.BlockCopyParams.shallow),
+    ...cleanupPromise(params.removeSource, 'removeSource'),
     destination: { path: dest.path, format: dest.format ?? null, type: dest.type ?? DEFAULTS.Destination.type },
     state: 'copying',
     progress: { cur: 0, end: 0, percent: null, rate: null, eta: null },
@@ -64,6 +68,28 @@ export function newJob(
     createdAt: nowIso,
     updatedAt: nowIso,
   };
+}
+
+/**
+ * The source's chain when the copy starts (what removeSource may delete from): top is the
+ * active layer, base the layer a shallow copy keeps below the destination (null: a full copy).
+ */
+function sourceLayers(disk: DiskInfo, shallow: boolean): NonNullable<Job['layers']> {
+  const chain = chainOf(disk).map(layerOf);
+  return { top: chain[0]!, base: shallow ? (chain[1] ?? null) : null, chain };
+}
+
+/**
+ * The files a copy takes out of use when it pivots: the old active layer, and for a full copy
+ * every backing layer too (the destination holds all their data); a shallow copy's destination
+ * still reads the old backing chain, so only the old top. Nothing for any other end; null when
+ * the chain was not recorded (a copy adopted from another tool, or journaled by an older agent).
+ */
+export function sourceFiles(job: Job, ended: JobState): Array<string | null> | null {
+  if (ended !== 'pivoted') return [];
+  if (!job.layers?.chain) return null;
+  const chain = job.layers.chain;
+  return (job.layers.base === null ? chain : chain.slice(0, 1)).map((l) => l.path);
 }
 
 /** A job for a copy found running that this agent did not start (virsh, another tool, a lost journal). */

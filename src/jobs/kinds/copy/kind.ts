@@ -1,7 +1,7 @@
 // The copy kind (blockCopy; libvirt's COPY job with a <mirror job='copy'>).
 import type { JobKind } from '../kind.js';
 import { conclude } from './conclude.js';
-import { adoptedJob, mirrorMismatch } from './job.js';
+import { adoptedJob, mirrorMismatch, sourceFiles } from './job.js';
 import { MIRROR_NEXT, stateFromMirror } from './state.js';
 
 export const copyKind: JobKind = {
@@ -14,5 +14,7 @@ export const copyKind: JobKind = {
   mismatch: (job, disk) => (disk.mirror ? mirrorMismatch(job, disk.mirror) : null),
   stateFromLive: (journaled, disk) => stateFromMirror(journaled, disk.mirror?.ready ?? null),
   conclude,
+  cleanupOption: 'removeSource',
+  mergedPaths: sourceFiles,
   adopted: adoptedJob,
 };

@@ -17,6 +17,7 @@ export const pullKind: JobKind = {
   mismatch: (job, disk, info) => mismatch(asChainJob(job), disk, info ?? null),
   stateFromLive: (journaled) => (journaled === 'cancelling' ? 'cancelling' : 'copying'),
   conclude: (job, facts) => conclude(asChainJob(job), facts),
+  cleanupOption: 'deleteMerged',
   mergedPaths: (job, ended) => mergedLayers('pull', ended, asChainJob(job).layers)?.map((l) => l.path) ?? null,
   adopted: adoptAs('pull'),
 };

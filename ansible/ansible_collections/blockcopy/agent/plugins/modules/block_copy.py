@@ -107,6 +107,17 @@ options:
         100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
         C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
     type: raw
+  remove_source:
+    description:
+      - With I(state=pivoted) - once the pivot is verified, delete the files the guest no longer
+        uses - the old source and, for a full (non-shallow) copy, its backing layers recorded
+        when the copy started.
+      - Each only if no domain (running or defined) uses it by identity, it is a regular file
+        under the agent's destination policy and never a block device; the others are kept and
+        reported with the reason in RV(job.cleanup.kept) (for example a base image another VM uses).
+      - Journaled by the agent before the pivot, so a crash neither loses nor repeats a deletion.
+    type: bool
+    default: false
   granularity:
     description:
       - Dirty-bitmap granularity in bytes, a power of two from 512 to 67108864.
@@ -268,6 +279,11 @@ job:
       type: str
       returned: once ended
       sample: observed
+    cleanup:
+      description: What I(remove_source) did - C(removed) (paths deleted) and C(kept) (path and reason each).
+      type: dict
+      returned: with remove_source
+      sample: {removeSource: true, state: done, removed: [/srv/a/vm1-vda.qcow2], kept: [{path: /srv/a/base.qcow2, reason: used by domain vm2}]}
     evidence:
       description: What the agent saw that supports an inferred outcome or a failure.
       type: dict
@@ -386,6 +402,8 @@ def copy_params(p, when_ready, wait):
                      ("buf_size", "bufSize"), ("job_id", "jobId")):
         if p[opt] is not None:
             params[key] = p[opt]
+    if p["remove_source"] and when_ready == "pivot":
+        params["removeSource"] = True
     return params
 
 
@@ -476,7 +494,10 @@ class Runner(object):
             return False, job, "the copy of %s/%s is still in phase 1; the agent will %s it when ready" % (p["domain"], p["disk"], method)
         if job["state"] == "copying":
             self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": p["timeout"]})
-        result = self.call(method, {"jobId": job["jobId"], "timeout": p["pivot_timeout"]})
+        switch = {"jobId": job["jobId"], "timeout": p["pivot_timeout"]}
+        if p["remove_source"] and method == "pivot":
+            switch["removeSource"] = True
+        result = self.call(method, switch)
         return result["changed"], result["job"], "%s %s/%s (%s)" % (goal, p["domain"], p["disk"], dest)
 
     def absent(self, job):
@@ -507,6 +528,7 @@ def main():
         transient_job=dict(type="bool"),
         synchronous_writes=dict(type="bool", default=False),
         bandwidth=dict(type="raw"),
+        remove_source=dict(type="bool", default=False),
         granularity=dict(type="int"),
         buf_size=dict(type="int"),
         job_id=dict(type="str"),
@@ -527,6 +549,8 @@ def main():
     p = module.params
     if p["destination"] is not None and not os.path.isabs(p["destination"]):
         module.fail_json(msg="destination must be an absolute path, got %s" % p["destination"], error="invalidParams")
+    if p["remove_source"] and p["state"] != "pivoted":
+        module.fail_json(msg="remove_source applies to state=pivoted, not %s" % p["state"], error="invalidParams")
     if p["timeout"] <= 0 or p["pivot_timeout"] <= 0:
         module.fail_json(msg="timeout and pivot_timeout must be positive", error="invalidParams")
 
