@@ -1,12 +1,14 @@
-// hooks/blockcopy-agent-migrate-guard, invoked as libvirt invokes a qemu hook
-// (`HOOK DOMAIN migrate begin -`, the domain XML on stdin) against the real agent and libvirtd:
-// allow without a job, refuse while the agent's copy runs, allow once it ended, and a hung agent
-// (SIGSTOPped, or a peer that accepts and never answers) answered within the hook's bound.
-// libvirtd itself is not made to call it: it reads hooks at start-up only (never restarted
-// here), and `migrate begin` runs on a migration's destination, which this host cannot be for
-// itself (libvirt refuses a migration to the same host).
+// hooks/blockcopy-agent-migrate-guard against the real agent and libvirtd, invoked as libvirt
+// invokes a qemu hook (`HOOK DOMAIN migrate begin -`, the domain XML on stdin) and called by
+// libvirt itself: an offline migration from the system libvirtd to a second one (a private
+// daemon with its own hooks and host UUID, test/helpers/hook-libvirtd.ts) runs the hook there as
+// on a real destination. Allow without a job, refuse while the agent's copy runs, allow once it
+// ended; a hung agent (SIGSTOPped, or a peer that accepts and never answers) is answered within
+// the hook's bound. A live migration cannot be tried: one host, and libvirt refuses a migration
+// to the same host.
 import t from 'tap';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
 import { writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -14,7 +16,9 @@ import { fileURLToPath } from 'node:url';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent, untilState } from '../../harness/agent.js';
 import { NODE_FLAGS } from '../../src/cli/node-flags.js';
+import { startHookLibvirtd } from '../helpers/hook-libvirtd.js';
 
+const run = promisify(execFile);
 const HOOK = fileURLToPath(new URL('../../../hooks/blockcopy-agent-migrate-guard', import.meta.url));
 const MiB = 1024 * 1024;
 /** Generous: the hook's own bound plus process start-up on a loaded 2-core machine. */
@@ -179,4 +183,67 @@ t.test('a peer that accepts and never answers: bounded, per ON_ERROR', async (t)
   t.ok(closed.ms < HUNG_CAP_MS, `within the bound (${closed.ms} ms)`);
   const open = await runHook(migrateBegin(dom), xml, { ...env, BLOCKCOPY_HOOK_ON_ERROR: 'allow' });
   t.equal(open.code, 0, 'allowed (fail open)');
+});
+
+t.test("through libvirt's own hook call: an offline migration to a second libvirtd", async (t) => {
+  const agent = await serveAgent(t);
+  const client = await agent.connect();
+  const dom = await hv.createDomain(t, { persistent: true, disks: [{ format: 'qcow2', sizeMiB: 64 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0x6b, offset: 0, length: 48 * MiB });
+  // Installed as an operator would, with the settings a config file would give (libvirt passes
+  // a hook only LC_ALL, PATH and HOME); it runs as the daemon's user, so its files are readable.
+  const hookd = await startHookLibvirtd(
+    'blockcopy-agent',
+    (dir) =>
+      `#!/bin/sh\n` +
+      `export BLOCKCOPY_HOOK_STATE_DIR=${dir}/no-agent-here BLOCKCOPY_HOOK_PEERS=${agent.url}\n` +
+      `export BLOCKCOPY_HOOK_PEER_ARGS="--token-file ${dir}/token" BLOCKCOPY_HOOK_CLI=${dir}/blockcopy-agent\n` +
+      `export BLOCKCOPY_HOOK_NODE=${process.execPath} BLOCKCOPY_HOOK_TIMEOUT=${BOUND_S}\n` +
+      `exec ${HOOK} "$@"\n`,
+  );
+  t.teardown(() => hookd.close());
+  writeFileSync(join(hookd.dir, 'token'), agent.token, { mode: 0o644 });
+  writeFileSync(join(hookd.dir, 'blockcopy-agent'), `#!/bin/sh\nexec ${process.execPath} ${NODE_FLAGS.join(' ')} ${CLI} "$@"\n`, {
+    mode: 0o755,
+  });
+  const migrate = () =>
+    run('virsh', ['-c', 'qemu:///system', 'migrate', '--offline', '--persistent', dom.name, hookd.uri]).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    );
+  const definedThere = async () => (await run('virsh', ['-c', hookd.uri, 'list', '--all', '--name'])).stdout.includes(dom.name);
+  const undefineThere = () => run('virsh', ['-c', hookd.uri, 'undefine', dom.name]);
+
+  const idle = await migrate();
+  t.same(idle, { code: 0, stderr: '' }, 'no job: libvirt ran the hook and migrated (the definition)');
+  t.ok(await definedThere(), 'the domain is defined on the second libvirtd');
+  await undefineThere();
+
+  const { job } = await client.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: `${dom.dir}/libvirt-hook.qcow2`, format: 'qcow2' },
+    bandwidth: MiB,
+    jobId: 'via-libvirt',
+  });
+  const busy = await migrate();
+  t.equal(busy.code, 1, 'a copy runs: the migration is refused');
+  t.match(busy.stderr, /Hook script execution failed/, 'by the hook, says libvirt');
+  t.match(busy.stderr, /copy job via-libvirt on vda is copying/, "with the hook's reason");
+  t.notOk(await definedThere(), 'nothing defined on the second libvirtd');
+
+  agent.process.kill('SIGSTOP');
+  try {
+    const hung = await migrate();
+    t.equal(hung.code, 1, 'the agent hangs: refused (fail closed) ...');
+    t.match(hung.stderr, `no answer within ${BOUND_S}s`, '... within the bound: libvirtd did not hang');
+    t.ok(await run('virsh', ['-c', hookd.uri, 'list', '--all']), 'the second libvirtd answers');
+  } finally {
+    agent.process.kill('SIGCONT');
+  }
+
+  await client.call('abort', { jobId: job.jobId });
+  await untilState(client, job.jobId, ['cancelled']);
+  t.same(await migrate(), { code: 0, stderr: '' }, 'the copy ended: migrated');
+  await undefineThere();
 });
