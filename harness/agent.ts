@@ -18,7 +18,7 @@ const ENV = { ...process.env, BLOCKCOPY_VALIDATE_RESULTS: '1', BLOCKCOPY_LOG_LEV
 /**
  * Test disks and destinations live under TEST_ROOT (root-owned 0755, in the sticky /var/tmp),
  * not in libvirt's default pool directory: agents the tests start allow it explicitly. For
- * commands that start an agent themselves (the CLI without --url, the migration hook, Ansible).
+ * commands that start an agent themselves (the CLI without --url, Ansible).
  */
 export const TEST_AGENT_ENV = { BLOCKCOPY_ALLOWED_ROOTS: TEST_ROOT };
 
