@@ -57,7 +57,7 @@ t.test('copy --wait --pivot --json: exits 0, every line is JSON, the guest moved
     'qcow2',
     // Phase 1 lasts about 3 s: long enough for progress lines even on a loaded host.
     '--bandwidth',
-    String(16 * MiB),
+    '16M',
     '--wait',
     '--pivot',
     '--json',
@@ -144,7 +144,7 @@ t.test('Ctrl-C during phase 1 cancels the copy and says so', async (t) => {
   await hv.guestWrite(dom, 'vda', { pattern: 0xf2, offset: 0, length: 96 * MiB });
   let sent = false;
   const r = await cli(
-    ['copy', dom.name, 'vda', `${dom.dir}/ctrlc.qcow2`, '--bandwidth', String(MiB), '--wait', '--json', '--state-dir', stateDir(t)],
+    ['copy', dom.name, 'vda', `${dom.dir}/ctrlc.qcow2`, '--bandwidth', '1M', '--wait', '--json', '--state-dir', stateDir(t)],
     {
       onLine: (line, child) => {
         if (!sent && JSON.parse(line).event === 'job.changed') {
@@ -172,7 +172,7 @@ t.test('exit codes: timeout, agent error, usage, connection', async (t) => {
     'vda',
     `${dom.dir}/slow.qcow2`,
     '--bandwidth',
-    String(MiB),
+    '1M',
     '--wait',
     '--timeout',
     '1',
