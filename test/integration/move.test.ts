@@ -4,10 +4,10 @@
 // a rerun changing nothing; a pool outside allowedPools and a name already taken refused.
 import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import t, { type Test } from 'tap';
 import { RpcError, type AgentClient } from '../../src/client/index.js';
-import { serveAgent } from '../../harness/agent.js';
+import { CLI, serveAgent } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
@@ -21,6 +21,15 @@ async function expectError(p: Promise<unknown>): Promise<RpcError> {
     throw e;
   }
   throw new Error('the call succeeded');
+}
+
+/** The CLI a user types, against the served agent; exit code and stdout. */
+function cli(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
 }
 
 function formatOf(path: string): { format: string; backing?: string } {
@@ -156,5 +165,32 @@ t.test('whole-VM moves through the real agent', async (t) => {
       'no job was started on the domain',
     );
     for (const [i, d] of DISKS.entries()) t.equal((await hv.liveChain(dom, d))[0], dom.disks[i]!.path, `${d} stays on its source`);
+  });
+
+  t.test('the CLI: move DOMAIN --pool NAME --pivot, per-disk and overall progress; a rerun says nothing to do', async (t) => {
+    const dom = await threeDiskVm(t);
+    const env = { BLOCKCOPY_TOKEN: agent.token };
+    const usage = await cli(['move', dom.name, '--dir', '/x', '--pool', pool], env);
+    t.equal(usage.code, 2, 'both --dir and --pool: a usage error');
+    const r = await cli(['move', dom.name, '--pool', pool, '--disks', 'vda,vdb,vdc', '--pivot', '--json', '--url', agent.url], env);
+    t.equal(r.code, 0, `exit 0 ${r.stderr}`);
+    const lines = r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const progress = lines.filter((l) => l.event === 'jobs.changed') as Array<{ jobs: unknown[]; progress: { cur: number; end: number } }>;
+    t.ok(
+      progress.length > 0 && progress.every((l) => typeof l.progress.end === 'number'),
+      'progress lines carry each disk and the overall',
+    );
+    t.match(
+      lines.at(-1),
+      { event: 'group', changed: true, group: { state: 'pivoted' }, pool: { name: pool, refreshed: true } },
+      'pivoted in one group',
+    );
+    await checkMoved(t, dom, poolDir);
+    const again = await cli(['move', dom.name, '--pool', pool, '--pivot', '--json', '--url', agent.url], env);
+    t.equal(again.code, 0, 'a rerun exits 0');
+    t.match(JSON.parse(again.stdout.trim().split('\n').at(-1)!), { event: 'unchanged', changed: false }, 'and says nothing changed');
   });
 });
