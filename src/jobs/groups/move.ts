@@ -37,7 +37,8 @@ export function moveFileName(domain: string, disk: string, format: string): stri
 
 /** A disk a move copies: a device disk of type file, block or volume with a source (no cdrom, floppy, lun, empty or network disk). */
 export function isMovable(d: DiskInfo): boolean {
-  return d.device === 'disk' && ['file', 'block', 'volume'].includes(d.type) && !!d.sourcePath;
+  if (d.device !== 'disk') return false;
+  return d.type === 'volume' ? !!d.volume : ['file', 'block'].includes(d.type) && !!d.sourcePath;
 }
 
 const rejected = (reason: string) => new AgentError('destinationRejected', reason, { reason });
@@ -68,6 +69,13 @@ async function targetDir(
   return { dir: info.path, pool: { name, path: info.path } };
 }
 
+async function volumePath(conn: Connection, d: DiskInfo): Promise<string> {
+  const v = d.volume!;
+  return conn.storageVolPath(v.pool, v.volume).catch((e: unknown) => {
+    throw toAgentError(e, `cannot resolve disk ${d.target}'s volume ${v.pool}/${v.volume}`);
+  });
+}
+
 /** dev:ino of a directory, or undefined when it cannot be read. */
 async function identity(path: string): Promise<string | undefined> {
   const st = await stat(path).catch(() => undefined);
@@ -89,7 +97,7 @@ function chosenDisks(all: DiskInfo[], params: BlockCopyGroupParams, domain: stri
     if (!info) throw new AgentError('notFound', `domain '${domain}' has no disk '${d}' (or is not running)`);
     if (!isMovable(info))
       throw rejected(
-        `disk ${d} is a ${info.device} of type ${info.type}${info.sourcePath ? '' : ' without a source'}: only disks of type file, block or volume with a source can be moved`,
+        `disk ${d} is a ${info.device} of type ${info.type}${info.sourcePath || info.volume ? '' : ' without a source'}: only disks of type file, block or volume with a source can be moved`,
       );
     return info;
   });
@@ -115,7 +123,8 @@ export async function planMove(
   const here = await identity(dir);
   const plan: MovePlan = { disks: [], dir, alreadyThere: [], plan: [], ...(pool ? { pool } : {}) };
   for (const d of disks) {
-    const source = d.sourcePath!;
+    // A volume disk's file is the pool's to tell (virStorageVolGetPath).
+    const source = d.sourcePath ?? (await volumePath(conn, d));
     // Already there: the source's directory is the target directory (by identity, not by spelling).
     if (here !== undefined && d.type !== 'block' && (await identity(dirname(source))) === here) {
       plan.alreadyThere.push({ disk: d.target, path: source });

@@ -6,6 +6,7 @@ import { AgentError } from '../../errors.js';
 import type { BlockCopyGroupParams, FreezeMode, Group, GroupDisk, Job } from '../../generated/api.js';
 import { groupState } from './state.js';
 import { canonicalPath } from '../job.js';
+import { toByteCount } from '../numbers.js';
 import type { GroupRecord } from '../journal.js';
 import { toAgentError, type libvirtData } from '../libvirt-errors.js';
 
@@ -64,7 +65,7 @@ export function groupProgress(jobs: Job[]): Group['progress'] {
     if (BigInt(j.progress.end) === 0n) known = false;
   }
   const percent = known && end > 0n ? Math.min(100, Math.round((Number(cur) / Number(end)) * 10000) / 100) : null;
-  return { cur: String(cur), end: String(end), percent };
+  return { cur: toByteCount(cur), end: toByteCount(end), percent };
 }
 
 export function groupView(rec: GroupRecord, jobs: Job[]): Group {
