@@ -138,6 +138,27 @@ t.test('whole-VM moves through the real agent', async (t) => {
     t.equal(again.changed, false, 'a rerun changes nothing');
   });
 
+  t.test('a persistent VM: its persistent definition names the new files', async (t) => {
+    const dom = await hv.createDomain(t, {
+      persistent: true,
+      disks: [
+        { format: 'raw', sizeMiB: 8 },
+        { format: 'qcow2', sizeMiB: 8 },
+      ],
+    });
+    const dir = hv.scratchDir('moved-');
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const r = await client.call('blockCopyGroup', { domain: dom.name, target: { dir }, whenReady: 'pivot', wait: 'done' });
+    t.equal(r.group?.state, 'pivoted', 'every disk pivoted');
+    const inactive = await hv.virsh('dumpxml', '--inactive', dom.name);
+    for (const j of r.group!.jobs) {
+      t.ok(inactive.includes(`'${j.destination.path}'`), `${j.disk}: virsh dumpxml --inactive names the new file`);
+      t.equal(j.persistent?.matchesLive, true, `${j.disk}: and the job says so`);
+    }
+    const again = await client.call('blockCopyGroup', { domain: dom.name, target: { dir }, whenReady: 'pivot', wait: 'done' });
+    t.equal(again.changed, false, 'a rerun changes nothing');
+  });
+
   t.test('refusals change nothing', async (t) => {
     const dom = await threeDiskVm(t);
     const other = `${hv.PREFIX}${process.pid}-other`;
