@@ -1280,7 +1280,7 @@ export interface BlockCopyGroupParams {
   disks?: (GroupDisk | DiskTarget)[];
   target?: MoveTarget1;
   /**
-   * With target only: answer the plan (plan, alreadyThere, pool) and whether the move would change anything, without starting any copy.
+   * With target only: make every check a move makes before it starts (destination policy, names already taken, jobs on the disks) and answer the plan (plan, alreadyThere, pool) and whether the move would change anything, without starting any copy or creating any file. Never waits.
    */
   dryRun?: boolean;
   groupId?: GroupId1;

@@ -174,6 +174,8 @@ t.test('whole-VM moves through the real agent', async (t) => {
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const taken = join(dir, `${dom.name}-vdb.qcow2`);
     writeFileSync(taken, 'not yours');
+    const dryClash = await expectError(client.call('blockCopyGroup', { domain: dom.name, target: { dir }, dryRun: true }));
+    t.equal(dryClash.errorName, 'destinationRejected', 'a dry run makes the same checks: the taken name is refused');
     const clash = await expectError(client.call('blockCopyGroup', { domain: dom.name, target: { dir } }));
     t.equal(clash.errorName, 'destinationRejected', 'a new name that already exists is refused');
     t.ok(!existsSync(join(dir, `${dom.name}-vda.raw`)), 'before any copy starts');

@@ -64,10 +64,12 @@ export class GroupStart {
     const members = params.disks.map((d) => memberParams(params, d));
     checkDistinct(params);
     const same = params.disks.length > 0 ? ctx.findSame(params, dom.uuid) : undefined;
+    // A dry run never waits: it answers what is, or what would be.
+    if (same && input.dryRun) return { group: ctx.view(same), changed: false, ...extras };
     if (same) return { ...(await this.awaitGoal(same, params, false, signal)), ...extras };
-    if (move && (input.dryRun || move.disks.length === 0)) {
-      if (move.disks.length === 0) ctx.log.info('move: every disk already is in the target', { domain: dom.name, dir: move.dir });
-      return { changed: !!input.dryRun && move.disks.length > 0, ...extras };
+    if (move && move.disks.length === 0) {
+      ctx.log.info('move: every disk already is in the target', { domain: dom.name, dir: move.dir });
+      return { changed: false, ...extras };
     }
 
     // Every disk is checked before any copy starts: bad input changes nothing.
@@ -81,6 +83,8 @@ export class GroupStart {
         );
       }
     }
+    // A dry run passed every check a real move makes before it starts anything.
+    if (input.dryRun) return { changed: true, ...extras };
     const now = ctx.jobs.now();
     const g = DEFAULTS.BlockCopyGroupParams;
     const entry = groupEntry(
