@@ -22,7 +22,7 @@ ansible-test sanity --python "$(/usr/bin/python3 -c 'import sys; print("%d.%d" %
 ansible-test sanity --python "$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" "${args[@]}" >/dev/null 2>&1
 
 echo "== ansible-doc"
-for m in block_copy block_copy_info disk_snapshot block_commit block_pull; do
+for m in block_copy block_copy_info disk_snapshot block_commit block_pull block_move; do
   out=$(ansible-doc -t module "blockcopy.agent.$m" 2>&1)
   if grep -q 'ERROR' <<<"$out"; then echo "$out"; exit 1; fi
   echo "blockcopy.agent.$m: renders ($(wc -l <<<"$out") lines)"
@@ -32,7 +32,8 @@ echo "== imports"
 import importlib
 for m in ("plugins.module_utils.agent_client", "plugins.module_utils.common", "plugins.module_utils.chain",
           "plugins.modules.block_copy", "plugins.modules.block_copy_info", "plugins.modules.disk_snapshot",
-          "plugins.modules.block_commit", "plugins.modules.block_pull", "plugins.doc_fragments.agent"):
+          "plugins.modules.block_commit", "plugins.modules.block_pull", "plugins.modules.block_move",
+          "plugins.doc_fragments.agent"):
     importlib.import_module("ansible_collections.blockcopy.agent." + m)
 print("all modules import")')
 echo "== pycodestyle"

@@ -219,7 +219,12 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
           .settleLeftovers(opts.audit ?? audit.write)
           .catch((e: unknown) => log.error('cannot settle snapshot records after a reconnect', { error: e }));
     });
-    const groups = new GroupManager({ jobs, log, ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}) });
+    const groups = new GroupManager({
+      jobs,
+      log,
+      allowedPools: cfg.allowedPools ?? [],
+      ...(metrics ? { onSwitch: metrics.groupSwitched.bind(metrics) } : {}),
+    });
     teardown.add('group manager', () => groups.stop());
     await groups.start();
     rpc = new RpcServer({

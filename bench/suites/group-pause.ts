@@ -28,7 +28,7 @@ export async function groupPause(ctx: BenchContext): Promise<SuiteResult> {
           destination: { path: `${dom.dir}/g-${target(i)}.raw`, format: 'raw' as const },
         }));
         const { group } = await client.call('blockCopyGroup', { domain: dom.name, disks, wait: 'ready' });
-        const piv = await client.call('pivotGroup', { groupId: group.groupId });
+        const piv = await client.call('pivotGroup', { groupId: group!.groupId });
         agentMs.push(piv.group.lastSwitch!.pausedMs);
         // A writer guest keeps a vCPU busy: stop each before the next boots, or boots starve.
         await hv.destroy(dom);

@@ -161,6 +161,44 @@ Napi::Value Connection::StorageVolPath(const Napi::CallbackInfo& info) {
       [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
 }
 
+// A storage pool's XML (virStoragePoolGetXMLDesc): its type and target path, for a copy into it.
+Napi::Value Connection::StoragePoolXml(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string pool = StringArg(info, 0, "pool");
+  return Submit<std::string>(
+      env, "pool:" + pool, [pool](virConnectPtr c) {
+        virStoragePoolPtr p = virStoragePoolLookupByName(c, pool.c_str());
+        if (p == nullptr) ThrowLastError("storage pool not found");
+        char* xml = virStoragePoolGetXMLDesc(p, 0);
+        std::optional<VirFailure> failed;
+        if (xml == nullptr) failed = VirFailure{VirError::Capture("cannot read the storage pool's XML")};
+        virStoragePoolFree(p);
+        if (failed) throw *failed;
+        std::string s(xml);
+        free(xml);
+        return s;
+      },
+      [](Napi::Env env, std::string& s) -> Napi::Value { return Napi::String::New(env, s); });
+}
+
+// virStoragePoolRefresh: libvirt's volume list of the pool picks up files written into it.
+Napi::Value Connection::StoragePoolRefresh(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string pool = StringArg(info, 0, "pool");
+  return Submit<bool>(
+      env, "pool:" + pool, [pool](virConnectPtr c) {
+        virStoragePoolPtr p = virStoragePoolLookupByName(c, pool.c_str());
+        if (p == nullptr) ThrowLastError("storage pool not found");
+        int r = virStoragePoolRefresh(p, 0);
+        std::optional<VirFailure> failed;
+        if (r < 0) failed = VirFailure{VirError::Capture("cannot refresh the storage pool")};
+        virStoragePoolFree(p);
+        if (failed) throw *failed;
+        return true;
+      },
+      [](Napi::Env env, bool&) -> Napi::Value { return env.Undefined(); });
+}
+
 Napi::Value Connection::BlockCopy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string key = StringArg(info, 0, "domain");

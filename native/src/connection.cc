@@ -73,6 +73,8 @@ Napi::Function Connection::Define(Napi::Env env) {
       InstanceMethod<&Connection::ListDomains>("listDomains"),
       InstanceMethod<&Connection::GetXml>("getXml"),
       InstanceMethod<&Connection::StorageVolPath>("storageVolPath"),
+      InstanceMethod<&Connection::StoragePoolXml>("storagePoolXml"),
+      InstanceMethod<&Connection::StoragePoolRefresh>("storagePoolRefresh"),
       InstanceMethod<&Connection::BlockCopy>("blockCopy"),
       InstanceMethod<&Connection::SnapshotCreateXml>("snapshotCreateXml"),
       InstanceMethod<&Connection::BlockCommit>("blockCommit"),

@@ -48,6 +48,8 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value ListDomains(const Napi::CallbackInfo& info);
   Napi::Value GetXml(const Napi::CallbackInfo& info);
   Napi::Value StorageVolPath(const Napi::CallbackInfo& info);
+  Napi::Value StoragePoolXml(const Napi::CallbackInfo& info);
+  Napi::Value StoragePoolRefresh(const Napi::CallbackInfo& info);
   Napi::Value BlockCopy(const Napi::CallbackInfo& info);
   // chain.cc
   Napi::Value SnapshotCreateXml(const Napi::CallbackInfo& info);

@@ -44,6 +44,10 @@ export const OPTIONS = {
   'keep-overlay': { type: 'boolean' },
   verbose: { type: 'boolean' },
   kind: { type: 'string', multiple: true },
+  dir: { type: 'string' },
+  pool: { type: 'string' },
+  disks: { type: 'string' },
+  'dry-run': { type: 'boolean' },
 } as const;
 
 export class UsageError extends Error {}

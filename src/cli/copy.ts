@@ -119,6 +119,6 @@ async function followGroup(client: AgentClient, params: BlockCopyGroupParams, pa
     if (g) out.say(groupSummary(g), { event: 'group', group: g });
     throw e;
   });
-  out.say(groupSummary(group), { event: 'group', group });
+  out.say(groupSummary(group!), { event: 'group', group });
   return EXIT.ok;
 }

@@ -16,6 +16,14 @@ function progressLine(job: Job): string {
   return `${job.domain.name}/${job.disk}${kind} [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${pct.toFixed(0).padStart(3)}% ${(cur / MiB).toFixed(0)}/${(end / MiB).toFixed(0)} MiB${rate}${eta} ${job.state}`;
 }
 
+/** The jobs' progress summed (as a group's progress): percent null while any end is unknown. */
+function overall(jobs: Job[]): { cur: number; end: number; percent: number | null } {
+  const cur = jobs.reduce((s, j) => s + Number(j.progress.cur), 0);
+  const end = jobs.reduce((s, j) => s + Number(j.progress.end), 0);
+  const known = jobs.length > 0 && jobs.every((j) => Number(j.progress.end) > 0);
+  return { cur, end, percent: known ? Math.min(100, Math.round((cur / end) * 10000) / 100) : null };
+}
+
 /** JSON lines (one document per line) with --json or whenever stdout is not a terminal. */
 export const jsonLines = (v: Values): boolean => !!v.json || !process.stdout.isTTY;
 
@@ -31,9 +39,11 @@ export function reporter(json: boolean) {
     },
     /** Several jobs at once (a group): one line on a terminal. */
     jobs(jobs: Job[]) {
-      if (!tty) return void process.stdout.write(JSON.stringify({ event: 'jobs.changed', jobs }) + '\n');
+      const all = overall(jobs);
+      if (!tty) return void process.stdout.write(JSON.stringify({ event: 'jobs.changed', jobs, progress: all }) + '\n');
       process.stdout.write(
-        `\r${jobs.map((j) => `${j.disk} ${(j.progress.percent ?? 0).toFixed(0).padStart(3)}% ${j.state}`).join(' | ')}\x1b[K`,
+        `\r${jobs.map((j) => `${j.disk} ${(j.progress.percent ?? 0).toFixed(0).padStart(3)}% ${j.state}`).join(' | ')}` +
+          ` | all ${(all.percent ?? 0).toFixed(0).padStart(3)}% ${(all.cur / MiB).toFixed(0)}/${(all.end / MiB).toFixed(0)} MiB\x1b[K`,
       );
       open = true;
     },

@@ -10,6 +10,7 @@ import { bandwidthOption, EXIT, jobRef, num, OPTIONS, UsageError, type Values } 
 import { bearerToken, closeClient, connect } from './connect.js';
 import { commit, pull, snapshot } from './chain.js';
 import { copy, copyGroup } from './copy.js';
+import { move } from './move.js';
 import { jsonLines, reporter } from './output.js';
 
 /** The client verbs: main.ts dispatches these here, and the switch below must handle each
@@ -24,6 +25,7 @@ export const CLIENT_COMMANDS = [
   'watch',
   'call',
   'copy-group',
+  'move',
   'group',
   'pivot-group',
   'finish-group',
@@ -57,6 +59,10 @@ export const CLIENT_HELP = `Client commands (talk to the agent on this host, or 
   blockcopy-agent copy-group DOMAIN DISK=DEST... [--format raw|qcow2] [--bandwidth MIB/S] [--group-id ID]
         [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS] [--max-pause SECONDS]
                                                    several disks ready together, switched in one guest pause
+  blockcopy-agent move DOMAIN (--dir PATH | --pool NAME) [--disks vda,vdb] [--format raw|qcow2] [--dry-run]
+        [--wait] [--pivot | --finish] [--timeout SECONDS] [--max-pause SECONDS] [--group-id ID]
+                                                   every disk (or --disks) to a directory or pool, one group,
+                                                   named DOMAIN-DISK.FORMAT, each in its format unless --format
   blockcopy-agent group ID                         a group and its jobs
   blockcopy-agent pivot-group|finish-group|abort-group ID [--max-pause SECONDS] [--remove-source (pivot-group)]
 
@@ -163,6 +169,10 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
           return () => watch(client!, v, pos);
         case 'copy-group': {
           const run = copyGroup(v, pos);
+          return () => run(client!);
+        }
+        case 'move': {
+          const run = move(v, pos);
           return () => run(client!);
         }
         case 'group':

@@ -124,6 +124,14 @@ export type ByteCount4 = number | string;
  */
 export type JobId = string;
 /**
+ * A byte count (or bytes per second), 0 to 2^64-1: an integer up to 2^53-1, or a decimal string (no sign, no leading zeros, no exponent) for any value up to 18446744073709551615. The pattern spells out that bound digit by digit, so that validation alone refuses what libvirt's 64-bit fields cannot hold.
+ */
+export type ByteCount5 = number | string;
+/**
+ * A byte count (or bytes per second), 0 to 2^64-1: an integer up to 2^53-1, or a decimal string (no sign, no leading zeros, no exponent) for any value up to 18446744073709551615. The pattern spells out that bound digit by digit, so that validation alone refuses what libvirt's 64-bit fields cannot hold.
+ */
+export type ByteCount6 = number | string;
+/**
  * One disk of a group copy and where it goes; the options have the meaning they have in blockCopy.
  */
 export type GroupDisk = {
@@ -164,7 +172,7 @@ export type GroupDisk = {
     | 16777216
     | 33554432
     | 67108864;
-  bufSize?: ByteCount5;
+  bufSize?: ByteCount7;
 };
 /**
  * Bandwidth limit: a number is bytes/s (virsh --bandwidth N --bytes), a string may name its unit ("100M" or "100MiB" = 100 MiB/s, as virsh --bandwidth 100; see Bandwidth); 0 or absent = unlimited.
@@ -173,7 +181,7 @@ export type Bandwidth1 = ByteCount | string;
 /**
  * Copy buffer size in bytes (virsh --buf-size).
  */
-export type ByteCount5 = number | string;
+export type ByteCount7 = number | string;
 /**
  * A job id: the caller's idempotency key or the one the agent generated.
  */
@@ -182,6 +190,23 @@ export type JobId1 = string;
  * How long the guest may stay paused while the disks are switched, in seconds: each disk's pivot or finish must be confirmed within it, else that disk is reported failed and the guest resumes.
  */
 export type MaxPauseSeconds = number;
+/**
+ * Where a whole-VM move puts every disk: a directory, or a libvirt storage pool of type dir, fs or netfs (its target path read from libvirt with virStoragePoolGetXMLDesc; only pools listed in the config's allowedPools). Naming rule: each disk's new file is <domain>-<disk>.<format> in it (vm1-vda.qcow2, vm1-vdb.raw; characters other than letters, digits, '.', '_', '+' and '-' become '_'). The resulting path passes the same destination policy as a per-disk destination (allowed roots, trusted directories, not used by any domain); a file of that name that already exists is never overwritten nor renamed around: the move is refused (destinationRejected) before any copy starts.
+ */
+export type MoveTarget = {
+  /**
+   * Absolute path of the directory the new files go to.
+   */
+  dir?: string;
+  /**
+   * Name of a libvirt storage pool listed in allowedPools.
+   */
+  pool?: string;
+  /**
+   * Format of every new file. Default: each disk keeps its source's format (a disk in another format is refused unless this is given).
+   */
+  format?: 'raw' | 'qcow2';
+};
 /**
  * A duration in seconds.
  */
@@ -256,7 +281,7 @@ export type BlockCopyParams = {
     | 16777216
     | 33554432
     | 67108864;
-  bufSize?: ByteCount6;
+  bufSize?: ByteCount8;
   /**
    * What to do once ready: nothing, pivot (virsh --pivot) or finish (virsh --finish).
    */
@@ -283,7 +308,7 @@ export type Bandwidth3 = ByteCount | string;
 /**
  * A byte count (or bytes per second), 0 to 2^64-1: an integer up to 2^53-1, or a decimal string (no sign, no leading zeros, no exponent) for any value up to 18446744073709551615. The pattern spells out that bound digit by digit, so that validation alone refuses what libvirt's 64-bit fields cannot hold.
  */
-export type ByteCount6 = number | string;
+export type ByteCount8 = number | string;
 /**
  * A duration in seconds.
  */
@@ -292,6 +317,23 @@ export type TimeoutSeconds2 = number;
  * A job id: the caller's idempotency key or the one the agent generated.
  */
 export type JobId3 = string;
+/**
+ * Where a whole-VM move puts every disk: a directory, or a libvirt storage pool of type dir, fs or netfs (its target path read from libvirt with virStoragePoolGetXMLDesc; only pools listed in the config's allowedPools). Naming rule: each disk's new file is <domain>-<disk>.<format> in it (vm1-vda.qcow2, vm1-vdb.raw; characters other than letters, digits, '.', '_', '+' and '-' become '_'). The resulting path passes the same destination policy as a per-disk destination (allowed roots, trusted directories, not used by any domain); a file of that name that already exists is never overwritten nor renamed around: the move is refused (destinationRejected) before any copy starts.
+ */
+export type MoveTarget1 = {
+  /**
+   * Absolute path of the directory the new files go to.
+   */
+  dir?: string;
+  /**
+   * Name of a libvirt storage pool listed in allowedPools.
+   */
+  pool?: string;
+  /**
+   * Format of every new file. Default: each disk keeps its source's format (a disk in another format is refused unless this is given).
+   */
+  format?: 'raw' | 'qcow2';
+};
 /**
  * A group id: the caller's idempotency key or the one the agent generated.
  */
@@ -564,6 +606,12 @@ export interface AgentConfig {
     namePattern: string;
   }[];
   /**
+   * libvirt storage pools (by name) that blockCopyGroup's target {pool} may name; a pool must be of type dir, fs or netfs, and its target path is then a directory for the destination policy like any other (under allowedRoots, trusted). Empty: no pool targets.
+   *
+   * @maxItems 256
+   */
+  allowedPools?: string[];
+  /**
    * Who may use the WebSocket listener. stdio is always trusted (its caller already runs commands on the host).
    */
   auth?: {
@@ -740,6 +788,17 @@ export interface Group {
    * One job per disk, in the order the disks were given.
    */
   jobs: Job[];
+  /**
+   * The group's overall progress: the sums of its jobs' progress (each job's own is in jobs[].progress).
+   */
+  progress: {
+    cur: ByteCount5;
+    end: ByteCount6;
+    /**
+     * 100 * cur / end, null while any job's end is still unknown.
+     */
+    percent: number | null;
+  };
   /**
    * When the group was created (ISO 8601).
    */
@@ -1224,17 +1283,22 @@ export interface BlockCopyResult {
   changed: boolean;
 }
 /**
- * Start live copies of several disks of one running domain as a group: ready when all are, pivoted or finished together while the guest is paused for a moment. Calling it again with the same disks and destinations (or groupId) returns the existing group with changed=false.
+ * Start live copies of several disks of one running domain as a group: ready when all are, pivoted or finished together while the guest is paused for a moment. Either every disk names its destination, or `target` names a directory or storage pool for all of them (a whole-VM move; `disks` then names disk targets only, or is omitted for every copyable disk). Calling it again with the same disks and destinations (or target, or groupId) returns the existing group with changed=false.
  */
 export interface BlockCopyGroupParams {
   domain: DomainKey;
   /**
-   * The disks and their destinations (distinct disks).
+   * The disks and their destinations (distinct disks); required without target. With target: disk targets only ("vda"), or omitted for every disk of the domain a move can copy (device disk of type file, block or volume with a source; cdroms, floppies, LUNs, empty and network disks are left out, and naming one is destinationRejected).
    *
    * @minItems 1
    * @maxItems 16
    */
-  disks: GroupDisk[];
+  disks?: (GroupDisk | DiskTarget)[];
+  target?: MoveTarget1;
+  /**
+   * With target only: make every check a move makes before it starts (destination policy, names already taken, jobs on the disks) and answer the plan (plan, alreadyThere, pool) and whether the move would change anything, without starting any copy or creating any file. Never waits.
+   */
+  dryRun?: boolean;
   groupId?: GroupId1;
   /**
    * Do not let the job survive a domain restart (virsh --transient-job). Default: true for persistent domains, which libvirt requires for block copy.
@@ -1265,14 +1329,65 @@ export interface BlockCopyGroupParams {
   removeSource?: boolean;
 }
 /**
- * A group and whether this call changed anything (false when the group was already where the call asked).
+ * The group and whether this call changed anything. With target, also the plan, the disks already in the target and the pool; group is absent when nothing needed moving or with dryRun.
  */
 export interface BlockCopyGroupResult {
-  group: Group;
+  group?: Group;
   /**
-   * true if this call started or moved the group; false if it was already so.
+   * true if this call started the group (with dryRun: would start one); false if it already existed or nothing needed moving.
    */
   changed: boolean;
+  /**
+   * With target: the disks whose source already is in the target directory (not copied).
+   */
+  alreadyThere?: {
+    /**
+     * Disk target.
+     */
+    disk: string;
+    /**
+     * The disk's current source.
+     */
+    path: string;
+  }[];
+  /**
+   * With a pool target: the pool and its target path.
+   */
+  pool?: {
+    /**
+     * Pool name.
+     */
+    name: string;
+    /**
+     * The pool's target path (the directory the files go to).
+     */
+    path: string;
+    /**
+     * Whether the agent refreshed the pool (virStoragePoolRefresh) after the copies started, so that libvirt's volume list shows the new files.
+     */
+    refreshed: boolean;
+  };
+  /**
+   * With target: the disks this move copies (or copied, on a rerun that found the group), each with its source, its new file and format.
+   */
+  plan?: {
+    /**
+     * Disk target.
+     */
+    disk: string;
+    /**
+     * The disk's source when the move was planned.
+     */
+    source: string;
+    /**
+     * The new file (naming rule of MoveTarget).
+     */
+    destination: string;
+    /**
+     * Format of the new file.
+     */
+    format: 'raw' | 'qcow2';
+  }[];
 }
 /**
  * Pull the data of a running domain's backing layers into its active layer (virsh blockpull). It completes on its own, verified by the backing chain: below the active layer only base and what lies below it remain (nothing without base). base is named by path or as libvirt's <disk>[<index>] (e.g. vda[3]: the index attribute of the layer in the live XML, not its depth) and must be a backing layer of that disk. Calling it again with the same domain, disk and base (or jobId) returns the existing job with changed=false.
@@ -1763,6 +1878,7 @@ export const DEFAULTS = {
     "trustedDirectoryOwners": [],
     "allowedDevices": [],
     "allowedNetworkDestinations": [],
+    "allowedPools": [],
     "auth": {
       "readOnlyPrincipals": [],
       "allowUnauthenticatedLoopback": false
@@ -1797,6 +1913,7 @@ export const DEFAULTS = {
     "deleteMerged": false
   },
   "BlockCopyGroupParams": {
+    "dryRun": false,
     "synchronousWrites": false,
     "whenReady": "none",
     "wait": "none",

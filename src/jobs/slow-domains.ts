@@ -29,6 +29,8 @@ const NAMES_A_DOMAIN: Record<ConnectionMethod, boolean> = {
   getState: true,
   listDomains: false,
   storageVolPath: false,
+  storagePoolXml: false,
+  storagePoolRefresh: false,
   versions: false,
   onEvent: false,
   onClose: false,

@@ -157,6 +157,12 @@ class LibvirtConnection implements Connection {
   storageVolPath(pool: string, volume: string) {
     return this.call('storageVolPath', () => this.n.storageVolPath(pool, volume));
   }
+  storagePoolXml(pool: string) {
+    return this.call('storagePoolXml', () => this.n.storagePoolXml(pool));
+  }
+  storagePoolRefresh(pool: string) {
+    return this.call('storagePoolRefresh', () => this.n.storagePoolRefresh(pool));
+  }
   blockCopy(domain: string, disk: string, xml: DiskXml, opts?: Parameters<Connection['blockCopy']>[3]) {
     return this.call('blockCopy', () => this.n.blockCopy(domain, disk, xml, opts));
   }

@@ -153,6 +153,10 @@ export interface Connection {
   getXml(domain: string, opts?: { inactive?: boolean }): Promise<string>;
   /** The path of storage pool `pool`'s volume `volume` (virStorageVolGetPath). */
   storageVolPath(pool: string, volume: string): Promise<string>;
+  /** Storage pool `pool`'s XML (virStoragePoolLookupByName + virStoragePoolGetXMLDesc). */
+  storagePoolXml(pool: string): Promise<string>;
+  /** virStoragePoolRefresh: the pool's volume list picks up new files. */
+  storagePoolRefresh(pool: string): Promise<void>;
   blockCopy(domain: string, disk: string, destinationXml: DiskXml, opts?: BlockCopyOptions): Promise<void>;
   /** virDomainSnapshotCreateXML; resolves to the snapshot's name (the handle is freed). */
   snapshotCreateXml(domain: string, xml: SnapshotXml, opts?: SnapshotCreateOptions): Promise<string>;

@@ -42,7 +42,7 @@ async function readyGroup(t: Test, client: AgentClient, dom: hv.TestDomain, grou
     wait: 'ready',
     disks: DISKS.map((disk) => ({ disk, destination: { path: `${dom.dir}/${groupId}-${disk}.raw`, format: 'raw' as const } })),
   });
-  t.equal(r.group.state, 'ready', 'the group is ready');
+  t.equal(r.group!.state, 'ready', 'the group is ready');
 }
 
 interface Case {

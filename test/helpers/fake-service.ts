@@ -34,6 +34,7 @@ export function sampleGroup(over: Partial<Group> = {}): Group {
     state: 'copying',
     whenReady: 'none',
     jobs: [job],
+    progress: { cur: 0, end: 0, percent: null },
     createdAt: job.createdAt,
     updatedAt: job.updatedAt,
     lastSwitch: null,

@@ -69,21 +69,21 @@ t.test('groups of disks through the real agent', async (t) => {
       groupId: `fin-${dom.name}`,
     });
     t.same(
-      [started.changed, started.group.state, started.group.jobs.map((j) => j.disk)],
+      [started.changed, started.group!.state, started.group!.jobs.map((j) => j.disk)],
       [true, 'ready', DATA],
       'ready when all three are',
     );
     t.ok(
-      started.group.jobs.every((j) => j.groupId === started.group.groupId && j.state === 'ready'),
+      started.group!.jobs.every((j) => j.groupId === started.group!.groupId && j.state === 'ready'),
       'each disk is a job of the group',
     );
 
-    const refused = await expectError(client.call('finishGroup', { groupId: started.group.groupId, freeze: 'always' }));
+    const refused = await expectError(client.call('finishGroup', { groupId: started.group!.groupId, freeze: 'always' }));
     t.equal(refused.errorName, 'unsupported', 'freeze: always without a guest agent is refused');
-    t.equal((await client.call('groupInfo', { groupId: started.group.groupId })).group.state, 'ready', '… and nothing changed');
+    t.equal((await client.call('groupInfo', { groupId: started.group!.groupId })).group.state, 'ready', '… and nothing changed');
     t.equal(await domState(dom), 'running', '… the guest was never paused');
 
-    const fin = await client.call('finishGroup', { groupId: started.group.groupId });
+    const fin = await client.call('finishGroup', { groupId: started.group!.groupId });
     const sw = fin.group.lastSwitch!;
     t.same([fin.changed, fin.group.state, sw.operation], [true, 'finished', 'finish']);
     t.same(
@@ -102,11 +102,11 @@ t.test('groups of disks through the real agent', async (t) => {
     const before = Math.max(...copied);
     await until('the guest to write on', () => rounds(dataDisks(dom).map((d) => d.path)).every((r) => r > before + 10));
     t.pass('the guest goes on writing to its sources');
-    t.same((await client.call('finishGroup', { groupId: started.group.groupId })).changed, false, 'finishGroup again: changed=false');
+    t.same((await client.call('finishGroup', { groupId: started.group!.groupId })).changed, false, 'finishGroup again: changed=false');
     const again = await client.call('blockCopyGroup', { domain: dom.name, disks: groupDisks(dom, 'fin') });
     t.same(
-      [again.changed, again.group.groupId],
-      [false, started.group.groupId],
+      [again.changed, again.group!.groupId],
+      [false, started.group!.groupId],
       'the same blockCopyGroup again: the same group, changed=false',
     );
   });
@@ -116,12 +116,12 @@ t.test('groups of disks through the real agent', async (t) => {
     await waitUntilWriting(dom);
     const sources = dataDisks(dom).map((d) => d.path);
     const r = await client.call('blockCopyGroup', { domain: dom.uuid, disks: groupDisks(dom, 'piv'), whenReady: 'pivot', wait: 'done' });
-    t.same([r.group.state, r.group.lastSwitch?.operation], ['pivoted', 'pivot'], 'pivoted by itself once all were ready');
+    t.same([r.group!.state, r.group!.lastSwitch?.operation], ['pivoted', 'pivot'], 'pivoted by itself once all were ready');
     t.same(
-      r.group.lastSwitch!.disks.map((d) => d.outcome),
+      r.group!.lastSwitch!.disks.map((d) => d.outcome),
       ['pivoted', 'pivoted', 'pivoted'],
     );
-    t.comment(`guest paused ${r.group.lastSwitch!.pausedMs} ms to pivot 3 disks`);
+    t.comment(`guest paused ${r.group!.lastSwitch!.pausedMs} ms to pivot 3 disks`);
     const xml = await hv.liveXml(dom);
     for (const p of dests(dom, 'piv')) t.match(xml, `<source file='${p}'`, `the guest runs on ${p}`);
     t.notMatch(xml, /<mirror/, 'no mirror left');
@@ -136,7 +136,7 @@ t.test('groups of disks through the real agent', async (t) => {
     const dom = await createWriterDomain(t, { dataDisks: 3, sizeMiB: 32 });
     await waitUntilWriting(dom);
     const sources = dataDisks(dom).map((d) => d.path);
-    const { group } = await client.call('blockCopyGroup', { domain: dom.name, disks: groupDisks(dom, 'half'), wait: 'ready' });
+    const group = (await client.call('blockCopyGroup', { domain: dom.name, disks: groupDisks(dom, 'half'), wait: 'ready' })).group!;
     // A real fault, from outside: QEMU's mirror job of vdc is paused through its monitor, so the
     // pivot libvirt asks for cannot complete until it is resumed.
     const jobs = JSON.parse(await hv.virsh('qemu-monitor-command', dom.name, '{"execute":"query-block-jobs"}')).return as Array<{
@@ -214,13 +214,14 @@ t.test('groups of disks through the real agent', async (t) => {
     t.same((await client.call('listJobs', { domain: dom.name })).jobs, [], 'no copy was started');
     t.notMatch(await hv.liveXml(dom), /<mirror/, 'virsh dumpxml: no mirror');
 
-    const { group } = await client.call('blockCopyGroup', {
+    const { group: started } = await client.call('blockCopyGroup', {
       domain: dom.name,
       disks: [
         { disk: 'vda', destination: { path: `${dom.dir}/a.qcow2` }, bandwidth: MiB },
         { disk: 'vdb', destination: { path: `${dom.dir}/b.qcow2` }, bandwidth: MiB },
       ],
     });
+    const group = started!;
     await hv.guestWrite(dom, 'vda', { pattern: 0x11, offset: 0, length: 16 * MiB });
     await client.call('abort', { jobId: group.jobs[0]!.jobId });
     await until('the group to end', async () => (await client.call('groupInfo', { groupId: group.groupId })).group.state === 'cancelled');

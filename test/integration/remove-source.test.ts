@@ -158,7 +158,7 @@ t.test('blockCopyGroup removeSource with whenReady pivot: every disk of a transi
     wait: 'done',
     removeSource: true,
   });
-  t.equal(r.group.state, 'pivoted', 'the group pivoted');
+  t.equal(r.group!.state, 'pivoted', 'the group pivoted');
   const jobs = await client.call('listJobs', { domain: dom.name, includeEnded: true });
   for (const [disk, old] of [
     ['vda', vda.path],
@@ -191,7 +191,7 @@ t.test('pivotGroup removeSource: the promise is journaled before the pause, the 
     ],
     wait: 'ready',
   });
-  const p = await client.call('pivotGroup', { groupId: g.group.groupId, removeSource: true });
+  const p = await client.call('pivotGroup', { groupId: g.group!.groupId, removeSource: true });
   t.equal(p.group.state, 'pivoted', 'pivoted');
   t.notOk(existsSync(vda.path), 'vda: old source gone');
   t.notOk(existsSync(vdb.path), 'vdb: old source gone');

@@ -112,6 +112,8 @@ export class FakeConnection implements Connection {
   duringBlockCopy?: () => Promise<void>;
   /** Storage volumes: "pool/volume" → path (storageVolPath). */
   volumes = new Map<string, string>();
+  /** Storage pools: name → XML (storagePoolXml). */
+  pools = new Map<string, string>();
   /** Domains have a QEMU guest agent that answers: fsFreeze freezes (2 filesystems), fsThaw thaws. */
   guestAgent = false;
   /** Domains whose filesystems the guest agent froze. */
@@ -327,6 +329,22 @@ export class FakeConnection implements Connection {
     if (path === undefined)
       throw new LibvirtError(VirErrorCode.NO_STORAGE_VOL, 18, `Storage volume not found: no storage vol with matching name '${volume}'`);
     return path;
+  }
+
+  async storagePoolXml(pool: string): Promise<string> {
+    this.record('storagePoolXml', [pool]);
+    await this.answer('storagePoolXml');
+    const xml = this.pools.get(pool);
+    if (xml === undefined)
+      throw new LibvirtError(VirErrorCode.NO_STORAGE_POOL, 18, `Storage pool not found: no storage pool with matching name '${pool}'`);
+    return xml;
+  }
+
+  async storagePoolRefresh(pool: string): Promise<void> {
+    this.record('storagePoolRefresh', [pool]);
+    await this.answer('storagePoolRefresh');
+    if (!this.pools.has(pool))
+      throw new LibvirtError(VirErrorCode.NO_STORAGE_POOL, 18, `Storage pool not found: no storage pool with matching name '${pool}'`);
   }
 
   async blockCopy(domain: string, disk: string, destinationXml: string, opts?: BlockCopyOptions): Promise<void> {

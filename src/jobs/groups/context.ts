@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import { AgentError } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { BlockCopyGroupParams, Group, GroupChange, GroupState, Job } from '../../generated/api.js';
+import type { Group, GroupChange, GroupState, Job } from '../../generated/api.js';
 import { groupMembers, groupView, sameGroup } from './params.js';
 import { groupState } from './state.js';
 import { GuestControl } from './guest.js';
@@ -18,6 +18,8 @@ export interface GroupManagerOptions {
   log: Logger;
   /** Told how long each group switch paused the guest (metrics). */
   onSwitch?: (operation: 'pivot' | 'finish', pausedMs: number) => void;
+  /** Storage pools a move (blockCopyGroup target {pool}) may name (config allowedPools). */
+  allowedPools?: readonly string[];
 }
 
 /** One group in memory: its journaled record and what is under way. */
@@ -46,6 +48,7 @@ export class GroupContext {
   readonly guest: GuestControl;
   readonly groups = new Map<string, GroupEntry>();
   readonly onSwitch: GroupManagerOptions['onSwitch'];
+  readonly allowedPools: readonly string[];
   /** Emits 'update' on every change of a group or its members (waits listen to it). */
   private readonly updates = new EventEmitter();
   /** Groups loaded and subscribed to the job manager: group calls are served. */
@@ -57,6 +60,7 @@ export class GroupContext {
     this.jobs = opts.jobs;
     this.log = opts.log;
     this.onSwitch = opts.onSwitch;
+    this.allowedPools = opts.allowedPools ?? [];
     this.journal = opts.jobs.store;
     this.guest = new GuestControl(() => this.jobs.connection, opts.log);
     this.updates.setMaxListeners(0);
@@ -89,7 +93,7 @@ export class GroupContext {
   }
 
   /** The group an identical earlier call created: same groupId, or same domain, disks and destinations. */
-  findSame(params: BlockCopyGroupParams, uuid: string): GroupEntry | undefined {
+  findSame(params: Parameters<typeof sameGroup>[0], uuid: string): GroupEntry | undefined {
     const byId = params.groupId ? this.groups.get(params.groupId) : undefined;
     const candidates = params.groupId ? (byId ? [byId] : []) : [...this.groups.values()];
     const same = sameGroup(

@@ -3,9 +3,10 @@
 // and an error as a group's per-disk outcome reports it.
 import { destinationFromXml } from '../../destination/xml.js';
 import { AgentError } from '../../errors.js';
-import type { BlockCopyGroupParams, FreezeMode, Group, Job } from '../../generated/api.js';
+import type { BlockCopyGroupParams, FreezeMode, Group, GroupDisk, Job } from '../../generated/api.js';
 import { groupState } from './state.js';
 import { canonicalPath } from '../job.js';
+import { toByteCount } from '../numbers.js';
 import type { GroupRecord } from '../journal.js';
 import { toAgentError, type libvirtData } from '../libvirt-errors.js';
 
@@ -19,13 +20,13 @@ export interface SwitchOptions {
 /** The state each disk of a group switch must reach. */
 export const GOAL = { pivot: 'pivoted', finish: 'finished' } as const;
 
-export function destPath(d: BlockCopyGroupParams['disks'][number]): string | undefined {
+export function destPath(d: GroupDisk): string | undefined {
   // The same parser (and refusals) as a single blockCopy: a group names its destinations alike.
   const p = (d.destination ?? destinationFromXml(d.destinationXml ?? '')).path;
   return canonicalPath(p);
 }
 
-export function checkDistinct(params: BlockCopyGroupParams): void {
+export function checkDistinct(params: { disks: GroupDisk[] }): void {
   const disks = new Set<string>();
   const dests = new Set<string>();
   for (const d of params.disks) {
@@ -53,6 +54,20 @@ export function groupMembers(jobs: Job[], rec: GroupRecord): Job[] {
   return rec.jobIds.map((id) => byId.get(id)).filter((j): j is Job => !!j);
 }
 
+/** The group's overall progress: its jobs' cursors and ends summed; percent null while any end is unknown. */
+export function groupProgress(jobs: Job[]): Group['progress'] {
+  let cur = 0n;
+  let end = 0n;
+  let known = jobs.length > 0;
+  for (const j of jobs) {
+    cur += BigInt(j.progress.cur);
+    end += BigInt(j.progress.end);
+    if (BigInt(j.progress.end) === 0n) known = false;
+  }
+  const percent = known && end > 0n ? Math.min(100, Math.round((Number(cur) / Number(end)) * 10000) / 100) : null;
+  return { cur: toByteCount(cur), end: toByteCount(end), percent };
+}
+
 export function groupView(rec: GroupRecord, jobs: Job[]): Group {
   const updatedAt = [rec.updatedAt, ...jobs.map((j) => j.updatedAt)].sort().at(-1)!;
   return {
@@ -61,6 +76,7 @@ export function groupView(rec: GroupRecord, jobs: Job[]): Group {
     state: groupState(jobs.map((j) => j.state)),
     whenReady: rec.whenReady,
     jobs,
+    progress: groupProgress(jobs),
     createdAt: rec.createdAt,
     updatedAt,
     ...(rec.error ? { error: { ...rec.error } } : {}),
@@ -74,7 +90,7 @@ export function groupView(rec: GroupRecord, jobs: Job[]): Group {
  */
 /** `uuid`: the domain `params.domain` names now (a name re-used by a new domain is not the old group's). */
 export function sameGroup(
-  params: BlockCopyGroupParams,
+  params: Pick<BlockCopyGroupParams, 'groupId'> & { disks: GroupDisk[] },
   uuid: string,
   candidates: Array<{ rec: GroupRecord; members: Job[] }>,
 ): GroupRecord | undefined {

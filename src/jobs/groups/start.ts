@@ -2,15 +2,19 @@
 // and the answer once the group reaches what the caller waits for.
 import { randomUUID } from 'node:crypto';
 import { AgentError } from '../../errors.js';
-import type { BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, Group } from '../../generated/api.js';
+import type { BlockCopyGroupParams, BlockCopyGroupResult, BlockCopyParams, Group, GroupDisk } from '../../generated/api.js';
 import { DEFAULTS } from '../../generated/api.js';
 import { checkDistinct, errorOf } from './params.js';
 import { isGroupEnded } from './state.js';
 import { groupEntry, type GroupContext, type GroupEntry } from './context.js';
 import { lookupDomain } from '../libvirt-errors.js';
+import { planMove, type MovePlan } from './move.js';
+
+/** Per-disk params: every entry names its destination (a move's are planned before). */
+export type GroupParams = Omit<BlockCopyGroupParams, 'disks' | 'target' | 'dryRun'> & { disks: GroupDisk[] };
 
 /** One member's blockCopy params: the group's options, and no wait or whenReady of its own. */
-function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['disks'][number]): BlockCopyParams {
+function memberParams(params: GroupParams, d: GroupParams['disks'][number]): BlockCopyParams {
   const g = DEFAULTS.BlockCopyGroupParams;
   const disk = DEFAULTS.GroupDisk;
   return {
@@ -42,16 +46,32 @@ export class GroupStart {
     private readonly started: (entry: GroupEntry) => void,
   ) {}
 
-  async blockCopyGroup(params: BlockCopyGroupParams, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
+  async blockCopyGroup(input: BlockCopyGroupParams, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
     const { ctx } = this;
     ctx.assertServing();
-    const members = params.disks.map((d) => memberParams(params, d));
-    checkDistinct(params);
+    // The schema holds the shapes: with target, disks are targets ("vda") or absent; without, disk objects with destinations.
 
     // The domain the name names now: a group of an earlier domain of that name is not this one.
-    const dom = await this.domainOf(params.domain);
-    const same = ctx.findSame(params, dom.uuid);
-    if (same) return this.awaitGoal(same, params, false, signal);
+    const dom = await this.domainOf(input.domain);
+    let move: MovePlan | undefined;
+    let params: GroupParams;
+    if (input.target) {
+      move = await planMove(ctx.jobs.connection, input, dom, ctx.allowedPools);
+      const { target: _t, dryRun: _d, ...rest } = input;
+      params = { ...rest, disks: move.disks };
+    } else params = input as GroupParams;
+
+    const extras = move ? this.moveExtras(move, false) : {};
+    const members = params.disks.map((d) => memberParams(params, d));
+    checkDistinct(params);
+    const same = params.disks.length > 0 ? ctx.findSame(params, dom.uuid) : undefined;
+    // A dry run never waits: it answers what is, or what would be.
+    if (same && input.dryRun) return { group: ctx.view(same), changed: false, ...extras };
+    if (same) return { ...(await this.awaitGoal(same, params, false, signal)), ...extras };
+    if (move && move.disks.length === 0) {
+      ctx.log.info('move: every disk already is in the target', { domain: dom.name, dir: move.dir });
+      return { changed: false, ...extras };
+    }
 
     // Every disk is checked before any copy starts: bad input changes nothing.
     for (const m of members) {
@@ -64,6 +84,8 @@ export class GroupStart {
         );
       }
     }
+    // A dry run passed every check a real move makes before it starts anything.
+    if (input.dryRun) return { changed: true, ...extras };
     const now = ctx.jobs.now();
     const g = DEFAULTS.BlockCopyGroupParams;
     const entry = groupEntry(
@@ -106,15 +128,26 @@ export class GroupStart {
     entry.starting = false;
     ctx.log.info('group started', { groupId: entry.rec.groupId, domain: dom.name, disks: params.disks.map((d) => d.disk) });
     this.started(entry);
-    return this.awaitGoal(entry, params, true, signal);
+    const refreshed = move?.pool ? await this.refreshPool(move.pool.name) : false;
+    return { ...(await this.awaitGoal(entry, params, true, signal)), ...(move ? this.moveExtras(move, refreshed) : {}) };
   }
 
-  private async awaitGoal(
-    entry: GroupEntry,
-    params: BlockCopyGroupParams,
-    changed: boolean,
-    signal?: AbortSignal,
-  ): Promise<BlockCopyGroupResult> {
+  private moveExtras(move: MovePlan, refreshed: boolean): Pick<BlockCopyGroupResult, 'alreadyThere' | 'plan' | 'pool'> {
+    return { alreadyThere: move.alreadyThere, plan: move.plan, ...(move.pool ? { pool: { ...move.pool, refreshed } } : {}) };
+  }
+
+  /** libvirt lists a file written into a pool once the pool is refreshed; a failure only loses that listing. */
+  private async refreshPool(name: string): Promise<boolean> {
+    try {
+      await this.ctx.jobs.connection.storagePoolRefresh(name);
+      return true;
+    } catch (e) {
+      this.ctx.log.warn('cannot refresh the storage pool after a move started', { pool: name, error: e });
+      return false;
+    }
+  }
+
+  private async awaitGoal(entry: GroupEntry, params: GroupParams, changed: boolean, signal?: AbortSignal): Promise<BlockCopyGroupResult> {
     const { ctx } = this;
     const wait = params.wait ?? DEFAULTS.BlockCopyGroupParams.wait;
     if (wait !== 'none') {
