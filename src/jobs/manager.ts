@@ -60,6 +60,7 @@ import { copySpec } from './kinds/copy/start.js';
 import { isTerminal, reachedReady } from './state-machine.js';
 import { Verify } from './verify.js';
 import { Watch } from './watch.js';
+import type { SpaceNeed } from './space.js';
 
 export type { JobManagerOptions } from './context.js';
 
@@ -352,16 +353,18 @@ export class JobManager extends EventEmitter {
    * Everything blockCopy checks before its first side effect, without making one: the existing
    * job this call would return (idempotent re-run), or undefined when it would start a new copy
    * that passes validation. Throws what blockCopy would throw. The group layer checks every
-   * disk this way before it starts any.
+   * disk this way before it starts any; `needs` collects each new copy's space figure, which
+   * the group sums per filesystem (jobs/space.ts).
    */
-  async checkCopy(params: BlockCopyParams): Promise<Job | undefined> {
+  async checkCopy(params: BlockCopyParams, needs?: Array<SpaceNeed | null>): Promise<Job | undefined> {
     this.assertServing();
     const dom = await this.ctx.starter.lookup(params.domain);
     const spec = copySpec(this.ctx, params, dom);
     return this.ctx.locks.run(diskKey(dom.uuid, params.disk), async () => {
       const existing = this.ctx.starter.existingFor(spec);
       if (existing) return publicJob(existing);
-      await spec.prepare();
+      const prepared = await spec.prepare();
+      needs?.push(prepared.space ?? null);
       return undefined;
     });
   }

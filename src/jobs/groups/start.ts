@@ -8,6 +8,7 @@ import { checkDistinct, errorOf } from './params.js';
 import { isGroupEnded } from './state.js';
 import { groupEntry, type GroupContext, type GroupEntry } from './context.js';
 import { lookupDomain } from '../libvirt-errors.js';
+import { assertRoom, type SpaceNeed } from '../space.js';
 
 /** One member's blockCopy params: the group's options, and no wait or whenReady of its own. */
 function memberParams(params: BlockCopyGroupParams, d: BlockCopyGroupParams['disks'][number]): BlockCopyParams {
@@ -53,8 +54,9 @@ export class GroupStart {
     if (same) return this.awaitGoal(same, params, false, signal);
 
     // Every disk is checked before any copy starts: bad input changes nothing.
+    const needs: Array<SpaceNeed | null> = [];
     for (const m of members) {
-      const existing = await ctx.jobs.checkCopy(m);
+      const existing = await ctx.jobs.checkCopy(m, needs);
       if (existing) {
         throw new AgentError(
           'jobExists',
@@ -63,6 +65,8 @@ export class GroupStart {
         );
       }
     }
+    // Disks that fit one by one may not fit together: their figures summed per filesystem.
+    assertRoom(needs);
     const now = ctx.jobs.now();
     const g = DEFAULTS.BlockCopyGroupParams;
     const entry = groupEntry(
