@@ -119,7 +119,7 @@ export const ERRORS = {
     code: -32024,
     retryable: true,
     description:
-      "The destination's filesystem (or block device) has less room than the copy can need (a group: its copies on that filesystem together): data.needed and data.available in bytes, data.path and data.filesystem, data.disks each copy's figure; nothing was started or created. The figure's rule is in docs/destinations.md.",
+      "The destination's filesystem (or block device) has less room than the copy can need (a group: its copies on that filesystem together): data.needed and data.available in bytes, data.path and data.filesystem, data.disks each copy's figure; nothing was started or created. The figure's rule is in docs/jobs.md (Pre-flight).",
   },
 } as const satisfies Record<SchemaErrorName, ErrorInfo>;
 

@@ -3,7 +3,7 @@
 // mid-copy. A function of the resolved destination only (a path, however it was named: a
 // caller's path, a directory or a pool target), summed per filesystem for a group.
 //
-// What a copy can need (the rule docs/destinations.md states):
+// What a copy can need (the rule docs/jobs.md (Pre-flight) states):
 //   raw destination:   the disk's virtual size (a raw file may end fully allocated);
 //   qcow2 destination: the allocated bytes of what is copied (the top image for a shallow copy,
 //                      the whole chain for a full one), at most the virtual size, plus qcow2
@@ -47,7 +47,7 @@ export interface SpaceNeed {
   store: Store;
 }
 
-interface Store {
+export interface Store {
   /** Same key, same storage: `fs:<st_dev>` or `dev:<major:minor>`. */
   key: string;
   /** The directory asked (statfs) or the device. */
@@ -169,8 +169,10 @@ export function assertRoom(needs: Array<SpaceNeed | null>): void {
     const needed = group.reduce((s, n) => s + n.needed, 0);
     if (needed <= store.available) continue;
     const what = group.length > 1 ? `the copies of ${group.map((n) => n.disk).join(', ')} together need` : `the copy needs`;
-    const where = store.device ? `block device ${store.path} holds` : `${store.path} (filesystem ${store.filesystem}) has`;
-    throw new AgentError('insufficientSpace', `${what} up to ${needed} bytes but ${where} ${store.available} bytes available`, {
+    const where = store.device
+      ? `block device ${store.path} holds ${store.available} bytes`
+      : `${store.path} (filesystem ${store.filesystem}) has ${store.available} bytes available`;
+    throw new AgentError('insufficientSpace', `${what} up to ${needed} bytes but ${where}`, {
       needed,
       available: store.available,
       path: store.path,
