@@ -124,7 +124,7 @@ export async function spaceNeed(
   const shallow = opts.shallow && (disk.backing?.length ?? disk.backingPaths.length) > 0;
   const figure = copyFigure(sizes, format, shallow);
   if (type === 'block') {
-    const st = await fs.stat(dest.path);
+    const st = await fs.stat(dest.path).catch((e: NodeJS.ErrnoException) => refuse(`cannot inspect '${dest.path}' (${e.code})`));
     const devBytes = await blockDeviceBytes(dest.path);
     if (devBytes === null) refuse(`cannot read the size of block device '${dest.path}'`);
     if (format === 'raw' && devBytes !== sizes.capacity) {
@@ -140,13 +140,16 @@ export async function spaceNeed(
     // A raw device of the right size holds the copy by definition.
     return { disk: disk.target, path: dest.path, needed: format === 'raw' ? 0 : figure, store };
   }
-  let held = 0;
-  if (opts.reuseExternal) {
-    const st = await fs.stat(dest.path);
-    held = st.blocks * 512;
-  }
   const dir = dirname(dest.path);
-  const [dst, sfs] = await Promise.all([fs.stat(dir), fs.statfs(dir)]);
+  let held = 0;
+  let dst, sfs;
+  try {
+    // A reused file's allocation is already the copy's.
+    if (opts.reuseExternal) held = (await fs.stat(dest.path)).blocks * 512;
+    [dst, sfs] = await Promise.all([fs.stat(dir), fs.statfs(dir)]);
+  } catch (e) {
+    return refuse(`cannot read the free space of '${dir}' (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
   const store = {
     key: `fs:${dst.dev}`,
     path: dir,
