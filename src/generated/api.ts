@@ -1159,6 +1159,10 @@ export interface AgentErrorData {
      * What its copy can need there, in bytes, margin included.
      */
     needed: number;
+    /**
+     * A copy already running there: its job; `needed` is what it may still write.
+     */
+    jobId?: string;
   }[];
   /**
    * destinationRejected for a raw block device of another size: the device's size in bytes.

@@ -56,7 +56,7 @@ import { Registry } from './registry.js';
 import { Starter, type StartParams, type StartSpec } from './start.js';
 import { commitSpec } from './kinds/commit/start.js';
 import { pullSpec } from './kinds/pull/start.js';
-import { copySpec } from './kinds/copy/start.js';
+import { copySpec, runningSpace } from './kinds/copy/start.js';
 import { isTerminal, reachedReady } from './state-machine.js';
 import { Verify } from './verify.js';
 import { Watch } from './watch.js';
@@ -367,6 +367,11 @@ export class JobManager extends EventEmitter {
       needs?.push(prepared.space ?? null);
       return undefined;
     });
+  }
+
+  /** What the agent's running copies may still write, per destination (space.ts): a group reserves it too. */
+  runningSpace(): Promise<SpaceNeed[]> {
+    return runningSpace(this.ctx);
   }
 
   /** The jobs of a group, in creation order. */

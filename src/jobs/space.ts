@@ -1,7 +1,8 @@
 // Pre-flight space checks: before a copy starts, what it can need is compared with what its
 // destination can hold, so a full destination is refused with the figures instead of found
 // mid-copy. A function of the resolved destination only (a path, however it was named: a
-// caller's path, a directory or a pool target), summed per filesystem for a group.
+// caller's path, a directory or a pool target), summed per filesystem for a group and with
+// what the agent's running copies may still write.
 //
 // What a copy can need (the rule docs/jobs.md (Pre-flight) states):
 //   raw destination:   the disk's virtual size (a raw file may end fully allocated);
@@ -43,8 +44,12 @@ export interface SpaceNeed {
   path: string;
   /** Bytes the copy can need beyond what the destination already holds. */
   needed: number;
+  /** Bytes the destination held when checked (a reused file's allocation; 0 for a new file or a device). */
+  held: number;
   /** The filesystem (or device) the copy writes to. */
   store: Store;
+  /** A copy already running: its job (its figure is what it may still write). */
+  jobId?: string;
 }
 
 export interface Store {
@@ -138,7 +143,7 @@ export async function spaceNeed(
     }
     const store = { key: `dev:${deviceKey(st)}`, path: dest.path, filesystem: dest.path, available: devBytes!, device: true };
     // A raw device of the right size holds the copy by definition.
-    return { disk: disk.target, path: dest.path, needed: format === 'raw' ? 0 : figure, store };
+    return { disk: disk.target, path: dest.path, needed: format === 'raw' ? 0 : figure, held: 0, store };
   }
   const dir = dirname(dest.path);
   let held = 0;
@@ -157,21 +162,25 @@ export async function spaceNeed(
     available: sfs.bavail * sfs.bsize,
     device: false,
   };
-  return { disk: disk.target, path: dest.path, needed: Math.max(0, figure - held), store };
+  return { disk: disk.target, path: dest.path, needed: Math.max(0, figure - held), held, store };
 }
 
 /**
  * Refuses with insufficientSpace when the copies together need more than a filesystem (or
  * device) has available. Summed per filesystem: disks that fit one by one may not fit together.
  */
-export function assertRoom(needs: Array<SpaceNeed | null>): void {
+export function assertRoom(needs: Array<SpaceNeed | null>, running: SpaceNeed[] = []): void {
   const byStore = new Map<string, SpaceNeed[]>();
-  for (const n of needs) if (n) byStore.set(n.store.key, [...(byStore.get(n.store.key) ?? []), n]);
+  const mine = new Set(needs.filter((n) => n).map((n) => n!.store.key));
+  // Running copies count only where this call writes.
+  for (const n of [...needs, ...running.filter((r) => mine.has(r.store.key))])
+    if (n) byStore.set(n.store.key, [...(byStore.get(n.store.key) ?? []), n]);
   for (const group of byStore.values()) {
     const { store } = group[0]!;
     const needed = group.reduce((s, n) => s + n.needed, 0);
     if (needed <= store.available) continue;
-    const what = group.length > 1 ? `the copies of ${group.map((n) => n.disk).join(', ')} together need` : `the copy needs`;
+    const names = group.map((n) => (n.jobId ? `${n.disk} (running job ${n.jobId})` : n.disk));
+    const what = group.length > 1 ? `the copies of ${names.join(', ')} together need` : `the copy needs`;
     const where = store.device
       ? `block device ${store.path} holds ${store.available} bytes`
       : `${store.path} (filesystem ${store.filesystem}) has ${store.available} bytes available`;
@@ -180,7 +189,27 @@ export function assertRoom(needs: Array<SpaceNeed | null>): void {
       available: store.available,
       path: store.path,
       filesystem: store.filesystem,
-      disks: group.map((n) => ({ disk: n.disk, path: n.path, needed: n.needed })),
+      disks: group.map((n) => ({ disk: n.disk, path: n.path, needed: n.needed, ...(n.jobId ? { jobId: n.jobId } : {}) })),
     });
   }
+}
+
+/**
+ * What copies still running (phase 1) may yet write: each one's figure less what its
+ * destination file gained since its check. Reserved against the same filesystem, so copies
+ * started one by one cannot together overcommit it as a group could not. A device's figure
+ * stays reserved whole; a copy in phase 2 has written its share.
+ */
+export async function stillNeeded(running: Array<SpaceNeed & { jobId: string }>): Promise<SpaceNeed[]> {
+  const out: SpaceNeed[] = [];
+  for (const n of running) {
+    let written = 0;
+    if (!n.store.device) {
+      const st = await fs.stat(n.path).catch(() => null);
+      written = st ? Math.max(0, st.blocks * 512 - n.held) : 0;
+    }
+    const left = Math.max(0, n.needed - written);
+    if (left > 0) out.push({ ...n, needed: left });
+  }
+  return out;
 }

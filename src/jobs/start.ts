@@ -88,6 +88,7 @@ export class Starter {
       ...(params.timeout !== undefined ? { timeoutAt: this.ctx.realNow() + params.timeout * 1000 } : {}),
       ...(principal !== undefined ? { principal } : {}),
     });
+    if (prepared.space) entry.space = prepared.space;
     // Until libvirt has answered there is nothing of this job to see (poll, events).
     entry.starting = true;
     this.ctx.entries.set(job.jobId, entry);

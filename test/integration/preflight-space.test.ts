@@ -1,8 +1,8 @@
 // Pre-flight space checks against the real libvirtd: a destination on a small tmpfs is refused
 // before anything starts, with the figures (insufficientSpace: needed, available, the
 // filesystem), and nothing is created; a group whose disks fit one by one but not together is
-// refused the same way; a reused destination counts what it already holds; a copy with room
-// still runs. The tmpfs is mounted before QEMU starts (QEMU runs in its own mount namespace,
+// refused the same way, and so is a copy that would overcommit it beside a running one; a reused
+// destination counts what it already holds; a copy with room still runs. The tmpfs is mounted before QEMU starts (QEMU runs in its own mount namespace,
 // which does not see mounts made later) and unmounted at teardown.
 import t, { type Test } from 'tap';
 import { readdirSync, statfsSync } from 'node:fs';
@@ -164,4 +164,51 @@ t.test('a copy with room runs; a reused destination counts what it already holds
     jobId: 'reuse-1',
   });
   t.equal(reused.job.state, 'finished', 'the reused, already allocated file copies: it needs only what it lacks');
+});
+
+t.test('a running copy keeps its share: a second copy that would overcommit the filesystem is refused', async (t) => {
+  const small = hv.smallFilesystem(t, 48);
+  const dom = await hv.createDomain(t, {
+    disks: [
+      { format: 'raw', sizeMiB: 16 },
+      { format: 'raw', sizeMiB: 16 },
+    ],
+  });
+  // Data to copy, so that the slow copy stays in phase 1 for a while.
+  await hv.guestWrite(dom, 'vda', { pattern: 0x5a, offset: 0, length: 8 * MiB });
+  const agent = await serveAgent(t);
+  const c = await agent.connect();
+  const each = 16 * MiB + MARGIN;
+
+  const first = await c.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: `${small}/a.raw`, format: 'raw' },
+    bandwidth: 512 * 1024,
+  });
+  t.equal(first.job.state, 'copying', 'the first copy runs (slowly)');
+  const e = await refusal(c.call('blockCopy', { domain: dom.name, disk: 'vdb', destination: { path: `${small}/b.raw`, format: 'raw' } }));
+  t.equal(e.errorName, 'insufficientSpace', `the second is refused: ${e.message}`);
+  t.match(
+    e.data?.disks,
+    [
+      { disk: 'vdb', needed: each },
+      { disk: 'vda', jobId: first.job.jobId },
+    ],
+    'the running copy is counted, by its job',
+  );
+  t.ok((e.data?.available as number) >= each, `the second alone would fit (${e.data?.available} available)`);
+  t.notOk(readdirSync(small).includes('b.raw'), 'nothing created for the refused copy');
+
+  await c.call('abort', { jobId: first.job.jobId });
+  const ended = await c.call('wait', { jobId: first.job.jobId, until: 'done', timeout: 60 });
+  t.equal(ended.job.state, 'cancelled', 'the first copy cancelled');
+  const second = await c.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vdb',
+    destination: { path: `${small}/b.raw`, format: 'raw' },
+    whenReady: 'finish',
+    wait: 'done',
+  });
+  t.equal(second.job.state, 'finished', 'once the first ended, its share is free again');
 });

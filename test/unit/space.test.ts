@@ -25,6 +25,7 @@ const need = (disk: string, key: string, needed: number, available: number): Spa
   disk,
   path: `/p/${disk}`,
   needed,
+  held: 0,
   store: { key, path: `/p`, filesystem: '/p', available, device: false },
 });
 

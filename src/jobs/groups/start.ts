@@ -66,7 +66,7 @@ export class GroupStart {
       }
     }
     // Disks that fit one by one may not fit together: their figures summed per filesystem.
-    assertRoom(needs);
+    assertRoom(needs, await ctx.jobs.runningSpace());
     const now = ctx.jobs.now();
     const g = DEFAULTS.BlockCopyGroupParams;
     const entry = groupEntry(

@@ -12,12 +12,20 @@ import { domainStorage } from '../../inventory.js';
 import { samePath } from '../../job.js';
 import { toAgentError } from '../../libvirt-errors.js';
 import { fromByteCount } from '../../numbers.js';
-import { assertRoom, sourceSizes, spaceNeed, type SpaceNeed } from '../../space.js';
+import { assertRoom, sourceSizes, spaceNeed, stillNeeded, type SpaceNeed } from '../../space.js';
 import type { StartSpec } from '../../start.js';
 import { newJob } from './job.js';
 
 /** What a copy's start reads of the kernel. */
-export type CopyDeps = Pick<JobContext, 'conn' | 'checkDest' | 'log' | 'iso'>;
+export type CopyDeps = Pick<JobContext, 'conn' | 'checkDest' | 'log' | 'iso' | 'entries'>;
+
+/** What the agent's copies still in phase 1 may yet write (space.ts), reserved against new ones. */
+export function runningSpace(deps: Pick<JobContext, 'entries'>): Promise<SpaceNeed[]> {
+  const running = [...deps.entries.values()]
+    .filter((e) => e.space && e.rec.job.state === 'copying')
+    .map((e) => ({ ...e.space!, jobId: e.rec.job.jobId }));
+  return stillNeeded(running);
+}
 
 export function destinationOf(params: BlockCopyParams): Destination {
   // destinationXml is parsed (whitelisted shape) or refused here.
@@ -97,6 +105,6 @@ export async function validateCopy(
     shallow: params.shallow ?? DEFAULTS.BlockCopyParams.shallow,
     reuseExternal: !!params.reuseExternal,
   });
-  assertRoom([space]);
+  assertRoom([space], await runningSpace(deps));
   return { disk, checked, space };
 }
