@@ -36,3 +36,14 @@ t.test('needs are summed per filesystem; each filesystem on its own', async (t) 
   t.equal(e.errorName, 'insufficientSpace');
   t.match(e.data, { needed: 120, available: 100, path: '/p', filesystem: '/p', disks: [{ disk: 'vda' }, { disk: 'vdb' }] });
 });
+
+t.test('running copies count only on the filesystems this call writes to', async (t) => {
+  const running = { ...need('vdz', 'fs:2', 500, 100), jobId: 'j-other' };
+  t.doesNotThrow(() => assertRoom([need('vda', 'fs:1', 60, 100)], [running]), "a running copy elsewhere is not this call's concern");
+  const e = t.throws(() => assertRoom([need('vda', 'fs:2', 60, 100)], [running])) as AgentError;
+  t.match(
+    e.data,
+    { needed: 560, disks: [{ disk: 'vda' }, { disk: 'vdz', jobId: 'j-other' }] },
+    'on the same filesystem it is counted, by its job',
+  );
+});
