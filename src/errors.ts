@@ -115,6 +115,12 @@ export const ERRORS = {
     retryable: false,
     description: 'quiesce "required": the guest\'s filesystems could not be frozen (data.libvirt: why); nothing was changed.',
   },
+  insufficientSpace: {
+    code: -32024,
+    retryable: true,
+    description:
+      "The destination's filesystem (or block device) has less room than the copy can need (a group: its copies on that filesystem together): data.needed and data.available in bytes, data.path and data.filesystem, data.disks each copy's figure; nothing was started or created. The figure's rule is in docs/jobs.md (Pre-flight).",
+  },
 } as const satisfies Record<SchemaErrorName, ErrorInfo>;
 
 /**

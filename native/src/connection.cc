@@ -80,6 +80,7 @@ Napi::Function Connection::Define(Napi::Env env) {
       InstanceMethod<&Connection::BlockCommit>("blockCommit"),
       InstanceMethod<&Connection::BlockPull>("blockPull"),
       InstanceMethod<&Connection::GetBlockJobInfo>("getBlockJobInfo"),
+      InstanceMethod<&Connection::GetBlockInfo>("getBlockInfo"),
       InstanceMethod<&Connection::BlockJobAbort>("blockJobAbort"),
       InstanceMethod<&Connection::BlockJobSetSpeed>("blockJobSetSpeed"),
       InstanceMethod<&Connection::Versions>("versions"),

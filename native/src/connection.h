@@ -56,6 +56,7 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value BlockCommit(const Napi::CallbackInfo& info);
   Napi::Value BlockPull(const Napi::CallbackInfo& info);
   Napi::Value GetBlockJobInfo(const Napi::CallbackInfo& info);
+  Napi::Value GetBlockInfo(const Napi::CallbackInfo& info);
   Napi::Value BlockJobAbort(const Napi::CallbackInfo& info);
   Napi::Value BlockJobSetSpeed(const Napi::CallbackInfo& info);
   Napi::Value Versions(const Napi::CallbackInfo& info);

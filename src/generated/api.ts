@@ -62,7 +62,8 @@ export type ErrorName =
   | 'inventoryIncomplete'
   | 'tooManyPending'
   | 'interrupted'
-  | 'quiesceFailed';
+  | 'quiesceFailed'
+  | 'insufficientSpace';
 /**
  * Guest filesystem freeze around the pause, through the QEMU guest agent (virDomainFSFreeze). auto: freeze when the domain has a guest-agent channel and go on without it if the freeze fails. always: the switch fails (nothing changed) if the freeze fails. never: only pause the vCPUs (crash-consistent).
  */
@@ -1201,6 +1202,51 @@ export interface AgentErrorData {
    * The operating system's error code (e.g. ENOSPC) of a state directory that cannot be written.
    */
   errno?: string;
+  /**
+   * insufficientSpace: the bytes the copy (a group: its copies on that filesystem together) can need, margin included.
+   */
+  needed?: number;
+  /**
+   * insufficientSpace: the bytes available there to an unprivileged writer (statfs bavail × bsize), or a block device's size.
+   */
+  available?: number;
+  /**
+   * insufficientSpace: the directory checked (or the block device); destinationRejected for a device's size: the device.
+   */
+  path?: string;
+  /**
+   * insufficientSpace: the mount point holding that directory (or the block device).
+   */
+  filesystem?: string;
+  /**
+   * insufficientSpace: each copy counted, with its destination and figure.
+   */
+  disks?: {
+    /**
+     * The disk target (vda).
+     */
+    disk: string;
+    /**
+     * Its destination.
+     */
+    path: string;
+    /**
+     * What its copy can need there, in bytes, margin included.
+     */
+    needed: number;
+    /**
+     * A copy already running there: its job; `needed` is what it may still write.
+     */
+    jobId?: string;
+  }[];
+  /**
+   * destinationRejected for a raw block device of another size: the device's size in bytes.
+   */
+  destinationBytes?: number;
+  /**
+   * destinationRejected for a raw block device of another size: the disk's virtual size in bytes (libvirt's capacity).
+   */
+  sourceBytes?: number;
 }
 /**
  * A job and whether this call changed anything (false when the job was already where the call asked).

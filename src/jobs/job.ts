@@ -6,6 +6,7 @@ import type { JobRecord } from './journal.js';
 import type { Timer } from './clock.js';
 import { RateSampler } from './sampler.js';
 import { isTerminal } from './state-machine.js';
+import type { SpaceNeed } from './space.js';
 
 /** One job in memory (an entry): its journaled record (`rec`) plus in-memory bookkeeping. */
 export interface JobEntry {
@@ -32,6 +33,8 @@ export interface JobEntry {
   /** Wall-clock ms when the poll first found the domain gone or stopped. */
   goneSince?: number;
   timeoutTimer?: Timer;
+  /** A copy's pre-flight figure (space.ts), in memory only: what it still may write is reserved. */
+  space?: SpaceNeed;
 }
 
 export function track(rec: JobRecord): JobEntry {

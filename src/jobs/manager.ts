@@ -57,10 +57,11 @@ import { Registry } from './registry.js';
 import { Starter, type StartParams, type StartSpec } from './start.js';
 import { commitSpec } from './kinds/commit/start.js';
 import { pullSpec } from './kinds/pull/start.js';
-import { copySpec } from './kinds/copy/start.js';
+import { copySpec, runningSpace } from './kinds/copy/start.js';
 import { isTerminal, reachedReady } from './state-machine.js';
 import { Verify } from './verify.js';
 import { Watch } from './watch.js';
+import type { SpaceNeed } from './space.js';
 
 export type { JobManagerOptions } from './context.js';
 
@@ -333,18 +334,25 @@ export class JobManager extends EventEmitter {
    * Everything blockCopy checks before its first side effect, without making one: the existing
    * job this call would return (idempotent re-run), or undefined when it would start a new copy
    * that passes validation. Throws what blockCopy would throw. The group layer checks every
-   * disk this way before it starts any.
+   * disk this way before it starts any; `needs` collects each new copy's space figure, which
+   * the group sums per filesystem (jobs/space.ts).
    */
-  async checkCopy(params: BlockCopyParams): Promise<Job | undefined> {
+  async checkCopy(params: BlockCopyParams, needs?: Array<SpaceNeed | null>): Promise<Job | undefined> {
     this.assertServing();
     const dom = await this.ctx.starter.lookup(params.domain);
     const spec = copySpec(this.ctx, params, dom);
     return this.ctx.locks.run(diskKey(dom.uuid, params.disk), async () => {
       const existing = this.ctx.starter.existingFor(spec);
       if (existing) return publicJob(existing);
-      await spec.prepare();
+      const prepared = await spec.prepare();
+      needs?.push(prepared.space ?? null);
       return undefined;
     });
+  }
+
+  /** What the agent's running copies may still write, per destination (space.ts): a group reserves it too. */
+  runningSpace(): Promise<SpaceNeed[]> {
+    return runningSpace(this.ctx);
   }
 
   /** The jobs of a group, in creation order. */

@@ -20,6 +20,7 @@ const NAMES_A_DOMAIN: Record<ConnectionMethod, boolean> = {
   blockCommit: true,
   blockPull: true,
   getBlockJobInfo: true,
+  getBlockInfo: true,
   blockJobAbort: true,
   blockJobSetSpeed: true,
   suspend: true,

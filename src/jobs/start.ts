@@ -12,6 +12,7 @@ import { lookupDomain, outcomeUnknown, toAgentError } from './libvirt-errors.js'
 import { isTerminal, reachedReady } from './state-machine.js';
 import { cleaned } from './cleanup.js';
 import type { JobContext } from './context.js';
+import type { SpaceNeed } from './space.js';
 
 /** What every start request has (blockCopy, blockCommit, blockPull params). */
 export interface StartParams {
@@ -28,6 +29,8 @@ export interface Prepared {
   job: Job;
   /** The exact XML handed to libvirt, if any (kept so a restart knows what was asked). */
   destinationXml?: string;
+  /** A copy's pre-flight space figure (jobs/space.ts), for a group to sum per filesystem. */
+  space?: SpaceNeed | null;
   /** The libvirt call; an AgentError thrown in it is the agent's own, certain refusal. */
   call: () => Promise<void>;
 }
@@ -85,6 +88,7 @@ export class Starter {
       ...(params.timeout !== undefined ? { timeoutAt: this.ctx.realNow() + params.timeout * 1000 } : {}),
       ...(principal !== undefined ? { principal } : {}),
     });
+    if (prepared.space) entry.space = prepared.space;
     // Until libvirt has answered there is nothing of this job to see (poll, events).
     entry.starting = true;
     this.ctx.entries.set(job.jobId, entry);

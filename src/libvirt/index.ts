@@ -178,6 +178,9 @@ class LibvirtConnection implements Connection {
   getBlockJobInfo(domain: string, disk: string) {
     return this.call('getBlockJobInfo', () => this.n.getBlockJobInfo(domain, disk));
   }
+  getBlockInfo(domain: string, disk: string) {
+    return this.call('getBlockInfo', () => this.n.getBlockInfo(domain, disk));
+  }
   blockJobAbort(domain: string, disk: string, opts?: Parameters<Connection['blockJobAbort']>[2]) {
     return this.call('blockJobAbort', () => this.n.blockJobAbort(domain, disk, opts));
   }

@@ -34,6 +34,16 @@ export interface BlockJobInfo {
   end: bigint;
 }
 
+/** virDomainGetBlockInfo: a disk's sizes in bytes. */
+export interface BlockInfo {
+  /** The size the guest sees (virtual size). */
+  capacity: bigint;
+  /** What the top image occupies on its storage (allocated bytes of a file; QEMU's highest written offset of a non-raw block device). */
+  allocation: bigint;
+  /** The size of what holds the top image (a file's size, a block device's size). */
+  physical: bigint;
+}
+
 export interface BlockCopyOptions {
   shallow?: boolean;
   reuseExternal?: boolean;
@@ -166,6 +176,8 @@ export interface Connection {
   blockPull(domain: string, disk: string, opts?: BlockPullOptions): Promise<void>;
   /** null when the disk has no block job. */
   getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null>;
+  /** The disk's sizes (virDomainGetBlockInfo); `disk` is a target (vda) or the top image's path. */
+  getBlockInfo(domain: string, disk: string): Promise<BlockInfo>;
   blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void>;
   blockJobSetSpeed(domain: string, disk: string, bandwidthBytesPerSecond: bigint): Promise<void>;
   versions(): Promise<Versions>;

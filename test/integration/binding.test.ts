@@ -188,6 +188,18 @@ t.test('errors on a running domain: unknown disk', async (t) => {
   await rejectsWith(t, conn.blockJobAbort(dom.name, dom.disks[0]!.target), VirErrorCode.INVALID_ARG, 'abort with no job');
 });
 
+t.test("getBlockInfo: the disk's capacity and allocation as libvirt (QEMU) reports them", async (t) => {
+  const conn = await openConnection();
+  t.teardown(() => conn.close());
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 16 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0x21, offset: 0, length: 4 * 1024 * 1024 });
+  const info = await conn.getBlockInfo(dom.uuid, 'vda');
+  t.equal(info.capacity, 16n << 20n, 'capacity: the virtual size');
+  t.ok(info.allocation >= 4n << 20n && info.allocation < 16n << 20n, `allocation: what the qcow2 holds (${info.allocation})`);
+  t.ok(info.physical > 0n, 'physical: the file size');
+  await rejectsWith(t, conn.getBlockInfo(dom.uuid, 'vdz'), VirErrorCode.INVALID_ARG, 'unknown disk');
+});
+
 t.test('lifecycle events and unsubscribe', async (t) => {
   const conn = await openConnection();
   t.teardown(() => conn.close());

@@ -36,7 +36,8 @@ t.test('a raw block device of another size than the disk is refused before the c
   await hv.guestWrite(dom, 'vda', { pattern: 0x5e, offset: 0, length: 2 * MiB });
   const wrong = loopDevice(t, dom.dir, 24);
   const right = loopDevice(t, dom.dir, 16);
-  const agent = await serveAgent(t, { config: { allowedDevices: [wrong, right] } });
+  const tiny = loopDevice(t, dom.dir, 4);
+  const agent = await serveAgent(t, { config: { allowedDevices: [wrong, right, tiny] } });
   const c = await agent.connect();
 
   const e = await c.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: wrong, type: 'block', format: 'raw' } }).then(
@@ -49,8 +50,19 @@ t.test('a raw block device of another size than the disk is refused before the c
     new RegExp(`${wrong} holds ${24 * MiB} bytes but the disk is ${16 * MiB} bytes`),
     'the reason names both sizes',
   );
+  t.match((e as RpcError).data, { path: wrong, destinationBytes: 24 * MiB, sourceBytes: 16 * MiB }, 'data holds both sizes');
   t.notMatch(await hv.liveXml(dom), /<mirror/, 'virsh: nothing started');
   t.same((await c.call('listJobs', { domain: dom.name })).jobs, [], 'no job');
+
+  // qcow2 onto a device: the device's size is its room; 4 MiB cannot hold the copy's figure.
+  const q = await c.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: tiny, type: 'block', format: 'qcow2' } }).then(
+    () => undefined,
+    (x: unknown) => x,
+  );
+  t.ok(q instanceof RpcError && q.errorName === 'insufficientSpace', `qcow2 on a small device refused: ${(q as Error)?.message}`);
+  t.match((q as RpcError).data, { path: tiny, filesystem: tiny, available: 4 * MiB }, 'with the device and its size');
+  t.ok(((q as RpcError).data?.needed as number) > 4 * MiB, 'and what the copy needs');
+  t.notMatch(await hv.liveXml(dom), /<mirror/, 'virsh: nothing started');
 
   const ok = await c.call('blockCopy', {
     domain: dom.name,

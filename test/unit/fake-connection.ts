@@ -13,6 +13,7 @@ import {
   type BlockCopyOptions,
   type BlockJobAbortOptions,
   type BlockCommitOptions,
+  type BlockInfo,
   type BlockJobInfo,
   type BlockJobType,
   type BlockPullOptions,
@@ -433,6 +434,17 @@ export class FakeConnection implements Connection {
     if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
     if (!k.job) return null;
     return { type: k.job.type ?? 'copy', bandwidth: k.job.bandwidth, bandwidthSource: 'bytes', cur: k.job.cur, end: k.job.end };
+  }
+
+  /** Sizes the fake's disks report (virDomainGetBlockInfo): a small, mostly empty disk. */
+  blockInfo: BlockInfo = { capacity: 64n << 20n, allocation: 1n << 20n, physical: 64n << 20n };
+
+  async getBlockInfo(domain: string, disk: string): Promise<BlockInfo> {
+    this.record('getBlockInfo', [domain, disk]);
+    await this.answer('getBlockInfo');
+    const d = this.running(domain);
+    if (!d.disks.some((x) => x.target === disk)) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: invalid path ${disk} not assigned to domain`);
+    return { ...this.blockInfo };
   }
 
   async blockJobAbort(domain: string, disk: string, opts?: BlockJobAbortOptions): Promise<void> {

@@ -9,6 +9,7 @@ import { isGroupEnded } from './state.js';
 import { groupEntry, type GroupContext, type GroupEntry } from './context.js';
 import { lookupDomain } from '../libvirt-errors.js';
 import { planMove, type MovePlan } from './move.js';
+import { assertRoom, type SpaceNeed } from '../space.js';
 
 /** Per-disk params: every entry names its destination (a move's are planned before). */
 export type GroupParams = Omit<BlockCopyGroupParams, 'disks' | 'target' | 'dryRun'> & { disks: GroupDisk[] };
@@ -74,8 +75,9 @@ export class GroupStart {
     }
 
     // Every disk is checked before any copy starts: bad input changes nothing.
+    const needs: Array<SpaceNeed | null> = [];
     for (const m of members) {
-      const existing = await ctx.jobs.checkCopy(m);
+      const existing = await ctx.jobs.checkCopy(m, needs);
       if (existing) {
         throw new AgentError(
           'jobExists',
@@ -84,6 +86,8 @@ export class GroupStart {
         );
       }
     }
+    // Disks that fit one by one may not fit together: their figures summed per filesystem.
+    assertRoom(needs, await ctx.jobs.runningSpace());
     // A dry run passed every check a real move makes before it starts anything.
     if (input.dryRun) return { changed: true, ...extras };
     const now = ctx.jobs.now();

@@ -12,12 +12,20 @@ import { domainStorage } from '../../inventory.js';
 import { samePath } from '../../job.js';
 import { toAgentError } from '../../libvirt-errors.js';
 import { fromByteCount } from '../../numbers.js';
-import { rawDeviceSizeMismatch } from '../../sizes.js';
+import { assertRoom, sourceSizes, spaceNeed, stillNeeded, type SpaceNeed } from '../../space.js';
 import type { StartSpec } from '../../start.js';
 import { newJob } from './job.js';
 
 /** What a copy's start reads of the kernel. */
-export type CopyDeps = Pick<JobContext, 'conn' | 'checkDest' | 'log' | 'iso'>;
+export type CopyDeps = Pick<JobContext, 'conn' | 'checkDest' | 'log' | 'iso' | 'entries'>;
+
+/** What the agent's copies still in phase 1 may yet write (space.ts), reserved against new ones. */
+export function runningSpace(deps: Pick<JobContext, 'entries'>): Promise<SpaceNeed[]> {
+  const running = [...deps.entries.values()]
+    .filter((e) => e.space && e.rec.job.state === 'copying')
+    .map((e) => ({ ...e.space!, jobId: e.rec.job.jobId }));
+  return stillNeeded(running);
+}
 
 export function destinationOf(params: BlockCopyParams): Destination {
   // destinationXml is parsed (whitelisted shape) or refused here.
@@ -35,12 +43,13 @@ export function copySpec(deps: CopyDeps, params: BlockCopyParams, dom: DomainRef
       job.kind === 'copy' ? `a copy to another destination (${job.destination.path})` : `a ${job.kind} job, not a copy`,
     describe: (job: Job) => `a ${job.kind === 'copy' ? 'copy' : job.kind} to ${job.destination.path}`,
     prepare: async () => {
-      const { disk, checked } = await validateCopy(deps, params, dom, dest);
+      const { disk, checked, space } = await validateCopy(deps, params, dom, dest);
       // The job records the canonical destination the policy checked; libvirt gets its XML.
       const job = newJob(params, dom, disk, checked.destination, deps.iso());
       return {
         job,
         destinationXml: checked.xml,
+        space,
         call: async () => {
           // A reused image's header, read again as late as the agent can: changed since the check, refused.
           await checked.recheck?.();
@@ -65,7 +74,7 @@ export async function validateCopy(
   params: BlockCopyParams,
   dom: DomainRef,
   dest: Destination,
-): Promise<{ disk: DiskInfo; checked: CheckedDestination }> {
+): Promise<{ disk: DiskInfo; checked: CheckedDestination; space: SpaceNeed | null }> {
   if (!dom.active) throw new AgentError('invalidState', `domain '${dom.name}' is not running`);
   const xml = await deps.conn.getXml(dom.uuid).catch((e) => {
     throw toAgentError(e, 'cannot read the domain');
@@ -87,11 +96,15 @@ export async function validateCopy(
     disk,
     domainDisks: await domainStorage(deps.conn, deps.log),
   });
-  // Known before starting, so said before starting (QEMU would fail it as "an I/O error").
-  const size = await rawDeviceSizeMismatch(
-    { path: disk.sourcePath, format: disk.format },
-    { path: checked.destination.path, format: checked.destination.format ?? null },
-  );
-  if (size) throw new AgentError('destinationRejected', `destination rejected: ${size}`, { reason: size });
-  return { disk, checked };
+  // Known before starting, so said before starting: a destination without room (QEMU would
+  // fail mid-copy with ENOSPC) or a raw device of another size (QEMU: "an I/O error").
+  const info = await deps.conn.getBlockInfo(dom.uuid, params.disk).catch((e) => {
+    throw toAgentError(e, "cannot read the disk's sizes");
+  });
+  const space = await spaceNeed(checked.destination, disk, await sourceSizes(info, disk), {
+    shallow: params.shallow ?? DEFAULTS.BlockCopyParams.shallow,
+    reuseExternal: !!params.reuseExternal,
+  });
+  assertRoom([space], await runningSpace(deps));
+  return { disk, checked, space };
 }
