@@ -4,12 +4,14 @@ import { AgentClient, RpcError } from '../client/index.js';
 import type { BlockCopyGroupParams, BlockCopyGroupResult, Group, Job } from '../generated/api.js';
 import { EXIT, num, UsageError, type Values } from './args.js';
 import { groupSummary, jsonLines, reporter } from './output.js';
+import { cleanupSummary } from './copy.js';
 
 /** Words checked now (a usage error starts nothing); the returned run connects. */
 export function move(v: Values, pos: string[]): (client: AgentClient) => Promise<number> {
   if (pos.length !== 1) throw new UsageError('move needs DOMAIN (and --dir PATH or --pool NAME)');
   if (!v.dir === !v.pool) throw new UsageError('move needs exactly one of --dir PATH and --pool NAME');
   if (v.pivot && v.finish) throw new UsageError('--pivot and --finish exclude each other');
+  if (v['remove-source'] && !v.pivot) throw new UsageError('--remove-source applies with --pivot');
   if (v['dry-run'] && (v.pivot || v.finish || v.wait)) throw new UsageError('--dry-run starts nothing: no --wait, --pivot or --finish');
   if (v.format !== undefined && v.format !== 'raw' && v.format !== 'qcow2') throw new UsageError('--format is raw or qcow2');
   const disks = v.disks?.split(',').map((d) => d.trim());
@@ -28,6 +30,7 @@ export function move(v: Values, pos: string[]): (client: AgentClient) => Promise
     ...(v.timeout !== undefined ? { timeout: num(v.timeout, 'timeout')! } : {}),
     ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
     ...(v['group-id'] ? { groupId: v['group-id'] } : {}),
+    ...(v['remove-source'] ? { removeSource: true } : {}),
   };
   return (client) => followMove(client, params, v);
 }
@@ -61,10 +64,15 @@ async function followMove(client: AgentClient, params: BlockCopyGroupParams, v: 
   } else if (!r.group) {
     out.say(`move of ${domain} to ${where}: nothing to do, every disk already is there\n${planLines(r)}`, { event: 'unchanged', ...r });
   } else {
-    out.say(`move of ${domain} to ${where}${r.changed ? '' : ' (already under way)'}:\n${planLines(r)}\n${groupSummary(r.group)}`, {
-      event: 'group',
-      ...r,
-    });
+    const cleanup = r.group.jobs.map((j) => cleanupSummary(j)).filter((c) => c !== '');
+    const cleaned = cleanup.length ? `\nold files${cleanup.join('')}` : '';
+    out.say(
+      `move of ${domain} to ${where}${r.changed ? '' : ' (already under way)'}:\n${planLines(r)}\n${groupSummary(r.group)}${cleaned}`,
+      {
+        event: 'group',
+        ...r,
+      },
+    );
   }
   return EXIT.ok;
 }

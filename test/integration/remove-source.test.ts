@@ -4,33 +4,15 @@
 // pivotGroup and blockCopyGroup delete each disk's old files. virsh and qemu-img are the witnesses.
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent } from '../../harness/agent.js';
+import { otherDomainOn } from '../helpers/shared-base.js';
 import type { Job } from '../../src/generated/api.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
-
-/** A stopped, defined domain whose vda is an overlay on `base` (the caller's teardown undefines it). */
-async function otherDomainOn(t: { teardown: (f: () => unknown) => void }, base: string, dir: string): Promise<string> {
-  const name = `${hv.PREFIX}${process.pid}-${randomBytes(3).toString('hex')}`;
-  const overlay = join(dir, `${name}-overlay.qcow2`);
-  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', base, overlay]);
-  const xmlPath = join(dir, `${name}.xml`);
-  writeFileSync(
-    xmlPath,
-    `<domain type='${hv.domainType()}'><name>${name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>` +
-      `<os><type arch='x86_64' machine='pc'>hvm</type></os><devices><disk type='file' device='disk'>` +
-      `<driver name='qemu' type='qcow2'/><source file='${overlay}'/><target dev='vda' bus='virtio'/></disk></devices></domain>`,
-  );
-  await hv.virsh('define', xmlPath);
-  t.teardown(() => hv.virsh('undefine', name).catch(() => {}));
-  return name;
-}
 
 /** Every <source file> of the domain's persistent definition. */
 async function persistentSources(dom: hv.TestDomain): Promise<string[]> {

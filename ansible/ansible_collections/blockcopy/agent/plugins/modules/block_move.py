@@ -58,6 +58,15 @@ options:
       - Targets of the disks to move (for example C([vda, vdb])). Default - every disk a move can copy.
     type: list
     elements: str
+  remove_source:
+    description:
+      - With I(state=pivoted) - once the pivot is verified, delete each disk's old files the guest no
+        longer uses (the old source and its backing layers, since a move is a full copy), each only if no
+        domain (running or defined) uses it by identity, it is a regular file under the agent's
+        destination policy and not a block device. Files kept are listed in RV(kept) with the reason
+        (for example a base image another VM uses).
+    type: bool
+    default: false
   format:
     description:
       - Format of every new file. Default - each disk keeps its source's format.
@@ -138,6 +147,18 @@ already_there:
   type: list
   elements: dict
   sample: [{disk: vda, path: /srv/fast/vm1-vda.raw}]
+removed:
+  description: With I(remove_source), the old files deleted after the pivot.
+  returned: always
+  type: list
+  elements: str
+  sample: [/var/lib/libvirt/images/vm1.raw]
+kept:
+  description: With I(remove_source), the old files kept, each with the reason.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{path: /var/lib/libvirt/images/base.qcow2, reason: "used by domain vm2 (/var/lib/libvirt/images/base.qcow2)"}]
 pool:
   description: With I(pool), its name, target path and whether the agent refreshed it.
   returned: with pool
@@ -181,6 +202,8 @@ def move_params(p, dry_run=False):
     params["whenReady"] = WHEN_READY[p["state"]]
     params["wait"] = "none" if not p["wait"] else ("ready" if p["state"] == "ready" else "done")
     params["timeout"] = p["timeout"]
+    if p["remove_source"] and p["state"] == "pivoted":
+        params["removeSource"] = True
     if p["max_pause"] is not None:
         params["maxPause"] = p["max_pause"]
     if p["group_id"]:
@@ -204,6 +227,7 @@ def main():
         timeout=dict(type="int", default=3600),
         max_pause=dict(type="int"),
         group_id=dict(type="str"),
+        remove_source=dict(type="bool", default=False),
     )
     argument_spec.update(CONNECTION_ARGS)
     module = AnsibleModule(
@@ -217,6 +241,8 @@ def main():
         module.fail_json(msg="dir must be an absolute path, got %s" % p["dir"], error="invalidParams")
     if p["timeout"] <= 0:
         module.fail_json(msg="timeout must be positive", error="invalidParams")
+    if p["remove_source"] and p["state"] != "pivoted":
+        module.fail_json(msg="remove_source applies to state=pivoted, not %s" % p["state"], error="invalidParams")
     where = p["dir"] or "pool %s" % p["pool"]
 
     client = connect(module)
@@ -242,7 +268,10 @@ def main():
                 ready = dict(move_params(p), whenReady=group["whenReady"], wait="ready")
                 client.call_retrying("blockCopyGroup", ready, timeout=p["timeout"])
                 method = "pivotGroup" if switch == "pivot" else "finishGroup"
-                done = client.call_retrying(method, {"groupId": group["groupId"]}, timeout=p["timeout"])
+                switch_params = {"groupId": group["groupId"]}
+                if p["remove_source"] and method == "pivotGroup":
+                    switch_params["removeSource"] = True
+                done = client.call_retrying(method, switch_params, timeout=p["timeout"])
                 result = dict(plan, group=done["group"])
                 changed = done["changed"]
             else:
@@ -253,7 +282,11 @@ def main():
         fail_agent(module, e, changed=False)
     finally:
         client.close()
-    out = dict(changed=changed, msg=msg, plan=result.get("plan", []), already_there=result.get("alreadyThere", []))
+    out = dict(changed=changed, msg=msg, plan=result.get("plan", []), already_there=result.get("alreadyThere", []), removed=[], kept=[])
+    for job in (result.get("group") or {}).get("jobs", []):
+        cleanup = job.get("cleanup") or {}
+        out["removed"].extend(cleanup.get("removed", []))
+        out["kept"].extend(cleanup.get("kept", []))
     if result.get("group") is not None:
         out["group"] = result["group"]
     if result.get("pool") is not None:
