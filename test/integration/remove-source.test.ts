@@ -260,6 +260,40 @@ t.test('SIGKILL between the journaled intent and the unlink: the restarted agent
   t.notOk(existsSync(top) || existsSync(base!), 'the restarted agent deleted them');
 });
 
+t.test('a persistent definition that does not name the copy after the pivot keeps every old file', async (t) => {
+  const client = await (await serveAgent(t)).connect();
+  const dom = await hv.createDomain(t, { persistent: true, disks: [{ format: 'qcow2', sizeMiB: 32, backing: true }] });
+  const { path: top, backingPath: base } = dom.disks[0]!;
+  const dest = `${dom.dir}/vda-moved.qcow2`;
+  const r = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, wait: 'ready' });
+  // An operator redefines the domain meanwhile (another image for vda), so libvirt does not move
+  // the definition onto the copy at the pivot: live and persistent disagree, and the agent does
+  // not guess which old files the next cold boot may need (without the gate both were deleted).
+  const elsewhere = `${dom.dir}/elsewhere.qcow2`;
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', elsewhere, '32M']);
+  const xml = (await hv.virsh('dumpxml', '--inactive', dom.name)).replace(`<source file='${top}'`, `<source file='${elsewhere}'`);
+  const xmlPath = join(dom.dir, 'redefined.xml');
+  writeFileSync(xmlPath, xml);
+  await hv.virsh('define', xmlPath);
+  const p = await client.call('pivot', { jobId: r.job.jobId, removeSource: true });
+  const why = /the persistent definition does not match live/;
+  t.match(p.job, {
+    state: 'pivoted',
+    persistent: { defined: true, matchesLive: false },
+    cleanup: {
+      removeSource: true,
+      state: 'done',
+      removed: [],
+      kept: [
+        { path: top, reason: why },
+        { path: base, reason: why },
+      ],
+    },
+  });
+  t.ok(existsSync(top) && existsSync(base!), 'both old files stay');
+  t.same(await hv.liveChain(dom, 'vda'), [dest], 'the guest runs on the copy');
+});
+
 /** How the agent process ended ('alive' if it still runs after `ms`). */
 function exited(p: ChildProcess, ms = 180_000): Promise<NodeJS.Signals | null | 'alive'> {
   if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve(p.signalCode);
