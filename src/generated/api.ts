@@ -751,6 +751,10 @@ export interface ChainLayer {
    * libvirt's image index of the layer in the live XML (the N of vda[N]), as read when the job started or the disk was read; null if libvirt gave none.
    */
   index: number | null;
+  /**
+   * The layer's st_dev:st_ino when recorded (a copy's source chain, at its start): removeSource deletes a layer only while its path still names that file.
+   */
+  id?: string;
 }
 /**
  * A group and whether this call changed anything (false when the group was already where the call asked).

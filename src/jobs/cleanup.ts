@@ -66,10 +66,28 @@ export class Cleanup {
     private readonly policy: CleanupPolicy,
   ) {}
 
+  /** Domains whose cleanups wait (a group switch: nothing is deleted while the guest is paused). */
+  private readonly held = new Map<string, number>();
+
+  hold(uuid: string): void {
+    this.held.set(uuid, (this.held.get(uuid) ?? 0) + 1);
+  }
+
+  /** Ends a hold; the domain's ended jobs then start their cleanups. */
+  release(uuid: string): void {
+    const n = (this.held.get(uuid) ?? 1) - 1;
+    if (n > 0) this.held.set(uuid, n);
+    else this.held.delete(uuid);
+    for (const entry of this.ctx.entries.values()) if (entry.rec.job.domain.uuid === uuid) this.afterEnd(entry);
+  }
+
   /** Called on every terminal transition: starts the job's promised cleanup, at most one at a time. */
   afterEnd(entry: JobEntry): void {
     const c = entry.rec.job.cleanup;
     if (!(c?.deleteMerged || c?.removeSource) || c.state === 'done' || !isTerminal(entry.rec.job.state) || entry.cleaning) return;
+    // (A record without a domain, hand-made in the unit tests, is never held.)
+    const uuid = (entry.rec.job.domain as Job['domain'] | undefined)?.uuid;
+    if (uuid !== undefined && this.held.has(uuid)) return;
     entry.cleaning = this.run(entry, c)
       .catch((err: unknown) => {
         // Left as journaled (pending or deleting): the poll (every poll interval), a reconnect or
@@ -94,7 +112,10 @@ export class Cleanup {
     let ids: Storage | undefined;
     if (c.state === 'pending') {
       const paths = kindOf(job).mergedPaths?.(job, job.state) ?? [];
-      if (c.removeSource && job.state !== 'pivoted' && job.source.path) {
+      const stale = c.removeSource && job.state === 'pivoted' && paths?.length ? await this.staleDefinition(entry) : null;
+      if (stale) {
+        for (const path of paths!) c.kept.push({ path: path ?? '', reason: stale });
+      } else if (c.removeSource && job.state !== 'pivoted' && job.source.path) {
         c.kept.push({ path: job.source.path, reason: `the copy ended ${job.state}, not pivoted: the guest still runs on its source` });
       } else if (paths === null) {
         c.kept.push({ path: '', reason: "the job's layers are not known (a job adopted from another tool): nothing was deleted" });
@@ -103,7 +124,9 @@ export class Cleanup {
         const files: NonNullable<JobCleanup['files']> = [];
         for (const path of paths) {
           const v = await verdictOf(path, this.policy, ids);
-          if (v.verdict === 'delete') files.push({ path: path!, id: v.id });
+          const moved = v.verdict === 'delete' ? replaced(job, path!, v.id) : null;
+          if (moved) c.kept.push({ path: path!, reason: moved });
+          else if (v.verdict === 'delete') files.push({ path: path!, id: v.id });
           else if (v.verdict === 'gone') c.removed.push(path!);
           else c.kept.push({ path: path ?? '', reason: v.reason });
         }
@@ -138,6 +161,20 @@ export class Cleanup {
     this.ctx.recorder.emitChanged(entry);
   }
 
+  /**
+   * removeSource's gate after a pivot: why the old files stay when the domain's persistent
+   * definition, read now, does not name the destination (the next cold boot would use them), or
+   * null. A transient domain has none: libvirt holds no definition that could boot the old files.
+   */
+  private async staleDefinition(entry: JobEntry): Promise<string | null> {
+    const p = await this.ctx.verify.persistentView(entry);
+    // Not read (libvirtd busy): left pending, the poll tries again.
+    if (!p) throw new Error('cannot read the persistent definition');
+    entry.rec.job.persistent = p;
+    if (!p.defined || p.matchesLive) return null;
+    return `the persistent definition does not match live (it names ${p.source ?? 'no source'}): the next cold boot would use the old files`;
+  }
+
   /** Every domain's storage (this one's too: its live and persistent definitions), by identity,
    *  and the domains using each path, so that a kept file names who keeps it. */
   private async storage(): Promise<Storage> {
@@ -157,4 +194,10 @@ async function verdictOf(path: string | null, policy: CleanupPolicy, s: Storage)
   if (v.verdict !== 'keep' || !v.user) return v;
   const who = [...(s.owners.get(canonicalPath(v.user)) ?? [])].sort();
   return who.length ? { ...v, reason: `used by domain${who.length > 1 ? 's' : ''} ${who.join(', ')} (${v.user})` } : v;
+}
+
+/** Why `path` is not the file the job recorded under that name (its identity at the start), or null. */
+function replaced(job: Job, path: string, id: string): string | null {
+  const was = job.layers?.chain?.find((l) => l.path === path)?.id;
+  return was && was !== id ? `not the file the source chain held when the copy started (was ${was}, now ${id})` : null;
 }

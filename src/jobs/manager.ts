@@ -362,6 +362,15 @@ export class JobManager extends EventEmitter {
       if (t.rec.job.groupId === groupId && !isTerminal(t.rec.job.state)) await promiseCleanup(this.ctx, t, option, request);
   }
 
+  /** While a group switch pauses the guest its jobs' cleanups wait (cleanup.ts hold); released, they start. */
+  holdCleanups(uuid: string): void {
+    this.ctx.cleanup.hold(uuid);
+  }
+
+  releaseCleanups(uuid: string): void {
+    this.ctx.cleanup.release(uuid);
+  }
+
   /** Resolves once the cleanups of a group's ended members are done (answers that report the end wait). */
   async groupCleaned(groupId: string): Promise<void> {
     for (const t of this.ctx.entries.values()) if (t.rec.job.groupId === groupId) await cleaned(t);

@@ -1,13 +1,15 @@
 // removeSource against the real agent and libvirtd: after a verified pivot, the old files the
 // guest no longer uses are deleted; a base image another (defined) domain uses is kept and
 // named; a shallow copy deletes only the old top; a copy that is not pivoted deletes nothing;
-// pivotGroup and blockCopyGroup delete each disk's old files. virsh and qemu-img are the witnesses.
+// pivotGroup and blockCopyGroup delete each disk's old files; a crash between the journaled
+// intent and the unlink is finished by the next start. virsh and qemu-img are the witnesses.
 import t from 'tap';
-import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as hv from '../../harness/hypervisor.js';
-import { CLI, serveAgent } from '../../harness/agent.js';
+import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
 import { otherDomainOn } from '../helpers/shared-base.js';
 import type { Job } from '../../src/generated/api.js';
 
@@ -203,3 +205,86 @@ t.test('the CLI: copy --wait --pivot --remove-source, as an operator types it', 
   t.equal((usage as { code: number }).code, 2, '--remove-source with --finish: a usage error');
   t.notOk(existsSync(`${dom.dir}/x.qcow2`), 'nothing started');
 });
+
+t.test('SIGKILL between the journaled intent and the unlink: the restarted agent finishes removeSource, once', async (t) => {
+  const dir = stateDir(t);
+  const first = await serveAgent(t, { dir, env: { BLOCKCOPY_FAULT_KILL_AT: 'cleanup:journaled' } });
+  const client = await first.connect();
+  const dom = await hv.createDomain(t, { persistent: true, disks: [{ format: 'qcow2', sizeMiB: 32, backing: true }] });
+  const { path: top, backingPath: base } = dom.disks[0]!;
+  const dest = `${dom.dir}/vda-moved.qcow2`;
+  const r = await client.call('blockCopy', {
+    domain: dom.name,
+    disk: 'vda',
+    destination: { path: dest, format: 'qcow2' },
+    whenReady: 'pivot',
+    removeSource: true,
+  });
+  // The source chain, each file with its identity, is journaled with the start.
+  t.match(r.job, {
+    layers: {
+      chain: [
+        { path: top, id: /^\d+:\d+$/ },
+        { path: base, id: /^\d+:\d+$/ },
+      ],
+    },
+    cleanup: { removeSource: true, state: 'pending' },
+  });
+  t.equal(await exited(first.process), 'SIGKILL', 'the agent died at cleanup:journaled');
+  t.ok(existsSync(top) && existsSync(base!), 'killed before the unlink: the old files are still there');
+  t.same(await hv.liveChain(dom, 'vda'), [dest], 'the pivot happened');
+  const client2 = await (await serveAgent(t, { dir })).connect();
+  let job: Job | undefined;
+  for (let i = 0; i < 600 && job?.cleanup?.state !== 'done'; i++) {
+    job = (await client2.call('jobInfo', { jobId: r.job.jobId })).job;
+    if (job.cleanup?.state !== 'done') await new Promise((res) => setTimeout(res, 100));
+  }
+  t.match(job, { state: 'pivoted', cleanup: { state: 'done', removed: [top, base], kept: [] } });
+  t.notOk(existsSync(top) || existsSync(base!), 'the restarted agent deleted them');
+});
+
+t.test('a persistent definition that does not name the copy after the pivot keeps every old file', async (t) => {
+  const client = await (await serveAgent(t)).connect();
+  const dom = await hv.createDomain(t, { persistent: true, disks: [{ format: 'qcow2', sizeMiB: 32, backing: true }] });
+  const { path: top, backingPath: base } = dom.disks[0]!;
+  const dest = `${dom.dir}/vda-moved.qcow2`;
+  const r = await client.call('blockCopy', { domain: dom.name, disk: 'vda', destination: { path: dest, format: 'qcow2' }, wait: 'ready' });
+  // An operator redefines the domain meanwhile (another image for vda), so libvirt does not move
+  // the definition onto the copy at the pivot: live and persistent disagree, and the agent does
+  // not guess which old files the next cold boot may need (without the gate both were deleted).
+  const elsewhere = `${dom.dir}/elsewhere.qcow2`;
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', elsewhere, '32M']);
+  const xml = (await hv.virsh('dumpxml', '--inactive', dom.name)).replace(`<source file='${top}'`, `<source file='${elsewhere}'`);
+  const xmlPath = join(dom.dir, 'redefined.xml');
+  writeFileSync(xmlPath, xml);
+  await hv.virsh('define', xmlPath);
+  const p = await client.call('pivot', { jobId: r.job.jobId, removeSource: true });
+  const why = /the persistent definition does not match live/;
+  t.match(p.job, {
+    state: 'pivoted',
+    persistent: { defined: true, matchesLive: false },
+    cleanup: {
+      removeSource: true,
+      state: 'done',
+      removed: [],
+      kept: [
+        { path: top, reason: why },
+        { path: base, reason: why },
+      ],
+    },
+  });
+  t.ok(existsSync(top) && existsSync(base!), 'both old files stay');
+  t.same(await hv.liveChain(dom, 'vda'), [dest], 'the guest runs on the copy');
+});
+
+/** How the agent process ended ('alive' if it still runs after `ms`). */
+function exited(p: ChildProcess, ms = 180_000): Promise<NodeJS.Signals | null | 'alive'> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve(p.signalCode);
+  return new Promise((r) => {
+    const timer = setTimeout(() => r('alive'), ms);
+    p.once('exit', (_code, signal) => {
+      clearTimeout(timer);
+      r(signal);
+    });
+  });
+}

@@ -88,26 +88,36 @@ export class GroupSwitch {
     let freeze: Freeze;
     let outcomes: Map<string, SwitchDisk>;
     let pausedMs = 0;
-    if (alreadyPaused) {
-      freeze = { mode: o.freeze, frozen: null, ...(o.freeze === 'auto' ? { error: 'the guest was already paused by someone else' } : {}) };
-      outcomes = await guest.switchEach(targets, o.maxPauseMs, GOAL[how], each);
-    } else {
-      freeze = await release.freeze(entry, o.freeze);
-      try {
-        this.ctx.assertNotStopping();
-        await release.pause(entry);
-      } catch (e) {
-        // The guest agent answers only a running guest: one still paused is thawed by the release later.
-        if (!entry.rec.pausedAt) await release.thaw(entry);
-        throw e;
+    // Nothing is deleted (removeSource) while the guest is paused: the cleanups start after the resume.
+    jobs.holdCleanups(uuid);
+    try {
+      if (alreadyPaused) {
+        freeze = {
+          mode: o.freeze,
+          frozen: null,
+          ...(o.freeze === 'auto' ? { error: 'the guest was already paused by someone else' } : {}),
+        };
+        outcomes = await guest.switchEach(targets, o.maxPauseMs, GOAL[how], each);
+      } else {
+        freeze = await release.freeze(entry, o.freeze);
+        try {
+          this.ctx.assertNotStopping();
+          await release.pause(entry);
+        } catch (e) {
+          // The guest agent answers only a running guest: one still paused is thawed by the release later.
+          if (!entry.rec.pausedAt) await release.thaw(entry);
+          throw e;
+        }
+        const t0 = performance.now();
+        outcomes = await guest.switchEach(targets, o.maxPauseMs, GOAL[how], each);
+        // If it could not be resumed (libvirtd gone), pausedAt and frozenAt stay: the reconnect or a
+        // restart resumes it, then thaws it (the guest agent answers only a running guest).
+        const resumed = await release.resume(entry);
+        pausedMs = Math.round((performance.now() - t0) * 10) / 10;
+        if (resumed) await release.thaw(entry);
       }
-      const t0 = performance.now();
-      outcomes = await guest.switchEach(targets, o.maxPauseMs, GOAL[how], each);
-      // If it could not be resumed (libvirtd gone), pausedAt and frozenAt stay: the reconnect or a
-      // restart resumes it, then thaws it (the guest agent answers only a running guest).
-      const resumed = await release.resume(entry);
-      pausedMs = Math.round((performance.now() - t0) * 10) / 10;
-      if (resumed) await release.thaw(entry);
+    } finally {
+      jobs.releaseCleanups(uuid);
     }
     const disks = entry.rec.jobIds.map((id): SwitchDisk => {
       const done = outcomes.get(id);

@@ -15,6 +15,8 @@ import { fromByteCount } from '../../numbers.js';
 import { assertRoom, sourceSizes, spaceNeed, stillNeeded, type SpaceNeed } from '../../space.js';
 import type { StartSpec } from '../../start.js';
 import { newJob } from './job.js';
+import { promises as fs } from 'node:fs';
+import { fileKey } from '../../../destination/identity.js';
 
 /** What a copy's start reads of the kernel. */
 export type CopyDeps = Pick<JobContext, 'conn' | 'checkDest' | 'log' | 'iso' | 'entries'>;
@@ -46,6 +48,8 @@ export function copySpec(deps: CopyDeps, params: BlockCopyParams, dom: DomainRef
       const { disk, checked, space } = await validateCopy(deps, params, dom, dest);
       // The job records the canonical destination the policy checked; libvirt gets its XML.
       const job = newJob(params, dom, disk, checked.destination, deps.iso());
+      // Each local layer's identity, journaled with the job: removeSource deletes a layer only while its path names that file.
+      await recordIdentities(job);
       return {
         job,
         destinationXml: checked.xml,
@@ -107,4 +111,13 @@ export async function validateCopy(
   });
   assertRoom([space], await runningSpace(deps));
   return { disk, checked, space };
+}
+
+/** Sets each local file layer's st_dev:st_ino in the job's recorded source chain. */
+async function recordIdentities(job: Job): Promise<void> {
+  for (const l of job.layers?.chain ?? []) {
+    if (!l.path?.startsWith('/')) continue;
+    const st = await fs.stat(l.path).catch(() => null);
+    if (st?.isFile()) l.id = fileKey(st);
+  }
 }
