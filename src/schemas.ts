@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import { DEFAULTS } from './generated/api.js';
-import { BandwidthError, byteCountOf, hasUnit, parseBandwidth } from './bandwidth.js';
+import { BandwidthError, byteCountOf, parseApiBandwidth } from './bandwidth.js';
 
 // ajv-formats is CommonJS with a default export.
 const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
@@ -64,15 +64,17 @@ export class SchemaSet {
 export type ValidationErrors = ErrorObject[];
 
 /**
- * `"x-normalize": "bandwidth"` (schemas/defs/bandwidth.json): once the value passed the schema,
- * a string with a unit ("100M") is replaced by its byte count, so that every handler, the
- * journal and the answers see bytes/s only (src/bandwidth.ts). Runs after the other keywords.
+ * `"x-normalize": "bandwidth"` (schemas/defs/bandwidth.json): a string ("100M") is parsed by
+ * src/bandwidth.ts (the CLI's parser too) and replaced by its byte count, so that every handler,
+ * the journal and the answers see bytes/s only; a string it refuses (no unit, unknown unit,
+ * overflow) fails validation with the parser's message. Runs after the other keywords.
  */
 function addNormalize(ajv: Ajv): void {
   const normalize = (kind: string, data: unknown, _p: unknown, cxt?: { parentData: unknown; parentDataProperty: string | number }) => {
-    if (kind !== 'bandwidth' || !hasUnit(data) || !cxt || typeof cxt.parentData !== 'object' || cxt.parentData === null) return true;
+    if (kind !== 'bandwidth' || typeof data !== 'string' || !cxt || typeof cxt.parentData !== 'object' || cxt.parentData === null)
+      return true;
     try {
-      (cxt.parentData as Record<string | number, unknown>)[cxt.parentDataProperty] = byteCountOf(parseBandwidth(data, 'B'));
+      (cxt.parentData as Record<string | number, unknown>)[cxt.parentDataProperty] = byteCountOf(parseApiBandwidth(data));
       return true;
     } catch (e) {
       if (!(e instanceof BandwidthError)) throw e;

@@ -1,7 +1,7 @@
 // The client verbs' command line: the option table, its parsed values, and the small checks
 // every verb shares (numbers, naming a job). A usage error is thrown before anything connects.
 import { parseArgs } from 'node:util';
-import { BandwidthError, byteCountOf, parseBandwidth } from '../bandwidth.js';
+import { BandwidthError, bandwidthParam, parseBandwidth } from '../bandwidth.js';
 
 export const EXIT = { ok: 0, agentError: 1, usage: 2, connection: 3, timeout: 4, interrupted: 130 } as const;
 
@@ -60,19 +60,28 @@ export const num = (s: string | undefined, name: string): number | undefined => 
   return Number(s);
 };
 
-/** --bandwidth as virsh reads it: a bare number is MiB/s (bytes/s with --bytes), a suffix names
- *  its unit (100M, 1G, 512KiB); sent to the agent as bytes/s, so the API never guesses. */
+/**
+ * A bandwidth as typed on the command line (--bandwidth, set-speed's BANDWIDTH) as the request's
+ * value: a bare number is MiB/s as in virsh, bytes/s with --bytes; a unit (100M, 512K, 1G, 10MiB)
+ * says it outright (src/bandwidth.ts). Sent as bytes/s (a string with its B above 2^53-1), so the
+ * API never guesses. A usage error names what is wrong.
+ */
+export function bandwidthArg(s: string, v: Values, what = '--bandwidth'): number | string {
+  try {
+    return bandwidthParam(parseBandwidth(s, v.bytes ? 'B' : 'MiB'));
+  } catch (e) {
+    if (e instanceof BandwidthError) throw new UsageError(`${what}: ${e.message}`);
+    throw e;
+  }
+}
+
+/** --bandwidth, if given, as request params; --bytes alone is a usage error. */
 export function bandwidthOption(v: Values): { bandwidth: number | string } | Record<string, never> {
   if (v.bandwidth === undefined) {
     if (v.bytes) throw new UsageError('--bytes applies to --bandwidth');
     return {};
   }
-  try {
-    return { bandwidth: byteCountOf(parseBandwidth(v.bandwidth, v.bytes ? 'B' : 'MiB')) };
-  } catch (e) {
-    if (e instanceof BandwidthError) throw new UsageError(`--bandwidth: ${e.message}`);
-    throw e;
-  }
+  return { bandwidth: bandwidthArg(v.bandwidth, v) };
 }
 
 export function jobRef(v: Values, pos: string[]): { jobId: string } | { domain: string; disk: string } {

@@ -33,25 +33,43 @@ export function bearerToken(v: Values, warn: (msg: string) => void = (m) => proc
   return process.env.BLOCKCOPY_TOKEN || undefined;
 }
 
-/** A PEM file named on the command line; unreadable = a usage error naming the option. */
-function pemFile(path: string, option: string): Buffer {
+/** A PEM file named by its option or, failing that, its environment variable; unreadable = a
+ *  usage error naming where the path came from. */
+function pemFile(option: string, given: string | undefined, env: string): Buffer | undefined {
+  const path = given ?? (process.env[env] || undefined);
+  if (path === undefined) return undefined;
   try {
     return readFileSync(path);
   } catch (e) {
-    throw new UsageError(`--${option}: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    const from = given !== undefined ? `--${option}` : env;
+    throw new UsageError(`${from}: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 }
 
-export async function connect(v: Values, token?: string): Promise<AgentClient> {
+/**
+ * TLS material for --url: the CA (--ca or BLOCKCOPY_CA) and a client certificate with its key
+ * (--cert and --key, or BLOCKCOPY_CERT and BLOCKCOPY_KEY) for an agent that takes or requires
+ * client certificates (mTLS). Options given on the command line are checked here: a certificate
+ * without its key (or the reverse), without --url or over plain ws:// is a usage error. The
+ * variables only apply to a wss:// --url (a shell may export them for every command).
+ */
+export function tlsFiles(v: Values): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
   if ((v.cert === undefined) !== (v.key === undefined)) throw new UsageError('--cert and --key go together');
-  if (v.url) {
-    return AgentClient.connect(v.url, {
-      headers: token ? { authorization: `Bearer ${token}` } : {},
-      ...(v.ca ? { ca: pemFile(v.ca, 'ca') } : {}),
-      ...(v.cert && v.key ? { cert: pemFile(v.cert, 'cert'), key: pemFile(v.key, 'key') } : {}),
-    });
-  }
-  if (v.cert !== undefined) throw new UsageError('--cert and --key need --url wss://… (the local socket and stdio need no certificate)');
+  if (v.cert !== undefined && !v.url)
+    throw new UsageError('--cert and --key need --url wss://… (the local socket and stdio need no certificate)');
+  if (v.cert !== undefined && !/^wss:/i.test(v.url ?? ''))
+    throw new UsageError('--cert and --key are presented only over TLS: --url wss://…');
+  if (!v.url || !/^wss:/i.test(v.url)) return v.ca && v.url ? { ca: pemFile('ca', v.ca, 'BLOCKCOPY_CA')! } : {};
+  const ca = pemFile('ca', v.ca, 'BLOCKCOPY_CA');
+  const cert = pemFile('cert', v.cert, 'BLOCKCOPY_CERT');
+  const key = pemFile('key', v.key, 'BLOCKCOPY_KEY');
+  if ((cert === undefined) !== (key === undefined)) throw new UsageError('BLOCKCOPY_CERT and BLOCKCOPY_KEY go together');
+  return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
+}
+
+export async function connect(v: Values, token?: string): Promise<AgentClient> {
+  const tls = tlsFiles(v);
+  if (v.url) return AgentClient.connect(v.url, { headers: token ? { authorization: `Bearer ${token}` } : {}, ...tls });
   const local = localSocket({ socket: v.socket, stateDir: v['state-dir'] });
   if (local) {
     try {

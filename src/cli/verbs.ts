@@ -6,7 +6,7 @@ import { parseArgs } from 'node:util';
 import { AgentClient, RpcError } from '../client/index.js';
 import type { Job } from '../generated/api.js';
 import type { MethodName } from '../client/methods.js';
-import { bandwidthOption, EXIT, jobRef, num, OPTIONS, UsageError, type Values } from './args.js';
+import { bandwidthArg, bandwidthOption, EXIT, jobRef, num, OPTIONS, UsageError, type Values } from './args.js';
 import { bearerToken, closeClient, connect } from './connect.js';
 import { commit, pull, snapshot } from './chain.js';
 import { copy, copyGroup } from './copy.js';
@@ -50,7 +50,7 @@ export const CLIENT_HELP = `Client commands (talk to the agent on this host, or 
   blockcopy-agent pull DOMAIN DISK [--base PATH|DISK[N]] [--wait] [--verbose] [--bandwidth MIB/S]
         [--timeout SECONDS] [--job-id ID]
   blockcopy-agent info DOMAIN DISK | --job ID
-  blockcopy-agent set-speed DOMAIN DISK | --job ID --bandwidth MIB/S [--bytes]   (virsh blockjob --bandwidth)
+  blockcopy-agent set-speed JOB_ID BW | DOMAIN DISK BW [--bytes]   (or --job ID, --bandwidth BW; virsh blockjob --bandwidth)
   blockcopy-agent pivot|finish|abort DOMAIN DISK | --job ID   (any job: copy, commit, pull)
         pivot --remove-source: delete the old files no domain uses any more (a copy's removeSource)
   blockcopy-agent jobs [DOMAIN] [--kind copy|activeCommit|commit|pull]...
@@ -137,10 +137,17 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
           return async () => print(await client!.call(command, { ...ref, ...extra }));
         }
         case 'set-speed': {
-          const ref = jobRef(v, pos);
-          if (v.bandwidth === undefined)
-            throw new UsageError('set-speed needs --bandwidth (MiB/s, or with a unit: 100M, 1G; 0 = unlimited)');
-          const speed = bandwidthOption(v) as { bandwidth: number | string };
+          // set-speed JOB_ID BW | DOMAIN DISK BW | --job ID BW, or with --bandwidth BW instead of
+          // the last word (virsh blockjob DOMAIN DISK --bandwidth BW).
+          let words = pos;
+          let speed: { bandwidth: number | string };
+          if (v.bandwidth !== undefined) speed = bandwidthOption(v) as { bandwidth: number | string };
+          else if (pos.length === 0) throw new UsageError('set-speed needs a BANDWIDTH (MiB/s, or with a unit: 100M, 1G; 0 = unlimited)');
+          else {
+            speed = { bandwidth: bandwidthArg(pos.at(-1)!, v, 'set-speed') };
+            words = pos.slice(0, -1);
+          }
+          const ref = !v.job && words.length === 1 ? { jobId: words[0]! } : jobRef(v, words);
           return async () => print(await client!.call('setSpeed', { ...ref, ...speed }));
         }
         case 'jobs': {

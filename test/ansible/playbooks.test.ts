@@ -161,6 +161,12 @@ t.test('mTLS: both modules present a client certificate; a bandwidth with a unit
   const half = r.tasks['A certificate without its key is a usage error']!;
   t.match(half.msg, /client_cert and client_key go together/, `${half.msg}`);
   t.equal(await hv.compareImages(dom.disks[0]!.path, `${dom.dir}/via-mtls.qcow2`), 'identical', 'qemu-img: the copy equals the disk');
+  t.match(
+    r.tasks['Certificates from the environment, bandwidth from a template'],
+    { changed: true, job: { state: 'finished', bandwidth: 64 * MiB } },
+    'BLOCKCOPY_CA/CERT/KEY stand in for the options; a templated number (a string of digits) is bytes/s',
+  );
+  t.match(JSON.stringify(r.tasks['A bandwidth with an unknown unit is refused by the agent']!), /invalidParams.*unknown unit 'X'/, 'the agent\'s parser says why');
 });
 
 t.test('the collection documents its modules and passes the sanity checks that run offline', async (t) => {

@@ -9,9 +9,9 @@ import { makePki } from '../helpers/pki.js';
 
 const MiB = 1024 * 1024;
 
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -48,12 +48,53 @@ t.test('--bandwidth as virsh, set-speed, and mTLS from the command line', async 
   t.equal(bytes.code, 0, `set-speed DOMAIN DISK --bytes: exit 0 ${bytes.stderr}`);
   t.equal(await libvirtLimit(dom, 'vda'), 300000, 'virsh: --bytes keeps a bare number in bytes/s');
 
+  // The brief's shape: set-speed JOB_ID BANDWIDTH (and DOMAIN DISK BANDWIDTH), a bare number in MiB/s.
+  const positional = await cli(['set-speed', job.jobId, '2', ...conn]);
+  t.equal(positional.code, 0, `set-speed JOB_ID 2: exit 0 ${positional.stderr}`);
+  t.equal((JSON.parse(positional.stdout) as { job: { bandwidth: number } }).job.bandwidth, 2 * MiB, 'the answer: 2 is 2 MiB/s');
+  t.equal(await libvirtLimit(dom, 'vda'), 2 * MiB, 'virsh: 2 MiB/s');
+  const byDisk = await cli(['set-speed', dom.name, 'vda', '3M', ...conn]);
+  t.equal(byDisk.code, 0, `set-speed DOMAIN DISK 3M: exit 0 ${byDisk.stderr}`);
+  t.equal(await libvirtLimit(dom, 'vda'), 3 * MiB, 'virsh: 3 MiB/s');
+
+  // The certificate from the environment (BLOCKCOPY_CA, BLOCKCOPY_CERT, BLOCKCOPY_KEY).
+  const fromEnv = await cli(['set-speed', job.jobId, '4M', '--url', agent.url, '--json'], {
+    BLOCKCOPY_CA: pki.ca,
+    BLOCKCOPY_CERT: pki.client.cert,
+    BLOCKCOPY_KEY: pki.client.key,
+  });
+  t.equal(fromEnv.code, 0, `set-speed with BLOCKCOPY_CA/CERT/KEY: exit 0 ${fromEnv.stderr}`);
+  t.equal(await libvirtLimit(dom, 'vda'), 4 * MiB, 'virsh: 4 MiB/s');
+
+  // The API: a string must name its unit ("100" is refused, not guessed); "5MiB" is 5 MiB/s.
+  const unitless = await cli(['call', 'setSpeed', '--params', JSON.stringify({ jobId: job.jobId, bandwidth: '100' }), ...conn]);
+  t.equal(unitless.code, 1, 'the API refuses a string without a unit');
+  t.match(unitless.stderr, /has no unit/, 'and says so');
+  t.equal(await libvirtLimit(dom, 'vda'), 4 * MiB, 'nothing changed');
+  const withUnit = await cli(['call', 'setSpeed', '--params', JSON.stringify({ jobId: job.jobId, bandwidth: '5MiB' }), ...conn]);
+  t.equal(withUnit.code, 0, `the API takes "5MiB" ${withUnit.stderr}`);
+  t.equal(await libvirtLimit(dom, 'vda'), 5 * MiB, 'virsh: 5 MiB/s');
+  const back = await cli(['set-speed', job.jobId, '300000', '--bytes', ...conn]);
+  t.equal(back.code, 0, `set-speed JOB_ID 300000 --bytes: exit 0 ${back.stderr}`);
+
   const info = await cli(['info', '--job', job.jobId, ...conn]);
   t.equal((JSON.parse(info.stdout) as { job: { bandwidth: number } }).job.bandwidth, 300000, 'jobInfo: the job records bytes/s');
 
   for (const [args, code, why] of [
     [['set-speed', '--job', job.jobId, '--bandwidth', 'fast', ...conn], 2, 'junk bandwidth is a usage error'],
-    [['set-speed', '--job', job.jobId, ...conn], 2, 'set-speed without --bandwidth'],
+    [['set-speed', '--job', job.jobId, ...conn], 2, 'set-speed without a bandwidth'],
+    [['set-speed', job.jobId, '100Q', ...conn], 2, 'an unknown unit'],
+    [['set-speed', job.jobId, '-1', ...conn], 2, 'a negative bandwidth'],
+    [
+      ['info', '--job', job.jobId, '--url', agent.url.replace('wss:', 'ws:'), '--cert', pki.client.cert, '--key', pki.client.key],
+      2,
+      '--cert over ws://',
+    ],
+    [
+      ['info', '--job', job.jobId, '--url', agent.url, '--ca', pki.ca, '--cert', `${dom.dir}/none.pem`, '--key', pki.client.key],
+      2,
+      'an unreadable --cert',
+    ],
     [['set-speed', '--job', job.jobId, '--bandwidth', '20E', ...conn], 2, 'above 2^64-1 bytes/s'],
     [['info', '--job', job.jobId, '--url', agent.url, '--ca', pki.ca, '--cert', pki.client.cert, '--json'], 2, '--cert without --key'],
     [['info', '--job', job.jobId, '--url', agent.url, '--ca', pki.ca, '--json'], 3, 'no client certificate: the handshake is refused'],

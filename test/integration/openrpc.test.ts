@@ -29,7 +29,7 @@ const CALLS: Record<string, Record<string, unknown>> = {
     domain: none,
     disk: 'vda',
     destination: { path, format: 'qcow2' },
-    bandwidth: '18446744073709551615',
+    bandwidth: '18446744073709551615B',
     wait: 'none',
     whenReady: 'none',
   },

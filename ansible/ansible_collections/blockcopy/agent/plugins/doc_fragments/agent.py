@@ -44,16 +44,18 @@ options:
   ca_path:
     description:
       - CA certificate file to verify a C(wss://) I(endpoint) with.
+      - If not set, the C(BLOCKCOPY_CA) environment variable is used (as by the C(blockcopy-agent) CLI).
     type: path
   client_cert:
     description:
       - Client certificate (PEM) to present to a C(wss://) I(endpoint) that asks for one (mutual TLS);
         the agent maps its subject to a principal (C(auth.readOnlyPrincipals)).
-      - Requires I(client_key).
+      - Requires I(client_key). If not set, the C(BLOCKCOPY_CERT) environment variable is used.
     type: path
   client_key:
     description:
       - Private key (PEM, unencrypted) of I(client_cert).
+      - If not set, the C(BLOCKCOPY_KEY) environment variable is used.
     type: path
   validate_certs:
     description:

@@ -82,7 +82,9 @@ options:
   bandwidth:
     description:
       - Bandwidth limit, as the agent's API takes it; C(0) means unlimited.
-      - A number (or a string of digits) is bytes per second, as always.
+      - An integer is bytes per second, as always; so is a string of digits only, because Ansible's
+        templating turns numbers into strings (C("{{ 200 * 1024 * 1024 }}") arrives as one). The
+        agent's API itself refuses a string without a unit.
       - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
         100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
         C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
@@ -263,7 +265,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
 from ansible_collections.blockcopy.agent.plugins.module_utils.chain import (
     ACTIVE, CHAIN_ARGS, disk_job, disk_jobs, find_layer, job_view, live_chain, chain_view, names_layer, require_daemon, same_path)
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, TERMINAL, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, check_bandwidth, TERMINAL, connect, fail_agent
 
 KINDS = ("activeCommit", "commit")
 
@@ -390,6 +392,7 @@ def main():
     argument_spec.update(CONNECTION_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, mutually_exclusive=[("shallow", "base")])
     p = module.params
+    check_bandwidth(module)
     if p["timeout"] <= 0 or p["pivot_timeout"] <= 0:
         module.fail_json(msg="timeout and pivot_timeout must be positive", error="invalidParams")
     chain = live_chain(module)

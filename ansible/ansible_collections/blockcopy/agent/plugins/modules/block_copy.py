@@ -102,7 +102,9 @@ options:
   bandwidth:
     description:
       - Bandwidth limit, as the agent's API takes it; C(0) means unlimited.
-      - A number (or a string of digits) is bytes per second, as always.
+      - An integer is bytes per second, as always; so is a string of digits only, because Ansible's
+        templating turns numbers into strings (C("{{ 200 * 1024 * 1024 }}") arrives as one). The
+        agent's API itself refuses a string without a unit.
       - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
         100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
         C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
@@ -348,7 +350,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, TERMINAL, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, check_bandwidth, TERMINAL, connect, fail_agent
 
 ACTIVE = ("copying", "ready", "pivoting", "finishing", "cancelling")
 
@@ -547,6 +549,7 @@ def main():
                      ("reuse_external", True, ("format",))],
     )
     p = module.params
+    check_bandwidth(module)
     if p["destination"] is not None and not os.path.isabs(p["destination"]):
         module.fail_json(msg="destination must be an absolute path, got %s" % p["destination"], error="invalidParams")
     if p["remove_source"] and p["state"] != "pivoted":

@@ -61,7 +61,9 @@ options:
   bandwidth:
     description:
       - Bandwidth limit, as the agent's API takes it; C(0) means unlimited.
-      - A number (or a string of digits) is bytes per second, as always.
+      - An integer is bytes per second, as always; so is a string of digits only, because Ansible's
+        templating turns numbers into strings (C("{{ 200 * 1024 * 1024 }}") arrives as one). The
+        agent's API itself refuses a string without a unit.
       - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
         100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
         C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
@@ -212,7 +214,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
 from ansible_collections.blockcopy.agent.plugins.module_utils.chain import (
     ACTIVE, CHAIN_ARGS, chain_view, disk_job, disk_jobs, find_layer, job_view, live_chain, names_layer)
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, check_bandwidth, connect, fail_agent
 
 
 def matches(job, p):
@@ -286,6 +288,7 @@ def main():
     argument_spec.update(CONNECTION_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
+    check_bandwidth(module)
     if p["timeout"] <= 0:
         module.fail_json(msg="timeout must be positive", error="invalidParams")
     chain = live_chain(module)
