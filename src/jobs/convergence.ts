@@ -1,0 +1,189 @@
+// Whether a job gets to ready: from the agent's own (time, cur, end) samples over a sliding
+// window. libvirt's cursor (cur) counts the bytes copied, end - cur the bytes still to copy; a
+// guest write to an area already copied makes end grow. So over the window:
+//   copy rate   = slope of cur
+//   shrink rate = -slope of (end - cur)
+//   dirty rate  = copy rate - shrink rate (= slope of end)
+// Slopes are least-squares fits over every sample in the window, so one late or early sample
+// (the poll's jitter, QEMU's cursor moving in chunks) does not swing the verdict, and the verdict
+// has hysteresis: a converging copy becomes notConverging only when the net progress falls under
+// NOT_CONVERGING_BELOW of the copy rate, and back only above CONVERGING_ABOVE.
+// Limits (docs/jobs.md): writes to areas not copied yet are invisible (they do not grow end), so
+// the dirty rate is a lower bound in phase 1; one window is seconds long, so a guest that writes
+// in bursts longer than that is seen burst by burst.
+import type { Convergence, Job } from '../generated/api.js';
+
+export interface ProgressSample {
+  t: number;
+  cur: number;
+  end: number;
+}
+
+export type Trend = 'unknown' | 'converging' | 'notConverging' | 'stalled';
+
+export interface Rates {
+  /** bytes/s */
+  copy: number;
+  /** bytes/s the bytes left shrink (negative: they grow) */
+  shrink: number;
+  /** bytes/s, never negative */
+  dirty: number;
+}
+
+/** Samples kept (ms). */
+export const WINDOW_MS = 8000;
+/** No verdict before the samples span this long (ms): the first seconds of a phase are unknown. */
+export const MIN_SPAN_MS = 3000;
+const MIN_SAMPLES = 3;
+/** Net progress (shrink / copy) above which a copy turns converging, and below which it turns not. */
+export const CONVERGING_ABOVE = 0.1;
+export const NOT_CONVERGING_BELOW = 0.03;
+/** The first verdict (no previous one) splits at this ratio. */
+const FIRST_SPLIT = 0.05;
+
+const MiB = 1024 * 1024;
+
+/** Least-squares slope of y over t, per second. */
+function slope(samples: ProgressSample[], y: (s: ProgressSample) => number): number {
+  const n = samples.length;
+  const t0 = samples[0]!.t;
+  let st = 0;
+  let sy = 0;
+  for (const s of samples) {
+    st += s.t - t0;
+    sy += y(s);
+  }
+  const mt = st / n;
+  const my = sy / n;
+  let num = 0;
+  let den = 0;
+  for (const s of samples) {
+    const dt = s.t - t0 - mt;
+    num += dt * (y(s) - my);
+    den += dt * dt;
+  }
+  return den === 0 ? 0 : (num / den) * 1000;
+}
+
+/** The rates over the samples, or null while they are too few or span too short a time. */
+export function rates(samples: ProgressSample[]): Rates | null {
+  const first = samples[0];
+  const last = samples[samples.length - 1];
+  if (!first || !last || samples.length < MIN_SAMPLES || last.t - first.t < MIN_SPAN_MS) return null;
+  const copy = Math.max(
+    0,
+    slope(samples, (s) => s.cur),
+  );
+  const shrink = -slope(samples, (s) => s.end - s.cur);
+  return { copy, shrink, dirty: Math.max(0, copy - shrink) };
+}
+
+/** The verdict for rates, given the previous one (hysteresis). */
+export function trend(r: Rates | null, remaining: number, prev: Trend, stalled: boolean): Trend {
+  if (!r) return 'unknown';
+  if (stalled) return remaining === 0 ? 'converging' : 'stalled';
+  if (remaining === 0) return 'converging';
+  const net = r.copy > 0 ? r.shrink / r.copy : 0;
+  if (prev === 'converging') return net < NOT_CONVERGING_BELOW ? 'notConverging' : 'converging';
+  if (prev === 'notConverging') return net > CONVERGING_ABOVE ? 'converging' : 'notConverging';
+  return net >= FIRST_SPLIT ? 'converging' : 'notConverging';
+}
+
+/** Follows one job's samples; the verdict moves only when a sample arrives. */
+export class ConvergenceTracker {
+  private samples: ProgressSample[] = [];
+  private verdict: Trend = 'unknown';
+  private last: Rates | null = null;
+
+  constructor(private readonly windowMs = WINDOW_MS) {}
+
+  private bandwidth: number | null = null;
+
+  /** One sample; bandwidth is the job's limit then (a change starts the window over). */
+  add(t: number, cur: number, end: number, bandwidth: number): void {
+    const prev = this.samples[this.samples.length - 1];
+    // cur going backwards: a new phase (or a restarted job); a new limit: a new regime. The old
+    // samples say nothing of either.
+    if (prev && (cur < prev.cur || bandwidth !== this.bandwidth)) this.reset();
+    this.bandwidth = bandwidth;
+    if (prev && prev.t === t) this.samples.pop();
+    this.samples.push({ t, cur, end });
+    while (this.samples.length > MIN_SAMPLES && t - this.samples[0]!.t > this.windowMs) this.samples.shift();
+    this.last = rates(this.samples);
+    const first = this.samples[0]!;
+    this.verdict = trend(this.last, Math.max(0, end - cur), this.verdict, !!this.last && cur === first.cur);
+  }
+
+  reset(): void {
+    this.samples = [];
+    this.bandwidth = null;
+    this.verdict = 'unknown';
+    this.last = null;
+  }
+
+  get trend(): Trend {
+    return this.verdict;
+  }
+
+  get rates(): Rates | null {
+    return this.last;
+  }
+
+  /** Seconds the samples span (0 when none). */
+  get spanSeconds(): number {
+    const n = this.samples.length;
+    return n < 2 ? 0 : Math.round((this.samples[n - 1]!.t - this.samples[0]!.t) / 1000);
+  }
+}
+
+const mibs = (bytesPerSecond: number) => {
+  const v = bytesPerSecond / MiB;
+  return v >= 10 ? v.toFixed(0) : v.toFixed(1);
+};
+
+/** What would get the job to ready, for the verdicts that need it. */
+export function advice(
+  job: Pick<Job, 'kind' | 'options'>,
+  state: Convergence['state'],
+  r: Rates | null,
+  bandwidth: number,
+  span: number,
+): string | null {
+  if (state === 'stalled') {
+    return `nothing was copied over the last ${span} s: check the destination's storage${bandwidth > 0 ? ` and the bandwidth limit (${mibs(bandwidth)} MiB/s)` : ''}`;
+  }
+  if (state !== 'notConverging' || !r) return null;
+  const sync = job.kind === 'copy' && !job.options?.synchronousWrites;
+  const writes = `the guest writes about ${mibs(r.dirty)} MiB/s, as fast as the job copies (${mibs(r.copy)} MiB/s)`;
+  if (bandwidth > 0) {
+    // The guest's rate is the floor; twice it leaves the copy half its throughput for the bytes left.
+    const suggest = 2 * Math.max(r.dirty, bandwidth);
+    return `${writes} at its bandwidth limit of ${mibs(bandwidth)} MiB/s: raise the bandwidth above ${mibs(r.dirty)} MiB/s (setSpeed, e.g. ${mibs(suggest)} MiB/s, or 0 for unlimited)${sync ? ' or copy with synchronousWrites' : ''}`;
+  }
+  return sync
+    ? `${writes} with no bandwidth limit: copy with synchronousWrites (guest writes then reach both disks, so the copy converges), or lower the guest's write load`
+    : `${writes} with no bandwidth limit: lower the guest's write load`;
+}
+
+/** The job's convergence as callers see it; undefined for a terminal job. */
+export function convergenceOf(job: Job, tracker: ConvergenceTracker, terminal: boolean): Convergence | undefined {
+  if (terminal) return undefined;
+  const cur = Number(job.progress.cur);
+  const end = Number(job.progress.end);
+  const remaining = end > 1 ? Math.max(0, end - cur) : 0;
+  const bandwidth = Number(job.bandwidth);
+  const r = tracker.rates;
+  const state: Convergence['state'] = job.state === 'ready' ? 'ready' : job.state === 'copying' ? tracker.trend : 'unknown';
+  let eta: number | null = null;
+  if (state === 'ready' || (state === 'converging' && remaining === 0)) eta = 0;
+  else if (state === 'converging' && r && r.shrink > 0) eta = Math.round(remaining / r.shrink);
+  return {
+    state,
+    copyRateBytesPerSecond: r ? Math.round(r.copy) : null,
+    dirtyRateBytesPerSecond: r ? Math.round(r.dirty) : null,
+    remainingBytes: remaining,
+    etaSeconds: eta,
+    bandwidthBytesPerSecond: bandwidth > 0 ? bandwidth : null,
+    advice: advice(job, state, r, bandwidth, tracker.spanSeconds),
+  };
+}
