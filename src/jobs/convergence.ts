@@ -7,7 +7,9 @@
 // Slopes are least-squares fits over every sample in the window, so one late or early sample
 // (the poll's jitter, QEMU's cursor moving in chunks) does not swing the verdict, and the verdict
 // has hysteresis: a converging copy becomes notConverging only when the net progress falls under
-// NOT_CONVERGING_BELOW of the copy rate, and back only above CONVERGING_ABOVE.
+// NOT_CONVERGING_BELOW of the copy rate, and back only above CONVERGING_ABOVE and only when the
+// shrinking stands out of the samples' noise (SURE standard errors of the fit), and either change
+// must hold for SWITCH_AFTER samples in a row.
 // Limits (docs/jobs.md): writes to areas not copied yet are invisible (they do not grow end), so
 // the dirty rate is a lower bound in phase 1; one window is seconds long, so a guest that writes
 // in bursts longer than that is seen burst by burst.
@@ -28,6 +30,8 @@ export interface Rates {
   shrink: number;
   /** bytes/s, never negative */
   dirty: number;
+  /** The bytes left shrink beyond doubt: the shrink rate is over SURE standard errors of its fit. */
+  sure: boolean;
 }
 
 /** Samples kept (ms). */
@@ -40,11 +44,16 @@ export const CONVERGING_ABOVE = 0.1;
 export const NOT_CONVERGING_BELOW = 0.03;
 /** The first verdict (no previous one) splits at this ratio. */
 const FIRST_SPLIT = 0.05;
+/** Standard errors the shrink rate must exceed before a copy is called converging from noise. */
+const SURE = 3;
+/** Samples in a row a change between converging and notConverging must hold. */
+export const SWITCH_AFTER = 3;
+const settled = (v: Trend) => v === 'converging' || v === 'notConverging';
 
 const MiB = 1024 * 1024;
 
-/** Least-squares slope of y over t, per second. */
-function slope(samples: ProgressSample[], y: (s: ProgressSample) => number): number {
+/** Least-squares slope of y over t, per second, and its standard error. */
+function fit(samples: ProgressSample[], y: (s: ProgressSample) => number): { slope: number; se: number } {
   const n = samples.length;
   const t0 = samples[0]!.t;
   let st = 0;
@@ -62,7 +71,15 @@ function slope(samples: ProgressSample[], y: (s: ProgressSample) => number): num
     num += dt * (y(s) - my);
     den += dt * dt;
   }
-  return den === 0 ? 0 : (num / den) * 1000;
+  if (den === 0) return { slope: 0, se: 0 };
+  const b = num / den;
+  let rss = 0;
+  for (const s of samples) {
+    const r = y(s) - my - b * (s.t - t0 - mt);
+    rss += r * r;
+  }
+  const se = n > 2 ? Math.sqrt(rss / (n - 2) / den) : 0;
+  return { slope: b * 1000, se: se * 1000 };
 }
 
 /** The rates over the samples, or null while they are too few or span too short a time. */
@@ -70,12 +87,10 @@ export function rates(samples: ProgressSample[]): Rates | null {
   const first = samples[0];
   const last = samples[samples.length - 1];
   if (!first || !last || samples.length < MIN_SAMPLES || last.t - first.t < MIN_SPAN_MS) return null;
-  const copy = Math.max(
-    0,
-    slope(samples, (s) => s.cur),
-  );
-  const shrink = -slope(samples, (s) => s.end - s.cur);
-  return { copy, shrink, dirty: Math.max(0, copy - shrink) };
+  const copy = Math.max(0, fit(samples, (s) => s.cur).slope);
+  const left = fit(samples, (s) => s.end - s.cur);
+  const shrink = -left.slope;
+  return { copy, shrink, dirty: Math.max(0, copy - shrink), sure: left.se === 0 ? shrink > 0 : shrink > SURE * left.se };
 }
 
 /** The verdict for rates, given the previous one (hysteresis). */
@@ -85,8 +100,10 @@ export function trend(r: Rates | null, remaining: number, prev: Trend, stalled: 
   if (remaining === 0) return 'converging';
   const net = r.copy > 0 ? r.shrink / r.copy : 0;
   if (prev === 'converging') return net < NOT_CONVERGING_BELOW ? 'notConverging' : 'converging';
-  if (prev === 'notConverging') return net > CONVERGING_ABOVE ? 'converging' : 'notConverging';
-  return net >= FIRST_SPLIT ? 'converging' : 'notConverging';
+  if (prev === 'notConverging') return net > CONVERGING_ABOVE && r.sure ? 'converging' : 'notConverging';
+  if (net < FIRST_SPLIT) return 'notConverging';
+  // Shrinking, but within the noise of a few samples: no verdict yet.
+  return r.sure ? 'converging' : 'unknown';
 }
 
 /** Follows one job's samples; the verdict moves only when a sample arrives. */
@@ -98,6 +115,7 @@ export class ConvergenceTracker {
   constructor(private readonly windowMs = WINDOW_MS) {}
 
   private bandwidth: number | null = null;
+  private streak = 0;
 
   /** One sample; bandwidth is the job's limit then (a change starts the window over). */
   add(t: number, cur: number, end: number, bandwidth: number): void {
@@ -111,13 +129,21 @@ export class ConvergenceTracker {
     while (this.samples.length > MIN_SAMPLES && t - this.samples[0]!.t > this.windowMs) this.samples.shift();
     this.last = rates(this.samples);
     const first = this.samples[0]!;
-    this.verdict = trend(this.last, Math.max(0, end - cur), this.verdict, !!this.last && cur === first.cur);
+    const next = trend(this.last, Math.max(0, end - cur), this.verdict, !!this.last && cur === first.cur);
+    // Between converging and notConverging, a change must hold for SWITCH_AFTER samples in a row.
+    const flip = next !== this.verdict && settled(next) && settled(this.verdict);
+    this.streak = flip ? this.streak + 1 : 0;
+    if (!flip || this.streak >= SWITCH_AFTER) {
+      this.verdict = next;
+      this.streak = 0;
+    }
   }
 
   reset(): void {
     this.samples = [];
     this.bandwidth = null;
     this.verdict = 'unknown';
+    this.streak = 0;
     this.last = null;
   }
 
