@@ -51,6 +51,8 @@ export const SWITCH_AFTER = 3;
 const settled = (v: Trend) => v === 'converging' || v === 'notConverging';
 
 const MiB = 1024 * 1024;
+/** QEMU's mirror buffer when the job does not set one (DEFAULT_MIRROR_BUF_SIZE). */
+const DEFAULT_BUF_SIZE = 16 * MiB;
 
 /** Least-squares slope of y over t, per second, and its standard error. */
 function fit(samples: ProgressSample[], y: (s: ProgressSample) => number): { slope: number; se: number } {
@@ -116,6 +118,8 @@ export class ConvergenceTracker {
 
   private bandwidth: number | null = null;
   private streak = 0;
+  /** Time of the last sample where cur moved (or the first of the phase). */
+  private movedAt: number | null = null;
 
   /** One sample; bandwidth is the job's limit then (a change starts the window over). */
   add(t: number, cur: number, end: number, bandwidth: number): void {
@@ -125,6 +129,7 @@ export class ConvergenceTracker {
     if (prev && (cur < prev.cur || bandwidth !== this.bandwidth)) this.reset();
     this.bandwidth = bandwidth;
     if (prev && prev.t === t) this.samples.pop();
+    if (!prev || this.movedAt === null || cur !== prev.cur) this.movedAt = t;
     this.samples.push({ t, cur, end });
     while (this.samples.length > MIN_SAMPLES && t - this.samples[0]!.t > this.windowMs) this.samples.shift();
     this.last = rates(this.samples);
@@ -144,6 +149,7 @@ export class ConvergenceTracker {
     this.bandwidth = null;
     this.verdict = 'unknown';
     this.streak = 0;
+    this.movedAt = null;
     this.last = null;
   }
 
@@ -153,6 +159,12 @@ export class ConvergenceTracker {
 
   get rates(): Rates | null {
     return this.last;
+  }
+
+  /** Seconds since cur last moved (0 when no sample). */
+  get stillSeconds(): number {
+    const last = this.samples[this.samples.length - 1];
+    return !last || this.movedAt === null ? 0 : (last.t - this.movedAt) / 1000;
   }
 
   /** Seconds the samples span (0 when none). */
@@ -180,11 +192,12 @@ export function advice(
   }
   if (state !== 'notConverging' || !r) return null;
   const sync = job.kind === 'copy' && !job.options?.synchronousWrites;
-  const writes = `the guest writes about ${mibs(r.dirty)} MiB/s, as fast as the job copies (${mibs(r.copy)} MiB/s)`;
+  // Only writes to areas already copied are seen, and no faster than they are copied: a floor.
+  const writes = `the guest writes at least ${mibs(r.dirty)} MiB/s over what was copied, as fast as the job copies (${mibs(r.copy)} MiB/s)`;
   if (bandwidth > 0) {
     // The guest's rate is the floor; twice it leaves the copy half its throughput for the bytes left.
     const suggest = 2 * Math.max(r.dirty, bandwidth);
-    return `${writes} at its bandwidth limit of ${mibs(bandwidth)} MiB/s: raise the bandwidth above ${mibs(r.dirty)} MiB/s (setSpeed, e.g. ${mibs(suggest)} MiB/s, or 0 for unlimited)${sync ? ' or copy with synchronousWrites' : ''}`;
+    return `${writes} at its bandwidth limit of ${mibs(bandwidth)} MiB/s: raise the bandwidth well above ${mibs(r.dirty)} MiB/s (setSpeed, e.g. ${mibs(suggest)} MiB/s, or 0 for unlimited)${sync ? ' or copy with synchronousWrites' : ''}`;
   }
   return sync
     ? `${writes} with no bandwidth limit: copy with synchronousWrites (guest writes then reach both disks, so the copy converges), or lower the guest's write load`
@@ -199,7 +212,12 @@ export function convergenceOf(job: Job, tracker: ConvergenceTracker, terminal: b
   const remaining = end > 1 ? Math.max(0, end - cur) : 0;
   const bandwidth = Number(job.bandwidth);
   const r = tracker.rates;
-  const state: Convergence['state'] = job.state === 'ready' ? 'ready' : job.state === 'copying' ? tracker.trend : 'unknown';
+  let state: Convergence['state'] = job.state === 'ready' ? 'ready' : job.state === 'copying' ? tracker.trend : 'unknown';
+  // Under a limit QEMU copies a buffer's worth at once, then sleeps until the average is back at
+  // the limit, with its counters still: no progress for up to bufSize / bandwidth is the limit
+  // at work, not a stall (twice that, with QEMU's default 16 MiB buffer when unknown).
+  const buf = Number(job.options?.bufSize ?? 0) || DEFAULT_BUF_SIZE;
+  if (state === 'stalled' && bandwidth > 0 && tracker.stillSeconds * bandwidth < 2 * buf) state = 'unknown';
   let eta: number | null = null;
   if (state === 'ready' || (state === 'converging' && remaining === 0)) eta = 0;
   else if (state === 'converging' && r && r.shrink > 0) eta = Math.round(remaining / r.shrink);

@@ -4,6 +4,7 @@
 import t from 'tap';
 import type { Job } from '../../src/generated/api.js';
 import { ConvergenceTracker, convergenceOf, type Trend } from '../../src/jobs/convergence.js';
+import { convergenceNote } from '../../src/cli/output.js';
 
 const MiB = 1024 * 1024;
 
@@ -90,7 +91,7 @@ t.test('a guest writing as fast as the bandwidth limit: notConverging within 4 s
   t.equal(c.etaSeconds, null);
   t.equal(c.bandwidthBytesPerSecond, 1 * MiB);
   t.equal(c.dirtyRateBytesPerSecond, 1 * MiB);
-  t.match(c.advice, /raise the bandwidth above 1\.0 MiB\/s/);
+  t.match(c.advice, /raise the bandwidth well above 1\.0 MiB\/s/);
   t.match(c.advice, /synchronousWrites/);
   const sync = convergenceOf({ ...j, options: { ...j.options!, synchronousWrites: true } }, tr, false)!;
   t.notMatch(sync.advice, /synchronousWrites/, 'no synchronousWrites advice for a copy that has it');
@@ -163,4 +164,39 @@ t.test('the public object follows the job state', async (t) => {
     bandwidthBytesPerSecond: null,
     advice: null,
   });
+});
+
+t.test("the CLI's progress line: the verdict while copying", async (t) => {
+  const diverging = run({ seconds: 10, copy: 1 * MiB, dirty: 1 * MiB, size: 64 * MiB, bandwidth: MiB });
+  const j = { ...diverging.j, convergence: convergenceOf(diverging.j, diverging.tr, false) };
+  t.equal(convergenceNote(j), ', NOT converging, guest writes 1.0 MiB/s');
+  const slow = run({ seconds: 10, copy: 10 * MiB, dirty: 4 * MiB, size: 1000 * MiB });
+  t.match(
+    convergenceNote({ ...slow.j, convergence: convergenceOf(slow.j, slow.tr, false) }),
+    /^, converging \(ready in ~\d+s, guest writes 4\.0 MiB\/s\)$/,
+  );
+  t.equal(convergenceNote({ ...j, state: 'ready' }), '', 'nothing once ready');
+  t.equal(convergenceNote(job()), '', 'nothing without an estimate');
+});
+
+t.test('under a limit, a pause QEMU takes to keep the average is not a stall', async (t) => {
+  const tr = new ConvergenceTracker();
+  tr.add(0, 0, 64 * MiB, MiB);
+  for (let i = 1; i <= 40; i++) tr.add(i * 1000, 16 * MiB, 64 * MiB, MiB);
+  t.equal(tr.trend, 'stalled', 'the samples alone look stalled');
+  const at = (s: number, bufSize?: number) => {
+    const x = new ConvergenceTracker();
+    x.add(0, 0, 64 * MiB, MiB);
+    for (let i = 1; i <= s; i++) x.add(i * 1000, 16 * MiB, 64 * MiB, MiB);
+    const j = job(
+      { options: { shallow: false, reuseExternal: false, transientJob: true, synchronousWrites: false, ...(bufSize ? { bufSize } : {}) } },
+      16 * MiB,
+      64 * MiB,
+      MiB,
+    );
+    return convergenceOf(j, x, false)!.state;
+  };
+  t.equal(at(10), 'unknown', '10 s still at 1 MiB/s after a 16 MiB burst: the limit at work');
+  t.equal(at(40), 'stalled', 'past twice the default buffer at the limit: stalled');
+  t.equal(at(10, 1 * MiB), 'stalled', 'with a 1 MiB buffer, 10 s still is a stall');
 });
