@@ -13,7 +13,19 @@ function progressLine(job: Job): string {
   const eta = job.progress.eta === null ? '' : ` ETA ${job.progress.eta}s`;
   // A commit or pull names its kind; a copy's line stays as it was.
   const kind = job.kind && job.kind !== 'copy' ? ` ${job.kind}` : '';
-  return `${job.domain.name}/${job.disk}${kind} [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${pct.toFixed(0).padStart(3)}% ${(cur / MiB).toFixed(0)}/${(end / MiB).toFixed(0)} MiB${rate}${eta} ${job.state}`;
+  return `${job.domain.name}/${job.disk}${kind} [${'#'.repeat(filled)}${'.'.repeat(30 - filled)}] ${pct.toFixed(0).padStart(3)}% ${(cur / MiB).toFixed(0)}/${(end / MiB).toFixed(0)} MiB${rate}${eta} ${job.state}${convergenceNote(job)}`;
+}
+
+/** The convergence verdict while copying, when there is one worth a look (docs/jobs.md). */
+export function convergenceNote(job: Job): string {
+  const c = job.convergence;
+  if (!c || job.state !== 'copying') return '';
+  const dirty = c.dirtyRateBytesPerSecond ? `, guest writes ${(c.dirtyRateBytesPerSecond / MiB).toFixed(1)} MiB/s` : '';
+  if (c.state === 'converging')
+    return c.etaSeconds !== null && c.dirtyRateBytesPerSecond ? `, converging (ready in ~${c.etaSeconds}s${dirty})` : '';
+  if (c.state === 'notConverging') return `, NOT converging${dirty}`;
+  if (c.state === 'stalled') return ', stalled';
+  return '';
 }
 
 /** The jobs' progress summed (as a group's progress): percent null while any end is unknown. */
@@ -31,9 +43,16 @@ export const jsonLines = (v: Values): boolean => !!v.json || !process.stdout.isT
 export function reporter(json: boolean) {
   const tty = !json;
   let open = false;
+  /** The convergence state of the last advice shown per job: advice is printed on its own line
+   *  when the job turns notConverging or stalled, not at every sample (its figures move). */
+  const advised = new Map<string, string | null>();
   return {
     job(job: Job) {
       if (!tty) return void process.stdout.write(JSON.stringify({ event: 'job.changed', job }) + '\n');
+      const advice = job.convergence?.advice ?? null;
+      const key = advice ? job.convergence!.state : null;
+      if (advice && key !== advised.get(job.jobId)) this.say(`${job.domain.name}/${job.disk}: ${advice}`, null);
+      advised.set(job.jobId, key);
       process.stdout.write(`\r${progressLine(job)}\x1b[K`);
       open = true;
     },

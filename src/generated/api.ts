@@ -757,6 +757,39 @@ export interface ChainLayer {
   id?: string;
 }
 /**
+ * Whether the job is getting to ready, estimated by the agent from its own progress samples over the last seconds (see docs/jobs.md, Convergence). Present while the job is not terminal.
+ */
+export interface Convergence {
+  /**
+   * unknown: too few samples yet (the first seconds of a phase) or the job is switching; converging: the bytes left shrink, see etaSeconds; notConverging: data moves but the bytes left do not shrink (the guest writes about as fast as the job copies); stalled: nothing copied over the sampled window; ready: source and destination in sync (mirroring).
+   */
+  state: 'unknown' | 'converging' | 'notConverging' | 'stalled' | 'ready';
+  /**
+   * Bytes/s copied over the sampled window (libvirt's cursor); null while unknown.
+   */
+  copyRateBytesPerSecond: number | null;
+  /**
+   * Estimate of the guest's writes the job must copy again, in bytes/s: the copy rate minus the rate at which the bytes left shrink (the growth of libvirt's end). Writes to areas not copied yet are not seen. null while unknown.
+   */
+  dirtyRateBytesPerSecond: number | null;
+  /**
+   * Bytes left to copy (libvirt end - cur) at the last sample.
+   */
+  remainingBytes: number;
+  /**
+   * Seconds until the bytes left reach zero at the rate they shrink; null unless converging (0 when ready).
+   */
+  etaSeconds: number | null;
+  /**
+   * The job's bandwidth limit in bytes/s; null when unlimited.
+   */
+  bandwidthBytesPerSecond: number | null;
+  /**
+   * What would make a job that is notConverging or stalled get to ready (e.g. raise the bandwidth above a figure, or a copy with synchronousWrites); null otherwise.
+   */
+  advice: string | null;
+}
+/**
  * A group and whether this call changed anything (false when the group was already where the call asked).
  */
 export interface GroupChange {
@@ -962,6 +995,7 @@ export interface Job {
      */
     eta: number | null;
   };
+  convergence?: Convergence;
   bandwidth: ByteCount3;
   /**
    * The copy options in force (copy jobs only).

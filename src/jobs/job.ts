@@ -5,6 +5,7 @@ import type { Job } from '../generated/api.js';
 import type { JobRecord } from './journal.js';
 import type { Timer } from './clock.js';
 import { RateSampler } from './sampler.js';
+import { ConvergenceTracker, convergenceOf } from './convergence.js';
 import { isTerminal } from './state-machine.js';
 import type { SpaceNeed } from './space.js';
 
@@ -12,6 +13,8 @@ import type { SpaceNeed } from './space.js';
 export interface JobEntry {
   rec: JobRecord;
   sampler: RateSampler;
+  /** The (time, cur, end) samples the convergence estimate is made of (convergence.ts). */
+  convergence: ConvergenceTracker;
   /** Journal writes of this job, chained so they land in order. */
   writes: Promise<void>;
   /** Wall-clock ms of the last job.changed notification (progress is throttled on it). */
@@ -41,6 +44,7 @@ export function track(rec: JobRecord): JobEntry {
   return {
     rec,
     sampler: new RateSampler(),
+    convergence: new ConvergenceTracker(),
     writes: Promise.resolve(),
     lastEmit: 0,
     lastXmlCheck: 0,
@@ -75,5 +79,6 @@ export function publicJob(t: JobEntry): Job {
     rate: terminal ? null : t.sampler.rate(),
     eta: job.state === 'copying' && end > 1 ? t.sampler.eta(end) : null,
   };
-  return structuredClone({ ...job, progress });
+  const convergence = convergenceOf(job, t.convergence, terminal);
+  return structuredClone({ ...job, progress, ...(convergence ? { convergence } : {}) });
 }

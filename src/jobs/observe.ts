@@ -222,6 +222,7 @@ export class Observer {
   private progress(entry: JobEntry, info: BlockJobInfo): boolean {
     const job = entry.rec.job;
     entry.sampler.add(this.ctx.clock(), Number(info.cur));
+    entry.convergence.add(this.ctx.clock(), Number(info.cur), Number(info.end), Number(info.bandwidth));
     const moved = toByteCount(info.cur) !== job.progress.cur || toByteCount(info.end) !== job.progress.end;
     job.progress.cur = toByteCount(info.cur);
     job.progress.end = toByteCount(info.end);

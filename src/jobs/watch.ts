@@ -135,6 +135,7 @@ export class Watch {
     const info = await this.ctx.conn.getBlockJobInfo(job.domain.uuid, job.disk).catch(() => null);
     if (!info || info.type !== kindOf(job).blockJobType) return;
     entry.sampler.add(this.ctx.clock(), Number(info.cur));
+    entry.convergence.add(this.ctx.clock(), Number(info.cur), Number(info.end), Number(info.bandwidth));
     job.progress.cur = toByteCount(info.cur);
     job.progress.end = toByteCount(info.end);
   }

@@ -79,6 +79,24 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     labelNames: PER_JOB,
     registers: [this.r],
   });
+  private readonly dirtyRate = new Gauge({
+    name: 'blockcopy_job_dirty_rate_bytes_per_second',
+    help: "Estimate of the guest's writes the job must copy again (convergence.dirtyRateBytesPerSecond; absent while unknown).",
+    labelNames: PER_JOB,
+    registers: [this.r],
+  });
+  private readonly convergeEta = new Gauge({
+    name: 'blockcopy_job_convergence_eta_seconds',
+    help: 'Seconds until the job is ready at the rate its bytes left shrink (convergence.etaSeconds; absent unless converging or ready).',
+    labelNames: PER_JOB,
+    registers: [this.r],
+  });
+  private readonly converging = new Gauge({
+    name: 'blockcopy_job_converging',
+    help: '1 while the job converges or is ready, 0 while notConverging or stalled (absent while unknown); see docs/jobs.md.',
+    labelNames: PER_JOB,
+    registers: [this.r],
+  });
   private readonly timeToReady = new Histogram({
     name: 'blockcopy_job_time_to_ready_seconds',
     help: 'From the start of a copy this agent saw start to its ready phase.',
@@ -146,6 +164,10 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     labelNames: ['kind'],
     registers: [this.r],
   });
+
+  private get convergenceGauges() {
+    return [this.dirtyRate, this.convergeEta, this.converging];
+  }
 
   constructor(private readonly opts: MetricsOptions) {
     this.now = opts.now ?? Date.now;
@@ -236,7 +258,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   private refreshJobs(jobs: Job[]): void {
     const now = this.now();
     const counts = new Map<string, number>(JOB_KINDS.flatMap((k) => STATES.map((s) => [`${k}/${s}`, 0] as const)));
-    for (const m of [this.jobState, this.copied, this.remaining, this.total, this.rate]) m.reset();
+    for (const m of [this.jobState, this.copied, this.remaining, this.total, this.rate, ...this.convergenceGauges]) m.reset();
     const known = new Set<string>();
     for (const job of jobs) {
       known.add(job.jobId);
@@ -252,6 +274,10 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
       this.total.set(labels, end);
       this.remaining.set(labels, Math.max(0, end - cur));
       if (job.progress.rate !== null) this.rate.set(labels, job.progress.rate);
+      const c = job.convergence;
+      if (c?.dirtyRateBytesPerSecond != null) this.dirtyRate.set(labels, c.dirtyRateBytesPerSecond);
+      if (c?.etaSeconds != null) this.convergeEta.set(labels, c.etaSeconds);
+      if (c && c.state !== 'unknown') this.converging.set(labels, c.state === 'converging' || c.state === 'ready' ? 1 : 0);
     }
     for (const [key, n] of counts) {
       const [kind, state] = key.split('/') as [string, string];
