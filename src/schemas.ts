@@ -70,11 +70,22 @@ export type ValidationErrors = ErrorObject[];
  * overflow) fails validation with the parser's message. Runs after the other keywords.
  */
 function addNormalize(ajv: Ajv): void {
+  // Per request object: the properties this keyword turned into a decimal string (above 2^53).
+  const normalized = new WeakMap<object, Map<string | number, string>>();
   const normalize = (kind: string, data: unknown, _p: unknown, cxt?: { parentData: unknown; parentDataProperty: string | number }) => {
     if (kind !== 'bandwidth' || typeof data !== 'string' || !cxt || typeof cxt.parentData !== 'object' || cxt.parentData === null)
       return true;
+    // A schema may reach the same value twice (blockCopyGroup's disks: properties and
+    // if/then/else): the value this keyword wrote is bytes/s already, not a string to parse.
+    const done = normalized.get(cxt.parentData);
+    if (done?.get(cxt.parentDataProperty) === data) return true;
     try {
-      (cxt.parentData as Record<string | number, unknown>)[cxt.parentDataProperty] = byteCountOf(parseApiBandwidth(data));
+      const bytes = byteCountOf(parseApiBandwidth(data));
+      (cxt.parentData as Record<string | number, unknown>)[cxt.parentDataProperty] = bytes;
+      if (typeof bytes === 'string') {
+        if (done) done.set(cxt.parentDataProperty, bytes);
+        else normalized.set(cxt.parentData, new Map([[cxt.parentDataProperty, bytes]]));
+      }
       return true;
     } catch (e) {
       if (!(e instanceof BandwidthError)) throw e;

@@ -31,6 +31,21 @@ export function mirrorMismatch(job: Job, m: MirrorInfo): string | null {
   return null;
 }
 
+const MiB = 1n << 20n;
+
+/**
+ * The copy's buffer: the caller's, or under a bandwidth limit about one second's worth (1 to
+ * 16 MiB). QEMU copies a buffer's worth and then sleeps buffer/limit with its counters still, so
+ * with its 16 MiB default a 1 MiB/s copy would show no progress for 16 s at a time and the
+ * convergence estimate (convergence.ts) could not judge it within 10 s. Unlimited: QEMU's default.
+ */
+function bufSizeOption(params: BlockCopyParams): { bufSize?: Job['bandwidth'] } {
+  if (params.bufSize !== undefined) return { bufSize: toByteCount(BigInt(params.bufSize)) };
+  const limit = fromByteCount(params.bandwidth) ?? 0n;
+  if (limit === 0n) return {};
+  return { bufSize: toByteCount(limit < MiB ? MiB : limit > 16n * MiB ? 16n * MiB : limit) };
+}
+
 /** A new job for a blockCopy call that passed validation. */
 export function newJob(
   params: BlockCopyParams,
@@ -61,7 +76,7 @@ export function newJob(
       transientJob: params.transientJob ?? dom.persistent,
       synchronousWrites: params.synchronousWrites ?? DEFAULTS.BlockCopyParams.synchronousWrites,
       ...(params.granularity !== undefined ? { granularity: params.granularity } : {}),
-      ...(params.bufSize !== undefined ? { bufSize: toByteCount(BigInt(params.bufSize)) } : {}),
+      ...bufSizeOption(params),
     },
     whenReady: params.whenReady ?? DEFAULTS.BlockCopyParams.whenReady,
     owner: 'agent',

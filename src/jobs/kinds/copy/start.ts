@@ -64,7 +64,7 @@ export function copySpec(deps: CopyDeps, params: BlockCopyParams, dom: DomainRef
             synchronousWrites: job.options.synchronousWrites,
             bandwidth: fromByteCount(params.bandwidth),
             granularity: params.granularity,
-            bufSize: fromByteCount(params.bufSize),
+            bufSize: fromByteCount(job.options.bufSize),
           });
         },
       };
