@@ -443,7 +443,8 @@ export class FakeConnection implements Connection {
     this.record('getBlockInfo', [domain, disk]);
     await this.answer('getBlockInfo');
     const d = this.running(domain);
-    if (!d.disks.some((x) => x.target === disk)) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: invalid path ${disk} not assigned to domain`);
+    if (!d.disks.some((x) => x.target === disk))
+      throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: invalid path ${disk} not assigned to domain`);
     return { ...this.blockInfo };
   }
 
