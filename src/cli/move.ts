@@ -2,7 +2,7 @@
 // storage pool in one call (blockCopyGroup with target), each disk's progress and the overall.
 import { AgentClient, RpcError } from '../client/index.js';
 import type { BlockCopyGroupParams, BlockCopyGroupResult, Group, Job } from '../generated/api.js';
-import { EXIT, num, UsageError, type Values } from './args.js';
+import { bandwidthOption, EXIT, num, UsageError, type Values } from './args.js';
 import { groupSummary, jsonLines, reporter } from './output.js';
 import { cleanupSummary } from './copy.js';
 
@@ -31,6 +31,7 @@ export function move(v: Values, pos: string[]): (client: AgentClient) => Promise
     ...(v['max-pause'] !== undefined ? { maxPause: num(v['max-pause'], 'max-pause')! } : {}),
     ...(v['group-id'] ? { groupId: v['group-id'] } : {}),
     ...(v['remove-source'] ? { removeSource: true } : {}),
+    ...bandwidthOption(v),
   };
   return (client) => followMove(client, params, v);
 }

@@ -60,7 +60,8 @@ export const CLIENT_HELP = `Client commands (talk to the agent on this host, or 
         [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS] [--max-pause SECONDS]
                                                    several disks ready together, switched in one guest pause
   blockcopy-agent move DOMAIN (--dir PATH | --pool NAME) [--disks vda,vdb] [--format raw|qcow2] [--dry-run]
-        [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS] [--max-pause SECONDS] [--group-id ID]
+        [--bandwidth MIB/S] [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS] [--max-pause SECONDS]
+        [--group-id ID]
                                                    every disk (or --disks) to a directory or pool, one group,
                                                    named DOMAIN-DISK.FORMAT, each in its format unless --format
   blockcopy-agent group ID                         a group and its jobs

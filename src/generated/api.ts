@@ -344,9 +344,13 @@ export type GroupId1 = string;
  */
 export type TimeoutSeconds3 = number;
 /**
- * A bandwidth limit, in one of two forms that never overlap. A JSON integer is bytes/s (as it always was: 0 to 2^53-1). A string must name its unit, as virsh's scaled integers do: K, M, G, T, P, E and KiB…EiB are powers of 1024 ("100M" and "100MiB" are 100 MiB/s, as `virsh blockcopy --bandwidth 100`), KB, MB, … EB are powers of 1000, B (byte, bytes) is 1; letter case does not matter, a space may separate number and unit, a fraction is allowed ("1.5G", rounded down to whole bytes/s) and "/s" may follow. A string without a unit ("100") is refused rather than guessed (bytes/s as the API, or MiB/s as virsh?): send the number 100, or "100B", or "100M". Above 2^64-1 bytes/s, negative, or a non-zero value below 1 byte/s is refused. The agent turns a string into bytes/s at validation: the job's `bandwidth` is always bytes/s. 0 (or "0M") means unlimited.
+ * Bandwidth limit: a number is bytes/s (virsh --bandwidth N --bytes), a string may name its unit ("100M" or "100MiB" = 100 MiB/s, as virsh --bandwidth 100; see Bandwidth); 0 or absent = unlimited.
  */
 export type Bandwidth4 = number | string;
+/**
+ * A bandwidth limit, in one of two forms that never overlap. A JSON integer is bytes/s (as it always was: 0 to 2^53-1). A string must name its unit, as virsh's scaled integers do: K, M, G, T, P, E and KiB…EiB are powers of 1024 ("100M" and "100MiB" are 100 MiB/s, as `virsh blockcopy --bandwidth 100`), KB, MB, … EB are powers of 1000, B (byte, bytes) is 1; letter case does not matter, a space may separate number and unit, a fraction is allowed ("1.5G", rounded down to whole bytes/s) and "/s" may follow. A string without a unit ("100") is refused rather than guessed (bytes/s as the API, or MiB/s as virsh?): send the number 100, or "100B", or "100M". Above 2^64-1 bytes/s, negative, or a non-zero value below 1 byte/s is refused. The agent turns a string into bytes/s at validation: the job's `bandwidth` is always bytes/s. 0 (or "0M") means unlimited.
+ */
+export type Bandwidth5 = number | string;
 /**
  * A duration in seconds.
  */
@@ -416,12 +420,12 @@ export type SetSpeedParams = {
   jobId?: JobId1;
   domain?: DomainKey;
   disk?: DiskTarget;
-  bandwidth: Bandwidth5;
+  bandwidth: Bandwidth6;
 };
 /**
  * A bandwidth limit, in one of two forms that never overlap. A JSON integer is bytes/s (as it always was: 0 to 2^53-1). A string must name its unit, as virsh's scaled integers do: K, M, G, T, P, E and KiB…EiB are powers of 1024 ("100M" and "100MiB" are 100 MiB/s, as `virsh blockcopy --bandwidth 100`), KB, MB, … EB are powers of 1000, B (byte, bytes) is 1; letter case does not matter, a space may separate number and unit, a fraction is allowed ("1.5G", rounded down to whole bytes/s) and "/s" may follow. A string without a unit ("100") is refused rather than guessed (bytes/s as the API, or MiB/s as virsh?): send the number 100, or "100B", or "100M". Above 2^64-1 bytes/s, negative, or a non-zero value below 1 byte/s is refused. The agent turns a string into bytes/s at validation: the job's `bandwidth` is always bytes/s. 0 (or "0M") means unlimited.
  */
-export type Bandwidth5 = number | string;
+export type Bandwidth6 = number | string;
 /**
  * A domain's name or UUID.
  */
@@ -1407,6 +1411,7 @@ export interface BlockCopyGroupParams {
    * When the host already runs its maximum of concurrent copies, wait for a free slot (up to timeout, if given) instead of failing with tooManyJobs.
    */
   queue?: boolean;
+  bandwidth?: Bandwidth4;
   /**
    * blockCopy's removeSource for every disk of the group: each member job carries the promise from its start, and once the group is pivoted (whenReady or pivotGroup) each disk's old files are deleted with blockCopy's checks. The answer waits for the deletions when it waits for the end.
    */
@@ -1483,7 +1488,7 @@ export interface BlockPullParams {
    * The backing layer that stays, as an absolute path (compared by identity) or <disk>[<index>] (virsh --base): the layers above it are pulled into the active layer. Default: the whole chain is pulled and the active layer ends with no backing file.
    */
   base?: string;
-  bandwidth?: Bandwidth4;
+  bandwidth?: Bandwidth5;
   /**
    * When to answer: at once, or once the pull has ended (virsh --wait).
    */

@@ -190,6 +190,29 @@ t.test('whole-VM moves through the real agent', async (t) => {
     for (const [i, d] of DISKS.entries()) t.equal((await hv.liveChain(dom, d))[0], dom.disks[i]!.path, `${d} stays on its source`);
   });
 
+  t.test('the CLI: move --bandwidth as virsh (MiB/s) limits every disk; virsh blockjob is the witness', async (t) => {
+    const dom = await threeDiskVm(t);
+    const dir = hv.scratchDir('slow-');
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const env = { BLOCKCOPY_TOKEN: agent.token };
+    const r = await cli(['move', dom.name, '--dir', dir, '--bandwidth', '1', '--json', '--url', agent.url], env);
+    t.equal(r.code, 0, `exit 0 ${r.stderr}`);
+    const { group } = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as {
+      group: { groupId: string; jobs: Array<{ disk: string; bandwidth: number }> };
+    };
+    t.same(
+      group.jobs.map((j) => [j.disk, j.bandwidth]),
+      DISKS.map((d) => [d, 1024 * 1024]),
+      'each disk copies at 1 MiB/s',
+    );
+    for (const d of DISKS) {
+      const info = await hv.virsh('blockjob', dom.name, d, '--info', '--bytes');
+      t.match(info, /Bandwidth limit:\s*1048576/, `virsh: ${d} limited to 1048576 bytes/s`);
+    }
+    const a = await client.call('abortGroup', { groupId: group.groupId });
+    t.ok(a.changed, 'aborted');
+  });
+
   t.test('the CLI: move DOMAIN --pool NAME --pivot, per-disk and overall progress; a rerun says nothing to do', async (t) => {
     const dom = await threeDiskVm(t);
     const env = { BLOCKCOPY_TOKEN: agent.token };

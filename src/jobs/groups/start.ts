@@ -27,7 +27,7 @@ function memberParams(params: GroupParams, d: GroupParams['disks'][number]): Blo
     reuseExternal: d.reuseExternal ?? disk.reuseExternal,
     synchronousWrites: params.synchronousWrites ?? g.synchronousWrites,
     ...(params.transientJob !== undefined ? { transientJob: params.transientJob } : {}),
-    ...(d.bandwidth !== undefined ? { bandwidth: d.bandwidth } : {}),
+    ...(d.bandwidth !== undefined ? { bandwidth: d.bandwidth } : params.bandwidth !== undefined ? { bandwidth: params.bandwidth } : {}),
     ...(d.granularity !== undefined ? { granularity: d.granularity } : {}),
     ...(d.bufSize !== undefined ? { bufSize: d.bufSize } : {}),
     // A member not ready in time cancels itself (journaled, so a restart keeps the deadline);

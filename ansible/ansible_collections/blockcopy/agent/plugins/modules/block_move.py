@@ -67,6 +67,13 @@ options:
         (for example a base image another VM uses).
     type: bool
     default: false
+  bandwidth:
+    description:
+      - Bandwidth limit of each disk's copy; C(0) or unset means unlimited.
+      - An integer (or a string of digits, as Ansible's templating renders numbers) is bytes per
+        second; a string with a unit names it, as virsh's scaled integers do - C(100M) is
+        100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G), C(512K).
+    type: raw
   format:
     description:
       - Format of every new file. Default - each disk keeps its source's format.
@@ -184,7 +191,7 @@ reason:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, check_bandwidth, connect, fail_agent
 
 WHEN_READY = {"pivoted": "pivot", "ready": "none", "finished": "finish"}
 
@@ -204,6 +211,8 @@ def move_params(p, dry_run=False):
     params["timeout"] = p["timeout"]
     if p["remove_source"] and p["state"] == "pivoted":
         params["removeSource"] = True
+    if p["bandwidth"] is not None:
+        params["bandwidth"] = p["bandwidth"]
     if p["max_pause"] is not None:
         params["maxPause"] = p["max_pause"]
     if p["group_id"]:
@@ -228,6 +237,7 @@ def main():
         max_pause=dict(type="int"),
         group_id=dict(type="str"),
         remove_source=dict(type="bool", default=False),
+        bandwidth=dict(type="raw"),
     )
     argument_spec.update(CONNECTION_ARGS)
     module = AnsibleModule(
@@ -236,6 +246,7 @@ def main():
         mutually_exclusive=[("dir", "pool")],
         required_one_of=[("dir", "pool")],
     )
+    check_bandwidth(module)
     p = module.params
     if p["dir"] is not None and not p["dir"].startswith("/"):
         module.fail_json(msg="dir must be an absolute path, got %s" % p["dir"], error="invalidParams")
