@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 # Reconfigured when binding.gyp changed (a new native source file), not only on a fresh tree.
 [ build/Makefile -nt binding.gyp ] || npx node-gyp configure
 npx node-gyp build
+# From scratch: a test file deleted from the sources must not live on in dist/ (tap runs dist).
+rm -rf dist
 npx tsc -p "${TSCONFIG:-tsconfig.json}"
 # Docs generated from tables in the code (needs the build above).
 node scripts/gen-docs.mjs
