@@ -56,6 +56,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   private readonly detach: Array<() => void> = [];
   private jobs: JobSource | null = null;
   private versions = { libvirt: '', qemu: '' };
+  private libvirtUp = true;
 
   private readonly r = this.registry;
   private readonly buildInfo = new Gauge({
@@ -209,7 +210,8 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     const onJob = (job: Job) => this.onJob(job);
     const onConnection = (p: AgentConnectionParams) => {
       if (p.state === 'lost') this.losses.inc();
-      this.connected.set(p.state === 'lost' ? 0 : 1);
+      this.libvirtUp = p.state !== 'lost';
+      this.connected.set(this.libvirtUp ? 1 : 0);
     };
     jobs.on('job.changed', onJob);
     jobs.on('agent.connection', onConnection);
@@ -276,7 +278,8 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   /** Read at every scrape: a reconnect may reach an upgraded libvirtd (the connection caches them). */
   private async refreshVersions(): Promise<void> {
     const conn = this.jobs?.connection;
-    if (!conn) return;
+    // Not while it reconnects: a call on the lost connection would only wait for its timeout.
+    if (!conn || !this.libvirtUp) return;
     const v = await conn.versions().catch(() => null);
     // A failed read (libvirtd away) keeps the last versions known.
     if (!v || (v.libvirt === this.versions.libvirt && v.hypervisor === this.versions.qemu)) return;

@@ -141,6 +141,14 @@ t.test('blockcopy_agent_build_info: version, then libvirt and QEMU from the conn
     'kept while unreadable',
   );
   versions = { libvirt: '10.0.0', hypervisor: '8.2.1' };
+  src.emit('agent.connection', { state: 'lost', at: '', reason: 'x' });
+  text = await m.render();
+  t.equal(
+    line(text, 'blockcopy_agent_build_info{'),
+    'blockcopy_agent_build_info{version="1.2.3",libvirt="9.0.0",qemu="7.2.0"} 1',
+    'not read while the connection is lost',
+  );
+  src.emit('agent.connection', { state: 'restored', at: '', downMs: 5 });
   text = await m.render();
   t.same(
     text.split('\n').filter((l) => l.startsWith('blockcopy_agent_build_info{')),
