@@ -75,6 +75,35 @@ for f in sorted(os.listdir("changelogs/fragments")):
         assert key == cfg["prelude_section_name"] or all(isinstance(e, str) for e in entries), "%s: %s must be a list of strings" % (f, key)
 print("changelogs: ok (%d releases, %d fragments)" % (len(log["releases"]), len(os.listdir("changelogs/fragments"))))
 PY
+echo "== integration target aliases (ansible-test's integration-aliases rules; that test runs for ansible-core only)"
+/usr/bin/python3 - <<'PY'
+import os, sys
+root = "tests/integration/targets"
+modules = {f[:-3] for f in os.listdir("plugins/modules") if f.endswith(".py") and f != "__init__.py"}
+simple = {"destructive", "unsupported", "disabled", "unstable", "hidden"}
+prefixes = ("context/", "needs/", "skip/", "setup/", "cloud/", "shippable/", "gather_facts/")
+bad = []
+for target in sorted(os.listdir(root)):
+    path = os.path.join(root, target, "aliases")
+    if not os.path.isfile(path):
+        bad.append("%s: no aliases file" % target)
+        continue
+    aliases = [l.split("#")[0].strip() for l in open(path)]
+    aliases = [a for a in aliases if a]
+    unknown = [a for a in aliases if a not in simple and a not in modules and not a.startswith(prefixes)]
+    if unknown:
+        bad.append("%s: unknown aliases %s" % (target, ", ".join(unknown)))
+    contexts = [a for a in aliases if a.startswith("context/")]
+    if contexts not in (["context/target"], ["context/controller"]):
+        bad.append("%s: needs exactly one of context/target, context/controller (its name is no module's)" % target)
+    # Every target drives a real libvirtd as root: not in ansible-test's default runs.
+    for need in ("destructive", "needs/root", "unsupported"):
+        if need not in aliases:
+            bad.append("%s: lacks %s (it needs a real libvirtd as root)" % (target, need))
+if bad:
+    sys.exit("integration target aliases:\n  " + "\n  ".join(bad))
+print("aliases: ok (%d targets)" % len(os.listdir(root)))
+PY
 echo "== collection tarball"
 tar_dir=$(mktemp -d)
 ansible-galaxy collection build --output-path "$tar_dir" . >/dev/null

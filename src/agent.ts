@@ -179,7 +179,10 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     teardown.add('audit trail', () => audit.close());
     if (cfg.metrics.enabled) {
       // Loaded only when enabled: prom-client stays out of agents that do not serve metrics.
-      const m = new (await import('./metrics/metrics.js')).AgentMetrics({ endedJobSeconds: cfg.metrics.endedJobSeconds });
+      const m = new (await import('./metrics/metrics.js')).AgentMetrics({
+        endedJobSeconds: cfg.metrics.endedJobSeconds,
+        version: VERSION,
+      });
       teardown.add('metrics', () => m.close());
       metrics = m;
     }

@@ -17,11 +17,15 @@ export interface JobSource {
   on(event: 'job.changed' | 'agent.connection', fn: Listener): unknown;
   off(event: 'job.changed' | 'agent.connection', fn: Listener): unknown;
   listJobs(params: ListJobsParams): Promise<ListJobsResult>;
+  /** The connection in use (replaced after a reconnect); its versions label build_info. */
+  readonly connection?: VersionSource;
 }
 
 export interface MetricsOptions {
   /** Seconds an ended job keeps its per-job series. */
   endedJobSeconds: number;
+  /** The agent's version (package.json), for blockcopy_agent_build_info. */
+  version: string;
   /** Clock (ms since the epoch), for tests. */
   now?: () => number;
 }
@@ -32,7 +36,17 @@ const errorLabel = (name: string | undefined) => (name && ERROR_NAMES.has(name) 
 /** Terminal jobs remembered so that a repeated notification is not counted twice. */
 const ENDED_MEMORY = 4096;
 
-const PER_JOB = ['domain', 'disk', 'job', 'kind'] as const;
+/**
+ * Per-job labels. Not `job` nor `instance`: Prometheus sets those on every series of a target
+ * (an exposed `job` would become `exported_job`). `group_id` only on a job of a group: absent
+ * and empty are the same to PromQL, so `group_id=""` selects the jobs of their own.
+ */
+const PER_JOB = ['domain', 'disk', 'job_id', 'kind', 'group_id'] as const;
+
+/** The libvirt connection's versions, as the build_info gauge needs them. */
+export interface VersionSource {
+  versions(): Promise<{ libvirt: string; hypervisor: string }>;
+}
 
 export class AgentMetrics implements RpcObserver, RefusalObserver {
   readonly registry = new Registry();
@@ -41,8 +55,16 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   private readonly ended = new Set<string>();
   private readonly detach: Array<() => void> = [];
   private jobs: JobSource | null = null;
+  private versions = { libvirt: '', qemu: '' };
+  private libvirtUp = true;
 
   private readonly r = this.registry;
+  private readonly buildInfo = new Gauge({
+    name: 'blockcopy_agent_build_info',
+    help: "Always 1: the agent's version and the libvirt and QEMU versions of its connection (empty until read).",
+    labelNames: ['version', 'libvirt', 'qemu'],
+    registers: [this.r],
+  });
   private readonly jobsByState = new Gauge({
     name: 'blockcopy_jobs',
     help: 'Jobs the agent knows, by kind and state (ended jobs until they are pruned from the job list).',
@@ -178,6 +200,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     // Series that exist from the start read 0 instead of being absent.
     for (const kind of REFUSAL_KINDS) this.refusals.inc({ kind }, 0);
     for (const kind of JOB_KINDS) for (const state of STATES) this.jobsByState.set({ kind, state }, 0);
+    this.buildInfo.set({ version: opts.version, ...this.versions }, 1);
   }
 
   /** Follows a job manager from now on (attach before it starts, to see its reconcile too). */
@@ -187,7 +210,8 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     const onJob = (job: Job) => this.onJob(job);
     const onConnection = (p: AgentConnectionParams) => {
       if (p.state === 'lost') this.losses.inc();
-      this.connected.set(p.state === 'lost' ? 0 : 1);
+      this.libvirtUp = p.state !== 'lost';
+      this.connected.set(this.libvirtUp ? 1 : 0);
     };
     jobs.on('job.changed', onJob);
     jobs.on('agent.connection', onConnection);
@@ -217,6 +241,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   /** The exposition text, with the per-job series rebuilt from the current job list. */
   async render(): Promise<string> {
     if (this.jobs) this.refreshJobs((await this.jobs.listJobs({})).jobs);
+    await this.refreshVersions();
     return this.registry.metrics();
   }
 
@@ -250,6 +275,19 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     }
   }
 
+  /** Read at every scrape: a reconnect may reach an upgraded libvirtd (the connection caches them). */
+  private async refreshVersions(): Promise<void> {
+    const conn = this.jobs?.connection;
+    // Not while it reconnects: a call on the lost connection would only wait for its timeout.
+    if (!conn || !this.libvirtUp) return;
+    const v = await conn.versions().catch(() => null);
+    // A failed read (libvirtd away) keeps the last versions known.
+    if (!v || (v.libvirt === this.versions.libvirt && v.hypervisor === this.versions.qemu)) return;
+    this.versions = { libvirt: v.libvirt, qemu: v.hypervisor };
+    this.buildInfo.reset();
+    this.buildInfo.set({ version: this.opts.version, ...this.versions }, 1);
+  }
+
   private remember(jobId: string): void {
     this.ended.add(jobId);
     if (this.ended.size > ENDED_MEMORY) this.ended.delete(this.ended.values().next().value!);
@@ -266,7 +304,13 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
       counts.set(key, (counts.get(key) ?? 0) + 1);
       const endedAt = job.endedAt ? Date.parse(job.endedAt) : null;
       if (endedAt !== null && now - endedAt > this.opts.endedJobSeconds * 1000) continue;
-      const labels = { domain: job.domain.name, disk: job.disk, job: job.jobId, kind: job.kind };
+      const labels = {
+        domain: job.domain.name,
+        disk: job.disk,
+        job_id: job.jobId,
+        kind: job.kind,
+        ...(job.groupId ? { group_id: job.groupId } : {}),
+      };
       const cur = Number(job.progress.cur);
       const end = Number(job.progress.end);
       this.jobState.set({ ...labels, state: job.state }, 1);

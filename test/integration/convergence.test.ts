@@ -93,7 +93,7 @@ t.test('a guest writing faster than the bandwidth limit: notConverging within 10
   const listed = (await client.call('listJobs', { kind: ['copy'] })).jobs.find((j) => j.jobId === job.jobId);
   t.match(listed?.convergence, { state: 'notConverging' }, 'listJobs carries it too');
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const labels = `{domain="${dom.name}",disk="vda",job="${job.jobId}",kind="copy"}`;
+  const labels = `{domain="${dom.name}",disk="vda",job_id="${job.jobId}",kind="copy"}`;
   t.ok(text.includes(`blockcopy_job_converging${labels} 0`), 'metrics: converging 0');
   t.match(text, new RegExp(`blockcopy_job_dirty_rate_bytes_per_second${labels.replace(/[{}]/g, '\\$&')} [1-9]`), 'metrics: a dirty rate');
 

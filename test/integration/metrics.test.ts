@@ -75,7 +75,7 @@ t.test("scraped during a real copy: the job's progress, then durations and calls
     destination: { path: join(dom.dir, 'm.qcow2'), format: 'qcow2' },
     bandwidth: 8 * MiB,
   });
-  const labels = { domain: dom.name, disk: 'vda', job: job.jobId, kind: 'copy' };
+  const labels = { domain: dom.name, disk: 'vda', job_id: job.jobId, kind: 'copy' };
   // Two scrapes while it copies (8 MiB/s over 40 MiB of data: several seconds). QEMU's rate
   // limit lets a first burst through and then pauses for up to a couple of seconds, so the second
   // scrape is the first one, 500 ms apart, that shows more bytes (within 4 s).
@@ -154,6 +154,55 @@ t.test("scraped during a real copy: the job's progress, then durations and calls
   const later = await scrape(port);
   t.equal(value(later, 'blockcopy_job_bytes_copied', labels), undefined, "the ended job's per-job series are gone after endedJobSeconds");
   t.equal(value(later, 'blockcopy_job_state', { ...labels, state: 'pivoted' }), undefined, 'its state series too');
+});
+
+t.test('build_info names the versions capabilities reports; a group job carries group_id', async (t) => {
+  const dom = await hv.createDomain(t, {
+    disks: [
+      { format: 'qcow2', sizeMiB: 16 },
+      { format: 'qcow2', sizeMiB: 16 },
+    ],
+  });
+  const port = await freePort();
+  const agent = await serveAgent(t, { config: { metrics: { enabled: true, port }, allowedRoots: [dom.dir] } });
+  const client = await agent.connect();
+  const caps = await client.call('capabilities', {});
+  const text = await scrape(port);
+  const info = text.split('\n').filter((l) => l.startsWith('blockcopy_agent_build_info'));
+  t.same(
+    info,
+    [`blockcopy_agent_build_info{version="${caps.agent.version}",libvirt="${caps.libvirt.version}",qemu="${caps.hypervisor.version}"} 1`],
+    `one build_info series: ${info.join(' | ')}`,
+  );
+  t.match(caps.libvirt.version, /^\d+\.\d+/, 'a real libvirt version');
+  t.match(caps.hypervisor.version, /^\d+\.\d+/, 'a real QEMU version');
+
+  const groupId = `metrics-${dom.name}`;
+  const started = await client.call('blockCopyGroup', {
+    domain: dom.name,
+    groupId,
+    wait: 'ready',
+    disks: dom.disks.map((d) => ({
+      disk: d.target,
+      destination: { path: join(dom.dir, `g-${d.target}.qcow2`), format: 'qcow2' as const },
+    })),
+  });
+  t.teardown(() => client.call('abortGroup', { groupId }).catch(() => {}));
+  const during = await scrape(port);
+  t.equal(promtool(during).code, 0, 'promtool accepts the exposition with group_id');
+  for (const j of started.group!.jobs) {
+    t.equal(
+      value(during, 'blockcopy_job_state', { domain: dom.name, disk: j.disk, job_id: j.jobId, group_id: groupId, state: 'ready' }),
+      1,
+      `${j.disk}: job_id and group_id on its state series`,
+    );
+    t.ok(
+      value(during, 'blockcopy_job_bytes_copied', { domain: dom.name, disk: j.disk, job_id: j.jobId, group_id: groupId }) !== undefined,
+      `${j.disk}: and on its bytes`,
+    );
+  }
+  t.notOk(/[{,]job="/.test(during), 'no series carries a job label (Prometheus owns it)');
+  await client.call('abortGroup', { groupId });
 });
 
 t.test('refusals by kind: bad credentials, rate limit, oversized frame, read-only caller, destination', async (t) => {

@@ -42,7 +42,7 @@ const line = (text: string, start: string) => text.split('\n').find((l) => l.sta
 
 t.test('failures and ends are counted once per job, with bounded reason labels', async (t) => {
   const src = new Source();
-  const m = new AgentMetrics({ endedJobSeconds: 60, now: () => clock });
+  const m = new AgentMetrics({ endedJobSeconds: 60, version: '1.2.3', now: () => clock });
   m.observeJobs(src);
   src.change(job('a', 'copying'));
   src.change(job('a', 'failed', { error: { name: 'libvirtError', message: 'x' }, endedAt: new Date(clock).toISOString() }));
@@ -70,7 +70,7 @@ t.test('failures and ends are counted once per job, with bounded reason labels',
 
 t.test('durations only from transitions this agent saw; per-job series dropped after endedJobSeconds', async (t) => {
   const src = new Source();
-  const m = new AgentMetrics({ endedJobSeconds: 60, now: () => clock });
+  const m = new AgentMetrics({ endedJobSeconds: 60, version: '1.2.3', now: () => clock });
   m.observeJobs(src);
   // A journaled job already ready at start: no time-to-ready from an unknown start.
   src.change(job('old', 'ready', { readyAt: new Date(clock).toISOString() }));
@@ -88,12 +88,12 @@ t.test('durations only from transitions this agent saw; per-job series dropped a
     'blockcopy_job_switch_duration_seconds_sum{operation="pivot"} 1.5',
     'pivot took 1.5 s',
   );
-  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="n",kind="copy"}'), 'the ended job still has its series');
+  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job_id="n",kind="copy"}'), 'the ended job still has its series');
   t.equal(line(text, 'blockcopy_jobs{kind="copy",state="pivoted"}'), 'blockcopy_jobs{kind="copy",state="pivoted"} 1');
   clock += 61_000;
   text = await m.render();
-  t.notOk(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="n",kind="copy"}'), 'dropped 60 s after it ended');
-  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job="old",kind="copy"}'), 'the running job keeps its series');
+  t.notOk(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job_id="n",kind="copy"}'), 'dropped 60 s after it ended');
+  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job_id="old",kind="copy"}'), 'the running job keeps its series');
   t.equal(
     line(text, 'blockcopy_jobs{kind="copy",state="pivoted"}'),
     'blockcopy_jobs{kind="copy",state="pivoted"} 1',
@@ -101,9 +101,65 @@ t.test('durations only from transitions this agent saw; per-job series dropped a
   );
 });
 
+t.test('per-job labels: job_id (not job, which Prometheus owns), group_id only on a group job', async (t) => {
+  const src = new Source();
+  const m = new AgentMetrics({ endedJobSeconds: 60, version: '1.2.3', now: () => clock });
+  m.observeJobs(src);
+  src.change(job('solo', 'copying'));
+  src.change(job('member', 'copying', { disk: 'vdb', groupId: 'g1' }));
+  const text = await m.render();
+  t.ok(line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vda",job_id="solo",kind="copy"} 10'), 'a job of its own: no group_id');
+  t.ok(
+    line(text, 'blockcopy_job_bytes_copied{domain="vm1",disk="vdb",job_id="member",kind="copy",group_id="g1"} 10'),
+    "a group's job carries group_id",
+  );
+  t.ok(line(text, 'blockcopy_job_state{domain="vm1",disk="vdb",job_id="member",kind="copy",group_id="g1",state="copying"} 1'));
+  t.notOk(/[{,]job="/.test(text), 'no series has a job label');
+  t.notOk(/group_id=""/.test(text), 'no empty group_id');
+});
+
+t.test('blockcopy_agent_build_info: version, then libvirt and QEMU from the connection', async (t) => {
+  const m = new AgentMetrics({ endedJobSeconds: 60, version: '1.2.3' });
+  let text = await m.render();
+  t.equal(
+    line(text, 'blockcopy_agent_build_info{'),
+    'blockcopy_agent_build_info{version="1.2.3",libvirt="",qemu=""} 1',
+    'before a connection',
+  );
+  const src = new Source() as Source & { connection: { versions(): Promise<{ libvirt: string; hypervisor: string }> } };
+  let versions: { libvirt: string; hypervisor: string } | null = { libvirt: '9.0.0', hypervisor: '7.2.0' };
+  src.connection = { versions: async () => versions ?? Promise.reject(new Error('libvirtd away')) };
+  m.observeJobs(src);
+  text = await m.render();
+  const all = text.split('\n').filter((l) => l.startsWith('blockcopy_agent_build_info{'));
+  t.same(all, ['blockcopy_agent_build_info{version="1.2.3",libvirt="9.0.0",qemu="7.2.0"} 1'], 'one series, from the connection');
+  versions = null;
+  text = await m.render();
+  t.equal(
+    line(text, 'blockcopy_agent_build_info{'),
+    'blockcopy_agent_build_info{version="1.2.3",libvirt="9.0.0",qemu="7.2.0"} 1',
+    'kept while unreadable',
+  );
+  versions = { libvirt: '10.0.0', hypervisor: '8.2.1' };
+  src.emit('agent.connection', { state: 'lost', at: '', reason: 'x' });
+  text = await m.render();
+  t.equal(
+    line(text, 'blockcopy_agent_build_info{'),
+    'blockcopy_agent_build_info{version="1.2.3",libvirt="9.0.0",qemu="7.2.0"} 1',
+    'not read while the connection is lost',
+  );
+  src.emit('agent.connection', { state: 'restored', at: '', downMs: 5 });
+  text = await m.render();
+  t.same(
+    text.split('\n').filter((l) => l.startsWith('blockcopy_agent_build_info{')),
+    ['blockcopy_agent_build_info{version="1.2.3",libvirt="10.0.0",qemu="8.2.1"} 1'],
+    'an upgraded libvirtd after a reconnect replaces the series',
+  );
+});
+
 t.test('rpc calls, errors, refusals and the connection', async (t) => {
   const src = new Source();
-  const m = new AgentMetrics({ endedJobSeconds: 60 });
+  const m = new AgentMetrics({ endedJobSeconds: 60, version: '1.2.3' });
   m.observeJobs(src);
   m.call('pivot', 0.01);
   m.call('blockCopy', 0.02, 'destinationRejected');
@@ -146,7 +202,7 @@ t.test('docs/grafana-dashboard.json: every query parses (promtool) and names onl
   const r = spawnSync('promtool', ['check', 'rules', join(dir, 'rules.json')], { encoding: 'utf8' });
   t.equal(r.status, 0, `promtool check rules: ${(r.stdout + r.stderr).trim().split('\n').pop()}`);
 
-  const m = new AgentMetrics({ endedJobSeconds: 60 });
+  const m = new AgentMetrics({ endedJobSeconds: 60, version: '1.2.3' });
   const exposed = new Set(
     (await m.render())
       .split('\n')
@@ -158,4 +214,16 @@ t.test('docs/grafana-dashboard.json: every query parses (promtool) and names onl
   );
   const used = new Set(concrete.flatMap((e) => [...e.matchAll(/\b((?:blockcopy|process|nodejs)_[a-z0-9_]+)/g)].map((x) => x[1]!)));
   for (const name of used) t.ok(exposed.has(name), `${name} is exposed`);
+
+  // Legends name the agent's labels or the target's `instance`; `job` is the scrape job's name.
+  const legends: string[] = dash.panels.flatMap((p: { targets?: Array<{ legendFormat?: string }> }) =>
+    (p.targets ?? []).map((x) => x.legendFormat ?? ''),
+  );
+  const names = new Set(legends.flatMap((l) => [...l.matchAll(/\{\{\s*(\w+)\s*\}\}/g)].map((x) => x[1]!)));
+  const known = ['domain', 'disk', 'job_id', 'group_id', 'kind', 'state', 'method', 'error', 'reason', 'operation', 'instance'];
+  for (const name of names) t.ok(known.includes(name), `legend label ${name} is one the series carry`);
+  t.ok(
+    legends.some((l) => l.includes('{{job_id}}')),
+    "the progress legend names the copy job's id",
+  );
 });
