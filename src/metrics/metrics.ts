@@ -59,6 +59,10 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   private libvirtUp = true;
 
   private readonly r = this.registry;
+  /** A gauge with one series per job (PER_JOB labels). */
+  private perJobGauge(name: string, help: string): Gauge {
+    return new Gauge({ name, help, labelNames: PER_JOB, registers: [this.r] });
+  }
   private readonly buildInfo = new Gauge({
     name: 'blockcopy_agent_build_info',
     help: "Always 1: the agent's version and the libvirt and QEMU versions of its connection (empty until read).",
@@ -77,48 +81,28 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     labelNames: [...PER_JOB, 'state'],
     registers: [this.r],
   });
-  private readonly copied = new Gauge({
-    name: 'blockcopy_job_bytes_copied',
-    help: 'Bytes copied so far (libvirt cur).',
-    labelNames: PER_JOB,
-    registers: [this.r],
-  });
-  private readonly remaining = new Gauge({
-    name: 'blockcopy_job_bytes_remaining',
-    help: 'Bytes still to copy (libvirt end - cur); grows again in the ready phase while the guest writes.',
-    labelNames: PER_JOB,
-    registers: [this.r],
-  });
-  private readonly total = new Gauge({
-    name: 'blockcopy_job_size_bytes',
-    help: 'Bytes of the copy (libvirt end; 0 while unknown).',
-    labelNames: PER_JOB,
-    registers: [this.r],
-  });
-  private readonly rate = new Gauge({
-    name: 'blockcopy_job_copy_rate_bytes_per_second',
-    help: 'Copy rate measured by the agent over its recent samples (absent until two samples exist).',
-    labelNames: PER_JOB,
-    registers: [this.r],
-  });
-  private readonly dirtyRate = new Gauge({
-    name: 'blockcopy_job_dirty_rate_bytes_per_second',
-    help: "Estimate of the guest's writes the job must copy again (convergence.dirtyRateBytesPerSecond; absent while unknown).",
-    labelNames: PER_JOB,
-    registers: [this.r],
-  });
-  private readonly convergeEta = new Gauge({
-    name: 'blockcopy_job_convergence_eta_seconds',
-    help: 'Seconds until the job is ready at the rate its bytes left shrink (convergence.etaSeconds; absent unless converging or ready).',
-    labelNames: PER_JOB,
-    registers: [this.r],
-  });
-  private readonly converging = new Gauge({
-    name: 'blockcopy_job_converging',
-    help: '1 while the job converges or is ready, 0 while notConverging or stalled (absent while unknown); see docs/jobs.md.',
-    labelNames: PER_JOB,
-    registers: [this.r],
-  });
+  private readonly copied = this.perJobGauge('blockcopy_job_bytes_copied', 'Bytes copied so far (libvirt cur).');
+  private readonly remaining = this.perJobGauge(
+    'blockcopy_job_bytes_remaining',
+    'Bytes still to copy (libvirt end - cur); grows again in the ready phase while the guest writes.',
+  );
+  private readonly total = this.perJobGauge('blockcopy_job_size_bytes', 'Bytes of the copy (libvirt end; 0 while unknown).');
+  private readonly rate = this.perJobGauge(
+    'blockcopy_job_copy_rate_bytes_per_second',
+    'Copy rate measured by the agent over its recent samples (absent until two samples exist).',
+  );
+  private readonly dirtyRate = this.perJobGauge(
+    'blockcopy_job_dirty_rate_bytes_per_second',
+    "Estimate of the guest's writes the job must copy again (convergence.dirtyRateBytesPerSecond; absent while unknown).",
+  );
+  private readonly convergeEta = this.perJobGauge(
+    'blockcopy_job_convergence_eta_seconds',
+    'Seconds until the job is ready at the rate its bytes left shrink (convergence.etaSeconds; absent unless converging or ready).',
+  );
+  private readonly converging = this.perJobGauge(
+    'blockcopy_job_converging',
+    '1 while the job converges or is ready, 0 while notConverging or stalled (absent while unknown); see docs/jobs.md.',
+  );
   private readonly timeToReady = new Histogram({
     name: 'blockcopy_job_time_to_ready_seconds',
     help: 'From the start of a copy this agent saw start to its ready phase.',
