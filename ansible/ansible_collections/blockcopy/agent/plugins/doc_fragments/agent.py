@@ -63,3 +63,18 @@ options:
     type: bool
     default: true
 '''
+
+    # The bandwidth option of the modules that start copies (block_copy, block_commit, block_pull, block_move).
+    BANDWIDTH = r'''
+options:
+  bandwidth:
+    description:
+      - Bandwidth limit of each copy, as the agent's API takes it; C(0) or unset means unlimited.
+      - An integer is bytes per second, as always; so is a string of digits only, because Ansible's
+        templating turns numbers into strings (C("{{ 200 * 1024 * 1024 }}") arrives as one). The
+        agent's API itself refuses a string without a unit.
+      - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
+        100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
+        C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
+    type: raw
+'''

@@ -32,6 +32,7 @@ author:
   - blockcopy-agent developers
 extends_documentation_fragment:
   - blockcopy.agent.agent
+  - blockcopy.agent.agent.bandwidth
 attributes:
   check_mode:
     support: full
@@ -79,16 +80,6 @@ options:
       - Default - C(pivoted) without I(top), C(completed) with it.
     type: str
     choices: [pivoted, finished, ready, completed, absent]
-  bandwidth:
-    description:
-      - Bandwidth limit, as the agent's API takes it; C(0) means unlimited.
-      - An integer is bytes per second, as always; so is a string of digits only, because Ansible's
-        templating turns numbers into strings (C("{{ 200 * 1024 * 1024 }}") arrives as one). The
-        agent's API itself refuses a string without a unit.
-      - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
-        100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
-        C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
-    type: raw
   job_id:
     description:
       - Idempotency key for the job; the same key again refers to the same job.

@@ -30,6 +30,7 @@ author:
   - blockcopy-agent developers
 extends_documentation_fragment:
   - blockcopy.agent.agent
+  - blockcopy.agent.agent.bandwidth
 attributes:
   check_mode:
     support: full
@@ -99,16 +100,6 @@ options:
       - Mirror guest writes synchronously, so the copy converges under heavy writes.
     type: bool
     default: false
-  bandwidth:
-    description:
-      - Bandwidth limit, as the agent's API takes it; C(0) means unlimited.
-      - An integer is bytes per second, as always; so is a string of digits only, because Ansible's
-        templating turns numbers into strings (C("{{ 200 * 1024 * 1024 }}") arrives as one). The
-        agent's API itself refuses a string without a unit.
-      - A string with a unit names it, as virsh's scaled integers do - C(100M) or C(100MiB) is
-        100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
-        C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
-    type: raw
   remove_source:
     description:
       - With I(state=pivoted) - once the pivot is verified, delete the files the guest no longer

@@ -33,6 +33,7 @@ author:
   - blockcopy-agent developers
 extends_documentation_fragment:
   - blockcopy.agent.agent
+  - blockcopy.agent.agent.bandwidth
 attributes:
   check_mode:
     support: full
@@ -67,13 +68,6 @@ options:
         (for example a base image another VM uses).
     type: bool
     default: false
-  bandwidth:
-    description:
-      - Bandwidth limit of each disk's copy; C(0) or unset means unlimited.
-      - An integer (or a string of digits, as Ansible's templating renders numbers) is bytes per
-        second; a string with a unit names it, as virsh's scaled integers do - C(100M) is
-        100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G), C(512K).
-    type: raw
   format:
     description:
       - Format of every new file. Default - each disk keeps its source's format.
