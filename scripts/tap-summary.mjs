@@ -8,13 +8,25 @@ import { Parser } from 'tap-parser';
 
 let passed = 0;
 let failed = 0;
+// What failed, by its path of names: CI shows only the end of the output, so the end must say it.
+const failures = [];
+const MAX_LISTED = 40;
 
-function watch(parser) {
+function note(path, res) {
+  if (failures.length >= MAX_LISTED) return;
+  const where = res.diag?.at
+    ? ` (${res.diag.at.fileName ?? res.diag.at.file ?? ''}:${res.diag.at.lineNumber ?? res.diag.at.line ?? ''})`
+    : '';
+  const why = res.diag?.message ?? res.diag?.error ?? res.diag?.reason;
+  failures.push([...path, res.name].join(' > ') + where + (why ? `\n    ${String(why).split('\n')[0].slice(0, 300)}` : ''));
+}
+
+function watch(parser, path = []) {
   const children = new Map(); // child name → its own failure count
   parser.on('child', (child) => {
     const state = { failures: 0 };
     children.set(child.name, state);
-    watch(child).onFail = () => {
+    watch(child, [...path, child.name]).onFail = () => {
       state.failures++;
     };
   });
@@ -25,6 +37,7 @@ function watch(parser) {
       children.delete(res.name);
       if (!res.ok && child.failures === 0 && !res.todo && !res.skip) {
         failed++;
+        note(path, res);
         api.onFail();
       } else if (child.failures > 0) api.onFail();
       return;
@@ -33,6 +46,7 @@ function watch(parser) {
     if (res.ok) passed++;
     else {
       failed++;
+      note(path, res);
       api.onFail();
     }
   });
@@ -74,6 +88,10 @@ function faultTable() {
 
 function finish() {
   faultTable();
+  if (failures.length > 0) {
+    console.log(`Failed (${failed}${failed > failures.length ? `, the first ${failures.length} listed` : ''}):`);
+    for (const f of failures) console.log(`- ${f}`);
+  }
   console.log(`${passed} passed, ${failed} failed`);
   // A run that executed nothing is a broken run, not a green one.
   process.exitCode = failed > 0 || passed === 0 ? 1 : 0;
