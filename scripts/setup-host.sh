@@ -11,9 +11,10 @@ URI=qemu:///system
 
 PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
           qemu-system-x86 qemu-utils pkg-config openssl)
-# Extra packages the test suite uses (Ansible playbooks, linters). BLOCKCOPY_SETUP_MINIMAL=1 skips them.
+# Extra packages the test suite uses (Ansible playbooks, linters; debhelper, help2man, dpkg-dev and
+# lintian build and check the Debian package). BLOCKCOPY_SETUP_MINIMAL=1 skips them.
 TEST_PACKAGES=(ansible-core yamllint pycodestyle systemd nasm prometheus ansible-lint debootstrap lintian dpkg-dev
-               python3-websocket)
+               debhelper help2man python3-websocket python3-voluptuous)
 
 missing=()
 wanted=("${PACKAGES[@]}")

@@ -6,6 +6,7 @@ import type { AgentConfig } from './generated/api.js';
 import { ConfigError, configOptions, convert, SHORTHANDS, type ConfigOption } from './config-options.js';
 import { SchemaSet } from './schemas.js';
 import { readOnlyRules } from './transport/auth.js';
+import { metricsConfigProblems } from './metrics/access.js';
 
 export { ConfigError } from './config-options.js';
 
@@ -13,7 +14,8 @@ export type ResolvedConfig = Required<Omit<AgentConfig, 'tls'>> &
   Pick<AgentConfig, 'tls'> & {
     listen: Required<NonNullable<AgentConfig['listen']>>;
     limits: Required<NonNullable<AgentConfig['limits']>>;
-    metrics: Required<NonNullable<AgentConfig['metrics']>>;
+    metrics: Required<Omit<NonNullable<AgentConfig['metrics']>, 'tls' | 'tokensFile'>> &
+      Pick<NonNullable<AgentConfig['metrics']>, 'tls' | 'tokensFile'>;
     socket: Required<NonNullable<AgentConfig['socket']>>;
   };
 
@@ -100,12 +102,14 @@ export function resolveConfig(
   for (const o of layers) apply(cfg, o, byFlag, schemas);
   const problems = configProblems(cfg, schemas);
   if (problems.length === 0) {
-    // What the schema cannot say: read-only entries must be names or distinguished names.
+    // What the schema cannot say: read-only entries must be names or distinguished names,
     try {
       readOnlyRules((cfg as AgentConfig).auth?.readOnlyPrincipals ?? []);
     } catch (e) {
       problems.push((e as Error).message);
     }
+    // A metrics listener off loopback only with TLS and client authentication.
+    problems.push(...metricsConfigProblems((cfg as AgentConfig).metrics));
   }
   if (problems.length > 0) throw new ConfigError(`invalid configuration${file ? ` (${file})` : ''}:\n  ${problems.join('\n  ')}`);
   return cfg as ResolvedConfig;

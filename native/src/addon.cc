@@ -8,6 +8,7 @@
 #include "connection.h"
 #include "event_loop.h"
 #include "lock.h"
+#include "notify.h"
 
 namespace bca {
 
@@ -39,6 +40,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData(data);
   exports.Set("open", Napi::Function::New(env, Connection::Open, "open"));
   exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
+  exports.Set("notifySocket", Napi::Function::New(env, NotifySocket, "notifySocket"));
+  exports.Set("eventLoopTicks", Napi::Function::New(env, EventLoopTicks, "eventLoopTicks"));
   return exports;
 }
 

@@ -2,7 +2,6 @@
 // spawned `blockcopy-agent stdio`; and closing so that a spawned agent never outlives the command.
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { AgentClient } from '../client/index.js';
 import { UsageError, type Values } from './args.js';
 import { localSocket } from './local-socket.js';
@@ -67,7 +66,14 @@ export function tlsFiles(v: Values): { ca?: Buffer; cert?: Buffer; key?: Buffer 
   return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
 }
 
-export async function connect(v: Values, token?: string): Promise<AgentClient> {
+/**
+ * The command that runs the local agent, spawned with `stdio …` when no socket answers: the
+ * agent's own CLI runs its main.js with this Node.js; the client package (which has no agent)
+ * runs `blockcopy-agent` from PATH.
+ */
+export type LocalAgent = readonly [command: string, ...args: string[]];
+
+export async function connect(v: Values, token: string | undefined, agent: LocalAgent): Promise<AgentClient> {
   const tls = tlsFiles(v);
   if (v.url) return AgentClient.connect(v.url, { headers: token ? { authorization: `Bearer ${token}` } : {}, ...tls });
   const local = localSocket({ socket: v.socket, stateDir: v['state-dir'] });
@@ -81,10 +87,10 @@ export async function connect(v: Values, token?: string): Promise<AgentClient> {
       if (local.explicit || (code !== 'ENOENT' && code !== 'ECONNREFUSED')) throw new Error(`${local.path}: ${(e as Error).message}`);
     }
   }
-  const cli = fileURLToPath(new URL('./main.js', import.meta.url));
+  const [command, ...args] = agent;
   return AgentClient.spawn(
-    process.execPath,
-    [cli, 'stdio', ...(v['state-dir'] ? ['--state-dir', v['state-dir']] : []), '--log-level', 'error'],
+    command,
+    [...args, 'stdio', ...(v['state-dir'] ? ['--state-dir', v['state-dir']] : []), '--log-level', 'error'],
     { stderr: 'inherit' },
   );
 }

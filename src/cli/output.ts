@@ -82,3 +82,11 @@ export function groupSummary(g: Group): string {
     : g.jobs.map((j) => `${j.disk} ${j.state}`).join(', ');
   return `group ${g.groupId}: ${g.state} (${detail})${g.error ? `; ${g.error.message}` : ''}`;
 }
+
+/** The reader went away (a closed pipe, a caller that exited): nobody is left to answer. */
+export function exitOnClosedStdout(): void {
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(0);
+    throw e;
+  });
+}

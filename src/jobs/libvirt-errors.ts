@@ -124,13 +124,23 @@ export function toAgentError(e: unknown, what?: string, m: Mapping = {}): unknow
   return new AgentError(m.other, said(e instanceof Error ? e.message : String(e)));
 }
 
-/** The domain a caller named (a name or a UUID): the one lookup every call of the job layer makes. */
-export async function lookupDomain(conn: Pick<Connection, 'lookupDomain'>, key: string): Promise<DomainRef> {
+/**
+ * The domain a caller named (a name or a UUID): the one lookup every call of the job layer makes.
+ * A domain this agent does not manage (config `domains`) is notFound, as if on another host.
+ */
+export async function lookupDomain(
+  conn: Pick<Connection, 'lookupDomain'>,
+  key: string,
+  manages: (name: string) => boolean,
+): Promise<DomainRef> {
+  let dom: DomainRef;
   try {
-    return await conn.lookupDomain(key);
+    dom = await conn.lookupDomain(key);
   } catch (e) {
     throw lookupError(e, key);
   }
+  if (!manages(dom.name)) throw new AgentError('notFound', `no domain '${key}' among this agent's domains (config domains)`);
+  return dom;
 }
 
 /** A failed lookup of the domain a caller named: notFound only when libvirt knows no such domain. */

@@ -168,6 +168,8 @@ export class Reconciler {
 
   /** Adopts the block job libvirt runs on the disk, if it is of a kind the agent runs. */
   private async adoptRunning(dom: { name: string; uuid: string }, d: DiskInfo): Promise<JobEntry | undefined> {
+    // Another agent's domain (config domains): its copies are that agent's, never adopted here.
+    if (!this.ctx.manages(dom.name)) return undefined;
     if (d.mirror) {
       const kind = kindOfMirror(d.mirror.job);
       return kind ? this.adopt(dom, d, kind) : undefined;

@@ -23,6 +23,10 @@ export interface NativeBinding {
   open(uri: string, opts: Required<Pick<OpenOptions, 'callTimeoutMs'>> & OpenOptions): Promise<NativeConnection>;
   /** flock(2) (native/src/lock.cc, not libvirt): true once held, false if held elsewhere (nonblocking). */
   flock(fd: number, exclusive: boolean, nonblocking: boolean): boolean;
+  /** One datagram to a unix socket ('@' = abstract), nonblocking (native/src/notify.cc): 0 once sent, else the errno. */
+  notifySocket(path: string, message: string): number;
+  /** Runs of a one-second timer on libvirt's event loop thread (registered by the first call); -1 if none. */
+  eventLoopTicks(): number;
 }
 
 // dist/src/libvirt/ → <package>/build/Release/. Loaded on first use, so that importing the
@@ -33,4 +37,6 @@ const load = (): NativeBinding => (addon ??= require('../../../build/Release/blo
 export const native: NativeBinding = {
   open: (...args) => load().open(...args),
   flock: (...args) => load().flock(...args),
+  notifySocket: (...args) => load().notifySocket(...args),
+  eventLoopTicks: () => load().eventLoopTicks(),
 };

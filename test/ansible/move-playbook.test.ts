@@ -9,7 +9,7 @@ import { rmSync } from 'node:fs';
 import t from 'tap';
 import * as hv from '../../harness/hypervisor.js';
 import { CLI, stateDir } from '../../harness/agent.js';
-import { playbook } from '../helpers/ansible.js';
+import { camelCaseKeys, playbook } from '../helpers/ansible.js';
 
 const MiB = 1024 * 1024;
 const FORMATS: Record<string, string> = { vda: 'raw', vdb: 'qcow2', vdc: 'qcow2' };
@@ -55,6 +55,8 @@ t.test('block_move: a whole VM to a pool in one task, idempotent, check mode', a
   const r = await playbook('move', vars, { env });
   const moved = r.tasks['Every disk moved to the pool'] as Record<string, unknown>;
   t.match(moved, { changed: true, group: { state: 'pivoted' }, pool: { name: pools.pool, refreshed: true } }, 'one task moved the VM');
+  t.match(moved, { group: { group_id: String, jobs: [{ job_id: String, created_at: String }] } }, 'the group in snake_case');
+  t.same(camelCaseKeys(r), [], 'no camelCase key in any task result (group, plan, already_there)');
   t.match(r.tasks['Every disk moved to the pool, again'], { changed: false }, 'the same task again: changed=false');
   t.match(
     r.tasks['A pool not in allowedPools'],

@@ -143,7 +143,9 @@ export async function debianRoot(host: TeardownHost): Promise<DebRoot> {
       const path = join(dir, '.python-in-root');
       writeFileSync(
         path,
-        `#!/bin/sh\nR=${dir}\nexport R\nexec unshare --mount --propagation private -- sh -c '${script([[shared, shared]])}' sh /usr/bin/python3 "$@"\n`,
+        // Under apt's lock too: an Ansible module in one root (apt, or a package's install) and
+        // apt-get in another (two test files at a time) share apt's cache and its lock file.
+        `#!/bin/sh\nR=${dir}\nexport R\nexec flock ${join(APT_CACHE, '.lock')} unshare --mount --propagation private -- sh -c '${script([[shared, shared]])}' sh /usr/bin/python3 "$@"\n`,
         { mode: 0o755 },
       );
       return path;

@@ -119,3 +119,10 @@ export async function makePki(host: TeardownHost): Promise<Pki> {
     expiredClient: { cert: p('expired.pem'), key: p('expired.key') },
   };
 }
+
+/** A server certificate from the pki's CA for another address (an agent in a network namespace). */
+export async function serverCertFor(pki: Pki, ip: string): Promise<{ cert: string; key: string }> {
+  const name = `server-${ip.replace(/[^0-9a-f]/gi, '_')}`;
+  await signed(pki.dir, name, ip, 'ca', `subjectAltName=IP:${ip}\nextendedKeyUsage=serverAuth\n`);
+  return { cert: join(pki.dir, `${name}.pem`), key: join(pki.dir, `${name}.key`) };
+}

@@ -9,7 +9,7 @@ import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as hv from '../../harness/hypervisor.js';
-import { CLI, serveAgent, untilState, type ServedAgent } from '../../harness/agent.js';
+import { blockJob, CLI, serveAgent, untilState, type ServedAgent } from '../../harness/agent.js';
 import type { AgentClient } from '../../src/client/index.js';
 import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 
@@ -48,7 +48,7 @@ function start(args: string[], env: Record<string, string>) {
 }
 
 async function jobsOf(client: AgentClient, dom: hv.TestDomain) {
-  return (await client.call('listJobs', { domain: dom.name, includeEnded: true })).jobs;
+  return (await client.call('listJobs', { domain: dom.name, includeEnded: true })).jobs.map(blockJob);
 }
 
 t.test('moves every local disk in one group, formats kept, then hands over to virsh migrate', async (t) => {

@@ -25,6 +25,7 @@ async function setup(t: Test) {
       assertServing: () => {},
       now: () => new Date().toISOString(),
       listJobs: async () => ({ jobs: [] }),
+      manages: () => true,
     },
     checkDestination: ownRoot(destDir),
     log: silentLogger,

@@ -56,3 +56,23 @@ t.test('the agent runs with the V8 flags it is measured with', async (t) => {
     `ExecStart: ${exec}`,
   );
 });
+
+t.test('supervised: readiness, reload, watchdog', async (t) => {
+  const text = readFileSync(unit, 'utf8');
+  const values = (key: string) => [...text.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]);
+  // READY=1 from the agent (src/sd-notify.ts), from its main process only.
+  t.same(values('Type'), ['notify']);
+  t.same(values('NotifyAccess'), ['main']);
+  // SIGHUP is the agent's reload; RELOADING=1 … READY=1 frame it.
+  t.same(values('ExecReload'), ['/bin/kill -HUP $MAINPID']);
+  // The notification is an AF_UNIX datagram: the address families must keep AF_UNIX.
+  t.match(values('RestrictAddressFamilies').join(' '), /\bAF_UNIX\b/);
+  // The watchdog pings four times a period, from a one-second libvirt loop counter: at least 5 s.
+  const watchdog = values('WatchdogSec');
+  t.equal(watchdog.length, 1, 'WatchdogSec set');
+  const sec = /^(\d+)s$/.exec(watchdog[0] ?? '')?.[1];
+  t.ok(sec && Number(sec) >= 5, `WatchdogSec=${watchdog[0]} is at least 5 s`);
+  // Start covers the first connection's retries (about two minutes at worst).
+  t.match(values('TimeoutStartSec'), ['3min']);
+  t.notMatch(text, /^Type=simple$/m, 'no longer Type=simple');
+});

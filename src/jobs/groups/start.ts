@@ -178,7 +178,7 @@ export class GroupStart {
 
   private async domainOf(key: string): Promise<Group['domain']> {
     // Only libvirt's "no such domain" is notFound; a libvirtd that did not answer is its named, retryable error.
-    const dom = await lookupDomain(this.ctx.jobs.connection, key);
+    const dom = await lookupDomain(this.ctx.jobs.connection, key, this.ctx.jobs.manages);
     return { name: dom.name, uuid: dom.uuid };
   }
 }

@@ -8,7 +8,9 @@ Two transports:
     newline-delimited JSON over its stdin/stdout. No port, no token: the caller already runs
     commands on the host. When a daemon owns the jobs there, the stdio command relays to it.
   * WebSocket: ``ws://`` or ``wss://`` endpoint with an optional bearer token and CA file,
-    for use from the controller.
+    for use from the controller. Spoken with websocket-client (Debian's python3-websocket)
+    where it can be imported, else with the RFC 6455 client below, whose opening handshake
+    checks what section 4.1 of the RFC requires of a client.
 
 Modelled on ansible's own module_utils/connection.py: request ids are matched, and errors
 are raised as an exception carrying the JSON-RPC code, message and data.
@@ -19,6 +21,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import base64
+import hashlib
 import json
 import os
 import select
@@ -39,8 +42,24 @@ try:
 except ImportError:  # pragma: no cover - python 2 without the backport
     ipaddress = None
 
+try:
+    # websocket-client, a maintained RFC 6455 client (Debian: python3-websocket). Another package
+    # named websocket may be installed: only one with websocket-client's API is used.
+    import websocket as websocket_client
+    HAS_WEBSOCKET_CLIENT = all(hasattr(websocket_client, a) for a in ("WebSocket", "ABNF", "WebSocketException"))
+except ImportError:
+    websocket_client = None
+    HAS_WEBSOCKET_CLIENT = False
+
 
 RETRYABLE_DEFAULT = ("recovering", "notReady", "tooManyJobs", "unavailable")
+
+# RFC 6455 section 1.3: the server proves it read the key by hashing it with this GUID.
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+# Which WebSocket client to use: auto (websocket-client where importable), library or builtin.
+# For tests and for working around a broken library; not a module option.
+CLIENT_ENV = "BLOCKCOPY_WEBSOCKET_CLIENT"
 
 
 class AgentError(Exception):
@@ -172,31 +191,134 @@ class StdioTransport(object):
                 pass
 
 
+def accept_value(key):
+    """The Sec-WebSocket-Accept a server must answer to Sec-WebSocket-Key `key` (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode("ascii")).digest()).decode("ascii")
+
+
+def parse_response_head(head):
+    """The status code, the status line, and the header fields (lower-case names; repeated fields
+    joined with commas, RFC 7230 3.2.2) of an HTTP response head."""
+    lines = head.split("\r\n")
+    status_line = lines[0]
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise AgentError("WebSocket handshake failed: not an HTTP answer: %r" % status_line[:80])
+    headers = {}
+    for line in lines[1:]:
+        if ":" not in line:
+            continue
+        name, value = line.split(":", 1)
+        name, value = name.strip().lower(), value.strip()
+        headers[name] = "%s, %s" % (headers[name], value) if name in headers else value
+    return int(parts[1]), status_line, headers
+
+
+def check_handshake(head, key):
+    """Fails unless the server's opening handshake answer is what RFC 6455 4.1 requires of a
+    server the client asked for no extension and no subprotocol: 101, Upgrade: websocket,
+    Connection naming upgrade, the Sec-WebSocket-Accept of our key, nothing unrequested."""
+    code, status_line, headers = parse_response_head(head)
+    if code != 101:
+        raise AgentError("WebSocket handshake refused: %s" % status_line)
+    upgrade = headers.get("upgrade")
+    if upgrade is None or upgrade.lower() != "websocket":
+        raise AgentError("WebSocket handshake failed: the agent answered 101 without Upgrade: websocket (Upgrade: %s)" % upgrade)
+    connection = [t.strip().lower() for t in headers.get("connection", "").split(",")]
+    if "upgrade" not in connection:
+        raise AgentError("WebSocket handshake failed: the agent answered 101 without Connection: upgrade (Connection: %s)"
+                         % headers.get("connection"))
+    accept = headers.get("sec-websocket-accept")
+    if accept != accept_value(key):
+        raise AgentError("WebSocket handshake failed: Sec-WebSocket-Accept is %s, not the hash of the key sent (%s): "
+                         "the answer is not from a WebSocket server that read this request" % (accept, accept_value(key)))
+    if headers.get("sec-websocket-extensions"):
+        raise AgentError("WebSocket handshake failed: the agent answered with an extension that was not asked for (%s)"
+                         % headers["sec-websocket-extensions"])
+    if headers.get("sec-websocket-protocol"):
+        raise AgentError("WebSocket handshake failed: the agent answered with a subprotocol that was not asked for (%s)"
+                         % headers["sec-websocket-protocol"])
+
+
+def tls_context(ca_path=None, validate_certs=True, client_cert=None, client_key=None):
+    """The TLS client context of a wss:// endpoint, the same for both WebSocket clients."""
+    ctx = ssl.create_default_context(cafile=ca_path) if ca_path else ssl.create_default_context()
+    if not validate_certs:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        ctx.load_cert_chain(client_cert, client_key)
+    return ctx
+
+
+def check_endpoint(url, token, allow_insecure_token, client_cert, client_key):
+    """The checks both WebSocket clients make before connecting; returns the parsed URL and port."""
+    u = urlparse(url)
+    if u.scheme not in ("ws", "wss"):
+        raise AgentError("endpoint must be ws:// or wss://, got %s" % url)
+    # Before any byte is sent: the token must not cross the network readable by anyone on the path.
+    check_token_transport(url, token, allow_insecure_token)
+    if (client_cert is None) != (client_key is None):
+        raise AgentError("client_cert and client_key go together")
+    if client_cert and u.scheme != "wss":
+        raise AgentError("client_cert needs a wss:// endpoint, got %s" % url)
+    return u, u.port or (443 if u.scheme == "wss" else 80)
+
+
+def host_for_header(hostname):
+    """A host name as the Host header carries it (an IPv6 address in brackets)."""
+    return "[%s]" % hostname if ":" in hostname else hostname
+
+
+class Liveness(object):
+    """A peer gone silent (its host cut off, powered off, a firewall dropping packets) sends no FIN
+    or RST: without this bound a call would wait for its whole deadline (hours for a copy). Both
+    WebSocket clients ping after a third of connection_timeout; any frame from the agent counts
+    as life, and nothing for connection_timeout is a lost connection."""
+
+    def __init__(self, url, connection_timeout):
+        self.url = url
+        self.connection_timeout = connection_timeout
+        self.ping_every = max(connection_timeout / 3.0, 0.2)
+        self.heard()
+
+    def heard(self):
+        self.last = time.time()
+        self.next_ping = self.last + self.ping_every
+
+    def before_wait(self, deadline, ping):
+        """Fails if the call's deadline passed or the peer is silent; pings when due (ping() sends
+        one); returns how long the next read may wait."""
+        now = time.time()
+        left = deadline - now
+        if left <= 0:
+            raise AgentError("no answer from the agent in time")
+        if now - self.last >= self.connection_timeout:
+            raise AgentError("lost the connection to the agent at %s: nothing received for %d s, not even an answer "
+                             "to a ping (its host or the network is down); what the agent was doing goes on there, "
+                             "run the task again once it is reachable" % (self.url, now - self.last))
+        if now >= self.next_ping:
+            try:
+                ping()
+            except (OSError, ssl.SSLError) as e:
+                raise AgentError("the connection to the agent failed: %s" % e)
+            self.next_ping = now + self.ping_every
+        return max(min(left, self.next_ping - now, self.last + self.connection_timeout - now), 0.05)
+
+
 class WebSocketTransport(object):
-    """A minimal RFC 6455 client: text frames, masked, with ping answered by pong."""
+    """A minimal RFC 6455 client: text frames, masked, with ping answered by pong; its opening
+    handshake is checked as the RFC requires (check_handshake)."""
 
     def __init__(self, url, token=None, ca_path=None, validate_certs=True, timeout=30, allow_insecure_token=False,
-                 client_cert=None, client_key=None):
-        u = urlparse(url)
-        if u.scheme not in ("ws", "wss"):
-            raise AgentError("endpoint must be ws:// or wss://, got %s" % url)
-        # Before any byte is sent: the token must not cross the network readable by anyone on the path.
-        check_token_transport(url, token, allow_insecure_token)
-        port = u.port or (443 if u.scheme == "wss" else 80)
-        if (client_cert is None) != (client_key is None):
-            raise AgentError("client_cert and client_key go together")
-        if client_cert and u.scheme != "wss":
-            raise AgentError("client_cert needs a wss:// endpoint, got %s" % url)
+                 client_cert=None, client_key=None, connection_timeout=30):
+        u, port = check_endpoint(url, token, allow_insecure_token, client_cert, client_key)
+        self.url = url
+        self.liveness = Liveness(url, connection_timeout)
         try:
             sock = socket.create_connection((u.hostname, port), timeout=timeout)
             if u.scheme == "wss":
-                ctx = ssl.create_default_context(cafile=ca_path) if ca_path else ssl.create_default_context()
-                if not validate_certs:
-                    ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                if client_cert:
-                    ctx.load_cert_chain(client_cert, client_key)
-                sock = ctx.wrap_socket(sock, server_hostname=u.hostname)
+                sock = tls_context(ca_path, validate_certs, client_cert, client_key).wrap_socket(sock, server_hostname=u.hostname)
         except (OSError, ssl.SSLError) as e:
             raise AgentError("cannot connect to %s: %s" % (url, e))
         self.sock = sock
@@ -214,7 +336,7 @@ class WebSocketTransport(object):
         key = base64.b64encode(os.urandom(16)).decode("ascii")
         headers = [
             "GET %s HTTP/1.1" % (u.path or "/"),
-            "Host: %s:%d" % (u.hostname, port),
+            "Host: %s:%d" % (host_for_header(u.hostname), port),
             "Upgrade: websocket",
             "Connection: Upgrade",
             "Sec-WebSocket-Key: %s" % key,
@@ -224,14 +346,14 @@ class WebSocketTransport(object):
             headers.append("Authorization: Bearer %s" % token)
         self.sock.sendall(("\r\n".join(headers) + "\r\n\r\n").encode("ascii"))
         while b"\r\n\r\n" not in self._buf:
+            if len(self._buf) > 65536:
+                raise AgentError("WebSocket handshake failed: the answer's header is over 64 KiB")
             chunk = self.sock.recv(4096)
             if not chunk:
                 raise AgentError("the agent closed the connection during the handshake")
             self._buf += chunk
         head, self._buf = self._buf.split(b"\r\n\r\n", 1)
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status + b" ":
-            raise AgentError("WebSocket handshake refused: %s" % status.decode("latin-1"))
+        check_handshake(head.decode("latin-1"), key)
 
     def _frame(self, opcode, payload):
         header = bytearray([0x80 | opcode])
@@ -256,10 +378,8 @@ class WebSocketTransport(object):
 
     def _read(self, n, deadline):
         while len(self._buf) < n:
-            left = deadline - time.time()
-            if left <= 0:
-                raise AgentError("no answer from the agent in time")
-            self.sock.settimeout(min(left, 5.0))
+            wait = self.liveness.before_wait(deadline, lambda: self._frame(0x9, b"alive?"))
+            self.sock.settimeout(wait)
             try:
                 chunk = self.sock.recv(65536)
             except socket.timeout:
@@ -268,6 +388,7 @@ class WebSocketTransport(object):
                 raise AgentError("the connection to the agent failed: %s" % e)
             if not chunk:
                 raise AgentError("the agent closed the connection")
+            self.liveness.heard()
             self._buf += chunk
         out, self._buf = self._buf[:n], self._buf[n:]
         return out
@@ -308,6 +429,110 @@ class WebSocketTransport(object):
             pass
 
 
+class LibraryWebSocketTransport(object):
+    """The WebSocket transport on websocket-client (python3-websocket): the library does the
+    framing and checks the opening handshake (status, Upgrade, Connection, Sec-WebSocket-Accept;
+    an unrequested extension or subprotocol is refused here);
+    token, TLS and mTLS are set up exactly as for the built-in client. No Origin header is sent
+    (the agent refuses a foreign one) and no proxy from the environment is used (the built-in
+    client uses none either)."""
+
+    def __init__(self, url, token=None, ca_path=None, validate_certs=True, timeout=30, allow_insecure_token=False,
+                 client_cert=None, client_key=None, connection_timeout=30):
+        u, port = check_endpoint(url, token, allow_insecure_token, client_cert, client_key)
+        self.liveness = Liveness(url, connection_timeout)
+        sslopt = {}
+        if u.scheme == "wss":
+            try:
+                sslopt = {"context": tls_context(ca_path, validate_certs, client_cert, client_key),
+                          "check_hostname": bool(validate_certs)}
+            except (OSError, ssl.SSLError) as e:
+                raise AgentError("cannot connect to %s: %s" % (url, e))
+        header = ["Authorization: Bearer %s" % token] if token else []
+        self.ws = websocket_client.WebSocket(sslopt=sslopt)
+        try:
+            self.ws.connect(url, header=header, timeout=timeout, suppress_origin=True, http_no_proxy=["*"])
+        except websocket_client.WebSocketBadStatusException as e:
+            self._close_quietly()
+            raise AgentError("WebSocket handshake refused: %s" % e)
+        except websocket_client.WebSocketException as e:
+            self._close_quietly()
+            raise AgentError("WebSocket handshake failed: %s" % e)
+        except (OSError, ssl.SSLError) as e:
+            # TLS 1.3 reports a refused client certificate at the first read, as in the built-in client.
+            self._close_quietly()
+            raise AgentError("cannot connect to %s: %s" % (url, e))
+        # The library checks status, Upgrade, Connection and Sec-WebSocket-Accept; what it does not
+        # check of RFC 6455 4.1 (an extension or subprotocol that was not asked for) is checked here.
+        headers = dict((k.lower(), v) for k, v in (self.ws.getheaders() or {}).items())
+        for field, what in (("sec-websocket-extensions", "an extension"), ("sec-websocket-protocol", "a subprotocol")):
+            if headers.get(field):
+                self._close_quietly()
+                raise AgentError("WebSocket handshake failed: the agent answered with %s that was not asked for (%s)" % (what, headers[field]))
+
+    def _ping(self):
+        try:
+            self.ws.ping("alive?")
+        except websocket_client.WebSocketException as e:
+            raise AgentError("the connection to the agent failed: %s" % e)
+
+    def _close_quietly(self):
+        try:
+            self.ws.shutdown()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+    def send(self, text):
+        try:
+            self.ws.send(text)
+        except (websocket_client.WebSocketException, OSError) as e:
+            raise AgentError("the connection to the agent failed: %s" % e)
+
+    def receive(self, deadline):
+        abnf = websocket_client.ABNF
+        while True:
+            self.ws.settimeout(self.liveness.before_wait(deadline, self._ping))
+            try:
+                # Pings are answered by the library; control frames are returned to see a close.
+                opcode, frame = self.ws.recv_data_frame(control_frame=True)
+            except websocket_client.WebSocketTimeoutException:
+                continue
+            except websocket_client.WebSocketConnectionClosedException:
+                raise AgentError("the agent closed the connection")
+            except (websocket_client.WebSocketException, OSError) as e:
+                raise AgentError("the connection to the agent failed: %s" % e)
+            self.liveness.heard()
+            if opcode == abnf.OPCODE_CLOSE:
+                data = frame.data or b""
+                code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+                raise AgentError("the agent closed the connection (%d %s)" % (code, data[2:].decode("utf-8", "replace")))
+            if opcode in (abnf.OPCODE_PING, abnf.OPCODE_PONG):
+                continue
+            # A whole message: recv_data_frame joins continuation frames until fin.
+            data = frame.data
+            return data.decode("utf-8") if isinstance(data, bytes) else data
+
+    def close(self):
+        try:
+            self.ws.close(timeout=1)
+        except Exception:  # pylint: disable=broad-except
+            pass
+        self._close_quietly()
+
+
+def websocket_transport(url, client=None, **kwargs):
+    """The WebSocket transport to url: websocket-client where it can be imported, else the built-in
+    one; client (or the BLOCKCOPY_WEBSOCKET_CLIENT environment variable) may name library or builtin."""
+    client = client or os.environ.get(CLIENT_ENV) or "auto"
+    if client not in ("auto", "library", "builtin"):
+        raise AgentError("%s must be auto, library or builtin, got %s" % (CLIENT_ENV, client))
+    if client == "library" and not HAS_WEBSOCKET_CLIENT:
+        raise AgentError("%s=library, but websocket-client cannot be imported here (apt-get install python3-websocket)" % CLIENT_ENV)
+    if client == "library" or (client == "auto" and HAS_WEBSOCKET_CLIENT):
+        return LibraryWebSocketTransport(url, **kwargs)
+    return WebSocketTransport(url, **kwargs)
+
+
 class AgentClient(object):
     """Calls agent methods; notifications arriving in between are skipped."""
 
@@ -320,11 +545,12 @@ class AgentClient(object):
     def from_module_params(cls, params):
         """Builds a client from the common module options (agent_command, endpoint, token, …)."""
         if params.get("endpoint"):
-            transport = WebSocketTransport(
+            transport = websocket_transport(
                 params["endpoint"], token=params.get("token"), ca_path=params.get("ca_path"),
                 validate_certs=params.get("validate_certs", True),
                 client_cert=params.get("client_cert"), client_key=params.get("client_key"),
-                allow_insecure_token=params.get("allow_insecure_token", False))
+                allow_insecure_token=params.get("allow_insecure_token", False),
+                connection_timeout=params.get("connection_timeout") or 30)
         else:
             transport = StdioTransport(params.get("agent_command") or ["blockcopy-agent", "stdio"])
         return cls(transport)

@@ -12,6 +12,7 @@ import os
 import re
 
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import job_or_none
 
 # The chain modules' own options beyond the connection's (none: the agent reads the chain).
 CHAIN_ARGS = dict()
@@ -74,12 +75,7 @@ ACTIVE = ("copying", "ready", "pivoting", "finishing", "cancelling")
 
 def disk_job(client, domain, disk):
     """The disk's running job of any kind, else its most recent one (None if the agent knows none)."""
-    try:
-        return client.call("jobInfo", {"domain": domain, "disk": disk})["job"]
-    except AgentError as e:
-        if e.name == "noJob":
-            return None
-        raise
+    return job_or_none(client, {"domain": domain, "disk": disk})
 
 
 def job_view(job, chain):
@@ -90,14 +86,3 @@ def job_view(job, chain):
     if chain is not None:
         out["chain"] = chain_view(chain)
     return out
-
-
-def require_daemon(module, client, what):
-    """A goal the agent reaches after the module returns (wait=false) needs an agent that outlives
-    this connection: a `blockcopy-agent stdio` serving alone exits with the module."""
-    if module.params["endpoint"]:
-        return
-    if client.call("capabilities")["agent"].get("mode", "stdio") != "daemon":
-        module.fail_json(msg="wait=false cannot %s: no blockcopy-agent daemon runs on this host, and the agent started for this "
-                         "task exits with it. Start the service (systemctl start blockcopy-agent), or use wait=true" % what,
-                         error="noDaemon", changed=False)

@@ -29,7 +29,7 @@ description:
     disk that has a single layer has nothing to merge and changes nothing either.
   - The live chain is read from the agent (its C(diskInfo) method), wherever I(endpoint) points.
 author:
-  - blockcopy-agent developers
+  - blockcopy-agent developers (@blockcopy-agent)
 extends_documentation_fragment:
   - blockcopy.agent.agent
   - blockcopy.agent.agent.bandwidth
@@ -134,11 +134,11 @@ EXAMPLES = r'''
 
 RETURN = r'''
 job:
-  description: The disk's commit job as the agent reports it (see the agent's Job schema).
+  description: The disk's commit job as the agent reports it (the agent's Job schema, each key in snake_case - jobId is job_id).
   returned: when a job exists or was created
   type: dict
   contains:
-    jobId:
+    job_id:
       description: The job's id.
       type: str
       sample: 3f1c0d8e-2a52-4a57-9d0b-b8b9e2d7f2a1
@@ -174,23 +174,23 @@ job:
     bandwidth:
       description: Bandwidth limit in bytes/s; 0 means unlimited.
       type: int
-    whenReady:
+    when_ready:
       description: What the agent does by itself once an active commit is ready (none, pivot or finish).
       type: str
     owner:
       description: agent, or adopted (a commit started elsewhere, for example by virsh).
       type: str
-    createdAt:
+    created_at:
       description: When the job was created (ISO 8601).
       type: str
-    updatedAt:
+    updated_at:
       description: When the job's state last changed (ISO 8601).
       type: str
-    readyAt:
+    ready_at:
       description: When an active commit first became ready.
       type: str
       returned: once ready
-    endedAt:
+    ended_at:
       description: When the job reached a terminal state.
       type: str
       returned: once ended
@@ -252,25 +252,23 @@ diff:
   sample: {before: {state: absent, chain: [/i/snap.qcow2, /i/base.qcow2]}, after: {state: pivoted, kind: activeCommit, chain: [/i/base.qcow2]}}
 '''
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
 from ansible_collections.blockcopy.agent.plugins.module_utils.chain import (
-    ACTIVE, CHAIN_ARGS, disk_job, disk_jobs, find_layer, job_view, live_chain, chain_view, names_layer, require_daemon, same_path)
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, check_bandwidth, TERMINAL, connect, fail_agent
-
-KINDS = ("activeCommit", "commit")
+    CHAIN_ARGS, disk_job, disk_jobs, job_view, live_chain, chain_view)
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, carry_out, check_bandwidth, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.decide import COMMIT_KINDS as KINDS, commit_active, commit_decision, commit_goal
 
 
 class Commit(object):
+    """Carries out commit_decision (module_utils/decide.py): the calls, the daemon check."""
+
     def __init__(self, module, client, chain):
         self.module = module
         self.client = client
         self.p = module.params
         self.chain = chain
-        p = self.p
-        self.active = p["top"] is None or (chain is not None and find_layer(chain, p["top"], p["disk"]) == 0)
-        self.goal = p["state"] or ("pivoted" if self.active else "completed")
-        self.where = "%s/%s" % (p["domain"], p["disk"])
+        self.active = commit_active(self.p, chain)
+        self.goal = commit_goal(self.p, chain)
 
     def call(self, method, params):
         return self.client.call_retrying(method, params, timeout=self.p["timeout"])
@@ -278,91 +276,31 @@ class Commit(object):
     def fail(self, msg, error, job=None):
         self.module.fail_json(msg=msg, error=error, job=job, changed=False)
 
-    def matches(self, job):
-        """Whether `job` is the commit these options ask for (same kind and layers)."""
-        p = self.p
-        layers = job.get("layers") or {}
-        if job["kind"] != ("activeCommit" if self.active else "commit"):
-            return False
-        if p["top"] is not None and job["kind"] == "commit" and not names_layer(p["top"], layers.get("top"), p["disk"]):
-            return False
-        return p["base"] is None or names_layer(p["base"], layers.get("base"), p["disk"])
-
-    def done(self, prior):
-        """Whether an ended commit left the disk where the goal says, by the live XML when it can be read."""
-        goal, state, chain = self.goal, prior["state"], self.chain
-        if not (state == goal or (goal == "ready" and state in ("pivoted", "finished"))):
-            return False
-        if chain is None:
-            return True
-        if state == "pivoted":
-            return same_path(chain[0]["path"], prior["destination"]["path"])
-        if state == "finished":
-            return same_path(chain[0]["path"], ((prior.get("layers") or {}).get("top") or {}).get("path"))
-        top = ((prior.get("layers") or {}).get("top") or {}).get("path")
-        return top is not None and find_layer(chain, top, None) is None
-
     def run(self, job):
-        p, goal = self.p, self.goal
-        if goal == "absent":
-            if job is None or job["state"] in TERMINAL + ("completed",) or job["kind"] not in KINDS:
-                return False, job, "no commit job runs on %s" % self.where
-            if self.module.check_mode:
-                return True, job, "would abort the commit job on %s" % self.where
-            r = self.call("abort", {"jobId": job["jobId"]})
-            return r["changed"], r["job"], "aborted the commit job on %s" % self.where
-        if job is not None and job["state"] in ACTIVE:
-            return self.running(job)
-        prior = next((j for j in reversed(disk_jobs(self.client, p["domain"], p["disk"], KINDS)) if self.matches(j)), None)
-        if prior is not None and self.done(prior):
-            return False, prior, "%s is already %s (job %s)" % (self.where, prior["state"], prior["jobId"])
-        if self.active and self.chain is not None and len(self.chain) == 1 and goal in ("pivoted", "finished"):
-            return False, prior, "%s has a single layer: nothing to commit" % self.where
-        if self.module.check_mode:
-            return True, job, "would commit %s (%s)" % (self.where, goal)
-        when_ready = {"pivoted": "pivot", "finished": "finish"}.get(goal, "none")
-        if not p["wait"] and when_ready != "none":
-            require_daemon(self.module, self.client, "%s when the commit is ready" % when_ready)
-        params = {"domain": p["domain"], "disk": p["disk"], "whenReady": when_ready, "timeout": p["timeout"],
-                  "wait": "none" if not p["wait"] else ("ready" if goal == "ready" else "done")}
-        for opt, key in (("top", "top"), ("base", "base"), ("bandwidth", "bandwidth"), ("job_id", "jobId")):
-            if p[opt] is not None:
-                params[key] = p[opt]
-        if p["shallow"]:
-            params["shallow"] = True
-        r = self.call("blockCommit", params)
-        job = r["job"]
-        if job["state"] in ("failed", "cancelled"):
-            self.fail("the commit of %s %s: %s" % (self.where, job["state"], (job.get("error") or {}).get("message", "")),
-                      (job.get("error") or {}).get("name", "invalidState"), job)
-        return r["changed"], job, "%s %s (%s)" % ("committed" if p["wait"] else "started committing", self.where, job["state"])
-
-    def running(self, job):
-        """A commit already runs on the disk: take it where the goal says."""
-        goal = self.goal
-        if job["kind"] not in KINDS or not self.matches(job):
-            self.fail("disk %s already has a %s job (%s)" % (self.where, job["kind"], job["jobId"]), "jobExists", job)
-        if job["state"] == "cancelling":
-            self.fail("the commit job on %s is being cancelled; run again once it ended" % self.where, "invalidState", job)
-        wait = self.p["wait"]
-        if goal in ("completed", "ready") or job["state"] in ("pivoting", "finishing"):
-            if wait:
-                until = "ready" if goal == "ready" else "done"
-                job = self.call("wait", {"jobId": job["jobId"], "until": until, "timeout": self.p["timeout"]})["job"]
-            return False, job, "a commit of %s already runs (%s)" % (self.where, job["state"])
-        method = "pivot" if goal == "pivoted" else "finish"
-        if self.module.check_mode:
-            return True, job, "would %s the commit of %s" % (method, self.where)
-        if job["state"] == "copying":
-            if not wait:
-                if job.get("whenReady") != method:
-                    self.fail("the commit of %s is still merging and will not %s by itself; run with wait=true" % (self.where, method),
-                              "notReady", job)
-                require_daemon(self.module, self.client, "%s when the commit is ready" % method)
-                return False, job, "the commit of %s is still merging; the agent will %s it when ready" % (self.where, method)
-            self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": self.p["timeout"]})
-        r = self.call(method, {"jobId": job["jobId"], "timeout": self.p["pivot_timeout"]})
-        return r["changed"], r["job"], "%s the commit of %s" % ("pivoted" if method == "pivot" else "finished", self.where)
+        p = self.p
+        history = [] if self.goal == "absent" else disk_jobs(self.client, p["domain"], p["disk"], KINDS)
+        d = commit_decision(p, job, history, self.chain, self.module.check_mode)
+        settled = carry_out(self.module, self.client, d, job)
+        if settled:
+            return settled
+        if d.action == "start":
+            params = {"domain": p["domain"], "disk": p["disk"], "whenReady": d.when_ready, "timeout": p["timeout"], "wait": d.wait}
+            for opt, key in (("top", "top"), ("base", "base"), ("bandwidth", "bandwidth"), ("job_id", "jobId")):
+                if p[opt] is not None:
+                    params[key] = p[opt]
+            if p["shallow"]:
+                params["shallow"] = True
+            r = self.call("blockCommit", params)
+            job = r["job"]
+            if job["state"] in ("failed", "cancelled"):
+                self.fail("the commit of %s/%s %s: %s" % (p["domain"], p["disk"], job["state"], (job.get("error") or {}).get("message", "")),
+                          (job.get("error") or {}).get("name", "invalidState"), job)
+            return r["changed"], job, d.msg % {"state": job["state"]}
+        # switch: wait until ready first if the commit is still merging
+        if d.wait_ready:
+            self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": p["timeout"]})
+        r = self.call(d.method, {"jobId": job["jobId"], "timeout": p["pivot_timeout"]})
+        return r["changed"], r["job"], d.msg
 
 
 def main():
@@ -381,7 +319,7 @@ def main():
     )
     argument_spec.update(CHAIN_ARGS)
     argument_spec.update(CONNECTION_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True, mutually_exclusive=[("shallow", "base")])
+    module = AgentModule(argument_spec=argument_spec, supports_check_mode=True, mutually_exclusive=[("shallow", "base")])
     p = module.params
     check_bandwidth(module)
     if p["timeout"] <= 0 or p["pivot_timeout"] <= 0:

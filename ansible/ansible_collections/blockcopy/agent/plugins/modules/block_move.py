@@ -30,7 +30,7 @@ description:
     (listed in C(already_there)), so a rerun after the move reports C(changed=false).
   - C(changed) is true exactly when the run started a move or pivoted/finished one.
 author:
-  - blockcopy-agent developers
+  - blockcopy-agent developers (@blockcopy-agent)
 extends_documentation_fragment:
   - blockcopy.agent.agent
   - blockcopy.agent.agent.bandwidth
@@ -40,6 +40,7 @@ attributes:
     description: Asks the agent for the move's plan (C(dryRun)) and reports what would change; starts nothing.
   diff_mode:
     support: none
+    description: Reports the plan and the group instead of a diff.
 options:
   domain:
     description:
@@ -132,10 +133,10 @@ EXAMPLES = r'''
 
 RETURN = r'''
 group:
-  description: The move's group as the agent reports it (groupId, state, jobs per disk, overall progress, lastSwitch).
+  description: The move's group as the agent reports it, keys in snake_case (group_id, state, jobs per disk, overall progress, last_switch).
   returned: when a move was started or found under way
   type: dict
-  sample: {groupId: 6b0f, state: pivoted, progress: {cur: 2147483648, end: 2147483648, percent: 100}}
+  sample: {group_id: 6b0f, state: pivoted, progress: {cur: 2147483648, end: 2147483648, percent: 100}}
 plan:
   description: The disks the move copies, each with its source, new file and format.
   returned: always
@@ -183,11 +184,9 @@ reason:
   type: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, check_bandwidth, connect, fail_agent
-
-WHEN_READY = {"pivoted": "pivot", "ready": "none", "finished": "finish"}
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, check_bandwidth, connect, fail_agent, require_daemon
+from ansible_collections.blockcopy.agent.plugins.module_utils.decide import MOVE_WHEN_READY, move_decision
 
 
 def move_params(p, dry_run=False):
@@ -200,7 +199,7 @@ def move_params(p, dry_run=False):
     if dry_run:
         params["dryRun"] = True
         return params
-    params["whenReady"] = WHEN_READY[p["state"]]
+    params["whenReady"] = MOVE_WHEN_READY[p["state"]]
     params["wait"] = "none" if not p["wait"] else ("ready" if p["state"] == "ready" else "done")
     params["timeout"] = p["timeout"]
     if p["remove_source"] and p["state"] == "pivoted":
@@ -212,10 +211,6 @@ def move_params(p, dry_run=False):
     if p["group_id"]:
         params["groupId"] = p["group_id"]
     return params
-
-
-def at_goal(group, state):
-    return group is not None and group["state"] == state
 
 
 def main():
@@ -234,7 +229,7 @@ def main():
         bandwidth=dict(type="raw"),
     )
     argument_spec.update(CONNECTION_ARGS)
-    module = AnsibleModule(
+    module = AgentModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
         mutually_exclusive=[("dir", "pool")],
@@ -248,41 +243,27 @@ def main():
         module.fail_json(msg="timeout must be positive", error="invalidParams")
     if p["remove_source"] and p["state"] != "pivoted":
         module.fail_json(msg="remove_source applies to state=pivoted, not %s" % p["state"], error="invalidParams")
-    where = p["dir"] or "pool %s" % p["pool"]
 
     client = connect(module)
     try:
         plan = client.call_retrying("blockCopyGroup", move_params(p, dry_run=True), timeout=p["timeout"])
-        group = plan.get("group")
-        # Nothing to copy and no move of this VM under way: already there.
-        if not plan["plan"]:
-            changed, result, msg = False, plan, "every disk of %s already is in %s" % (p["domain"], where)
-        elif at_goal(group, p["state"]):
-            changed, result, msg = False, plan, "the move of %s to %s is already %s" % (p["domain"], where, p["state"])
-        elif module.check_mode:
-            changed, result, msg = True, plan, "would move %d disk(s) of %s to %s" % (len(plan["plan"]), p["domain"], where)
-        else:
-            if not p["wait"] and p["state"] != "ready" and not p["endpoint"]:
-                mode = client.call("capabilities")["agent"].get("mode", "stdio")
-                if mode != "daemon":
-                    module.fail_json(msg="wait=false cannot %s when the copies are ready: no blockcopy-agent daemon runs on this "
-                                     "host; start the service or use wait=true" % WHEN_READY[p["state"]], error="noDaemon", changed=False)
-            switch = WHEN_READY[p["state"]]
-            if group is not None and switch != "none" and group.get("whenReady") != switch and p["wait"]:
-                # A move found under way that will not switch by itself: wait for ready, then switch.
-                ready = dict(move_params(p), whenReady=group["whenReady"], wait="ready")
-                client.call_retrying("blockCopyGroup", ready, timeout=p["timeout"])
-                method = "pivotGroup" if switch == "pivot" else "finishGroup"
-                switch_params = {"groupId": group["groupId"]}
-                if p["remove_source"] and method == "pivotGroup":
-                    switch_params["removeSource"] = True
-                done = client.call_retrying(method, switch_params, timeout=p["timeout"])
-                result = dict(plan, group=done["group"])
-                changed = done["changed"]
-            else:
-                result = client.call_retrying("blockCopyGroup", move_params(p), timeout=p["timeout"])
-                changed = result["changed"]
-            msg = "%s %d disk(s) of %s to %s" % ("moved" if p["wait"] else "started moving", len(result.get("plan", [])), p["domain"], where)
+        d = move_decision(p, plan, module.check_mode)
+        result, changed = plan, d.changed
+        if d.needs_daemon:
+            require_daemon(module, client, d.needs_daemon)
+        if d.action == "resume":
+            # A move found under way that will not switch by itself: wait for ready, then switch.
+            ready = dict(move_params(p), whenReady=d.when_ready, wait="ready")
+            client.call_retrying("blockCopyGroup", ready, timeout=p["timeout"])
+            switch_params = {"groupId": d.group_id}
+            if d.remove_source:
+                switch_params["removeSource"] = True
+            done = client.call_retrying(d.method, switch_params, timeout=p["timeout"])
+            result, changed = dict(plan, group=done["group"]), done["changed"]
+        elif d.action == "move":
+            result = client.call_retrying("blockCopyGroup", move_params(p), timeout=p["timeout"])
+            changed = result["changed"]
+        msg = d.msg % {"count": len(result.get("plan", []))} if d.action != "done" else d.msg
     except AgentError as e:
         fail_agent(module, e, changed=False)
     finally:

@@ -24,7 +24,7 @@ description:
     the live XML cannot be read, nothing is done and C(changed=false).
   - The live chain is read from the agent (its C(diskInfo) method), wherever I(endpoint) points.
 author:
-  - blockcopy-agent developers
+  - blockcopy-agent developers (@blockcopy-agent)
 extends_documentation_fragment:
   - blockcopy.agent.agent
   - blockcopy.agent.agent.bandwidth
@@ -98,11 +98,11 @@ EXAMPLES = r'''
 
 RETURN = r'''
 job:
-  description: The disk's pull job as the agent reports it (see the agent's Job schema).
+  description: The disk's pull job as the agent reports it (the agent's Job schema, each key in snake_case - jobId is job_id).
   returned: when a job exists or was created
   type: dict
   contains:
-    jobId:
+    job_id:
       description: The job's id.
       type: str
     kind:
@@ -137,13 +137,13 @@ job:
     owner:
       description: agent, or adopted (a pull started elsewhere).
       type: str
-    createdAt:
+    created_at:
       description: When the job was created (ISO 8601).
       type: str
-    updatedAt:
+    updated_at:
       description: When the job's state last changed (ISO 8601).
       type: str
-    endedAt:
+    ended_at:
       description: When the job reached a terminal state.
       type: str
       returned: once ended
@@ -201,57 +201,25 @@ diff:
   sample: {before: {state: absent, chain: [/i/top.qcow2, /i/base.qcow2]}, after: {state: completed, kind: pull, chain: [/i/top.qcow2]}}
 '''
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.chain import (
-    ACTIVE, CHAIN_ARGS, chain_view, disk_job, disk_jobs, find_layer, job_view, live_chain, names_layer)
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, check_bandwidth, connect, fail_agent
-
-
-def matches(job, p):
-    base = (job.get("layers") or {}).get("base")
-    if p["base"] is None:
-        return base is None
-    return names_layer(p["base"], base, p["disk"])
-
-
-def flattened(chain, p):
-    """Whether the live chain is what the pull would leave."""
-    if p["base"] is None:
-        return len(chain) == 1
-    return find_layer(chain, p["base"], p["disk"]) == 1
+from ansible_collections.blockcopy.agent.plugins.module_utils.chain import CHAIN_ARGS, chain_view, disk_job, disk_jobs, job_view, live_chain
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, carry_out, check_bandwidth, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.decide import pull_decision
 
 
 def run(module, client, job, chain):
+    """Carries out pull_decision (module_utils/decide.py)."""
     p = module.params
-    where = "%s/%s" % (p["domain"], p["disk"])
 
     def call(method, params):
         return client.call_retrying(method, params, timeout=p["timeout"])
 
-    running = job is not None and job["state"] in ACTIVE
-    if p["state"] == "absent":
-        if not running or job["kind"] != "pull":
-            return False, job if job is not None and job["kind"] == "pull" else None, "no pull job runs on %s" % where
-        if module.check_mode:
-            return True, job, "would abort the pull job on %s" % where
-        r = call("abort", {"jobId": job["jobId"]})
-        return r["changed"], r["job"], "aborted the pull job on %s" % where
-    if running:
-        if job["kind"] != "pull" or not matches(job, p):
-            module.fail_json(msg="disk %s already has a %s job (%s)" % (where, job["kind"], job["jobId"]), error="jobExists",
-                             job=job, changed=False)
-        if p["wait"] and not module.check_mode:
-            job = call("wait", {"jobId": job["jobId"], "until": "done", "timeout": p["timeout"]})["job"]
-        return False, job, "a pull of %s already runs (%s)" % (where, job["state"])
-    prior = next((j for j in reversed(disk_jobs(client, p["domain"], p["disk"], ("pull",))) if matches(j, p)), None)
-    if chain is not None and flattened(chain, p):
-        return False, prior, "%s is already pulled down to %s" % (where, p["base"] or "a single layer")
-    if chain is None and prior is not None and prior["state"] == "completed":
-        return False, prior, "%s is already pulled (job %s)" % (where, prior["jobId"])
-    if module.check_mode:
-        return True, None, "would pull %s down to %s" % (where, p["base"] or "a single layer")
-    params = {"domain": p["domain"], "disk": p["disk"], "wait": "done" if p["wait"] else "none", "timeout": p["timeout"]}
+    history = [] if p["state"] == "absent" else disk_jobs(client, p["domain"], p["disk"], ("pull",))
+    d = pull_decision(p, job, history, chain, module.check_mode)
+    settled = carry_out(module, client, d, job)
+    if settled:
+        return settled
+    params = {"domain": p["domain"], "disk": p["disk"], "wait": d.wait, "timeout": p["timeout"]}
     for opt, key in (("base", "base"), ("bandwidth", "bandwidth"), ("job_id", "jobId")):
         if p[opt] is not None:
             params[key] = p[opt]
@@ -259,9 +227,9 @@ def run(module, client, job, chain):
     job = r["job"]
     if job["state"] in ("failed", "cancelled"):
         err = job.get("error") or {}
-        module.fail_json(msg="the pull of %s %s: %s" % (where, job["state"], err.get("message", "")), error=err.get("name", "invalidState"),
-                         job=job, changed=False)
-    return r["changed"], job, "%s %s (%s)" % ("pulled" if p["wait"] else "started pulling", where, job["state"])
+        module.fail_json(msg="the pull of %s/%s %s: %s" % (p["domain"], p["disk"], job["state"], err.get("message", "")),
+                         error=err.get("name", "invalidState"), job=job, changed=False)
+    return r["changed"], job, d.msg % {"state": job["state"]}
 
 
 def main():
@@ -277,7 +245,7 @@ def main():
     )
     argument_spec.update(CHAIN_ARGS)
     argument_spec.update(CONNECTION_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AgentModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     check_bandwidth(module)
     if p["timeout"] <= 0:

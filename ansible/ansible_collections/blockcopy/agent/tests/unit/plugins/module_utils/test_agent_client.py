@@ -19,7 +19,8 @@ import threading
 import unittest
 
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import (
-    AgentClient, AgentError, InsecureTokenError, StdioTransport, WebSocketTransport, check_token_transport)
+    HAS_WEBSOCKET_CLIENT, AgentClient, AgentError, InsecureTokenError, LibraryWebSocketTransport, StdioTransport,
+    WebSocketTransport, accept_value, check_token_transport)
 
 FAKE_AGENT = r'''
 import json, sys
@@ -167,6 +168,51 @@ class WebSocketTests(unittest.TestCase):
     def test_bad_scheme(self):
         with self.assertRaises(AgentError):
             WebSocketTransport("http://127.0.0.1:1")
+
+    def silent_peer(self, transport_class):
+        # A host cut off from the network closes nothing: the call must not wait for its deadline.
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        frames = []
+
+        def accept_then_fall_silent():
+            conn, _ = listener.accept()
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            key = [line.split(":", 1)[1].strip() for line in data.decode("latin-1").split("\r\n")
+                   if line.lower().startswith("sec-websocket-key:")][0]
+            conn.sendall(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                          "Sec-WebSocket-Accept: %s\r\n\r\n" % accept_value(key)).encode("ascii"))
+            conn.settimeout(5)
+            try:
+                while True:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    frames.append(bytearray(chunk)[0] & 0x0F)
+            except OSError:
+                pass
+            conn.close()
+        th = threading.Thread(target=accept_then_fall_silent)
+        th.start()
+        transport = transport_class("ws://127.0.0.1:%d" % listener.getsockname()[1], connection_timeout=1)
+        with self.assertRaises(AgentError) as cm:
+            AgentClient(transport, call_timeout=20).call("wait", {})
+        transport.close()
+        th.join(10)
+        listener.close()
+        self.assertIn("lost the connection to the agent", cm.exception.message)
+        self.assertEqual(cm.exception.name, "transport")
+        self.assertIn(0x9, frames, "the client pinged before giving up")
+
+    def test_a_silent_peer_is_a_lost_connection_within_the_bound(self):
+        self.silent_peer(WebSocketTransport)
+
+    @unittest.skipUnless(HAS_WEBSOCKET_CLIENT, "websocket-client (python3-websocket) is not installed")
+    def test_a_silent_peer_is_a_lost_connection_within_the_bound_library(self):
+        self.silent_peer(LibraryWebSocketTransport)
 
 
 def non_loopback_address():
