@@ -4,13 +4,16 @@
       "target_name": "blockcopy_libvirt",
       "sources": [
         "native/src/addon.cc",
+        "native/src/backup.cc",
         "native/src/calls.cc",
         "native/src/chain.cc",
         "native/src/connection.cc",
         "native/src/event_loop.cc",
         "native/src/events.cc",
         "native/src/lock.cc",
+        "native/src/notify.cc",
         "native/src/sink.cc",
+        "native/src/typed_params.cc",
         "native/src/worker.cc",
         "native/src/values.cc"
       ],

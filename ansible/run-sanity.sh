@@ -3,7 +3,7 @@
 # ansible-test's pep8, pylint, yamllint, import, ansible-doc, validate-modules and
 # runtime-metadata tests create a venv and pip-install into it, which cannot work without
 # PyPI; ansible-doc, pycodestyle, pylint, yamllint and plain imports stand in for them here.
-# validate-modules has no offline stand-in.
+# validate-modules itself runs: in a venv seeded here over Debian's python3-voluptuous.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 coll="$here/ansible_collections/blockcopy/agent"
@@ -21,8 +21,11 @@ ansible-test sanity --python "$(/usr/bin/python3 -c 'import sys; print("%d.%d" %
 # ansible-test prints failures and exits non-zero; rerun quietly to get the status.
 ansible-test sanity --python "$(/usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" "${args[@]}" >/dev/null 2>&1
 
+echo "== validate-modules (ansible-test, offline)"
+bash "$here/validate-modules.sh"
+bash "$here/validate-modules-selftest.sh"
 echo "== ansible-doc"
-for m in block_copy block_copy_info disk_snapshot block_commit block_pull block_move; do
+for m in block_copy block_copy_info disk_snapshot block_commit block_pull block_move block_backup checkpoint_info; do
   out=$(ansible-doc -t module "blockcopy.agent.$m" 2>&1)
   if grep -q 'ERROR' <<<"$out"; then echo "$out"; exit 1; fi
   echo "blockcopy.agent.$m: renders ($(wc -l <<<"$out") lines)"
@@ -30,9 +33,10 @@ done
 echo "== imports"
 (cd "$here" && /usr/bin/python3 -c '
 import importlib
-for m in ("plugins.module_utils.agent_client", "plugins.module_utils.common", "plugins.module_utils.chain",
+for m in ("plugins.module_utils.agent_client", "plugins.module_utils.common", "plugins.module_utils.chain", "plugins.module_utils.decide",
           "plugins.modules.block_copy", "plugins.modules.block_copy_info", "plugins.modules.disk_snapshot",
           "plugins.modules.block_commit", "plugins.modules.block_pull", "plugins.modules.block_move",
+          "plugins.modules.block_backup", "plugins.modules.checkpoint_info",
           "plugins.doc_fragments.agent"):
     importlib.import_module("ansible_collections.blockcopy.agent." + m)
 print("all modules import")')

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { domainType } from '../harness/hypervisor.js';
 import { type BenchContext, type SuiteResult, round } from './lib.js';
+import { backup } from './suites/backup.js';
 import { bindingChurn, libvirtdHang } from './suites/binding.js';
 import { cliLatency } from './suites/cli-latency.js';
 import { controlPlane } from './suites/control-plane.js';
@@ -30,6 +31,7 @@ const SUITES: Record<string, (ctx: BenchContext) => Promise<SuiteResult>> = {
   bindingChurn,
   hostileClients,
   cliLatency,
+  backup,
 };
 
 function machine() {

@@ -7,7 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { NODE_FLAGS } from '../src/cli/node-flags.js';
 import { AgentClient } from '../src/client/index.js';
 import { makeDestinationCheck } from '../src/destination/policy.js';
-import type { Job, JobState } from '../src/generated/api.js';
+import type { AnyJob, BackupJob, Job, JobState } from '../src/generated/api.js';
+import { isBackupJob, isBlockJob } from '../src/job-types.js';
 import { scratchDir, TEST_ROOT, type TeardownHost } from './hypervisor.js';
 
 export const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -56,6 +57,10 @@ export interface ServeOptions {
   port?: number;
   /** Extra environment for the agent process (e.g. BLOCKCOPY_FAULT_KILL_AT). */
   env?: Record<string, string>;
+  /** A command the agent runs under, e.g. ['ip', 'netns', 'exec', NS] (it must exec the agent: signals reach it). */
+  wrap?: string[];
+  /** The host of the returned url (default 127.0.0.1), for an agent listening elsewhere. */
+  urlHost?: string;
 }
 
 /** `blockcopy-agent serve` on an ephemeral loopback port, with a tokens file (0600). */
@@ -77,9 +82,11 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
       ...rest,
     }),
   );
+  const [command, ...prefix] = [...(opts.wrap ?? []), process.execPath];
   const child = spawn(
-    process.execPath,
+    command!,
     [
+      ...prefix,
       ...NODE_FLAGS,
       CLI,
       'serve',
@@ -118,7 +125,7 @@ export async function serveAgent(host: TeardownHost, opts: ServeOptions = {}): P
     child.once('exit', (code) => reject(new Error(`agent exited with ${code}: ${buf}`)));
   });
   const tls = !!opts.config?.tls;
-  const url = `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}`;
+  const url = `${tls ? 'wss' : 'ws'}://${opts.urlHost ?? '127.0.0.1'}:${port}`;
   const headers = { authorization: `Bearer ${token}` };
   return {
     process: child,
@@ -163,11 +170,24 @@ export class JobWatch {
   }
 }
 
+/** The block job a call about a copy, commit or pull answers (a backup there is a test's failure). */
+export function blockJob(j: AnyJob): Job {
+  if (!isBlockJob(j)) throw new Error(`job ${j.jobId} is a ${j.kind} job, not a block job`);
+  return j;
+}
+
+/** The backup a call about a backup answers (a block job there is a test's failure). */
+export function backupJob(j: AnyJob): BackupJob {
+  if (!isBackupJob(j)) throw new Error(`job ${j.jobId} is a ${j.kind} job, not a backup`);
+  return j;
+}
+
 /** Resolves once the job is in one of `states`, polling jobInfo (notifications are tested separately). */
 export async function untilState(client: AgentClient, jobId: string, states: JobState[], timeoutMs = 120_000): Promise<Job> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const { job } = await client.call('jobInfo', { jobId });
+    if (!isBlockJob(job)) throw new Error(`job ${jobId} is a ${job.kind} job, not a block job`);
     if (states.includes(job.state)) return job;
     if (Date.now() > deadline) throw new Error(`job ${jobId} stayed ${job.state}`);
     await new Promise((r) => setTimeout(r, 200));

@@ -104,14 +104,16 @@ export async function createImage(
   await run('qemu-img', args);
 }
 
-/** A fresh directory under TEST_ROOT, marked with its owner's pid, traversable by QEMU. */
-export function scratchDir(prefix: string): string {
+/** A fresh directory under TEST_ROOT, marked with its owner's pid, traversable by QEMU; with `host`,
+ *  removed at its teardown (else swept by cleanupStale once its process is gone). */
+export function scratchDir(prefix: string, host?: TeardownHost): string {
   execFileSync('mkdir', ['-p', TEST_ROOT]);
   chmodSync(TEST_ROOT, 0o755);
   const dir = mkdtempSync(join(TEST_ROOT, prefix));
   chmodSync(dir, 0o755);
   // Who owns it, so that a sweep never takes a running test's (or demo's) files away.
   writeFileSync(join(dir, OWNER), String(process.pid));
+  host?.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 

@@ -1,12 +1,13 @@
 // Composition root: libvirt connection → job manager → RPC server → transports.
 import { randomBytes, type X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { openAudit } from './audit.js';
 import type { ResolvedConfig } from './config.js';
 import { loadDestinationPolicy, makeDestinationCheck } from './destination/policy.js';
 import { GroupManager } from './jobs/groups/manager.js';
 import { SnapshotService } from './jobs/kinds/snapshot/snapshot.js';
+import { BackupService } from './jobs/kinds/backup/service.js';
+import { AllJobs } from './jobs/all-jobs.js';
 import { recoverSnapshots } from './jobs/kinds/snapshot/recover.js';
 import { JobManager } from './jobs/manager.js';
 import { openConnection } from './libvirt/index.js';
@@ -18,7 +19,7 @@ import { RpcServer } from './rpc/server.js';
 import { SchemaSet } from './schemas.js';
 import { resolvesToLoopbackOnly } from './net/addresses.js';
 import { Authenticator, loadTokens, type AuthPolicy, type TokenEntry } from './transport/auth.js';
-import { pemCertificates } from './transport/peer-cert.js';
+import { readTls } from './transport/tls-material.js';
 import type { FlowLimits } from './transport/flow.js';
 import { checkOwnDirectory } from './own-files.js';
 import { acquireStateLock, type LockInfo } from './state-lock.js';
@@ -50,7 +51,7 @@ export interface Agent {
   readonly stdioEnded: Promise<StdioEnd>;
   /**
    * Applies the auth rules, Host/Origin rules, tokens file and TLS material of `next` (the config
-   * read again on SIGHUP; default: the running one, files read again). Open sessions whose
+   * read again on SIGHUP; default: the running one, files read again), and the metrics' own. Open sessions whose
    * credential no longer passes, or now makes another principal, are closed. On a bad file or
    * rule, the old credentials stay and the error is thrown. Other settings need a restart.
    */
@@ -66,19 +67,6 @@ export class StateDirBusy extends Error {
         : 'another agent owns this state directory (it has not yet said who it is)',
     );
   }
-}
-
-function readTls(tls: NonNullable<ResolvedConfig['tls']>) {
-  const material = {
-    cert: readFileSync(tls.cert),
-    key: readFileSync(tls.key),
-    ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
-    requestCert: !!tls.ca,
-    rejectUnauthorized: !!tls.ca && !!tls.requireClientCert,
-  };
-  const clientCas = material.ca ? pemCertificates(material.ca) : [];
-  if (material.ca && clientCas.length === 0) throw new Error(`the CA file ${tls.ca} holds no certificate`);
-  return { material, clientCas, serverCert: pemCertificates(material.cert)[0] ?? null };
 }
 
 /**
@@ -199,17 +187,28 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       log,
       pollIntervalMs: cfg.pollIntervalMs,
       maxConcurrentCopies: cfg.maxConcurrentCopies,
+      domains: cfg.domains,
       agentVersion: VERSION,
       agentMode: opts.mode ?? 'daemon',
       checkDestination: makeDestinationCheck(destinationPolicy),
       cleanupPolicy: { roots: destinationPolicy.roots, trustedOwners: destinationPolicy.trustedOwners },
+      otherJob: (jobId) => backups.get(jobId),
     });
+    // The domain-job kinds (backups) beside the block jobs: one surface, one id space (all-jobs.ts).
+    const backups: BackupService = new BackupService({
+      jobs,
+      checkDestination: makeDestinationCheck(destinationPolicy),
+      allowedPools: cfg.allowedPools ?? [],
+      log,
+      pollIntervalMs: cfg.pollIntervalMs,
+    });
+    const allJobs = new AllJobs(jobs, backups);
     // The connection in use at the end (the supervisor may have replaced the first one).
     teardown.add('libvirt connection', () => jobs.connection.close());
     teardown.add('job manager', () => jobs.stop());
     // Runs first of the three: no reconnect while the job manager stops and the connection closes.
     teardown.add('connection supervisor', () => supervisor.stop());
-    metrics?.observeJobs(jobs);
+    metrics?.observeJobs(allJobs);
     await jobs.start();
     supervisor.watch(conn, jobs);
     // Snapshots a crash interrupted: settled from the live XML before any new call is served.
@@ -222,6 +221,8 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
           .settleLeftovers(opts.audit ?? audit.write)
           .catch((e: unknown) => log.error('cannot settle snapshot records after a reconnect', { error: e }));
     });
+    teardown.add('backups', () => backups.stop());
+    await backups.start();
     const groups = new GroupManager({
       jobs,
       log,
@@ -231,9 +232,10 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     teardown.add('group manager', () => groups.stop());
     await groups.start();
     rpc = new RpcServer({
-      service: jobs,
+      service: allJobs,
       groups,
       snapshots,
+      backups,
       log,
       version: VERSION,
       schemas,
@@ -246,7 +248,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     teardown.add('RPC server', () => rpc.close());
     if (metrics) {
       const { startMetricsServer } = await import('./metrics/http.js');
-      const served = await startMetricsServer(metrics, { host: cfg.metrics.host, port: cfg.metrics.port }, log);
+      const served = await startMetricsServer(metrics, cfg.metrics, schemas, log);
       teardown.add('metrics listener', () => served.close());
       metricsServer = served;
     }
@@ -305,7 +307,12 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
     metrics: metricsServer,
     stdioEnded,
     reload(next = cfg) {
-      if (!ws || !auth) return { closed: 0 };
+      // The metrics' certificates and tokens are read first too, put in force with the rest.
+      const metricsReloaded = cfg.metrics.enabled && metricsServer ? metricsServer.prepareReload(next.metrics) : () => {};
+      if (!ws || !auth) {
+        metricsReloaded();
+        return { closed: 0 };
+      }
       if (!!next.tls !== !!tls || !next.listen.enabled) {
         throw new Error('a reload cannot turn TLS or the listener on or off: restart the agent');
       }
@@ -316,6 +323,7 @@ export async function startAgent(cfg: ResolvedConfig, opts: AgentOptions): Promi
       const nextTokens = readTokens(next);
       const nextTls = next.tls ? readTls(next.tls) : null;
       auth.setPolicy(policy(next, nextTls, nextTokens));
+      metricsReloaded();
       if (nextTls) ws.setTls(nextTls.material);
       ws.setOrigins(originRules(next, nextTls?.serverCert ?? null));
       // Every open session judged again: token, certificate chain and subject, read-only rules.

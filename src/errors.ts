@@ -121,6 +121,12 @@ export const ERRORS = {
     description:
       "The destination's filesystem (or block device) has less room than the copy can need (a group: its copies on that filesystem together): data.needed and data.available in bytes, data.path and data.filesystem, data.disks each copy's figure; nothing was started or created. The figure's rule is in docs/jobs.md (Pre-flight).",
   },
+  backupRunning: {
+    code: -32025,
+    retryable: true,
+    description:
+      "A backup of this domain already runs (the agent's, data.jobId, or one started elsewhere, e.g. virsh backup-begin): libvirt runs one per domain; retry once it has ended.",
+  },
 } as const satisfies Record<SchemaErrorName, ErrorInfo>;
 
 /**

@@ -1,4 +1,7 @@
 // Settings and helpers every suite shares.
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import * as hv from '../../harness/hypervisor.js';
 import { MiB } from '../lib.js';
 
@@ -14,4 +17,10 @@ export async function fill(dom: hv.TestDomain, target: string, sizeMiB: number, 
   for (let off = 0; off < sizeMiB; off += 256) {
     await hv.guestWrite(dom, target, { pattern, offset: off * MiB, length: Math.min(256, sizeMiB - off) * MiB });
   }
+}
+
+/** Every timed run starts from the same state: dirty data written back, page cache dropped. */
+export async function settle(): Promise<void> {
+  await promisify(execFile)('sync');
+  writeFileSync('/proc/sys/vm/drop_caches', '3\n');
 }

@@ -6,6 +6,7 @@ import * as hv from '../../harness/hypervisor.js';
 import { serveAgent } from '../../harness/agent.js';
 import { BENCH_AGENT_CONFIG, fill } from './common.js';
 import { MiB, Scope, now, round, type BenchContext, type SuiteResult } from '../lib.js';
+import { isBlockJob } from '../../src/job-types.js';
 
 export async function convergence(ctx: BenchContext): Promise<SuiteResult> {
   const scope = new Scope();
@@ -45,6 +46,7 @@ export async function convergence(ctx: BenchContext): Promise<SuiteResult> {
       const sampler = setInterval(() => {
         void client.call('jobInfo', { jobId: `conv-${mode}` }).then(
           ({ job }) => {
+            if (!isBlockJob(job)) return;
             samples.push(
               `${round((now() - t0) / 1000, 1)} s: ${job.state} ${round(Number(job.progress.cur) / MiB, 0)}/${round(Number(job.progress.end) / MiB, 0)} MiB, rate ${job.progress.rate === null ? '-' : round(job.progress.rate / MiB, 1) + ' MiB/s'}`,
             );

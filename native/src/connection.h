@@ -55,6 +55,13 @@ class Connection : public Napi::ObjectWrap<Connection> {
   Napi::Value SnapshotCreateXml(const Napi::CallbackInfo& info);
   Napi::Value BlockCommit(const Napi::CallbackInfo& info);
   Napi::Value BlockPull(const Napi::CallbackInfo& info);
+  // backup.cc
+  Napi::Value BackupBegin(const Napi::CallbackInfo& info);
+  Napi::Value BackupGetXmlDesc(const Napi::CallbackInfo& info);
+  Napi::Value AbortJob(const Napi::CallbackInfo& info);
+  Napi::Value GetJobStats(const Napi::CallbackInfo& info);
+  Napi::Value ListCheckpoints(const Napi::CallbackInfo& info);
+  Napi::Value CheckpointDelete(const Napi::CallbackInfo& info);
   Napi::Value GetBlockJobInfo(const Napi::CallbackInfo& info);
   Napi::Value GetBlockInfo(const Napi::CallbackInfo& info);
   Napi::Value BlockJobAbort(const Napi::CallbackInfo& info);

@@ -3,6 +3,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "typed_params.h"
 #include "values.h"
 
 namespace bca {
@@ -85,6 +86,8 @@ const char* CloseReasonName(int r) {
 struct EventMessage : Message {
   std::shared_ptr<JsSide> js;
   bool blockJob = false;
+  bool jobCompleted = false;
+  TypedValues stats;  // job completed: the completed job's stats, as virDomainGetJobStats
   std::string name, uuid, disk;
   int a = 0;  // block job: type;   lifecycle: event
   int b = 0;  // block job: status; lifecycle: detail
@@ -98,7 +101,10 @@ struct EventMessage : Message {
     dom.Set("name", name);
     dom.Set("uuid", uuid);
     ev.Set("domain", dom);
-    if (blockJob) {
+    if (jobCompleted) {
+      ev.Set("kind", "jobCompleted");
+      ev.Set("stats", TypedValuesToJs(env, stats));
+    } else if (blockJob) {
       ev.Set("kind", "blockJob");
       ev.Set("disk", disk);
       ev.Set("type", BlockJobTypeName(a));
@@ -150,6 +156,16 @@ int OnLifecycle(virConnectPtr, virDomainPtr dom, int event, int detail, void* op
   p->b = detail;
   link->sink->Post(std::move(p));
   return 0;
+}
+
+// JOB_COMPLETED: libvirt frees params when this returns, so they are copied first.
+void OnJobCompleted(virConnectPtr, virDomainPtr dom, virTypedParameterPtr params, int nparams, void* opaque) {
+  auto link = GetLink(opaque);
+  if (!link) return;
+  auto p = PayloadFor(link, dom);
+  p->jobCompleted = true;
+  p->stats = CopyTypedParams(params, nparams);
+  link->sink->Post(std::move(p));
 }
 
 void OnClose(virConnectPtr, int reason, void* opaque) {
@@ -208,10 +224,23 @@ void Registrations::Subscribe(virConnectPtr conn) {
     RemoveLink(bk);
     throw;
   }
+  uint64_t jk = AddLink(link_);
+  int jc;
+  try {
+    jc = RegisterOne(conn, VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, VIR_DOMAIN_EVENT_CALLBACK(OnJobCompleted), jk);
+  } catch (...) {
+    if (virConnectDomainEventDeregisterAny(conn, bj) < 0) virResetLastError();
+    if (virConnectDomainEventDeregisterAny(conn, lc) < 0) virResetLastError();
+    RemoveLink(bk);
+    RemoveLink(lk);
+    throw;
+  }
   blockJobId_ = bj;
   lifecycleId_ = lc;
+  jobCompletedId_ = jc;
   blockJobKey_ = bk;
   lifecycleKey_ = lk;
+  jobCompletedKey_ = jk;
 }
 
 void Registrations::Unsubscribe(virConnectPtr conn) {
@@ -223,11 +252,13 @@ void Registrations::UnsubscribeLocked(virConnectPtr conn) {
   // Failures mean the connection is already gone; libvirt then frees the registrations itself.
   if (blockJobId_ >= 0 && virConnectDomainEventDeregisterAny(conn, blockJobId_) < 0) virResetLastError();
   if (lifecycleId_ >= 0 && virConnectDomainEventDeregisterAny(conn, lifecycleId_) < 0) virResetLastError();
+  if (jobCompletedId_ >= 0 && virConnectDomainEventDeregisterAny(conn, jobCompletedId_) < 0) virResetLastError();
   // The table entries go now: a late callback finds nothing.
   RemoveLink(blockJobKey_);
   RemoveLink(lifecycleKey_);
-  blockJobId_ = lifecycleId_ = -1;
-  blockJobKey_ = lifecycleKey_ = 0;
+  RemoveLink(jobCompletedKey_);
+  blockJobId_ = lifecycleId_ = jobCompletedId_ = -1;
+  blockJobKey_ = lifecycleKey_ = jobCompletedKey_ = 0;
 }
 
 void Registrations::WatchClose(virConnectPtr conn) {

@@ -1,4 +1,4 @@
-// libvirt callbacks (close, BLOCK_JOB_2, lifecycle) and their delivery to the JS object.
+// libvirt callbacks (close, BLOCK_JOB_2, lifecycle, JOB_COMPLETED) and their delivery to the JS object.
 //
 // libvirt gets an integer id, never a pointer: the callbacks look the id up in a locked table
 // (as libvirt-go-module does), so a call arriving after the binding forgot the registration, or
@@ -52,8 +52,8 @@ class Registrations {
   std::mutex m_;
   bool cleared_ = false;
   std::shared_ptr<Link> link_;
-  int blockJobId_ = -1, lifecycleId_ = -1;
-  uint64_t blockJobKey_ = 0, lifecycleKey_ = 0, closeKey_ = 0;
+  int blockJobId_ = -1, lifecycleId_ = -1, jobCompletedId_ = -1;
+  uint64_t blockJobKey_ = 0, lifecycleKey_ = 0, jobCompletedKey_ = 0, closeKey_ = 0;
 };
 
 }  // namespace bca

@@ -38,6 +38,7 @@ export const OPTIONS = {
   'max-pause': { type: 'string' },
   diskspec: { type: 'string', multiple: true },
   quiesce: { type: 'string' },
+  checksum: { type: 'string' },
   top: { type: 'string' },
   base: { type: 'string' },
   active: { type: 'boolean' },
@@ -48,6 +49,9 @@ export const OPTIONS = {
   pool: { type: 'string' },
   disks: { type: 'string' },
   'dry-run': { type: 'boolean' },
+  incremental: { type: 'string' },
+  checkpoint: { type: 'string' },
+  keep: { type: 'string' },
 } as const;
 
 export class UsageError extends Error {}

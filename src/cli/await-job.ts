@@ -2,7 +2,8 @@
 // (a copy still in phase 1 is cancelled; anything else is left as it is, and the caller told),
 // and the outcome turned into an exit code when it is not what the caller asked for.
 import type { AgentClient } from '../client/index.js';
-import type { Job } from '../generated/api.js';
+import type { AnyJob } from '../generated/api.js';
+import { isBlockJob } from '../job-types.js';
 import { EXIT } from './args.js';
 import { closeClient } from './connect.js';
 import type { reporter } from './output.js';
@@ -10,13 +11,13 @@ import type { reporter } from './output.js';
 type Reporter = ReturnType<typeof reporter>;
 
 /** The job at ready or at its end, or the exit code when it timed out, failed or was cancelled. */
-export async function awaitJob(
+export async function awaitJob<J extends AnyJob>(
   client: AgentClient,
   out: Reporter,
-  job: Job,
+  job: J,
   until: 'ready' | 'done',
   opts: { cancelInPhase1: boolean },
-): Promise<{ final: Job } | { exit: number }> {
+): Promise<{ final: J } | { exit: number }> {
   let interrupted = false;
   const onSigint = () => {
     interrupted = true;
@@ -36,7 +37,8 @@ export async function awaitJob(
     });
   };
   process.once('SIGINT', onSigint);
-  const final = (await client.call('wait', { jobId: job.jobId, until })).job;
+  // The job of that id, so of the same kind.
+  const final = (await client.call('wait', { jobId: job.jobId, until })).job as J;
   process.off('SIGINT', onSigint);
   if (interrupted) return new Promise(() => {}); // the handler exits
   if (final.error?.name === 'timeout') {
@@ -44,7 +46,10 @@ export async function awaitJob(
     return { exit: EXIT.timeout };
   }
   if (final.state === 'failed' || final.state === 'cancelled') {
-    out.say(`${final.state}: ${final.error?.message ?? final.evidence ?? ''}`, { event: final.state, job: final });
+    out.say(`${final.state}: ${final.error?.message ?? (isBlockJob(final) ? final.evidence : final.error?.evidence) ?? ''}`, {
+      event: final.state,
+      job: final,
+    });
     return { exit: EXIT.agentError };
   }
   return { final };

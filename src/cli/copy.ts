@@ -1,7 +1,8 @@
 // The verbs that start copies and follow them: copy (like virsh blockcopy --wait --pivot) and
 // copy-group; Ctrl-C during phase 1 cancels the copy, later it leaves it running.
 import { AgentClient, RpcError } from '../client/index.js';
-import type { BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
+import type { AnyJob, BlockCopyGroupParams, BlockCopyParams, Group, Job } from '../generated/api.js';
+import { isBlockJob } from '../job-types.js';
 import { bandwidthOption, EXIT, num, UsageError, type Values } from './args.js';
 import { groupSummary, jsonLines, reporter } from './output.js';
 import { awaitJob } from './await-job.js';
@@ -107,7 +108,9 @@ async function followGroup(client: AgentClient, params: BlockCopyGroupParams, pa
   const { domain } = params;
   const out = reporter(jsonLines(v));
   const shown = new Map<string, Job>();
-  client.on('job.changed', (j: Job) => {
+  client.on('job.changed', (j: AnyJob) => {
+    // A backup of the domain is not one of the group's copies.
+    if (!isBlockJob(j)) return;
     const ours = pairs.some((p) => p.startsWith(`${j.disk}=`)) && (j.domain.name === domain || j.domain.uuid === domain) && !!j.groupId;
     if (!ours) return;
     shown.set(j.disk, j);

@@ -2,21 +2,32 @@
 // blockcopy-agent: serve (WebSocket, optionally stdio), stdio, config check, and the client verbs.
 // Each command loads only what it needs: a client verb never loads the agent, ajv's schemas or
 // the libvirt binding (they cost most of a short command's time).
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Overrides } from '../config.js';
 import type { Level } from '../log.js';
 import { VERSION } from '../version.js';
-import { CLIENT_HELP, isClientCommand, runClientCommand } from './verbs.js';
+import { exitOnClosedStdout } from './output.js';
+import { CLIENT_HELP, exitWithClientCommand, isClientCommand } from './verbs.js';
 
 const HELP = (optionsHelp: () => string): Record<string, string> => ({
-  main: `blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0
+  // help2man reads it (debian/rules makes blockcopy-agent(8) from it): `Usage:` and `or:` lines
+  // become the SYNOPSIS, the rest the DESCRIPTION.
+  main: `Usage: blockcopy-agent serve [options]
+  or:  blockcopy-agent stdio [options]
+  or:  blockcopy-agent config check FILE
+  or:  blockcopy-agent restore MANIFEST --disk DISK --output PATH [--upto ID|CHECKPOINT]
+  or:  blockcopy-agent CLIENT-COMMAND ARGUMENTS... [options]
+  or:  blockcopy-agent --version
+blockcopy-agent ${VERSION}: live block copy of running VM disks through libvirt, over JSON-RPC 2.0.
 
-Usage:
-  blockcopy-agent serve [options]        serve JSON-RPC on WebSocket (and stdio with --stdio)
-  blockcopy-agent stdio [options]        serve JSON-RPC on stdin/stdout only; relays to a
-                                         running agent that owns the same state directory
-  blockcopy-agent config check FILE      validate a configuration file and print what is wrong
-  blockcopy-agent --version
+Agent commands:
+  serve [options]        serve JSON-RPC on WebSocket (and stdio with --stdio)
+  stdio [options]        serve JSON-RPC on stdin/stdout only; relays to a running agent that
+                         owns the same state directory
+  config check FILE      validate a configuration file and print what is wrong
+  restore MANIFEST --disk DISK --output PATH [--upto ID|CHECKPOINT]
+                         rebuild a disk from its backups, offline (no agent)
 
 Run 'blockcopy-agent COMMAND --help' for a command's options.
 
@@ -26,7 +37,9 @@ ${CLIENT_HELP}`,
 Serves JSON-RPC 2.0 on a WebSocket (see --listen-host, --listen-port). SIGTERM/SIGINT stop the agent
 cleanly; running copies continue inside QEMU and are adopted at the next start. SIGHUP
 reloads the config's auth and Host/Origin rules, the tokens file and the TLS material (connections
-whose credentials no longer pass, or now make another principal, are closed).
+whose credentials no longer pass, or now make another principal, are closed). Under systemd
+(NOTIFY_SOCKET set, Type=notify) it reports readiness, reloads and stopping, and pings the
+watchdog when WATCHDOG_USEC asks for it (see docs/operations.md).
 
 Options (each also an environment variable; flags win over the environment, the environment
 over the file, the file over the defaults of schemas/config.schema.json):
@@ -82,16 +95,13 @@ function fail(msg: string, code = 2): never {
 }
 
 async function main(argv: string[]): Promise<void> {
-  // The reader went away (a closed pipe, a caller that exited): nobody is left to answer.
-  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(0);
-    throw e;
-  });
-  if (isClientCommand(argv[0])) {
-    const code = await runClientCommand(argv[0], argv.slice(1));
-    await new Promise<void>((r) => process.stdout.write('', () => r()));
-    process.exit(code);
-  }
+  exitOnClosedStdout();
+  // The local agent a verb spawns when no socket answers: this very program, `… stdio`.
+  if (isClientCommand(argv[0]))
+    await exitWithClientCommand(argv[0], argv.slice(1), {
+      program: 'blockcopy-agent',
+      localAgent: [process.execPath, fileURLToPath(import.meta.url)],
+    });
   if (argv[0] === 'stdio' && !argv.some((a) => a === '--help' || a === '-h')) {
     // A running agent's socket first, before the option table (the schema set) or anything of
     // the agent is loaded: only where to look is read from the arguments.
@@ -109,6 +119,12 @@ async function main(argv: string[]): Promise<void> {
       await new Promise<void>((r) => process.stdout.write('', () => r()));
       process.exit();
     }
+  }
+  // Offline: reads backup files only, connects to nothing (src/cli/restore.ts).
+  if (argv[0] === 'restore') {
+    const code = await (await import('./restore.js')).runRestore(argv.slice(1));
+    await new Promise<void>((r) => process.stdout.write('', () => r()));
+    process.exit(code);
   }
   const { configFlags, options, help: HELPS } = await agentOptions();
   let parsed;
@@ -148,6 +164,8 @@ async function main(argv: string[]): Promise<void> {
   const [{ createLogger }, { startAgent, StateDirBusy }] = await Promise.all([import('../log.js'), import('../agent.js')]);
   const log = createLogger({ level: cfg.logLevel as Level });
   const stdio = command === 'stdio' || !!v.stdio;
+  // systemd's notify protocol (Type=notify): only `serve` is a service.
+  const service = command === 'serve' ? (await import('../sd-notify.js')).fromEnvironment(log) : null;
   let agent;
   try {
     agent = await startAgent(cfg, {
@@ -168,6 +186,7 @@ async function main(argv: string[]): Promise<void> {
       });
       return;
     }
+    service?.notifier.status(`Failed to start: ${(e as Error).message}`);
     fail((e as Error).message, 1);
   }
   // The process exits only once close() has run: a group switch under way resumes and thaws
@@ -176,6 +195,7 @@ async function main(argv: string[]): Promise<void> {
   const shutdown = (why: string) => {
     if (closing) return void log.info('already shutting down: a group switch under way is releasing its guest', { why });
     closing = true;
+    service?.notifier.stopping();
     log.info('shutting down; running copies are left to QEMU', { why });
     void agent.close().then(() => process.exit(0));
   };
@@ -183,13 +203,25 @@ async function main(argv: string[]): Promise<void> {
   process.on('SIGINT', () => shutdown('SIGINT'));
   // SIGHUP reads the config again and reloads what concerns who may connect (auth rules, Host and
   // Origin rules, tokens file, TLS material); it used to end the process.
+  // Told to the service manager as RELOADING=1 … READY=1 (systemctl reload waits for it).
   process.on('SIGHUP', () => {
+    if (closing) return;
+    service?.notifier.reloading();
+    let status: string;
     try {
-      agent.reload(loadConfig((v.config as string | undefined) ?? process.env.BLOCKCOPY_CONFIG, envOverrides(), flags));
+      const { closed } = agent.reload(loadConfig((v.config as string | undefined) ?? process.env.BLOCKCOPY_CONFIG, envOverrides(), flags));
+      status = `Credentials reloaded at ${new Date().toISOString()} (${closed} connections closed)`;
     } catch (e) {
       log.error('reload failed; the previous credentials stay in force', { error: (e as Error).message });
+      status = `Reload failed, previous credentials in force: ${(e as Error).message}`;
     }
+    service?.notifier.ready(status);
   });
+  // Ready only now: every listener bound, the journal's jobs adopted, and the signals handled.
+  if (service) {
+    const where = agent.ws ? `${agent.ws.address.host}:${agent.ws.address.port}` : 'its unix socket';
+    (await import('../sd-notify.js')).serviceReady(service, `Serving on ${where}`, log);
+  }
   if (stdio) {
     const how = await agent.stdioEnded;
     if (command === 'stdio') {

@@ -1,7 +1,8 @@
 // The move verb: every disk of a running domain (or the ones --disks names) to a directory or a
 // storage pool in one call (blockCopyGroup with target), each disk's progress and the overall.
 import { AgentClient, RpcError } from '../client/index.js';
-import type { BlockCopyGroupParams, BlockCopyGroupResult, Group, Job } from '../generated/api.js';
+import type { AnyJob, BlockCopyGroupParams, BlockCopyGroupResult, Group, Job } from '../generated/api.js';
+import { isBlockJob } from '../job-types.js';
 import { bandwidthOption, EXIT, num, UsageError, type Values } from './args.js';
 import { groupSummary, jsonLines, reporter } from './output.js';
 import { cleanupSummary } from './copy.js';
@@ -48,8 +49,8 @@ async function followMove(client: AgentClient, params: BlockCopyGroupParams, v: 
   const { domain } = params;
   const out = reporter(jsonLines(v));
   const shown = new Map<string, Job>();
-  client.on('job.changed', (j: Job) => {
-    if (!j.groupId || (j.domain.name !== domain && j.domain.uuid !== domain)) return;
+  client.on('job.changed', (j: AnyJob) => {
+    if (!isBlockJob(j) || !j.groupId || (j.domain.name !== domain && j.domain.uuid !== domain)) return;
     shown.set(j.disk, j);
     out.jobs([...shown.values()]);
   });

@@ -1,16 +1,19 @@
 // The CLI verbs (`call` and the friendly ones, like virsh blockcopy/blockjob) on top of the
-// client library (src/client/), talking to the local agent (its unix socket when it serves one;
+// client library (src/client/), shared by the agent's CLI (main.ts) and the client package's
+// (client-main.ts) and loading nothing of the agent; talking to the local agent (its unix socket when it serves one;
 // else a spawned `blockcopy-agent stdio`, which relays to a running daemon) or to a remote one
 // (--url, --token-file or BLOCKCOPY_TOKEN, --ca).
 import { parseArgs } from 'node:util';
 import { AgentClient, RpcError } from '../client/index.js';
-import type { Job } from '../generated/api.js';
+import type { AnyJob, ListJobsParams } from '../generated/api.js';
+import { isBlockJob } from '../job-types.js';
 import type { MethodName } from '../client/methods.js';
 import { bandwidthArg, bandwidthOption, EXIT, jobRef, num, OPTIONS, UsageError, type Values } from './args.js';
-import { bearerToken, closeClient, connect } from './connect.js';
+import { bearerToken, closeClient, connect, type LocalAgent } from './connect.js';
 import { commit, pull, snapshot } from './chain.js';
 import { copy, copyGroup } from './copy.js';
 import { move } from './move.js';
+import { backup, backupArgv, backupLine, checkpoints } from './backup.js';
 import { jsonLines, reporter } from './output.js';
 
 /** The client verbs: main.ts dispatches these here, and the switch below must handle each
@@ -34,59 +37,99 @@ export const CLIENT_COMMANDS = [
   'commit',
   'pull',
   'set-speed',
+  'backup',
+  'checkpoints',
 ] as const;
 export type ClientCommand = (typeof CLIENT_COMMANDS)[number];
 export const isClientCommand = (word: string | undefined): word is ClientCommand =>
   (CLIENT_COMMANDS as readonly string[]).includes(word ?? '');
 
-export const CLIENT_HELP = `Client commands (talk to the agent on this host, or --url a remote one):
-  blockcopy-agent copy DOMAIN DISK DEST [--format raw|qcow2] [--type file|block] [--bandwidth MIB/S]
-        [--shallow] [--reuse-external] [--transient-job] [--synchronous-writes] [--granularity BYTES]
-        [--buf-size BYTES] [--job-id ID] [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS]
-  blockcopy-agent snapshot DOMAIN --diskspec DISK,file=OVERLAY... [--quiesce required|try]
-                                                   external disk-only snapshot of the listed disks only
-  blockcopy-agent commit DOMAIN DISK [--top PATH|DISK[N] | --active] [--base PATH|DISK[N] | --shallow]
-        [--wait] [--pivot | --keep-overlay] [--verbose] [--bandwidth MIB/S] [--timeout SECONDS] [--job-id ID]
-  blockcopy-agent pull DOMAIN DISK [--base PATH|DISK[N]] [--wait] [--verbose] [--bandwidth MIB/S]
-        [--timeout SECONDS] [--job-id ID]
-  blockcopy-agent info DOMAIN DISK | --job ID
-  blockcopy-agent set-speed JOB_ID BW | DOMAIN DISK BW [--bytes]   (or --job ID, --bandwidth BW; virsh blockjob --bandwidth)
-  blockcopy-agent pivot|finish|abort DOMAIN DISK | --job ID   (any job: copy, commit, pull)
-        pivot --remove-source: delete the old files no domain uses any more (a copy's removeSource)
-  blockcopy-agent jobs [DOMAIN] [--kind copy|activeCommit|commit|pull]...
-  blockcopy-agent watch [DOMAIN] [--job ID]       print job changes until Ctrl-C
-  blockcopy-agent call METHOD [--params JSON]      any method, params as JSON
-  blockcopy-agent copy-group DOMAIN DISK=DEST... [--format raw|qcow2] [--bandwidth MIB/S] [--group-id ID]
-        [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS] [--max-pause SECONDS]
-                                                   several disks ready together, switched in one guest pause
-  blockcopy-agent move DOMAIN (--dir PATH | --pool NAME) [--disks vda,vdb] [--format raw|qcow2] [--dry-run]
-        [--bandwidth MIB/S] [--wait] [--pivot [--remove-source] | --finish] [--timeout SECONDS] [--max-pause SECONDS]
-        [--group-id ID]
-                                                   every disk (or --disks) to a directory or pool, one group,
-                                                   named DOMAIN-DISK.FORMAT, each in its format unless --format
-  blockcopy-agent group ID                         a group and its jobs
-  blockcopy-agent pivot-group|finish-group|abort-group ID [--max-pause SECONDS] [--remove-source (pivot-group)]
+/** The program the verbs run in: the name its messages and help carry, and the local agent
+ *  to spawn when no socket answers (connect.ts). */
+export interface ClientHost {
+  program: string;
+  localAgent: LocalAgent;
+}
+
+// Laid out as GNU tools lay out options (a command line, then its text indented to one column),
+// which help2man turns into blockcopy-agent(8)'s tagged paragraphs.
+export const clientHelp = (p: string): string => `Client commands of ${p} (talk to the agent on this host, or --url a remote one):
+  copy DOMAIN DISK DEST [options]
+                         copy a running disk to DEST; options: --format raw|qcow2, --type file|block,
+                         --bandwidth MIB/S, --shallow, --reuse-external, --transient-job,
+                         --synchronous-writes, --granularity BYTES, --buf-size BYTES, --job-id ID,
+                         --wait, --pivot [--remove-source] | --finish, --timeout SECONDS
+  snapshot DOMAIN --diskspec DISK,file=OVERLAY... [--quiesce required|try]
+                         external disk-only snapshot of the listed disks only
+  commit DOMAIN DISK [options]
+                         commit layers down the chain; options: --top PATH|DISK[N] | --active,
+                         --base PATH|DISK[N] | --shallow, --wait, --pivot | --keep-overlay, --verbose,
+                         --bandwidth MIB/S, --timeout SECONDS, --job-id ID
+  pull DOMAIN DISK [options]
+                         pull backing layers into the active one; options: --base PATH|DISK[N],
+                         --wait, --verbose, --bandwidth MIB/S, --timeout SECONDS, --job-id ID
+  info DOMAIN DISK | --job ID
+                         a disk's job, or a job by id
+  set-speed JOB_ID BW | DOMAIN DISK BW [--bytes]
+                         change a running job's bandwidth (or --job ID, --bandwidth BW; virsh
+                         blockjob --bandwidth)
+  pivot|finish|abort DOMAIN DISK | --job ID
+                         end any job (copy, commit, pull); pivot --remove-source deletes the old
+                         files no domain uses any more (a copy's removeSource)
+  jobs [DOMAIN] [--kind copy|activeCommit|commit|pull|backup]...
+                         list jobs
+  watch [DOMAIN] [--job ID]
+                         print job changes until Ctrl-C
+  call METHOD [--params JSON]
+                         any method, params as JSON
+  copy-group DOMAIN DISK=DEST... [options]
+                         several disks ready together, switched in one guest pause; options:
+                         --format raw|qcow2, --bandwidth MIB/S, --group-id ID, --wait,
+                         --pivot [--remove-source] | --finish, --timeout SECONDS, --max-pause SECONDS
+  move DOMAIN (--dir PATH | --pool NAME) [options]
+                         every disk (or --disks vda,vdb) to a directory or pool, one group, named
+                         DOMAIN-DISK.FORMAT, each in its format unless --format; options:
+                         --disks, --format raw|qcow2, --dry-run, --bandwidth MIB/S, --wait,
+                         --pivot [--remove-source] | --finish, --timeout SECONDS, --max-pause SECONDS,
+                         --group-id ID
+  backup DOMAIN (--dir PATH | --pool NAME) [options]
+                         push-mode backup of every disk (or --disks vda,vdb) at one moment
+                         (docs/backups.md); options: --format qcow2|raw, --incremental [NAME],
+                         --checkpoint [NAME], --quiesce required|try, --checksum sha256|none,
+                         --wait, --verbose, --timeout SECONDS, --job-id ID
+  checkpoints DOMAIN [--keep N]
+                         list checkpoints; --keep N deletes all but the newest N
+  group ID               a group and its jobs
+  pivot-group|finish-group|abort-group ID [--max-pause SECONDS]
+                         end a group's jobs in one guest pause (pivot-group: --remove-source too)
 
 Bandwidth as virsh: --bandwidth 100 is 100 MiB/s; a suffix names the unit (512K, 100M, 1G, 1GiB;
 KB, MB, GB are powers of 1000); --bytes makes a bare number bytes/s; 0 is unlimited.
+
 Connection: --url ws(s)://HOST:PORT [--token-file PATH | BLOCKCOPY_TOKEN] [--ca FILE]
 [--cert FILE --key FILE] (a client certificate, for an agent that asks for one; --token TOKEN
 still works but shows the token to every user in /proc, and warns); without --url the
 command connects to the local agent's unix socket (--socket PATH | BLOCKCOPY_SOCKET, else the one
 the agent owning --state-dir serves; root only), or else runs 'blockcopy-agent stdio'.
+
 Output: a progress bar on a terminal; with --json, or when not a terminal, one JSON document per line.
+
 Like virsh: --wait waits for ready, --pivot/--finish then pivot or finish, --timeout cancels the
 copy on expiry. Ctrl-C during phase 1 cancels the copy (and says so); later it leaves it running.
+
 commit and pull, like virsh blockcommit/blockpull: without --top the active layer is committed
 (--active says so; it reaches ready, then --pivot moves the guest down onto the base and
 --keep-overlay finishes, leaving it on the overlay); --wait waits for ready (active commit) or the
 end; --verbose shows the progress bar (JSON lines always carry it); Ctrl-C leaves the job running.
+
 Exit codes: 0 ok, 1 the agent refused (error name on stderr), 2 usage, 3 no connection,
 4 timeout, 130 interrupted.`;
 
+export const CLIENT_HELP = clientHelp('blockcopy-agent');
+
 async function watch(client: AgentClient, v: Values, pos: string[]): Promise<number> {
   const out = reporter(true); // a stream of changes: JSON lines even on a terminal
-  client.on('job.changed', (j: Job) => out.job(j));
+  client.on('job.changed', (j: AnyJob) => (isBlockJob(j) ? out.job(j) : out.say(backupLine(j), { event: 'job.changed', job: j })));
   await client.call('subscribe', { ...(v.job ? { jobIds: [v.job] } : {}), ...(pos[0] ? { domain: pos[0] } : {}) });
   await new Promise<void>((resolve) => {
     process.once('SIGINT', resolve);
@@ -95,17 +138,25 @@ async function watch(client: AgentClient, v: Values, pos: string[]): Promise<num
   return EXIT.ok;
 }
 
-export async function runClientCommand(command: ClientCommand, argv: string[]): Promise<number> {
+/** Runs the verb, then exits with its code once stdout is flushed. */
+export async function exitWithClientCommand(command: ClientCommand, argv: string[], host: ClientHost): Promise<never> {
+  const code = await runClientCommand(command, argv, host);
+  await new Promise<void>((r) => process.stdout.write('', () => r()));
+  process.exit(code);
+}
+
+export async function runClientCommand(command: ClientCommand, argv: string[], host: ClientHost): Promise<number> {
+  const help = clientHelp(host.program);
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: command === 'backup' ? backupArgv(argv) : argv, options: OPTIONS, allowPositionals: true, strict: true });
   } catch (e) {
-    process.stderr.write(`blockcopy-agent: ${(e as Error).message}\n\n${CLIENT_HELP}\n`);
+    process.stderr.write(`${host.program}: ${(e as Error).message}\n\n${help}\n`);
     return EXIT.usage;
   }
   const { values: v, positionals: pos } = parsed;
   if (v.help) {
-    process.stdout.write(CLIENT_HELP + '\n');
+    process.stdout.write(help + '\n');
     return EXIT.ok;
   }
   let client: AgentClient | null = null;
@@ -152,8 +203,8 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
           return async () => print(await client!.call('setSpeed', { ...ref, ...speed }));
         }
         case 'jobs': {
-          const KINDS = ['copy', 'activeCommit', 'commit', 'pull'] as const;
-          type Kind = (typeof KINDS)[number];
+          type Kind = NonNullable<ListJobsParams['kind']>[number];
+          const KINDS: readonly Kind[] = ['copy', 'activeCommit', 'commit', 'pull', 'backup'];
           // --kind commit,pull or --kind commit --kind pull
           const kinds = (v.kind ?? []).flatMap((k) => k.split(','));
           for (const k of kinds)
@@ -181,6 +232,14 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
         }
         case 'move': {
           const run = move(v, pos);
+          return () => run(client!);
+        }
+        case 'backup': {
+          const run = backup(v, pos);
+          return () => run(client!);
+        }
+        case 'checkpoints': {
+          const run = checkpoints(v, pos);
           return () => run(client!);
         }
         case 'group':
@@ -221,16 +280,16 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
     const run = plan();
     const token = v.url ? bearerToken(v) : undefined;
     try {
-      client = await connect(v, token);
+      client = await connect(v, token, host.localAgent);
     } catch (e) {
       if (e instanceof UsageError) throw e;
-      process.stderr.write(`blockcopy-agent: cannot reach the agent: ${(e as Error).message}\n`);
+      process.stderr.write(`${host.program}: cannot reach the agent: ${(e as Error).message}\n`);
       return EXIT.connection;
     }
     return await run();
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`blockcopy-agent: ${e.message}\n\n${CLIENT_HELP}\n`);
+      process.stderr.write(`${host.program}: ${e.message}\n\n${help}\n`);
       return EXIT.usage;
     }
     if (e instanceof RpcError) {
@@ -239,7 +298,13 @@ export async function runClientCommand(command: ClientCommand, argv: string[]): 
       );
       return e.errorName === 'timeout' ? EXIT.timeout : EXIT.agentError;
     }
-    process.stderr.write(`blockcopy-agent: ${(e as Error).message}\n`);
+    const err = e as NodeJS.ErrnoException;
+    // The client package on a host without the agent: no socket answered and nothing to spawn.
+    if (err.code === 'ENOENT' && err.syscall?.startsWith('spawn'))
+      process.stderr.write(
+        `${host.program}: cannot reach the agent: no local agent socket, and ${err.path} is not installed here (--url?)\n`,
+      );
+    else process.stderr.write(`${host.program}: ${err.message}\n`);
     return EXIT.connection;
   } finally {
     await closeClient(client);

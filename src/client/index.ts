@@ -48,6 +48,11 @@ export interface ConnectOptions {
   key?: Buffer | string;
   /** Reconnect (with backoff) when the connection drops, and subscribe again as before. */
   reconnect?: boolean | { maxDelayMs?: number };
+  /**
+   * How long the agent may stay silent (ms, default 30000) before the connection counts as lost:
+   * a peer cut off from the network closes nothing. The client pings after a third of it.
+   */
+  livenessMs?: number;
 }
 
 interface Transport {
@@ -56,7 +61,7 @@ interface Transport {
 }
 
 /**
- * Emits 'job.changed' (job: Job) and 'agent.connection' (AgentConnectionParams: the agent lost or
+ * Emits 'job.changed' (job: AnyJob: a block job, or a backup; isBlockJob/isBackupJob tell) and 'agent.connection' (AgentConnectionParams: the agent lost or
  * regained libvirtd) for notifications, 'reconnect' after a dropped connection came back (with
  * reconnect), and 'close' when the client is done.
  */
@@ -97,18 +102,38 @@ export class AgentClient extends EventEmitter {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url, { headers: opts.headers, ca: opts.ca, cert: opts.cert, key: opts.key, perMessageDeflate: false });
       let opened = false;
+      let heard = Date.now();
+      let lost = '';
+      const alive = () => void (heard = Date.now());
+      const liveness = opts.livenessMs ?? 30_000;
+      const timer = setInterval(
+        () => {
+          const silent = Date.now() - heard;
+          if (silent < liveness) return void (ws.readyState === ws.OPEN && ws.ping());
+          lost = `lost the connection to the agent at ${url}: nothing received for ${Math.round(silent / 1000)} s (its host or the network is down)`;
+          ws.terminate();
+        },
+        Math.max(liveness / 3, 50),
+      ).unref();
       ws.once('open', () => {
         opened = true;
+        alive();
         this.transport = { send: (f) => ws.send(f), close: () => ws.close() };
         resolve();
       });
       ws.on('error', (e) => {
         if (!opened) reject(e);
       });
-      ws.on('message', (data) => this.receive(data.toString()));
+      ws.on('message', (data) => {
+        alive();
+        this.receive(data.toString());
+      });
+      ws.on('pong', alive);
+      ws.on('ping', alive);
       ws.on('close', (code, reason) => {
+        clearInterval(timer);
         if (!opened) return;
-        const err = new Error(`connection closed (${code}${reason.length ? ' ' + reason.toString() : ''})`);
+        const err = new Error(lost || `connection closed (${code}${reason.length ? ' ' + reason.toString() : ''})`);
         if (this.closed || !opts.reconnect) return this.shutdown(err);
         // Calls in flight may or may not have run: they fail, and the caller decides.
         this.failPending(err);

@@ -42,6 +42,8 @@ export interface ImageHeader {
   needsDataFile: boolean;
   /** qcow2: encrypted (legacy AES or LUKS). */
   encrypted: boolean;
+  /** qcow2: the disk's size in bytes as the header states it (as a bigint: up to 2^64-1), or null. */
+  virtualSize: bigint | null;
   /** The opened file's identity (fstat of the descriptor read). */
   stat: Stats;
 }
@@ -84,6 +86,7 @@ export function parseQcow2(b: Buffer): Omit<ImageHeader, 'detected' | 'stat'> {
   if (version !== 2 && version !== 3) throw new ImageHeaderError(`qcow2 version ${version} is not supported`);
   const backingOffset = b.readBigUInt64BE(8);
   const backingSize = b.readUInt32BE(16);
+  const virtualSize = b.readBigUInt64BE(24);
   const encrypted = b.readUInt32BE(32) !== 0;
   let headerLength = 72;
   let incompatible = 0n;
@@ -113,7 +116,7 @@ export function parseQcow2(b: Buffer): Omit<ImageHeader, 'detected' | 'stat'> {
     off += 8 + Math.ceil(len / 8) * 8;
   }
   const needsDataFile = (incompatible & INCOMPAT_DATA_FILE) !== 0n;
-  return { backing, backingFormat, dataFile, needsDataFile, encrypted };
+  return { backing, backingFormat, dataFile, needsDataFile, encrypted, virtualSize };
 }
 
 /** Reads `path`'s header without following a symbolic link or blocking on a FIFO. */
@@ -132,7 +135,7 @@ export async function readImageHeader(path: string): Promise<ImageHeader> {
     const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
     const b = buf.subarray(0, bytesRead);
     const detected = MAGICS.find(([, is]) => is(b))?.[0] ?? null;
-    const none = { backing: null, backingFormat: null, dataFile: null, needsDataFile: false, encrypted: false };
+    const none = { backing: null, backingFormat: null, dataFile: null, needsDataFile: false, encrypted: false, virtualSize: null };
     return { detected, stat, ...(detected === 'qcow2' ? parseQcow2(b) : none) };
   } catch (e) {
     if (e instanceof ImageHeaderError) throw e;

@@ -111,12 +111,14 @@ export class Cleanup {
     const job = entry.rec.job;
     let ids: Storage | undefined;
     if (c.state === 'pending') {
-      const paths = kindOf(job).mergedPaths?.(job, job.state) ?? [];
-      const stale = c.removeSource && job.state === 'pivoted' && paths?.length ? await this.staleDefinition(entry) : null;
+      const kind = kindOf(job);
+      const paths = kind.mergedPaths?.(job, job.state) ?? [];
+      const keptOnEnd = kind.keptOnEnd?.(job, job.state) ?? [];
+      const stale = kind.deleteAfterDefinitionMatches && paths?.length ? await this.staleDefinition(entry) : null;
       if (stale) {
         for (const path of paths!) c.kept.push({ path: path ?? '', reason: stale });
-      } else if (c.removeSource && job.state !== 'pivoted' && job.source.path) {
-        c.kept.push({ path: job.source.path, reason: `the copy ended ${job.state}, not pivoted: the guest still runs on its source` });
+      } else if (keptOnEnd.length > 0) {
+        c.kept.push(...keptOnEnd);
       } else if (paths === null) {
         c.kept.push({ path: '', reason: "the job's layers are not known (a job adopted from another tool): nothing was deleted" });
       } else if (paths.length > 0) {
@@ -162,7 +164,7 @@ export class Cleanup {
   }
 
   /**
-   * removeSource's gate after a pivot: why the old files stay when the domain's persistent
+   * The gate of a kind that deletes only after the definition matches live: why the old files stay when the domain's persistent
    * definition, read now, does not name the destination (the next cold boot would use them), or
    * null. A transient domain has none: libvirt holds no definition that could boot the old files.
    */

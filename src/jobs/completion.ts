@@ -2,7 +2,7 @@
 // checks right before its libvirt call that the copy is still the job's own.
 import { AgentError, type ErrorName } from '../errors.js';
 import { LibvirtError } from '../libvirt/index.js';
-import type { AbortResult, PivotResult } from '../generated/api.js';
+import type { JobChange, PivotResult } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import { diskKey, publicJob, type JobEntry } from './job.js';
 import { isNoJob, isNotReady, libvirtData, outcomeUnknown, toAgentError } from './libvirt-errors.js';
@@ -126,7 +126,7 @@ export class Completion {
   }
 
   /** `reason` (the caller's timeout) is recorded only if this call is the one that starts the cancel. */
-  async cancel(entry: JobEntry, reason?: { name: ErrorName; message: string }): Promise<AbortResult> {
+  async cancel(entry: JobEntry, reason?: { name: ErrorName; message: string }): Promise<JobChange> {
     const job = entry.rec.job;
     const key = diskKey(job.domain.uuid, job.disk);
     if (isTerminal(job.state)) return { job: publicJob(entry), changed: false };

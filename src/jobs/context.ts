@@ -2,7 +2,7 @@
 // journal, the jobs, the per-disk locks, the settings, the serving state, and each other.
 // The facade (manager.ts) builds it once; every module reads and changes state through it.
 import { EventEmitter } from 'node:events';
-import { DEFAULTS } from '../generated/api.js';
+import { DEFAULTS, type AnyJob } from '../generated/api.js';
 import type { Logger } from '../log.js';
 import type { Connection, DomainEvent } from '../libvirt/index.js';
 import { STALE_MIRROR_MS } from './kinds/decision.js';
@@ -44,6 +44,21 @@ export interface JobManagerOptions {
   agentVersion?: string;
   /** Whether this agent outlives its caller (capabilities.agent.mode). */
   agentMode?: 'daemon' | 'stdio';
+  /** Names of the domains this agent manages (shell-style patterns, config `domains`); default: every one. */
+  domains?: string[];
+  /** The jobs of the domain-job kinds (backups) by id, so that every kind shares one id space. */
+  otherJob?: (jobId: string) => AnyJob | undefined;
+}
+
+/** The config's domain patterns as one test: `*` any run of characters, `?` one, the rest literal. */
+export function domainMatcher(patterns: string[] = ['*']): (name: string) => boolean {
+  const glob = (p: string) =>
+    p
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replace(/\*/g, '.*')
+      .replace(/\?/g, '.');
+  const re = new RegExp(`^(?:${patterns.map(glob).join('|')})$`, 's');
+  return (name) => re.test(name);
 }
 
 export class JobContext {
@@ -70,7 +85,11 @@ export class JobContext {
   readonly maxCopies: number;
   readonly keepEnded: number;
   readonly checkDest: DestinationCheck;
+  /** Whether the domain of that name is this agent's (config `domains`); others' jobs are never adopted. */
+  readonly manages: (name: string) => boolean;
   readonly entries = new Map<string, JobEntry>();
+  /** The jobs of the domain-job kinds (backups) by id: one id space for every kind (all-jobs.ts). */
+  readonly otherJob: (jobId: string) => AnyJob | undefined;
   /** Serializes creation and every side effect per (domain, disk). */
   readonly locks = new KeyedMutex();
   /** Internal: fires on every job update, for waiters. */
@@ -107,6 +126,8 @@ export class JobContext {
     this.maxCopies = opts.maxConcurrentCopies ?? DEFAULTS.AgentConfig.maxConcurrentCopies;
     this.keepEnded = opts.keepEnded ?? 1000;
     this.checkDest = opts.checkDestination ?? defaultDestinationCheck;
+    this.manages = domainMatcher(opts.domains);
+    this.otherJob = opts.otherJob ?? (() => undefined);
     this.updates.setMaxListeners(0);
   }
 

@@ -14,6 +14,7 @@ import type { Intent } from './journal.js';
 export type FaultPoint =
   | `${Intent['op']}:${'journaled' | 'sent'}`
   | `snapshot:${'journaled' | 'sent'}`
+  | `backup:${'journaled' | 'sent'}`
   | `cleanup:${'journaled' | 'removed'}`
   | `journaled:${string}`
   | `decided:${string}`

@@ -90,6 +90,7 @@ export interface OpRecord {
 const FILE = /^job-([A-Za-z0-9._:-]+)\.json$/;
 const GROUP_FILE = /^group-([A-Za-z0-9._:-]+)\.json$/;
 const OP_FILE = /^op-([A-Za-z0-9._:-]+)\.json$/;
+const BACKUP_FILE = /^backup-([A-Za-z0-9._:-]+)\.json$/;
 const JOB_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Temp files are named by the writing process. */
 const OWN_TMP = `.${process.pid}.tmp`;
@@ -168,6 +169,32 @@ export class Journal {
       },
       onBadFile,
     );
+  }
+
+  /** A backup job's record (src/jobs/kinds/backup/), written atomically like a job's. */
+  async saveBackup(id: string, rec: { job: { jobId: string; kind: 'backup' } }): Promise<void> {
+    await this.write(this.backupPath(id), rec);
+  }
+
+  async removeBackup(id: string): Promise<void> {
+    await fs.rm(this.backupPath(id), { force: true });
+  }
+
+  async loadBackups<T extends { job: { jobId: string; kind: 'backup' } }>(onBadFile: (file: string, err: unknown) => void): Promise<T[]> {
+    return this.loadAll(
+      BACKUP_FILE,
+      (x) => {
+        const rec = x as T;
+        if (!rec?.job?.jobId || rec.job.kind !== 'backup') throw new Error('not a backup record');
+        return rec;
+      },
+      onBadFile,
+    );
+  }
+
+  private backupPath(id: string): string {
+    if (!JOB_ID.test(id)) throw new Error(`unsafe backup id for a file name: ${JSON.stringify(id)}`);
+    return join(this.dir, `backup-${id}.json`);
   }
 
   private opPath(opId: string): string {

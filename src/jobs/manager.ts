@@ -14,7 +14,6 @@ import { AgentError } from '../errors.js';
 import type { Connection, DomainRef } from '../libvirt/index.js';
 import type {
   AbortParams,
-  AbortResult,
   BlockCopyParams,
   BlockCopyResult,
   BlockCommitParams,
@@ -28,16 +27,15 @@ import type {
   FinishResult,
   Job,
   JobInfoParams,
-  JobInfoResult,
+  JobChange,
   JobState,
   ListJobsParams,
-  ListJobsResult,
   PivotParams,
   PivotResult,
   SetSpeedParams,
   SetSpeedResult,
   WaitParams,
-  WaitResult,
+  JobResult,
 } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import { Completion } from './completion.js';
@@ -123,15 +121,18 @@ export class JobManager extends EventEmitter {
     return this.ctx.stopped;
   }
 
+  /** Whether a domain (by name) is this agent's to act on (config domains). */
+  get manages(): (name: string) => boolean {
+    return this.ctx.manages;
+  }
+
   /** The connection libvirt calls go through (replaced by reconnect). */
   get connection(): Connection {
     return this.ctx.raw;
   }
 
-  /**
-   * The libvirt connection dropped (libvirtd restarted, socket closed). Until reconnect() has
-   * reconciled, mutating calls get `recovering` and reads answer from what the agent knew.
-   */
+  /** The connection dropped: until reconnect() has reconciled, mutating calls get `recovering`
+   *  and reads answer from what the agent knew. */
   connectionLost(reason: string): void {
     if (this.ctx.stopped || this.lostAt !== null) return;
     this.lostAt = this.ctx.realNow();
@@ -184,10 +185,8 @@ export class JobManager extends EventEmitter {
     await Promise.all([...this.ctx.entries.values()].map((t) => t.writes.catch(() => {})));
   }
 
-  /**
-   * `by.principal`: who asks (a jobId is its creator's); `by.groupId`: the copy is one disk of a
-   * group (set by the group layer, not by callers).
-   */
+  /** `by.principal`: who asks (a jobId is its creator's); `by.groupId`: the copy is one disk of
+   *  a group (set by the group layer, not by callers). */
   async blockCopy(
     params: BlockCopyParams,
     signal?: AbortSignal,
@@ -222,8 +221,14 @@ export class JobManager extends EventEmitter {
   }
 
   /** A read: answers from what the agent knows when libvirtd is slow (registry.find). */
-  async jobInfo(params: JobInfoParams): Promise<JobInfoResult> {
+  async jobInfo(params: JobInfoParams): Promise<JobResult> {
     return { job: publicJob(await this.ctx.registry.find(params, READ_WAIT_MS)) };
+  }
+
+  /** The block job of that id, now (all-jobs.ts: one id space for every kind). */
+  job(jobId: string): Job | undefined {
+    const t = this.ctx.entries.get(jobId);
+    return t && publicJob(t);
   }
 
   /** A read of one disk's chain and <mirror> from the live XML, within the read bound. */
@@ -231,7 +236,7 @@ export class JobManager extends EventEmitter {
     return readDisk(this.ctx, params);
   }
 
-  async listJobs(params: ListJobsParams): Promise<ListJobsResult> {
+  async listJobs(params: ListJobsParams): Promise<{ jobs: Job[]; incomplete?: true }> {
     const includeEnded = params.includeEnded ?? DEFAULTS.ListJobsParams.includeEnded;
     let uuid: string | undefined;
     if (params.domain) {
@@ -277,7 +282,7 @@ export class JobManager extends EventEmitter {
     );
   }
 
-  async abort(params: AbortParams): Promise<AbortResult> {
+  async abort(params: AbortParams): Promise<JobChange> {
     this.assertServing();
     return this.ctx.completion.cancel(applies(await this.ctx.registry.find(params), 'abort'));
   }
@@ -306,7 +311,7 @@ export class JobManager extends EventEmitter {
     });
   }
 
-  async wait(params: WaitParams, signal?: AbortSignal): Promise<WaitResult> {
+  async wait(params: WaitParams, signal?: AbortSignal): Promise<JobResult> {
     const entry = await this.ctx.registry.find(params, READ_WAIT_MS);
     const pred = params.until === 'ready' ? (s: JobState) => reachedReady(s) || isTerminal(s) : isTerminal;
     await this.ctx.registry.waitFor(entry, pred, params.timeout !== undefined ? params.timeout * 1000 : undefined, signal);

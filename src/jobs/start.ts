@@ -60,6 +60,7 @@ export class Starter {
     { principal, groupId }: { principal?: string; groupId?: string } = {},
   ): Promise<{ entry: JobEntry; changed: boolean }> {
     const { params, dom } = spec;
+    this.refuseOtherKinds(params.jobId);
     const existing = this.existingFor(spec, principal);
     if (existing) return { entry: existing, changed: false };
     const adopted = dom.active ? await this.ctx.reconciler.adoptIfRunning(dom, params.disk) : undefined;
@@ -74,6 +75,7 @@ export class Starter {
     if (queued) prepared = await spec.prepare();
     const { job } = prepared;
     if (groupId !== undefined) job.groupId = groupId;
+    this.refuseOtherKinds(job.jobId);
     if (this.ctx.entries.has(job.jobId)) {
       // The same key raced in on another disk while this call was validating.
       throw new AgentError('jobExists', `jobId '${job.jobId}' already names another job`, {
@@ -125,6 +127,13 @@ export class Starter {
     this.ctx.recorder.emitChanged(entry);
     this.ctx.registry.pruneEnded();
     return { entry, changed: true };
+  }
+
+  /** A jobId a job of another kind (a backup) holds is that job's: jobExists, with it. */
+  refuseOtherKinds(jobId: string | undefined): void {
+    const other = jobId === undefined ? undefined : this.ctx.otherJob(jobId);
+    if (other)
+      throw new AgentError('jobExists', `jobId '${jobId}' already names a ${other.kind} job on ${other.domain.name}`, { job: other });
   }
 
   /**
@@ -196,6 +205,6 @@ export class Starter {
   }
 
   lookup(key: string): Promise<DomainRef> {
-    return lookupDomain(this.ctx.conn, key);
+    return lookupDomain(this.ctx.conn, key, this.ctx.manages);
   }
 }

@@ -35,6 +35,8 @@ export class Watch {
       }
       return;
     }
+    // A domain job ended (a backup's end comes this way, not as a block job event).
+    if (e.kind === 'jobCompleted') return;
     // Block jobs of kinds the agent does not run (a backup) are not its business.
     if (!kindOfBlockJob(e.type)) return;
     const entry = this.ctx.registry.activeFor(e.domain.uuid, e.disk);

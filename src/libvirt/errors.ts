@@ -26,6 +26,8 @@ export const VirErrorCode = {
   NO_DOMAIN_METADATA: 80,
   NO_STORAGE_POOL: 49,
   NO_STORAGE_VOL: 50,
+  NO_DOMAIN_CHECKPOINT: 103,
+  NO_DOMAIN_BACKUP: 104,
 } as const;
 
 export class LibvirtError extends Error {

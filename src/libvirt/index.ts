@@ -3,7 +3,7 @@
 import { DEFAULTS } from '../generated/api.js';
 import { native, type NativeConnection } from './binding.js';
 import { LibvirtBusy, LibvirtError, LibvirtTimeout } from './errors.js';
-import type { CloseReason, Connection, DiskXml, DomainEvent, OpenOptions, SnapshotXml, Versions } from './types.js';
+import type { BackupXml, CloseReason, Connection, DiskXml, DomainEvent, OpenOptions, SnapshotXml, Versions } from './types.js';
 
 export * from './types.js';
 export { LibvirtBusy, LibvirtError, LibvirtTimeout, VirErrorCode } from './errors.js';
@@ -174,6 +174,24 @@ class LibvirtConnection implements Connection {
   }
   blockPull(domain: string, disk: string, opts?: Parameters<Connection['blockPull']>[2]) {
     return this.call('blockPull', () => this.n.blockPull(domain, disk, opts));
+  }
+  backupBegin(domain: string, xml: BackupXml, checkpointXml: BackupXml | null, opts?: { reuseExternal?: boolean }) {
+    return this.call('backupBegin', () => this.n.backupBegin(domain, xml, checkpointXml, opts));
+  }
+  backupGetXmlDesc(domain: string) {
+    return this.call('backupGetXmlDesc', () => this.n.backupGetXmlDesc(domain));
+  }
+  abortJob(domain: string) {
+    return this.call('abortJob', () => this.n.abortJob(domain));
+  }
+  getJobStats(domain: string, opts?: Parameters<Connection['getJobStats']>[1]) {
+    return this.call('getJobStats', () => this.n.getJobStats(domain, opts));
+  }
+  listCheckpoints(domain: string) {
+    return this.call('listCheckpoints', () => this.n.listCheckpoints(domain));
+  }
+  checkpointDelete(domain: string, name: string, opts?: { metadataOnly?: boolean }) {
+    return this.call('checkpointDelete', () => this.n.checkpointDelete(domain, name, opts));
   }
   getBlockJobInfo(domain: string, disk: string) {
     return this.call('getBlockJobInfo', () => this.n.getBlockJobInfo(domain, disk));

@@ -122,7 +122,49 @@ export interface LifecycleEvent {
   detail: number;
 }
 
-export type DomainEvent = BlockJobEvent | LifecycleEvent;
+/**
+ * A domain job's statistics as libvirt names them (VIR_DOMAIN_JOB_* fields: `operation`,
+ * `time_elapsed`, `disk_total`, `disk_processed`, `success`, `errmsg`, …): 32-bit ints and
+ * doubles as numbers, 64-bit ints as bigints. Fields a job does not have are absent.
+ */
+export type JobStatsFields = Record<string, number | bigint | boolean | string>;
+
+/** VIR_DOMAIN_EVENT_ID_JOB_COMPLETED: a domain job (backup, migration) ended; its stats. */
+export interface JobCompletedEvent {
+  kind: 'jobCompleted';
+  domain: { name: string; uuid: string };
+  /** As getJobStats({completed}) would report them; `success` false plus `errmsg` on failure. */
+  stats: JobStatsFields;
+}
+
+export type DomainEvent = BlockJobEvent | LifecycleEvent | JobCompletedEvent;
+
+/** virDomainJobType. */
+export type DomainJobType = 'none' | 'bounded' | 'unbounded' | 'completed' | 'failed' | 'cancelled' | 'unknown';
+
+/** virDomainJobOperation (the `operation` stats field): 9 = backup. */
+export const JOB_OPERATION_BACKUP = 9;
+
+export interface DomainJobStats {
+  type: DomainJobType;
+  stats: JobStatsFields;
+}
+
+export interface JobStatsOptions {
+  /** The last completed job's stats instead of the current job's (VIR_DOMAIN_JOB_STATS_COMPLETED). */
+  completed?: boolean;
+  /** Leave those stats in libvirt for later readers (VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED). */
+  keepCompleted?: boolean;
+}
+
+/** A checkpoint (a set of dirty bitmaps) of a domain, from virDomainListAllCheckpoints. */
+export interface CheckpointEntry {
+  name: string;
+  /** The checkpoint before it; null for the first. */
+  parent: string | null;
+  /** virDomainCheckpointGetXMLDesc(NO_DOMAIN): creationTime, disks and bitmaps. */
+  xml: string;
+}
 
 export type CloseReason = 'error' | 'eof' | 'keepalive' | 'client' | 'unknown';
 
@@ -142,6 +184,13 @@ declare const diskXmlBrand: unique symbol;
  * virDomainBlockCopy.
  */
 export type DiskXml = string & { readonly [diskXmlBrand]: true };
+
+declare const backupXmlBrand: unique symbol;
+/**
+ * A <domainbackup> or <domaincheckpoint> document the agent serialized itself from checked
+ * fields (src/jobs/kinds/backup/xml.ts is its only producer).
+ */
+export type BackupXml = string & { readonly [backupXmlBrand]: true };
 
 declare const snapshotXmlBrand: unique symbol;
 /**
@@ -174,6 +223,21 @@ export interface Connection {
   blockCommit(domain: string, disk: string, opts?: BlockCommitOptions): Promise<void>;
   /** Starts a pull block job (virDomainBlockRebase without COPY, bandwidth in bytes/s). */
   blockPull(domain: string, disk: string, opts?: BlockPullOptions): Promise<void>;
+  /**
+   * Starts a push-mode backup (virDomainBackupBegin); with checkpointXml the checkpoint is
+   * created at the same moment. The job then runs inside QEMU: JOB_COMPLETED tells its end.
+   */
+  backupBegin(domain: string, backupXml: BackupXml, checkpointXml: BackupXml | null, opts?: { reuseExternal?: boolean }): Promise<void>;
+  /** The running backup's XML (virDomainBackupGetXMLDesc); fails when no backup runs. */
+  backupGetXmlDesc(domain: string): Promise<string>;
+  /** virDomainAbortJob: aborts the domain's current async job, whatever it is. */
+  abortJob(domain: string): Promise<void>;
+  /** virDomainGetJobStats: the current (or, with completed, the last completed) domain job. */
+  getJobStats(domain: string, opts?: JobStatsOptions): Promise<DomainJobStats>;
+  /** The domain's checkpoints, parents before children. */
+  listCheckpoints(domain: string): Promise<CheckpointEntry[]>;
+  /** virDomainCheckpointDelete of one checkpoint (its bitmaps too unless metadataOnly). */
+  checkpointDelete(domain: string, name: string, opts?: { metadataOnly?: boolean }): Promise<void>;
   /** null when the disk has no block job. */
   getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null>;
   /** The disk's sizes (virDomainGetBlockInfo); `disk` is a target (vda) or the top image's path. */
@@ -189,7 +253,7 @@ export interface Connection {
   fsThaw(domain: string): Promise<number>;
   /** The run state (virDomainGetState) and libvirt's reason code for it (for paused: 1 = user). */
   getState(domain: string): Promise<DomainState>;
-  /** Subscribe to BLOCK_JOB_2 and lifecycle events of all domains. Returns the unsubscribe function. */
+  /** Subscribe to BLOCK_JOB_2, lifecycle and JOB_COMPLETED events of all domains. Returns the unsubscribe function. */
   onEvent(listener: (event: DomainEvent) => void): Promise<() => Promise<void>>;
   /**
    * Called once when the connection is closed by libvirt (not by close()); a listener added

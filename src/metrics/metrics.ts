@@ -5,9 +5,11 @@
 // so the number of series stays bounded by the jobs actually running.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { ERRORS } from '../errors.js';
-import type { AgentConnectionParams, Job, JobState, ListJobsParams, ListJobsResult } from '../generated/api.js';
+import type { AgentConnectionParams, AnyJob, ListJobsParams, ListJobsResult } from '../generated/api.js';
+import { isBlockJob } from '../job-types.js';
 import { STATES, TERMINAL } from '../jobs/state-machine.js';
 import { JOB_KINDS } from '../jobs/kinds/index.js';
+import { BACKUP_NEXT } from '../jobs/kinds/backup/record.js';
 import { REFUSAL_KINDS, type RefusalKind, type RefusalObserver, type RpcObserver } from './observer.js';
 
 type Listener = (...args: any[]) => void; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -33,6 +35,11 @@ export interface MetricsOptions {
 /** Error names a label may take; anything else is counted as 'other' (labels stay bounded). */
 const ERROR_NAMES = new Set<string>([...Object.keys(ERRORS), 'invalidParams', 'invalidRequest', 'internal']);
 const errorLabel = (name: string | undefined) => (name && ERROR_NAMES.has(name) ? name : 'other');
+/** Every kind with its states: the jobs-by-state series exist (at 0) for each pair from the start. */
+const KIND_STATES: Array<[string, readonly string[]]> = [
+  ...JOB_KINDS.map((k) => [k, STATES] as [string, readonly string[]]),
+  ['backup', Object.keys(BACKUP_NEXT)],
+];
 /** Terminal jobs remembered so that a repeated notification is not counted twice. */
 const ENDED_MEMORY = 4096;
 
@@ -51,7 +58,7 @@ export interface VersionSource {
 export class AgentMetrics implements RpcObserver, RefusalObserver {
   readonly registry = new Registry();
   private readonly now: () => number;
-  private readonly tracked = new Map<string, { state: JobState; since: number }>();
+  private readonly tracked = new Map<string, { state: AnyJob['state']; since: number }>();
   private readonly ended = new Set<string>();
   private readonly detach: Array<() => void> = [];
   private jobs: JobSource | null = null;
@@ -183,7 +190,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
       this.registry.removeSingleMetric(name);
     // Series that exist from the start read 0 instead of being absent.
     for (const kind of REFUSAL_KINDS) this.refusals.inc({ kind }, 0);
-    for (const kind of JOB_KINDS) for (const state of STATES) this.jobsByState.set({ kind, state }, 0);
+    for (const [kind, states] of KIND_STATES) for (const state of states) this.jobsByState.set({ kind, state }, 0);
     this.buildInfo.set({ version: opts.version, ...this.versions }, 1);
   }
 
@@ -191,7 +198,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
   observeJobs(jobs: JobSource): void {
     this.jobs = jobs;
     this.connected.set(1);
-    const onJob = (job: Job) => this.onJob(job);
+    const onJob = (job: AnyJob) => this.onJob(job);
     const onConnection = (p: AgentConnectionParams) => {
       if (p.state === 'lost') this.losses.inc();
       this.libvirtUp = p.state !== 'lost';
@@ -237,11 +244,11 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     for (const d of this.detach.splice(0)) d();
   }
 
-  private onJob(job: Job): void {
+  private onJob(job: AnyJob): void {
     const now = this.now();
     const before = this.tracked.get(job.jobId);
     if (before?.state === job.state) return;
-    if (TERMINAL.has(job.state)) {
+    if ((TERMINAL as ReadonlySet<string>).has(job.state)) {
       this.tracked.delete(job.jobId);
       if (this.ended.has(job.jobId)) return;
       this.remember(job.jobId);
@@ -251,6 +258,7 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
       this.tracked.set(job.jobId, { state: job.state, since: now });
     }
     // Durations only from starts this agent saw itself (a journaled job's start may be hours old).
+    if (!isBlockJob(job)) return;
     if (job.state === 'ready' && before?.state === 'copying' && job.readyAt && job.owner === 'agent') {
       this.timeToReady.observe(Math.max(0, Date.parse(job.readyAt) - Date.parse(job.createdAt)) / 1000);
     }
@@ -277,9 +285,9 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
     if (this.ended.size > ENDED_MEMORY) this.ended.delete(this.ended.values().next().value!);
   }
 
-  private refreshJobs(jobs: Job[]): void {
+  private refreshJobs(jobs: AnyJob[]): void {
     const now = this.now();
-    const counts = new Map<string, number>(JOB_KINDS.flatMap((k) => STATES.map((s) => [`${k}/${s}`, 0] as const)));
+    const counts = new Map<string, number>(KIND_STATES.flatMap(([k, states]) => states.map((s) => [`${k}/${s}`, 0] as const)));
     for (const m of [this.jobState, this.copied, this.remaining, this.total, this.rate, ...this.convergenceGauges]) m.reset();
     const known = new Set<string>();
     for (const job of jobs) {
@@ -288,19 +296,22 @@ export class AgentMetrics implements RpcObserver, RefusalObserver {
       counts.set(key, (counts.get(key) ?? 0) + 1);
       const endedAt = job.endedAt ? Date.parse(job.endedAt) : null;
       if (endedAt !== null && now - endedAt > this.opts.endedJobSeconds * 1000) continue;
+      // A backup's series carry its disks as one label value (vda,vdb): libvirt counts its bytes for all of them.
+      const block = isBlockJob(job);
       const labels = {
         domain: job.domain.name,
-        disk: job.disk,
+        disk: block ? job.disk : job.disks.map((d) => d.disk).join(','),
         job_id: job.jobId,
         kind: job.kind,
-        ...(job.groupId ? { group_id: job.groupId } : {}),
+        ...(block && job.groupId ? { group_id: job.groupId } : {}),
       };
-      const cur = Number(job.progress.cur);
-      const end = Number(job.progress.end);
+      const cur = Number(block ? job.progress.cur : job.progress.processed);
+      const end = Number(block ? job.progress.end : job.progress.total);
       this.jobState.set({ ...labels, state: job.state }, 1);
       this.copied.set(labels, cur);
       this.total.set(labels, end);
       this.remaining.set(labels, Math.max(0, end - cur));
+      if (!block) continue;
       if (job.progress.rate !== null) this.rate.set(labels, job.progress.rate);
       const c = job.convergence;
       if (c?.dirtyRateBytesPerSecond != null) this.dirtyRate.set(labels, c.dirtyRateBytesPerSecond);

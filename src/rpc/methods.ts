@@ -2,7 +2,7 @@
 // (schemas/methods/<name>.params.json and .result.json), so that a method without a handler,
 // a handler for no method, or a handler of the wrong shape does not compile.
 import type { MethodTypes } from '../generated/api.js';
-import type { GroupPort, JobPort, SnapshotPort } from './ports.js';
+import type { BackupPort, GroupPort, JobPort, SnapshotPort } from './ports.js';
 import type { Session } from './session.js';
 
 export type MethodName = keyof MethodTypes;
@@ -13,6 +13,7 @@ export interface CallContext {
   jobs: JobPort;
   groups: GroupPort;
   snapshots: SnapshotPort;
+  backups: BackupPort;
 }
 
 export interface MethodSpec<M extends MethodName> {
@@ -92,6 +93,18 @@ export const METHODS: MethodTable = {
       'Take an external disk-only snapshot of some disks at one moment (virsh snapshot-create-as --disk-only --no-metadata --atomic): a new qcow2 overlay on top of each.',
     mutating: true,
     handle: (p, ctx) => ctx.snapshots.snapshotDisks(p, { principal: ctx.session.owner }),
+  },
+  backup: {
+    summary:
+      'Back up some or all disks of a running domain at one moment (virDomainBackupBegin, push mode): full or incremental since a checkpoint, optionally creating the next checkpoint.',
+    mutating: true,
+    handle: (p, ctx) => ctx.backups.backup(p, { principal: ctx.session.owner }),
+  },
+  checkpoints: { summary: "List a domain's checkpoints, oldest first.", mutating: false, handle: (p, ctx) => ctx.backups.checkpoints(p) },
+  deleteCheckpoints: {
+    summary: "Retention: delete a domain's oldest checkpoints, keeping the newest N.",
+    mutating: true,
+    handle: (p, ctx) => ctx.backups.deleteCheckpoints(p),
   },
   capabilities: {
     summary: 'Agent, libvirt and QEMU versions, supported flags and methods.',

@@ -1,7 +1,7 @@
 // What the RPC layer needs from the layers below, as interfaces (ports): the RPC layer
 // imports no job or group module. Each call's shape comes from the generated method types;
 // the JobManager and GroupManager satisfy these structurally (checked where agent.ts wires them).
-import type { AgentConnectionParams, CapabilitiesResult, Job, MethodTypes } from '../generated/api.js';
+import type { AgentConnectionParams, AnyJob, CapabilitiesResult, MethodTypes } from '../generated/api.js';
 
 type Params<M extends keyof MethodTypes> = MethodTypes[M][0];
 type Result<M extends keyof MethodTypes> = MethodTypes[M][1];
@@ -10,7 +10,7 @@ type Call<M extends keyof MethodTypes> = (params: Params<M>) => Promise<Result<M
 type Abortable<M extends keyof MethodTypes> = (params: Params<M>, signal?: AbortSignal) => Promise<Result<M>>;
 
 export interface JobEvents {
-  'job.changed': (job: Job) => void;
+  'job.changed': (job: AnyJob) => void;
   'agent.connection': (params: AgentConnectionParams) => void;
 }
 
@@ -44,4 +44,11 @@ export interface GroupPort {
 export interface SnapshotPort {
   /** `by.principal`: who asks (kept in the operation's record, for the audit after a restart). */
   snapshotDisks(params: Params<'snapshotDisks'>, by?: { principal?: string }): Promise<Result<'snapshotDisks'>>;
+}
+
+/** Starting backups and their checkpoints; reading, waiting and aborting go through JobPort (every kind). */
+export interface BackupPort {
+  backup(params: Params<'backup'>, by?: { principal?: string }): Promise<Result<'backup'>>;
+  checkpoints: Call<'checkpoints'>;
+  deleteCheckpoints: Call<'deleteCheckpoints'>;
 }

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { JSONRPCErrorException, JSONRPCServer } from 'json-rpc-2.0';
 import { AgentError } from '../errors.js';
-import type { AgentConnectionParams, AuditEntry, Job } from '../generated/api.js';
+import type { AgentConnectionParams, AnyJob, AuditEntry } from '../generated/api.js';
 import { DEFAULTS } from '../generated/api.js';
 import type { Logger } from '../log.js';
 import type { RpcObserver } from '../metrics/observer.js';
@@ -31,7 +31,7 @@ import { toErrorObject, InvalidParams } from './errors.js';
 import { openRpcDocument } from './discover.js';
 import { methodList, type MethodName, type MethodSpec } from './methods.js';
 import { SchemaSet } from '../schemas.js';
-import type { GroupPort, JobPort, SnapshotPort } from './ports.js';
+import type { BackupPort, GroupPort, JobPort, SnapshotPort } from './ports.js';
 import { PER_CALL_BYTES, jsonSize, type Session } from './session.js';
 
 export interface RpcServerOptions {
@@ -39,6 +39,7 @@ export interface RpcServerOptions {
   groups: GroupPort;
   /** snapshotDisks; without it the method answers unsupported. */
   snapshots?: SnapshotPort;
+  backups?: BackupPort;
   log: Logger;
   version: string;
   schemas?: SchemaSet;
@@ -82,7 +83,7 @@ export class RpcServer {
   private readonly discoverJson: Buffer;
   private readonly maxBatch: number;
   private readonly maxResponseBytes: number;
-  private readonly onJobChanged = (job: Job) => {
+  private readonly onJobChanged = (job: AnyJob) => {
     for (const s of this.sessions) if (s.wants(job)) s.notify('job.changed', { job });
   };
   /** Every subscribed session hears about the libvirt connection, whatever its job filter. */
@@ -301,6 +302,7 @@ export class RpcServer {
           jobs: this.opts.service,
           groups: this.opts.groups,
           snapshots: this.opts.snapshots ?? NO_SNAPSHOTS,
+          backups: this.opts.backups ?? NO_BACKUPS,
         });
         if (validateResult && !validateResult(result)) {
           throw new Error(`result of ${spec.name} breaks its schema: ${JSON.stringify(validateResult.errors)}`);
@@ -336,7 +338,7 @@ export class RpcServer {
 
   private audit(ctx: CallContext, method: string, params: unknown, o: AuditOutcome): void {
     if (!this.opts.audit) return;
-    const result = o.result as { job?: Job; group?: { groupId: string }; changed?: boolean } | undefined;
+    const result = o.result as { job?: AnyJob; group?: { groupId: string }; changed?: boolean } | undefined;
     const p = (params && typeof params === 'object' ? params : {}) as { jobId?: unknown; groupId?: unknown };
     const jobId = result?.job?.jobId ?? (typeof p.jobId === 'string' ? p.jobId : undefined);
     const groupId = result?.group?.groupId ?? (typeof p.groupId === 'string' ? p.groupId : undefined);
@@ -357,6 +359,9 @@ export class RpcServer {
     });
   }
 }
+
+const noBackups = () => Promise.reject(new AgentError('unsupported', 'this agent serves no backups'));
+const NO_BACKUPS: BackupPort = { backup: noBackups, checkpoints: noBackups, deleteCheckpoints: noBackups };
 
 const NO_SNAPSHOTS: SnapshotPort = {
   snapshotDisks: () => Promise.reject(new AgentError('unsupported', 'this agent serves no snapshots')),

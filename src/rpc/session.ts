@@ -146,7 +146,8 @@ export class Session {
     return this.filter !== null;
   }
 
-  wants(job: Job): boolean {
+  /** A job's or a backup's change, by the subscription's jobIds and domain. */
+  wants(job: Pick<Job, 'jobId' | 'domain'>): boolean {
     const f = this.filter;
     if (!f) return false;
     if (f.jobIds && !f.jobIds.has(job.jobId)) return false;

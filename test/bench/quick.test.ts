@@ -22,7 +22,7 @@ t.test('npm run bench -- --quick works', async (t) => {
   t.match(doc, { quick: true, machine: { cores: Number, accel: /KVM|TCG/ } }, 'with the machine facts');
   t.same(
     doc.results.map((s: { name: string }) => s.name.split(' ')[0]),
-    ['Copy', 'Readiness', 'Control', 'Scale', 'Convergence', 'Group', 'libvirt', 'libvirt', 'Hostile', 'CLI'],
+    ['Copy', 'Readiness', 'Control', 'Scale', 'Convergence', 'Group', 'libvirt', 'libvirt', 'Hostile', 'CLI', 'Backup'],
     'every suite ran',
   );
   for (const s of doc.results)

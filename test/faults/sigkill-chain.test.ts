@@ -10,7 +10,7 @@
 import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
 import type { BlockCommitParams, BlockPullParams, Job, JobState } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState } from '../../harness/agent.js';
+import { blockJob, serveAgent, stateDir, untilState } from '../../harness/agent.js';
 import { killed, report } from '../helpers/faults.js';
 import { chain, layered } from '../helpers/chain.js';
 import * as hv from '../../harness/hypervisor.js';
@@ -105,7 +105,7 @@ for (const c of CASES) {
         let running = started;
         while (running.state === 'copying' && Number(running.progress.cur) === 0) {
           await new Promise((r) => setTimeout(r, 100));
-          running = (await client.call('jobInfo', { jobId: started.jobId })).job;
+          running = blockJob((await client.call('jobInfo', { jobId: started.jobId })).job);
         }
         t.equal(running.state, 'copying', `killed while copying (${running.progress.cur} of ${running.progress.end} bytes)`);
         first.process.kill('SIGKILL');
@@ -126,7 +126,7 @@ for (const c of CASES) {
     const client2 = await second.connect();
     const { jobs } = await client2.call('listJobs', { domain: dom.name });
     t.equal(jobs.length, 1, 'the restarted agent knows the one job of the domain');
-    let job = jobs[0]!;
+    let job = blockJob(jobs[0]!);
     t.equal(job.kind, c.shape === 'activeCommit' ? 'activeCommit' : c.shape, `a ${job.kind} job`);
     t.ok(c.after.includes(job.state), `after the restart the job is ${job.state} (true states here: ${c.after.join(', ')})`);
     if (job.state === 'failed') {
@@ -144,10 +144,10 @@ for (const c of CASES) {
       job = r.job;
     }
     if (c.whenReady) {
-      job = (await client2.call('wait', { jobId: job.jobId, until: 'done', timeout: 60 })).job;
+      job = blockJob((await client2.call('wait', { jobId: job.jobId, until: 'done', timeout: 60 })).job);
     } else if (c.end !== 'complete') {
       if (c.end === 'pivot') await untilState(client2, job.jobId, ['ready', 'pivoted']);
-      job = (await client2.call(c.end, { jobId: job.jobId })).job;
+      job = blockJob((await client2.call(c.end, { jobId: job.jobId })).job);
     }
     t.equal(job.state, GOAL[c.end], `the retried request ends the job ${GOAL[c.end]}`);
 

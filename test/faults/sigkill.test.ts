@@ -9,7 +9,7 @@
 import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
 import type { Job, JobState } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState } from '../../harness/agent.js';
+import { blockJob, serveAgent, stateDir, untilState } from '../../harness/agent.js';
 import { killed, Reference, report } from '../helpers/faults.js';
 import * as hv from '../../harness/hypervisor.js';
 
@@ -50,7 +50,7 @@ const GOAL: Record<End, JobState> = { pivot: 'pivoted', finish: 'finished', abor
 async function firstJob(client: AgentClient, dom: hv.TestDomain): Promise<Job> {
   const { jobs } = await client.call('listJobs', { domain: dom.name });
   if (jobs.length === 0) throw new Error('the restarted agent knows no job of the domain');
-  return jobs[0]!;
+  return blockJob(jobs[0]!);
 }
 
 for (const c of CASES) {
@@ -93,7 +93,7 @@ for (const c of CASES) {
         let running = job;
         while (running.state === 'copying' && Number(running.progress.cur) === 0) {
           await new Promise((r) => setTimeout(r, 100));
-          running = (await client.call('jobInfo', { jobId: job.jobId })).job;
+          running = blockJob((await client.call('jobInfo', { jobId: job.jobId })).job);
         }
         t.equal(running.state, 'copying', `killed in phase 1 (${running.progress.cur} of ${running.progress.end} bytes copied)`);
         first.process.kill('SIGKILL');
@@ -126,11 +126,11 @@ for (const c of CASES) {
     }
     await ref.write(dom, 'vda', { pattern: 0x44, offset: 20 * MiB, length: 1 * MiB });
     if (c.whenReady) {
-      job = (await client2.call('wait', { jobId: job.jobId, until: 'done', timeout: 60 })).job;
+      job = blockJob((await client2.call('wait', { jobId: job.jobId, until: 'done', timeout: 60 })).job);
     } else {
       if (job.state === 'copying') await client2.call('setSpeed', { jobId: job.jobId, bandwidth: 0 });
       if (c.end !== 'abort') await untilState(client2, job.jobId, ['ready', GOAL[c.end]]);
-      job = (await client2.call(c.end, { jobId: job.jobId })).job;
+      job = blockJob((await client2.call(c.end, { jobId: job.jobId })).job);
     }
     t.equal(job.state, GOAL[c.end], `the retried request ends the job ${GOAL[c.end]}`);
 

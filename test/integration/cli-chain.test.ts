@@ -2,50 +2,15 @@
 // agent and libvirtd, with the guest writing between steps; virsh dumpxml and qemu-img compare
 // (against a reference that receives every guest write too) are the witnesses.
 import t from 'tap';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import * as hv from '../../harness/hypervisor.js';
-import { CLI, stateDir, TEST_AGENT_ENV } from '../../harness/agent.js';
+import { stateDir } from '../../harness/agent.js';
+import { runCli as cli, type CliRun } from '../helpers/cli.js';
 import { Reference } from '../helpers/faults.js';
 
 const MiB = 1024 * 1024;
 const SIZE_MIB = 64;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  /** stdout, one JSON document a line (a line that does not parse fails the test). */
-  lines: Array<Record<string, unknown>>;
-}
-
-function cli(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...TEST_AGENT_ENV },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d: string) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.once('exit', (code) => {
-      const lines = stdout
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => {
-          try {
-            return JSON.parse(l) as Record<string, unknown>;
-          } catch {
-            return { notJson: l };
-          }
-        });
-      resolve({ code, stdout, stderr, lines });
-    });
-  });
-}
 
 /** The disk's chain in the live XML, active layer first (virsh as the witness). */
 async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
@@ -54,7 +19,7 @@ async function chain(dom: hv.TestDomain, target: string): Promise<string[]> {
   return [...disk.matchAll(/<source file='([^']+)'/g)].map((m) => m[1]!);
 }
 
-const allJson = (r: Run) => r.lines.length > 0 && r.lines.every((l) => !('notJson' in l));
+const allJson = (r: CliRun) => r.lines.length > 0 && r.lines.every((l) => !('notJson' in l));
 
 t.test('snapshot, guest writes, commit --active --pivot --wait --verbose --json: back on the base with every write', async (t) => {
   const dom = await hv.createDomain(t, {
@@ -206,7 +171,7 @@ t.test('usage errors of the chain verbs start nothing', async (t) => {
     ['commit', 'dom', 'vda', '--bandwidth', 'fast'],
     ['pull', 'dom'],
     ['pull', 'dom', 'vda', '--pivot'],
-    ['jobs', '--kind', 'backup'],
+    ['jobs', '--kind', 'snapshot'],
   ];
   for (const args of usage) {
     const r = await cli([...args, '--state-dir', dir]);

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createServer } from 'node:net';
 import t from 'tap';
 import type { Job } from '../../src/generated/api.js';
-import { serveAgent } from '../../harness/agent.js';
+import { blockJob, serveAgent } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
@@ -74,7 +74,7 @@ t.test('a guest writing faster than the bandwidth limit: notConverging within 10
   let info: Job = job;
   const seen: string[] = [];
   while (Date.now() - started < 10_000) {
-    info = (await client.call('jobInfo', { jobId: job.jobId })).job;
+    info = blockJob((await client.call('jobInfo', { jobId: job.jobId })).job);
     const s = info.convergence?.state ?? 'absent';
     if (seen[seen.length - 1] !== s) seen.push(s);
     if (s === 'notConverging') break;
@@ -90,7 +90,7 @@ t.test('a guest writing faster than the bandwidth limit: notConverging within 10
   t.match(c?.advice, /raise the bandwidth well above .* MiB\/s.*synchronousWrites/, 'advice: raise the bandwidth, or synchronousWrites');
   t.notOk(seen.includes('converging'), 'never called converging on the way');
 
-  const listed = (await client.call('listJobs', { kind: ['copy'] })).jobs.find((j) => j.jobId === job.jobId);
+  const listed = (await client.call('listJobs', { kind: ['copy'] })).jobs.map(blockJob).find((j) => j.jobId === job.jobId);
   t.match(listed?.convergence, { state: 'notConverging' }, 'listJobs carries it too');
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const labels = `{domain="${dom.name}",disk="vda",job_id="${job.jobId}",kind="copy"}`;
@@ -102,7 +102,7 @@ t.test('a guest writing faster than the bandwidth limit: notConverging within 10
   let after: Job = info;
   const later: string[] = [];
   while (Date.now() - raised < 120_000) {
-    after = (await client.call('jobInfo', { jobId: job.jobId })).job;
+    after = blockJob((await client.call('jobInfo', { jobId: job.jobId })).job);
     const s = after.convergence?.state ?? 'absent';
     if (later[later.length - 1] !== s) later.push(s);
     if (s === 'converging' || s === 'ready') break;

@@ -6,10 +6,10 @@
 import t, { type Test } from 'tap';
 import { existsSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+import { killed } from '../helpers/faults.js';
 import type { AgentClient } from '../../src/client/index.js';
 import type { Job } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState } from '../../harness/agent.js';
+import { blockJob, serveAgent, stateDir, untilState } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
 import { layered } from '../helpers/chain.js';
 
@@ -28,23 +28,11 @@ async function setup(t: Test, layers: number, persistent = false) {
 
 async function untilCleaned(client: AgentClient, jobId: string): Promise<Job> {
   for (let i = 0; i < 600; i++) {
-    const { job } = await client.call('jobInfo', { jobId });
+    const job = blockJob((await client.call('jobInfo', { jobId })).job);
     if (job.cleanup?.state === 'done') return job;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`the cleanup of job ${jobId} did not finish`);
-}
-
-/** How the agent process ended ('alive' if it still runs after `ms`: the crash point was not reached). */
-function exited(p: ChildProcess, ms = 180_000): Promise<NodeJS.Signals | null | 'alive'> {
-  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve(p.signalCode);
-  return new Promise((r) => {
-    const timer = setTimeout(() => r('alive'), ms);
-    p.once('exit', (_code, signal) => {
-      clearTimeout(timer);
-      r(signal);
-    });
-  });
 }
 
 t.test('active commit, pivot with deleteMerged: the overlay is gone, the base holds every write', async (t) => {
@@ -125,7 +113,7 @@ t.test('SIGKILL between the journaled intent and the unlink: the restarted agent
   const r = await client.call('blockCommit', { domain: dom.name, disk: 'vda', whenReady: 'pivot', deleteMerged: true });
   t.match(r.job, { cleanup: { deleteMerged: true, state: 'pending' } }, 'the promise is in the answer (journaled before it)');
   await ref.write(dom, 'vda', { pattern: 0x33, offset: 40 * MiB, length: 2 * MiB });
-  t.equal(await exited(first.process), 'SIGKILL', 'the agent died at cleanup:journaled');
+  t.equal(await killed(first, 180_000), 'SIGKILL', 'the agent died at cleanup:journaled');
   t.ok(existsSync(overlays[0]!), 'killed before the unlink: the overlay is still there');
   t.same(await chain(dom, 'vda'), [base], 'the pivot happened');
   const second = await serveAgent(t, { dir });

@@ -1,7 +1,7 @@
 // /metrics against the real agent and libvirtd: scraped during a real copy (the job's progress
 // is there and moves), checked by `promtool check metrics`, then after the pivot (durations,
 // calls, the per-job series dropped once the job ended), refusals counted by kind, and the
-// listener's own rules (loopback only, GET /metrics only).
+// listener's own rules (loopback only without TLS, GET /metrics only).
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -10,7 +10,7 @@ import { errorName } from '../helpers/rejects.js';
 import t from 'tap';
 import { WebSocket } from 'ws';
 import { AgentClient, RpcError } from '../../src/client/index.js';
-import { CLI, serveAgent, stateDir, untilState } from '../../harness/agent.js';
+import { blockJob, CLI, serveAgent, stateDir, untilState } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
 
 const MiB = 1024 * 1024;
@@ -89,7 +89,7 @@ t.test("scraped during a real copy: the job's progress, then durations and calls
     // agent's own job list, read just before and after the scrape.
     [listedBefore, during, listedAfter] = [await counts(client), await scrape(port), await counts(client)];
   } while (!((copiedIn(during) ?? 0) > (copiedIn(first) ?? 0)) && Date.now() < deadline);
-  const info = (await client.call('jobInfo', { jobId: job.jobId })).job;
+  const info = blockJob((await client.call('jobInfo', { jobId: job.jobId })).job);
   t.equal(info.state, 'copying', 'still copying at the second scrape');
   const check = promtool(during);
   t.equal(check.code, 0, `promtool check metrics accepts the exposition during the copy${check.out ? `: ${check.out}` : ''}`);
@@ -255,7 +255,7 @@ t.test('refusals by kind: bad credentials, rate limit, oversized frame, read-onl
   t.equal(value(text, 'blockcopy_refusals_total', { kind: 'connectionLimit' }), 0, 'connectionLimit 0');
 });
 
-t.test('the listener: GET /metrics only, loopback only', async (t) => {
+t.test('the listener: GET /metrics only, loopback only without TLS', async (t) => {
   const port = await freePort();
   await serveAgent(t, { config: { metrics: { enabled: true, port } } });
   t.equal((await fetch(`http://127.0.0.1:${port}/`)).status, 404, 'another path: 404');
@@ -271,6 +271,6 @@ t.test('the listener: GET /metrics only, loopback only', async (t) => {
     encoding: 'utf8',
     timeout: 60_000,
   });
-  t.equal(r.status, 1, 'metrics on 0.0.0.0: the agent refuses to start');
-  t.match(r.stderr, /metrics\.host must be a loopback address/, 'and says why');
+  t.equal(r.status, 1, 'metrics on 0.0.0.0 without TLS: the agent refuses to start');
+  t.match(r.stderr, /metrics\/host 0\.0\.0\.0 is not a loopback address: .*only over TLS with client authentication/, 'and says why');
 });

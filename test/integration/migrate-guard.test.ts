@@ -17,6 +17,7 @@ import * as hv from '../../harness/hypervisor.js';
 import { CLI, serveAgent, untilState } from '../../harness/agent.js';
 import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { startHookLibvirtd } from '../helpers/hook-libvirtd.js';
+import { brakeBackup } from '../helpers/backup.js';
 
 const run = promisify(execFile);
 const HOOK = fileURLToPath(new URL('../../../hooks/blockcopy-agent-migrate-guard', import.meta.url));
@@ -48,6 +49,20 @@ function runHook(args: string[], xml: string, env: Record<string, string>): Prom
 }
 
 const migrateBegin = (dom: hv.TestDomain) => [dom.name, 'migrate', 'begin', '-'];
+
+/**
+ * The hook asked again until it allows the migration: a job's end is journaled in the
+ * background, right after it is seen (a busy host may take seconds). The last answer.
+ */
+async function hookUntilAllowed(dom: hv.TestDomain, xml: string, env: Record<string, string>): Promise<HookRun> {
+  const deadline = Date.now() + 60_000;
+  let r = await runHook(migrateBegin(dom), xml, env);
+  while (r.code !== 0 && Date.now() < deadline) {
+    await new Promise((res) => setTimeout(res, 250));
+    r = await runHook(migrateBegin(dom), xml, env);
+  }
+  return r;
+}
 
 t.test('decided from the journal of this host: allow, refuse while copying, allow after', async (t) => {
   const agent = await serveAgent(t);
@@ -97,12 +112,45 @@ t.test('decided from the journal of this host: allow, refuse while copying, allo
   await client.call('abort', { jobId: job.jobId });
   await untilState(client, job.jobId, ['cancelled']);
   // The end is journaled in the background, in order: the hook sees it shortly after.
-  let after = await runHook(migrateBegin(dom), xml, env);
-  for (let i = 0; i < 20 && after.code !== 0; i++) {
-    await new Promise((r) => setTimeout(r, 250));
-    after = await runHook(migrateBegin(dom), xml, env);
-  }
+  const after = await hookUntilAllowed(dom, xml, env);
   t.same([after.code, after.stderr], [0, ''], 'the copy ended: allowed');
+});
+
+t.test("a backup of the domain refuses it, and so does a freeze the agent's record says it made", async (t) => {
+  const agent = await serveAgent(t);
+  const client = await agent.connect();
+  const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 1536 }] });
+  await hv.guestWrite(dom, 'vda', { pattern: 0x5b, offset: 0, length: 1024 * MiB });
+  const xml = await hv.virsh('dumpxml', dom.name);
+  const env = { BLOCKCOPY_HOOK_STATE_DIR: agent.stateDir, BLOCKCOPY_HOOK_TIMEOUT: String(BOUND_S), BLOCKCOPY_HOOK_NODE: process.execPath };
+  const target = hv.scratchDir('backup-', t);
+  // Caught running (braked in QEMU); on a loaded host it may end before the brake: tried again.
+  let running: string | undefined;
+  for (let i = 0; i < 5 && !running; i++) {
+    const { job } = await client.call('backup', { domain: dom.name, target: { dir: target }, jobId: `guard-backup-${i}` });
+    if ((await brakeBackup(dom, 1024)) > 0 && (await client.call('jobInfo', { jobId: job.jobId })).job.state === 'running')
+      running = job.jobId;
+    else await client.call('wait', { jobId: job.jobId, until: 'done', timeout: 300 });
+  }
+  t.ok(running, 'a backup runs');
+  const busy = await runHook(migrateBegin(dom), xml, env);
+  t.equal(busy.code, 1, 'a backup runs: refused');
+  t.match(busy.stderr, new RegExp(`backup job ${running} on vda is running`));
+  await client.call('abort', { jobId: running! });
+  const after = await hookUntilAllowed(dom, xml, env);
+  t.same([after.code, after.stderr], [0, ''], 'the backup ended: allowed');
+
+  // A crash between the agent's freeze and its thaw leaves frozenAt in the record: the guest's
+  // filesystems may be frozen by the agent until it starts again and thaws them.
+  const dir = hv.scratchDir('guard-state-', t);
+  const rec = {
+    job: { jobId: 'frozen-1', kind: 'backup', domain: { name: dom.name, uuid: dom.uuid }, state: 'failed', disks: [{ disk: 'vda' }] },
+    frozenAt: '2026-12-07T10:00:00.000Z',
+  };
+  writeFileSync(join(dir, 'backup-frozen-1.json'), JSON.stringify(rec));
+  const frozen = await runHook(migrateBegin(dom), xml, { ...env, BLOCKCOPY_HOOK_STATE_DIR: dir });
+  t.equal(frozen.code, 1, 'frozen by the agent: refused');
+  t.match(frozen.stderr, /backup frozen-1 froze the guest filesystems/);
 });
 
 t.test('asked of the source host’s agent (peers), fail closed or open when it hangs', async (t) => {

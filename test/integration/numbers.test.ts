@@ -5,7 +5,7 @@ import t from 'tap';
 import { existsSync } from 'node:fs';
 import { RpcError } from '../../src/client/index.js';
 import * as hv from '../../harness/hypervisor.js';
-import { serveAgent } from '../../harness/agent.js';
+import { blockJob, serveAgent } from '../../harness/agent.js';
 
 const MiB = 1024 * 1024;
 const MAX = '18446744073709551615';
@@ -82,12 +82,12 @@ t.test('out-of-range byte counts', async (t) => {
   }
   const { jobs } = await client.call('listJobs', { domain: dom.name });
   t.same(
-    jobs.map((j) => j.disk),
+    jobs.map((j) => blockJob(j).disk),
     ['vda'],
     'no copy of vdb was started',
   );
   t.equal((await hv.liveXml(dom)).match(/<mirror/g)?.length, 1, "libvirt: one mirror (vda's)");
-  const { job: now } = await client.call('jobInfo', { jobId: job.jobId });
+  const now = blockJob((await client.call('jobInfo', { jobId: job.jobId })).job);
   t.equal(now.bandwidth, MiB, 'the refused setSpeed calls changed nothing');
 
   // A bandwidth string names its unit (schemas/defs/bandwidth.json): the largest, with its B.

@@ -50,6 +50,9 @@ const CALLS: Record<string, Record<string, unknown>> = {
   blockPull: { domain: none, disk: 'vda', base: 'vda[1]', wait: 'done', timeout: 5 },
   snapshotDisks: { domain: none, disks: [{ disk: 'vda', overlay: { path } }], quiesce: 'try' },
   diskInfo: { domain: none, disk: 'vda' },
+  backup: { domain: none, target: { dir: '/var/lib/libvirt/images' }, incremental: true, checkpoint: 'openrpc-cp', wait: false },
+  checkpoints: { domain: none },
+  deleteCheckpoints: { domain: none, keep: 2 },
   subscribe: { jobIds: ['openrpc-none'] },
   unsubscribe: {},
 };

@@ -7,7 +7,7 @@ import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { RpcError, type AgentClient } from '../../src/client/index.js';
 import type { Job } from '../../src/generated/api.js';
-import { serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
+import { blockJob, serveAgent, stateDir, untilState, type ServedAgent } from '../../harness/agent.js';
 import { report } from '../helpers/faults.js';
 import * as hv from '../../harness/hypervisor.js';
 
@@ -36,7 +36,7 @@ async function mirrorPath(dom: hv.TestDomain): Promise<string | null> {
 }
 
 async function jobsOf(client: AgentClient, dom: hv.TestDomain): Promise<Job[]> {
-  return (await client.call('listJobs', { domain: dom.name })).jobs;
+  return (await client.call('listJobs', { domain: dom.name })).jobs.map(blockJob);
 }
 
 /** A domain whose vda holds data, so that a 1 MiB/s copy stays in phase 1 for a while. */
@@ -72,7 +72,7 @@ t.test('a copy swapped while the agent was down: the old job ends, the other cop
 
   const second = await serveAgent(t, { dir });
   const c2 = await second.connect();
-  const old = (await c2.call('jobInfo', { jobId: 'own-swap' })).job;
+  const old = blockJob((await c2.call('jobInfo', { jobId: 'own-swap' })).job);
   t.match(old, { state: 'cancelled', outcome: 'inferred' }, `the old job ended (${old.state})`);
   t.match(old.evidence, new RegExp(`goes to ${theirs}, not to this job's destination ${mine}`), `with the evidence: ${old.evidence}`);
   const adopted = (await jobsOf(c2, dom)).find((j) => j.jobId !== 'own-swap');

@@ -4,12 +4,13 @@
 // pivotGroup and blockCopyGroup delete each disk's old files; a crash between the journaled
 // intent and the unlink is finished by the next start. virsh and qemu-img are the witnesses.
 import t from 'tap';
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import * as hv from '../../harness/hypervisor.js';
-import { CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import { blockJob, CLI, serveAgent, stateDir } from '../../harness/agent.js';
+import { killed } from '../helpers/faults.js';
 import { otherDomainOn } from '../helpers/shared-base.js';
 import type { Job } from '../../src/generated/api.js';
 
@@ -148,7 +149,7 @@ t.test('blockCopyGroup removeSource with whenReady pivot: every disk of a transi
     ['vda', vda.path],
     ['vdb', vdb.path],
   ] as const) {
-    const j = jobs.jobs.find((x: Job) => x.disk === disk)!;
+    const j = jobs.jobs.map(blockJob).find((x) => x.disk === disk)!;
     t.match(j.cleanup, { removeSource: true, state: 'done', removed: [old] }, `${disk}: the old source was removed`);
     t.notOk(existsSync(old), `${disk}: gone from disk`);
   }
@@ -230,14 +231,15 @@ t.test('SIGKILL between the journaled intent and the unlink: the restarted agent
     },
     cleanup: { removeSource: true, state: 'pending' },
   });
-  t.equal(await exited(first.process), 'SIGKILL', 'the agent died at cleanup:journaled');
+  t.equal(await killed(first, 180_000), 'SIGKILL', 'the agent died at cleanup:journaled');
   t.ok(existsSync(top) && existsSync(base!), 'killed before the unlink: the old files are still there');
   t.same(await hv.liveChain(dom, 'vda'), [dest], 'the pivot happened');
   const client2 = await (await serveAgent(t, { dir })).connect();
   let job: Job | undefined;
   for (let i = 0; i < 600 && job?.cleanup?.state !== 'done'; i++) {
-    job = (await client2.call('jobInfo', { jobId: r.job.jobId })).job;
-    if (job.cleanup?.state !== 'done') await new Promise((res) => setTimeout(res, 100));
+    const now = blockJob((await client2.call('jobInfo', { jobId: r.job.jobId })).job);
+    job = now;
+    if (now.cleanup?.state !== 'done') await new Promise((res) => setTimeout(res, 100));
   }
   t.match(job, { state: 'pivoted', cleanup: { state: 'done', removed: [top, base], kept: [] } });
   t.notOk(existsSync(top) || existsSync(base!), 'the restarted agent deleted them');
@@ -276,15 +278,3 @@ t.test('a persistent definition that does not name the copy after the pivot keep
   t.ok(existsSync(top) && existsSync(base!), 'both old files stay');
   t.same(await hv.liveChain(dom, 'vda'), [dest], 'the guest runs on the copy');
 });
-
-/** How the agent process ended ('alive' if it still runs after `ms`). */
-function exited(p: ChildProcess, ms = 180_000): Promise<NodeJS.Signals | null | 'alive'> {
-  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve(p.signalCode);
-  return new Promise((r) => {
-    const timer = setTimeout(() => r('alive'), ms);
-    p.once('exit', (_code, signal) => {
-      clearTimeout(timer);
-      r(signal);
-    });
-  });
-}

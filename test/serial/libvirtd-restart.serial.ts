@@ -1,17 +1,23 @@
 // libvirtd restarted under a running agent: during phase 1, at ready, and right after a pivot
 // request; an active commit ready across the restart, then pivoted; a commit below the top and a
-// pull running across it (the pull sped up to end around the restart, concluded from the chain). The agent stays up, tells subscribed clients (agent.connection lost/restored),
-// reconnects, reconciles, and every job then reaches its intended end with its data intact.
+// pull running across it (the pull sped up to end around the restart, concluded from the chain);
+// a backup running across it (completed as libvirt confirms, or failed with its files named).
+// The agent stays up, tells subscribed clients (agent.connection lost/restored), reconnects,
+// reconciles, and every job then reaches its intended end with its data intact.
 // Restarting libvirtd disturbs everything else on the host, so this file runs alone, after the
 // parallel suite (scripts/test.sh).
 import t from 'tap';
 import type { AgentClient } from '../../src/client/index.js';
-import type { AgentConnectionParams } from '../../src/generated/api.js';
-import { serveAgent, untilState } from '../../harness/agent.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AgentConnectionParams, AnyJob } from '../../src/generated/api.js';
+import { isBackupJob } from '../../src/job-types.js';
+import { blockJob, serveAgent, untilState } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
 import { restartLibvirtd } from '../helpers/libvirtd.js';
 import { report } from '../helpers/faults.js';
 import { chain, layered } from '../helpers/chain.js';
+import { brakeBackup, referenceCopy } from '../helpers/backup.js';
 
 const MiB = 1024 * 1024;
 
@@ -224,7 +230,7 @@ t.test('libvirtd restarts under the agent', async (t) => {
       const r = await restartUnder(client);
       t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
       t.equal(agent.process.exitCode, null, 'the agent process stayed up');
-      const now = (await client.call('jobInfo', { jobId: job.jobId })).job;
+      const now = blockJob((await client.call('jobInfo', { jobId: job.jobId })).job);
       t.ok(['copying', 'completed', 'cancelled'].includes(now.state), `after the reconcile the job is ${now.state}`);
       // Seen with libvirt 9.0: a pull ending around the restart can be gone from libvirt
       // afterwards with the chain it showed unchanged. The agent reports what the chain shows, a
@@ -254,4 +260,64 @@ t.test('libvirtd restarts under the agent', async (t) => {
       });
     });
   }
+
+  t.test('a backup running across the restart: completed as libvirt confirms, else failed with its files named', async (t) => {
+    const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 1536 }] });
+    await hv.guestWrite(dom, 'vda', { pattern: 0x61, offset: 0, length: 1024 * MiB });
+    const target = hv.scratchDir('backup-', t);
+    const scratch = hv.scratchDir('restore-', t);
+    // Started at a known moment (the guest paused for the reference), braked in QEMU so that it
+    // is still running when libvirtd goes down; on a loaded host it may end before the brake,
+    // and is tried again.
+    let started: AnyJob | undefined;
+    let ref = '';
+    for (let i = 0; i < 5 && !started; i++) {
+      ref = join(scratch, `ref${i}.raw`);
+      await hv.virsh('suspend', dom.name);
+      let job: AnyJob;
+      try {
+        await referenceCopy(dom.disks[0]!.path, 'qcow2', ref);
+        job = (await client.call('backup', { domain: dom.name, target: { dir: target }, checkpoint: true })).job;
+      } finally {
+        await hv.virsh('resume', dom.name);
+      }
+      if ((await brakeBackup(dom, 1024)) > 0 && /Job type:\s+(Unbounded|Bounded)/.test(await hv.virsh('domjobinfo', dom.name)))
+        started = job;
+      else await client.call('wait', { jobId: job.jobId, until: 'done', timeout: 300 });
+    }
+    if (!started) throw new Error('no backup could be caught running');
+    t.pass('the backup is slowed down inside QEMU, running');
+    const r = await restartUnder(client);
+    t.comment(`recovered ${r.recoveredMs} ms after libvirtd answered again`);
+    t.equal(agent.process.exitCode, null, 'the agent process stayed up');
+    await brakeBackup(dom, 0);
+    const end = (await client.call('wait', { jobId: started.jobId, until: 'done', timeout: 300 })).job;
+    if (!isBackupJob(end)) throw new Error('not a backup');
+    t.ok(['completed', 'failed', 'cancelled'].includes(end.state), `the backup ended ${end.state}`);
+    let same: string | null = null;
+    if (end.state === 'completed') {
+      t.ok(end.manifest, 'completed: in the manifest');
+      same = await hv.compareImages(end.disks[0]!.file, ref, ['qcow2', 'raw']);
+      t.equal(same, 'identical', 'qemu-img compare: the disk at the moment the backup started');
+    } else {
+      // libvirt gave it up across its restart: reported so, with what it left, never as complete.
+      t.comment(`libvirt did not finish it: ${end.error?.message} (${end.error?.evidence ?? ''})`);
+      t.ok(end.error?.message, 'with the error');
+      t.same(
+        end.partialFiles ?? [],
+        end.disks.map((d) => d.file).filter((f) => existsSync(f)),
+        'its partial files named, exactly those left',
+      );
+      t.equal(end.manifest, null, 'not in a manifest');
+      const again = (await client.call('backup', { domain: dom.name, target: { dir: target }, wait: true })).job;
+      t.equal(again.state, 'completed', "the caller's retry: a new backup, completed");
+    }
+    t.notMatch(await hv.virsh('domjobinfo', dom.name), /Job type:\s+(Unbounded|Bounded)/, 'no job left running');
+    report(t, {
+      fault: 'libvirtd restart',
+      at: `backup running: ${end.state}, serving again ${r.recoveredMs} ms after libvirtd answered`,
+      recovered: true,
+      mismatches: same === null ? null : same === 'identical' ? 0 : 1,
+    });
+  });
 });

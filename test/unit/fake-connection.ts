@@ -17,9 +17,11 @@ import {
   type BlockJobInfo,
   type BlockJobType,
   type BlockPullOptions,
+  type CheckpointEntry,
   type CloseReason,
   type Connection,
   type DomainEvent,
+  type DomainJobStats,
   type DomainRef,
   type DomainState,
   type SnapshotCreateOptions,
@@ -423,6 +425,45 @@ export class FakeConnection implements Connection {
     if (!k) throw lverr(VirErrorCode.INVALID_ARG, `invalid argument: disk '${disk}' not found in domain`);
     if (k.job) throw lverr(VirErrorCode.BLOCK_COPY_ACTIVE, `block copy still active: disk '${disk}' already in active block job`);
     k.job = { cur: 0n, end: 1n, bandwidth: opts?.bandwidth ?? 0n, type: 'pull' };
+  }
+
+  // Domain jobs (backups) and checkpoints: the fake runs none. A domain with no job, no
+  // checkpoint; starting one is refused as unsupported (unit tests of backups use the real libvirtd).
+  async backupBegin(domain: string, xml: string, checkpointXml: string | null): Promise<void> {
+    this.record('backupBegin', [domain, xml, checkpointXml]);
+    await this.answer('backupBegin');
+    this.running(domain);
+    throw lverr(VirErrorCode.OPERATION_UNSUPPORTED, 'Operation not supported: the fake connection runs no backup');
+  }
+  async backupGetXmlDesc(domain: string): Promise<string> {
+    this.record('backupGetXmlDesc', [domain]);
+    await this.answer('backupGetXmlDesc');
+    this.running(domain);
+    throw lverr(VirErrorCode.NO_DOMAIN_BACKUP, 'Domain backup job id not found: no domain backup job present');
+  }
+  async abortJob(domain: string): Promise<void> {
+    this.record('abortJob', [domain]);
+    await this.answer('abortJob');
+    this.running(domain);
+    throw lverr(VirErrorCode.OPERATION_INVALID, 'Requested operation is not valid: no job is active on the domain');
+  }
+  async getJobStats(domain: string): Promise<DomainJobStats> {
+    this.record('getJobStats', [domain]);
+    await this.answer('getJobStats');
+    this.running(domain);
+    return { type: 'none', stats: {} };
+  }
+  async listCheckpoints(domain: string): Promise<CheckpointEntry[]> {
+    this.record('listCheckpoints', [domain]);
+    await this.answer('listCheckpoints');
+    this.running(domain);
+    return [];
+  }
+  async checkpointDelete(domain: string, name: string): Promise<void> {
+    this.record('checkpointDelete', [domain, name]);
+    await this.answer('checkpointDelete');
+    this.running(domain);
+    throw lverr(VirErrorCode.NO_DOMAIN_CHECKPOINT, `Domain checkpoint not found: no domain checkpoint with matching name '${name}'`);
   }
 
   async getBlockJobInfo(domain: string, disk: string): Promise<BlockJobInfo | null> {

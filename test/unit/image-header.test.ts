@@ -32,13 +32,21 @@ function scratch(t: Test): string {
 }
 
 t.test('parseQcow2: every field from hand-built headers', async (t) => {
-  t.same(parseQcow2(qcow2()), { backing: null, backingFormat: null, dataFile: null, needsDataFile: false, encrypted: false });
+  t.same(parseQcow2(qcow2()), {
+    backing: null,
+    backingFormat: null,
+    dataFile: null,
+    needsDataFile: false,
+    encrypted: false,
+    virtualSize: 32n << 20n,
+  });
   t.same(parseQcow2(qcow2({ backing: '/b/base.qcow2', backingFormat: 'qcow2', dataFile: '/d/data.raw' })), {
     backing: '/b/base.qcow2',
     backingFormat: 'qcow2',
     dataFile: '/d/data.raw',
     needsDataFile: true,
     encrypted: false,
+    virtualSize: 32n << 20n,
   });
   t.same(parseQcow2(qcow2({ version: 2, backing: '../x', backingFormat: 'raw' })).backing, '../x', 'version 2');
   t.equal(parseQcow2(qcow2({ needsDataFile: true })).needsDataFile, true, 'the incompatible bit alone');

@@ -2,7 +2,7 @@
 // test/integration/metrics.test.ts): what is counted once, what is bounded, what is dropped.
 import { EventEmitter } from 'node:events';
 import t from 'tap';
-import type { ErrorName, Job, JobState } from '../../src/generated/api.js';
+import type { AnyJob, BackupJob, ErrorName, Job, JobState } from '../../src/generated/api.js';
 import { AgentMetrics } from '../../src/metrics/metrics.js';
 
 let clock = Date.parse('2026-01-01T00:00:00Z');
@@ -226,4 +226,54 @@ t.test('docs/grafana-dashboard.json: every query parses (promtool) and names onl
     legends.some((l) => l.includes('{{job_id}}')),
     "the progress legend names the copy job's id",
   );
+});
+
+t.test('a backup: per-job series with kind backup and its disks, counted by state and ended once', async (t) => {
+  const src = new Source();
+  const m = new AgentMetrics({ endedJobSeconds: 60, version: '1.2.3', now: () => clock });
+  m.observeJobs(src);
+  const backup = (state: BackupJob['state'], processed: number): AnyJob => ({
+    jobId: 'bk',
+    kind: 'backup',
+    domain: { name: 'vm1', uuid: '00000000-0000-0000-0000-000000000001' },
+    state,
+    mode: 'full',
+    since: null,
+    checkpoint: null,
+    dir: '/backups',
+    manifest: null,
+    disks: [
+      { disk: 'vda', file: '/backups/a', format: 'qcow2' },
+      { disk: 'vdb', file: '/backups/b', format: 'qcow2' },
+    ],
+    progress: { processed: String(processed), total: '100', percent: processed },
+    owner: 'agent',
+    createdAt: new Date(clock).toISOString(),
+    updatedAt: new Date(clock).toISOString(),
+    ...(state === 'running' ? {} : { endedAt: new Date(clock).toISOString() }),
+  });
+  (src as unknown as { change(j: AnyJob): void }).change(backup('running', 40));
+  let text = await m.render();
+  const labels = 'domain="vm1",disk="vda,vdb",job_id="bk",kind="backup"';
+  t.equal(line(text, `blockcopy_job_bytes_copied{${labels}}`), `blockcopy_job_bytes_copied{${labels}} 40`, 'bytes processed');
+  t.equal(line(text, `blockcopy_job_bytes_remaining{${labels}}`), `blockcopy_job_bytes_remaining{${labels}} 60`, 'remaining');
+  t.equal(
+    line(text, 'blockcopy_jobs{kind="backup",state="running"}'),
+    'blockcopy_jobs{kind="backup",state="running"} 1',
+    'counted running',
+  );
+  (src as unknown as { change(j: AnyJob): void }).change(backup('completed', 100));
+  (src as unknown as { change(j: AnyJob): void }).change(backup('completed', 100));
+  text = await m.render();
+  t.equal(
+    line(text, 'blockcopy_job_ends_total{kind="backup",state="completed"}'),
+    'blockcopy_job_ends_total{kind="backup",state="completed"} 1',
+    'its end counted once',
+  );
+  t.equal(
+    line(text, 'blockcopy_jobs{kind="backup",state="running"}'),
+    'blockcopy_jobs{kind="backup",state="running"} 0',
+    'no longer running',
+  );
+  m.close();
 });

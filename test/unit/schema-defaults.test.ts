@@ -36,6 +36,8 @@ t.test('generated DEFAULTS match what validation fills in', async (t) => {
     PivotGroupParams: { groupId: 'g' },
     FinishGroupParams: { groupId: 'g' },
     SnapshotDisksParams: { domain: 'd', disks: [{ disk: 'vda', overlay: { path: '/var/lib/libvirt/images/o.qcow2' } }] },
+    BackupParams: { domain: 'd', target: { dir: '/var/lib/libvirt/images' } },
+    BackupInfoParams: { jobId: 'b1' },
     Overlay: { path: '/var/lib/libvirt/images/o.qcow2' },
   };
   const pathOf = new Map([...schemas.byId.values()].map((s) => [s.title, s.$id.slice(SCHEMA_BASE.length)]));

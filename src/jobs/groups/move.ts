@@ -13,7 +13,7 @@ import { LibvirtError, VirErrorCode } from '../../libvirt/errors.js';
 import { libvirtData, toAgentError } from '../libvirt-errors.js';
 import { READ_WAIT_MS, within } from '../read-bound.js';
 
-type Target = NonNullable<BlockCopyGroupParams['target']>;
+type Target = Pick<NonNullable<BlockCopyGroupParams['target']>, 'dir' | 'pool'>;
 export type MoveResultExtras = Pick<BlockCopyGroupResult, 'alreadyThere' | 'pool' | 'plan'>;
 
 export interface MovePlan extends Required<Pick<MoveResultExtras, 'alreadyThere' | 'plan'>> {
@@ -44,7 +44,7 @@ export function isMovable(d: DiskInfo): boolean {
 const rejected = (reason: string) => new AgentError('destinationRejected', reason, { reason });
 
 /** The directory a target names: the dir itself, or the target path of an allowed directory pool. */
-async function targetDir(
+export async function targetDir(
   conn: Connection,
   target: Target,
   allowedPools: readonly string[],

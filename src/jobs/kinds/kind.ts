@@ -44,6 +44,12 @@ export interface JobKind {
   /** The request option that promises the mergedPaths step for this kind (deleteMerged for
    *  commits and pulls, removeSource for copies); absent with mergedPaths. */
   readonly cleanupOption?: CleanupOption;
+  /** What that step keeps instead, and why, when this end leaves nothing to delete (a copy that
+   *  ended without a pivot keeps its source); absent or []: nothing to say. */
+  keptOnEnd?(job: Job, ended: JobState): Array<{ path: string; reason: string }>;
+  /** The step deletes only once the domain's persistent definition matches live: a pivot
+   *  changes the live disk only, and a definition still naming the old files would boot them. */
+  readonly deleteAfterDefinitionMatches?: boolean;
   /** A job for one of this kind found running that this agent did not start. */
   adopted(dom: { name: string; uuid: string }, disk: DiskInfo, info: BlockJobInfo | null, nowIso: string): Job;
 }

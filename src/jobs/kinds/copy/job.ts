@@ -107,6 +107,12 @@ export function sourceFiles(job: Job, ended: JobState): Array<string | null> | n
   return (job.layers.base === null ? chain : chain.slice(0, 1)).map((l) => l.path);
 }
 
+/** A copy that ended without a pivot: the guest still runs on its source, which stays. */
+export function keptSource(job: Job, ended: JobState): Array<{ path: string; reason: string }> {
+  if (ended === 'pivoted' || !job.source.path) return [];
+  return [{ path: job.source.path, reason: `the copy ended ${ended}, not pivoted: the guest still runs on its source` }];
+}
+
 /** A job for a copy found running that this agent did not start (virsh, another tool, a lost journal). */
 export function adoptedJob(dom: { name: string; uuid: string }, disk: DiskInfo, info: BlockJobInfo | null, nowIso: string): Job {
   const m = disk.mirror;

@@ -1,7 +1,7 @@
 // The copy kind (blockCopy; libvirt's COPY job with a <mirror job='copy'>).
 import type { JobKind } from '../kind.js';
 import { conclude } from './conclude.js';
-import { adoptedJob, mirrorMismatch, sourceFiles } from './job.js';
+import { adoptedJob, keptSource, mirrorMismatch, sourceFiles } from './job.js';
 import { MIRROR_NEXT, stateFromMirror } from './state.js';
 
 export const copyKind: JobKind = {
@@ -16,5 +16,7 @@ export const copyKind: JobKind = {
   conclude,
   cleanupOption: 'removeSource',
   mergedPaths: sourceFiles,
+  keptOnEnd: keptSource,
+  deleteAfterDefinitionMatches: true,
   adopted: adoptedJob,
 };

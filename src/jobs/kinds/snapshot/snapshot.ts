@@ -21,6 +21,7 @@ import { checkSnapshot } from './checks.js';
 import { outcomeOf } from './outcome.js';
 import { toSnapshotXml } from './xml.js';
 import { recoverSnapshots, type RecoverOptions } from './recover.js';
+import { isBlockJob } from '../../../job-types.js';
 
 /** What the snapshot operation needs of the job manager (JobManager satisfies it). */
 export interface SnapshotHost {
@@ -29,6 +30,8 @@ export interface SnapshotHost {
   assertServing(): void;
   now(): string;
   listJobs(params: ListJobsParams): Promise<ListJobsResult>;
+  /** Whether a domain (by name) is this agent's (config domains). */
+  readonly manages: (name: string) => boolean;
 }
 
 export interface SnapshotOptions {
@@ -60,14 +63,19 @@ export class SnapshotService {
 
   async snapshotDisks(params: SnapshotDisksParams, by: { principal?: string } = {}): Promise<SnapshotDisksResult> {
     this.opts.jobs.assertServing();
-    const dom = await lookupDomain(this.conn, params.domain);
+    const dom = await lookupDomain(this.conn, params.domain, this.opts.jobs.manages);
     // One snapshot of a domain at a time: the second sees the first one's overlays as sources.
     return this.locks.run(dom.uuid, () => this.take(params, dom, by.principal));
   }
 
   private async take(params: SnapshotDisksParams, dom: DomainRef, principal?: string): Promise<SnapshotDisksResult> {
     const { jobs } = await this.opts.jobs.listJobs({ domain: dom.uuid });
-    const busy = new Set(jobs.filter((j) => !isTerminal(j.state)).map((j) => j.disk));
+    const busy = new Set(
+      jobs
+        .filter(isBlockJob)
+        .filter((j) => !isTerminal(j.state))
+        .map((j) => j.disk),
+    );
     const checked = await checkSnapshot(this.conn, this.opts.checkDestination, params, dom, busy, this.opts.log);
     const xml = toSnapshotXml(checked.disks, checked.untouched);
     const rec: OpRecord = {

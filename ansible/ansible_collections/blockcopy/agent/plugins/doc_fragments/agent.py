@@ -10,6 +10,12 @@ __metaclass__ = type
 class ModuleDocFragment(object):
     # How the modules reach the agent; shared by every module of the collection.
     DOCUMENTATION = r'''
+requirements:
+  - "Optional, for I(endpoint): websocket-client (Debian's C(python3-websocket), PyPI's C(websocket-client)) on the host
+    the module runs on. Where it can be imported it speaks WebSocket; elsewhere the module's own RFC 6455 client
+    (standard library only) does, checking the server's handshake (C(101), C(Upgrade), C(Connection),
+    C(Sec-WebSocket-Accept), no extension or subprotocol that was not asked for). The default stdio transport
+    (I(agent_command)) needs neither."
 options:
   agent_command:
     description:
@@ -62,6 +68,15 @@ options:
       - Verify the TLS certificate of a C(wss://) I(endpoint).
     type: bool
     default: true
+  connection_timeout:
+    description:
+      - Seconds an I(endpoint) may stay silent before the connection counts as lost and the task
+        fails with C(error=transport). The module pings the agent after a third of it, so a
+        healthy agent answers well within it even while a long I(wait) goes on.
+      - Covers a host cut off from the network or powered off, which closes nothing; what the
+        agent was doing goes on there (a rerun of the task finds it).
+    type: int
+    default: 30
 '''
 
     # The bandwidth option of the modules that start copies (block_copy, block_commit, block_pull, block_move).
@@ -77,4 +92,15 @@ options:
         100 MiB/s (what C(virsh blockcopy --bandwidth 100) means), C(1G) 1 GiB/s, C(512K);
         C(KB), C(MB), C(GB) are powers of 1000; letter case does not matter.
     type: raw
+'''
+
+    # The attributes of the modules that only read (block_copy_info, checkpoint_info).
+    INFO_MODULE = r'''
+attributes:
+  check_mode:
+    support: full
+    description: Reads only; behaves the same in check mode.
+  diff_mode:
+    support: none
+    description: Reads only, so there is never a difference to show.
 '''

@@ -27,7 +27,7 @@ description:
     too many copies running) are retried until I(timeout).
   - Long copies can run with C(async)/C(poll); C(async) cannot be combined with check mode.
 author:
-  - blockcopy-agent developers
+  - blockcopy-agent developers (@blockcopy-agent)
 extends_documentation_fragment:
   - blockcopy.agent.agent
   - blockcopy.agent.agent.bandwidth
@@ -201,11 +201,11 @@ EXAMPLES = r'''
 
 RETURN = r'''
 job:
-  description: The disk's copy job as the agent reports it (see the agent's Job schema).
+  description: The disk's copy job as the agent reports it (the agent's Job schema, each key in snake_case - jobId is job_id).
   returned: when a job exists or was created
   type: dict
   contains:
-    jobId:
+    job_id:
       description: The job's id.
       type: str
       sample: 3f1c0d8e-2a52-4a57-9d0b-b8b9e2d7f2a1
@@ -240,8 +240,8 @@ job:
     options:
       description: The copy options in force.
       type: dict
-      sample: {shallow: false, reuseExternal: false, transientJob: true, synchronousWrites: false}
-    whenReady:
+      sample: {shallow: false, reuse_external: false, transient_job: true, synchronous_writes: false}
+    when_ready:
       description: What the agent does by itself once the job is ready (none, pivot or finish).
       type: str
       sample: pivot
@@ -249,20 +249,20 @@ job:
       description: agent (started through the agent) or adopted (a copy started elsewhere).
       type: str
       sample: agent
-    createdAt:
+    created_at:
       description: When the job was created (ISO 8601).
       type: str
       sample: "2026-12-03T06:00:00.000Z"
-    updatedAt:
+    updated_at:
       description: When the job's state last changed (ISO 8601).
       type: str
       sample: "2026-12-03T06:01:10.000Z"
-    readyAt:
+    ready_at:
       description: When the job first became ready (ISO 8601).
       type: str
       returned: once ready
       sample: "2026-12-03T06:01:02.000Z"
-    endedAt:
+    ended_at:
       description: When the job reached a terminal state (ISO 8601).
       type: str
       returned: once ended
@@ -276,7 +276,7 @@ job:
       description: What I(remove_source) did - C(removed) (paths deleted) and C(kept) (path and reason each).
       type: dict
       returned: with remove_source
-      sample: {removeSource: true, state: done, removed: [/srv/a/vm1-vda.qcow2], kept: [{path: /srv/a/base.qcow2, reason: used by domain vm2}]}
+      sample: {remove_source: true, state: done, removed: [/srv/a/vm1-vda.qcow2], kept: [{path: /srv/a/base.qcow2, reason: used by domain vm2}]}
     evidence:
       description: What the agent saw that supports an inferred outcome or a failure.
       type: dict
@@ -289,8 +289,8 @@ job:
       description: After a pivot, what the domain's persistent definition says about the disk.
       type: dict
       returned: after a pivot
-      sample: {defined: true, source: /srv/pool-b/vm1-vda.qcow2, matchesLive: true}
-    groupId:
+      sample: {defined: true, source: /srv/pool-b/vm1-vda.qcow2, matches_live: true}
+    group_id:
       description: The group (blockCopyGroup) the job belongs to.
       type: str
       returned: for a job of a group
@@ -339,46 +339,22 @@ diff:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, check_bandwidth, TERMINAL, connect, fail_agent
-
-ACTIVE = ("copying", "ready", "pivoting", "finishing", "cancelling")
-
-
-def same_path(a, b):
-    return a is not None and b is not None and os.path.normpath(a) == os.path.normpath(b)
-
-
-def same_destination(job, path):
-    return job is not None and same_path(job["destination"]["path"], path)
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import (
+    AgentModule, CONNECTION_ARGS, carry_out, check_bandwidth, connect, fail_agent, job_or_none)
+from ansible_collections.blockcopy.agent.plugins.module_utils.decide import ACTIVE, copy_decision, live_source
 
 
 def current_job(client, p):
     """The disk's running job, else its most recent one (None if the agent knows none)."""
-    try:
-        return client.call("jobInfo", {"domain": p["domain"], "disk": p["disk"]})["job"]
-    except AgentError as e:
-        if e.name == "noJob":
-            return None
-        raise
+    return job_or_none(client, {"domain": p["domain"], "disk": p["disk"]})
 
 
 def disk_history(client, p):
     """The disk's jobs the agent remembers, oldest first."""
     jobs = client.call("listJobs", {"domain": p["domain"]})["jobs"]
-    return [j for j in jobs if j["disk"] == p["disk"]]
-
-
-def live_source(job):
-    """Where the guest's disk runs now, by its latest job: the copy after a pivot, otherwise the
-    source that job started from (a finish or an abort leaves the guest there). None when that
-    cannot be told: no job, or a failed job (a failed pivot may have left the guest on either)."""
-    if job is None or job["state"] == "failed":
-        return None
-    if job["state"] == "pivoted":
-        return job["destination"]["path"]
-    return (job.get("source") or {}).get("path")
+    # A backup of the domain (a job of every disk it backs up, no "disk" key) is not this disk's history.
+    return [j for j in jobs if j.get("disk") == p["disk"]]
 
 
 def copy_params(p, when_ready, wait):
@@ -411,6 +387,8 @@ def view(job):
 
 
 class Runner(object):
+    """Carries out copy_decision (module_utils/decide.py): the calls, the daemon check."""
+
     def __init__(self, module, client):
         self.module = module
         self.client = client
@@ -419,92 +397,23 @@ class Runner(object):
     def call(self, method, params):
         return self.client.call_retrying(method, params, timeout=self.p["timeout"])
 
-    def fail(self, msg, error, job=None):
-        self.module.fail_json(msg=msg, error=error, job=job, changed=False)
-
-    def require_daemon(self, what):
-        """A goal the agent reaches after the module returns (wait=false) needs an agent that
-        outlives this connection: a `blockcopy-agent stdio` serving alone exits with the module."""
-        if self.p["endpoint"]:
-            return
-        mode = self.client.call("capabilities")["agent"].get("mode", "stdio")
-        if mode != "daemon":
-            self.fail("wait=false cannot %s: no blockcopy-agent daemon runs on this host, and the agent started for this task "
-                      "(%s) exits with it, so nothing would act when the copy is ready. Start the service "
-                      "(systemctl start blockcopy-agent), or use wait=true (with async/poll for long copies)"
-                      % (what, " ".join(self.p["agent_command"])), "noDaemon")
-
     def run(self, job, history):
         p = self.p
-        if p["state"] == "absent":
-            return self.absent(job)
-        dest = p["destination"]
-        if dest is None and p["destination_xml"]:
-            dest = job["destination"]["path"] if job else None
-        active = job is not None and job["state"] in ACTIVE
-        goal = p["state"]
-        if active and job.get("kind", "copy") != "copy":
-            self.fail("disk %s of %s already has a %s job" % (p["disk"], p["domain"], job["kind"]), "jobExists", job)
-        if active and not same_destination(job, dest) and not p["destination_xml"]:
-            self.fail("disk %s of %s already has a copy job to %s" % (p["disk"], p["domain"], job["destination"]["path"]), "jobExists", job)
-        if active and job["state"] == "cancelling":
-            self.fail("the copy job on %s/%s is being cancelled; run again once it ended" % (p["domain"], p["disk"]), "invalidState", job)
-        if not active:
-            # Decided by where the disk runs now and what became of earlier copies to dest,
-            # not by the disk's latest job alone (a later backup does not undo a pivot).
-            prior = next((j for j in reversed(history) if same_destination(j, dest)), None)
-            # Pivoted onto dest earlier and still running there. (A dest that is merely the
-            # disk's original source goes to the agent, which rejects it.)
-            if goal == "pivoted" and prior is not None and prior["state"] == "pivoted" and same_path(live_source(job), dest):
-                return False, prior, "%s/%s is already pivoted onto %s" % (p["domain"], p["disk"], dest)
-            if prior is not None and goal == "finished" and prior["state"] == "finished":
-                return False, prior, "%s/%s is already finished (%s)" % (p["domain"], p["disk"], dest)
-            if prior is not None and goal == "ready" and prior["state"] in ("pivoted", "finished"):
-                return False, prior, "%s/%s is already past ready (%s)" % (p["domain"], p["disk"], prior["state"])
-            if self.module.check_mode:
-                return True, job, "would take %s/%s to %s (%s)" % (p["domain"], p["disk"], goal, dest)
-            when_ready = {"ready": "none", "pivoted": "pivot", "finished": "finish"}[goal]
-            if not p["wait"] and when_ready != "none":
-                self.require_daemon("%s when the copy is ready" % ("pivot" if goal == "pivoted" else "finish"))
-            wait = "none" if not p["wait"] else ("ready" if goal == "ready" else "done")
-            result = self.call("blockCopy", copy_params(p, when_ready, wait))
-            return result["changed"], result["job"], "%s %s/%s to %s" % ("copied" if p["wait"] else "started copying", p["domain"], p["disk"], dest)
-        # A job to this destination already runs: take it where it should go.
-        if job["state"] == goal or (goal == "ready" and job["state"] in ("pivoting", "finishing")):
-            return False, job, "%s/%s is already %s (%s)" % (p["domain"], p["disk"], job["state"], dest)
-        if self.module.check_mode:
-            return True, job, "would take %s/%s to %s (%s)" % (p["domain"], p["disk"], goal, dest)
-        if goal == "ready":
-            if job["state"] == "copying" and p["wait"]:
-                job = self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": p["timeout"]})["job"]
-            return False, job, "a copy of %s/%s to %s already runs (%s)" % (p["domain"], p["disk"], dest, job["state"])
-        method = "pivot" if goal == "pivoted" else "finish"
-        if job["state"] == "copying" and not p["wait"]:
-            if job.get("whenReady") != method:
-                self.fail("the copy of %s/%s is still in phase 1 and will not %s by itself; run with wait=true"
-                          % (p["domain"], p["disk"], method), "notReady", job)
-            self.require_daemon("%s when the copy is ready" % method)
-            return False, job, "the copy of %s/%s is still in phase 1; the agent will %s it when ready" % (p["domain"], p["disk"], method)
-        if job["state"] == "copying":
+        d = copy_decision(p, job, history, self.module.check_mode)
+        settled = carry_out(self.module, self.client, d, job)
+        if settled:
+            return settled
+        if d.action == "start":
+            result = self.call("blockCopy", copy_params(p, d.when_ready, d.wait))
+            return result["changed"], result["job"], d.msg
+        # switch: wait until ready first if the copy is still in phase 1
+        if d.wait_ready:
             self.call("wait", {"jobId": job["jobId"], "until": "ready", "timeout": p["timeout"]})
         switch = {"jobId": job["jobId"], "timeout": p["pivot_timeout"]}
-        if p["remove_source"] and method == "pivot":
+        if d.remove_source:
             switch["removeSource"] = True
-        result = self.call(method, switch)
-        return result["changed"], result["job"], "%s %s/%s (%s)" % (goal, p["domain"], p["disk"], dest)
-
-    def absent(self, job):
-        p = self.p
-        if job is None or job["state"] in TERMINAL:
-            return False, job, "no copy job runs on %s/%s" % (p["domain"], p["disk"])
-        if job.get("kind", "copy") != "copy":
-            # Not this module's: a commit or pull is ended with block_commit / block_pull state=absent.
-            self.fail("a %s job, not a copy, runs on %s/%s: block_copy aborts only copies" % (job["kind"], p["domain"], p["disk"]),
-                      "invalidState", job)
-        if self.module.check_mode:
-            return True, job, "would abort the copy job on %s/%s" % (p["domain"], p["disk"])
-        result = self.call("abort", {"jobId": job["jobId"]})
-        return result["changed"], result["job"], "aborted the copy job on %s/%s" % (p["domain"], p["disk"])
+        result = self.call(d.method, switch)
+        return result["changed"], result["job"], d.msg
 
 
 def main():
@@ -530,7 +439,7 @@ def main():
         pivot_timeout=dict(type="int", default=60),
     )
     argument_spec.update(CONNECTION_ARGS)
-    module = AnsibleModule(
+    module = AgentModule(
         argument_spec=argument_spec,
         supports_check_mode=True,
         mutually_exclusive=[("destination", "destination_xml")],

@@ -10,24 +10,19 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: block_copy_info
-short_description: Report the block jobs (copies, commits, pulls) of a host, a domain or a disk
+short_description: Report the jobs (copies, commits, pulls, backups) of a host, a domain or a disk
 version_added: "0.1.0"
 description:
   - Asks C(blockcopy-agent) on the managed host for its jobs - running ones, and ended
-    ones it still remembers. Each job has a C(kind) - C(copy), C(activeCommit), C(commit) or
-    C(pull); commit and pull jobs also carry their C(layers).
+    ones it still remembers. Each job has a C(kind) - C(copy), C(activeCommit), C(commit),
+    C(pull) or C(backup); commit and pull jobs also carry their C(layers), backups their C(mode),
+    C(disks) and files (see M(blockcopy.agent.block_backup)).
   - Never changes anything.
 author:
-  - blockcopy-agent developers
+  - blockcopy-agent developers (@blockcopy-agent)
 extends_documentation_fragment:
   - blockcopy.agent.agent
-attributes:
-  check_mode:
-    support: full
-    description: Reads only; behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Reads only, so there is never a difference to show.
+  - blockcopy.agent.agent.info_module
 options:
   domain:
     description:
@@ -46,13 +41,13 @@ options:
       - Only jobs in these states.
     type: list
     elements: str
-    choices: [copying, ready, pivoting, pivoted, finishing, finished, completed, cancelling, cancelled, failed]
+    choices: [copying, ready, pivoting, pivoted, finishing, finished, completed, cancelling, cancelled, failed, running]
   kinds:
     description:
       - Only jobs of these kinds (default - every kind).
     type: list
     elements: str
-    choices: [copy, activeCommit, commit, pull]
+    choices: [copy, activeCommit, commit, pull, backup]
     version_added: "0.2.0"
   include_ended:
     description:
@@ -63,6 +58,7 @@ seealso:
   - module: blockcopy.agent.block_copy
   - module: blockcopy.agent.block_commit
   - module: blockcopy.agent.block_pull
+  - module: blockcopy.agent.block_backup
 '''
 
 EXAMPLES = r'''
@@ -82,6 +78,11 @@ EXAMPLES = r'''
     domain: vm1
     kinds: [activeCommit, commit, pull]
 
+- name: The backups of db1 the agent remembers
+  blockcopy.agent.block_copy_info:
+    domain: db1
+    kinds: [backup]
+
 - name: One disk's job
   blockcopy.agent.block_copy_info:
     domain: vm1
@@ -90,12 +91,12 @@ EXAMPLES = r'''
 
 RETURN = r'''
 jobs:
-  description: The matching jobs, oldest first, as the agent reports them (see block_copy's C(job)).
+  description: The matching jobs, oldest first, as the agent reports them, keys in snake_case (see block_copy's C(job)).
   returned: always
   type: list
   elements: dict
   sample:
-    - jobId: move-vda
+    - job_id: move-vda
       kind: copy
       state: ready
       domain: {name: vm1, uuid: 5f5c8a4c-def5-4ddc-aebf-412eef4b821c}
@@ -103,12 +104,11 @@ jobs:
       destination: {path: /srv/pool-b/vm1-vda.qcow2, format: qcow2, type: file}
 '''
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, TERMINAL, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, TERMINAL, connect, fail_agent, job_or_none
 
-STATES = ["copying", "ready", "pivoting", "pivoted", "finishing", "finished", "completed", "cancelling", "cancelled", "failed"]
-KINDS = ["copy", "activeCommit", "commit", "pull"]
+STATES = ["copying", "ready", "pivoting", "pivoted", "finishing", "finished", "completed", "cancelling", "cancelled", "failed", "running"]
+KINDS = ["copy", "activeCommit", "commit", "pull", "backup"]
 
 
 def main():
@@ -121,20 +121,15 @@ def main():
         kinds=dict(type="list", elements="str", choices=KINDS),
     )
     argument_spec.update(CONNECTION_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_by={"disk": "domain"}, mutually_exclusive=[("job_id", "domain")])
+    module = AgentModule(argument_spec=argument_spec, supports_check_mode=True,
+                         required_by={"disk": "domain"}, mutually_exclusive=[("job_id", "domain")])
     p = module.params
     client = connect(module)
     try:
         if p["job_id"] or p["disk"]:
             ref = {"jobId": p["job_id"]} if p["job_id"] else {"domain": p["domain"], "disk": p["disk"]}
-            try:
-                jobs = [client.call("jobInfo", ref)["job"]]
-            except AgentError as e:
-                if e.name != "noJob":
-                    raise
-                jobs = []
-            jobs = [j for j in jobs if (p["include_ended"] or j["state"] not in TERMINAL) and (not p["states"] or j["state"] in p["states"])
+            job = job_or_none(client, ref)
+            jobs = [j for j in ([job] if job else []) if (p["include_ended"] or j["state"] not in TERMINAL) and (not p["states"] or j["state"] in p["states"])
                     and (not p["kinds"] or j.get("kind", "copy") in p["kinds"])]
         else:
             params = {"includeEnded": p["include_ended"]}

@@ -27,7 +27,7 @@ description:
     the task fails with C(error=invalidState), since snapshotting the others would not be one moment.
   - The live chain is read from the agent (its C(diskInfo) method), wherever I(endpoint) points.
 author:
-  - blockcopy-agent developers
+  - blockcopy-agent developers (@blockcopy-agent)
 extends_documentation_fragment:
   - blockcopy.agent.agent
 attributes:
@@ -158,10 +158,10 @@ diff:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.chain import CHAIN_ARGS, live_chain, same_path
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import CONNECTION_ARGS, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.chain import CHAIN_ARGS, live_chain
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.decide import snapshot_decision
 
 
 def chains(module, disks):
@@ -187,7 +187,7 @@ def main():
     )
     argument_spec.update(CHAIN_ARGS)
     argument_spec.update(CONNECTION_ARGS)
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AgentModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     disks = p["disks"]
     if not disks:
@@ -200,24 +200,21 @@ def main():
         module.fail_json(msg="a disk is listed twice: %s" % ", ".join(names), error="invalidParams")
 
     live = chains(module, disks)
-    listed = ", ".join(names)
     before = dict((d, c[0]["path"]) for d, c in live.items()) if live is not None else None
     result = dict(changed=False, domain=dict(name=p["domain"]))
-    if live is not None:
-        on = [d for d in disks if same_path(live[d["disk"]][0]["path"], d["overlay"])]
-        if len(on) == len(disks):
-            result["disks"] = [dict(disk=d["disk"], overlay=dict(path=live[d["disk"]][0]["path"], format=live[d["disk"]][0]["format"]),
-                                    backing=live[d["disk"]][1]["path"] if len(live[d["disk"]]) > 1 else None) for d in disks]
-            result["msg"] = "%s of %s already run on their overlays" % (listed, p["domain"])
-            if module._diff:
-                result["diff"] = dict(before=before, after=before)
-            module.exit_json(**result)
-        if on:
-            module.fail_json(msg="only %s of %s already run on their overlays; snapshotting the others now would not be one moment"
-                             % (", ".join(d["disk"] for d in on), p["domain"]), error="invalidState", changed=False)
+    decision = snapshot_decision(p, live, module.check_mode)
+    if decision.action == "fail":
+        module.fail_json(msg=decision.msg, error=decision.error, changed=False)
+    if decision.action == "done" and not decision.changed:
+        result["disks"] = [dict(disk=d["disk"], overlay=dict(path=live[d["disk"]][0]["path"], format=live[d["disk"]][0]["format"]),
+                                backing=live[d["disk"]][1]["path"] if len(live[d["disk"]]) > 1 else None) for d in disks]
+        result["msg"] = decision.msg
+        if module._diff:
+            result["diff"] = dict(before=before, after=before)
+        module.exit_json(**result)
     after = dict((d["disk"], d["overlay"]) for d in disks)
-    if module.check_mode:
-        result.update(changed=True, msg="would snapshot %s of %s" % (listed, p["domain"]),
+    if decision.action == "done":
+        result.update(changed=True, msg=decision.msg,
                       disks=[dict(disk=d["disk"], overlay=dict(path=d["overlay"], format="qcow2"),
                                   backing=before[d["disk"]] if before else None) for d in disks])
     else:
@@ -232,7 +229,7 @@ def main():
         finally:
             client.close()
         result.update(changed=True, domain=r["domain"], quiesced=r["quiesced"], disks=r["disks"],
-                      msg="snapshotted %s of %s%s" % (listed, r["domain"]["name"], " (quiesced)" if r["quiesced"] else ""))
+                      msg=decision.msg % {"domain": r["domain"]["name"], "quiesced": " (quiesced)" if r["quiesced"] else ""})
         after = dict((d["disk"], d["overlay"]["path"]) for d in r["disks"])
     if module._diff:
         result["diff"] = dict(before=before or {}, after=after)

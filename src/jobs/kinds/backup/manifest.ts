@@ -1,0 +1,185 @@
+// The manifest beside a domain's backup files (the contract with the offline restore verb:
+// notes/backup-manifest.md, docs/backups.md): written atomically after a backup is verified
+// complete; each file's size, virtual size and SHA-256 read here with a bounded streaming read.
+import { createHash } from 'node:crypto';
+import { createReadStream, promises as fs } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { BackupJob } from '../../../generated/api.js';
+import { isLocked } from './held-open.js';
+
+/** The read buffer of the checksum: memory stays bounded whatever the file's size (4 MiB reads:
+ *  a third less time than 1 MiB ones on a 2 GiB file). */
+const CHUNK = 4 * 1024 * 1024;
+
+export interface ManifestDisk {
+  file: string;
+  format: 'raw' | 'qcow2';
+  virtualSize: number;
+  size: number;
+  /** null: taken with checksum none. */
+  sha256: string | null;
+}
+
+export interface ManifestEntry {
+  id: string;
+  kind: 'full' | 'incremental';
+  checkpoint: string | null;
+  since: string | null;
+  startedAt: string;
+  completedAt: string;
+  disks: Record<string, ManifestDisk>;
+}
+
+export interface Manifest {
+  version: 1;
+  domain: string;
+  uuid: string;
+  backups: ManifestEntry[];
+  failed?: Array<{ id: string; reason: string; files: string[] }>;
+}
+
+/** The naming rule of move targets: letters, digits, '.', '_', '+', '-' kept, the rest '_'. */
+export const safeName = (s: string): string => s.replace(/[^A-Za-z0-9._+-]/g, '_').replace(/^\./, '_');
+
+export const manifestPath = (dir: string, domain: string): string => join(dir, `${safeName(domain)}.backups.json`);
+
+export async function sha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: CHUNK })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** The virtual size: a qcow2 header's size field, a raw file's length. */
+async function virtualSize(path: string, format: 'raw' | 'qcow2', length: number): Promise<number> {
+  if (format === 'raw') return length;
+  const fh = await fs.open(path, 'r');
+  try {
+    const b = Buffer.alloc(32);
+    const { bytesRead } = await fh.read(b, 0, 32, 0);
+    if (bytesRead < 32 || b.readUInt32BE(0) !== 0x514649fb) throw new Error(`${path} is not a qcow2 image`);
+    return Number(b.readBigUInt64BE(24));
+  } finally {
+    await fh.close();
+  }
+}
+
+/** How long a file must stay unchanged before it is described; the bound on waiting for that. */
+export const SETTLE_MS = 1000;
+const SETTLE_LIMIT_MS = 60_000;
+const CLOSE_POLL_MS = 10;
+const stamp = (st: { ctimeNs: bigint; size: bigint }) => `${st.ctimeNs}:${st.size}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Until no process holds a lock on the file (QEMU locks every image it has open): true once so;
+ * false when it cannot be told (the lock table unreadable), and then the caller settles.
+ */
+async function untilUnlocked(path: string, deadline: number): Promise<boolean> {
+  for (;;) {
+    const locked = await isLocked(path);
+    if (locked === null) return false;
+    if (!locked) return true;
+    if (Date.now() > deadline) throw new Error(`${path} was still open ${SETTLE_LIMIT_MS / 1000} s after the backup ended`);
+    await sleep(CLOSE_POLL_MS);
+  }
+}
+
+/**
+ * The file's size, virtual size and checksum (unless `checksum` is none), read once the file is
+ * final. libvirt announces the end of a backup before QEMU closes its targets (the close writes
+ * the last metadata). `detached`: libvirt has since detached them, and no lock on the file is
+ * left (held-open.ts): final now. Else: once the file stayed unchanged for SETTLE_MS. Either way
+ * read again if it changed while it was read.
+ */
+export async function describeFile(
+  path: string,
+  format: 'raw' | 'qcow2',
+  opts: { detached?: boolean; checksum?: 'sha256' | 'none' } = {},
+): Promise<ManifestDisk & { path: string; final: 'closed' | 'settled' }> {
+  const deadline = Date.now() + SETTLE_LIMIT_MS;
+  let closed = opts.detached === true && (await untilUnlocked(path, deadline));
+  let before = await fs.stat(path, { bigint: true });
+  for (;;) {
+    let now = before;
+    if (!closed) {
+      await sleep(SETTLE_MS);
+      now = await fs.stat(path, { bigint: true });
+      if (stamp(now) !== stamp(before) && Date.now() < deadline) {
+        before = now;
+        continue;
+      }
+    }
+    const sum = opts.checksum === 'none' ? null : await sha256(path);
+    const after = await fs.stat(path, { bigint: true });
+    if (stamp(after) !== stamp(now) && Date.now() < deadline) {
+      // Written to after its close: no longer known final, so it must settle.
+      closed = false;
+      before = after;
+      continue;
+    }
+    if (stamp(after) !== stamp(now)) throw new Error(`${path} kept changing for ${SETTLE_LIMIT_MS / 1000} s after the backup ended`);
+    return {
+      path,
+      file: basename(path),
+      format,
+      virtualSize: await virtualSize(path, format, Number(after.size)),
+      size: Number(after.blocks) * 512,
+      sha256: sum,
+      final: closed ? 'closed' : 'settled',
+    };
+  }
+}
+
+async function readManifest(path: string, backup: BackupJob): Promise<Manifest> {
+  const text = await fs.readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return null;
+    throw e;
+  });
+  if (text === null) return { version: 1, domain: backup.domain.name, uuid: backup.domain.uuid, backups: [] };
+  const m = JSON.parse(text) as Manifest;
+  if (m.version !== 1 || !Array.isArray(m.backups)) throw new Error(`${path} is not a version 1 backup manifest`);
+  if (m.uuid !== backup.domain.uuid) throw new Error(`${path} is the manifest of another domain (${m.uuid})`);
+  return m;
+}
+
+/** temp file in the same directory, fsync, rename, fsync the directory. */
+async function writeAtomically(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp`;
+  const fh = await fs.open(tmp, 'wx', 0o600).catch(async (e: NodeJS.ErrnoException) => {
+    // A temp file a crash left: ours to replace (never followed: unlink does not follow links).
+    if (e.code !== 'EEXIST') throw e;
+    await fs.rm(tmp, { force: true });
+    return fs.open(tmp, 'wx', 0o600);
+  });
+  try {
+    await fh.writeFile(text);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await fs.rename(tmp, path);
+  const d = await fs.open(dirname(path), 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+/** Appends the verified backup (its disks described) to the domain's manifest in its directory. */
+export async function appendToManifest(backup: BackupJob, disks: Array<ManifestDisk & { disk: string }>): Promise<string> {
+  const path = manifestPath(backup.dir, backup.domain.name);
+  const m = await readManifest(path, backup);
+  m.backups = m.backups.filter((b) => b.id !== backup.jobId);
+  m.backups.push({
+    id: backup.jobId,
+    kind: backup.mode,
+    checkpoint: backup.checkpoint,
+    since: backup.since,
+    startedAt: backup.createdAt,
+    completedAt: backup.endedAt ?? new Date().toISOString(),
+    disks: Object.fromEntries(disks.map(({ disk, ...d }) => [disk, d])),
+  });
+  await writeAtomically(path, `${JSON.stringify(m, null, 2)}\n`);
+  return path;
+}
