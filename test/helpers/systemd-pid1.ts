@@ -7,7 +7,7 @@
 // and mount in it; the teardown also removes its cgroup directory.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { TeardownHost } from '../../harness/hypervisor.js';
@@ -42,9 +42,46 @@ function removeTree(dir: string): void {
   rmdirSync(dir);
 }
 
+/** Every process in a cgroup tree. */
+function cgroupPids(dir: string): number[] {
+  try {
+    const own = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+    const subs = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory());
+    return own.concat(...subs.map((e) => cgroupPids(join(dir, e.name))));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return []; // removed meanwhile
+    throw e;
+  }
+}
+
+/** The process of the tree that is PID 1 of its own namespace and runs `exe` (0: none yet). */
+function namespaceInit(cgroup: string, exe: string): number {
+  for (const p of cgroupPids(cgroup)) {
+    try {
+      const nspid =
+        /^NSpid:\s+(.*)$/m
+          .exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1]
+          .trim()
+          .split(/\s+/) ?? [];
+      if (nspid.length > 1 && nspid[nspid.length - 1] === '1' && readlinkSync(`/proc/${p}/exe`) === realpathSync(exe)) return p;
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return 0;
+}
+
 /** The cgroup tree, once the killed processes have left it (EBUSY until then). */
 async function removeCgroup(dir: string): Promise<void> {
   for (let i = 0; ; i++) {
+    // Whatever is left in the tree (a process that escaped PID 1's end) is killed too.
+    for (const p of cgroupPids(dir)) {
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        // Gone meanwhile.
+      }
+    }
     try {
       return removeTree(dir);
     } catch (e) {
@@ -101,31 +138,24 @@ exec ${SYSTEMD} --system --unit=bc-test.target --log-target=console --log-level=
 `,
   );
   const outer = `echo $$ > ${cgroup}/cgroup.procs && exec script -qfec 'unshare --pid --fork --mount --uts --ipc --cgroup bash ${inner}' ${log} < /dev/null > /dev/null 2>&1`;
-  const unshare = spawn('bash', ['-c', outer], { stdio: 'ignore' });
+  // SHELL=/bin/sh, as root's login gives CI: script(1) runs its command through it, and dash
+  // forks where bash execs, so every run here sees the deeper tree CI sees.
+  const unshare = spawn('bash', ['-c', outer], { stdio: 'ignore', env: { ...process.env, SHELL: '/bin/sh' } });
   let pid = 0;
   host.teardown(async () => {
     if (pid) process.kill(pid, 'SIGKILL');
-    else unshare.kill('SIGKILL');
+    unshare.kill('SIGKILL');
     if (unshare.exitCode === null && unshare.signalCode === null) await new Promise((r) => unshare.once('exit', r));
     await removeCgroup(cgroup);
   });
-  const run = promisify(execFile);
+  // systemd is the process that is PID 1 of a namespace inside our cgroup, found by what it is,
+  // never by the shape of the tree above it (which depends on the shell, see above).
   for (let i = 0; !pid && i < 200; i++) {
     await new Promise((r) => setTimeout(r, 100));
-    // script → unshare → systemd.
-    const child = async (of: number) =>
-      Number(
-        (
-          await run('pgrep', ['-P', String(of)]).then(
-            (r) => r.stdout,
-            () => '',
-          )
-        ).split('\n')[0],
-      );
-    const inUnshare = await child(unshare.pid!);
-    if (inUnshare) pid = await child(inUnshare);
+    pid = namespaceInit(cgroup, SYSTEMD);
   }
   if (!pid) throw new Error(`systemd did not start: ${existsSync(log) ? readFileSync(log, 'utf8') : ''}`);
+  const run = promisify(execFile);
   const systemctl = (...args: string[]) =>
     // Inside its cgroup namespace too, from a cgroup in its tree: systemd refuses a peer whose
     // cgroup it cannot see as unprivileged.
