@@ -44,7 +44,8 @@ echo "== pycodestyle"
 # The settings of ansible-test's own pep8 test (imports follow DOCUMENTATION in modules).
 pycodestyle --max-line-length=160 --ignore=E402,W503,W504,E741 plugins tests
 echo "== pylint (errors only)"
-if command -v pylint >/dev/null; then (cd "$here" && PYTHONPATH="$here" pylint --errors-only --disable=import-error $(find ansible_collections/blockcopy/agent/plugins -name "*.py")); else echo "pylint not installed: skipped"; fi
+command -v pylint >/dev/null || { echo "pylint is not installed (apt-get install pylint)" >&2; exit 1; }
+(cd "$here" && PYTHONPATH="$here" pylint --errors-only --disable=import-error $(find ansible_collections/blockcopy/agent/plugins -name "*.py"))
 echo "== yamllint"
 yamllint -d '{extends: default, rules: {line-length: {max: 160}, document-start: disable, truthy: {allowed-values: ["true", "false", "yes", "no"]}}}' .
 echo "== example playbooks (syntax)"

@@ -14,7 +14,7 @@ PACKAGES=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
 # Extra packages the test suite uses (Ansible playbooks, linters; debhelper, help2man, dpkg-dev and
 # lintian build and check the Debian package). BLOCKCOPY_SETUP_MINIMAL=1 skips them.
 TEST_PACKAGES=(ansible-core yamllint pycodestyle systemd nasm prometheus ansible-lint debootstrap lintian dpkg-dev
-               debhelper help2man python3-websocket python3-voluptuous)
+               debhelper help2man python3-websocket python3-voluptuous pylint)
 
 missing=()
 wanted=("${PACKAGES[@]}")
