@@ -8,6 +8,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import re
+from contextlib import contextmanager
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible.module_utils.six import string_types
@@ -91,6 +92,19 @@ def connect(module):
         module.fail_json(msg=e.message, error="insecureToken")
     except AgentError as e:
         module.fail_json(msg="cannot reach blockcopy-agent: %s" % e.message, error=e.name)
+
+
+@contextmanager
+def agent_session(module, **fail_extra):
+    """A connection to the agent for the with-block, closed at its end; an agent's error inside
+    fails the module with it (fail_agent, with fail_extra)."""
+    client = connect(module)
+    try:
+        yield client
+    except AgentError as e:
+        fail_agent(module, e, **fail_extra)
+    finally:
+        client.close()
 
 
 def fail_agent(module, e, **extra):

@@ -315,8 +315,7 @@ diff:
   sample: {before: {backup: null, checkpoints: [bc-1]}, after: {backup: {state: completed, files: [/b/db1-vda-bc-2.inc.qcow2]}, checkpoints: [bc-2]}}
 '''
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, carry_out, connect, fail_agent, job_or_none
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, agent_session, carry_out, job_or_none
 from ansible_collections.blockcopy.agent.plugins.module_utils.decide import backup_decision, backup_retention
 
 
@@ -434,13 +433,8 @@ def main():
         module.fail_json(msg="timeout must be positive", error="invalidParams")
     if p["keep_checkpoints"] is not None and p["keep_checkpoints"] < 0:
         module.fail_json(msg="keep_checkpoints must be 0 or more", error="invalidParams")
-    client = connect(module)
-    try:
+    with agent_session(module, changed=False) as client:
         result = run(module, client)
-    except AgentError as e:
-        fail_agent(module, e, changed=False)
-    finally:
-        client.close()
     module.exit_json(**result)
 
 

@@ -252,10 +252,9 @@ diff:
   sample: {before: {state: absent, chain: [/i/snap.qcow2, /i/base.qcow2]}, after: {state: pivoted, kind: activeCommit, chain: [/i/base.qcow2]}}
 '''
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
 from ansible_collections.blockcopy.agent.plugins.module_utils.chain import (
     CHAIN_ARGS, disk_job, disk_jobs, job_view, live_chain, chain_view)
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, carry_out, check_bandwidth, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, agent_session, carry_out, check_bandwidth
 from ansible_collections.blockcopy.agent.plugins.module_utils.decide import COMMIT_KINDS as KINDS, commit_active, commit_decision, commit_goal
 
 
@@ -331,15 +330,10 @@ def main():
     if runner.goal == "completed" and runner.active:
         module.fail_json(msg="an active commit does not complete on its own: use state pivoted, finished or ready", error="invalidParams")
 
-    client = connect(module)
-    runner.client = client
-    try:
+    with agent_session(module, changed=False) as client:
+        runner.client = client
         before = disk_job(client, p["domain"], p["disk"])
         changed, job, msg = runner.run(before)
-    except AgentError as e:
-        fail_agent(module, e, changed=False)
-    finally:
-        client.close()
     after_chain = chain if module.check_mode or not changed else live_chain(module)
     result = dict(changed=changed, msg=msg)
     if job is not None:

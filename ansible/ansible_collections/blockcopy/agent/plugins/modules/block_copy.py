@@ -339,9 +339,7 @@ diff:
 
 import os
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import (
-    AgentModule, CONNECTION_ARGS, carry_out, check_bandwidth, connect, fail_agent, job_or_none)
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, agent_session, carry_out, check_bandwidth, job_or_none
 from ansible_collections.blockcopy.agent.plugins.module_utils.decide import ACTIVE, copy_decision, live_source
 
 
@@ -457,15 +455,10 @@ def main():
     if p["timeout"] <= 0 or p["pivot_timeout"] <= 0:
         module.fail_json(msg="timeout and pivot_timeout must be positive", error="invalidParams")
 
-    client = connect(module)
-    try:
+    with agent_session(module) as client:
         job_before = current_job(client, p)
         history = disk_history(client, p) if p["state"] != "absent" else []
         changed, job, msg = Runner(module, client).run(job_before, history)
-    except AgentError as e:
-        fail_agent(module, e)
-    finally:
-        client.close()
     result = dict(changed=changed, msg=msg)
     if job is not None:
         result["job"] = job

@@ -104,8 +104,7 @@ jobs:
       destination: {path: /srv/pool-b/vm1-vda.qcow2, format: qcow2, type: file}
 '''
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, TERMINAL, connect, fail_agent, job_or_none
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, TERMINAL, agent_session, job_or_none
 
 STATES = ["copying", "ready", "pivoting", "pivoted", "finishing", "finished", "completed", "cancelling", "cancelled", "failed", "running"]
 KINDS = ["copy", "activeCommit", "commit", "pull", "backup"]
@@ -124,8 +123,7 @@ def main():
     module = AgentModule(argument_spec=argument_spec, supports_check_mode=True,
                          required_by={"disk": "domain"}, mutually_exclusive=[("job_id", "domain")])
     p = module.params
-    client = connect(module)
-    try:
+    with agent_session(module) as client:
         if p["job_id"] or p["disk"]:
             ref = {"jobId": p["job_id"]} if p["job_id"] else {"domain": p["domain"], "disk": p["disk"]}
             job = job_or_none(client, ref)
@@ -140,10 +138,6 @@ def main():
             if p["kinds"]:
                 params["kind"] = sorted(set(p["kinds"]))
             jobs = client.call("listJobs", params)["jobs"]
-    except AgentError as e:
-        fail_agent(module, e)
-    finally:
-        client.close()
     module.exit_json(changed=False, jobs=jobs)
 
 

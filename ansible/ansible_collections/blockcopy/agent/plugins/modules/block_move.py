@@ -184,8 +184,7 @@ reason:
   type: str
 '''
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, check_bandwidth, connect, fail_agent, require_daemon
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, agent_session, check_bandwidth, require_daemon
 from ansible_collections.blockcopy.agent.plugins.module_utils.decide import MOVE_WHEN_READY, move_decision
 
 
@@ -244,8 +243,7 @@ def main():
     if p["remove_source"] and p["state"] != "pivoted":
         module.fail_json(msg="remove_source applies to state=pivoted, not %s" % p["state"], error="invalidParams")
 
-    client = connect(module)
-    try:
+    with agent_session(module, changed=False) as client:
         plan = client.call_retrying("blockCopyGroup", move_params(p, dry_run=True), timeout=p["timeout"])
         d = move_decision(p, plan, module.check_mode)
         result, changed = plan, d.changed
@@ -264,10 +262,6 @@ def main():
             result = client.call_retrying("blockCopyGroup", move_params(p), timeout=p["timeout"])
             changed = result["changed"]
         msg = d.msg % {"count": len(result.get("plan", []))} if d.action != "done" else d.msg
-    except AgentError as e:
-        fail_agent(module, e, changed=False)
-    finally:
-        client.close()
     out = dict(changed=changed, msg=msg, plan=result.get("plan", []), already_there=result.get("alreadyThere", []), removed=[], kept=[])
     for job in (result.get("group") or {}).get("jobs", []):
         cleanup = job.get("cleanup") or {}

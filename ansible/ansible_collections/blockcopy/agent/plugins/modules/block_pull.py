@@ -201,9 +201,8 @@ diff:
   sample: {before: {state: absent, chain: [/i/top.qcow2, /i/base.qcow2]}, after: {state: completed, kind: pull, chain: [/i/top.qcow2]}}
 '''
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
 from ansible_collections.blockcopy.agent.plugins.module_utils.chain import CHAIN_ARGS, chain_view, disk_job, disk_jobs, job_view, live_chain
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, carry_out, check_bandwidth, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, agent_session, carry_out, check_bandwidth
 from ansible_collections.blockcopy.agent.plugins.module_utils.decide import pull_decision
 
 
@@ -251,14 +250,9 @@ def main():
     if p["timeout"] <= 0:
         module.fail_json(msg="timeout must be positive", error="invalidParams")
     chain = live_chain(module)
-    client = connect(module)
-    try:
+    with agent_session(module, changed=False) as client:
         before = disk_job(client, p["domain"], p["disk"])
         changed, job, msg = run(module, client, before, chain)
-    except AgentError as e:
-        fail_agent(module, e, changed=False)
-    finally:
-        client.close()
     after_chain = chain if module.check_mode or not changed else live_chain(module)
     result = dict(changed=changed, msg=msg)
     if job is not None:

@@ -75,21 +75,15 @@ names:
   sample: [bc-20261207T010000.000Z]
 '''
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, agent_session
 
 
 def main():
     argument_spec = dict(domain=dict(type="str", required=True))
     argument_spec.update(CONNECTION_ARGS)
     module = AgentModule(argument_spec=argument_spec, supports_check_mode=True)
-    client = connect(module)
-    try:
+    with agent_session(module, changed=False) as client:
         checkpoints = client.call("checkpoints", {"domain": module.params["domain"]})["checkpoints"]
-    except AgentError as e:
-        fail_agent(module, e, changed=False)
-    finally:
-        client.close()
     module.exit_json(changed=False, checkpoints=checkpoints, names=[c["name"] for c in checkpoints])
 
 

@@ -158,9 +158,8 @@ diff:
 
 import os
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentError
 from ansible_collections.blockcopy.agent.plugins.module_utils.chain import CHAIN_ARGS, live_chain
-from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, connect, fail_agent
+from ansible_collections.blockcopy.agent.plugins.module_utils.common import AgentModule, CONNECTION_ARGS, agent_session
 from ansible_collections.blockcopy.agent.plugins.module_utils.decide import snapshot_decision
 
 
@@ -218,16 +217,11 @@ def main():
                       disks=[dict(disk=d["disk"], overlay=dict(path=d["overlay"], format="qcow2"),
                                   backing=before[d["disk"]] if before else None) for d in disks])
     else:
-        client = connect(module)
-        try:
+        with agent_session(module, changed=False) as client:
             r = client.call("snapshotDisks", {
                 "domain": p["domain"], "quiesce": p["quiesce"],
                 "disks": [{"disk": d["disk"], "overlay": {"path": d["overlay"]}} for d in disks],
             })
-        except AgentError as e:
-            fail_agent(module, e, changed=False)
-        finally:
-            client.close()
         result.update(changed=True, domain=r["domain"], quiesced=r["quiesced"], disks=r["disks"],
                       msg=decision.msg % {"domain": r["domain"]["name"], "quiesced": " (quiesced)" if r["quiesced"] else ""})
         after = dict((d["disk"], d["overlay"]["path"]) for d in r["disks"])
