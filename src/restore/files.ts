@@ -5,12 +5,10 @@
 import { constants, promises as fs, type Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { dirname, join } from 'node:path';
-import type { BackupManifest } from '../generated/api.js';
+import { ManifestError, readManifestFrom, type Manifest as BackupManifest } from '../backup-manifest.js';
 import { ImageHeaderError, readImageHeader } from '../destination/image-header.js';
 import { plainName, RestoreError, type Layer } from './plan.js';
 
-/** A manifest larger than this is refused (about 50,000 backups of two disks). */
-export const MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 /** Each read of the checksum: the memory a file's hash takes, whatever its size. */
 const CHUNK = 1024 * 1024;
 
@@ -25,7 +23,7 @@ export interface Manifest {
 
 const errno = (e: unknown) => (e as NodeJS.ErrnoException).code ?? (e as Error).message;
 
-/** Reads and validates the manifest: a regular file of at most MAX_MANIFEST_BYTES, JSON, the schema. */
+/** Reads and validates the manifest (src/backup-manifest.ts), by the real path of the name given. */
 export async function readManifest(path: string): Promise<Manifest> {
   let real: string;
   try {
@@ -36,39 +34,16 @@ export async function readManifest(path: string): Promise<Manifest> {
   const fh = await fs.open(real, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY).catch((e: unknown) => {
     throw new RestoreError('manifestInvalid', `cannot open the manifest '${path}' (${errno(e)})`);
   });
-  let text: string;
+  let data: BackupManifest;
   try {
-    const st = await fh.stat();
-    if (!st.isFile()) throw new RestoreError('manifestInvalid', `the manifest '${path}' is not a regular file`);
-    if (st.size > MAX_MANIFEST_BYTES)
-      throw new RestoreError('manifestInvalid', `the manifest '${path}' is ${st.size} bytes, more than ${MAX_MANIFEST_BYTES}`);
-    const buf = Buffer.alloc(Math.min(st.size + 1, MAX_MANIFEST_BYTES + 1));
-    let n = 0;
-    while (n < buf.length) {
-      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
-      if (bytesRead === 0) break;
-      n += bytesRead;
-    }
-    if (n > MAX_MANIFEST_BYTES) throw new RestoreError('manifestInvalid', `the manifest '${path}' grew beyond ${MAX_MANIFEST_BYTES} bytes`);
-    text = buf.toString('utf8', 0, n);
+    data = await readManifestFrom(fh, path);
+  } catch (e) {
+    throw e instanceof ManifestError ? new RestoreError('manifestInvalid', e.message) : e;
   } finally {
     await fh.close();
   }
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (e) {
-    throw new RestoreError('manifestInvalid', `the manifest '${path}' is not JSON: ${(e as Error).message}`);
-  }
-  // The schema set is loaded only now: the verb's usage errors never pay for it.
-  const { SchemaSet } = await import('../schemas.js');
-  const validate = new SchemaSet().validator('backup-manifest.schema.json');
-  if (!validate(data)) {
-    const errors = (validate.errors ?? []).slice(0, 10).map((e) => `${e.instancePath || '/'} ${e.message}`);
-    throw new RestoreError('manifestInvalid', `the manifest '${path}' breaks schemas/backup-manifest.schema.json: ${errors.join('; ')}`);
-  }
   const dir = dirname(real);
-  return { path: real, dir, dirStat: await fs.stat(dir), data: data as BackupManifest };
+  return { path: real, dir, dirStat: await fs.stat(dir), data };
 }
 
 /** A backup file opened for the restore: qemu-img reads it through this descriptor (/dev/fd/N). */

@@ -1,42 +1,18 @@
 // The manifest beside a domain's backup files (the contract with the offline restore verb:
-// notes/backup-manifest.md, docs/backups.md): written atomically after a backup is verified
+// schemas/backup-manifest.schema.json, docs/backups.md): written atomically after a backup is verified
 // complete; each file's size, virtual size and SHA-256 read here with a bounded streaming read.
 import { createHash } from 'node:crypto';
 import { createReadStream, promises as fs } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { readManifestFrom, type Manifest, type ManifestDisk } from '../../../backup-manifest.js';
+import { readImageHeader } from '../../../destination/image-header.js';
+import { openOwnFileHandle } from '../../../own-files.js';
 import type { BackupJob } from '../../../generated/api.js';
 import { isLocked } from './held-open.js';
 
 /** The read buffer of the checksum: memory stays bounded whatever the file's size (4 MiB reads:
  *  a third less time than 1 MiB ones on a 2 GiB file). */
 const CHUNK = 4 * 1024 * 1024;
-
-export interface ManifestDisk {
-  file: string;
-  format: 'raw' | 'qcow2';
-  virtualSize: number;
-  size: number;
-  /** null: taken with checksum none. */
-  sha256: string | null;
-}
-
-export interface ManifestEntry {
-  id: string;
-  kind: 'full' | 'incremental';
-  checkpoint: string | null;
-  since: string | null;
-  startedAt: string;
-  completedAt: string;
-  disks: Record<string, ManifestDisk>;
-}
-
-export interface Manifest {
-  version: 1;
-  domain: string;
-  uuid: string;
-  backups: ManifestEntry[];
-  failed?: Array<{ id: string; reason: string; files: string[] }>;
-}
 
 /** The naming rule of move targets: letters, digits, '.', '_', '+', '-' kept, the rest '_'. */
 export const safeName = (s: string): string => s.replace(/[^A-Za-z0-9._+-]/g, '_').replace(/^\./, '_');
@@ -49,18 +25,12 @@ export async function sha256(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** The virtual size: a qcow2 header's size field, a raw file's length. */
+/** The virtual size: a qcow2 header's size field (read as any image header is), a raw file's length. */
 async function virtualSize(path: string, format: 'raw' | 'qcow2', length: number): Promise<number> {
   if (format === 'raw') return length;
-  const fh = await fs.open(path, 'r');
-  try {
-    const b = Buffer.alloc(32);
-    const { bytesRead } = await fh.read(b, 0, 32, 0);
-    if (bytesRead < 32 || b.readUInt32BE(0) !== 0x514649fb) throw new Error(`${path} is not a qcow2 image`);
-    return Number(b.readBigUInt64BE(24));
-  } finally {
-    await fh.close();
-  }
+  const h = await readImageHeader(path);
+  if (h.detected !== 'qcow2' || h.virtualSize === null) throw new Error(`${path} is not a qcow2 image`);
+  return Number(h.virtualSize);
 }
 
 /** How long a file must stay unchanged before it is described; the bound on waiting for that. */
@@ -130,14 +100,26 @@ export async function describeFile(
   }
 }
 
+/**
+ * The domain's manifest so far (a new one if there is none), read as restore reads it: bounded,
+ * validated. The agent writes it, so it is opened as the agent's own file (own-files.ts): a
+ * symbolic link, a FIFO, another user's file or one with other hard links in its place is refused.
+ */
 async function readManifest(path: string, backup: BackupJob): Promise<Manifest> {
-  const text = await fs.readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') return null;
+  let fh: fs.FileHandle;
+  try {
+    fh = await openOwnFileHandle(path, 'read');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      return { version: 1, domain: backup.domain.name, uuid: backup.domain.uuid, backups: [] };
     throw e;
-  });
-  if (text === null) return { version: 1, domain: backup.domain.name, uuid: backup.domain.uuid, backups: [] };
-  const m = JSON.parse(text) as Manifest;
-  if (m.version !== 1 || !Array.isArray(m.backups)) throw new Error(`${path} is not a version 1 backup manifest`);
+  }
+  let m: Manifest;
+  try {
+    m = await readManifestFrom(fh, path);
+  } finally {
+    await fh.close();
+  }
   if (m.uuid !== backup.domain.uuid) throw new Error(`${path} is the manifest of another domain (${m.uuid})`);
   return m;
 }
