@@ -4,6 +4,7 @@
 // image's virtual size from its header, a raw file's from stat.
 import { promises as fs } from 'node:fs';
 import { majorMinor } from '../destination/identity.js';
+import { readImageHeader } from '../destination/image-header.js';
 
 /** The size in bytes of a block device, or null if `path` is not one or it cannot be read.
  *  (No libvirt here, and no safety gate: an unknown size lets QEMU refuse or fail the copy,
@@ -25,15 +26,9 @@ export async function virtualBytes(path: string, format: string | null): Promise
   if (dev !== null || format === 'qcow2') {
     if (format !== 'qcow2') return dev;
     try {
-      const fh = await fs.open(path, 'r');
-      try {
-        const head = Buffer.alloc(32);
-        await fh.read(head, 0, 32, 0);
-        if (head.readUInt32BE(0) !== 0x514649fb) return null; // 'QFI\xfb'
-        return Number(head.readBigUInt64BE(24));
-      } finally {
-        await fh.close();
-      }
+      // The one header parser (never blocks on a FIFO); the name the domain uses may be a link.
+      const h = await readImageHeader(await fs.realpath(path));
+      return h.detected === 'qcow2' && h.virtualSize !== null ? Number(h.virtualSize) : null;
     } catch {
       return null;
     }
