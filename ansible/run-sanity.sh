@@ -32,14 +32,14 @@ for m in block_copy block_copy_info disk_snapshot block_commit block_pull block_
 done
 echo "== imports"
 (cd "$here" && /usr/bin/python3 -c '
-import importlib
-for m in ("plugins.module_utils.agent_client", "plugins.module_utils.common", "plugins.module_utils.chain", "plugins.module_utils.decide",
-          "plugins.modules.block_copy", "plugins.modules.block_copy_info", "plugins.modules.disk_snapshot",
-          "plugins.modules.block_commit", "plugins.modules.block_pull", "plugins.modules.block_move",
-          "plugins.modules.block_backup", "plugins.modules.checkpoint_info",
-          "plugins.doc_fragments.agent"):
+import glob, importlib
+# Every plugin file, found rather than listed, so that a new one cannot be left out.
+base = "ansible_collections/blockcopy/agent/"
+names = sorted(f[len(base):-3].replace("/", ".") for f in glob.glob(base + "plugins/**/*.py", recursive=True)
+               if not f.endswith("__init__.py"))
+for m in names:
     importlib.import_module("ansible_collections.blockcopy.agent." + m)
-print("all modules import")')
+print("all %d plugin files import" % len(names))')
 echo "== pycodestyle"
 # The settings of ansible-test's own pep8 test (imports follow DOCUMENTATION in modules).
 pycodestyle --max-line-length=160 --ignore=E402,W503,W504,E741 plugins tests

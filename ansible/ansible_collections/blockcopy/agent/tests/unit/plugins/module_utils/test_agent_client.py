@@ -18,9 +18,10 @@ import tempfile
 import threading
 import unittest
 
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import (
-    HAS_WEBSOCKET_CLIENT, AgentClient, AgentError, InsecureTokenError, LibraryWebSocketTransport, StdioTransport,
-    WebSocketTransport, accept_value, check_token_transport)
+from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentClient, AgentError, InsecureTokenError, StdioTransport
+from ansible_collections.blockcopy.agent.plugins.module_utils.ws_builtin import WebSocketTransport, accept_value
+from ansible_collections.blockcopy.agent.plugins.module_utils.ws_common import check_token_transport
+from ansible_collections.blockcopy.agent.plugins.module_utils.ws_library import HAS_WEBSOCKET_CLIENT, LibraryWebSocketTransport
 
 FAKE_AGENT = r'''
 import json, sys

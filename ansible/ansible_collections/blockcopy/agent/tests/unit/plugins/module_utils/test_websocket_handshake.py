@@ -17,8 +17,9 @@ import threading
 import unittest
 
 from ansible_collections.blockcopy.agent.plugins.module_utils import agent_client
-from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import (
-    AgentClient, AgentError, LibraryWebSocketTransport, WebSocketTransport, accept_value, check_handshake, websocket_transport)
+from ansible_collections.blockcopy.agent.plugins.module_utils.agent_client import AgentClient, AgentError, websocket_transport
+from ansible_collections.blockcopy.agent.plugins.module_utils.ws_builtin import WebSocketTransport, accept_value, check_handshake
+from ansible_collections.blockcopy.agent.plugins.module_utils.ws_library import LibraryWebSocketTransport
 
 
 def read_head(rfile):
