@@ -13,6 +13,7 @@
         "native/src/lock.cc",
         "native/src/notify.cc",
         "native/src/sink.cc",
+        "native/src/storage.cc",
         "native/src/typed_params.cc",
         "native/src/worker.cc",
         "native/src/values.cc"
