@@ -5,9 +5,13 @@
 // veth down). The run reports that host failed with a clear message (not a traceback), the
 // other two complete (XML on the new files, qemu-img compare equal); once the link is back, the
 // cut-off agent still has its move (it went on locally and pivoted by itself), a rerun for that
-// host converges (changed=false), and no domain is left with a mirror or a block job.
+// host converges (changed=false), and no domain is left with a mirror or a block job. Each agent
+// also serves /metrics on its namespace's own address (not loopback: TLS and a scrapers' token),
+// scraped from the root namespace over the veth as a central Prometheus would.
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
@@ -38,6 +42,26 @@ interface Member {
   dest: string;
 }
 
+const METRICS_PORT = 9879;
+
+/** GET /metrics at the agent's own address over TLS, with a bearer token or none. */
+function scrape(host: string, ca: string, token?: string): Promise<{ status: number | string; body: string }> {
+  return new Promise((resolve) => {
+    const req = request(
+      { host, port: METRICS_PORT, path: '/metrics', ca: readFileSync(ca), headers: token ? { authorization: `Bearer ${token}` } : {}, agent: false, timeout: 10_000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode!, body }));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', (e: NodeJS.ErrnoException) => resolve({ status: e.code ?? e.message, body: '' }));
+    req.end();
+  });
+}
+
 const until = async (what: string, check: () => Promise<boolean>, timeoutMs: number) => {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
@@ -49,6 +73,10 @@ const until = async (what: string, check: () => Promise<boolean>, timeoutMs: num
 t.test('fleet: one playbook, three agents in their own namespaces, one cut off mid-run', async (t) => {
   sweepStaleNetns();
   const pki = await makePki(t);
+  // The scrapers' own token (not an API token), in a root-only file as the agent requires.
+  const scrapeToken = randomBytes(24).toString('hex');
+  const scrapeTokens = join(pki.dir, 'scrape-tokens.json');
+  writeFileSync(scrapeTokens, JSON.stringify({ tokens: [{ name: 'prometheus', token: scrapeToken }] }), { mode: 0o600 });
   const members: Member[] = [];
   for (const [i, host] of HOSTS.entries()) {
     const ns = await makeNetns(t, i);
@@ -68,6 +96,7 @@ t.test('fleet: one playbook, three agents in their own namespaces, one cut off m
         // Its own domain only: without this every agent adopts the others' copies (one libvirtd).
         domains: [dom.name],
         heartbeatMs: 5000,
+        metrics: { enabled: true, host: ns.address, port: METRICS_PORT, tls: { cert, key }, tokensFile: scrapeTokens },
       },
     });
     members.push({ host, ns, agent, dom, dest });
@@ -170,6 +199,16 @@ t.test('fleet: one playbook, three agents in their own namespaces, one cut off m
     t.notMatch(await hv.liveXml(m.dom), /<mirror/, `${m.host}: no mirror left`);
     const { stdout } = await run('virsh', ['-c', 'qemu:///system', 'blockjob', m.dom.name, 'vda', '--info']);
     t.match(stdout, /No current block job/, `${m.host}: no block job left`);
+  }
+
+  // Metrics on each agent's own (non-loopback) address, from the root namespace over the veth.
+  for (const m of members) {
+    const ok = await scrape(m.ns.address, pki.ca, scrapeToken);
+    t.equal(ok.status, 200, `${m.host}: /metrics at ${m.ns.address}:${METRICS_PORT} over TLS with the scrapers' token`);
+    t.match(ok.body, /^blockcopy_agent_build_info\{/m, `${m.host}: build_info is served`);
+    t.match(ok.body, new RegExp(`job_id="[^"]+".*domain="${m.dom.name}"|domain="${m.dom.name}".*job_id="[^"]+"`), `${m.host}: its own copy's series, by job id`);
+    t.equal((await scrape(m.ns.address, pki.ca)).status, 401, `${m.host}: without a token: 401`);
+    t.equal((await scrape(m.ns.address, pki.ca, m.agent.token)).status, 401, `${m.host}: the API's token does not scrape`);
   }
 
   // Ownership: each agent's jobs are of its own domain only (report what it adopted).
