@@ -30,3 +30,21 @@ export async function brakeBackup(dom: hv.TestDomain, speed: number): Promise<nu
     );
   return jobs.length;
 }
+
+/**
+ * Starts a backup (`start(i)`: the i-th try) and brakes it inside QEMU. The brake comes after the
+ * start, so on a fast or loaded host the backup may end first: `ended` then waits it out and the
+ * next try starts, up to 5. The try caught running, or undefined when none was.
+ */
+export async function startCaughtRunning<T>(
+  dom: hv.TestDomain,
+  start: (i: number) => Promise<T>,
+  ended: (started: T) => Promise<unknown>,
+): Promise<T | undefined> {
+  for (let i = 0; i < 5; i++) {
+    const started = await start(i);
+    if ((await brakeBackup(dom, 1024)) > 0) return started;
+    await ended(started);
+  }
+  return undefined;
+}

@@ -16,7 +16,7 @@ import type { AnyJob, BackupJob } from '../../src/generated/api.js';
 import { isBackupJob } from '../../src/job-types.js';
 import * as hv from '../../harness/hypervisor.js';
 import { backupJob, CLI, serveAgent, stateDir } from '../../harness/agent.js';
-import { brakeBackup, referenceCopy } from '../helpers/backup.js';
+import { brakeBackup, referenceCopy, startCaughtRunning } from '../helpers/backup.js';
 
 const MiB = 1024 * 1024;
 const run = promisify(execFile);
@@ -248,10 +248,19 @@ t.test('a second backup while one runs is refused by name; abort cancels and nam
   const { client } = await agentFor(t);
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 1536 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x77, offset: 0, length: 1024 * MiB });
-  const target = hv.scratchDir('backup-', t);
-  const b = (await client.call('backup', { domain: dom.name, target: { dir: target }, checkpoint: 'keep1' })).job;
-  const braked = await brakeBackup(dom, 1024);
-  t.ok(braked > 0, 'the backup is slowed down inside QEMU');
+  // A directory of its own per try: a try that completed before the brake leaves a manifest.
+  let target = '';
+  const caught = await startCaughtRunning(
+    dom,
+    async (i) => {
+      target = hv.scratchDir('backup-', t);
+      return (await client.call('backup', { domain: dom.name, target: { dir: target }, checkpoint: `keep${i}` })).job;
+    },
+    (started) => waitEnd(client, started.jobId),
+  );
+  t.ok(caught, 'the backup is slowed down inside QEMU');
+  if (!caught) return;
+  const b = caught;
   const second = await errorOf(client.call('backup', { domain: dom.name, target: { dir: target } }));
   t.equal(second?.data?.name, 'backupRunning', 'a second backup of the domain: backupRunning');
   t.equal((second?.data as { jobId?: string } | undefined)?.jobId, b.jobId, 'naming the running one');
@@ -283,18 +292,14 @@ t.test('a second backup while one runs is refused by name; abort cancels and nam
   );
   t.equal(aborted.manifest, null, 'no manifest entry');
   t.notOk(existsSync(join(target, `${dom.name}.backups.json`)), 'no manifest written');
-  // timeout: a backup still running then is aborted by the agent. (The brake can come too late
-  // on a fast host: the backup then ended before it, and the try is repeated.)
-  let timedOut: BackupJob | undefined;
-  for (let i = 0; i < 5 && !timedOut; i++) {
-    const timed = (await client.call('backup', { domain: dom.name, target: { dir: target }, timeout: 3, checkpoint: `t${i}` })).job;
-    if ((await brakeBackup(dom, 1024)) === 0) {
-      await waitEnd(client, timed.jobId);
-      continue;
-    }
-    timedOut = await waitEnd(client, timed.jobId);
-  }
-  t.match(timedOut, { state: 'cancelled' }, 'timeout: the agent aborted it, cancelled');
+  // timeout: a backup still running then is aborted by the agent.
+  const timed = await startCaughtRunning(
+    dom,
+    async (i) => (await client.call('backup', { domain: dom.name, target: { dir: target }, timeout: 3, checkpoint: `t${i}` })).job,
+    (started) => waitEnd(client, started.jobId),
+  );
+  t.ok(timed, 'a backup with a timeout, slowed down inside QEMU');
+  t.match(timed && (await waitEnd(client, timed.jobId)), { state: 'cancelled' }, 'timeout: the agent aborted it, cancelled');
   const none = await errorOf(client.call('abort', { jobId: 'nope' }));
   t.equal(none?.data?.name, 'noJob', 'abort of an unknown job: noJob');
 });
@@ -338,8 +343,14 @@ t.test('SIGKILL mid-backup: adopted while running; ended while the agent was dow
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 1536 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x5a, offset: 0, length: 1024 * MiB });
   const target = hv.scratchDir('backup-', t);
-  const b = (await (await first.connect()).call('backup', { domain: dom.name, target: { dir: target }, checkpoint: true })).job;
-  t.ok((await brakeBackup(dom, 1024)) > 0, 'the backup is slowed down inside QEMU');
+  const c1 = await first.connect();
+  const b = await startCaughtRunning(
+    dom,
+    async () => (await c1.call('backup', { domain: dom.name, target: { dir: target }, checkpoint: true })).job,
+    (started) => waitEnd(c1, started.jobId),
+  );
+  t.ok(b, 'the backup is slowed down inside QEMU');
+  if (!b) return;
   await first.stop('SIGKILL');
 
   const second = await serveAgent(t, { dir });
@@ -369,8 +380,14 @@ t.test('a backup that ended while the agent was down with no stats left is repor
   const dom = await hv.createDomain(t, { disks: [{ format: 'qcow2', sizeMiB: 1536 }] });
   await hv.guestWrite(dom, 'vda', { pattern: 0x6b, offset: 0, length: 1024 * MiB });
   const target = hv.scratchDir('backup-', t);
-  const b = (await (await first.connect()).call('backup', { domain: dom.name, target: { dir: target } })).job;
-  t.ok((await brakeBackup(dom, 1024)) > 0, 'the backup is slowed down inside QEMU');
+  const c1 = await first.connect();
+  const b = await startCaughtRunning(
+    dom,
+    async () => (await c1.call('backup', { domain: dom.name, target: { dir: target } })).job,
+    (started) => waitEnd(c1, started.jobId),
+  );
+  t.ok(b, 'the backup is slowed down inside QEMU');
+  if (!b) return;
   await first.stop('SIGKILL');
   // Someone else aborts it and reads the completed stats without keeping them: no evidence left.
   await hv.virsh('domjobabort', dom.name);
