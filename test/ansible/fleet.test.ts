@@ -11,7 +11,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
@@ -23,6 +22,7 @@ import { fleetPlaybook, type TaskResult } from '../helpers/ansible.js';
 import { errorName } from '../helpers/rejects.js';
 import { makeNetns, sweepStaleNetns, type Netns } from '../helpers/netns.js';
 import { makePki, serverCertFor } from '../helpers/pki.js';
+import { scrapeTls } from '../helpers/scrape.js';
 import { isBlockJob } from '../../src/job-types.js';
 
 const run = promisify(execFile);
@@ -45,22 +45,7 @@ interface Member {
 const METRICS_PORT = 9879;
 
 /** GET /metrics at the agent's own address over TLS, with a bearer token or none. */
-function scrape(host: string, ca: string, token?: string): Promise<{ status: number | string; body: string }> {
-  return new Promise((resolve) => {
-    const req = request(
-      { host, port: METRICS_PORT, path: '/metrics', ca: readFileSync(ca), headers: token ? { authorization: `Bearer ${token}` } : {}, agent: false, timeout: 10_000 },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode!, body }));
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error('timed out')));
-    req.on('error', (e: NodeJS.ErrnoException) => resolve({ status: e.code ?? e.message, body: '' }));
-    req.end();
-  });
-}
+const scrape = (host: string, ca: string, token?: string) => scrapeTls(METRICS_PORT, { host, ca, token });
 
 const until = async (what: string, check: () => Promise<boolean>, timeoutMs: number) => {
   const deadline = Date.now() + timeoutMs;

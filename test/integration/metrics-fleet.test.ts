@@ -10,7 +10,6 @@
 import t from 'tap';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +17,7 @@ import type { AgentClient } from '../../src/client/index.js';
 import { CLI, serveAgent, stateDir, type ServedAgent } from '../../harness/agent.js';
 import * as hv from '../../harness/hypervisor.js';
 import { makePki, type Pki } from '../helpers/pki.js';
+import { scrapeTls, type Scraper } from '../helpers/scrape.js';
 
 const DASHBOARD = fileURLToPath(new URL('../../../docs/grafana-dashboard.json', import.meta.url));
 const PROMETHEUS = '/usr/bin/prometheus';
@@ -31,35 +31,10 @@ function freePort(): Promise<number> {
   });
 }
 
-interface Who {
-  cert?: { cert: string; key: string };
-  token?: string;
-}
+type Who = Omit<Scraper, 'ca' | 'host' | 'path'>;
 
-/** GET /metrics over TLS as `who`: the HTTP status, or the TLS error's code when the handshake is refused. */
-function scrape(pki: Pki, port: number, who: Who = {}, path = '/metrics'): Promise<{ status: number | string; body: string }> {
-  return new Promise((resolve) => {
-    const req = request(
-      {
-        host: '127.0.0.1',
-        port,
-        path,
-        ca: readFileSync(pki.ca),
-        ...(who.cert ? { cert: readFileSync(who.cert.cert), key: readFileSync(who.cert.key) } : {}),
-        headers: who.token ? { authorization: `Bearer ${who.token}` } : {},
-        agent: false,
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode!, body }));
-      },
-    );
-    req.on('error', (e: NodeJS.ErrnoException) => resolve({ status: e.code ?? e.message, body: '' }));
-    req.end();
-  });
-}
+/** GET /metrics (or `path`) on loopback over TLS as `who`. */
+const scrape = (pki: Pki, port: number, who: Who = {}, path?: string) => scrapeTls(port, { ca: pki.ca, ...who, path });
 
 /** A metrics tokens file (0600, as the agent demands). */
 function tokensFile(dir: string, name: string, token: string): string {
